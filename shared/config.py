@@ -1,0 +1,98 @@
+"""One settings object, read from environment variables.
+
+Every configuration variable gridbus understands is declared here, once, with its
+default for a developer's machine (RabbitMQ and Redis on localhost). The README's
+configuration table is generated from this class (`gridbus config`).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    amqp_uri: str = Field(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        description="RabbitMQ connection URI (vhost at the end, `/` is `%2F`).",
+    )
+    rabbitmq_management_url: str = Field(
+        "http://guest:guest@127.0.0.1:15672",
+        description="RabbitMQ management HTTP API, used by `gridbus topology apply` for users and vhosts.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis connection URL.")
+    redis_key_prefix: str = Field(
+        "gridbus", description="Prefix of every Redis key, so several stacks can share one Redis."
+    )
+    config_dir: Path = Field(
+        DEFAULT_CONFIG_DIR,
+        description="Folder holding routes.yaml, sla.yaml, departments.yaml, grid.yaml, notify.yaml.",
+    )
+    district_code: str = Field("450305", description="6-digit code of the district this stack serves.")
+    timezone: str = Field("Asia/Shanghai", description="Local time zone of the district.")
+
+    log_format: str = Field("console", description="`console` for humans, `json` in production.")
+    log_level: str = Field("INFO", description="Python log level name.")
+
+    intake_http_host: str = Field("127.0.0.1", description="Address intake's HTTP API binds to.")
+    intake_http_port: int = Field(8000, description="Port of intake's HTTP API.")
+    max_report_bytes: int = Field(65536, description="Largest accepted report body (HTTP 413 above).")
+
+    intake_metrics_port: int = Field(9101, description="Prometheus /metrics port of intake.")
+    router_metrics_port: int = Field(9102, description="Prometheus /metrics port of router.")
+    sla_metrics_port: int = Field(9103, description="Prometheus /metrics port of sla.")
+    notifier_metrics_port: int = Field(9104, description="Prometheus /metrics port of notifier.")
+    metrics_host: str = Field("127.0.0.1", description="Address the /metrics servers bind to.")
+
+    outbox_relay_seconds: float = Field(
+        2.0, description="How often intake re-publishes events stored but not yet confirmed."
+    )
+    sla_tick_seconds: float = Field(0.2, description="How often sla looks for due timers.")
+    sla_lease_seconds: float = Field(
+        30.0, description="How long a claimed timer may stay unpublished before it is re-armed."
+    )
+    sla_time_scale: float = Field(
+        1.0,
+        description="Divides every SLA limit (tests and demos: 3600 turns an hour into a second).",
+    )
+    notifier_timeout_seconds: float = Field(5.0, description="HTTP timeout of one delivery attempt.")
+    webhook_secret: str = Field(
+        "change-me", description="Default HMAC secret of department webhooks (override per department)."
+    )
+    webhook_url_template: str = Field(
+        "",
+        description="If set, every department's webhook URL is this with `{dept}` filled in "
+        "(handy for a single local sink); otherwise departments.yaml gives the URL.",
+    )
+    public_base_url: str = Field(
+        "http://127.0.0.1:8000", description="Base URL used in links inside notifications."
+    )
+
+    def metrics_port(self, service: str) -> int:
+        return int(getattr(self, f"{service}_metrics_port"))
+
+    def nameko_config(self) -> dict:
+        return {
+            "AMQP_URI": self.amqp_uri,
+            "WEB_SERVER_ADDRESS": f"{self.intake_http_host}:{self.intake_http_port}",
+            "serializer": "json",
+            "max_workers": 20,
+            "PREFETCH_COUNT": 20,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment)."""
+    get_settings.cache_clear()

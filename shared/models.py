@@ -1,0 +1,331 @@
+"""Pydantic models at every boundary: the grid app's report, cases, dispatch orders,
+department replies and the lifecycle events.
+
+Every message the system sends derives from `Envelope`: a message id, a schema
+version, the case id at the top level, a correlation id (the report's id travels with
+the case from intake to the last notification), and a time-zone-aware timestamp.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _no_control_chars(value: str) -> str:
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+CleanStr = Annotated[str, AfterValidator(_no_control_chars)]
+CategoryCode = Annotated[str, Field(pattern=r"^\d{5}$", description="GB/T 47678.5 type code")]
+GridCode = Annotated[str, Field(pattern=r"^\d{6}(\d{3}(\d{3}(\d{3})?)?)?$", description="6/9/12/15-digit grid code")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Severity(str, Enum):
+    normal = "normal"
+    urgent = "urgent"
+
+
+class ReporterRole(str, Enum):
+    grid_officer = "grid_officer"
+    part_time = "part_time"
+    citizen = "citizen"
+
+
+class Mode721(str, Enum):
+    service = "service"
+    management = "management"
+    enforcement = "enforcement"
+
+
+class CaseStatus(str, Enum):
+    reported = "reported"
+    registered = "registered"
+    dispatched = "dispatched"
+    acknowledged = "acknowledged"
+    in_progress = "in_progress"
+    resolved = "resolved"
+    closed = "closed"
+    rejected = "rejected"
+    reopened = "reopened"
+    suspended = "suspended"
+    duplicate = "duplicate"
+    cancelled = "cancelled"
+
+
+class Location(Strict):
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    address: CleanStr = Field("", max_length=200)
+    grid: GridCode | None = None
+
+
+class Reporter(Strict):
+    id: CleanStr = Field(min_length=1, max_length=64)
+    role: ReporterRole
+    name: CleanStr = Field("", max_length=64)
+    phone: str = Field("", pattern=r"^[0-9+\- ]{0,20}$")
+
+
+class Report(Strict):
+    """The grid app's report (DESIGN §9). Field names are a public contract."""
+
+    report_id: CleanStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    category: CategoryCode
+    description: CleanStr = Field(min_length=1, max_length=2000)
+    severity: Severity = Severity.normal
+    filing_condition: CleanStr | None = Field(None, max_length=200)
+    location: Location
+    attributes: dict[str, CleanStr] = Field(default_factory=dict, max_length=20)
+    media_urls: list[Annotated[str, Field(pattern=r"^https?://", max_length=500)]] = Field(
+        default_factory=list, max_length=10
+    )
+    reporter: Reporter
+    observed_at: AwareDatetime
+
+    @field_validator("attributes")
+    @classmethod
+    def _attribute_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not key.replace("_", "").isalnum() or len(key) > 40:
+                raise ValueError(f"attribute key {key!r} must be alphanumeric/underscore, ≤ 40 chars")
+        return value
+
+
+class Assignment(BaseModel):
+    """One department's (or grid level's) share of a case, with its own deadlines."""
+
+    dept: str
+    street: str
+    level: int = Field(ge=1, le=5, description="Grid level handling it: 1 city … 5 patch")
+    route: str = Field("", description="Which route of the tree matched")
+    sla_policy: str = "default"
+    mode: Mode721 = Mode721.service
+    order_id: str
+    dispatched_at: AwareDatetime
+    ack_due: AwareDatetime | None = None
+    handle_due: AwareDatetime | None = None
+    active: bool = True
+
+
+class TimelineEntry(BaseModel):
+    at: AwareDatetime
+    actor: str
+    action: str
+    from_status: CaseStatus | None = None
+    to_status: CaseStatus | None = None
+    note: str = ""
+    evidence_urls: list[str] = Field(default_factory=list)
+    message_id: str | None = None
+
+
+class Case(BaseModel):
+    case_id: str
+    report_id: str
+    correlation_id: str
+    status: CaseStatus
+    version: int = 0
+    category: str
+    severity: Severity
+    filing_condition: str | None = None
+    description: str
+    location: Location
+    grid: str
+    street: str
+    attributes: dict[str, str] = Field(default_factory=dict)
+    media_urls: list[str] = Field(default_factory=list)
+    reporter_id: str
+    reporter_role: ReporterRole
+    observed_at: AwareDatetime
+    registered_at: AwareDatetime
+    updated_at: AwareDatetime
+    assignments: list[Assignment] = Field(default_factory=list)
+    timeline: list[TimelineEntry] = Field(default_factory=list)
+    applied_messages: list[str] = Field(
+        default_factory=list, description="Ids of events already applied (idempotent consumers)"
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+class Envelope(BaseModel):
+    message_id: str = Field(default_factory=new_id)
+    schema_version: int = SCHEMA_VERSION
+    case_id: str
+    correlation_id: str
+    occurred_at: AwareDatetime = Field(default_factory=utcnow)
+
+
+class CaseSummary(BaseModel):
+    """What consumers downstream need to know about a case, carried in events."""
+
+    category: str
+    severity: Severity
+    filing_condition: str | None = None
+    grid: str
+    street: str
+    address: str = ""
+    description: str = ""
+    attributes: dict[str, str] = Field(default_factory=dict)
+    registered_at: AwareDatetime
+
+
+class CaseRegistered(Envelope):
+    event: Literal["case_registered"] = "case_registered"
+    case: CaseSummary
+
+
+class DispatchOrder(Envelope):
+    """What a department liaison receives on its `dept.<code>` queue."""
+
+    kind: Literal["dispatch_order"] = "dispatch_order"
+    order_id: str
+    dept: str
+    street: str
+    level: int
+    route: str
+    sla_policy: str
+    mode: Mode721
+    case: CaseSummary
+    reply_to: str = Field(description="Exchange and routing key to reply on")
+
+
+class CaseDispatched(Envelope):
+    event: Literal["case_dispatched"] = "case_dispatched"
+    case: CaseSummary
+    assignments: list[Assignment]
+
+
+class CaseUnroutable(Envelope):
+    event: Literal["case_unroutable"] = "case_unroutable"
+    case: CaseSummary
+    reason: str
+
+
+class CaseUpdated(Envelope):
+    event: Literal["case_updated"] = "case_updated"
+    from_status: CaseStatus | None
+    to_status: CaseStatus
+    actor: str
+    dept: str | None = None
+    note: str = ""
+    mode: Mode721 | None = None
+
+
+class DeadlineKind(str, Enum):
+    acknowledge = "acknowledge"
+    handle = "handle"
+
+
+class DeadlineEvent(Envelope):
+    dept: str
+    street: str
+    level: int
+    order_id: str
+    deadline: DeadlineKind
+    due_at: AwareDatetime
+
+
+class DeadlineWarning(DeadlineEvent):
+    event: Literal["deadline_warning"] = "deadline_warning"
+
+
+class DeadlineBreached(DeadlineEvent):
+    event: Literal["deadline_breached"] = "deadline_breached"
+    late_seconds: float = 0.0
+
+
+class CaseEscalated(Envelope):
+    event: Literal["case_escalated"] = "case_escalated"
+    from_level: int
+    to_level: int
+    dept: str
+    reason: str
+
+
+class NotificationFailed(Envelope):
+    event: Literal["notification_failed"] = "notification_failed"
+    channel: str
+    recipient: str
+    reason: str
+    attempts: int
+
+
+class ReplyAction(str, Enum):
+    acknowledge = "acknowledge"
+    progress = "progress"
+    suspend = "suspend"
+    reject = "reject"
+    resolve = "resolve"
+
+
+class Reply(Strict):
+    """A department's reply (DESIGN §9); on AMQP the body also carries `case_id`."""
+
+    reply_id: CleanStr = Field(min_length=1, max_length=64)
+    action: ReplyAction
+    note: CleanStr = Field("", max_length=2000)
+    reason: CleanStr | None = Field(None, max_length=500)
+    mode: Mode721 | None = None
+    evidence_urls: list[Annotated[str, Field(pattern=r"^https?://", max_length=500)]] = Field(
+        default_factory=list, max_length=10
+    )
+    case_id: str | None = None
+
+
+EVENT_MODELS: dict[str, type[Envelope]] = {
+    m.model_fields["event"].default: m
+    for m in (
+        CaseRegistered,
+        CaseDispatched,
+        CaseUnroutable,
+        CaseUpdated,
+        DeadlineWarning,
+        DeadlineBreached,
+        CaseEscalated,
+        NotificationFailed,
+    )
+}
+
+
+def parse_event(body: dict[str, Any]) -> Envelope:
+    """Turn an event body into its model, by its `event` field."""
+    kind = body.get("event")
+    model = EVENT_MODELS.get(kind)  # type: ignore[arg-type]
+    if model is None:
+        raise ValueError(f"unknown event type {kind!r}")
+    return model.model_validate(body)
+
+
+def summary_of(case: Case) -> CaseSummary:
+    return CaseSummary(
+        category=case.category,
+        severity=case.severity,
+        filing_condition=case.filing_condition,
+        grid=case.grid,
+        street=case.street,
+        address=case.location.address,
+        description=case.description,
+        attributes=case.attributes,
+        registered_at=case.registered_at,
+    )

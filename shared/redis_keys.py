@@ -1,0 +1,66 @@
+"""Every Redis key gridbus writes, named once. All keys start with REDIS_KEY_PREFIX."""
+from __future__ import annotations
+
+from shared.config import get_settings
+
+
+def _p() -> str:
+    return get_settings().redis_key_prefix
+
+
+# -- intake: cases -------------------------------------------------------------------
+def case(case_id: str) -> str:
+    """Hash {doc: Case JSON, version: int}."""
+    return f"{_p()}:case:{case_id}"
+
+
+def report_index(report_id: str) -> str:
+    """String: the case id registered for this report id (idempotency)."""
+    return f"{_p()}:report:{report_id}"
+
+
+def case_sequence(district: str, day: str) -> str:
+    """Counter: the day's case serial number for a district."""
+    return f"{_p()}:caseseq:{district}:{day}"
+
+
+def cases_by_time() -> str:
+    """Sorted set: case id scored by registration time (listing, cursor pagination)."""
+    return f"{_p()}:cases:by_time"
+
+
+def outbox() -> str:
+    """Hash message_id → event JSON: stored with the case, removed once confirmed."""
+    return f"{_p()}:outbox"
+
+
+def outbox_times() -> str:
+    """Sorted set message_id → time stored (the relay re-publishes old entries)."""
+    return f"{_p()}:outbox:times"
+
+
+# -- sla: timers ---------------------------------------------------------------------
+def timers_due() -> str:
+    """Sorted set timer id → due time (unix seconds)."""
+    return f"{_p()}:sla:due"
+
+
+def timers_leased() -> str:
+    """Sorted set timer id → lease expiry: claimed, being published."""
+    return f"{_p()}:sla:leased"
+
+
+def timer(timer_id: str) -> str:
+    """Hash: the timer's payload and fencing token."""
+    return f"{_p()}:sla:timer:{timer_id}"
+
+
+def sla_case(case_id: str) -> str:
+    """Hash: the case's clock state as sla knows it (status, current tokens)."""
+    return f"{_p()}:sla:case:{case_id}"
+
+
+# -- notifier ------------------------------------------------------------------------
+def delivery_sent(delivery_id: str) -> str:
+    """String: set once a delivery succeeded (dedup of repeated events)."""
+    return f"{_p()}:notify:sent:{delivery_id}"

@@ -1,0 +1,267 @@
+"""The RabbitMQ topology: every exchange, queue, binding and routing key, named once.
+
+Services declare it at start (idempotently) before they consume or publish, so that no
+event is confirmed into an exchange with nowhere to go; `gridbus topology apply` does the
+same from the command line, and `deploy/rabbitmq/definitions.json` is generated from
+`definitions()` below.
+
+Long-lived queues are quorum queues with a delivery limit and at-least-once
+dead-lettering into `gridbus.dead`, routed by the source queue's name to `<queue>.dead`.
+A handler that keeps failing therefore ends up in a dead-letter queue rather than looping
+or being dropped (nameko's default is to ack and drop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pika
+
+# ------------------------------------------------------------------ exchanges
+EX_REPORTS = "gridbus.reports"    # grid app → intake
+EX_REPLIES = "gridbus.replies"    # departments → intake
+EX_EVENTS = "gridbus.events"      # lifecycle events between services
+EX_DISPATCH = "gridbus.dispatch"  # router → department queues
+EX_NOTIFY = "gridbus.notify"      # notifier's own work and retry queues
+EX_DEAD = "gridbus.dead"          # dead letters, keyed by the queue they came from
+
+# ------------------------------------------------------------------ routing keys
+RK_REPORT = "report.submitted"
+RK_CASE_REGISTERED = "case.registered"
+RK_CASE_DISPATCHED = "case.dispatched"
+RK_CASE_UNROUTABLE = "case.unroutable"
+RK_CASE_UPDATED = "case.updated"
+RK_CASE_ESCALATED = "case.escalated"
+RK_DEADLINE_WARNING = "deadline.warning"
+RK_DEADLINE_BREACHED = "deadline.breached"
+RK_NOTIFICATION_FAILED = "notification.failed"
+RK_DELIVERY = "delivery"
+
+#: event type (the `event` field of a message) → its routing key on `gridbus.events`
+EVENT_ROUTING_KEYS: dict[str, str] = {
+    "case_registered": RK_CASE_REGISTERED,
+    "case_dispatched": RK_CASE_DISPATCHED,
+    "case_unroutable": RK_CASE_UNROUTABLE,
+    "case_updated": RK_CASE_UPDATED,
+    "case_escalated": RK_CASE_ESCALATED,
+    "deadline_warning": RK_DEADLINE_WARNING,
+    "deadline_breached": RK_DEADLINE_BREACHED,
+    "notification_failed": RK_NOTIFICATION_FAILED,
+}
+
+
+def dispatch_routing_key(dept: str, street: str) -> str:
+    """`dept.<dept_code>.<street_code>`: departments may bind narrower, per street."""
+    return f"dept.{dept}.{street}"
+
+
+def reply_routing_key(dept: str) -> str:
+    return f"reply.{dept}"
+
+
+def dept_queue(dept: str) -> str:
+    return f"dept.{dept}"
+
+
+def dead_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+# ------------------------------------------------------------------ queues
+Q_INTAKE_REPORTS = "intake.reports"
+Q_INTAKE_REPLIES = "intake.replies"
+Q_INTAKE_EVENTS = "intake.events"
+Q_ROUTER_CASES = "router.cases"
+Q_SLA_EVENTS = "sla.events"
+Q_NOTIFIER_EVENTS = "notifier.events"
+Q_NOTIFIER_DELIVERIES = "notifier.deliveries"
+Q_AUDIT = "gridbus.audit"
+
+#: back-off of failed notifications: delay queues whose TTL dead-letters back to work
+NOTIFIER_RETRY_DELAYS_S: tuple[int, ...] = (10, 60, 300, 1800)
+
+
+def retry_queue(delay_s: int) -> str:
+    return f"notifier.retry.{delay_s}s"
+
+
+def retry_routing_key(delay_s: int) -> str:
+    return f"retry.{delay_s}s"
+
+
+DELIVERY_LIMIT = 5  # redeliveries of a failing message before it is dead-lettered
+
+
+@dataclass(frozen=True)
+class Exchange:
+    name: str
+    type: str = "topic"
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    doc: str = ""
+    kind: str = "work"  # work | dead | delay | stream
+    arguments: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
+class Binding:
+    exchange: str
+    queue: str
+    routing_key: str
+
+
+@dataclass(frozen=True)
+class Topology:
+    exchanges: tuple[Exchange, ...]
+    queues: tuple[Queue, ...]
+    bindings: tuple[Binding, ...]
+
+    def queue(self, name: str) -> Queue:
+        for q in self.queues:
+            if q.name == name:
+                return q
+        raise KeyError(name)
+
+
+def _work_queue_args(name: str) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": DELIVERY_LIMIT,
+        "x-dead-letter-exchange": EX_DEAD,
+        "x-dead-letter-routing-key": name,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",
+    }
+
+
+def build_topology(department_codes: Iterable[str]) -> Topology:
+    exchanges = (
+        Exchange(EX_REPORTS, doc="Reports from the grid app (key `report.submitted`)."),
+        Exchange(EX_REPLIES, doc="Department replies (key `reply.<dept>`, user_id checked)."),
+        Exchange(EX_EVENTS, doc="Case lifecycle events (keys `case.*`, `deadline.*`)."),
+        Exchange(EX_DISPATCH, doc="Dispatch orders (key `dept.<dept>.<street>`)."),
+        Exchange(EX_NOTIFY, type="direct", doc="Notifier deliveries and their retries."),
+        Exchange(EX_DEAD, doc="Dead letters, keyed by the name of the queue they left."),
+    )
+    queues: list[Queue] = []
+    bindings: list[Binding] = []
+
+    def work(name: str, doc: str, binds: Iterable[tuple[str, str]]) -> None:
+        queues.append(Queue(name, doc, "work", _work_queue_args(name)))
+        queues.append(
+            Queue(dead_queue(name), f"Dead letters of `{name}`.", "dead", {"x-queue-type": "quorum"})
+        )
+        bindings.append(Binding(EX_DEAD, dead_queue(name), name))
+        for exchange, key in binds:
+            bindings.append(Binding(exchange, name, key))
+
+    work(Q_INTAKE_REPORTS, "Reports submitted over AMQP.", [(EX_REPORTS, RK_REPORT)])
+    work(Q_INTAKE_REPLIES, "Department replies over AMQP.", [(EX_REPLIES, "reply.*")])
+    work(
+        Q_INTAKE_EVENTS,
+        "Events that change case state, applied by intake (the only writer).",
+        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_ESCALATED)],
+    )
+    work(Q_ROUTER_CASES, "Cases to route.", [(EX_EVENTS, RK_CASE_REGISTERED)])
+    work(
+        Q_SLA_EVENTS,
+        "Events that arm, stop or pause deadlines.",
+        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED)],
+    )
+    work(
+        Q_NOTIFIER_EVENTS,
+        "Events people are told about.",
+        [
+            (EX_EVENTS, k)
+            for k in (
+                RK_CASE_DISPATCHED,
+                RK_CASE_UNROUTABLE,
+                RK_CASE_UPDATED,
+                RK_CASE_ESCALATED,
+                RK_DEADLINE_WARNING,
+                RK_DEADLINE_BREACHED,
+            )
+        ],
+    )
+    work(Q_NOTIFIER_DELIVERIES, "One message to one recipient on one channel.", [(EX_NOTIFY, RK_DELIVERY)])
+    for delay in NOTIFIER_RETRY_DELAYS_S:
+        name = retry_queue(delay)
+        queues.append(
+            Queue(
+                name,
+                f"Holds a failed delivery {delay} s, then dead-letters it back to work.",
+                "delay",
+                {
+                    "x-queue-type": "quorum",
+                    "x-message-ttl": delay * 1000,
+                    "x-dead-letter-exchange": EX_NOTIFY,
+                    "x-dead-letter-routing-key": RK_DELIVERY,
+                    "x-dead-letter-strategy": "at-least-once",
+                    "x-overflow": "reject-publish",
+                },
+            )
+        )
+        bindings.append(Binding(EX_NOTIFY, name, retry_routing_key(delay)))
+    for dept in department_codes:
+        work(
+            dept_queue(dept),
+            f"Dispatch orders for department `{dept}`, read by its liaison's systems.",
+            [(EX_DISPATCH, f"dept.{dept}.#")],
+        )
+    queues.append(
+        Queue(Q_AUDIT, "Every event, kept for audit and replay.", "stream",
+              {"x-queue-type": "stream", "x-max-age": "400D"})
+    )
+    bindings.append(Binding(EX_EVENTS, Q_AUDIT, "#"))
+    return Topology(exchanges, tuple(queues), tuple(bindings))
+
+
+def default_topology() -> Topology:
+    from shared.departments import load_department_codes
+
+    return build_topology(load_department_codes())
+
+
+def declare(channel: "pika.adapters.blocking_connection.BlockingChannel", topology: Topology) -> None:
+    """Declare everything; safe to repeat (RabbitMQ's declarations are idempotent)."""
+    for ex in topology.exchanges:
+        channel.exchange_declare(ex.name, exchange_type=ex.type, durable=True)
+    for q in topology.queues:
+        channel.queue_declare(q.name, durable=True, arguments=q.arguments)
+    for b in topology.bindings:
+        channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key)
+
+
+def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:
+    topology = topology or default_topology()
+    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    try:
+        declare(connection.channel(), topology)
+    finally:
+        connection.close()
+    return topology
+
+
+def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
+    """RabbitMQ definitions (import format) for the same topology."""
+    return {
+        "exchanges": [
+            {"name": e.name, "vhost": vhost, "type": e.type, "durable": True,
+             "auto_delete": False, "internal": False, "arguments": {}}
+            for e in topology.exchanges
+        ],
+        "queues": [
+            {"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
+             "arguments": q.arguments}
+            for q in topology.queues
+        ],
+        "bindings": [
+            {"source": b.exchange, "vhost": vhost, "destination": b.queue,
+             "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}}
+            for b in topology.bindings
+        ],
+    }
