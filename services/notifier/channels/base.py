@@ -1,0 +1,241 @@
+"""What every channel shares: the message, the outcome, the settings, and `send`.
+
+A channel turns one `OutgoingMessage` into one delivery attempt and reports a
+`DeliveryOutcome`. It keeps no state between calls and never retries by itself: the
+notifier service owns dedup, retries and dead letters, so it must see every attempt.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, SecretStr
+
+from shared.logs import get_logger, redact_text
+
+log = get_logger("gridbus.notifier.channels")
+
+USER_AGENT = "gridbus-notifier/0.1"
+ENV_PREFIX = "GRIDBUS_"
+
+
+class ChannelName(str, Enum):
+    webhook = "webhook"
+    wecom = "wecom"
+    dingtalk = "dingtalk"
+    email = "email"
+    sms = "sms"
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    delivery_id: str
+    channel: ChannelName
+    to: str
+    subject: str
+    text: str
+    payload: Mapping[str, Any]
+    mentions: tuple[str, ...] = ()
+    secret: str | None = None
+    sms_template: str | None = None
+    sms_params: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # keep the secret and full phone numbers out of tracebacks
+        return (
+            f"OutgoingMessage(delivery_id={self.delivery_id!r}, channel={self.channel.value!r}, "
+            f"to={describe_target(self.to)!r}, subject={self.subject!r})"
+        )
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    ok: bool
+    transient: bool
+    retry_after: float | None
+    status: int | None
+    detail: str
+
+    @classmethod
+    def delivered(cls, status: int | None, detail: str = "delivered") -> DeliveryOutcome:
+        return cls(True, False, None, status, detail)
+
+    @classmethod
+    def retry(cls, detail: str, status: int | None = None, retry_after: float | None = None) -> DeliveryOutcome:
+        return cls(False, True, retry_after, status, detail)
+
+    @classmethod
+    def fail(cls, detail: str, status: int | None = None) -> DeliveryOutcome:
+        return cls(False, False, None, status, detail)
+
+    @property
+    def kind(self) -> str:
+        """`delivered` | `transient` | `permanent` — the metric label."""
+        return "delivered" if self.ok else ("transient" if self.transient else "permanent")
+
+
+def _secret_from_env(name: str) -> str | None:
+    """`GRIDBUS_<NAME>` or the content of the file named by `GRIDBUS_<NAME>_FILE`."""
+    value = os.environ.get(ENV_PREFIX + name)
+    if value:
+        return value
+    path = os.environ.get(ENV_PREFIX + name + "_FILE")
+    if path:
+        # Docker/Kubernetes secret files end with a newline that is not part of the secret.
+        return Path(path).read_text(encoding="utf-8").strip()
+    return None
+
+
+class ChannelSettings(BaseModel):
+    """Connection settings of the channels. Secrets are `SecretStr` so they never print."""
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_starttls: bool = False
+    smtp_ssl: bool = False  # implicit TLS (port 465) instead of STARTTLS
+    smtp_ca_file: str = ""  # extra CA bundle to trust (a private mail relay); empty: system store
+    smtp_user: str = ""
+    smtp_password: SecretStr = SecretStr("")
+    mail_from: str = "gridbus@localhost"
+    sms_url: str = ""
+    sms_api_key: SecretStr = SecretStr("")
+    sms_sign: str = "七星城管"
+    webhook_secret: SecretStr = SecretStr("")  # used when a message carries no secret of its own
+    timeout: float = 5.0
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> ChannelSettings:
+        """Settings from `GRIDBUS_*` variables (secrets also from `*_FILE`), then `overrides`.
+
+        The timeout and default webhook secret come from the shared settings object.
+        """
+        from shared.config import get_settings
+
+        shared = get_settings()
+        values: dict[str, Any] = {"timeout": shared.notifier_timeout_seconds, "webhook_secret": shared.webhook_secret}
+        for name, info in cls.model_fields.items():
+            env = name.upper()
+            if info.annotation is SecretStr:
+                secret = _secret_from_env(env)
+                if secret is not None:
+                    values[name] = secret
+            elif ENV_PREFIX + env in os.environ:
+                values[name] = os.environ[ENV_PREFIX + env]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def describe_target(to: str) -> str:
+    """A loggable form of a recipient: robot keys and tokens live in the query string."""
+    if "://" in to:
+        parts = urllib.parse.urlsplit(to)
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return redact_text(f"{parts.scheme}://{host}{parts.path}" + ("?…" if parts.query else ""))
+    return redact_text(to)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+# Statuses a later attempt can cure; every other 4xx means the request itself is wrong.
+_TRANSIENT_STATUSES = {408, 425, 429}
+
+
+def classify_status(response: httpx.Response) -> DeliveryOutcome | None:
+    """Outcome of a non-2xx HTTP answer; None when the status is 2xx (caller looks closer)."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return None
+    reason = f"HTTP {status} {response.reason_phrase}".strip()
+    snippet = redact_text(response.text[:200]) if response.content else ""
+    detail = f"{reason}: {snippet}" if snippet else reason
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        return DeliveryOutcome.retry(detail, status, parse_retry_after(response.headers.get("Retry-After")))
+    # 3xx too: we do not follow redirects, a webhook that moves is misconfigured.
+    return DeliveryOutcome.fail(detail, status)
+
+
+def http_post(
+    url: str,
+    *,
+    content: bytes,
+    headers: Mapping[str, str],
+    timeout: float,
+) -> httpx.Response | DeliveryOutcome:
+    """POST once. A transport failure comes back as an outcome instead of an exception.
+
+    A timeout after the request left may still have been delivered; that is why every
+    resend carries the same delivery id for the receiver to recognise.
+    """
+    all_headers = {"User-Agent": USER_AGENT, **headers}
+    try:
+        with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+            return client.post(url, content=content, headers=all_headers)
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        return DeliveryOutcome.fail(f"bad URL {describe_target(url)}: {exc}")
+    except httpx.TimeoutException as exc:
+        return DeliveryOutcome.retry(f"timeout after {timeout:g}s ({type(exc).__name__})")
+    except httpx.TransportError as exc:
+        return DeliveryOutcome.retry(f"connection failed: {type(exc).__name__}: {redact_text(str(exc))}")
+
+
+def require_http_url(url: str) -> DeliveryOutcome | None:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return DeliveryOutcome.fail(f"not an http(s) URL: {describe_target(url)}")
+    return None
+
+
+# --------------------------------------------------------------------------- dispatch
+
+
+def send(message: OutgoingMessage, settings: ChannelSettings) -> DeliveryOutcome:
+    """Deliver `message` once through its channel. Never raises for delivery failures.
+
+    Each channel is a module of this package named after the channel, exposing
+    `deliver(message, settings) -> DeliveryOutcome`.
+    """
+    channel = ChannelName(message.channel)
+    module = importlib.import_module(f"{__package__}.{channel.value}")
+    try:
+        outcome: DeliveryOutcome = module.deliver(message, settings)
+    except Exception as exc:  # a bug here must become a visible dead letter, not a dropped event
+        log.exception("channel_crashed", channel=channel.value, delivery_id=message.delivery_id)
+        outcome = DeliveryOutcome.fail(f"internal error in {channel.value} channel: {type(exc).__name__}")
+    log.info(
+        "delivery_attempt",
+        channel=channel.value,
+        delivery_id=message.delivery_id,
+        to=describe_target(message.to),
+        outcome=outcome.kind,
+        status=outcome.status,
+        retry_after=outcome.retry_after,
+        detail=outcome.detail,
+    )
+    return outcome
