@@ -34,3 +34,7 @@ def _register_service_commands() -> None:
 
 
 _register_service_commands()
+
+
+if __name__ == "__main__":
+    main()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -37,3 +38,56 @@ def topology_definitions(vhost: str) -> None:
     from shared import topology as topo
 
     click.echo(json.dumps(topo.definitions(topo.default_topology(), vhost), indent=2, ensure_ascii=False))
+
+
+@command
+@click.command("run")
+@click.argument("service", type=click.Choice(["intake", "router", "sla", "notifier"]))
+def run(service: str) -> None:
+    """Run one service in the foreground (what a container runs)."""
+    from services.runner import run_service
+
+    run_service(service)
+
+
+@command
+@click.command("up")
+@click.option("--demo", is_flag=True, help="Feed the demo reports once the stack is up.")
+@click.option("--exit-after-demo", is_flag=True, help="Stop the stack after the demo (for scripts).")
+def up(demo: bool, exit_after_demo: bool) -> None:
+    """Run the four services in the foreground; Ctrl-C stops them cleanly."""
+    from services import demo as demo_mod
+    from services.runner import start_all, stop_all
+
+    settings = get_settings()
+    problems = demo_mod.check_dependencies(settings)
+    if problems:
+        for p in problems:
+            click.echo(p, err=True)
+        raise SystemExit(2)
+    procs = start_all()
+    try:
+        demo_mod.wait_until_ready(settings, procs)
+        click.echo(f"gridbus is up: intake API http://{settings.intake_http_host}:{settings.intake_http_port}, "
+                   f"metrics on :{settings.intake_metrics_port}-{settings.notifier_metrics_port}. Ctrl-C stops.")
+        if demo:
+            demo_mod.run_demo(settings, echo=click.echo)
+            if exit_after_demo:
+                return
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        click.echo("a service exited; stopping the others", err=True)
+        raise SystemExit(1)
+    except KeyboardInterrupt:
+        click.echo("stopping…")
+    finally:
+        stop_all(procs)
+
+
+@command
+@click.command("demo")
+def demo() -> None:
+    """Feed a running stack a few realistic reports and print what happens to each."""
+    from services import demo as demo_mod
+
+    demo_mod.run_demo(get_settings(), echo=click.echo)

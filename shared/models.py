@@ -207,6 +207,8 @@ class DispatchOrder(Envelope):
     sla_policy: str
     mode: Mode721
     case: CaseSummary
+    ack_due: AwareDatetime | None = Field(None, description="Acknowledge (签收) by")
+    handle_due: AwareDatetime | None = Field(None, description="Resolve by")
     reply_to: str = Field(description="Exchange and routing key to reply on")
 
 

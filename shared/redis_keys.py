@@ -50,14 +50,19 @@ def timers_leased() -> str:
     return f"{_p()}:sla:leased"
 
 
-def timer(timer_id: str) -> str:
-    """Hash: the timer's payload and fencing token."""
-    return f"{_p()}:sla:timer:{timer_id}"
+def timer_payloads() -> str:
+    """Hash timer id → payload JSON (what to publish when it fires)."""
+    return f"{_p()}:sla:payloads"
 
 
-def sla_case(case_id: str) -> str:
-    """Hash: the case's clock state as sla knows it (status, current tokens)."""
-    return f"{_p()}:sla:case:{case_id}"
+def sla_tokens(case_id: str) -> str:
+    """Hash `<order_id>|<deadline>` → fencing token; a timer firing with an older token is stale."""
+    return f"{_p()}:sla:tokens:{case_id}"
+
+
+def sla_case_timers(case_id: str) -> str:
+    """Set: ids of the case's armed timers (to cancel them together)."""
+    return f"{_p()}:sla:timers:{case_id}"
 
 
 # -- notifier ------------------------------------------------------------------------

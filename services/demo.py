@@ -1,0 +1,133 @@
+"""The demo: a few realistic reports from the pilot communities, fed to a running stack,
+and what happens to each printed as it happens. Also the checks `gridbus up` makes
+before it starts anything."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Sequence
+from urllib.parse import urlparse
+
+import httpx
+
+from shared.config import Settings
+
+TZ8 = timezone(timedelta(hours=8))
+
+DEMO_REPORTS: list[dict] = [
+    {"category": "03005", "description": "辰山社区辰山路口垃圾箱满溢，垃圾散落地面",
+     "filing_condition": "满溢", "severity": "normal",
+     "location": {"lat": 25.2790, "lon": 110.3180, "address": "七星区辰山路口", "grid": "450305001001001"},
+     "reporter": {"id": "w-1024", "role": "part_time", "name": "环卫工 李", "phone": "13800001024"}},
+    {"category": "01037", "description": "羊角山社区穿山路连续三盏路灯不亮",
+     "filing_condition": "连续3盏以上不亮", "severity": "normal",
+     "location": {"lat": 25.2720, "lon": 110.3265, "address": "七星区穿山路12号", "grid": "450305001002001"},
+     "reporter": {"id": "g-0007", "role": "grid_officer", "name": "网格员 黄", "phone": "13900000007"}},
+    {"category": "01002", "description": "辰山社区人行道污水井盖缺失，行人有坠落危险",
+     "filing_condition": "缺失、移位、开裂，存在安全隐患的", "severity": "urgent",
+     "location": {"lat": 25.2785, "lon": 110.3190, "address": "七星区辰山路8号旁人行道", "grid": "450305001001002"},
+     "reporter": {"id": "g-0003", "role": "grid_officer", "name": "网格员 莫", "phone": "13900000003"}},
+    {"category": "09009", "description": "羊角山社区小区门口机动车乱停放，堵塞消防通道",
+     "severity": "normal",
+     "location": {"lat": 25.2712, "lon": 110.3270, "address": "七星区羊角山路3号小区门口", "grid": "450305001002002"},
+     "reporter": {"id": "c-5521", "role": "citizen", "name": "", "phone": ""}},
+]
+
+
+def _reachable(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _endpoint(url: str, default_port: int) -> tuple[str, int]:
+    parsed = urlparse(url)
+    return parsed.hostname or "127.0.0.1", parsed.port or default_port
+
+
+def check_dependencies(settings: Settings) -> list[str]:
+    """Empty when RabbitMQ and Redis answer; otherwise what to start and how.
+
+    Where Docker exists, the missing ones are started with Docker Compose first.
+    """
+    needed = {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379)}
+    missing = [name for name, (h, p) in needed.items() if not _reachable(h, p)]
+    if missing and shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+        subprocess.run(["docker", "compose", "up", "-d", *missing], check=False)
+        for _ in range(60):
+            missing = [n for n in missing if not _reachable(*needed[n])]
+            if not missing:
+                break
+            time.sleep(1)
+    hints = {
+        "rabbitmq": "RabbitMQ is not answering at {}:{}. Start it: `rabbitmq-server -detached` "
+                    "(Debian: apt-get install rabbitmq-server), or set AMQP_URI.",
+        "redis": "Redis is not answering at {}:{}. Start it: `redis-server --daemonize yes --port 6379` "
+                 "(Debian: apt-get install redis-server), or set REDIS_URL.",
+    }
+    return [hints[n].format(*needed[n]) for n in missing]
+
+
+def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], timeout: float = 60.0) -> None:
+    """Until intake answers /healthz and every service serves /metrics."""
+    base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
+    ports = [settings.metrics_port(s) for s in ("intake", "router", "sla", "notifier")]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in procs):
+            raise SystemExit("a service failed to start; see its log above")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200 and all(
+                _reachable(settings.metrics_host, port) for port in ports
+            ):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"the stack did not become ready within {timeout:.0f} s")
+
+
+def _describe(case: dict) -> str:
+    active = [a for a in case.get("assignments", []) if a.get("active")]
+    if not active:
+        return case["status"]
+    parts = []
+    for a in active:
+        due = a.get("handle_due") or "?"
+        parts.append(f"{a['dept']} (L{a['level']}, route {a['route']}, {a['mode']}, handle by {due})")
+    return f"{case['status']} → " + "; ".join(parts)
+
+
+def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: float = 10.0) -> list[dict]:
+    """POST the demo reports and follow each case until it is dispatched."""
+    base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
+    now = datetime.now(TZ8)
+    results = []
+    with httpx.Client(base_url=base, timeout=5) as client:
+        for i, template in enumerate(DEMO_REPORTS):
+            report = {**template, "report_id": f"demo-{uuid.uuid4().hex[:12]}",
+                      "observed_at": (now - timedelta(minutes=5 * (i + 1))).isoformat()}
+            r = client.post("/v1/reports", json=report)
+            if r.status_code >= 400:
+                echo(f"✗ {report['description'][:24]}…: HTTP {r.status_code} {r.text}")
+                continue
+            case_id = r.json()["case_id"]
+            echo(f"→ {case_id}  {report['category']} {report['description']}")
+            results.append({"case_id": case_id, "report": report})
+        for item in results:
+            deadline = time.monotonic() + wait_s
+            case: dict = {}
+            while time.monotonic() < deadline:
+                case = client.get(f"/v1/cases/{item['case_id']}").json()
+                if case.get("status") != "registered":
+                    break
+                time.sleep(0.2)
+            item["case"] = case
+            echo(f"  {item['case_id']}: {_describe(case) if case else 'not found'}")
+    return results

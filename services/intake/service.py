@@ -1,0 +1,159 @@
+"""intake: the nameko shell. Entrypoints only; the logic lives in cases.py and store.py."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from nameko.extensions import DependencyProvider
+from nameko.timer import timer
+from nameko.web.handlers import http
+from werkzeug.wrappers import Request, Response
+
+from services.intake.cases import Registrar, apply_event
+from services.intake.store import CaseNotFound, CaseStore
+from services.intake.validation import InvalidInput, parse
+from shared import metrics, topology
+from shared.bus import Bus
+from shared.catalog import load_catalog
+from shared.config import get_settings
+from shared.grid import load_grid
+from shared.models import Envelope, Report, parse_event
+from shared.nameko_ext import (
+    BusProvider,
+    EntrypointMetrics,
+    RedisProvider,
+    Rejected,
+    TopologyDeclarer,
+    consume_reliably,
+)
+
+log = structlog.get_logger("gridbus.intake")
+JSON = {"Content-Type": "application/json; charset=utf-8"}
+
+
+def json_response(status: int, body: Any) -> Response:
+    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status, headers=JSON)
+
+
+class Domain(DependencyProvider):
+    """Catalog, grid and store, loaded once per process (a bad file stops start-up)."""
+
+    def setup(self) -> None:
+        settings = get_settings()
+        self.catalog = load_catalog()
+        self.grid = load_grid()
+        self.settings = settings
+
+    def get_dependency(self, worker_ctx: Any) -> "Domain":
+        return self
+
+    def bind(self, client: Any) -> tuple[CaseStore, Registrar]:
+        store = CaseStore(client, self.settings.district_code)
+        return store, Registrar(store, self.catalog, self.grid, self.settings.timezone)
+
+
+def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
+    """Publish events already in the outbox; what fails stays there for the relay."""
+    for event in events:
+        try:
+            bus.publish_event(event)
+        except Exception as exc:  # the relay retries; the case is safe in Redis
+            log.warning("publish_deferred", case_id=event.case_id, error=str(exc))
+            continue
+        store.outbox_done(event.message_id)
+
+
+class IntakeService:
+    name = "intake"
+
+    topology = TopologyDeclarer()
+    metrics = EntrypointMetrics()
+    bus: Bus = BusProvider()
+    redis = RedisProvider()
+    domain: Domain = Domain()
+
+    def _register(self, report: Report, channel: str) -> tuple[int, dict[str, Any]]:
+        store, registrar = self.domain.bind(self.redis)
+        result = registrar.register(report)
+        if result.event is not None:
+            publish_stored(self.bus, store, [result.event])
+            metrics.CASES_REGISTERED.labels(result.event.case.street, report.category[:2]).inc()
+            log.info("case_registered", case_id=result.case_id, category=report.category,
+                     grid=result.event.case.grid, channel=channel)
+        else:
+            log.info("report_repeated", case_id=result.case_id, report_id=report.report_id)
+        metrics.REPORTS_RECEIVED.labels(channel, "registered" if result.created else "repeated").inc()
+        status = 202 if result.created else 200
+        return status, {"case_id": result.case_id, "status": "registered"}
+
+    # -------------------------------------------------------------- HTTP
+    @http("POST", "/v1/reports")
+    def post_report(self, request: Request) -> Response:
+        limit = get_settings().max_report_bytes
+        if request.content_length is not None and request.content_length > limit:
+            metrics.REQUEST_BYTES_REJECTED.inc()
+            return json_response(413, {"errors": [{"field": "", "message": f"body larger than {limit} bytes"}]})
+        raw = request.stream.read(limit + 1)
+        if len(raw) > limit:
+            metrics.REQUEST_BYTES_REJECTED.inc()
+            return json_response(413, {"errors": [{"field": "", "message": f"body larger than {limit} bytes"}]})
+        try:
+            report = parse(Report, raw)
+            status, body = self._register(report, "http")
+        except InvalidInput as exc:
+            metrics.REPORTS_RECEIVED.labels("http", "invalid").inc()
+            return json_response(422, exc.as_json())
+        return json_response(status, body)
+
+    @http("GET", "/v1/cases/<string:case_id>")
+    def get_case(self, request: Request, case_id: str) -> Response:
+        store, _ = self.domain.bind(self.redis)
+        try:
+            case = store.get(case_id)
+        except CaseNotFound:
+            return json_response(404, {"errors": [{"field": "case_id", "message": f"no case {case_id}"}]})
+        return json_response(200, case.model_dump(mode="json", exclude={"applied_messages"}))
+
+    @http("GET", "/v1/catalog")
+    def get_catalog(self, request: Request) -> Response:
+        return json_response(200, self.domain.catalog.tree())
+
+    @http("GET", "/healthz")
+    def healthz(self, request: Request) -> Response:
+        self.redis.ping()
+        return json_response(200, {"status": "ok"})
+
+    # -------------------------------------------------------------- AMQP
+    @consume_reliably(topology.Q_INTAKE_REPORTS)
+    def consume_report(self, body: Any) -> None:
+        try:
+            report = parse(Report, body)
+            self._register(report, "amqp")
+        except InvalidInput as exc:
+            metrics.REPORTS_RECEIVED.labels("amqp", "invalid").inc()
+            raise Rejected(json.dumps(exc.as_json()["errors"], ensure_ascii=False), "invalid_report") from None
+
+    @consume_reliably(topology.Q_INTAKE_EVENTS)
+    def consume_event(self, body: Any) -> None:
+        try:
+            event = parse_event(body)
+        except ValueError as exc:
+            raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
+        store, _ = self.domain.bind(self.redis)
+        try:
+            case, events = apply_event(store, event)
+        except CaseNotFound:
+            raise Rejected(f"unknown case {event.case_id}", "unknown_case") from None
+        log.info("case_changed", case_id=case.case_id, status=case.status.value, by=body.get("event"))
+        publish_stored(self.bus, store, events)
+
+    # -------------------------------------------------------------- outbox relay
+    @timer(interval=get_settings().outbox_relay_seconds)
+    def relay_outbox(self) -> None:
+        store, _ = self.domain.bind(self.redis)
+        events = [parse_event(body) for _, body in store.outbox_older_than(get_settings().outbox_relay_seconds)]
+        if events:
+            log.info("outbox_relay", count=len(events))
+            publish_stored(self.bus, store, events)
+        metrics.OUTBOX_PENDING.set(store.outbox_size())

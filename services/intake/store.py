@@ -1,0 +1,137 @@
+"""Cases in Redis, written atomically together with the events they cause.
+
+Each write is one Lua script that stores the case *and* puts the resulting event in an
+outbox. The event is then published (confirmed) and removed from the outbox; if the
+process dies in between, the outbox relay publishes it later. So a case that was
+accepted always gets its event out, at least once (consumers are idempotent).
+
+Every change after registration is a compare-and-set on the case's version: two
+concurrent writers cannot both win.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator
+
+import redis
+
+from shared import redis_keys as keys
+from shared.models import Case, Envelope
+
+_REGISTER = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return {0, existing} end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'version', ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
+return {1, ARGV[1]}
+"""
+
+_COMPARE_AND_SET = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if not v then return -1 end
+if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', tonumber(ARGV[1]) + 1)
+for i = 4, #ARGV, 2 do
+  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[i])
+end
+return tonumber(ARGV[1]) + 1
+"""
+
+
+class CaseNotFound(KeyError):
+    pass
+
+
+class VersionConflict(RuntimeError):
+    """Somebody else changed the case first; reload and try again."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    case_id: str
+    created: bool
+
+
+class CaseStore:
+    def __init__(self, client: redis.Redis, district: str) -> None:
+        self.r = client
+        self.district = district
+        self._register = client.register_script(_REGISTER)
+        self._cas = client.register_script(_COMPARE_AND_SET)
+
+    # ------------------------------------------------------------------ ids
+    def existing_case_for(self, report_id: str) -> str | None:
+        return self.r.get(keys.report_index(report_id))
+
+    def next_case_id(self, local_day: datetime) -> str:
+        """`450305-20261127-000123`: district, local registration day, daily serial.
+
+        Sortable as text within a district; human-readable over the phone.
+        """
+        day = local_day.strftime("%Y%m%d")
+        seq_key = keys.case_sequence(self.district, day)
+        serial = self.r.incr(seq_key)
+        if serial == 1:
+            self.r.expire(seq_key, 3 * 86400)
+        return f"{self.district}-{day}-{serial:06d}"
+
+    # ------------------------------------------------------------------ writes
+    def register(self, report_id: str, case: Case, event: Envelope) -> Registration:
+        """Store a new case and its `case_registered` event, unless the report is known."""
+        created, case_id = self._register(
+            keys=[keys.report_index(report_id), keys.case(case.case_id), keys.cases_by_time(),
+                  keys.outbox(), keys.outbox_times()],
+            args=[case.case_id, case.model_dump_json(), case.registered_at.timestamp(),
+                  event.message_id, event.model_dump_json(), time.time(), case.version],
+        )
+        return Registration(case_id=case_id, created=bool(created))
+
+    def save(self, case: Case, expected_version: int, events: list[Envelope]) -> Case:
+        """Compare-and-set: store `case` (version bumped) and its events, atomically."""
+        case.version = expected_version + 1
+        args: list[object] = [expected_version, case.model_dump_json(), time.time()]
+        for e in events:
+            args += [e.message_id, e.model_dump_json()]
+        result = self._cas(keys=[keys.case(case.case_id), keys.outbox(), keys.outbox_times()], args=args)
+        if result == -1:
+            raise CaseNotFound(case.case_id)
+        if result == -2:
+            raise VersionConflict(case.case_id)
+        return case
+
+    # ------------------------------------------------------------------ reads
+    def get(self, case_id: str) -> Case:
+        doc = self.r.hget(keys.case(case_id), "doc")
+        if doc is None:
+            raise CaseNotFound(case_id)
+        return Case.model_validate_json(doc)
+
+    def list_ids(self, since: float = 0, cursor: str | None = None, limit: int = 50) -> list[str]:
+        return self.r.zrangebyscore(keys.cases_by_time(), since, "+inf", start=0, num=limit)
+
+    # ------------------------------------------------------------------ outbox
+    def outbox_done(self, message_id: str) -> None:
+        pipe = self.r.pipeline()
+        pipe.hdel(keys.outbox(), message_id)
+        pipe.zrem(keys.outbox_times(), message_id)
+        pipe.execute()
+
+    def outbox_older_than(self, age_s: float, limit: int = 200) -> Iterator[tuple[str, dict]]:
+        ids = self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit)
+        if not ids:
+            return
+        for message_id, body in zip(ids, self.r.hmget(keys.outbox(), ids)):
+            if body is None:
+                self.r.zrem(keys.outbox_times(), message_id)
+                continue
+            yield message_id, json.loads(body)
+
+    def outbox_size(self) -> int:
+        return int(self.r.zcard(keys.outbox_times()))

@@ -1,0 +1,87 @@
+"""Router's domain: from a registered case to dispatch orders, one per receiver.
+
+Ids are derived, not random: a redelivered `case_registered` produces the very same
+orders and events, so departments and intake can recognise the repeat.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.router.tree import Receiver, RoutingInput, RoutingTree
+from services.sla.clocks import WorkCalendar
+from services.sla.policies import PolicyBook
+from shared.catalog import Catalog
+from shared.departments import GRID_STATION
+from shared.models import (
+    Assignment,
+    CaseDispatched,
+    CaseSummary,
+    CaseUnroutable,
+    DispatchOrder,
+    Mode721,
+)
+from shared.topology import EX_REPLIES, dispatch_routing_key, reply_routing_key
+
+
+@dataclass(frozen=True)
+class DispatchPlan:
+    orders: list[tuple[str, DispatchOrder]]  # (routing key, order)
+    dispatched: CaseDispatched
+    unroutable: CaseUnroutable | None
+
+
+class Dispatcher:
+    def __init__(self, tree: RoutingTree, catalog: Catalog, policies: PolicyBook, calendar: WorkCalendar) -> None:
+        self.tree = tree
+        self.catalog = catalog
+        self.policies = policies
+        self.calendar = calendar
+
+    def routing_input(self, case: CaseSummary, at: datetime, exclude: frozenset[str] = frozenset()) -> RoutingInput:
+        category = self.catalog.get(case.category)
+        return RoutingInput(
+            category=case.category,
+            category_kind=category.kind if category else "",
+            grid=case.grid,
+            severity=case.severity.value,
+            attributes=case.attributes,
+            at=at,
+            exclude_depts=exclude,
+        )
+
+    def plan(self, case_id: str, correlation_id: str, case: CaseSummary, now: datetime,
+             round_no: int = 1, exclude: frozenset[str] = frozenset()) -> DispatchPlan:
+        receivers = self.tree.route(self.routing_input(case, now, exclude))
+        orders: list[tuple[str, DispatchOrder]] = []
+        assignments: list[Assignment] = []
+        for r in receivers:
+            assignment = self._assignment(case_id, case, r, now, round_no)
+            assignments.append(assignment)
+            order = DispatchOrder(
+                message_id=f"order:{assignment.order_id}",
+                case_id=case_id, correlation_id=correlation_id, occurred_at=now,
+                order_id=assignment.order_id, dept=r.dept, street=case.street, level=r.level,
+                route=r.route, sla_policy=assignment.sla_policy, mode=assignment.mode, case=case,
+                ack_due=assignment.ack_due, handle_due=assignment.handle_due,
+                reply_to=f"{EX_REPLIES} / {reply_routing_key(r.dept)}",
+            )
+            orders.append((dispatch_routing_key(r.dept, case.street), order))
+        dispatched = CaseDispatched(message_id=f"dispatched:{case_id}:{round_no}", case_id=case_id,
+                                    correlation_id=correlation_id, occurred_at=now, case=case,
+                                    assignments=assignments)
+        unroutable = None
+        if all(r.dept == GRID_STATION for r in receivers):
+            unroutable = CaseUnroutable(message_id=f"unroutable:{case_id}:{round_no}", case_id=case_id,
+                                        correlation_id=correlation_id, occurred_at=now, case=case,
+                                        reason="; ".join(r.reason for r in receivers))
+        return DispatchPlan(orders, dispatched, unroutable)
+
+    def _assignment(self, case_id: str, case: CaseSummary, r: Receiver, now: datetime, round_no: int) -> Assignment:
+        policy = self.policies.for_case(case.category, case.filing_condition, case.severity.value, r.sla_policy)
+        return Assignment(
+            dept=r.dept, street=case.street, level=r.level, route=r.route, sla_policy=policy.name,
+            mode=Mode721(r.mode), order_id=f"{case_id}/{round_no}/{r.dept}", dispatched_at=now,
+            ack_due=self.calendar.due(now, policy.ack_limit),
+            handle_due=self.calendar.due(now, policy.handle_limit),
+        )

@@ -1,0 +1,59 @@
+"""router: the nameko shell around dispatch.py."""
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from nameko.extensions import DependencyProvider
+
+from services.router.dispatch import Dispatcher
+from services.router.tree import load_routing_tree
+from services.sla.clocks import load_calendar
+from services.sla.policies import load_policies
+from shared import metrics, topology
+from shared.bus import Bus
+from shared.catalog import load_catalog
+from shared.departments import GRID_STATION
+from shared.models import CaseRegistered, utcnow
+from shared.nameko_ext import BusProvider, EntrypointMetrics, Rejected, TopologyDeclarer, consume_reliably
+
+log = structlog.get_logger("gridbus.router")
+
+
+class DispatcherProvider(DependencyProvider):
+    """Loads the tree, catalog, policies and calendar at start; a bad file stops start-up."""
+
+    def setup(self) -> None:
+        catalog = load_catalog()
+        self.dispatcher = Dispatcher(load_routing_tree(catalog=catalog), catalog, load_policies(), load_calendar())
+
+    def get_dependency(self, worker_ctx: Any) -> Dispatcher:
+        return self.dispatcher
+
+
+class RouterService:
+    name = "router"
+
+    topology = TopologyDeclarer()
+    metrics = EntrypointMetrics()
+    bus: Bus = BusProvider()
+    dispatcher: Dispatcher = DispatcherProvider()
+
+    @consume_reliably(topology.Q_ROUTER_CASES)
+    def route_case(self, body: Any) -> None:
+        try:
+            event = CaseRegistered.model_validate(body)
+        except ValueError as exc:
+            raise Rejected(f"not a case_registered event: {exc}", "invalid_event") from None
+        plan = self.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
+        # Orders first: once case_dispatched is out, deadlines run, so the orders must be queued.
+        for routing_key, order in plan.orders:
+            self.bus.publish(topology.EX_DISPATCH, routing_key, order, kind="dispatch_order")
+            metrics.CASES_DISPATCHED.labels(order.dept, order.street).inc()
+        self.bus.publish_event(plan.dispatched)
+        if plan.unroutable is not None:
+            self.bus.publish_event(plan.unroutable)
+            metrics.CASES_UNROUTABLE.labels(event.case.street).inc()
+        log.info("case_routed", case_id=event.case_id,
+                 receivers=[f"{o.dept}@L{o.level}:{o.route}" for _, o in plan.orders],
+                 triage=any(o.dept == GRID_STATION for _, o in plan.orders))
