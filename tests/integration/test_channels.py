@@ -77,12 +77,15 @@ class LocalHTTP:
                 )
                 outer.received.append(request)
                 status, headers, body = outer.responder(request)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(status)
+                    for key, value in headers.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up first (timeout test)
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -259,3 +262,168 @@ def test_timeout_is_transient(http_server: Callable[[Responder], LocalHTTP]) -> 
 def test_not_a_url_is_permanent() -> None:
     outcome = send(message(ChannelName.webhook, "ftp://example.org/x", secret="s"), settings())
     assert (outcome.ok, outcome.transient) == (False, False)
+
+
+# --------------------------------------------------------------------------- WeCom robot
+
+WECOM_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
+
+
+def wecom_robot(request: Request) -> Reply:
+    """The checks qyapi.weixin.qq.com/cgi-bin/webhook/send makes, answered its way."""
+
+    def err(code: int, msg: str) -> Reply:
+        return json_reply({"errcode": code, "errmsg": msg})
+
+    if request.path != "/cgi-bin/webhook/send" or request.query.get("key") != [WECOM_KEY]:
+        return err(93000, "invalid webhook url")
+    try:
+        body = request.json()
+    except ValueError:
+        return err(40058, "Warning: wrong json format.")
+    kind = body.get("msgtype")
+    if set(body) != {"msgtype", kind} or kind not in ("text", "markdown"):
+        return err(40008, "invalid message type")
+    part = body[kind]
+    content = part.get("content")
+    if not isinstance(content, str) or not content:
+        return err(44004, "empty content")
+    limit = 4096 if kind == "markdown" else 2048
+    if len(content.encode("utf-8")) > limit:
+        return err(40058, "content exceed max length")
+    allowed = {"content"} if kind == "markdown" else {"content", "mentioned_list", "mentioned_mobile_list"}
+    if set(part) - allowed:
+        return err(40058, f"unknown field in {kind}")
+    for key in ("mentioned_list", "mentioned_mobile_list"):
+        if key in part and not (isinstance(part[key], list) and all(isinstance(x, str) for x in part[key])):
+            return err(40058, f"{key} must be a list of strings")
+    return err(0, "ok")
+
+
+def test_wecom_markdown_with_userid_mentions(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(wecom_robot)
+    url = f"{robot.base}/cgi-bin/webhook/send?key={WECOM_KEY}"
+    outcome = send(message(ChannelName.wecom, url, mentions=("zhangwei", "liqiang")), settings())
+    assert outcome.ok and outcome.status == 200, outcome
+    [request] = robot.received
+    body = request.json()
+    assert body["msgtype"] == "markdown" and set(body["markdown"]) == {"content"}
+    content = body["markdown"]["content"]
+    assert content.startswith(f"**案件 {CASE_ID}**")
+    assert "<@zhangwei><@liqiang>" in content
+    assert "投递编号 dlv-0001" in content
+
+
+def test_wecom_phone_mentions_go_as_text(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(wecom_robot)
+    url = f"{robot.base}/cgi-bin/webhook/send?key={WECOM_KEY}"
+    outcome = send(message(ChannelName.wecom, url, mentions=("13800001111", "zhangwei")), settings())
+    assert outcome.ok, outcome
+    body = robot.received[0].json()
+    assert body["msgtype"] == "text"
+    assert body["text"]["mentioned_mobile_list"] == ["13800001111"]
+    assert body["text"]["mentioned_list"] == ["zhangwei"]
+    assert "**" not in body["text"]["content"] and f"案件 {CASE_ID}" in body["text"]["content"]
+
+
+def test_wecom_long_text_is_cut_to_the_limit(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(wecom_robot)
+    url = f"{robot.base}/cgi-bin/webhook/send?key={WECOM_KEY}"
+    assert send(message(ChannelName.wecom, url, text="井盖缺失" * 2000), settings()).ok
+    assert send(message(ChannelName.wecom, url, text="井盖缺失" * 2000, mentions=("13800001111",)), settings()).ok
+    assert all("投递编号 dlv-0001" in json.dumps(r.json(), ensure_ascii=False) for r in robot.received)
+
+
+def test_wecom_bad_key_is_permanent(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(wecom_robot)
+    outcome = send(message(ChannelName.wecom, f"{robot.base}/cgi-bin/webhook/send?key=nope"), settings())
+    assert (outcome.ok, outcome.transient, outcome.status) == (False, False, 200)
+    assert "93000" in outcome.detail
+
+
+@pytest.mark.parametrize(("code", "retry_after"), [(45009, 60.0), (-1, None)])
+def test_wecom_busy_or_rate_limited_is_transient(
+    http_server: Callable[[Responder], LocalHTTP], code: int, retry_after: float | None
+) -> None:
+    robot = http_server(lambda _r: json_reply({"errcode": code, "errmsg": "api freq out of limit"}))
+    outcome = send(message(ChannelName.wecom, f"{robot.base}/cgi-bin/webhook/send?key=k"), settings())
+    assert (outcome.ok, outcome.transient, outcome.retry_after) == (False, True, retry_after)
+
+
+def test_robot_answer_that_is_not_json_is_permanent(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(lambda _r: (200, {"Content-Type": "text/html"}, b"<html>portal</html>"))
+    outcome = send(message(ChannelName.wecom, f"{robot.base}/cgi-bin/webhook/send?key=k"), settings())
+    assert (outcome.ok, outcome.transient) == (False, False)
+
+
+# --------------------------------------------------------------------------- DingTalk robot
+
+DING_TOKEN = "e9a8118c8a3dc"
+DING_SECRET = "SEC10d6e79b42bd94be0d0d603843651aa2"
+
+
+def dingtalk_robot(request: Request) -> Reply:
+    """The checks oapi.dingtalk.com/robot/send makes for a robot with 加签 enabled."""
+    import base64
+    import hashlib
+    import hmac
+
+    def err(code: int, msg: str) -> Reply:
+        return json_reply({"errcode": code, "errmsg": msg})
+
+    if request.path != "/robot/send" or request.query.get("access_token") != [DING_TOKEN]:
+        return err(300001, "token is not exist")
+    [timestamp] = request.query.get("timestamp", [""])
+    [sign] = request.query.get("sign", [""])
+    if not timestamp.isdigit() or abs(int(timestamp) - time.time() * 1000) > 3600 * 1000:
+        return err(310000, "sign not match, timestamp is invalid")
+    expected = base64.b64encode(
+        hmac.new(DING_SECRET.encode(), f"{timestamp}\n{DING_SECRET}".encode(), hashlib.sha256).digest()
+    ).decode()
+    if sign != expected:
+        return err(310000, "sign not match")
+    body = request.json()
+    if body.get("msgtype") != "markdown" or set(body) - {"msgtype", "markdown", "at"}:
+        return err(40035, "invalid msgtype")
+    md = body["markdown"]
+    if set(md) != {"title", "text"} or not all(isinstance(md[k], str) and md[k] for k in md):
+        return err(40035, "markdown needs title and text")
+    at = body.get("at", {})
+    if set(at) - {"atMobiles", "atUserIds", "isAtAll"} or not isinstance(at.get("isAtAll", False), bool):
+        return err(40035, "bad at")
+    for who in at.get("atMobiles", []) + at.get("atUserIds", []):
+        if f"@{who}" not in md["text"]:
+            return err(40035, f"@{who} listed but not named in text")  # would silently not notify
+    return err(0, "ok")
+
+
+def test_dingtalk_signed_markdown_with_mentions(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(dingtalk_robot)
+    url = f"{robot.base}/robot/send?access_token={DING_TOKEN}"
+    outcome = send(
+        message(ChannelName.dingtalk, url, secret=DING_SECRET, mentions=("13800001111", "manager4921")), settings()
+    )
+    assert outcome.ok, outcome
+    [request] = robot.received
+    body = request.json()
+    assert body["at"] == {"atMobiles": ["13800001111"], "atUserIds": ["manager4921"], "isAtAll": False}
+    assert body["markdown"]["title"] == f"【派遣】{CASE_ID} 路灯不亮"
+    assert "@13800001111 @manager4921" in body["markdown"]["text"]
+    assert "投递编号 dlv-0001" in body["markdown"]["text"]
+
+
+def test_dingtalk_wrong_secret_is_permanent(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    robot = http_server(dingtalk_robot)
+    url = f"{robot.base}/robot/send?access_token={DING_TOKEN}"
+    outcome = send(message(ChannelName.dingtalk, url, secret="SECwrong"), settings())
+    assert (outcome.ok, outcome.transient) == (False, False)
+    assert "310000" in outcome.detail
+
+
+@pytest.mark.parametrize(("code", "transient", "retry_after"), [(130101, True, 60.0), (-1, True, None), (300001, False, None)])
+def test_dingtalk_errcodes(
+    http_server: Callable[[Responder], LocalHTTP], code: int, transient: bool, retry_after: float | None
+) -> None:
+    robot = http_server(lambda _r: json_reply({"errcode": code, "errmsg": "send too fast"}))
+    outcome = send(message(ChannelName.dingtalk, f"{robot.base}/robot/send?access_token=t"), settings())
+    assert (outcome.ok, outcome.transient, outcome.retry_after) == (False, transient, retry_after)
