@@ -1,0 +1,136 @@
+"""Test fixtures: real RabbitMQ and Redis, isolated per test session.
+
+`AMQP_URI` / `REDIS_URL` come from the environment (CI and this machine: localhost).
+When they are unset and Docker exists, testcontainers starts throwaway servers; when
+neither, integration tests are skipped with the reason.
+
+Isolation: each session gets its own RabbitMQ vhost (created through the management
+API, deleted at the end) and its own Redis key prefix, so tests never see each other's
+queues or keys, and never the developer's running stack.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote, urlparse, urlunparse
+
+import httpx
+import pytest
+import redis
+
+from shared.config import reset_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _docker_available() -> bool:
+    return bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="session")
+def broker_uris() -> Iterator[tuple[str, str]]:
+    """(AMQP URI of the server root vhost, management API base URL)."""
+    uri = os.environ.get("AMQP_URI")
+    mgmt = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
+    if uri:
+        yield uri, mgmt
+        return
+    if _docker_available():
+        from testcontainers.rabbitmq import RabbitMqContainer
+
+        with RabbitMqContainer("rabbitmq:3.13-management") as rmq:
+            host, port = rmq.get_container_host_ip(), rmq.get_exposed_port(5672)
+            mport = rmq.get_exposed_port(15672)
+            yield f"amqp://guest:guest@{host}:{port}/", f"http://guest:guest@{host}:{mport}"
+        return
+    uri = "amqp://guest:guest@127.0.0.1:5672/"
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=1).close()
+    except OSError:
+        pytest.skip("no RabbitMQ: set AMQP_URI, start rabbitmq-server, or install Docker")
+    yield uri, mgmt
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL")
+    if url:
+        yield url
+        return
+    if _docker_available():
+        from testcontainers.redis import RedisContainer
+
+        with RedisContainer("redis:7") as r:
+            yield f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0"
+        return
+    try:
+        redis.Redis.from_url("redis://127.0.0.1:6379/0").ping()
+    except redis.ConnectionError:
+        pytest.skip("no Redis: set REDIS_URL, start redis-server, or install Docker")
+    yield "redis://127.0.0.1:6379/0"
+
+
+def _mgmt(base: str) -> httpx.Client:
+    parsed = urlparse(base)
+    netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
+    return httpx.Client(base_url=urlunparse((parsed.scheme, netloc, "", "", "", "")),
+                        auth=(parsed.username or "guest", parsed.password or "guest"), timeout=10)
+
+
+@pytest.fixture(scope="session")
+def vhost(broker_uris: tuple[str, str]) -> Iterator[str]:
+    """A fresh vhost for this test session; its AMQP URI is yielded."""
+    uri, mgmt = broker_uris
+    name = f"gridbus-test-{uuid.uuid4().hex[:8]}"
+    parsed = urlparse(uri)
+    user = parsed.username or "guest"
+    with _mgmt(mgmt) as api:
+        try:
+            api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
+        except httpx.HTTPError as exc:
+            pytest.skip(f"RabbitMQ management API not reachable at {mgmt} ({exc}); "
+                        "enable it: rabbitmq-plugins enable rabbitmq_management")
+        api.put(f"/api/permissions/{quote(name, safe='')}/{user}",
+                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        try:
+            yield urlunparse(parsed._replace(path="/" + quote(name, safe="")))
+        finally:
+            api.delete(f"/api/vhosts/{quote(name, safe='')}")
+
+
+@pytest.fixture(scope="session")
+def mgmt_api(broker_uris: tuple[str, str]) -> Iterator[httpx.Client]:
+    with _mgmt(broker_uris[1]) as api:
+        yield api
+
+
+@pytest.fixture()
+def stack_env(vhost: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """Environment pointing gridbus at the test vhost and a unique Redis key prefix."""
+    prefix = f"gbt{uuid.uuid4().hex[:8]}"
+    env = {"AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    reset_settings()
+    yield env
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        client.delete(*keys)
+    reset_settings()
+
+
+@pytest.fixture()
+def redis_client(stack_env: dict[str, str]) -> redis.Redis:
+    return redis.Redis.from_url(stack_env["REDIS_URL"], decode_responses=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
