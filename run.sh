@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The run command: installs gridbus into .venv (once), checks RabbitMQ and Redis
+# (AMQP_URI / REDIS_URL, default localhost; started with Docker Compose where Docker
+# exists, otherwise it says what to start), starts the four services and feeds them the
+# demo. Ctrl-C stops everything. Pass --exit-after-demo to stop after the demo.
+set -euo pipefail
+cd "$(dirname "$0")"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/pip install -q --disable-pip-version-check -e .
+exec .venv/bin/gridbus up --demo "$@"

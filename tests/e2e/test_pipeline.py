@@ -1,0 +1,251 @@
+"""End to end: the four services as real processes on the real RabbitMQ and Redis.
+
+A report POSTed to intake reaches the department's queue, a signed webhook reaches a
+local HTTP sink, and a short acknowledge deadline produces exactly one
+`deadline_breached`. Bad input is refused with the field named, or dead-lettered with
+the reason.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pika
+import pytest
+
+from services.demo import wait_until_ready
+from services.notifier.signing import verify
+from services.runner import start_all, stop_all
+from shared.config import Settings
+from tests.conftest import REPO, free_port
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "e2e-secret"
+TEST_SLA = """
+defaults:
+  ack: 3s
+  urgent_ack: 3s
+  handle: 1h
+  warn_fraction: 0.5
+  ladder: [1h]
+  repeat: 0
+"""
+
+
+class Sink:
+    """A local webhook receiver that checks every signature like a department would."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ok = verify(SECRET, dict(self.headers), body, time.time())
+                sink.received.append({"path": self.path, "valid": ok, "headers": dict(self.headers),
+                                      "body": json.loads(body)})
+                self.send_response(204 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="module")
+def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    config_dir = tmp_path_factory.mktemp("config")
+    for f in (REPO / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, config_dir / f.name)
+    (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
+    sink = Sink()
+    env = {
+        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:8]}",
+        "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
+        "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()), "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
+    }
+    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    log_path = config_dir / "services.log"
+    log_file = open(log_path, "w")
+    procs = start_all(env=env, stdout=log_file)
+    try:
+        wait_until_ready(settings, procs, timeout=60)
+        params = pika.URLParameters(vhost)
+        conn = pika.BlockingConnection(params)
+        yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
+               "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path}
+        conn.close()
+    finally:
+        stop_all(procs)
+        log_file.close()
+        sink.close()
+        print(log_path.read_text()[-5000:])
+
+
+def report(**over: Any) -> dict[str, Any]:
+    body = {
+        "report_id": f"e2e-{uuid.uuid4().hex[:10]}", "category": "01037",
+        "description": "穿山路连续三盏路灯不亮", "severity": "normal", "filing_condition": "连续3盏以上不亮",
+        "location": {"lat": 25.2790, "lon": 110.3180, "address": "七星区辰山路", "grid": "450305001001001"},
+        "reporter": {"id": "w-1024", "role": "grid_officer", "name": "黄", "phone": "13800001024"},
+        "observed_at": "2026-11-27T09:30:00+08:00",
+    }
+    body.update(over)
+    return body
+
+
+def wait_for(fn: Any, timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def get_from_queue(channel: Any, queue: str, case_id: str, timeout: float) -> dict[str, Any] | None:
+    def poll() -> dict[str, Any] | None:
+        method, props, body = channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return None
+        msg = json.loads(body)
+        if msg.get("case_id") == case_id:
+            channel.basic_ack(method.delivery_tag)
+            return {"body": msg, "props": props}
+        channel.basic_nack(method.delivery_tag, requeue=True)
+        return None
+
+    return wait_for(poll, timeout)
+
+
+def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]) -> None:
+    ch = stack["channel"]
+    breaches = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(breaches, "gridbus.events", routing_key="deadline.breached")
+
+    started = time.monotonic()
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(), timeout=5)
+    assert r.status_code == 202, r.text
+    case_id = r.json()["case_id"]
+    assert r.json()["status"] == "registered"
+
+    order = get_from_queue(ch, "dept.lighting", case_id, timeout=2.0)
+    assert order is not None, "the lighting department's queue got no order within 2 s"
+    assert time.monotonic() - started < 2.0
+    assert order["body"]["kind"] == "dispatch_order" and order["body"]["dept"] == "lighting"
+    assert order["props"].delivery_mode == 2
+
+    hooks = wait_for(lambda: [h for h in stack["sink"].received
+                              if h["body"]["event"].get("case_id") == case_id], timeout=10)
+    assert hooks, "no webhook reached the sink"
+    assert all(h["valid"] for h in hooks)
+    assert hooks[0]["path"] == "/hooks/lighting"
+    assert hooks[0]["body"]["event"]["event"] == "case_dispatched"
+
+    # acknowledge limit is 3 s: exactly one breach for it (the 1 h handling limit is far away)
+    got = []
+
+    def collect() -> bool:
+        method, _, body = ch.basic_get(breaches, auto_ack=True)
+        if method is not None:
+            got.append(json.loads(body))
+        return False
+
+    wait_for(collect, timeout=8, interval=0.05)
+    mine = [b for b in got if b["case_id"] == case_id]
+    assert len(mine) == 1, mine
+    assert mine[0]["deadline"] == "acknowledge" and mine[0]["dept"] == "lighting"
+    assert mine[0]["late_seconds"] < 1.0
+
+    case = httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).json()
+    assert case["status"] == "dispatched"
+    assert [a["dept"] for a in case["assignments"]] == ["lighting"]
+    assert [t["to_status"] for t in case["timeline"]][:3] == ["reported", "registered", "dispatched"]
+
+
+def test_same_report_id_is_the_same_case(stack: dict[str, Any]) -> None:
+    body = report()
+    first = httpx.post(f"{stack['base']}/v1/reports", json=body, timeout=5)
+    second = httpx.post(f"{stack['base']}/v1/reports", json=body, timeout=5)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert first.json()["case_id"] == second.json()["case_id"]
+
+
+def test_http_errors_name_the_field(stack: dict[str, Any]) -> None:
+    bad = report()
+    bad["location"]["lat"] = 999
+    r = httpx.post(f"{stack['base']}/v1/reports", json=bad, timeout=5)
+    assert r.status_code == 422
+    assert {"field": "location.lat"}.items() <= r.json()["errors"][0].items()
+
+    r = httpx.post(f"{stack['base']}/v1/reports", content=b"{nope", timeout=5,
+                   headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "JSON" in r.json()["errors"][0]["message"]
+
+    r = httpx.post(f"{stack['base']}/v1/reports", content=b"x" * (stack["settings"].max_report_bytes + 1),
+                   timeout=5)
+    assert r.status_code == 413
+
+    outside = report(location={"lat": 39.9, "lon": 116.4, "address": "北京"})
+    r = httpx.post(f"{stack['base']}/v1/reports", json=outside, timeout=5)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "location"
+
+
+def test_invalid_amqp_report_is_dead_lettered_with_reason(stack: dict[str, Any]) -> None:
+    ch = stack["channel"]
+    ch.confirm_delivery()
+    marker = uuid.uuid4().hex
+    bad = report(report_id=f"bad-{marker}", category="lamp")
+    ch.basic_publish("gridbus.reports", "report.submitted", json.dumps(bad).encode(),
+                     pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=marker),
+                     mandatory=True)
+    ch.basic_publish("gridbus.reports", "report.submitted", b"\xff not json",
+                     pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                          message_id=marker + "-raw"), mandatory=True)
+
+    seen: dict[str, Any] = {}
+
+    def poll() -> bool:
+        method, props, body = ch.basic_get("intake.reports.dead", auto_ack=False)
+        if method is not None:
+            if props.message_id in (marker, marker + "-raw"):
+                seen[props.message_id] = props.headers
+                ch.basic_ack(method.delivery_tag)
+            else:
+                ch.basic_nack(method.delivery_tag, requeue=True)
+        return len(seen) == 2
+
+    assert wait_for(poll, timeout=10)
+    assert "category" in seen[marker]["x-gridbus-reason"]
+    assert seen[marker]["x-gridbus-error"] == "invalid_report"
+    assert seen[marker + "-raw"]["x-gridbus-error"] == "undecodable"
+
+
+def test_metrics_are_served_by_every_service(stack: dict[str, Any]) -> None:
+    s: Settings = stack["settings"]
+    for service in ("intake", "router", "sla", "notifier"):
+        text = httpx.get(f"http://127.0.0.1:{s.metrics_port(service)}/metrics", timeout=5).text
+        assert "gridbus_messages_in_total" in text
+    intake = httpx.get(f"http://127.0.0.1:{s.intake_metrics_port}/metrics", timeout=5).text
+    assert 'gridbus_reports_received_total{channel="http",outcome="registered"}' in intake
