@@ -91,3 +91,23 @@ def demo() -> None:
     from services import demo as demo_mod
 
     demo_mod.run_demo(get_settings(), echo=click.echo)
+
+
+def settings_table() -> str:
+    """The configuration table of README.md, generated from the settings object."""
+    from shared.config import Settings
+
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if name == "config_dir":
+            default = "./config"
+        rows.append(f"| `{name.upper()}` | `{default}` | {field.description} |")
+    return "\n".join(rows)
+
+
+@command
+@click.command("config")
+def config_table() -> None:
+    """Print every configuration variable with its default (README's table)."""
+    click.echo(settings_table())

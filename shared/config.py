@@ -58,10 +58,6 @@ class Settings(BaseSettings):
     sla_lease_seconds: float = Field(
         30.0, description="How long a claimed timer may stay unpublished before it is re-armed."
     )
-    sla_time_scale: float = Field(
-        1.0,
-        description="Divides every SLA limit (tests and demos: 3600 turns an hour into a second).",
-    )
     notifier_timeout_seconds: float = Field(5.0, description="HTTP timeout of one delivery attempt.")
     webhook_secret: str = Field(
         "change-me", description="Default HMAC secret of department webhooks (override per department)."
