@@ -427,3 +427,249 @@ def test_dingtalk_errcodes(
     robot = http_server(lambda _r: json_reply({"errcode": code, "errmsg": "send too fast"}))
     outcome = send(message(ChannelName.dingtalk, f"{robot.base}/robot/send?access_token=t"), settings())
     assert (outcome.ok, outcome.transient, outcome.retry_after) == (False, transient, retry_after)
+
+
+# --------------------------------------------------------------------------- e-mail (aiosmtpd)
+
+import email as email_lib  # noqa: E402
+import email.policy  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import ssl  # noqa: E402
+from email.message import EmailMessage  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from aiosmtpd.controller import Controller  # noqa: E402
+from aiosmtpd.smtp import AuthResult  # noqa: E402
+from pydantic import SecretStr  # noqa: E402
+
+
+class MailSink:
+    """aiosmtpd handler: keeps what it accepts, refuses some recipients like a real MTA."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], EmailMessage]] = []
+        self.tls_seen: list[bool] = []
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
+        if address.startswith("full@"):
+            return "452 4.2.2 Mailbox full, try later"
+        if address.startswith("nobody@"):
+            return "550 5.1.1 No such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+        parsed = email_lib.message_from_bytes(envelope.original_content, policy=email.policy.default)
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), parsed))  # type: ignore[arg-type]
+        self.tls_seen.append(session.ssl is not None)
+        return "250 2.0.0 queued"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not available to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[Callable[..., tuple[MailSink, int]]]:
+    controllers: list[Controller] = []
+
+    def start(**smtp_kwargs: Any) -> tuple[MailSink, int]:
+        sink, port = MailSink(), free_port()
+        controller = Controller(sink, hostname="127.0.0.1", port=port, **smtp_kwargs)
+        controller.start()
+        controllers.append(controller)
+        return sink, port
+
+    yield start
+    for controller in controllers:
+        controller.stop()
+
+
+def test_email_plain_smtp(smtp_server: Callable[..., tuple[MailSink, int]]) -> None:
+    sink, port = smtp_server()
+    cfg = settings(smtp_port=port, mail_from="notify@gridbus.qixing.gov.cn")
+    outcome = send(message(ChannelName.email, "liaison.gas@example.cn"), cfg)
+    assert outcome.ok and outcome.status == 250, outcome
+    [(mail_from, rcpts, mail)] = sink.messages
+    assert (mail_from, rcpts) == ("notify@gridbus.qixing.gov.cn", ["liaison.gas@example.cn"])
+    assert mail["Subject"] == f"【派遣】{CASE_ID} 路灯不亮"
+    assert mail["Message-ID"] == "<dlv-0001@gridbus.qixing.gov.cn>"
+    assert mail["X-Gridbus-Delivery"] == "dlv-0001"
+    assert mail.get_content_type() == "text/plain"
+    assert f"案件 {CASE_ID}" in mail.get_content()
+
+
+def test_email_starttls_with_login(
+    smtp_server: Callable[..., tuple[MailSink, int]], tls_files: tuple[Path, Path]
+) -> None:
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    logins: list[tuple[str, str]] = []
+
+    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        logins.append((auth_data.login.decode(), auth_data.password.decode()))
+        return AuthResult(success=auth_data.password == b"pa55", handled=False)  # False: server sends the 535
+
+    sink, port = smtp_server(
+        tls_context=context,
+        require_starttls=True,
+        authenticator=authenticator,
+        auth_require_tls=True,
+    )
+    cfg = settings(
+        smtp_port=port, smtp_starttls=True, smtp_ca_file=str(cert), smtp_user="gridbus", smtp_password="pa55"
+    )
+    assert send(message(ChannelName.email, "a@example.cn"), cfg).ok
+    assert sink.tls_seen == [True] and logins == [("gridbus", "pa55")]
+
+    wrong_password = cfg.model_copy(update={"smtp_password": SecretStr("nope")})
+    wrong = send(message(ChannelName.email, "a@example.cn"), wrong_password)
+    assert (wrong.ok, wrong.transient, wrong.status) == (False, False, 535)
+
+    untrusted = send(message(ChannelName.email, "a@example.cn"), cfg.model_copy(update={"smtp_ca_file": ""}))
+    assert (untrusted.ok, untrusted.transient) == (False, False)
+    assert "certificate" in untrusted.detail
+
+    clear = send(message(ChannelName.email, "a@example.cn"), cfg.model_copy(update={"smtp_starttls": False}))
+    assert not clear.ok and len(sink.messages) == 1  # the server insists on TLS first
+
+
+def test_email_starttls_demanded_but_not_offered(smtp_server: Callable[..., tuple[MailSink, int]]) -> None:
+    sink, port = smtp_server()
+    outcome = send(message(ChannelName.email, "a@example.cn"), settings(smtp_port=port, smtp_starttls=True))
+    assert (outcome.ok, outcome.transient) == (False, False) and sink.messages == []
+
+
+@pytest.mark.parametrize(("to", "transient", "status"), [("full@example.cn", True, 452), ("nobody@example.cn", False, 550)])
+def test_email_refused_recipient(
+    smtp_server: Callable[..., tuple[MailSink, int]], to: str, transient: bool, status: int
+) -> None:
+    _sink, port = smtp_server()
+    outcome = send(message(ChannelName.email, to), settings(smtp_port=port))
+    assert (outcome.ok, outcome.transient, outcome.status) == (False, transient, status)
+
+
+def test_email_server_down_is_transient() -> None:
+    outcome = send(message(ChannelName.email, "a@example.cn"), settings(smtp_port=free_port()))
+    assert (outcome.ok, outcome.transient) == (False, True)
+
+
+def test_email_bad_address_is_permanent() -> None:
+    outcome = send(message(ChannelName.email, "a@example.cn\r\nBcc: x@evil.example"), settings())
+    assert (outcome.ok, outcome.transient) == (False, False)
+
+
+# --------------------------------------------------------------------------- SMS provider
+
+SMS_KEY = "sk-" + "a1B2" * 8
+SMS_TEMPLATES = {"SMS_465320001": {"case_id", "category", "deadline"}}
+
+
+def sms_provider(request: Request) -> Reply:
+    """A provider the way Chinese SMS gateways behave: approved signature and template only."""
+    import re
+
+    if request.path != "/v1/sms/send":
+        return json_reply({"code": "NotFound"}, 404)
+    if not re.fullmatch(r"Bearer sk-[A-Za-z0-9]{32}", request.headers.get("Authorization", "")):
+        return json_reply({"code": "InvalidApiKey", "message": "bad key format"}, 401)
+    if request.headers["Authorization"] != f"Bearer {SMS_KEY}":
+        return json_reply({"code": "Unauthorized", "message": "unknown key"}, 401)
+    body = request.json()
+    if set(body) != {"phone", "sign_name", "template_id", "params", "out_id"}:
+        return json_reply({"code": "isv.INVALID_PARAMETERS", "message": f"fields {sorted(body)}"}, 400)
+    if not re.fullmatch(r"1[3-9]\d{9}", body["phone"]):
+        return json_reply({"code": "isv.MOBILE_NUMBER_ILLEGAL", "message": "phone"})
+    if body["sign_name"] != "七星城管":
+        return json_reply({"code": "isv.SMS_SIGNATURE_ILLEGAL", "message": "signature not approved"})
+    expected = SMS_TEMPLATES.get(body["template_id"])
+    if expected is None:
+        return json_reply({"code": "isv.SMS_TEMPLATE_ILLEGAL", "message": "template not approved"})
+    params = body["params"]
+    if set(params) != expected or not all(isinstance(v, str) and 0 < len(v) <= 35 for v in params.values()):
+        return json_reply({"code": "isv.TEMPLATE_PARAMS_ILLEGAL", "message": "params"})
+    if not isinstance(body["out_id"], str) or not 0 < len(body["out_id"]) <= 64:
+        return json_reply({"code": "isv.INVALID_PARAMETERS", "message": "out_id"})
+    return json_reply({"code": "OK", "message": "OK", "biz_id": "900619746936498440^0"})
+
+
+SMS_PARAMS = {"case_id": CASE_ID, "category": "路灯", "deadline": "11月27日13:30"}
+
+
+def sms_message(to: str = "+86 138-0000-1111", **kw: Any) -> OutgoingMessage:
+    defaults: dict[str, Any] = {"sms_template": "SMS_465320001", "sms_params": SMS_PARAMS}
+    defaults.update(kw)
+    return message(ChannelName.sms, to, **defaults)
+
+
+def test_sms_delivers_template_and_params(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    provider = http_server(sms_provider)
+    cfg = settings(sms_url=provider.base + "/v1/sms/send", sms_api_key=SMS_KEY)
+    outcome = send(sms_message(), cfg)
+    assert outcome.ok and "900619746936498440" in outcome.detail, outcome
+    assert provider.received[0].json() == {
+        "phone": "13800001111",
+        "sign_name": "七星城管",
+        "template_id": "SMS_465320001",
+        "params": SMS_PARAMS,
+        "out_id": "dlv-0001",
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "transient"),
+    [
+        ({"sms_template": "SMS_1"}, "isv.SMS_TEMPLATE_ILLEGAL", False),
+        ({"sms_params": {"case_id": CASE_ID}}, "isv.TEMPLATE_PARAMS_ILLEGAL", False),
+    ],
+)
+def test_sms_provider_refusal_is_permanent(
+    http_server: Callable[[Responder], LocalHTTP], change: dict[str, Any], code: str, transient: bool
+) -> None:
+    provider = http_server(sms_provider)
+    cfg = settings(sms_url=provider.base + "/v1/sms/send", sms_api_key=SMS_KEY)
+    outcome = send(sms_message(**change), cfg)
+    assert (outcome.ok, outcome.transient) == (False, transient) and code in outcome.detail
+
+
+def test_sms_bad_api_key_is_permanent(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    provider = http_server(sms_provider)
+    outcome = send(sms_message(), settings(sms_url=provider.base + "/v1/sms/send", sms_api_key="secret"))
+    assert (outcome.ok, outcome.transient, outcome.status) == (False, False, 401)
+    assert "secret" not in outcome.detail
+
+
+def test_sms_provider_throttling_is_transient(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    provider = http_server(lambda _r: json_reply({"code": "isv.BUSINESS_LIMIT_CONTROL", "message": "触发分钟级流控"}))
+    outcome = send(sms_message(), settings(sms_url=provider.base + "/v1/sms/send", sms_api_key=SMS_KEY))
+    assert (outcome.ok, outcome.transient) == (False, True)
+
+
+def test_sms_refuses_what_it_cannot_send_without_calling_the_provider(
+    http_server: Callable[[Responder], LocalHTTP],
+) -> None:
+    provider = http_server(sms_provider)
+    cfg = settings(sms_url=provider.base + "/v1/sms/send", sms_api_key=SMS_KEY)
+    for msg in (sms_message(to="0773-1234567"), sms_message(sms_template=None)):
+        outcome = send(msg, cfg)
+        assert (outcome.ok, outcome.transient) == (False, False)
+    assert "1234567" not in send(sms_message(to="13800001111x"), cfg).detail.replace("****", "")
+    assert provider.received == []
