@@ -45,9 +45,11 @@ def topology_definitions(vhost: str) -> None:
 @click.argument("service", type=click.Choice(["intake", "router", "sla", "notifier"]))
 def run(service: str) -> None:
     """Run one service in the foreground (what a container runs)."""
-    from services.runner import run_service
+    import os
+    import sys
 
-    run_service(service)
+    # a fresh interpreter: eventlet must patch before anything is imported
+    os.execv(sys.executable, [sys.executable, "-m", "services.serve", service])
 
 
 @command

@@ -19,11 +19,9 @@ SERVICE_CLASSES = {
 
 
 def run_service(name: str) -> None:
-    """Run one service in this process until SIGTERM/SIGINT."""
+    """Run one service in this process until SIGTERM/SIGINT (eventlet already patched:
+    see services/serve.py)."""
     import eventlet
-
-    eventlet.monkey_patch()  # nameko needs it before anything opens a socket
-
     from nameko.runners import ServiceRunner
 
     from shared.config import get_settings
@@ -67,7 +65,7 @@ def start_all(services: Sequence[str] = tuple(SERVICE_CLASSES), env: dict[str, s
     """Start each service as its own child process."""
     procs = []
     for name in services:
-        procs.append(subprocess.Popen([sys.executable, "-m", "services.cli", "run", name],
+        procs.append(subprocess.Popen([sys.executable, "-m", "services.serve", name],
                                       env={**os.environ, **(env or {})}, stdout=stdout, stderr=stdout))
     return procs
 

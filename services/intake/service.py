@@ -48,7 +48,7 @@ class Domain(DependencyProvider):
     def get_dependency(self, worker_ctx: Any) -> "Domain":
         return self
 
-    def bind(self, client: Any) -> tuple[CaseStore, Registrar]:
+    def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
         store = CaseStore(client, self.settings.district_code)
         return store, Registrar(store, self.catalog, self.grid, self.settings.timezone)
 
@@ -67,14 +67,14 @@ def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
 class IntakeService:
     name = "intake"
 
-    topology = TopologyDeclarer()
-    metrics = EntrypointMetrics()
+    declare_topology = TopologyDeclarer()
+    entrypoint_metrics = EntrypointMetrics()
     bus: Bus = BusProvider()
     redis = RedisProvider()
     domain: Domain = Domain()
 
     def _register(self, report: Report, channel: str) -> tuple[int, dict[str, Any]]:
-        store, registrar = self.domain.bind(self.redis)
+        store, registrar = self.domain.for_client(self.redis)
         result = registrar.register(report)
         if result.event is not None:
             publish_stored(self.bus, store, [result.event])
@@ -108,7 +108,7 @@ class IntakeService:
 
     @http("GET", "/v1/cases/<string:case_id>")
     def get_case(self, request: Request, case_id: str) -> Response:
-        store, _ = self.domain.bind(self.redis)
+        store, _ = self.domain.for_client(self.redis)
         try:
             case = store.get(case_id)
         except CaseNotFound:
@@ -140,7 +140,7 @@ class IntakeService:
             event = parse_event(body)
         except ValueError as exc:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
-        store, _ = self.domain.bind(self.redis)
+        store, _ = self.domain.for_client(self.redis)
         try:
             case, events = apply_event(store, event)
         except CaseNotFound:
@@ -151,7 +151,7 @@ class IntakeService:
     # -------------------------------------------------------------- outbox relay
     @timer(interval=get_settings().outbox_relay_seconds)
     def relay_outbox(self) -> None:
-        store, _ = self.domain.bind(self.redis)
+        store, _ = self.domain.for_client(self.redis)
         events = [parse_event(body) for _, body in store.outbox_older_than(get_settings().outbox_relay_seconds)]
         if events:
             log.info("outbox_relay", count=len(events))

@@ -41,8 +41,8 @@ class Channels(DependencyProvider):
 class NotifierService:
     name = "notifier"
 
-    topology = TopologyDeclarer()
-    metrics = EntrypointMetrics()
+    declare_topology = TopologyDeclarer()
+    entrypoint_metrics = EntrypointMetrics()
     bus: Bus = BusProvider()
     redis = RedisProvider()
     channels: Channels = Channels()

@@ -34,8 +34,8 @@ class DispatcherProvider(DependencyProvider):
 class RouterService:
     name = "router"
 
-    topology = TopologyDeclarer()
-    metrics = EntrypointMetrics()
+    declare_topology = TopologyDeclarer()
+    entrypoint_metrics = EntrypointMetrics()
     bus: Bus = BusProvider()
     dispatcher: Dispatcher = DispatcherProvider()
 

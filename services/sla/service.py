@@ -36,15 +36,15 @@ class DeadlinesProvider(DependencyProvider):
     def get_dependency(self, worker_ctx: Any) -> "DeadlinesProvider":
         return self
 
-    def bind(self, client: Any) -> Deadlines:
+    def for_client(self, client: Any) -> Deadlines:
         return Deadlines(TimerStore(client), self.policies, self.calendar)
 
 
 class SlaService:
     name = "sla"
 
-    topology = TopologyDeclarer()
-    metrics = EntrypointMetrics()
+    declare_topology = TopologyDeclarer()
+    entrypoint_metrics = EntrypointMetrics()
     bus: Bus = BusProvider()
     redis = RedisProvider()
     deadlines: DeadlinesProvider = DeadlinesProvider()
@@ -55,7 +55,7 @@ class SlaService:
             event = parse_event(body)
         except ValueError as exc:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
-        deadlines = self.deadlines.bind(self.redis)
+        deadlines = self.deadlines.for_client(self.redis)
         if isinstance(event, CaseDispatched):
             armed = deadlines.arm_dispatch(event)
             if armed:
@@ -70,7 +70,7 @@ class SlaService:
     @timer(interval=get_settings().sla_tick_seconds)
     def fire_due(self) -> None:
         settings = get_settings()
-        deadlines = self.deadlines.bind(self.redis)
+        deadlines = self.deadlines.for_client(self.redis)
         for claimed in deadlines.timers.claim(time.time(), settings.sla_lease_seconds):
             now = utcnow()
             event = deadlines.firing_event(claimed, now)

@@ -1,0 +1,22 @@
+"""Process entry point of one service: `python -m services.serve <service>`.
+
+eventlet must patch the standard library before anything else is imported (nameko
+needs green sockets and threads), so this module does that first and only then loads
+gridbus. `gridbus run <service>` execs it.
+"""
+import warnings
+
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import sys  # noqa: E402
+
+from services.runner import SERVICE_CLASSES, run_service  # noqa: E402
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in SERVICE_CLASSES:
+        sys.exit(f"usage: python -m services.serve {{{'|'.join(SERVICE_CLASSES)}}}")
+    run_service(sys.argv[1])
