@@ -308,7 +308,7 @@ class WorkCalendar:
             f"{sorted(self._years) or 'none'}): counting Mon–Fri as working days. "
             f"Add the official {year} schedule to {self.holidays_path or 'config/holidays.yaml'}."
         )
-        log.warning("sla.calendar.unknown_year", year=year, path=str(self.holidays_path or ""))
+        log.warning("sla.calendar.unknown_year", year=year, hint=message)
         warnings.warn(message, UnknownYear, stacklevel=3)
 
     # ----------------------------------------------------------------- instants
