@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
 import chinese_calendar
@@ -42,6 +42,7 @@ from pydantic_core import core_schema
 from shared.configfiles import ConfigError, error_at, load_yaml_model, read_yaml
 
 log = structlog.get_logger(__name__)
+M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_WINDOWS: tuple[tuple[time, time], ...] = ((time(8, 0), time(12, 0)), (time(14, 30), time(17, 30)))
 
@@ -209,8 +210,19 @@ class HolidaysFile(BaseModel):
     overrides: list[DayOverride] = Field(default_factory=list)
 
 
+def load_model(path: Path, model: type[M]) -> M:
+    """load_yaml_model, plus: PyYAML raises a bare ValueError for an impossible date
+    (2027-02-30), which must still be a ConfigError naming the file."""
+    try:
+        return load_yaml_model(path, model)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        raise ConfigError(path, None, "", f"not valid YAML: {exc}") from exc
+
+
 def _load_holidays(path: Path) -> tuple[dict[int, tuple[set[date], set[date]]], dict[date, bool]]:
-    spec = load_yaml_model(path, HolidaysFile)
+    spec = load_model(path, HolidaysFile)
     years: dict[int, tuple[set[date], set[date]]] = {}
     for year, schedule in spec.years.items():
         off: set[date] = set()

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Literal
 
 import structlog
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.sla.clocks import ClockUnit, Limit
-from shared.configfiles import error_at, load_yaml_model, read_yaml
+from services.sla.clocks import ClockUnit, Limit, load_model
+from shared.configfiles import error_at, read_yaml
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +133,10 @@ class CategorySpec(_Strict):
     conditions: list[ConditionSpec] = Field(default_factory=list)
 
 
+_CODE = re.compile(r"\d{2}|\d{5}")
+_CODE_RULE = "must be a 5-digit type code or a 2-digit class code"
+
+
 class SlaFile(_Strict):
     defaults: Defaults
     policies: dict[str, PolicySpec] = Field(default_factory=dict)
@@ -141,8 +146,8 @@ class SlaFile(_Strict):
     @classmethod
     def _codes(cls, value: dict[str, CategorySpec]) -> dict[str, CategorySpec]:
         for code in value:
-            if not re.fullmatch(r"\d{2}|\d{5}", code):
-                raise ValueError(f"category key {code!r} must be a 5-digit type code or a 2-digit class code")
+            if not _CODE.fullmatch(code):
+                raise ValueError(f"category key {code!r} {_CODE_RULE}")
         return value
 
     @model_validator(mode="after")
@@ -288,6 +293,18 @@ class PolicyBook:
                 fields[dst] = list(value) if isinstance(value, list) else value
 
 
+def _key_text(node: yaml.Node | None, value: object) -> str:
+    """How a non-string key of `categories` was written (513 was typed 01001)."""
+    loader = yaml.SafeLoader("")
+    if isinstance(node, yaml.MappingNode):
+        for key, child in node.value:
+            if key.value == "categories" and isinstance(child, yaml.MappingNode):
+                for k, _v in child.value:
+                    if loader.construct_object(k) == value:
+                        return str(k.value)
+    return str(value)
+
+
 def load_policies(path: Path | None = None) -> PolicyBook:
     """Read sla.yaml (default: `<config_dir>/sla.yaml`); a bad file raises ConfigError
     naming file, line and field."""
@@ -295,8 +312,19 @@ def load_policies(path: Path | None = None) -> PolicyBook:
         from shared.config import get_settings
 
         path = get_settings().config_dir / "sla.yaml"
-    spec = load_yaml_model(path, SlaFile)
-    _data, node = read_yaml(path)
+    data, node = read_yaml(path)
+    # Checked before validation so the error points at the key itself; an unquoted
+    # 01001 is read by YAML as the octal number 513, hence the hint.
+    if isinstance(data, dict) and isinstance(data.get("categories"), dict):
+        for code in data["categories"]:
+            if not isinstance(code, str):
+                raise error_at(
+                    path, node, ("categories", _key_text(node, code)),
+                    f"category key {code!r} must be quoted, e.g. \"01001\"",
+                )
+            if not _CODE.fullmatch(code):
+                raise error_at(path, node, ("categories", code), f"category key {code!r} {_CODE_RULE}")
+    spec = load_model(path, SlaFile)
     for code, category in spec.categories.items():
         if category.base not in spec.policies:
             raise error_at(

@@ -317,6 +317,13 @@ def test_bad_holidays_file_names_line_and_field(tmp_path: Path, text: str, line:
     assert str(path) in str(err.value)
 
 
+def test_impossible_date_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "holidays.yaml"
+    path.write_text("years:\n  2027:\n    workdays: [2027-02-30]\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="holidays.yaml"):
+        WorkCalendar(path)
+
+
 def test_shipped_holidays_file_loads() -> None:
     path = Path(__file__).resolve().parents[2] / "config" / "holidays.yaml"
     WorkCalendar(path)
