@@ -21,19 +21,19 @@ TZ8 = timezone(timedelta(hours=8))
 DEMO_REPORTS: list[dict] = [
     {"category": "03005", "description": "辰山社区辰山路口垃圾箱满溢，垃圾散落地面",
      "filing_condition": "满溢", "severity": "normal",
-     "location": {"lat": 25.2790, "lon": 110.3180, "address": "七星区辰山路口", "grid": "450305001001001"},
+     "location": {"lat": 25.2800, "lon": 110.3120, "address": "七星区辰山路口", "grid": "450305001001001"},
      "reporter": {"id": "w-1024", "role": "part_time", "name": "环卫工 李", "phone": "13800001024"}},
     {"category": "01037", "description": "羊角山社区穿山路连续三盏路灯不亮",
      "filing_condition": "连续3盏以上不亮", "severity": "normal",
-     "location": {"lat": 25.2720, "lon": 110.3265, "address": "七星区穿山路12号", "grid": "450305001002001"},
+     "location": {"lat": 25.2590, "lon": 110.3330, "address": "七星区穿山路12号", "grid": "450305003002001"},
      "reporter": {"id": "g-0007", "role": "grid_officer", "name": "网格员 黄", "phone": "13900000007"}},
     {"category": "01002", "description": "辰山社区人行道污水井盖缺失，行人有坠落危险",
      "filing_condition": "缺失、移位、开裂，存在安全隐患的", "severity": "urgent",
-     "location": {"lat": 25.2785, "lon": 110.3190, "address": "七星区辰山路8号旁人行道", "grid": "450305001001002"},
+     "location": {"lat": 25.2800, "lon": 110.3160, "address": "七星区辰山路8号旁人行道", "grid": "450305001001002"},
      "reporter": {"id": "g-0003", "role": "grid_officer", "name": "网格员 莫", "phone": "13900000003"}},
     {"category": "09009", "description": "羊角山社区小区门口机动车乱停放，堵塞消防通道",
      "severity": "normal",
-     "location": {"lat": 25.2712, "lon": 110.3270, "address": "七星区羊角山路3号小区门口", "grid": "450305001002002"},
+     "location": {"lat": 25.2590, "lon": 110.3390, "address": "七星区羊角山路3号小区门口", "grid": "450305003002002"},
      "reporter": {"id": "c-5521", "role": "citizen", "name": "", "phone": ""}},
 ]
 
@@ -99,7 +99,7 @@ def _describe(case: dict) -> str:
         return case["status"]
     parts = []
     for a in active:
-        due = a.get("handle_due") or "?"
+        due = (a.get("handle_due") or "?")[:19].replace("T", " ")
         parts.append(f"{a['dept']} (L{a['level']}, route {a['route']}, {a['mode']}, handle by {due})")
     return f"{case['status']} → " + "; ".join(parts)
 

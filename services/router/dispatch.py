@@ -80,7 +80,7 @@ class Dispatcher:
     def _assignment(self, case_id: str, case: CaseSummary, r: Receiver, now: datetime, round_no: int) -> Assignment:
         policy = self.policies.for_case(case.category, case.filing_condition, case.severity.value, r.sla_policy)
         return Assignment(
-            dept=r.dept, street=case.street, level=r.level, route=r.route, sla_policy=policy.name,
+            dept=r.dept, street=case.street, level=r.level, route=r.route, sla_policy=r.sla_policy,
             mode=Mode721(r.mode), order_id=f"{case_id}/{round_no}/{r.dept}", dispatched_at=now,
             ack_due=self.calendar.due(now, policy.ack_limit),
             handle_due=self.calendar.due(now, policy.handle_limit),

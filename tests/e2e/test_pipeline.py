@@ -106,7 +106,7 @@ def report(**over: Any) -> dict[str, Any]:
     body = {
         "report_id": f"e2e-{uuid.uuid4().hex[:10]}", "category": "01037",
         "description": "穿山路连续三盏路灯不亮", "severity": "normal", "filing_condition": "连续3盏以上不亮",
-        "location": {"lat": 25.2790, "lon": 110.3180, "address": "七星区辰山路", "grid": "450305001001001"},
+        "location": {"lat": 25.2800, "lon": 110.3120, "address": "七星区辰山路", "grid": "450305001001001"},
         "reporter": {"id": "w-1024", "role": "grid_officer", "name": "黄", "phone": "13800001024"},
         "observed_at": "2026-11-27T09:30:00+08:00",
     }
