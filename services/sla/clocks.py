@@ -285,6 +285,7 @@ class WorkCalendar:
             self._years, self._overrides = _load_holidays(holidays_path)
         self._library = _library_years()
         self._warned: set[int] = set()
+        self._days: dict[date, bool] = {}
 
     # ----------------------------------------------------------------- days
 
@@ -292,6 +293,15 @@ class WorkCalendar:
         return set(self._library) | set(self._years)
 
     def is_working_day(self, d: date) -> bool:
+        # chinesecalendar re-validates its whole table on every call (~70 µs); timers are
+        # rebuilt in bulk at start-up, so answers are memoised (the sources never change
+        # after __init__).
+        known = self._days.get(d)
+        if known is None:
+            known = self._days[d] = self._is_working_day(d)
+        return known
+
+    def _is_working_day(self, d: date) -> bool:
         if d in self._overrides:
             return self._overrides[d]
         if d.year in self._years:
@@ -325,10 +335,16 @@ class WorkCalendar:
 
     # ----------------------------------------------------------------- instants
 
+    @staticmethod
+    def _require_aware(*instants: datetime) -> None:
+        # A naive datetime would silently mean "server time": refuse it.
+        for instant in instants:
+            if instant.tzinfo is None or instant.utcoffset() is None:
+                raise ValueError(f"{instant.isoformat()} has no time zone: give an offset, e.g. +08:00")
+
     def _local(self, instant: datetime) -> datetime:
         """Naive local wall time of an aware instant."""
-        if instant.tzinfo is None or instant.utcoffset() is None:
-            raise ValueError(f"{instant.isoformat()} has no time zone: give an offset, e.g. +08:00")
+        self._require_aware(instant)
         return instant.astimezone(self.tz).replace(tzinfo=None)
 
     def _aware(self, local: datetime) -> datetime:
@@ -390,7 +406,7 @@ class WorkCalendar:
     def due(self, start: datetime, limit: Limit) -> datetime:
         """When `limit` runs out if its clock starts at `start` (aware in, local aware out)."""
         if limit.unit in (ClockUnit.urgent_hours, ClockUnit.seconds):
-            self._local(start)  # rejects naive datetimes
+            self._require_aware(start)
             seconds = limit.amount * (3600 if limit.unit is ClockUnit.urgent_hours else 1)
             # Continuous time is added in UTC so that no wall-clock rule can bend it.
             return (start.astimezone(timezone.utc) + timedelta(seconds=seconds)).astimezone(self.tz)
@@ -420,7 +436,7 @@ class WorkCalendar:
         """How much of a `unit` clock runs between two instants (0 if end ≤ start); the
         inverse of `due`, so a suspended clock resumes with `limit.amount - elapsed`."""
         if unit in (ClockUnit.urgent_hours, ClockUnit.seconds):
-            self._local(start), self._local(end)
+            self._require_aware(start, end)
             seconds = max((end - start).total_seconds(), 0.0)
             return seconds / 3600 if unit is ClockUnit.urgent_hours else seconds
         s, e = self._local(start), self._local(end)
