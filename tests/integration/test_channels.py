@@ -673,3 +673,64 @@ def test_sms_refuses_what_it_cannot_send_without_calling_the_provider(
         assert (outcome.ok, outcome.transient) == (False, False)
     assert "1234567" not in send(sms_message(to="13800001111x"), cfg).detail.replace("****", "")
     assert provider.received == []
+
+
+# --------------------------------------------------------------------------- gridbus notify test
+
+from click.testing import CliRunner  # noqa: E402
+
+from services.cli import main as gridbus  # noqa: E402
+
+SMS_TEMPLATES["SMS_465320002"] = {"case_id", "category", "place", "deadline"}  # the CLI's default params
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> Any:
+    return CliRunner().invoke(gridbus, ["notify", "test", *args], env=env, catch_exceptions=False)
+
+
+def test_cli_webhook_delivered(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    server = http_server(webhook_receiver)
+    result = run_cli("--channel", "webhook", "--to", server.base + "/hook", "--secret", WEBHOOK_SECRET)
+    assert result.exit_code == 0, result.output
+    assert "outcome:     delivered" in result.output and "status:      200" in result.output
+    delivery = server.received[0].headers["X-Gridbus-Delivery"]
+    assert f"delivery id: {delivery}" in result.output
+    assert server.received[0].json()["event"]["test"] is True
+
+
+def test_cli_failure_exits_non_zero(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    server = http_server(webhook_receiver)
+    result = run_cli("--channel", "webhook", "--to", server.base + "/hook", "--secret", "wrong")
+    assert result.exit_code == 1
+    assert "permanent" in result.output and "status:      401" in result.output
+
+
+def test_cli_robots(http_server: Callable[[Responder], LocalHTTP]) -> None:
+    wecom = http_server(wecom_robot)
+    result = run_cli("--channel", "wecom", "--to", f"{wecom.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
+                     "--event", "deadline_breached", "--mention", "zhangwei")
+    assert result.exit_code == 0, result.output
+    assert WECOM_KEY not in result.output  # the robot key is a secret
+    ding = http_server(dingtalk_robot)
+    result = run_cli("--channel", "dingtalk", "--to", f"{ding.base}/robot/send?access_token={DING_TOKEN}",
+                     "--secret", DING_SECRET, "--mention", "13800001111")
+    assert result.exit_code == 0, result.output
+
+
+def test_cli_email(smtp_server: Callable[..., tuple[MailSink, int]]) -> None:
+    sink, port = smtp_server()
+    result = run_cli("--channel", "email", "--to", "ops@example.cn", "--smtp-port", str(port),
+                     "--mail-from", "gridbus@qixing.example.cn", "--event", "case_escalated")
+    assert result.exit_code == 0, result.output
+    assert sink.messages[0][2]["Subject"].startswith("【升级】450305-TEST-000001")
+
+
+def test_cli_sms_reads_api_key_from_file(http_server: Callable[[Responder], LocalHTTP], tmp_path: Path) -> None:
+    provider = http_server(sms_provider)
+    key_file = tmp_path / "sms_key"
+    key_file.write_text(SMS_KEY + "\n")
+    result = run_cli("--channel", "sms", "--to", "13800001111", "--sms-url", provider.base + "/v1/sms/send",
+                     "--sms-template", "SMS_465320002", env={"GRIDBUS_SMS_API_KEY_FILE": str(key_file)})
+    assert result.exit_code == 0, result.output
+    assert "138****1111" in result.output and "13800001111" not in result.output
+    assert set(provider.received[0].json()["params"]) == {"case_id", "category", "place", "deadline"}
