@@ -65,3 +65,20 @@ def test_verify_accepts_either_secret_during_rotation() -> None:
     headers = signing.sign_headers("old", "d-1", BODY, now=NOW)
     assert signing.verify(["new", "old"], headers, BODY, now=NOW)
     assert not signing.verify(["new", ""], headers, BODY, now=NOW)
+
+
+def test_the_snippet_in_docs_verifies_what_gridbus_signs() -> None:
+    """docs/webhooks.md must stay runnable and agree with the sender."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "webhooks.md").read_text(encoding="utf-8")
+    [snippet] = [block for block in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify" in block]
+    namespace: dict = {}
+    exec(compile(snippet, "docs/webhooks.md", "exec"), namespace)  # noqa: S102 (our own document)
+    doc_verify = namespace["verify"]
+    headers = signing.sign_headers("s3cret", "d-1", BODY, now=NOW)
+    assert doc_verify("s3cret", headers, BODY, now=NOW + 60)
+    assert not doc_verify("s3cret", headers, BODY, now=NOW + 301)
+    assert not doc_verify("other", headers, BODY, now=NOW)
+    assert not doc_verify("s3cret", headers, BODY + b" ", now=NOW)
