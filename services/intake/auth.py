@@ -1,0 +1,228 @@
+"""API keys (Bearer) with roles, stored hashed in Redis.
+
+A key is `gbk_<id>.<secret>`: the id is public (it names the key in `gridbus keys list`,
+in logs and in the case timeline), the secret is shown once at creation and only its
+SHA-256 is stored. A plain hash is enough because the secret is 256 random bits, not a
+password: there is nothing to brute-force that a slow hash would protect. The compare is
+constant-time so that response timing says nothing about how much of a guess was right.
+
+Roles:
+- `grid_app`: the grid app (reports, verification, case queries);
+- `department`: one partner department (bound to its code): replies and its own cases;
+- `ops`: the operations centre, reads everything;
+- `open311`: an Open311 GeoReport v2 client (creates and reads service requests).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Mapping
+
+import redis
+
+from shared.config import get_settings
+
+KEY_PREFIX = "gbk_"
+_KEY = re.compile(r"^gbk_([0-9a-f]{12})\.([A-Za-z0-9_\-]{20,128})$")
+WWW_AUTHENTICATE = 'Bearer realm="gridbus"'
+
+
+class Role(str, Enum):
+    grid_app = "grid_app"
+    department = "department"
+    ops = "ops"
+    open311 = "open311"
+
+
+ROLES = tuple(r.value for r in Role)
+
+
+# -- Redis keys (to move into shared/redis_keys.py; same prefix as every other key) ---
+def _p() -> str:
+    return get_settings().redis_key_prefix
+
+
+def api_key(key_id: str) -> str:
+    """Hash {secret_sha256, role, dept, name, created_at, last_used_at, revoked_at}."""
+    return f"{_p()}:apikey:{key_id}"
+
+
+def api_keys() -> str:
+    """Set: ids of every key ever created (listing; revoked ones stay, marked)."""
+    return f"{_p()}:apikeys"
+
+
+# -- errors and the authenticated caller ----------------------------------------------
+class AuthError(Exception):
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        super().__init__(message)
+
+
+class Unauthorized(AuthError):
+    """No key, a malformed key, an unknown or revoked key, or a wrong secret (401)."""
+
+    status = 401
+
+
+class Forbidden(AuthError):
+    """A valid key whose role or department may not do this (403)."""
+
+    status = 403
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    dept: str | None
+    key_id: str
+
+    @property
+    def actor(self) -> str:
+        """How this caller appears in a case's timeline."""
+        return f"{self.role.value}:{self.dept}:{self.key_id}" if self.dept else f"{self.role.value}:{self.key_id}"
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    key_id: str
+    role: Role
+    dept: str | None
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+# -- creating, listing, revoking -----------------------------------------------------
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, name: str = "") -> tuple[str, KeyInfo]:
+    """Create a key; returns (the full key — its only appearance —, its stored info)."""
+    role = Role(role)
+    if role is Role.department and not dept:
+        raise ValueError("a department key needs its department code")
+    if role is not Role.department and dept:
+        raise ValueError(f"a {role.value} key is not bound to a department")
+    key_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    now = _now()
+    fields = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
+              "created_at": now.isoformat()}
+    # 48-bit ids practically never clash; if one does, refuse rather than overwrite a key
+    if client.exists(api_key(key_id)):
+        raise RuntimeError("key id collision; try again")
+    pipe = client.pipeline()
+    pipe.hset(api_key(key_id), mapping=fields)
+    pipe.sadd(api_keys(), key_id)
+    pipe.execute()
+    info = KeyInfo(key_id, role, dept or None, name, now, None, None)
+    return f"{KEY_PREFIX}{key_id}.{secret}", info
+
+
+def _dt(value: str | bytes | None) -> datetime | None:
+    if not value:
+        return None
+    return datetime.fromisoformat(value.decode() if isinstance(value, bytes) else value)
+
+
+def _info(key_id: str, h: Mapping[str, str]) -> KeyInfo:
+    return KeyInfo(key_id, Role(h["role"]), h.get("dept") or None, h.get("name", ""),
+                   _dt(h["created_at"]) or _now(), _dt(h.get("last_used_at")), _dt(h.get("revoked_at")))
+
+
+def _decoded(h: Mapping[object, object]) -> dict[str, str]:
+    # callers may hand us a client with or without decode_responses
+    return {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+            for k, v in h.items()}
+
+
+def list_keys(client: redis.Redis) -> list[KeyInfo]:
+    ids = sorted((i.decode() if isinstance(i, bytes) else i) for i in client.smembers(api_keys()))
+    pipe = client.pipeline()
+    for key_id in ids:
+        pipe.hgetall(api_key(key_id))
+    out = []
+    for key_id, h in zip(ids, pipe.execute()):
+        if h:
+            out.append(_info(key_id, _decoded(h)))
+    return sorted(out, key=lambda k: (k.created_at, k.key_id))
+
+
+def revoke_key(client: redis.Redis, key_id: str) -> bool:
+    """Revoke at once (the next request with it gets 401). False if there is no such key."""
+    key_id = key_id.removeprefix(KEY_PREFIX).split(".", 1)[0]
+    if not client.exists(api_key(key_id)):
+        return False
+    # the hash of the secret goes too: a revoked key can never be revived by a bug
+    pipe = client.pipeline()
+    pipe.hset(api_key(key_id), "revoked_at", _now().isoformat())
+    pipe.hdel(api_key(key_id), "secret_sha256")
+    pipe.execute()
+    return True
+
+
+# -- checking a request ---------------------------------------------------------------
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    lowered = name.lower()
+    for k, v in headers.items():
+        if k.lower() == lowered:
+            return v
+    return None
+
+
+def authenticate_key(token: str | None, client: redis.Redis) -> Principal:
+    """Check a bare key (Bearer token or Open311 `api_key`) and return who it is."""
+    if not token:
+        raise Unauthorized("an API key is required")
+    m = _KEY.match(token.strip())
+    if not m:
+        raise Unauthorized("malformed API key")
+    key_id, secret = m.groups()
+    h = _decoded(client.hgetall(api_key(key_id)))
+    stored = h.get("secret_sha256", "")
+    # compare even when the key is unknown, so unknown ids and wrong secrets cost the same
+    ok = hmac.compare_digest(_digest(secret), stored or "0" * 64)
+    if not ok or not stored or h.get("revoked_at"):
+        raise Unauthorized("invalid or revoked API key")
+    client.hset(api_key(key_id), "last_used_at", _now().isoformat())
+    return Principal(Role(h["role"]), h.get("dept") or None, key_id)
+
+
+def authenticate(headers: Mapping[str, str], client: redis.Redis) -> Principal:
+    """`Authorization: Bearer <key>` → Principal; Unauthorized (401) otherwise."""
+    value = _header(headers, "Authorization")
+    if not value:
+        raise Unauthorized("missing Authorization: Bearer <API key>")
+    scheme, _, token = value.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Authorization must be 'Bearer <API key>'")
+    return authenticate_key(token.strip(), client)
+
+
+def require(principal: Principal, *roles: Role | str, dept: str | None = None) -> Principal:
+    """Forbidden (403) unless the caller has one of `roles`; with `dept`, a department
+    key must also be bound to that department (other roles are not department-bound)."""
+    allowed = {Role(r) for r in roles}
+    if principal.role not in allowed:
+        names = ", ".join(sorted(r.value for r in allowed))
+        raise Forbidden(f"role {principal.role.value} may not do this (needs {names})")
+    if dept is not None and principal.role is Role.department and principal.dept != dept:
+        raise Forbidden(f"this key belongs to department {principal.dept}, not {dept}")
+    return principal
