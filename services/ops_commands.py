@@ -23,12 +23,25 @@ def topology() -> None:
 
 
 @topology.command("apply")
-def topology_apply() -> None:
-    """Declare every exchange, queue and binding (idempotent)."""
-    from shared import topology as topo
+@click.option("--users/--no-users", default=True,
+              help="Also create each department's RabbitMQ user with its permissions (management API).")
+def topology_apply(users: bool) -> None:
+    """Declare every exchange, queue and binding, and the departments' users (idempotent).
 
-    t = topo.apply(get_settings().amqp_uri)
+    A department user's password comes from GRIDBUS_DEPT_PASSWORD_<CODE> (or _FILE);
+    otherwise a new user gets a generated one, printed here once.
+    """
+    from shared import topology as topo
+    from shared.broker_users import apply_users
+    from shared.departments import load_department_codes
+
+    settings = get_settings()
+    t = topo.apply(settings.amqp_uri)
     click.echo(f"declared {len(t.exchanges)} exchanges, {len(t.queues)} queues, {len(t.bindings)} bindings")
+    if users:
+        for r in apply_users(settings.rabbitmq_management_url, settings.amqp_uri, load_department_codes()):
+            extra = f"  password (shown once): {r.password}" if r.password else ""
+            click.echo(f"user {r.user}: {'created' if r.created else 'permissions updated'}{extra}")
 
 
 @topology.command("definitions")

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     notifier_metrics_port: int = Field(9104, description="Prometheus /metrics port of notifier.")
     metrics_host: str = Field("127.0.0.1", description="Address the /metrics servers bind to.")
 
+    max_rejections: int = Field(
+        2, description="After this many departments said 'not ours', a case goes to the grid station as 争议件."
+    )
     outbox_relay_seconds: float = Field(
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )

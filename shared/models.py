@@ -124,7 +124,11 @@ class Assignment(BaseModel):
     dispatched_at: AwareDatetime
     ack_due: AwareDatetime | None = None
     handle_due: AwareDatetime | None = None
+    reason: str = Field("", description="Why this route matched (the routing decision, for the record)")
     active: bool = True
+    acknowledged_at: AwareDatetime | None = None
+    resolved_at: AwareDatetime | None = None
+    rejected_reason: str | None = None
 
 
 class TimelineEntry(BaseModel):
@@ -136,6 +140,14 @@ class TimelineEntry(BaseModel):
     note: str = ""
     evidence_urls: list[str] = Field(default_factory=list)
     message_id: str | None = None
+
+
+class Resolution(BaseModel):
+    mode: Mode721 = Field(description="The 721 mode actually used")
+    result: str = ""
+    evidence_urls: list[str] = Field(default_factory=list)
+    by: str
+    at: AwareDatetime
 
 
 class Case(BaseModel):
@@ -160,6 +172,12 @@ class Case(BaseModel):
     updated_at: AwareDatetime
     assignments: list[Assignment] = Field(default_factory=list)
     timeline: list[TimelineEntry] = Field(default_factory=list)
+    resolution: Resolution | None = None
+    rework_count: int = Field(0, description="Times verification failed and the case was reopened")
+    rejected_by: list[str] = Field(default_factory=list, description="Departments that said 'not ours'")
+    disputed: bool = Field(False, description="争议件: too many rejections, sent to the grid station")
+    duplicate_of: str | None = None
+    duplicates: list[str] = Field(default_factory=list)
     applied_messages: list[str] = Field(
         default_factory=list, description="Ids of events already applied (idempotent consumers)"
     )
@@ -216,6 +234,8 @@ class CaseDispatched(Envelope):
     event: Literal["case_dispatched"] = "case_dispatched"
     case: CaseSummary
     assignments: list[Assignment]
+    round_no: int = Field(1, description="1 for the first dispatch, +1 for every re-dispatch")
+    disputed: bool = Field(False, description="争议件: rejected too often, sent to the grid station")
 
 
 class CaseUnroutable(Envelope):
@@ -228,10 +248,29 @@ class CaseUpdated(Envelope):
     event: Literal["case_updated"] = "case_updated"
     from_status: CaseStatus | None
     to_status: CaseStatus
+    action: str = Field("", description="What happened (a lifecycle action or a department's reply)")
     actor: str
     dept: str | None = None
+    order_id: str | None = Field(None, description="The department order the action concerns")
     note: str = ""
     mode: Mode721 | None = None
+
+
+class RedispatchReason(str, Enum):
+    rejected = "rejected"   # a department said "not ours": route again without it
+    reopened = "reopened"   # verification failed: back to the same department(s)
+
+
+class CaseRedispatch(Envelope):
+    """intake asks router to dispatch an existing case again."""
+
+    event: Literal["case_redispatch"] = "case_redispatch"
+    case: CaseSummary
+    reason: RedispatchReason
+    round_no: int = Field(ge=2)
+    exclude: list[str] = Field(default_factory=list, description="Departments that rejected it")
+    only: list[str] = Field(default_factory=list, description="Reopened: the departments to send back to")
+    note: str = ""
 
 
 class DeadlineKind(str, Enum):
@@ -302,6 +341,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         CaseDispatched,
         CaseUnroutable,
         CaseUpdated,
+        CaseRedispatch,
         DeadlineWarning,
         DeadlineBreached,
         CaseEscalated,

@@ -21,6 +21,9 @@ import structlog
 from kombu import Exchange as KExchange
 from kombu import Queue as KQueue
 from nameko.extensions import DependencyProvider
+from functools import partial
+
+from nameko.exceptions import ContainerBeingKilled
 from nameko.messaging import Consumer, QueueConsumer
 
 from shared import metrics, topology
@@ -73,9 +76,23 @@ class ReliableQueueConsumer(QueueConsumer):
 class ReliableConsumer(Consumer):
     queue_consumer = ReliableQueueConsumer()
 
-    def __init__(self, queue_name: str, **kwargs: Any) -> None:
+    def __init__(self, queue_name: str, with_properties: bool = False, **kwargs: Any) -> None:
+        """`with_properties`: the handler also receives the AMQP properties (e.g. the
+        broker-validated `user_id`) as a second argument."""
         self.queue_name = queue_name
+        self.with_properties = with_properties
         super().__init__(queue=None, **kwargs)
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        if not self.with_properties:
+            return super().handle_message(body, message)
+        handle_result = partial(self.handle_result, message)
+        try:
+            self.container.spawn_worker(self, (body, dict(message.properties)), {},
+                                        context_data=self.unpack_message_headers(message),
+                                        handle_result=handle_result)
+        except ContainerBeingKilled:
+            self.queue_consumer.requeue_message(message)
 
     def setup(self) -> None:
         self.queue = kombu_queue(self.queue_name)

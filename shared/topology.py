@@ -31,6 +31,7 @@ RK_CASE_REGISTERED = "case.registered"
 RK_CASE_DISPATCHED = "case.dispatched"
 RK_CASE_UNROUTABLE = "case.unroutable"
 RK_CASE_UPDATED = "case.updated"
+RK_CASE_REDISPATCH = "case.redispatch"
 RK_CASE_ESCALATED = "case.escalated"
 RK_DEADLINE_WARNING = "deadline.warning"
 RK_DEADLINE_BREACHED = "deadline.breached"
@@ -43,6 +44,7 @@ EVENT_ROUTING_KEYS: dict[str, str] = {
     "case_dispatched": RK_CASE_DISPATCHED,
     "case_unroutable": RK_CASE_UNROUTABLE,
     "case_updated": RK_CASE_UPDATED,
+    "case_redispatch": RK_CASE_REDISPATCH,
     "case_escalated": RK_CASE_ESCALATED,
     "deadline_warning": RK_DEADLINE_WARNING,
     "deadline_breached": RK_DEADLINE_BREACHED,
@@ -57,6 +59,20 @@ def dispatch_routing_key(dept: str, street: str) -> str:
 
 def reply_routing_key(dept: str) -> str:
     return f"reply.{dept}"
+
+
+DEPT_USER_PREFIX = "dept-"
+
+
+def dept_user(dept: str) -> str:
+    """The department's own RabbitMQ user (see `gridbus topology apply --users`)."""
+    return f"{DEPT_USER_PREFIX}{dept}"
+
+
+def dept_of_user(user: str | None) -> str | None:
+    if user and user.startswith(DEPT_USER_PREFIX):
+        return user[len(DEPT_USER_PREFIX):]
+    return None
 
 
 def dept_queue(dept: str) -> str:
@@ -166,7 +182,8 @@ def build_topology(department_codes: Iterable[str]) -> Topology:
         "Events that change case state, applied by intake (the only writer).",
         [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_ESCALATED)],
     )
-    work(Q_ROUTER_CASES, "Cases to route.", [(EX_EVENTS, RK_CASE_REGISTERED)])
+    work(Q_ROUTER_CASES, "Cases to route or route again.",
+         [(EX_EVENTS, RK_CASE_REGISTERED), (EX_EVENTS, RK_CASE_REDISPATCH)])
     work(
         Q_SLA_EVENTS,
         "Events that arm, stop or pause deadlines.",

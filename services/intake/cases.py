@@ -5,7 +5,7 @@ tested without a broker; the nameko service only wires entrypoints to it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 from zoneinfo import ZoneInfo
@@ -24,6 +24,7 @@ from shared.models import (
     CaseUnroutable,
     CaseUpdated,
     Envelope,
+    Mode721,
     Report,
     TimelineEntry,
     summary_of,
@@ -98,59 +99,92 @@ class Registrar:
 
 # ---------------------------------------------------------------------- transitions
 
-Mutation = Callable[[Case], tuple[Action | None, str, str, list[Envelope]]]
+
+@dataclass
+class Change:
+    """What a mutation did to a case: the state machine action (None: the status stays,
+    e.g. one of two jointly dispatched departments acknowledged), who, why, and what
+    else to emit. A `case_updated` event is emitted when there is an action or `announce`."""
+
+    action: Action | None
+    actor: str
+    note: str = ""
+    events: list[Envelope] = field(default_factory=list)
+    announce: bool = False
+    reply_action: str = ""
+    dept: str | None = None
+    order_id: str | None = None
+    mode: Mode721 | None = None
+    evidence_urls: list[str] = field(default_factory=list)
+
+
+Mutation = Callable[[Case], Change]
 
 
 def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation,
-               retries: int = 5) -> tuple[Case, list[Envelope]]:
+               retries: int = 8) -> tuple[Case, list[Envelope], bool]:
     """Apply one change to a case with optimistic concurrency; idempotent by message id.
 
-    `mutate` edits the case in place and returns (action, actor, note, extra events).
-    The state machine decides the new status; a `case_updated` event is added for it.
+    `mutate` edits a fresh copy of the case and says what it did; the state machine
+    decides the new status (an illegal action raises IllegalTransition and nothing is
+    stored). Returns (case, events to publish, applied: False when already applied).
     """
     for _ in range(retries):
         case = store.get(case_id)
         if message_id in case.applied_messages:
-            return case, []
+            return case, [], False
         expected = case.version
-        action, actor, note, events = mutate(case)
         from_status = case.status
-        if action is not None:
-            case.status = next_status(case.status, action)
+        change = mutate(case)
+        if change.action is not None:
+            case.status = next_status(case.status, change.action)
         now = utcnow()
         case.updated_at = now
-        case.timeline.append(TimelineEntry(at=now, actor=actor, action=action.value if action else "note",
-                                           from_status=from_status, to_status=case.status, note=note,
-                                           message_id=message_id))
+        action_name = change.action.value if change.action else (change.reply_action or "note")
+        case.timeline.append(TimelineEntry(at=now, actor=change.actor, action=action_name,
+                                           from_status=from_status, to_status=case.status, note=change.note,
+                                           evidence_urls=change.evidence_urls, message_id=message_id))
         case.applied_messages = (case.applied_messages + [message_id])[-APPLIED_MESSAGES_KEPT:]
-        if action is not None:
-            events = events + [CaseUpdated(case_id=case.case_id, correlation_id=case.correlation_id,
-                                           from_status=from_status, to_status=case.status,
-                                           actor=actor, note=note)]
+        events = list(change.events)
+        if change.action is not None or change.announce:
+            events.append(CaseUpdated(case_id=case.case_id, correlation_id=case.correlation_id,
+                                      from_status=from_status, to_status=case.status,
+                                      action=change.reply_action or action_name, actor=change.actor,
+                                      dept=change.dept, order_id=change.order_id, note=change.note,
+                                      mode=change.mode))
         try:
-            return store.save(case, expected, events), events
+            return store.save(case, expected, events), events, True
         except VersionConflict:
             continue
     raise VersionConflict(case_id)
 
 
-def apply_event(store: CaseStore, event: Envelope) -> tuple[Case, list[Envelope]]:
+def _apply_dispatched(event: CaseDispatched) -> Mutation:
+    def mutate(case: Case) -> Change:
+        for a in case.assignments:
+            a.active = False
+        case.assignments.extend(event.assignments)
+        case.disputed = case.disputed or event.disputed
+        depts = ", ".join(f"{a.dept}@L{a.level} via {a.route} ({a.reason})" for a in event.assignments)
+        if case.status in (CaseStatus.registered, CaseStatus.rejected, CaseStatus.reopened):
+            action = Action.dispatch
+        else:
+            action = Action.escalate
+        prefix = "争议件 " if event.disputed else ""
+        return Change(action, "router", f"{prefix}round {event.round_no}: dispatched to {depts}")
+    return mutate
+
+
+def apply_event(store: CaseStore, event: Envelope) -> tuple[Case, list[Envelope], bool]:
     """Apply an event from router or sla (intake is the only writer of case state)."""
     if isinstance(event, CaseDispatched):
-        def mutate(case: Case) -> tuple[Action | None, str, str, list[Envelope]]:
-            for a in case.assignments:
-                a.active = False
-            case.assignments.extend(event.assignments)
-            depts = ", ".join(f"{a.dept}@L{a.level} ({a.route})" for a in event.assignments)
-            action = Action.dispatch if case.status in (CaseStatus.registered, CaseStatus.rejected,
-                                                        CaseStatus.reopened) else Action.escalate
-            return action, "router", f"dispatched to {depts}", []
+        mutate = _apply_dispatched(event)
     elif isinstance(event, CaseUnroutable):
-        def mutate(case: Case) -> tuple[Action | None, str, str, list[Envelope]]:
-            return None, "router", f"no rule matched, sent to the grid station for triage: {event.reason}", []
+        def mutate(case: Case) -> Change:
+            return Change(None, "router", f"no rule matched, sent to the grid station for triage: {event.reason}")
     elif isinstance(event, CaseEscalated):
-        def mutate(case: Case) -> tuple[Action | None, str, str, list[Envelope]]:
-            return None, "sla", f"escalated L{event.from_level} → L{event.to_level}: {event.reason}", []
+        def mutate(case: Case) -> Change:
+            return Change(None, "sla", f"escalated L{event.from_level} → L{event.to_level}: {event.reason}")
     else:
         raise TypeError(f"intake does not apply {type(event).__name__}")
     return transition(store, event.case_id, event.message_id, mutate)

@@ -10,15 +10,18 @@ from nameko.timer import timer
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
+from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.cases import Registrar, apply_event
+from services.intake.replies import NotAssigned, Verification, apply_reply, apply_verification
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
+from shared.lifecycle import IllegalTransition
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid
-from shared.models import Envelope, Report, parse_event
+from shared.models import Case, Envelope, Reply, Report, parse_event
 from shared.nameko_ext import (
     BusProvider,
     EntrypointMetrics,
@@ -51,6 +54,29 @@ class Domain(DependencyProvider):
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
         store = CaseStore(client, self.settings.district_code)
         return store, Registrar(store, self.catalog, self.grid, self.settings.timezone)
+
+
+def error_response(exc: Exception, case_id: str = "") -> Response:
+    """The one place that turns domain errors into HTTP answers."""
+    if isinstance(exc, InvalidInput):
+        return json_response(422, exc.as_json())
+    if isinstance(exc, AuthError):
+        headers = {"WWW-Authenticate": 'Bearer realm="gridbus"'} if exc.status == 401 else {}
+        resp = json_response(exc.status, {"errors": [{"field": "Authorization", "message": exc.message}]})
+        resp.headers.extend(headers)
+        return resp
+    if isinstance(exc, NotAssigned):
+        return json_response(403, {"errors": [{"field": "case_id", "message": str(exc)}]})
+    if isinstance(exc, CaseNotFound):
+        return json_response(404, {"errors": [{"field": "case_id", "message": f"no case {case_id}"}]})
+    if isinstance(exc, IllegalTransition):
+        return json_response(409, {"error": "illegal_transition", "message": str(exc),
+                                   "current": exc.current.value, "allowed": [a.value for a in exc.allowed]})
+    raise exc
+
+
+def case_answer(case: Case, applied: bool) -> dict[str, Any]:
+    return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
 def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
@@ -115,6 +141,35 @@ class IntakeService:
             return json_response(404, {"errors": [{"field": "case_id", "message": f"no case {case_id}"}]})
         return json_response(200, case.model_dump(mode="json", exclude={"applied_messages"}))
 
+    @http("POST", "/v1/cases/<string:case_id>/replies")
+    def post_reply(self, request: Request, case_id: str) -> Response:
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.department)
+            reply = parse(Reply, request.get_data()[: get_settings().max_report_bytes])
+            case, events, applied = apply_reply(store, case_id, principal.dept or "", reply)
+        except (InvalidInput, AuthError, NotAssigned, CaseNotFound, IllegalTransition) as exc:
+            return error_response(exc, case_id)
+        publish_stored(self.bus, store, events)
+        log.info("reply_applied", case_id=case_id, dept=principal.dept, action=reply.action.value,
+                 status=case.status.value, applied=applied, channel="http")
+        return json_response(200, case_answer(case, applied))
+
+    @http("POST", "/v1/cases/<string:case_id>/verification")
+    def post_verification(self, request: Request, case_id: str) -> Response:
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
+            check = parse(Verification, request.get_data()[: get_settings().max_report_bytes])
+            key = request.headers.get("Idempotency-Key") or f"{check.result}:{check.verifier}:{check.note}"
+            case, events, applied = apply_verification(store, case_id, check, f"verify:{key}",
+                                                       f"{principal.actor}:{check.verifier}".rstrip(":"))
+        except (InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+            return error_response(exc, case_id)
+        publish_stored(self.bus, store, events)
+        log.info("verification_applied", case_id=case_id, result=check.result, status=case.status.value)
+        return json_response(200, case_answer(case, applied))
+
     @http("GET", "/v1/catalog")
     def get_catalog(self, request: Request) -> Response:
         return json_response(200, self.domain.catalog.tree())
@@ -134,6 +189,31 @@ class IntakeService:
             metrics.REPORTS_RECEIVED.labels("amqp", "invalid").inc()
             raise Rejected(json.dumps(exc.as_json()["errors"], ensure_ascii=False), "invalid_report") from None
 
+    @consume_reliably(topology.Q_INTAKE_REPLIES, with_properties=True)
+    def consume_reply(self, body: Any, properties: dict[str, Any]) -> None:
+        # Who replies is the broker-validated user_id, never a field of the body.
+        dept = topology.dept_of_user(properties.get("user_id"))
+        if dept is None:
+            raise Rejected(f"reply without a department user_id (got {properties.get('user_id')!r})", "no_user_id")
+        case_id = body.get("case_id") if isinstance(body, dict) else None
+        if not case_id:
+            raise Rejected("reply without case_id", "invalid_reply")
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            reply = parse(Reply, body)
+            case, events, applied = apply_reply(store, case_id, dept, reply)
+        except InvalidInput as exc:
+            raise Rejected(json.dumps(exc.as_json()["errors"], ensure_ascii=False), "invalid_reply") from None
+        except CaseNotFound:
+            raise Rejected(f"unknown case {case_id}", "unknown_case") from None
+        except NotAssigned as exc:
+            raise Rejected(str(exc), "not_assigned") from None
+        except IllegalTransition as exc:
+            raise Rejected(str(exc), "illegal_transition") from None
+        publish_stored(self.bus, store, events)
+        log.info("reply_applied", case_id=case_id, dept=dept, action=reply.action.value,
+                 status=case.status.value, applied=applied, channel="amqp")
+
     @consume_reliably(topology.Q_INTAKE_EVENTS)
     def consume_event(self, body: Any) -> None:
         try:
@@ -142,7 +222,7 @@ class IntakeService:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
         store, _ = self.domain.for_client(self.redis)
         try:
-            case, events = apply_event(store, event)
+            case, events, _ = apply_event(store, event)
         except CaseNotFound:
             raise Rejected(f"unknown case {event.case_id}", "unknown_case") from None
         log.info("case_changed", case_id=case.case_id, status=case.status.value, by=body.get("event"))

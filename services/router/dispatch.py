@@ -50,9 +50,37 @@ class Dispatcher:
             exclude_depts=exclude,
         )
 
+    def receivers(self, case: CaseSummary, now: datetime, exclude: frozenset[str] = frozenset(),
+                  only: frozenset[str] = frozenset(), max_rejections: int = 2) -> tuple[list[Receiver], bool]:
+        """Who gets the case, and whether it is now disputed (争议件).
+
+        `only` (a reopened case) keeps the departments that handled it before; `exclude`
+        (departments that rejected it) are skipped, and after `max_rejections` of them,
+        or when nobody else is left, the grid station gets it as disputed.
+        """
+        if only:
+            chosen = [r for r in self.tree.route(self.routing_input(case, now)) if r.dept in only]
+            known = {r.dept for r in chosen}
+            chosen += [Receiver(dept=d, sla_policy="default", mode="service", level=3, route="reopened",
+                                reason="verification failed: back to the department that resolved it")
+                       for d in sorted(only - known)]
+            return chosen, False
+        if len(exclude) >= max_rejections:
+            return [self._disputed(exclude)], True
+        chosen = self.tree.route(self.routing_input(case, now, exclude))
+        if exclude and all(r.dept == GRID_STATION for r in chosen):
+            return [self._disputed(exclude)], True
+        return chosen, False
+
+    @staticmethod
+    def _disputed(exclude: frozenset[str]) -> Receiver:
+        return Receiver(dept=GRID_STATION, sla_policy="default", mode="management", level=3, route="dispute",
+                        reason=f"争议件: rejected by {', '.join(sorted(exclude))}")
+
     def plan(self, case_id: str, correlation_id: str, case: CaseSummary, now: datetime,
-             round_no: int = 1, exclude: frozenset[str] = frozenset()) -> DispatchPlan:
-        receivers = self.tree.route(self.routing_input(case, now, exclude))
+             round_no: int = 1, exclude: frozenset[str] = frozenset(), only: frozenset[str] = frozenset(),
+             max_rejections: int = 2) -> DispatchPlan:
+        receivers, disputed = self.receivers(case, now, exclude, only, max_rejections)
         orders: list[tuple[str, DispatchOrder]] = []
         assignments: list[Assignment] = []
         for r in receivers:
@@ -69,9 +97,9 @@ class Dispatcher:
             orders.append((dispatch_routing_key(r.dept, case.street), order))
         dispatched = CaseDispatched(message_id=f"dispatched:{case_id}:{round_no}", case_id=case_id,
                                     correlation_id=correlation_id, occurred_at=now, case=case,
-                                    assignments=assignments)
+                                    assignments=assignments, round_no=round_no, disputed=disputed)
         unroutable = None
-        if all(r.dept == GRID_STATION for r in receivers):
+        if all(r.dept == GRID_STATION for r in receivers) and not disputed:
             unroutable = CaseUnroutable(message_id=f"unroutable:{case_id}:{round_no}", case_id=case_id,
                                         correlation_id=correlation_id, occurred_at=now, case=case,
                                         reason="; ".join(r.reason for r in receivers))
@@ -81,7 +109,7 @@ class Dispatcher:
         policy = self.policies.for_case(case.category, case.filing_condition, case.severity.value, r.sla_policy)
         return Assignment(
             dept=r.dept, street=case.street, level=r.level, route=r.route, sla_policy=r.sla_policy,
-            mode=Mode721(r.mode), order_id=f"{case_id}/{round_no}/{r.dept}", dispatched_at=now,
+            mode=Mode721(r.mode), order_id=f"{case_id}/{round_no}/{r.dept}", dispatched_at=now, reason=r.reason,
             ack_due=self.calendar.due(now, policy.ack_limit),
             handle_due=self.calendar.due(now, policy.handle_limit),
         )

@@ -14,7 +14,8 @@ from shared import metrics, topology
 from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.departments import GRID_STATION
-from shared.models import CaseRegistered, utcnow
+from shared.config import get_settings
+from shared.models import CaseRedispatch, CaseRegistered, parse_event, utcnow
 from shared.nameko_ext import BusProvider, EntrypointMetrics, Rejected, TopologyDeclarer, consume_reliably
 
 log = structlog.get_logger("gridbus.router")
@@ -42,10 +43,17 @@ class RouterService:
     @consume_reliably(topology.Q_ROUTER_CASES)
     def route_case(self, body: Any) -> None:
         try:
-            event = CaseRegistered.model_validate(body)
+            event = parse_event(body)
         except ValueError as exc:
-            raise Rejected(f"not a case_registered event: {exc}", "invalid_event") from None
-        plan = self.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
+            raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
+        if isinstance(event, CaseRegistered):
+            plan = self.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
+        elif isinstance(event, CaseRedispatch):
+            plan = self.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow(),
+                                        round_no=event.round_no, exclude=frozenset(event.exclude),
+                                        only=frozenset(event.only), max_rejections=get_settings().max_rejections)
+        else:
+            raise Rejected(f"router does not handle {type(event).__name__}", "invalid_event")
         # Orders first: once case_dispatched is out, deadlines run, so the orders must be queued.
         for routing_key, order in plan.orders:
             self.bus.publish(topology.EX_DISPATCH, routing_key, order, kind="dispatch_order")
@@ -54,6 +62,7 @@ class RouterService:
         if plan.unroutable is not None:
             self.bus.publish_event(plan.unroutable)
             metrics.CASES_UNROUTABLE.labels(event.case.street).inc()
-        log.info("case_routed", case_id=event.case_id,
+        log.info("case_routed", case_id=event.case_id, round=plan.dispatched.round_no,
+                 disputed=plan.dispatched.disputed,
                  receivers=[f"{o.dept}@L{o.level}:{o.route}" for _, o in plan.orders],
                  triage=any(o.dept == GRID_STATION for _, o in plan.orders))

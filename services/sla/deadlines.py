@@ -58,14 +58,23 @@ class Deadlines:
         return armed
 
     def apply_update(self, event: CaseUpdated) -> list[str]:
-        """Stop the clocks the new status ends; returns the cancelled timer ids."""
+        """Stop the clocks the update ends; returns the cancelled timer ids.
+
+        A department's reply concerns its own order (joint dispatch: each department has
+        its own clocks); a status that ends the case stops every clock.
+        """
         ids = self.timers.case_timers(event.case_id)
         if event.to_status in CLOCK_STOPPED_STATES:
             stop = ids
-        elif event.to_status in (CaseStatus.acknowledged, CaseStatus.in_progress, CaseStatus.rejected):
+        elif event.order_id and event.action in ("reject", "resolve"):
+            stop = [t for t in ids if t.split("|")[0] == event.order_id]
+        elif event.order_id and event.action in ("acknowledge", "progress"):
+            stop = [t for t in ids if t.split("|")[0] == event.order_id
+                    and t.split("|")[1] == DeadlineKind.acknowledge.value]
+        elif event.to_status in (CaseStatus.acknowledged, CaseStatus.in_progress):
             stop = [t for t in ids if t.split("|")[1] == DeadlineKind.acknowledge.value]
-            if event.to_status == CaseStatus.rejected:
-                stop = ids
+        elif event.to_status == CaseStatus.rejected:
+            stop = ids
         else:
             stop = []
         for order_deadline in {tuple(t.split("|")[:2]) for t in stop}:

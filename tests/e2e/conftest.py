@@ -1,0 +1,145 @@
+"""The real stack for end-to-end tests: the four services as processes on a fresh
+vhost and Redis key prefix, with a webhook sink that verifies signatures. One stack
+serves the whole session (starting it takes a few seconds)."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Iterator
+
+import pika
+import pytest
+import redis
+
+from services.demo import wait_until_ready
+from services.notifier.signing import verify
+from services.runner import start_all, stop_all
+from shared.config import Settings, reset_settings
+from tests.conftest import REPO, free_port
+
+SECRET = "e2e-secret"
+TEST_SLA = """
+defaults:
+  ack: 3s
+  urgent_ack: 3s
+  handle: 1h
+  warn_fraction: 0.5
+  ladder: [1h]
+  repeat: 0
+"""
+
+
+class Sink:
+    """A local webhook receiver that checks every signature like a department would."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                ok = verify(SECRET, dict(self.headers), body, time.time())
+                sink.received.append({"path": self.path, "valid": ok, "headers": dict(self.headers),
+                                      "body": json.loads(body)})
+                self.send_response(204 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    config_dir = tmp_path_factory.mktemp("config")
+    for f in (REPO / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, config_dir / f.name)
+    (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
+    sink = Sink()
+    env = {
+        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:8]}",
+        "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
+        "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()), "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
+    }
+    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    log_path = config_dir / "services.log"
+    log_file = open(log_path, "w")
+    procs = start_all(env=env, stdout=log_file)
+    try:
+        wait_until_ready(settings, procs, timeout=60)
+        params = pika.URLParameters(vhost)
+        conn = pika.BlockingConnection(params)
+        yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
+               "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path}
+        conn.close()
+    finally:
+        stop_all(procs)
+        log_file.close()
+        sink.close()
+        print(log_path.read_text()[-5000:])
+
+
+def report(**over: Any) -> dict[str, Any]:
+    body = {
+        "report_id": f"e2e-{uuid.uuid4().hex[:10]}", "category": "01037",
+        "description": "穿山路连续三盏路灯不亮", "severity": "normal", "filing_condition": "连续3盏以上不亮",
+        "location": {"lat": 25.2800, "lon": 110.3120, "address": "七星区辰山路", "grid": "450305001001001"},
+        "reporter": {"id": "w-1024", "role": "grid_officer", "name": "黄", "phone": "13800001024"},
+        "observed_at": "2026-11-27T09:30:00+08:00",
+    }
+    body.update(over)
+    return body
+
+
+def wait_for(fn: Any, timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def get_from_queue(channel: Any, queue: str, case_id: str, timeout: float) -> dict[str, Any] | None:
+    def poll() -> dict[str, Any] | None:
+        method, props, body = channel.basic_get(queue, auto_ack=False)
+        if method is None:
+            return None
+        msg = json.loads(body)
+        if msg.get("case_id") == case_id:
+            channel.basic_ack(method.delivery_tag)
+            return {"body": msg, "props": props}
+        channel.basic_nack(method.delivery_tag, requeue=True)
+        return None
+
+    return wait_for(poll, timeout)
+
+
+
+
+@pytest.fixture()
+def stack_redis(stack: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """A Redis client, with this process's settings pointing at the stack's key prefix
+    (to create API keys the running services will accept)."""
+    monkeypatch.setenv("REDIS_KEY_PREFIX", stack["env"]["REDIS_KEY_PREFIX"])
+    reset_settings()
+    client = redis.Redis.from_url(stack["env"]["REDIS_URL"], decode_responses=True)
+    yield client
+    client.close()
+    reset_settings()
