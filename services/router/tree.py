@@ -521,6 +521,7 @@ class _Compiler:
         self.path, self.yaml_node, self.catalog = path, node, catalog
         self.dept_codes, self.intervals, self.grid = dept_codes, intervals, grid
         self.keys = [c.key for c in catalog]
+        self.taken_by: dict[tuple[str, str], str] = {}  # first unconditional route of each category
 
     def err(self, loc: tuple[Any, ...], msg: str) -> ConfigError:
         return error_at(self.path, self.yaml_node, loc, msg)
@@ -557,7 +558,9 @@ class _Compiler:
             chosen = set(keys)
         return frozenset(chosen)
 
-    def compile(self, spec: RouteSpec, loc: tuple[Any, ...], parent: _Node | None) -> _Node:
+    def compile(self, spec: RouteSpec, loc: tuple[Any, ...], parent: _Node | None,
+                reach: frozenset[tuple[str, str]] | None = None) -> _Node:
+        """Compile one route; `reach` is what earlier routes leave for it (None: everything)."""
         m = spec.match
         ml = loc + ("match",)
         if parent is None:
@@ -636,13 +639,30 @@ class _Compiler:
         node.receivers = tuple(
             Receiver(d, node.sla_policy, node.mode, node.level, node.path, node.reason) for d in node.depts
         )
+        my_reach = node.cats if reach is None else (reach if node.cats is None else node.cats & reach)
+        if parent is not None and my_reach is not None and not my_reach:
+            some = next(iter(sorted(node.cats or ())), None)
+            raise self.err(
+                loc,
+                f"route {spec.name!r} is never reached: earlier routes take every case it matches"
+                + (f" (e.g. {some[1]} goes to {self.taken_by.get(some, 'an earlier route')})" if some else "")
+                + "; narrow them or give them continue: true",
+            )
+        child_reach = my_reach
         names: dict[str, int] = {}
-        children = []
+        children: list[_Node] = []
         for i, child in enumerate(spec.routes):
             if child.name in names:
                 raise self.err(loc + ("routes", i, "name"), f"route name {child.name!r} repeats sibling #{names[child.name]}")
             names[child.name] = i
-            children.append(self.compile(child, loc + ("routes", i), node))
+            children.append(self.compile(child, loc + ("routes", i), node, child_reach))
+            taker = children[-1]
+            if not taker.continue_ and not taker.has_runtime_matchers:
+                # an unconditional route takes its categories from every later sibling
+                taken = taker.cats if taker.cats is not None else frozenset(self.keys)
+                for key in taken:
+                    self.taken_by.setdefault(key, taker.path)
+                child_reach = (frozenset(self.keys) if child_reach is None else child_reach) - taken
         node.children = tuple(children)
         self._index(node, spec)
         return node
