@@ -6,13 +6,15 @@ department's duty desk through its contacts.
 """
 from __future__ import annotations
 
+import os
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import get_settings
-from shared.configfiles import load_yaml_model
+from shared.configfiles import ConfigError, load_yaml_model
 
 GRID_STATION = "station"  # the street's grid station (城市管理工作站): triage
 
@@ -78,10 +80,20 @@ class DepartmentsFile(_Strict):
         return self
 
 
+@lru_cache(maxsize=8)
+def _load_cached(path: str, _mtime_ns: int, _size: int) -> tuple[Department, ...]:
+    return tuple(load_yaml_model(path, DepartmentsFile).departments)
+
+
 def load_departments(path: Path | None = None) -> list[Department]:
-    """Load and validate departments.yaml (ConfigError naming file, line and field)."""
-    path = path or get_settings().config_dir / "departments.yaml"
-    return load_yaml_model(path, DepartmentsFile).departments
+    """Load and validate departments.yaml (ConfigError naming file, line and field).
+    Cached per file version: the router reloads its tree often, this file rarely changes."""
+    path = Path(path or get_settings().config_dir / "departments.yaml")
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from exc
+    return list(_load_cached(str(path), st.st_mtime_ns, st.st_size))
 
 
 def load_department_codes(path: Path | None = None) -> list[str]:

@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from shared.catalog import Catalog, load_catalog
 from shared.config import get_settings
-from shared.configfiles import ConfigError, error_at, load_yaml_model, read_yaml
+from shared.configfiles import ConfigError, error_at
 from shared.departments import GRID_STATION, Department, load_departments
 
 MODES = ("service", "management", "enforcement")
@@ -685,6 +686,29 @@ def _looks_at_category(m: MatchSpec) -> bool:
     return bool(m.category or m.category_prefix or m.category_regex or m.kind)
 
 
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _read_routes(path: Path) -> tuple[RoutesFile, yaml.Node | None]:
+    """Parse once with libyaml when present (the pure-Python parser takes ~0.5 s for the
+    shipped tree, too slow for a reload), keeping the node tree for line numbers."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from exc
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.SafeLoader("").construct_document(node) if node is not None else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(path, mark.line + 1 if mark else None, "", f"not valid YAML: {exc}") from exc
+    try:
+        return RoutesFile.model_validate(data if data is not None else {}), node
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise error_at(path, node, tuple(first["loc"]), first["msg"]) from exc
+
+
 def load_routing_tree(
     path: Path | None = None,
     catalog: Catalog | None = None,
@@ -699,8 +723,7 @@ def load_routing_tree(
     """
     settings = get_settings()
     path = Path(path or settings.config_dir / "routes.yaml")
-    spec = load_yaml_model(path, RoutesFile)
-    _, yaml_node = read_yaml(path)
+    spec, yaml_node = _read_routes(path)
     catalog = catalog if catalog is not None else load_catalog()
     if departments is None:
         departments = load_departments()
