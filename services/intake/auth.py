@@ -65,6 +65,13 @@ class AuthError(Exception):
         self.message = message
         super().__init__(message)
 
+    def as_json(self) -> dict[str, list[dict[str, str]]]:
+        """The HTTP body, shaped like intake's other errors."""
+        return {"errors": [{"field": "Authorization", "message": self.message}]}
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": WWW_AUTHENTICATE} if self.status == 401 else {}
+
 
 class Unauthorized(AuthError):
     """No key, a malformed key, an unknown or revoked key, or a wrong secret (401)."""

@@ -76,4 +76,23 @@ def revoke(key_id: str) -> None:
     click.echo(f"revoked {key_id}")
 
 
-COMMANDS.append(keys)
+@click.command("openapi")
+@click.option("--write", "write_", is_flag=True, help="Write docs/openapi.json instead of printing.")
+@click.option("--check", is_flag=True, help="Exit 1 if docs/openapi.json differs from the code.")
+def openapi(write_: bool, check: bool) -> None:
+    """The OpenAPI document of intake's HTTP API (built from the pydantic models)."""
+    from services.intake import openapi as doc
+
+    if check:
+        current = doc.DOC_PATH.read_text(encoding="utf-8") if doc.DOC_PATH.exists() else ""
+        if current != doc.render():
+            raise click.ClickException(f"{doc.DOC_PATH} is out of date: run `gridbus openapi --write`")
+        click.echo(f"{doc.DOC_PATH} is up to date")
+    elif write_:
+        doc.write()
+        click.echo(f"wrote {doc.DOC_PATH}")
+    else:
+        click.echo(doc.render(), nl=False)
+
+
+COMMANDS += [keys, openapi]

@@ -1,0 +1,187 @@
+"""Intake's query API and Open311 GeoReport v2, as nameko mixins of `IntakeService`.
+
+Entrypoints only: parsing lives in queries.py and open311.py, keys in auth.py. nameko
+collects `@http` entrypoints and dependency providers from base classes too (it walks
+the class with `inspect.getmembers`), so `class IntakeService(CasesApi, Open311Api)`
+serves them. The mixins use what IntakeService provides: `self.redis` (redis.Redis),
+`self.bus` (shared.bus.Bus) and `self.domain` (`.catalog`, `.settings`,
+`.for_client(redis) -> (CaseStore, Registrar)`).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+from zoneinfo import ZoneInfo
+
+import structlog
+from nameko.extensions import DependencyProvider
+from nameko.web.handlers import http
+from werkzeug.wrappers import Request, Response
+
+from services.intake import open311, queries
+from services.intake.auth import AuthError, Forbidden, Principal, Role, authenticate, authenticate_key, require
+from services.intake.openapi import document
+from services.intake.store import CaseNotFound
+from services.intake.validation import InvalidInput
+from shared import metrics
+from shared.config import get_settings
+
+log = structlog.get_logger("gridbus.intake.api")
+_JSON = {"Content-Type": "application/json; charset=utf-8"}
+OPEN311_MAX_SCAN = 5000  # no cursor in Open311: one request may read more (90-day window)
+
+
+def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
+    resp = Response(json.dumps(body, ensure_ascii=False, default=str), status=status, headers=_JSON)
+    resp.headers.extend(headers or {})
+    return resp
+
+
+class AgencyNames(DependencyProvider):
+    """Department code → name, for Open311's `agency_responsible` (read at start-up)."""
+
+    def setup(self) -> None:
+        from shared.departments import load_departments
+
+        self.names = {d.code: d.full_name or d.name for d in load_departments()}
+
+    def get_dependency(self, worker_ctx: Any) -> dict[str, str]:
+        return self.names
+
+
+class CasesApi:
+    """`GET /v1/cases` (Bearer ops, grid_app or department) and `GET /openapi.json`."""
+
+    redis: Any
+    domain: Any
+
+    @http("GET", "/v1/cases")
+    def list_cases_http(self, request: Request) -> Response:
+        tz = ZoneInfo(self.domain.settings.timezone)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.grid_app, Role.department)
+            query = queries.parse_query(request.args, tz)
+            query = _scoped(query, principal)
+        except AuthError as exc:
+            return _json(exc.status, exc.as_json(), exc.headers())
+        except InvalidInput as exc:
+            return _json(422, exc.as_json())
+        store, _ = self.domain.for_client(self.redis)
+        page = queries.list_cases(store, query)
+        return _json(200, page.model_dump(mode="json"))
+
+    @http("GET", "/openapi.json")
+    def openapi_document(self, request: Request) -> Response:
+        return _json(200, document())
+
+
+def _scoped(query: queries.CaseQuery, principal: Principal) -> queries.CaseQuery:
+    """A department sees only cases that were assigned to it."""
+    if principal.role is not Role.department:
+        return query
+    if query.filter.dept not in (None, principal.dept):
+        raise Forbidden(f"a {principal.dept} key may list only cases assigned to {principal.dept}")
+    f = query.filter
+    scoped = queries.CaseFilter(f.statuses, principal.dept, f.grid, f.category, f.since, f.until)
+    return queries.CaseQuery(scoped, query.after, query.limit)
+
+
+class Open311Api:
+    """Open311 GeoReport v2, JSON only, under /open311/v2/."""
+
+    redis: Any
+    bus: Any
+    domain: Any
+    open311_agencies: dict[str, str] = AgencyNames()  # type: ignore[assignment]
+
+    def _open311_key(self, request: Request, key: str | None, *roles: Role) -> Principal:
+        # the spec passes api_key as a parameter; a Bearer header is accepted as well
+        try:
+            if key:
+                principal = authenticate_key(key, self.redis)
+            else:
+                principal = authenticate(request.headers, self.redis)
+            return require(principal, *roles)
+        except AuthError as exc:
+            raise open311.Open311Error(403, f"api_key: {exc.message}") from None
+
+    @http("GET", "/open311/v2/services.json")
+    def open311_services(self, request: Request) -> Response:
+        return _json(200, [s.model_dump(mode="json") for s in open311.services(self.domain.catalog)])
+
+    @http("GET", "/open311/v2/services/<string:service_code>.json")
+    def open311_service(self, request: Request, service_code: str) -> Response:
+        try:
+            return _json(200, open311.service_definition(self.domain.catalog, service_code).model_dump(mode="json"))
+        except open311.Open311Error as exc:
+            return _json(exc.status, exc.as_json())
+
+    @http("POST", "/open311/v2/requests.json")
+    def open311_post_request(self, request: Request) -> Response:
+        limit = get_settings().max_report_bytes
+        if request.content_length is not None and request.content_length > limit:
+            metrics.REQUEST_BYTES_REJECTED.inc()
+            return _json(413, open311.Open311Error(413, f"body larger than {limit} bytes").as_json())
+        try:
+            principal = self._open311_key(request, request.form.get("api_key"), Role.open311)
+            report = open311.report_from_form(request.form, principal.key_id, self.domain.catalog,
+                                              request.headers.get("Idempotency-Key"))
+            store, registrar = self.domain.for_client(self.redis)
+            try:
+                result = registrar.register(report)
+            except InvalidInput as exc:
+                raise open311.invalid_to_open311(exc) from None
+        except open311.Open311Error as exc:
+            if exc.status == 400:
+                metrics.REPORTS_RECEIVED.labels("open311", "invalid").inc()
+            return _json(exc.status, exc.as_json())
+        if result.created:
+            # the case and its events are already stored together: publishing now is what
+            # the outbox relay would otherwise do a little later
+            from services.intake.service import publish_stored  # service.py imports this module
+
+            publish_stored(self.bus, store, result.events)
+            metrics.CASES_REGISTERED.labels(result.street, report.category[:2]).inc()
+            log.info("case_registered", case_id=result.case_id, category=report.category, status=result.status.value,
+                     duplicate_of=result.duplicate_of, channel="open311", key_id=principal.key_id)
+        outcome = ("duplicate" if result.duplicate_of else "registered") if result.created else "repeated"
+        metrics.REPORTS_RECEIVED.labels("open311", outcome).inc()
+        return _json(201 if result.created else 200, [open311.created(result.case_id).model_dump(mode="json")])
+
+    @http("GET", "/open311/v2/requests.json")
+    def open311_list_requests(self, request: Request) -> Response:
+        tz = ZoneInfo(self.domain.settings.timezone)
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            self._open311_key(request, request.args.get("api_key"), Role.open311, Role.ops)
+            q = open311.parse_requests_query(request.args, tz)
+        except open311.Open311Error as exc:
+            return _json(exc.status, exc.as_json())
+        if q.ids:
+            cases = []
+            for case_id in q.ids[: open311.MAX_RESULTS]:
+                try:
+                    cases.append(store.get(case_id))
+                except CaseNotFound:
+                    continue
+        else:
+            f = queries.CaseFilter(since=q.start, until=q.end)
+            cases, _, _ = queries.scan(store, f, limit=open311.MAX_RESULTS, max_scan=OPEN311_MAX_SCAN,
+                                       extra=q.matches)
+        return _json(200, [open311.request_of(c, self.domain.catalog, self.open311_agencies, tz).model_dump(mode="json")
+                           for c in cases])
+
+    @http("GET", "/open311/v2/requests/<string:service_request_id>.json")
+    def open311_get_request(self, request: Request, service_request_id: str) -> Response:
+        tz = ZoneInfo(self.domain.settings.timezone)
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            self._open311_key(request, request.args.get("api_key"), Role.open311, Role.ops)
+            try:
+                case = store.get(service_request_id)
+            except CaseNotFound:
+                raise open311.Open311Error(404, f"service_request_id {service_request_id} not found") from None
+        except open311.Open311Error as exc:
+            return _json(exc.status, exc.as_json())
+        return _json(200, [open311.request_of(case, self.domain.catalog, self.open311_agencies, tz)
+                           .model_dump(mode="json")])

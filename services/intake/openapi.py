@@ -1,0 +1,300 @@
+"""The OpenAPI 3.1 document of intake's HTTP API, built from the pydantic models.
+
+Schemas come from the same models that validate requests and shape answers, so the
+document cannot describe fields the code does not have. `docs/openapi.json` is this
+document committed (`gridbus openapi --write`); a test fails when they differ.
+"""
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+from pydantic.json_schema import models_json_schema
+
+from services.intake import open311
+from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
+from services.intake.replies import Verification
+from shared.config import REPO_ROOT
+from shared.models import Case, CaseStatus, Reply, Report
+
+DOC_PATH = REPO_ROOT / "docs" / "openapi.json"
+REF = "#/components/schemas/{model}"
+
+
+# -- answer shapes that have no model in the code (the handlers build them as dicts) --
+class ReportAccepted(BaseModel):
+    case_id: str = Field(examples=["450305-20261127-000123"])
+    status: str = Field(examples=["registered"])
+
+
+class CaseAnswer(BaseModel):
+    """What a reply or a verification answers: the case's state after it."""
+
+    case_id: str
+    status: CaseStatus
+    version: int
+    applied: bool = Field(description="false when this reply/verification id was already applied (idempotent)")
+
+
+class FieldErrorItem(BaseModel):
+    field: str = Field(description="Dotted path of the bad field (`location.lat`), or a header/parameter name")
+    message: str
+
+
+class Errors(BaseModel):
+    errors: list[FieldErrorItem]
+
+
+class IllegalTransitionError(BaseModel):
+    error: str = Field(examples=["illegal_transition"])
+    message: str
+    current: CaseStatus
+    allowed: list[str] = Field(description="Actions allowed from the current state")
+
+
+class CatalogEntry(BaseModel):
+    code: str
+    name: str
+    kind: str = Field(description="component | matter")
+    local: bool
+
+
+class CatalogClass(BaseModel):
+    class_code: str
+    class_name: str
+    kind: str
+    categories: list[CatalogEntry]
+
+
+class CatalogTree(BaseModel):
+    classes: list[CatalogClass]
+    count: int
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+
+
+class CaseView(Case):
+    """A case as `GET /v1/cases/{case_id}` shows it (with its timeline)."""
+
+
+class NewServiceRequest(BaseModel):
+    """Form fields of Open311 `POST requests.json` (application/x-www-form-urlencoded)."""
+
+    api_key: str = Field(description="An API key with role open311")
+    service_code: str = Field(description="A catalog code (see services.json)")
+    lat: float
+    long: float
+    address_string: str = ""
+    description: str = Field("", description="Defaults to the service name")
+    media_url: str = ""
+    first_name: str = ""
+    last_name: str = ""
+    phone: str = ""
+
+
+MODELS: list[type[BaseModel]] = [
+    Report, ReportAccepted, Reply, Verification, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
+    IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service, open311.ServiceDefinition,
+    open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
+]
+
+
+def _schemas() -> dict[str, Any]:
+    _, top = models_json_schema([(m, "validation") for m in MODELS], ref_template=REF)
+    schemas = top["$defs"]
+    view = schemas["CaseView"]
+    # internal bookkeeping (ids of applied events) is not served
+    view["properties"].pop("applied_messages", None)
+    return dict(sorted(schemas.items()))
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=name)}
+
+
+def _body(name: str, description: str, array: bool = False) -> dict[str, Any]:
+    schema = {"type": "array", "items": _ref(name)} if array else _ref(name)
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _q(name: str, description: str, **schema: Any) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema or {"type": "string"}}
+
+
+def _path(name: str, description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description, "schema": {"type": "string"}}
+
+
+E401 = _body("Errors", "No, malformed, unknown or revoked API key (`WWW-Authenticate: Bearer`)")
+E422 = _body("Errors", "Invalid input; every bad field is named")
+E404 = _body("Errors", "No such case")
+O311_ERR = {"type": "array", "items": _ref("ErrorItem")}
+
+
+def _o311(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": O311_ERR}}}
+
+
+def bearer(*roles: str) -> dict[str, Any]:
+    return {"security": [{"bearer": []}], "x-roles": list(roles)}
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        "/v1/reports": {"post": {
+            "tags": ["reports"], "summary": "Report a problem (the grid app's report)",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string"}, "description": "Same key → same case"}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Report")}}},
+            "responses": {
+                "202": _body("ReportAccepted", "Registered as a new case"),
+                "200": _body("ReportAccepted", "This report_id (or Idempotency-Key) was seen before: the same case"),
+                "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
+                "422": E422,
+            }}},
+        "/v1/cases": {"get": {
+            "tags": ["cases"], "summary": "List cases (cursor pagination)",
+            "description": "Ordered by registration time, then case id. A department key sees only cases "
+                           "assigned to its department. A page may come back short, with a `next_cursor`, when "
+                           "the server's scan cap is reached before the page fills: keep following the cursor.",
+            **bearer("ops", "grid_app", "department"),
+            "parameters": [
+                _q("status", "Comma-separated case states", type="string"),
+                _q("dept", "Cases with any assignment to this department"),
+                _q("grid", "Grid code prefix (street 9, community 12, patch 15 digits)"),
+                _q("category", "Category code prefix (`01` the class, `01037` one code)"),
+                _q("since", "Registered at or after (ISO 8601; no offset = district local time)"),
+                _q("until", "Registered at or before (ISO 8601)"),
+                _q("cursor", "`next_cursor` of the previous page"),
+                _q("limit", "Page size", type="integer", minimum=1, maximum=MAX_LIMIT, default=50),
+            ],
+            "responses": {"200": _body("CasePage", "One page"), "401": E401,
+                          "403": _body("Errors", "Wrong role, or a department asking for another's cases"),
+                          "422": E422}}},
+        "/v1/cases/{case_id}": {"get": {
+            "tags": ["cases"], "summary": "One case with its assignments and timeline",
+            "parameters": [_path("case_id", "e.g. 450305-20261127-000123")],
+            "responses": {"200": _body("CaseView", "The case"), "404": E404}}},
+        "/v1/cases/{case_id}/replies": {"post": {
+            "tags": ["cases"], "summary": "A department's reply (acknowledge, progress, suspend, reject, resolve)",
+            "description": "Idempotent by `reply_id`. Only a department the case is currently assigned to may reply.",
+            **bearer("department"),
+            "parameters": [_path("case_id", "The case")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Reply")}}},
+            "responses": {
+                "200": _body("CaseAnswer", "Applied (or already applied: `applied` false)"),
+                "401": E401,
+                "403": _body("Errors", "Not a department key, or the case is not assigned to this department"),
+                "404": E404,
+                "409": _body("IllegalTransitionError", "The action is not allowed in the case's current state"),
+                "422": E422,
+            }}},
+        "/v1/cases/{case_id}/verification": {"post": {
+            "tags": ["cases"], "summary": "The grid's check of a resolution: pass closes, fail reopens (rework)",
+            **bearer("grid_app", "ops"),
+            "parameters": [_path("case_id", "The case"),
+                           {"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Verification")}}},
+            "responses": {
+                "200": _body("CaseAnswer", "Applied"), "401": E401,
+                "403": _body("Errors", "Wrong role"), "404": E404,
+                "409": _body("IllegalTransitionError", "The case is not resolved"), "422": E422,
+            }}},
+        "/v1/catalog": {"get": {
+            "tags": ["catalog"], "summary": "The category catalog (GB/T 47678.5-2026 + local extensions)",
+            "responses": {"200": _body("CatalogTree", "Classes with their categories")}}},
+        "/healthz": {"get": {
+            "tags": ["ops"], "summary": "Liveness (Redis reachable)",
+            "responses": {"200": _body("Health", "Up")}}},
+        "/openapi.json": {"get": {
+            "tags": ["ops"], "summary": "This document",
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
+                "schema": {"type": "object"}}}}}}},
+        "/open311/v2/services.json": {"get": {
+            "tags": ["open311"], "summary": "Open311 GeoReport v2: service types (the catalog)",
+            "responses": {"200": _body("Service", "Every service", array=True)}}},
+        "/open311/v2/services/{service_code}.json": {"get": {
+            "tags": ["open311"], "summary": "Open311: a service definition (no extra attributes)",
+            "parameters": [_path("service_code", "A catalog code")],
+            "responses": {"200": _body("ServiceDefinition", "The definition"),
+                          "404": _o311("No such service_code")}}},
+        "/open311/v2/requests.json": {
+            "post": {
+                "tags": ["open311"], "summary": "Open311: create a service request (becomes a case)",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 40},
+                                "description": "A retried POST with the same key and api_key is the same request"}],
+                "requestBody": {"required": True, "content": {"application/x-www-form-urlencoded": {
+                    "schema": _ref("NewServiceRequest")}}},
+                "responses": {
+                    "201": _body("ServiceRequestCreated", "Created", array=True),
+                    "200": _body("ServiceRequestCreated", "Seen before (same Idempotency-Key)", array=True),
+                    "400": _o311("Missing or invalid field, or a place outside the district's grid"),
+                    "403": _o311("api_key missing, invalid or not an open311 key"),
+                    "404": _o311("No such service_code"),
+                    "413": _o311("Body too large"),
+                }},
+            "get": {
+                "tags": ["open311"], "summary": "Open311: service requests",
+                "description": "Without dates: the last 90 days; a date range may not span more than 90 days; "
+                               "at most 1000 requests, oldest first. `service_request_id` overrides the other "
+                               "filters.",
+                "security": [{"open311_api_key": []}, {"bearer": []}],
+                "parameters": [
+                    _q("service_request_id", "Comma-separated ids"),
+                    _q("service_code", "Comma-separated service codes"),
+                    _q("start_date", "Requested at or after (W3C date-time)"),
+                    _q("end_date", "Requested at or before (W3C date-time)"),
+                    _q("status", "open, closed or open,closed"),
+                ],
+                "responses": {"200": _body("ServiceRequest", "Matching requests", array=True),
+                              "400": _o311("Bad parameter"), "403": _o311("api_key missing or invalid")}}},
+        "/open311/v2/requests/{service_request_id}.json": {"get": {
+            "tags": ["open311"], "summary": "Open311: one service request",
+            "security": [{"open311_api_key": []}, {"bearer": []}],
+            "parameters": [_path("service_request_id", "The case id")],
+            "responses": {"200": _body("ServiceRequest", "A one-element list, as the spec has it", array=True),
+                          "403": _o311("api_key missing or invalid"),
+                          "404": _o311("No such service request")}}},
+    }
+
+
+@lru_cache(maxsize=1)
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "gridbus intake",
+            "version": "1",
+            "description": "Reports, cases, department replies, verification and Open311 GeoReport v2 of the "
+                           "Qixing District grid (DESIGN §9). API keys: `gridbus keys create --role <role>`; "
+                           "roles grid_app, department (bound to one department), ops, open311.",
+        },
+        "tags": [{"name": n} for n in ("reports", "cases", "catalog", "open311", "ops")],
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "`Authorization: Bearer gbk_<id>.<secret>`; the operation's "
+                                          "`x-roles` lists the roles it accepts"},
+                "open311_api_key": {"type": "apiKey", "in": "query", "name": "api_key",
+                                    "description": "Open311 key (role open311 or ops); on POST a form field"},
+            },
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(document(), ensure_ascii=False, indent=2) + "\n"
+
+
+def write(path: Path = DOC_PATH) -> None:
+    path.write_text(render(), encoding="utf-8")
