@@ -29,6 +29,11 @@ def cases_by_time() -> str:
     return f"{_p()}:cases:by_time"
 
 
+def open_cases_geo(category: str) -> str:
+    """Geo set: open cases of a category by location (near-duplicate detection)."""
+    return f"{_p()}:geo:{category}"
+
+
 def outbox() -> str:
     """Hash message_id → event JSON: stored with the case, removed once confirmed."""
     return f"{_p()}:outbox"

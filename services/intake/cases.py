@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Callable
 from zoneinfo import ZoneInfo
 
+from services.intake.duplicates import DuplicatePolicy, find_original
 from services.intake.store import CaseStore, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
 from shared.catalog import Catalog
@@ -38,20 +39,30 @@ APPLIED_MESSAGES_KEPT = 200  # ids of applied events remembered per case (idempo
 class Registered:
     case_id: str
     created: bool
-    event: CaseRegistered | None  # the event to publish when `created`
+    status: CaseStatus = CaseStatus.registered
+    street: str = ""
+    events: list[Envelope] = field(default_factory=list)  # to publish when `created`
+    duplicate_of: str | None = None
 
 
 class Registrar:
-    def __init__(self, store: CaseStore, catalog: Catalog, grid: GridRegistry, tz: str) -> None:
+    def __init__(self, store: CaseStore, catalog: Catalog, grid: GridRegistry, tz: str,
+                 duplicates: DuplicatePolicy | None = None) -> None:
         self.store = store
         self.catalog = catalog
         self.grid = grid
         self.tz = ZoneInfo(tz)
+        self.duplicates = duplicates or DuplicatePolicy()
 
-    def register(self, report: Report, now: datetime | None = None) -> Registered:
-        existing = self.store.existing_case_for(report.report_id)
+    def register(self, report: Report, now: datetime | None = None,
+                 idempotency_key: str | None = None) -> Registered:
+        """Register a report as a case. The same idempotency key (the `Idempotency-Key`
+        header, else the report id) always gives the same case; a report repeating an
+        open case nearby becomes its duplicate and is not dispatched again."""
+        key = idempotency_key or report.report_id
+        existing = self.store.existing_case_for(key)
         if existing:
-            return Registered(existing, False, None)
+            return Registered(existing, False)
         category = self.catalog.get(report.category)
         if category is None:
             raise InvalidInput([FieldError("category", f"unknown category code {report.category!r}")])
@@ -60,6 +71,8 @@ class Registrar:
         except GridError as exc:
             raise InvalidInput([FieldError("location", str(exc))]) from None
         now = now or utcnow()
+        original = find_original(self.store.r, self.duplicates, report.category, report.location.lat,
+                                 report.location.lon, now)
         case_id = self.store.next_case_id(now.astimezone(self.tz))
         case = Case(
             case_id=case_id,
@@ -90,11 +103,34 @@ class Registrar:
                               note=f"{category.name} @ {cell.street_name}/{cell.community_name}/{cell.name}"),
             ],
         )
-        event = CaseRegistered(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case))
-        result = self.store.register(report.report_id, case, event)
-        if not result.created:  # another request with the same report id won the race
-            return Registered(result.case_id, False, None)
-        return Registered(case_id, True, event)
+        if original is None:
+            event: Envelope = CaseRegistered(case_id=case_id, correlation_id=case.correlation_id,
+                                             case=summary_of(case))
+        else:
+            case.duplicate_of = original
+            case.status = next_status(case.status, Action.mark_duplicate)
+            case.timeline.append(TimelineEntry(at=now, actor="intake", action=Action.mark_duplicate.value,
+                                               from_status=CaseStatus.registered, to_status=case.status,
+                                               note=f"repeats open case {original} nearby"))
+            event = CaseUpdated(case_id=case_id, correlation_id=case.correlation_id,
+                                from_status=CaseStatus.registered, to_status=case.status,
+                                action=Action.mark_duplicate.value, actor="intake",
+                                note=f"duplicate of {original}")
+        result = self.store.register(key, case, event, index_location=original is None)
+        if not result.created:  # another request with the same key won the race
+            return Registered(result.case_id, False)
+        events = [event]
+        if original is not None:
+            events += self._link(original, case_id)
+        return Registered(case_id, True, case.status, cell.street, events, original)
+
+    def _link(self, original: str, duplicate: str) -> list[Envelope]:
+        """Record the duplicate on its original (the reporter then follows the original)."""
+        def mutate(case: Case) -> Change:
+            case.duplicates.append(duplicate)
+            return Change(None, "intake", f"repeated by {duplicate}")
+        _, events, _ = transition(self.store, original, f"dup:{duplicate}", mutate)
+        return events
 
 
 # ---------------------------------------------------------------------- transitions

@@ -12,6 +12,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.cases import Registrar, apply_event
+from services.intake.duplicates import load_duplicate_policy
 from services.intake.replies import NotAssigned, Verification, apply_reply, apply_verification
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
@@ -46,6 +47,7 @@ class Domain(DependencyProvider):
         settings = get_settings()
         self.catalog = load_catalog()
         self.grid = load_grid()
+        self.duplicates = load_duplicate_policy()
         self.settings = settings
 
     def get_dependency(self, worker_ctx: Any) -> "Domain":
@@ -53,7 +55,7 @@ class Domain(DependencyProvider):
 
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
         store = CaseStore(client, self.settings.district_code)
-        return store, Registrar(store, self.catalog, self.grid, self.settings.timezone)
+        return store, Registrar(store, self.catalog, self.grid, self.settings.timezone, self.duplicates)
 
 
 def error_response(exc: Exception, case_id: str = "") -> Response:
@@ -99,19 +101,25 @@ class IntakeService:
     redis = RedisProvider()
     domain: Domain = Domain()
 
-    def _register(self, report: Report, channel: str) -> tuple[int, dict[str, Any]]:
+    def _register(self, report: Report, channel: str, idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
         store, registrar = self.domain.for_client(self.redis)
-        result = registrar.register(report)
-        if result.event is not None:
-            publish_stored(self.bus, store, [result.event])
-            metrics.CASES_REGISTERED.labels(result.event.case.street, report.category[:2]).inc()
+        result = registrar.register(report, idempotency_key=idempotency_key)
+        if result.created:
+            publish_stored(self.bus, store, result.events)
+            metrics.CASES_REGISTERED.labels(result.street, report.category[:2]).inc()
             log.info("case_registered", case_id=result.case_id, category=report.category,
-                     grid=result.event.case.grid, channel=channel)
+                     status=result.status.value, duplicate_of=result.duplicate_of, channel=channel)
+            outcome = "duplicate" if result.duplicate_of else "registered"
         else:
             log.info("report_repeated", case_id=result.case_id, report_id=report.report_id)
-        metrics.REPORTS_RECEIVED.labels(channel, "registered" if result.created else "repeated").inc()
-        status = 202 if result.created else 200
-        return status, {"case_id": result.case_id, "status": "registered"}
+            outcome = "repeated"
+        metrics.REPORTS_RECEIVED.labels(channel, outcome).inc()
+        duplicate_of = result.duplicate_of if result.created else store.get(result.case_id).duplicate_of
+        # a repeat gets the very body the first request got
+        body: dict[str, Any] = {"case_id": result.case_id, "status": "duplicate" if duplicate_of else "registered"}
+        if duplicate_of:
+            body["duplicate_of"] = duplicate_of
+        return (202 if result.created else 200), body
 
     # -------------------------------------------------------------- HTTP
     @http("POST", "/v1/reports")
@@ -126,7 +134,7 @@ class IntakeService:
             return json_response(413, {"errors": [{"field": "", "message": f"body larger than {limit} bytes"}]})
         try:
             report = parse(Report, raw)
-            status, body = self._register(report, "http")
+            status, body = self._register(report, "http", request.headers.get("Idempotency-Key"))
         except InvalidInput as exc:
             metrics.REPORTS_RECEIVED.labels("http", "invalid").inc()
             return json_response(422, exc.as_json())

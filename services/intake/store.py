@@ -29,6 +29,9 @@ redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'version', ARGV[7])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
+if ARGV[8] ~= '' then
+  redis.call('GEOADD', KEYS[6], ARGV[8], ARGV[9], ARGV[1])
+end
 return {1, ARGV[1]}
 """
 
@@ -83,13 +86,15 @@ class CaseStore:
         return f"{self.district}-{day}-{serial:06d}"
 
     # ------------------------------------------------------------------ writes
-    def register(self, report_id: str, case: Case, event: Envelope) -> Registration:
-        """Store a new case and its `case_registered` event, unless the report is known."""
+    def register(self, report_id: str, case: Case, event: Envelope, index_location: bool = True) -> Registration:
+        """Store a new case and its first event, unless the report (idempotency key) is
+        known; an open case also enters its category's geo index."""
+        lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
         created, case_id = self._register(
             keys=[keys.report_index(report_id), keys.case(case.case_id), keys.cases_by_time(),
-                  keys.outbox(), keys.outbox_times()],
+                  keys.outbox(), keys.outbox_times(), keys.open_cases_geo(case.category)],
             args=[case.case_id, case.model_dump_json(), case.registered_at.timestamp(),
-                  event.message_id, event.model_dump_json(), time.time(), case.version],
+                  event.message_id, event.model_dump_json(), time.time(), case.version, lon, lat],
         )
         return Registration(case_id=case_id, created=bool(created))
 

@@ -177,3 +177,25 @@ def test_amqp_reply_trusts_user_id_not_body(stack: dict[str, Any], broker_uris: 
                                               "note": "收到"})
     case = wait_status(stack, case_id, "acknowledged")
     assert case["timeline"][-1]["actor"] == "dept:lighting"
+
+
+def test_near_duplicates_link_to_the_open_original(stack: dict[str, Any]) -> None:
+    from tests.e2e.conftest import spread_location
+
+    here = spread_location()
+    first = httpx.post(f"{stack['base']}/v1/reports", json=report(location=here), timeout=5).json()
+    wait_status(stack, first["case_id"], "dispatched")
+    near = {**here, "lat": here["lat"] + 0.0001}  # ~11 m away
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near), headers={"Idempotency-Key": "k-1"},
+                   timeout=5)
+    assert r.status_code == 202
+    assert r.json() == {"case_id": r.json()["case_id"], "status": "duplicate", "duplicate_of": first["case_id"]}
+    again = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near),
+                       headers={"Idempotency-Key": "k-1"}, timeout=5)
+    assert again.status_code == 200 and again.json() == r.json()  # same key, same answer
+    dup = case_of(stack, r.json()["case_id"])
+    assert dup["status"] == "duplicate" and dup["assignments"] == []
+    assert r.json()["case_id"] in wait_for(lambda: case_of(stack, first["case_id"])["duplicates"], 5)
+    other = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near, category="03005",
+                                                                   filing_condition=None), timeout=5)
+    assert other.json()["status"] == "registered"  # another category at the same spot is its own case
