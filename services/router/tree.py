@@ -490,8 +490,12 @@ class RoutingTree:
 def _describe(m: MatchSpec) -> str:
     parts: list[str] = []
     cat: list[str] = []
-    if m.category:
-        cat.append(m.category[0] if len(m.category) == 1 else "{" + ",".join(m.category) + "}")
+    if len(m.category) == 1:
+        cat.append(m.category[0])
+    elif 1 < len(m.category) <= 8:
+        cat.append("{" + ",".join(m.category) + "}")
+    elif m.category:  # reasons are stored on every case: keep them short
+        cat.append("{" + ",".join(m.category[:4]) + f",… {len(m.category)} codes}}")
     cat += [f"{p}*" for p in m.category_prefix]
     if m.category_regex:
         cat.append(f"~/{m.category_regex}/")
