@@ -46,6 +46,10 @@ def run_service(name: str) -> None:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    if name == "router":
+        from services.router.reload import request_reload
+
+        signal.signal(signal.SIGHUP, lambda _s, _f: request_reload())
     runner.start()
     log.info("service_started", metrics_port=settings.metrics_port(name),
              http=f"{settings.intake_http_host}:{settings.intake_http_port}" if name == "intake" else None)

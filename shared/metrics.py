@@ -43,6 +43,12 @@ CASES_DISPATCHED = Counter(
     "gridbus_cases_dispatched_total", "Dispatch orders sent, by department and street.", ["dept", "street"]
 )
 CASES_UNROUTABLE = Counter("gridbus_cases_unroutable_total", "Cases sent to triage.", ["street"])
+ROUTES_RELOADS = Counter(
+    "gridbus_routes_reloads_total", "Reloads of routes.yaml by outcome (loaded, invalid: old tree kept).", ["outcome"]
+)
+ROUTES_CONFIG_VALID = Gauge(
+    "gridbus_routes_config_valid", "1 when the routes.yaml on disk is the tree in use, 0 after a failed reload."
+)
 
 # -- sla ------------------------------------------------------------------------------
 TIMERS_ARMED = Counter("gridbus_sla_timers_armed_total", "Deadline timers armed.", ["deadline"])
@@ -54,6 +60,18 @@ TIMER_LATENESS = Histogram(
     "gridbus_sla_firing_lateness_seconds", "How late a timer fired after its due time.", buckets=LATENCY_BUCKETS
 )
 TIMERS_PENDING = Gauge("gridbus_sla_timers_pending", "Armed timers not yet due.")
+ESCALATIONS = Counter(
+    "gridbus_sla_escalations_total", "Escalations one grid level up (or repeats at the top).", ["dept", "level"]
+)
+SLA_OUTBOX_PENDING = Gauge("gridbus_sla_outbox_pending", "sla events decided but not yet confirmed by the broker.")
+SLA_INDICATOR = Gauge(
+    "gridbus_sla_indicator",
+    "Indicators of the current month by department or street (counts, rates 0–1, score 0–100, 721 shares).",
+    ["scope", "key", "indicator"],
+)
+SLA_GRADE = Gauge(
+    "gridbus_sla_grade", "1 for the grade (A–E) a department or street has this month.", ["scope", "key", "grade"]
+)
 
 # -- notifier -------------------------------------------------------------------------
 NOTIFICATIONS = Counter(
@@ -61,6 +79,35 @@ NOTIFICATIONS = Counter(
 )
 NOTIFICATION_LATENCY = Histogram(
     "gridbus_notification_duration_seconds", "Time of one delivery attempt.", ["channel"], buckets=LATENCY_BUCKETS
+)
+
+NOTIFICATION_DELIVERIES = Counter(
+    "gridbus_notification_deliveries_total",
+    "Notifications (one per event, recipient and channel) by what finally happened: delivered, dead "
+    "(dead-lettered), held (kept for a digest), digested (went out inside a digest), duplicate (already "
+    "done, dropped), fallback (given up on this channel, next channel tried), no_address.",
+    ["channel", "outcome"],
+)
+NOTIFICATION_DELIVERY_LATENCY = Histogram(
+    "gridbus_notification_delivery_seconds",
+    "From the first attempt of a notification (or its hold) to its delivery, retries and digests included.",
+    ["channel"],
+    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600),
+)
+NOTIFICATION_DEAD = Counter(
+    "gridbus_notification_dead_letters_total",
+    "Notifications dead-lettered to notifier.deliveries.dead, by channel and reason: permanent (4xx, bad "
+    "address), exhausted (last retry failed), unknown_outcome (crashed twice while sending: not resent).",
+    ["channel", "reason"],
+)
+NOTIFIER_QUEUE_MESSAGES = Gauge(
+    "gridbus_notifier_queue_messages",
+    "Messages waiting in the notifier's work, retry (notifier.retry.*) and dead-letter queues, read by a "
+    "passive queue_declare every NOTIFIER_QUEUE_POLL_SECONDS.",
+    ["queue"],
+)
+NOTIFICATIONS_HELD = Gauge(
+    "gridbus_notifications_held", "Notifications held for a digest (quiet hours or rate limit), not yet sent."
 )
 
 

@@ -5,8 +5,10 @@ from typing import Any
 
 import structlog
 from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 
 from services.router.dispatch import Dispatcher
+from services.router.reload import TreeReloader
 from services.router.tree import load_routing_tree
 from services.sla.clocks import load_calendar
 from services.sla.policies import load_policies
@@ -22,14 +24,22 @@ log = structlog.get_logger("gridbus.router")
 
 
 class DispatcherProvider(DependencyProvider):
-    """Loads the tree, catalog, policies and calendar at start; a bad file stops start-up."""
+    """Loads the tree, catalog, policies and calendar at start (a bad file stops
+    start-up), and swaps in a new routing tree on SIGHUP or when routes.yaml changes."""
 
     def setup(self) -> None:
         catalog = load_catalog()
-        self.dispatcher = Dispatcher(load_routing_tree(catalog=catalog), catalog, load_policies(), load_calendar())
+        routes = get_settings().config_dir / "routes.yaml"
+        self.dispatcher = Dispatcher(load_routing_tree(routes, catalog=catalog), catalog, load_policies(),
+                                     load_calendar())
+        self.reloader = TreeReloader(routes, lambda p: load_routing_tree(p, catalog=catalog), self._install)
+        metrics.ROUTES_CONFIG_VALID.set(1)
 
-    def get_dependency(self, worker_ctx: Any) -> Dispatcher:
-        return self.dispatcher
+    def _install(self, tree: Any) -> None:
+        self.dispatcher.tree = tree  # one assignment: a decision sees the old or the new tree
+
+    def get_dependency(self, worker_ctx: Any) -> "DispatcherProvider":
+        return self
 
 
 class RouterService:
@@ -38,7 +48,11 @@ class RouterService:
     declare_topology = TopologyDeclarer()
     entrypoint_metrics = EntrypointMetrics()
     bus: Bus = BusProvider()
-    dispatcher: Dispatcher = DispatcherProvider()
+    routing: DispatcherProvider = DispatcherProvider()
+
+    @timer(interval=1.0)
+    def watch_routes(self) -> None:
+        self.routing.reloader.check()
 
     @consume_reliably(topology.Q_ROUTER_CASES)
     def route_case(self, body: Any) -> None:
@@ -47,9 +61,9 @@ class RouterService:
         except ValueError as exc:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
         if isinstance(event, CaseRegistered):
-            plan = self.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
+            plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
         elif isinstance(event, CaseRedispatch):
-            plan = self.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow(),
+            plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow(),
                                         round_no=event.round_no, exclude=frozenset(event.exclude),
                                         only=frozenset(event.only), max_rejections=get_settings().max_rejections)
         else:
