@@ -73,6 +73,22 @@ class Settings(BaseSettings):
     public_base_url: str = Field(
         "http://127.0.0.1:8000", description="Base URL used in links inside notifications."
     )
+    grid_app_webhook_url: str = Field(
+        "",
+        description="Webhook of the grid app: reporters get status updates (resolved/closed/reopened) "
+        "there, signed with GRIDBUS_SECRET_GRIDAPP or WEBHOOK_SECRET. Empty: reporters are not told.",
+    )
+    notifier_send_lease_seconds: float = Field(
+        30.0,
+        description="How long one notifier replica owns a delivery while sending it; after a crash the "
+        "one resend waits for this lease to run out (keep above NOTIFIER_TIMEOUT_SECONDS).",
+    )
+    notifier_flush_seconds: float = Field(
+        1.0, description="How often the notifier looks for held messages (quiet hours, rate limit) due as a digest."
+    )
+    notifier_queue_poll_seconds: float = Field(
+        15.0, description="How often the notifier reads the depth of its work, retry and dead-letter queues."
+    )
 
     def metrics_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_metrics_port"))

@@ -74,3 +74,39 @@ def sla_case_timers(case_id: str) -> str:
 def delivery_sent(delivery_id: str) -> str:
     """String: set once a delivery succeeded (dedup of repeated events)."""
     return f"{_p()}:notify:sent:{delivery_id}"
+
+
+def delivery_state(delivery_id: str) -> str:
+    """Hash `a<attempt>:sends` → sends started for that attempt (crash detection: at most one
+    resend), `a<attempt>:done` → what was done after it (retry published)."""
+    return f"{_p()}:notify:state:{delivery_id}"
+
+
+def delivery_lease(delivery_id: str) -> str:
+    """String with TTL: the replica currently sending this delivery (its token)."""
+    return f"{_p()}:notify:lease:{delivery_id}"
+
+
+def notify_held(bucket: str) -> str:
+    """Hash delivery id → Delivery JSON: held for a digest to one recipient on one channel."""
+    return f"{_p()}:notify:held:{bucket}"
+
+
+def notify_held_claimed(bucket: str) -> str:
+    """Hash like `notify_held`: the held messages a flusher claimed and is turning into a digest."""
+    return f"{_p()}:notify:held_claimed:{bucket}"
+
+
+def notify_release() -> str:
+    """Sorted set bucket → when its held messages go out as a digest (unix seconds)."""
+    return f"{_p()}:notify:release"
+
+
+def notify_release_leased() -> str:
+    """Sorted set bucket → lease expiry: claimed by a flusher, digest being published."""
+    return f"{_p()}:notify:release_leased"
+
+
+def notify_rate(bucket: str, window: int) -> str:
+    """Sorted set delivery id → arrival rank within one rate-limit window of a recipient."""
+    return f"{_p()}:notify:rate:{bucket}:{window}"
