@@ -110,35 +110,6 @@ NOTIFICATIONS_HELD = Gauge(
     "gridbus_notifications_held", "Notifications held for a digest (quiet hours or rate limit), not yet sent."
 )
 
-NOTIFICATION_DELIVERIES = Counter(
-    "gridbus_notification_deliveries_total",
-    "Notifications (one per event, recipient and channel) by what finally happened: delivered, dead "
-    "(dead-lettered), held (kept for a digest), digested (went out inside a digest), duplicate (already "
-    "done, dropped), fallback (given up on this channel, next channel tried), no_address.",
-    ["channel", "outcome"],
-)
-NOTIFICATION_DELIVERY_LATENCY = Histogram(
-    "gridbus_notification_delivery_seconds",
-    "From the first attempt of a notification (or its hold) to its delivery, retries and digests included.",
-    ["channel"],
-    buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 4 * 3600, 12 * 3600),
-)
-NOTIFICATION_DEAD = Counter(
-    "gridbus_notification_dead_letters_total",
-    "Notifications dead-lettered to notifier.deliveries.dead, by channel and reason: permanent (4xx, bad "
-    "address), exhausted (last retry failed), unknown_outcome (crashed twice while sending: not resent).",
-    ["channel", "reason"],
-)
-NOTIFIER_QUEUE_MESSAGES = Gauge(
-    "gridbus_notifier_queue_messages",
-    "Messages waiting in the notifier's work, retry (notifier.retry.*) and dead-letter queues, read by a "
-    "passive queue_declare every NOTIFIER_QUEUE_POLL_SECONDS.",
-    ["queue"],
-)
-NOTIFICATIONS_HELD = Gauge(
-    "gridbus_notifications_held", "Notifications held for a digest (quiet hours or rate limit), not yet sent."
-)
-
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Serve /metrics (Prometheus text format) on its own port."""

@@ -285,6 +285,7 @@ class DeadlineEvent(Envelope):
     order_id: str
     deadline: DeadlineKind
     due_at: AwareDatetime
+    step: int = Field(0, description="0: the department's own clock; n: the n-th escalation step's limit")
 
 
 class DeadlineWarning(DeadlineEvent):
@@ -294,6 +295,16 @@ class DeadlineWarning(DeadlineEvent):
 class DeadlineBreached(DeadlineEvent):
     event: Literal["deadline_breached"] = "deadline_breached"
     late_seconds: float = 0.0
+    liaison: str = Field("", description="The department's liaison for the street (accountability ledger)")
+
+
+class EscalationCommander(BaseModel):
+    """A grid commander an escalation goes to (shared.grid.Commander as a message)."""
+
+    name: str
+    role: str = ""
+    phone: str = ""
+    wecom_user: str | None = None
 
 
 class CaseEscalated(Envelope):
@@ -302,6 +313,13 @@ class CaseEscalated(Envelope):
     to_level: int
     dept: str
     reason: str
+    order_id: str | None = Field(None, description="The department order whose deadline was missed")
+    step: int = Field(0, description="1 for the first escalation of the order, +1 per step (repeats included)")
+    commanders: list[EscalationCommander] = Field(
+        default_factory=list, description="The commanders of `to_level` for the case's grid cell"
+    )
+    new_due: AwareDatetime | None = Field(None, description="The fresh handling limit at `to_level` runs out")
+    deadline: DeadlineKind | None = Field(None, description="Which missed deadline started the escalation")
 
 
 class NotificationFailed(Envelope):

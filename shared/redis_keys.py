@@ -70,6 +70,46 @@ def sla_case_timers(case_id: str) -> str:
     return f"{_p()}:sla:timers:{case_id}"
 
 
+def sla_case(case_id: str) -> str:
+    """String: the case's clock state JSON (services/sla/state.py), the source timers are rebuilt from."""
+    return f"{_p()}:sla:case:{case_id}"
+
+
+def sla_open_cases() -> str:
+    """Set: case ids with a running or paused clock (rebuilt into timers at start-up)."""
+    return f"{_p()}:sla:open"
+
+
+def sla_outbox() -> str:
+    """Hash message_id → event JSON: decided by sla, not yet confirmed by the broker."""
+    return f"{_p()}:sla:outbox"
+
+
+def sla_outbox_times() -> str:
+    """Sorted set message_id → time stored (sla's relay re-publishes old entries)."""
+    return f"{_p()}:sla:outbox:times"
+
+
+def sla_ledger() -> str:
+    """Hash breach id → accountability ledger entry JSON."""
+    return f"{_p()}:sla:ledger"
+
+
+def sla_ledger_by_time() -> str:
+    """Sorted set breach id → breach time (unix seconds)."""
+    return f"{_p()}:sla:ledger:by_time"
+
+
+def sla_indicators(period: str) -> str:
+    """Hash `<scope>|<key>|<counter>` → count, for one period (YYYY-MM, local time)."""
+    return f"{_p()}:sla:ind:{period}"
+
+
+def sla_seen(message_id: str) -> str:
+    """String with TTL: this event was already counted by sla (idempotent counters)."""
+    return f"{_p()}:sla:seen:{message_id}"
+
+
 # -- notifier ------------------------------------------------------------------------
 def delivery_sent(delivery_id: str) -> str:
     """String: set once a delivery succeeded (dedup of repeated events)."""

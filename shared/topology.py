@@ -187,7 +187,7 @@ def build_topology(department_codes: Iterable[str]) -> Topology:
     work(
         Q_SLA_EVENTS,
         "Events that arm, stop or pause deadlines.",
-        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED)],
+        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED, RK_CASE_REGISTERED)],
     )
     work(
         Q_NOTIFIER_EVENTS,
