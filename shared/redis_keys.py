@@ -100,6 +100,11 @@ def sla_ledger_by_time() -> str:
     return f"{_p()}:sla:ledger:by_time"
 
 
+def sla_ledger_ended() -> str:
+    """Hash breach id → when the missed deadline's goal was reached at last (how late it was)."""
+    return f"{_p()}:sla:ledger:ended"
+
+
 def sla_indicators(period: str) -> str:
     """Hash `<scope>|<key>|<counter>` → count, for one period (YYYY-MM, local time)."""
     return f"{_p()}:sla:ind:{period}"
