@@ -129,19 +129,25 @@ def wait_for(fn: Any, timeout: float, interval: float = 0.05) -> Any:
     return None
 
 
+_SEEN: dict[tuple[str, str], list[dict[str, Any]]] = {}
+
+
 def get_from_queue(channel: Any, queue: str, case_id: str, timeout: float) -> dict[str, Any] | None:
+    """The next message for `case_id` on `queue`. Messages of other cases are taken off
+    the queue too and kept here for whichever test asks for them (a requeued message
+    would come back first and hide everything behind it)."""
     def poll() -> dict[str, Any] | None:
-        method, props, body = channel.basic_get(queue, auto_ack=False)
+        waiting = _SEEN.get((queue, case_id))
+        if waiting:
+            return waiting.pop(0)
+        method, props, body = channel.basic_get(queue, auto_ack=True)
         if method is None:
             return None
         msg = json.loads(body)
-        if msg.get("case_id") == case_id:
-            channel.basic_ack(method.delivery_tag)
-            return {"body": msg, "props": props}
-        channel.basic_nack(method.delivery_tag, requeue=True)
+        _SEEN.setdefault((queue, msg.get("case_id", "")), []).append({"body": msg, "props": props})
         return None
 
-    return wait_for(poll, timeout)
+    return wait_for(poll, timeout, interval=0.01)
 
 
 
