@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.cases import Registrar, apply_event
 from services.intake.duplicates import load_duplicate_policy
+from services.intake.http_api import CasesApi, Open311Api
 from services.intake.replies import NotAssigned, Verification, apply_reply, apply_verification
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
@@ -92,7 +93,10 @@ def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
         store.outbox_done(event.message_id)
 
 
-class IntakeService:
+class IntakeService(CasesApi, Open311Api):
+    """Entrypoints here and in the mixins (case queries, Open311): nameko collects
+    entrypoints from base classes too."""
+
     name = "intake"
 
     declare_topology = TopologyDeclarer()
