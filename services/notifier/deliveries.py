@@ -1,29 +1,59 @@
-"""notifier's domain: which deliveries an event makes, and what to do after an attempt.
+"""notifier's domain: one delivery (event × recipient × channel), what to do after an
+attempt, and the sender that makes each delivery happen once.
 
-An event fans out into `Delivery` messages (one per recipient × channel) on the
-`notifier.deliveries` queue; each is attempted on its own, retried through the delay
-queues, and dead-lettered after the last try. Deliveries name their recipient
-(`dept:gas`), not its address or secret: those are looked up at send time so that no
-robot key or phone number sits in a queue.
+An event fans out into `Delivery` messages on `notifier.deliveries` (see planner.py);
+each is attempted on its own, retried through the delay queues `notifier.retry.{10,60,
+300,1800}s` (TTL, then dead-lettered back to work), and dead-lettered to
+`notifier.deliveries.dead` after a permanent failure or the last try. Deliveries name
+their recipient, not its address or secret (see addresses.py).
+
+Delivery guarantees — the resend policy
+---------------------------------------
+* **Delivery id.** `sha256(event message id | recipient | channel)`: the same for every
+  attempt, every retry and every repeat of the event. It travels with the message
+  (webhook `X-Gridbus-Delivery`, robot text `投递编号 …`, SMS `out_id`, e-mail
+  `Message-ID` / `X-Gridbus-Delivery`) so a receiver can recognise a repeat.
+* **Done marker.** When a delivery is finished — delivered, dead-lettered, or handed to a
+  digest — `notify:sent:<delivery id>` is written (30 days). A delivery whose marker
+  exists is dropped, so an event that arrives twice gives one message per recipient and
+  channel.
+* **Lease.** Before sending, a replica takes `notify:lease:<id>` (SET NX, expiring after
+  NOTIFIER_SEND_LEASE_SECONDS). A copy of the same delivery that finds the lease taken
+  (the event arrived twice at the same moment) is parked in the 10 s delay queue with
+  the same attempt number; when it comes back the done marker is usually there.
+* **Crash between send and record.** Each attempt counts its sends in
+  `notify:state:<id>` *before* sending. If the process dies after sending but before
+  writing the outcome, RabbitMQ redelivers the unacked message; the count is then 1, so
+  the message is sent **once more, with the same delivery id** (the receiver may have got
+  it: it de-duplicates on the id). If that resend also dies unrecorded, the count is 2 and
+  the delivery is **not sent a third time**: it is dead-lettered with reason
+  `outcome unknown` and a `notification_failed` event tells the operations centre to check.
+  So a crash costs at most one resend, always recognisable by its delivery id.
+* **Retries.** A transient failure (timeout, 5xx, 408/425/429, robot busy, SMTP 4xx) goes
+  to the delay queue of the attempt (10 s, 1 min, 5 min, 30 min), or a longer one when
+  the answer's Retry-After asks for more. After the fifth attempt, or on a permanent
+  failure, the delivery is dead-lettered; if the subscription names a fallback channel
+  (e.g. wecom → sms) the next channel gets a fresh delivery, otherwise a
+  `notification_failed` event goes out (never for a failed `notification_failed`
+  message itself, which would loop).
 """
 from __future__ import annotations
 
 import hashlib
-import os
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
 from services.notifier.channels.base import ChannelName, DeliveryOutcome, OutgoingMessage
-from shared.config import Settings
-from shared.departments import Department
-from shared.models import DeadlineEvent, Envelope, utcnow
+from shared.models import utcnow
 from shared.topology import NOTIFIER_RETRY_DELAYS_S
 
-#: events that reach the department they concern (issue 6 widens this with notify.yaml)
-DEPARTMENT_EVENTS = {"case_dispatched", "deadline_warning", "deadline_breached"}
+SENT_TTL_S = 30 * 86400  # how long a finished delivery is remembered for dedup
+MAX_SENDS_PER_ATTEMPT = 2  # the first send and at most one resend after a crash
 
 
 class Delivery(BaseModel):
@@ -31,75 +61,33 @@ class Delivery(BaseModel):
     event: str
     case_id: str
     correlation_id: str
-    recipient: str = Field(description="`dept:<code>`: resolved to an address at send time")
+    recipient: str = Field(description="`liaison:<dept>:<street>`, `dept:<code>`, `commander:<level>:<id>`, "
+                                       "`ops`, `reporter:<id>`: resolved to an address at send time")
     channel: ChannelName
     subject: str
     text: str
     payload: dict[str, Any]
     attempt: int = 1
     first_attempt_at: datetime = Field(default_factory=utcnow)
+    fallbacks: list[ChannelName] = Field(default_factory=list, description="Next channels if this one fails for good")
+    urgent: bool = Field(False, description="Never held for quiet hours or the rate limit")
+    sms_template: str | None = None
+    sms_params: dict[str, str] = Field(default_factory=dict)
+    event_message_id: str = ""
+    context: dict[str, Any] = Field(default_factory=dict, description="Template context (to render a fallback)")
+    items: list[dict[str, Any]] = Field(default_factory=list, description="digest: the messages it folds")
 
 
 def delivery_id(message_id: str, recipient: str, channel: ChannelName) -> str:
     """Stable across redeliveries of the same event: the receiver's dedup key too."""
-    return hashlib.sha256(f"{message_id}|{recipient}|{channel.value}".encode()).hexdigest()[:32]
+    return hashlib.sha256(f"{message_id}|{recipient}|{ChannelName(channel).value}".encode()).hexdigest()[:32]
 
 
-def _departments_of(event: Envelope) -> list[str]:
-    if isinstance(event, DeadlineEvent):
-        return [event.dept]
-    assignments = getattr(event, "assignments", None) or []
-    return sorted({a.dept for a in assignments if a.active})
-
-
-def plan_deliveries(event: Envelope) -> list[Delivery]:
-    name = getattr(event, "event", "")
-    if name not in DEPARTMENT_EVENTS:
-        return []
-    payload = event.model_dump(mode="json")
-    out = []
-    for dept in _departments_of(event):
-        recipient = f"dept:{dept}"
-        channel = ChannelName.webhook
-        out.append(Delivery(
-            delivery_id=delivery_id(event.message_id, recipient, channel), event=name,
-            case_id=event.case_id, correlation_id=event.correlation_id, recipient=recipient,
-            channel=channel, subject=f"[gridbus] {name} {event.case_id}",
-            text=f"{name}: {event.case_id}", payload=payload,
-        ))
-    return out
-
-
-@dataclass(frozen=True)
-class Address:
-    to: str
-    secret: str | None
-
-
-class AddressBook:
-    """Where a recipient is reached, and with which secret."""
-
-    def __init__(self, departments: list[Department], settings: Settings) -> None:
-        self.departments = {d.code: d for d in departments}
-        self.settings = settings
-
-    def resolve(self, recipient: str, channel: ChannelName) -> Address | None:
-        kind, _, code = recipient.partition(":")
-        if kind != "dept" or channel is not ChannelName.webhook:
-            return None
-        dept = self.departments.get(code)
-        url = self.settings.webhook_url_template.format(dept=code) if self.settings.webhook_url_template else (
-            dept.webhook if dept else None)
-        if not url:
-            return None
-        secret = os.environ.get(f"GRIDBUS_SECRET_{code.upper()}") or self.settings.webhook_secret
-        return Address(url, secret)
-
-
-def outgoing(delivery: Delivery, address: Address) -> OutgoingMessage:
-    return OutgoingMessage(delivery_id=delivery.delivery_id, channel=delivery.channel, to=address.to,
+def outgoing(delivery: Delivery, to: str, secret: str | None, mentions: tuple[str, ...] = ()) -> OutgoingMessage:
+    return OutgoingMessage(delivery_id=delivery.delivery_id, channel=delivery.channel, to=to,
                            subject=delivery.subject, text=delivery.text, payload=delivery.payload,
-                           secret=address.secret)
+                           mentions=mentions, secret=secret, sms_template=delivery.sms_template,
+                           sms_params=delivery.sms_params)
 
 
 @dataclass(frozen=True)
@@ -109,17 +97,68 @@ class NextStep:
     action: str  # delivered | retry | dead
     delay_s: int | None = None
     reason: str = ""
+    kind: str = ""  # dead: permanent | exhausted
 
 
-def next_step(delivery: Delivery, outcome: DeliveryOutcome) -> NextStep:
+def next_step(delivery: Delivery, outcome: DeliveryOutcome,
+              delays: tuple[int, ...] = NOTIFIER_RETRY_DELAYS_S) -> NextStep:
+    """Attempt n (1-based) that failed transiently waits delays[n-1]; a Retry-After longer than
+    that picks the first delay queue at least as long (the longest if none is)."""
     if outcome.ok:
         return NextStep("delivered")
     if not outcome.transient:
-        return NextStep("dead", reason=f"permanent failure: {outcome.detail}")
-    if delivery.attempt > len(NOTIFIER_RETRY_DELAYS_S):
-        return NextStep("dead", reason=f"gave up after {delivery.attempt} attempts: {outcome.detail}")
-    delay = NOTIFIER_RETRY_DELAYS_S[delivery.attempt - 1]
-    if outcome.retry_after:
-        # honour Retry-After: the first delay queue at least that long
-        delay = next((d for d in NOTIFIER_RETRY_DELAYS_S if d >= outcome.retry_after), NOTIFIER_RETRY_DELAYS_S[-1])
+        return NextStep("dead", reason=f"permanent failure: {outcome.detail}", kind="permanent")
+    if delivery.attempt > len(delays):
+        return NextStep("dead", reason=f"gave up after {delivery.attempt} attempts: {outcome.detail}",
+                        kind="exhausted")
+    delay = delays[delivery.attempt - 1]
+    if outcome.retry_after and outcome.retry_after > delay:
+        delay = next((d for d in delays if d >= outcome.retry_after), delays[-1])
     return NextStep("retry", delay_s=delay, reason=outcome.detail)
+
+
+# --------------------------------------------------------------------------- sender state
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class SendState:
+    """The Redis records behind the guarantees above."""
+
+    def __init__(self, client: Any, keys: Any) -> None:
+        self.r = client
+        self.keys = keys
+        self._release = client.register_script(_RELEASE)
+
+    def finished(self, did: str) -> str | None:
+        return self.r.get(self.keys.delivery_sent(did))
+
+    def finish(self, did: str, how: str) -> None:
+        self.r.set(self.keys.delivery_sent(did), f"{how}:{int(time.time())}", ex=SENT_TTL_S)
+
+    def lease(self, did: str, seconds: float) -> str | None:
+        token = uuid.uuid4().hex
+        ok = self.r.set(self.keys.delivery_lease(did), token, nx=True, px=max(1, int(seconds * 1000)))
+        return token if ok else None
+
+    def release(self, did: str, token: str) -> None:
+        self._release(keys=[self.keys.delivery_lease(did)], args=[token])
+
+    def count_send(self, did: str, attempt: int) -> int:
+        key = self.keys.delivery_state(did)
+        pipe = self.r.pipeline(transaction=True)
+        pipe.hincrby(key, f"a{attempt}:sends", 1)
+        pipe.expire(key, SENT_TTL_S)
+        return int(pipe.execute()[0])
+
+    def attempt_done(self, did: str, attempt: int) -> str | None:
+        return self.r.hget(self.keys.delivery_state(did), f"a{attempt}:done")
+
+    def mark_attempt(self, did: str, attempt: int, what: str) -> None:
+        self.r.hset(self.keys.delivery_state(did), f"a{attempt}:done", what)
+
+
+Clock = Callable[[], float]

@@ -1,20 +1,33 @@
-"""notifier: the nameko shell around deliveries.py and the channels."""
+"""notifier: the nameko shell around sender.py (planning, sending, digests).
+
+Entrypoints: `on_event` (queue notifier.events) fans an event out into deliveries;
+`deliver` (queue notifier.deliveries, fed again by the retry delay queues) sends one;
+`flush_digests` (timer, every replica; claims are atomic in Redis) sends held messages
+as digests; `poll_queues` (timer) reads the depth of the notifier's queues for metrics.
+"""
 from __future__ import annotations
 
-import time
 from typing import Any
 
+import pika
 import structlog
 from nameko.extensions import DependencyProvider
+from nameko.timer import timer
 
-from services.notifier.channels.base import ChannelSettings, send
-from services.notifier.deliveries import AddressBook, Delivery, next_step, outgoing, plan_deliveries
+from services.notifier.addresses import AddressBook
+from services.notifier.channels.base import ChannelSettings
+from services.notifier.deliveries import Delivery
+from services.notifier.planner import Planner
+from services.notifier.render import Renderer
+from services.notifier.sender import Notifier
+from services.notifier.subscriptions import load_notify
 from shared import metrics, topology
-from shared import redis_keys as keys
 from shared.bus import Bus
+from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.departments import load_departments
-from shared.models import NotificationFailed, parse_event
+from shared.grid import load_grid
+from shared.models import parse_event
 from shared.nameko_ext import (
     BusProvider,
     EntrypointMetrics,
@@ -22,20 +35,38 @@ from shared.nameko_ext import (
     Rejected,
     TopologyDeclarer,
     consume_reliably,
-    dead_letter,
 )
 
 log = structlog.get_logger("gridbus.notifier")
-SENT_TTL_S = 30 * 86400  # how long a sent delivery is remembered for dedup
+
+WATCHED_QUEUES = (
+    topology.Q_NOTIFIER_EVENTS,
+    topology.Q_NOTIFIER_DELIVERIES,
+    topology.dead_queue(topology.Q_NOTIFIER_DELIVERIES),
+    *(topology.retry_queue(d) for d in topology.NOTIFIER_RETRY_DELAYS_S),
+)
 
 
-class Channels(DependencyProvider):
+class NotifierConfig(DependencyProvider):
+    """Configuration loaded once at start (a bad notify.yaml stops the service with file:line)."""
+
     def setup(self) -> None:
-        self.settings = ChannelSettings.from_env()
-        self.addresses = AddressBook(load_departments(), get_settings())
+        settings = get_settings()
+        departments = load_departments()
+        self.notify = load_notify(departments={d.code for d in departments})
+        grid = load_grid()
+        self.addresses = AddressBook(departments, grid, self.notify, settings)
+        renderer = Renderer(settings.config_dir / "notify_templates")
+        self.planner = Planner(self.notify, self.addresses, renderer, grid, load_catalog())
+        self.channel_settings = ChannelSettings.from_env()
+        self.settings = settings
 
-    def get_dependency(self, worker_ctx: Any) -> "Channels":
+    def get_dependency(self, worker_ctx: Any) -> NotifierConfig:
         return self
+
+    def notifier(self, client: Any, bus: Bus) -> Notifier:
+        return Notifier(client, bus, self.planner, self.addresses, self.notify, self.channel_settings,
+                        tz=self.settings.timezone, lease_s=self.settings.notifier_send_lease_seconds)
 
 
 class NotifierService:
@@ -45,7 +76,7 @@ class NotifierService:
     entrypoint_metrics = EntrypointMetrics()
     bus: Bus = BusProvider()
     redis = RedisProvider()
-    channels: Channels = Channels()
+    config: NotifierConfig = NotifierConfig()
 
     @consume_reliably(topology.Q_NOTIFIER_EVENTS)
     def on_event(self, body: Any) -> None:
@@ -53,10 +84,8 @@ class NotifierService:
             event = parse_event(body)
         except ValueError as exc:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
-        for delivery in plan_deliveries(event):
-            self.bus.publish(topology.EX_NOTIFY, topology.RK_DELIVERY, delivery,
-                             message_id=delivery.delivery_id, correlation_id=delivery.correlation_id,
-                             kind="delivery")
+        planned = self.config.notifier(self.redis, self.bus).on_event(event)
+        log.info("event_planned", case_id=event.case_id, event=getattr(event, "event", ""), deliveries=len(planned))
 
     @consume_reliably(topology.Q_NOTIFIER_DELIVERIES)
     def deliver(self, body: Any) -> None:
@@ -64,35 +93,21 @@ class NotifierService:
             delivery = Delivery.model_validate(body)
         except ValueError as exc:
             raise Rejected(f"not a delivery: {exc}", "invalid_delivery") from None
-        sent_key = keys.delivery_sent(delivery.delivery_id)
-        if self.redis.exists(sent_key):
-            log.info("delivery_duplicate", case_id=delivery.case_id, delivery_id=delivery.delivery_id)
-            return
-        address = self.channels.addresses.resolve(delivery.recipient, delivery.channel)
-        if address is None:
-            log.info("no_address", case_id=delivery.case_id, recipient=delivery.recipient,
-                     channel=delivery.channel.value)
-            metrics.NOTIFICATIONS.labels(delivery.channel.value, "no_address").inc()
-            return
-        started = time.perf_counter()
-        outcome = send(outgoing(delivery, address), self.channels.settings)
-        metrics.NOTIFICATION_LATENCY.labels(delivery.channel.value).observe(time.perf_counter() - started)
-        metrics.NOTIFICATIONS.labels(delivery.channel.value, outcome.kind).inc()
-        step = next_step(delivery, outcome)
-        if step.action == "delivered":
-            self.redis.set(sent_key, str(int(time.time())), ex=SENT_TTL_S)
-        elif step.action == "retry":
-            retry = delivery.model_copy(update={"attempt": delivery.attempt + 1})
-            self.bus.publish(topology.EX_NOTIFY, topology.retry_routing_key(step.delay_s), retry,
-                             message_id=retry.delivery_id, correlation_id=retry.correlation_id, kind="retry")
-            log.info("delivery_retry", case_id=delivery.case_id, delivery_id=delivery.delivery_id,
-                     attempt=delivery.attempt, delay_s=step.delay_s, reason=step.reason)
-        else:
-            dead_letter(self.bus, topology.Q_NOTIFIER_DELIVERIES, delivery.model_dump_json().encode(),
-                        "application/json", step.reason, "delivery_failed", message_id=delivery.delivery_id)
-            self.bus.publish_event(NotificationFailed(
-                message_id=f"failed:{delivery.delivery_id}", case_id=delivery.case_id,
-                correlation_id=delivery.correlation_id, channel=delivery.channel.value,
-                recipient=delivery.recipient, reason=step.reason, attempts=delivery.attempt))
-            log.warning("delivery_dead", case_id=delivery.case_id, delivery_id=delivery.delivery_id,
-                        reason=step.reason)
+        self.config.notifier(self.redis, self.bus).deliver(delivery)
+
+    @timer(interval=get_settings().notifier_flush_seconds)
+    def flush_digests(self) -> None:
+        self.config.notifier(self.redis, self.bus).flush()
+
+    @timer(interval=get_settings().notifier_queue_poll_seconds)
+    def poll_queues(self) -> None:
+        notifier = self.config.notifier(self.redis, self.bus)
+        metrics.NOTIFICATIONS_HELD.set(notifier.holds.held_count())
+        connection = pika.BlockingConnection(pika.URLParameters(self.config.settings.amqp_uri))
+        try:
+            channel = connection.channel()
+            for queue in WATCHED_QUEUES:
+                ok = channel.queue_declare(queue, passive=True)
+                metrics.NOTIFIER_QUEUE_MESSAGES.labels(queue).set(ok.method.message_count)
+        finally:
+            connection.close()

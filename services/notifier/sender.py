@@ -1,0 +1,267 @@
+"""The notifier's work, without nameko: plan an event, send a delivery, flush digests.
+
+`Notifier.on_event` fans an event out into deliveries; `Notifier.deliver` makes one
+delivery happen at most once per id (see deliveries.py for the resend policy);
+`Notifier.flush` turns held messages into digests. The nameko service (service.py) only
+calls these from its entrypoints and timers.
+"""
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+import structlog
+
+from services.notifier import digest as digests
+from services.notifier.addresses import AddressBook
+from services.notifier.channels.base import ChannelName, ChannelSettings, DeliveryOutcome, send
+from services.notifier.deliveries import (
+    MAX_SENDS_PER_ATTEMPT,
+    Delivery,
+    SendState,
+    delivery_id,
+    next_step,
+    outgoing,
+)
+from services.notifier.planner import CaseFacts, Planner
+from services.notifier.subscriptions import NotifyFile
+from shared import metrics, topology
+from shared import redis_keys as keys
+from shared.bus import Bus
+from shared.models import Case, Envelope, NotificationFailed
+from shared.nameko_ext import dead_letter
+
+log = structlog.get_logger("gridbus.notifier")
+
+
+def load_case(client: redis.Redis, case_id: str) -> Case | None:
+    """The case as intake stored it (read only), or None."""
+    doc = client.hget(keys.case(case_id), "doc")
+    if not doc:
+        return None
+    try:
+        return Case.model_validate_json(doc)
+    except ValueError:
+        return None
+
+
+class Notifier:
+    def __init__(self, client: redis.Redis, bus: Bus, planner: Planner, addresses: AddressBook,
+                 notify: NotifyFile, channel_settings: ChannelSettings, *, tz: str = "Asia/Shanghai",
+                 lease_s: float = 30.0) -> None:
+        self.r = client
+        self.bus = bus
+        self.planner = planner
+        self.addresses = addresses
+        self.notify = notify
+        self.channel_settings = channel_settings
+        self.tz = ZoneInfo(tz)
+        self.lease_s = lease_s
+        self.state = SendState(client, keys)
+        self.holds = digests.HoldStore(client)
+
+    # ------------------------------------------------------------------ events
+
+    def case_facts(self, case_id: str) -> CaseFacts:
+        case = load_case(self.r, case_id)
+        facts = CaseFacts(case=case)
+        if case is not None:
+            for dup in case.duplicates[:50]:
+                other = load_case(self.r, dup)
+                if other is not None:
+                    facts.duplicate_reporters.setdefault(other.reporter_id, other.case_id)
+        return facts
+
+    def on_event(self, event: Envelope) -> list[Delivery]:
+        planned = self.planner.plan(event, self.case_facts(event.case_id))
+        for delivery in planned:
+            self.publish(delivery)
+        return planned
+
+    def publish(self, delivery: Delivery, routing_key: str = topology.RK_DELIVERY) -> None:
+        self.bus.publish(topology.EX_NOTIFY, routing_key, delivery, message_id=delivery.delivery_id,
+                         correlation_id=delivery.correlation_id,
+                         kind="delivery" if routing_key == topology.RK_DELIVERY else "retry")
+
+    # ------------------------------------------------------------------ one delivery
+
+    def deliver(self, delivery: Delivery, now: float | None = None) -> str:
+        """Do what this delivery message asks; returns what happened (for logs and tests).
+
+        Raises only for infrastructure trouble (Redis, broker): the message is then
+        requeued by the consumer and the steps below are safe to repeat.
+        """
+        now = time.time() if now is None else now
+        did, channel = delivery.delivery_id, delivery.channel.value
+        log_ctx = {"case_id": delivery.case_id, "delivery_id": did, "channel": channel,
+                   "recipient": delivery.recipient, "attempt": delivery.attempt}
+        if self.state.finished(did):
+            metrics.NOTIFICATION_DELIVERIES.labels(channel, "duplicate").inc()
+            log.info("delivery_duplicate", **log_ctx)
+            return "duplicate"
+        if self.state.attempt_done(did, delivery.attempt):
+            return "duplicate"  # this attempt's retry was already published: a redelivered copy
+        held = self.maybe_hold(delivery, now)
+        if held:
+            return held
+        token = self.state.lease(did, self.lease_s)
+        if token is None:
+            # another copy is being sent right now (the event came twice): look again later
+            self.publish(delivery, topology.retry_routing_key(topology.NOTIFIER_RETRY_DELAYS_S[0]))
+            log.info("delivery_busy_elsewhere", **log_ctx)
+            return "parked"
+        try:
+            return self._attempt(delivery, log_ctx, now)
+        finally:
+            self.state.release(did, token)
+
+    def maybe_hold(self, delivery: Delivery, now: float) -> str | None:
+        quiet = self.notify.quiet_hours.for_recipient(delivery.recipient)
+        rate = self.notify.rate_limit
+        if quiet is None and rate is None:
+            return None
+        local_now = datetime.fromtimestamp(now, self.tz)
+        decision = digests.hold_until(delivery, local_now, quiet, rate, self.holds)
+        if decision is None:
+            return None
+        reason, release_at = decision
+        self.holds.hold(delivery, release_at)
+        metrics.NOTIFICATION_DELIVERIES.labels(delivery.channel.value, "held").inc()
+        log.info("delivery_held", case_id=delivery.case_id, delivery_id=delivery.delivery_id,
+                 recipient=delivery.recipient, channel=delivery.channel.value, reason=reason,
+                 release_at=datetime.fromtimestamp(release_at, timezone.utc).isoformat())
+        return f"held:{reason}"
+
+    def _attempt(self, delivery: Delivery, log_ctx: dict[str, Any], now: float) -> str:
+        did, channel = delivery.delivery_id, delivery.channel.value
+        sends = self.state.count_send(did, delivery.attempt)
+        if sends > MAX_SENDS_PER_ATTEMPT:
+            reason = (f"outcome unknown: sending was interrupted {sends - 1} times before the result was "
+                      f"recorded; not resending (at most one resend per attempt)")
+            return self._dead(delivery, reason, "unknown_outcome", log_ctx)
+        if sends == MAX_SENDS_PER_ATTEMPT:
+            log.warning("delivery_resend_after_crash", **log_ctx)
+        address = self.addresses.resolve(delivery.recipient, delivery.channel)
+        if address is None or not address.to:
+            metrics.NOTIFICATION_DELIVERIES.labels(channel, "no_address").inc()
+            metrics.NOTIFICATIONS.labels(channel, "no_address").inc()
+            if delivery.fallbacks:
+                self._fallback(delivery, f"no {channel} address for {delivery.recipient}")
+                self.state.finish(did, "no_address")
+                return "fallback"
+            log.warning("delivery_no_address", **log_ctx)
+            self.state.finish(did, "no_address")
+            return "no_address"
+        started = time.perf_counter()
+        outcome: DeliveryOutcome = send(outgoing(delivery, address.to, address.secret, address.mentions),
+                                        self.channel_settings)
+        metrics.NOTIFICATION_LATENCY.labels(channel).observe(time.perf_counter() - started)
+        metrics.NOTIFICATIONS.labels(channel, outcome.kind).inc()
+        step = next_step(delivery, outcome)
+        if step.action == "delivered":
+            self.state.finish(did, "delivered")
+            metrics.NOTIFICATION_DELIVERIES.labels(channel, "delivered").inc()
+            metrics.NOTIFICATION_DELIVERY_LATENCY.labels(channel).observe(
+                max(0.0, time.time() - delivery.first_attempt_at.timestamp()))
+            log.info("delivered", **log_ctx)
+            return "delivered"
+        if step.action == "retry":
+            assert step.delay_s is not None
+            retry = delivery.model_copy(update={"attempt": delivery.attempt + 1})
+            self.publish(retry, topology.retry_routing_key(step.delay_s))
+            self.state.mark_attempt(did, delivery.attempt, f"retry:{step.delay_s}")
+            log.info("delivery_retry", delay_s=step.delay_s, reason=step.reason, **log_ctx)
+            return f"retry:{step.delay_s}"
+        return self._dead(delivery, step.reason, step.kind, log_ctx)
+
+    def _dead(self, delivery: Delivery, reason: str, kind: str, log_ctx: dict[str, Any]) -> str:
+        did, channel = delivery.delivery_id, delivery.channel.value
+        note = f" (falling back to {delivery.fallbacks[0].value})" if delivery.fallbacks else ""
+        dead_letter(self.bus, topology.Q_NOTIFIER_DELIVERIES, delivery.model_dump_json().encode(),
+                    "application/json", reason + note, "delivery_failed", message_id=did)
+        metrics.NOTIFICATION_DEAD.labels(channel, kind).inc()
+        if delivery.fallbacks:
+            self._fallback(delivery, reason)
+            metrics.NOTIFICATION_DELIVERIES.labels(channel, "fallback").inc()
+        else:
+            metrics.NOTIFICATION_DELIVERIES.labels(channel, "dead").inc()
+            if delivery.event != "notification_failed":  # a failure to report a failure must not loop
+                self.failed(delivery, reason)
+        self.state.finish(did, "dead")
+        log.warning("delivery_dead", reason=reason, kind=kind, fallback=bool(delivery.fallbacks), **log_ctx)
+        return f"dead:{kind}"
+
+    def _fallback(self, delivery: Delivery, reason: str) -> None:
+        channel = delivery.fallbacks[0]
+        base_id = delivery.event_message_id or delivery.delivery_id
+        if delivery.event == "digest":
+            items = [Delivery.model_validate(i) for i in delivery.items]
+            nxt = self.digest_for(delivery.recipient, channel, items, fallbacks=delivery.fallbacks[1:])
+        else:
+            subject, text, sms_template, sms_params = self.planner.render(
+                delivery.event, channel, delivery.recipient, delivery.context)
+            nxt = delivery.model_copy(update={
+                "delivery_id": delivery_id(base_id, delivery.recipient, channel), "channel": channel,
+                "subject": subject, "text": text, "sms_template": sms_template, "sms_params": sms_params,
+                "attempt": 1, "fallbacks": delivery.fallbacks[1:]})
+        self.publish(nxt)
+        log.info("delivery_fallback", case_id=delivery.case_id, delivery_id=delivery.delivery_id,
+                 next_delivery_id=nxt.delivery_id, channel=channel.value, reason=reason)
+
+    def failed(self, delivery: Delivery, reason: str) -> None:
+        """notification_failed on the bus (the operations centre's dashboards, the audit
+        stream) and straight into this notifier's own subscriptions for it."""
+        event = NotificationFailed(
+            message_id=f"failed:{delivery.delivery_id}", case_id=delivery.case_id,
+            correlation_id=delivery.correlation_id, channel=delivery.channel.value,
+            recipient=delivery.recipient, reason=reason[:500], attempts=delivery.attempt)
+        self.bus.publish_event(event)
+        for out in self.planner.plan(event, CaseFacts(case=load_case(self.r, delivery.case_id))):
+            self.publish(out)
+
+    # ------------------------------------------------------------------ digests
+
+    def digest_for(self, recipient: str, channel: ChannelName, items: list[Delivery],
+                   fallbacks: list[ChannelName] | None = None) -> Delivery:
+        bucket = digests.bucket_of(recipient, channel.value)
+        first = items[0]
+        entries = [{"case_id": d.case_id, "subject": d.subject} for d in items]
+        ctx = {"items": entries, "recipient_name": self.addresses.name_of(recipient)}
+        subject, text = self.planner.renderer.render("digest", channel, ctx)
+        sms_template, sms_params = None, {}
+        if channel is ChannelName.sms:
+            sms_template = self.notify.sms_templates.get("digest")
+            params_ctx = {**first.context, "case_id": f"{first.case_id}等{len(items)}件"}
+            sms_params = self.planner.renderer.sms_params(params_ctx)
+        return Delivery(
+            delivery_id=digests.digest_id(bucket, items), event="digest", case_id=first.case_id,
+            correlation_id=first.correlation_id, recipient=recipient, channel=channel, subject=subject,
+            text=text, urgent=True, sms_template=sms_template, sms_params=sms_params,
+            fallbacks=list(first.fallbacks if fallbacks is None else fallbacks),
+            first_attempt_at=min(d.first_attempt_at for d in items),
+            payload={"event": "digest", "case_id": first.case_id, "case_ids": [d.case_id for d in items],
+                     "delivery_ids": [d.delivery_id for d in items],
+                     "messages": [{"event": d.event, "case_id": d.case_id, "subject": d.subject} for d in items]},
+            items=[d.model_dump(mode="json") for d in items],
+        )
+
+    def flush(self, now: float | None = None, lease_s: float = 60.0) -> list[Delivery]:
+        """Publish a digest for every bucket whose release time has come."""
+        now = time.time() if now is None else now
+        out = []
+        for claimed in self.holds.claim(now, lease_s):
+            if claimed.items:
+                recipient, _, channel = claimed.bucket.rpartition("|")
+                dig = self.digest_for(recipient, ChannelName(channel), claimed.items)
+                self.publish(dig)
+                for item in claimed.items:
+                    self.state.finish(item.delivery_id, f"digest:{dig.delivery_id}")
+                metrics.NOTIFICATION_DELIVERIES.labels(channel, "digested").inc(len(claimed.items))
+                log.info("digest_published", recipient=recipient, channel=channel, items=len(claimed.items),
+                         delivery_id=dig.delivery_id)
+                out.append(dig)
+            self.holds.done(claimed.bucket, now)
+        return out
