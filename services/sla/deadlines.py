@@ -1,103 +1,151 @@
-"""sla's domain: which timers a dispatch arms, which an update stops, and what a firing
-timer turns into."""
+"""sla's work, without nameko: take an event, fire due timers, relay the outbox, rebuild.
+
+`Deadlines` wires the pure `Engine` (state.py) to Redis (store.py) and to a `publish`
+callable (the service passes its confirmed, mandatory `Bus.publish_event`; tests pass a
+list's append). `now` is injectable everywhere, so tests drive it with a fake clock.
+"""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import redis
+import structlog
 
 from services.sla.clocks import WorkCalendar
 from services.sla.policies import PolicyBook
-from services.sla.timers import Claimed, TimerStore
-from shared.lifecycle import CLOCK_STOPPED_STATES
+from services.sla.state import Engine
+from services.sla.store import Fired, SlaStore
 from shared.models import (
     CaseDispatched,
-    CaseStatus,
+    CaseEscalated,
+    CaseRegistered,
     CaseUpdated,
     DeadlineBreached,
-    DeadlineEvent,
-    DeadlineKind,
     DeadlineWarning,
+    Envelope,
+    EscalationCommander,
+    parse_event,
 )
 
-WARNING, BREACH = "warning", "breach"
+log = structlog.get_logger("gridbus.sla")
+Publish = Callable[[Envelope], None]
+
+#: test-only: seconds to sleep between claiming timers and committing them (to kill a
+#: replica mid-lease in tests/integration/test_sla_processes.py). Never set in production.
+PAUSE_AFTER_CLAIM_ENV = "GRIDBUS_SLA_TEST_PAUSE_AFTER_CLAIM"
 
 
-def timer_id(order_id: str, deadline: str, phase: str, token: int) -> str:
-    return f"{order_id}|{deadline}|{phase}|{token}"
+def grid_commanders(grid: Any = None) -> Callable[[str, int], list[EscalationCommander]]:
+    def commanders_of(cell: str, level: int) -> list[EscalationCommander]:
+        registry = grid
+        if registry is None:
+            from shared.grid import load_grid
+            registry = load_grid()
+        try:
+            people = registry.commanders(cell, level)
+        except ValueError:
+            return []
+        return [EscalationCommander(name=p.name, role=p.role, phone=p.phone, wecom_user=p.wecom_user)
+                for p in people]
+    return commanders_of
+
+
+def department_liaisons(departments: list[Any] | None = None) -> Callable[[str, str], tuple[str, str]]:
+    def liaison_of(dept: str, street: str) -> tuple[str, str]:
+        depts = departments
+        if depts is None:
+            from shared.departments import load_departments
+            depts = load_departments()
+        for d in depts:
+            if d.code == dept:
+                person = d.liaison(street)
+                return (person.name, person.phone) if person else ("", "")
+        return "", ""
+    return liaison_of
+
+
+@dataclass
+class FireReport:
+    fired: list[Fired] = field(default_factory=list)
+    published: int = 0
 
 
 class Deadlines:
-    def __init__(self, timers: TimerStore, policies: PolicyBook, calendar: WorkCalendar) -> None:
-        self.timers = timers
-        self.policies = policies
-        self.calendar = calendar
+    def __init__(self, client: redis.Redis, policies: PolicyBook, calendar: WorkCalendar,
+                 publish: Publish, grid: Any = None, departments: list[Any] | None = None) -> None:
+        self.engine = Engine(policies, calendar, grid_commanders(grid), department_liaisons(departments))
+        self.store = SlaStore(client, engine=self.engine)
+        self.timers = self.store.timers
+        self.publish = publish
 
-    def arm_dispatch(self, event: CaseDispatched) -> int:
-        """Arm acknowledge and handling deadlines (and their warnings) of each new order.
+    # -- events in
 
-        Idempotent: a redelivered event finds its orders already armed.
-        """
-        armed = 0
-        existing = {t.split("|")[0] for t in self.timers.case_timers(event.case_id)}
-        for a in event.assignments:
-            if not a.active or a.order_id in existing:
-                continue
-            policy = self.policies.for_case(event.case.category, event.case.filing_condition,
-                                            event.case.severity.value, a.sla_policy)
-            for deadline, limit, due in ((DeadlineKind.acknowledge, policy.ack_limit, a.ack_due),
-                                         (DeadlineKind.handle, policy.handle_limit, a.handle_due)):
-                due = due or self.calendar.due(a.dispatched_at, limit)
-                warn_at = self.calendar.at_fraction(a.dispatched_at, limit, policy.warn_fraction)
-                token = self.timers.next_token(event.case_id, a.order_id, deadline.value)
-                base = {"case_id": event.case_id, "correlation_id": event.correlation_id,
-                        "order_id": a.order_id, "dept": a.dept, "street": a.street, "level": a.level,
-                        "deadline": deadline.value, "due_at": due.isoformat(), "token": token}
-                for phase, at in ((WARNING, warn_at), (BREACH, due)):
-                    tid = timer_id(a.order_id, deadline.value, phase, token)
-                    self.timers.arm(event.case_id, tid, at.timestamp(), {**base, "phase": phase})
-                    armed += 1
-        return armed
-
-    def apply_update(self, event: CaseUpdated) -> list[str]:
-        """Stop the clocks the update ends; returns the cancelled timer ids.
-
-        A department's reply concerns its own order (joint dispatch: each department has
-        its own clocks); a status that ends the case stops every clock.
-        """
-        ids = self.timers.case_timers(event.case_id)
-        if event.to_status in CLOCK_STOPPED_STATES:
-            stop = ids
-        elif event.order_id and event.action in ("reject", "resolve"):
-            stop = [t for t in ids if t.split("|")[0] == event.order_id]
-        elif event.order_id and event.action in ("acknowledge", "progress"):
-            stop = [t for t in ids if t.split("|")[0] == event.order_id
-                    and t.split("|")[1] == DeadlineKind.acknowledge.value]
-        elif event.to_status in (CaseStatus.acknowledged, CaseStatus.in_progress):
-            stop = [t for t in ids if t.split("|")[1] == DeadlineKind.acknowledge.value]
-        elif event.to_status == CaseStatus.rejected:
-            stop = ids
+    def handle(self, body: dict[str, Any] | Envelope, now: float | None = None) -> list[Envelope]:
+        """Apply one lifecycle event; returns the events it published."""
+        event = body if isinstance(body, Envelope) else parse_event(body)
+        now = time.time() if now is None else now
+        if isinstance(event, CaseDispatched):
+            fx = self.store.on_dispatched(event, now)
+        elif isinstance(event, CaseUpdated):
+            fx = self.store.on_updated(event, now)
+        elif isinstance(event, CaseRegistered):
+            self.store.on_registered(event)
+            return []
         else:
-            stop = []
-        for order_deadline in {tuple(t.split("|")[:2]) for t in stop}:
-            self.timers.next_token(event.case_id, *order_deadline)  # fences off in-flight firings
-        self.timers.cancel(event.case_id, stop)
-        return stop
+            return []
+        if fx.arm or fx.cancel:
+            log.info("deadlines_changed", case_id=event.case_id, armed=len(fx.arm), cancelled=len(fx.cancel),
+                     by=getattr(event, "event", ""))
+        return self._publish(fx.events)
 
-    def firing_event(self, claimed: Claimed, now: datetime) -> DeadlineEvent | None:
-        """The event a claimed timer publishes, or None when it is stale (fenced off)."""
-        p = claimed.payload
-        if not p:
-            return None
-        if self.timers.current_token(p["case_id"], p["order_id"], p["deadline"]) != p["token"]:
-            return None
-        common = dict(message_id=f"{p['phase']}:{claimed.timer_id}", case_id=p["case_id"],
-                      correlation_id=p["correlation_id"], dept=p["dept"], street=p["street"],
-                      level=p["level"], order_id=p["order_id"], deadline=DeadlineKind(p["deadline"]),
-                      due_at=datetime.fromisoformat(p["due_at"]), occurred_at=now)
-        if p["phase"] == WARNING:
-            return DeadlineWarning(**common)
-        late = max(0.0, now.timestamp() - claimed.due)
-        return DeadlineBreached(late_seconds=round(late, 3), **common)
+    # -- timers
 
+    def fire_due(self, now: float | None = None, lease_s: float = 30.0, limit: int = 500) -> FireReport:
+        report = FireReport()
+        while True:
+            t = time.time() if now is None else now
+            claimed = self.timers.claim(t, lease_s, limit)
+            if not claimed:
+                return report
+            pause = float(os.environ.get(PAUSE_AFTER_CLAIM_ENV) or 0)
+            if pause:
+                log.warning("test_pause_after_claim", seconds=pause, timers=[c.timer_id for c in claimed])
+                time.sleep(pause)
+            t = time.time() if now is None else now
+            fired = self.store.fire(claimed, t)
+            report.fired += fired
+            events = [e for f in fired for e in f.effects.events]
+            report.published += len(self._publish(events))
+            if len(claimed) < limit:
+                return report
 
-def utc_from_ts(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, timezone.utc)
+    def _publish(self, events: list[Envelope]) -> list[Envelope]:
+        done: list[Envelope] = []
+        try:
+            for event in events:
+                self.publish(event)
+                done.append(event)
+        except Exception as exc:  # stays in the outbox; the relay retries
+            log.warning("publish_deferred", error=str(exc), pending=len(events) - len(done))
+        finally:
+            self.store.outbox_done([e.message_id for e in done])
+        for event in done:
+            if isinstance(event, (DeadlineWarning, DeadlineBreached, CaseEscalated)):
+                log.info(event.event, case_id=event.case_id, dept=event.dept,
+                         level=getattr(event, "to_level", getattr(event, "level", None)),
+                         step=getattr(event, "step", 0))
+        return done
+
+    def relay(self, older_than_s: float = 5.0) -> int:
+        events = self.store.outbox_take(older_than_s)
+        if events:
+            log.info("sla_outbox_relay", count=len(events))
+        return len(self._publish(events))
+
+    def rebuild(self) -> tuple[int, int]:
+        cases, armed = self.store.rebuild()
+        log.info("sla_timers_rebuilt", cases=cases, armed=armed)
+        return cases, armed

@@ -1,43 +1,51 @@
-"""sla: the nameko shell around deadlines.py and timers.py."""
+"""sla: the nameko shell around deadlines.py (clocks, timers, escalation, ledger, indicators)."""
 from __future__ import annotations
 
 import time
 from typing import Any
 
+import redis
 import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.sla.clocks import load_calendar
 from services.sla.deadlines import Deadlines
+from services.sla.indicators import refresh_gauges
 from services.sla.policies import load_policies
-from services.sla.timers import TimerStore
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
-from shared.models import CaseDispatched, CaseUpdated, DeadlineBreached, parse_event, utcnow
-from shared.nameko_ext import (
-    BusProvider,
-    EntrypointMetrics,
-    RedisProvider,
-    Rejected,
-    TopologyDeclarer,
-    consume_reliably,
-)
+from shared.departments import load_departments
+from shared.grid import load_grid
+from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
+from shared.nameko_ext import EntrypointMetrics, Rejected, TopologyDeclarer, consume_reliably
 
 log = structlog.get_logger("gridbus.sla")
 
+OUTBOX_RELAY_AFTER_S = 5.0
+INDICATORS_EVERY_S = 30.0
+
 
 class DeadlinesProvider(DependencyProvider):
+    """One `Deadlines` per process, its own Redis client and confirmed publisher; the
+    timers are rebuilt from the stored clock documents when the service starts."""
+
     def setup(self) -> None:
-        self.policies = load_policies()
-        self.calendar = load_calendar()
+        settings = get_settings()
+        self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.bus = Bus(self.container.config["AMQP_URI"], service=self.container.service_name)
+        self.deadlines = Deadlines(self.client, load_policies(), load_calendar(), self.bus.publish_event,
+                                   grid=load_grid(), departments=load_departments())
 
-    def get_dependency(self, worker_ctx: Any) -> "DeadlinesProvider":
-        return self
+    def start(self) -> None:
+        self.deadlines.rebuild()
 
-    def for_client(self, client: Any) -> Deadlines:
-        return Deadlines(TimerStore(client), self.policies, self.calendar)
+    def stop(self) -> None:
+        self.client.close()
+
+    def get_dependency(self, worker_ctx: Any) -> Deadlines:
+        return self.deadlines
 
 
 class SlaService:
@@ -45,43 +53,42 @@ class SlaService:
 
     declare_topology = TopologyDeclarer()
     entrypoint_metrics = EntrypointMetrics()
-    bus: Bus = BusProvider()
-    redis = RedisProvider()
-    deadlines: DeadlinesProvider = DeadlinesProvider()
+    deadlines: Deadlines = DeadlinesProvider()
 
     @consume_reliably(topology.Q_SLA_EVENTS)
     def on_event(self, body: Any) -> None:
         try:
-            event = parse_event(body)
+            published = self.deadlines.handle(body)
         except ValueError as exc:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
-        deadlines = self.deadlines.for_client(self.redis)
-        if isinstance(event, CaseDispatched):
-            armed = deadlines.arm_dispatch(event)
-            if armed:
-                metrics.TIMERS_ARMED.labels("all").inc(armed)
-            log.info("deadlines_armed", case_id=event.case_id, timers=armed)
-        elif isinstance(event, CaseUpdated):
-            stopped = deadlines.apply_update(event)
-            if stopped:
-                log.info("deadlines_stopped", case_id=event.case_id, status=event.to_status.value,
-                         timers=len(stopped))
+        self._count(published)
 
     @timer(interval=get_settings().sla_tick_seconds)
     def fire_due(self) -> None:
         settings = get_settings()
-        deadlines = self.deadlines.for_client(self.redis)
-        for claimed in deadlines.timers.claim(time.time(), settings.sla_lease_seconds):
-            now = utcnow()
-            event = deadlines.firing_event(claimed, now)
-            case_id = claimed.payload.get("case_id", "")
-            if event is not None:
-                self.bus.publish_event(event)
-                metrics.TIMER_LATENESS.observe(max(0.0, now.timestamp() - claimed.due))
-                if isinstance(event, DeadlineBreached):
-                    metrics.DEADLINES_BREACHED.labels(event.dept, event.deadline.value).inc()
-                else:
-                    metrics.DEADLINE_WARNINGS.labels(event.dept, event.deadline.value).inc()
-                log.info(event.event, case_id=case_id, dept=event.dept, deadline=event.deadline.value)
-            deadlines.timers.done(case_id, claimed.timer_id)
-        metrics.TIMERS_PENDING.set(deadlines.timers.pending())
+        report = self.deadlines.fire_due(lease_s=settings.sla_lease_seconds)
+        now = time.time()
+        for fired in report.fired:
+            if fired.effects.events:
+                metrics.TIMER_LATENESS.observe(max(0.0, now - fired.due))
+            self._count(fired.effects.events)
+        metrics.TIMERS_PENDING.set(self.deadlines.timers.pending())
+
+    @timer(interval=2.0)
+    def relay_outbox(self) -> None:
+        self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
+        metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox_size())
+
+    @timer(interval=INDICATORS_EVERY_S)
+    def refresh_indicators(self) -> None:
+        refresh_gauges(self.deadlines.store.r, self.deadlines.engine.tz)
+
+    @staticmethod
+    def _count(events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, DeadlineBreached):
+                metrics.DEADLINES_BREACHED.labels(event.dept, event.deadline.value).inc()
+            elif isinstance(event, DeadlineWarning):
+                metrics.DEADLINE_WARNINGS.labels(event.dept, event.deadline.value).inc()
+            elif isinstance(event, CaseEscalated):
+                metrics.ESCALATIONS.labels(event.dept, str(event.to_level)).inc()
