@@ -1,0 +1,210 @@
+"""sla on the real Redis with a controllable clock: escalation through the five levels,
+rebuild from stored state (idempotent, leaves leases alone), a lease that expires fires
+once, the outbox keeps events the broker refused, the ledger over HTTP and the CLI."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from services.intake.accountability_api import accountability_response
+from services.intake.auth import Role, create_key
+from services.sla.clocks import WorkCalendar
+from services.sla.commands import report, sla
+from services.sla.deadlines import Deadlines
+from services.sla.policies import load_policies
+from shared import redis_keys as keys
+from shared.models import (
+    Assignment,
+    CaseDispatched,
+    CaseEscalated,
+    CaseRegistered,
+    CaseStatus,
+    CaseSummary,
+    CaseUpdated,
+    DeadlineBreached,
+    Envelope,
+    Mode721,
+)
+
+CST = timezone(timedelta(hours=8))
+GRID, STREET = "450305001001001", "450305001"
+T0 = datetime(2026, 11, 28, 22, 0, tzinfo=CST).timestamp()  # Saturday night
+
+SLA = """
+defaults:
+  ack: 1工作时
+  urgent_ack: 15m
+  handle: 4工作时
+  ladder: [1工作日]
+  repeat: 1
+policies:
+  fast:
+    ack: 10m
+    handle: 1h
+    warn_fraction: 0.5
+    ladder: [40m, 30m, 20m, 10m]
+    repeat: 1
+"""
+
+
+@pytest.fixture()
+def policies_path(tmp_path: Path) -> Path:
+    p = tmp_path / "sla.yaml"
+    p.write_text(SLA, encoding="utf-8")
+    return p
+
+
+def make(client: redis.Redis, path: Path, sink: list[Envelope] | None = None, fail: bool = False) -> Deadlines:
+    out = sink if sink is not None else []
+
+    def publish(event: Envelope) -> None:
+        if fail:
+            raise ConnectionError("broker down")
+        out.append(event)
+
+    return Deadlines(client, load_policies(path), WorkCalendar(), publish)
+
+
+def dispatched(case_id: str, at: float, level: int = 5, policy: str = "fast", dept: str = "sanitation",
+               round_no: int = 1) -> CaseDispatched:
+    when = datetime.fromtimestamp(at, timezone.utc)
+    return CaseDispatched(
+        message_id=f"dispatched:{case_id}:{round_no}", case_id=case_id, correlation_id=f"r-{case_id}",
+        occurred_at=when, round_no=round_no,
+        case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET, registered_at=when),
+        assignments=[Assignment(dept=dept, street=STREET, level=level, sla_policy=policy, mode=Mode721.service,
+                                order_id=f"{case_id}/{round_no}/{dept}", dispatched_at=when)])
+
+
+def run(d: Deadlines, start: float, end: float, step: float = 30.0) -> None:
+    t = start
+    while t <= end:
+        d.fire_due(now=t)
+        t += step
+
+
+def test_escalation_through_redis_and_explain(redis_client: redis.Redis, policies_path: Path) -> None:
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    d.handle(CaseRegistered(case_id="C1", correlation_id="r", occurred_at=datetime.fromtimestamp(T0, CST),
+                            case=dispatched("C1", T0).case), now=T0)
+    d.handle(dispatched("C1", T0), now=T0)
+    d.handle(dispatched("C1", T0), now=T0)  # redelivered: idempotent
+    assert d.timers.pending() == 2
+    run(d, T0, T0 + 4 * 3600)
+    esc = [e for e in sink if isinstance(e, CaseEscalated)]
+    assert [(e.from_level, e.to_level) for e in esc] == [(5, 4), (4, 3), (3, 2), (2, 1), (1, 1)]
+    assert all(e.commanders for e in esc), "commanders of each level come from config/grid.yaml"
+    breaches = [e for e in sink if isinstance(e, DeadlineBreached)]
+    assert len(breaches) == 7 and breaches[0].liaison  # ack, handle, L4, L3, L2, L1, L1 again
+    assert d.timers.pending() == 0 and d.timers.leased() == 0
+    assert redis_client.sismember(keys.sla_open_cases(), "C1") == 0
+    # a case_updated for a long-finished case is harmless
+    d.handle(CaseUpdated(case_id="C1", correlation_id="r", from_status=CaseStatus.dispatched,
+                         to_status=CaseStatus.acknowledged, action="acknowledge", actor="x", dept="sanitation",
+                         order_id="C1/1/sanitation"), now=T0 + 5 * 3600)
+    ind = redis_client.hgetall(keys.sla_indicators("2026-11"))
+    assert ind["street|450305001|registered"] == "1" and ind["dept|sanitation|escalations"] == "5"
+
+    result = CliRunner().invoke(sla, ["explain", "C1"])
+    assert result.exit_code == 0, result.output
+    assert "escalated" in result.output and "to_level=1" in result.output and "escalation_exhausted" in result.output
+
+
+def test_rebuild_is_idempotent_and_leaves_leases(redis_client: redis.Redis, policies_path: Path) -> None:
+    d = make(redis_client, policies_path)
+    for i in range(5):
+        d.handle(dispatched(f"R{i}", T0), now=T0)
+    before = redis_client.zrange(keys.timers_due(), 0, -1, withscores=True)
+    assert len(before) == 10
+    redis_client.delete(keys.timers_due())  # Redis lost the timers (e.g. restored from an older dump)
+    assert d.rebuild() == (5, 10)
+    assert redis_client.zrange(keys.timers_due(), 0, -1, withscores=True) == before
+    assert d.rebuild() == (5, 0)  # again: nothing new
+    claimed = d.timers.claim(T0 + 301, lease_s=60)  # the ack warnings (50 % of 10 min)
+    assert len(claimed) == 5
+    d.rebuild()
+    assert d.timers.pending() == 5 and d.timers.leased() == 5  # leased ones were not re-armed
+
+
+def test_claimer_dies_then_lease_expires_and_fires_once(redis_client: redis.Redis, policies_path: Path) -> None:
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    d.handle(dispatched("L1", T0), now=T0)
+    assert len(d.timers.claim(T0 + 301, lease_s=5)) == 1  # claimed, then the process "died"
+    d.fire_due(now=T0 + 303)
+    assert sink == []
+    d.fire_due(now=T0 + 307)  # lease over: re-armed and fired by the next claim
+    d.fire_due(now=T0 + 330)
+    assert [e.event for e in sink] == ["deadline_warning"]
+
+
+def test_outbox_keeps_events_the_broker_refused(redis_client: redis.Redis, policies_path: Path) -> None:
+    d = make(redis_client, policies_path, fail=True)
+    d.handle(dispatched("O1", T0), now=T0)
+    d.fire_due(now=T0 + 301)
+    assert d.store.outbox_size() == 1 and d.timers.leased() == 0
+    sink: list[Envelope] = []
+    ok = make(redis_client, policies_path, sink)
+    assert ok.relay(older_than_s=0) == 1
+    assert [e.event for e in sink] == ["deadline_warning"] and ok.store.outbox_size() == 0
+
+
+def test_suspend_resume_and_reopen_through_redis(redis_client: redis.Redis, policies_path: Path) -> None:
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    d.handle(dispatched("S1", T0), now=T0)
+    upd = dict(case_id="S1", correlation_id="r", actor="x", dept="sanitation", order_id="S1/1/sanitation")
+    d.handle(CaseUpdated(from_status=CaseStatus.dispatched, to_status=CaseStatus.acknowledged,
+                         action="acknowledge", **upd), now=T0 + 60)
+    d.handle(CaseUpdated(from_status=CaseStatus.acknowledged, to_status=CaseStatus.suspended,
+                         action="suspend", **upd), now=T0 + 600)
+    assert d.timers.pending() == 0
+    run(d, T0, T0 + 86400, step=600)
+    assert sink == []
+    d.handle(CaseUpdated(from_status=CaseStatus.suspended, to_status=CaseStatus.in_progress,
+                         action="progress", **upd), now=T0 + 86400)
+    [(name, due)] = redis_client.zrange(keys.timers_due(), 0, -1, withscores=True)
+    assert due == T0 + 86400 + 1200  # 50 % of 1 h, 10 min of it already used
+    d.handle(CaseUpdated(from_status=CaseStatus.in_progress, to_status=CaseStatus.resolved,
+                         action="resolve", mode=Mode721.service, **upd), now=T0 + 86400 + 60)
+    d.handle(CaseUpdated(case_id="S1", correlation_id="r", actor="grid", from_status=CaseStatus.resolved,
+                         to_status=CaseStatus.reopened, action="verify_fail"), now=T0 + 86400 + 120)
+    d.handle(dispatched("S1", T0 + 86400 + 180, round_no=2), now=T0 + 86400 + 180)
+    assert sorted(n.split("|")[1] for n in redis_client.zrange(keys.timers_due(), 0, -1)) == [
+        "2/sanitation/a", "2/sanitation/h"]
+
+
+def test_ledger_over_http_and_cli(redis_client: redis.Redis, policies_path: Path) -> None:
+    d = make(redis_client, policies_path)
+    for i in range(3):
+        d.handle(dispatched(f"A{i}", T0, level=3, dept="gas" if i < 2 else "water"), now=T0)
+    run(d, T0, T0 + 700, step=50)  # the ack deadlines pass
+    ops, _ = create_key(redis_client, Role.ops)
+    dept_key, _ = create_key(redis_client, Role.department, "gas")
+    args = {"from": "2026-11-01", "to": "2026-11-30"}
+    assert accountability_response(redis_client, args, {}).status_code == 401
+    assert accountability_response(redis_client, args, {"Authorization": f"Bearer {dept_key}"}).status_code == 403
+    bad = accountability_response(redis_client, {"from": "nope"}, {"Authorization": f"Bearer {ops}"})
+    assert bad.status_code == 422
+    r = accountability_response(redis_client, args, {"Authorization": f"Bearer {ops}"})
+    import json
+
+    body: dict[str, Any] = json.loads(r.get_data())
+    assert r.status_code == 200 and body["count"] == 3
+    assert {x["dept"]: x["referral"] for x in body["departments"]} == {"gas": True, "water": False}
+    assert body["entries"][0]["clock"] == "acknowledge" and body["entries"][0]["level"] == 3
+    only = json.loads(accountability_response(redis_client, {**args, "dept": "water"},
+                                              {"Authorization": f"Bearer {ops}"}).get_data())
+    assert only["count"] == 1
+    out = CliRunner().invoke(report, ["accountability", "--month", "2026-11"])
+    assert out.exit_code == 0 and "gas" in out.output and "YES" in out.output, out.output
+    csv = CliRunner().invoke(report, ["accountability", "--month", "2026-11", "--csv"])
+    assert csv.exit_code == 0 and csv.output.count("\n") == 4 and "acknowledge" in csv.output
+    grades = CliRunner().invoke(report, ["grades", "--month", "2026-11"])
+    assert grades.exit_code == 0 and "gas" in grades.output, grades.output
