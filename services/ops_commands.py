@@ -126,3 +126,31 @@ def settings_table() -> str:
 def config_table() -> None:
     """Print every configuration variable with its default (README's table)."""
     click.echo(settings_table())
+
+
+@command
+@click.group()
+def audit() -> None:
+    """The audit stream: every event, kept by RabbitMQ."""
+
+
+@audit.command("show")
+@click.option("--case", "case_id", help="Only this case's events.")
+@click.option("--offset", default="first", help="first | last | next | a stream offset number.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+def audit_show(case_id: str | None, offset: str, as_json: bool) -> None:
+    """Print events from the audit stream (oldest first)."""
+    from shared.audit import read_audit
+
+    start: str | int = int(offset) if offset.isdigit() else offset
+    for event in read_audit(get_settings().amqp_uri, start, case_id):
+        if as_json:
+            click.echo(json.dumps(event, ensure_ascii=False))
+            continue
+        what = event.get("event", "?")
+        detail = {k: event[k] for k in ("to_status", "action", "actor", "dept", "deadline", "from_level", "to_level",
+                                         "reason", "note") if event.get(k) not in (None, "", [])}
+        if what == "case_dispatched":
+            detail["to"] = [f"{a['dept']}@L{a['level']}" for a in event.get("assignments", [])]
+        click.echo(f"{event.get('occurred_at', '')[:19]}  {event.get('case_id', '')}  {what:<18} "
+                   f"{json.dumps(detail, ensure_ascii=False)}")

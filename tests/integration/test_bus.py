@@ -1,0 +1,38 @@
+"""The bus on the real broker: confirmed mandatory publishes, unroutable detection, and
+the audit stream keeping every event."""
+from __future__ import annotations
+
+import pika
+import pytest
+
+from shared import topology
+from shared.audit import read_audit
+from shared.bus import Bus, Unroutable
+from shared.models import CaseUpdated
+
+
+def test_events_reach_the_audit_stream(stack_env: dict[str, str]) -> None:
+    topology.apply(stack_env["AMQP_URI"])
+    bus = Bus(stack_env["AMQP_URI"], service="test")
+    event = CaseUpdated(case_id="450305-20261127-999999", correlation_id="r", from_status="registered",
+                        to_status="cancelled", actor="test", note="audit me")
+    bus.publish_event(event)
+    found = [e for e in read_audit(stack_env["AMQP_URI"], "first", event.case_id, idle_timeout=1.5)]
+    assert [e["message_id"] for e in found][-1] == event.message_id
+    assert found[-1]["note"] == "audit me"
+
+
+def test_a_message_nobody_would_receive_raises(stack_env: dict[str, str]) -> None:
+    topology.apply(stack_env["AMQP_URI"])
+    bus = Bus(stack_env["AMQP_URI"], service="test")
+    with pytest.raises(Unroutable):
+        bus.publish(topology.EX_DISPATCH, "dept.nosuchdept.450305001", {"case_id": "x"})
+    # and a routable one is confirmed and lands in the queue, persistent
+    bus.publish(topology.EX_DISPATCH, topology.dispatch_routing_key("gas", "450305001"), {"case_id": "y"},
+                message_id="m-y")
+    conn = pika.BlockingConnection(pika.URLParameters(stack_env["AMQP_URI"]))
+    try:
+        method, props, body = conn.channel().basic_get("dept.gas", auto_ack=True)
+        assert method is not None and props.message_id == "m-y" and props.delivery_mode == 2
+    finally:
+        conn.close()
