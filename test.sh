@@ -8,7 +8,13 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
-.venv/bin/python -m pytest -q "$@"
+deploy_checks=0
 if [ -x deploy/ci/validate.sh ] && [ "${GRIDBUS_SKIP_DEPLOY_CHECKS:-0}" != 1 ]; then
-  PATH="$PWD/.venv/bin:$PATH" deploy/ci/validate.sh
+  deploy_checks=1
+  # promtool/prometheus first: the real-Prometheus test needs the binary
+  deploy/ci/validate.sh --install-only
+fi
+.venv/bin/python -m pytest -q "$@"
+if [ "$deploy_checks" = 1 ]; then
+  deploy/ci/validate.sh
 fi

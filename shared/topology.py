@@ -266,6 +266,7 @@ def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:
 def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
     """RabbitMQ definitions (import format) for the same topology."""
     return {
+        "vhosts": [{"name": vhost}],
         "exchanges": [
             {"name": e.name, "vhost": vhost, "type": e.type, "durable": True,
              "auto_delete": False, "internal": False, "arguments": {}}
