@@ -28,6 +28,10 @@ class Settings(BaseSettings):
         description="RabbitMQ management HTTP API, used by `gridbus topology apply` for users and vhosts.",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis connection URL.")
+    redis_sentinels: str = Field(
+        "", description="Comma-separated `host:port` of Redis Sentinels; when set, used instead of REDIS_URL."
+    )
+    redis_sentinel_master: str = Field("gridbus", description="Name of the master the Sentinels watch.")
     redis_key_prefix: str = Field(
         "gridbus", description="Prefix of every Redis key, so several stacks can share one Redis."
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import redis
+import redis  # noqa: F401 (type of the dependency)
 import structlog
 from kombu import Exchange as KExchange
 from kombu import Queue as KQueue
@@ -28,7 +28,7 @@ from nameko.messaging import Consumer, QueueConsumer
 
 from shared import metrics, topology
 from shared.bus import Bus
-from shared.config import get_settings
+from shared.redisdb import connect
 
 log = structlog.get_logger("gridbus.messaging")
 
@@ -142,7 +142,7 @@ class BusProvider(DependencyProvider):
 
 class RedisProvider(DependencyProvider):
     def setup(self) -> None:
-        self.client = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+        self.client = connect()
 
     def stop(self) -> None:
         self.client.close()

@@ -11,13 +11,13 @@ import click
 import redis
 
 from services.intake import auth
-from shared.config import get_settings
+from shared.redisdb import connect
 
 COMMANDS: list[click.Command] = []
 
 
 def _client() -> redis.Redis:
-    return redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
+    return connect()
 
 
 def _known_departments() -> list[str]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, time
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError

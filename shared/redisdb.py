@@ -1,0 +1,21 @@
+"""The one way gridbus opens Redis: a plain URL, or Sentinel when REDIS_SENTINELS is set
+(Kubernetes: Redis with Sentinel), so a failover moves clients to the new master."""
+from __future__ import annotations
+
+import redis
+from redis.sentinel import Sentinel
+
+from shared.config import Settings, get_settings
+
+
+def connect(settings: Settings | None = None, decode_responses: bool = True) -> redis.Redis:
+    settings = settings or get_settings()
+    if settings.redis_sentinels:
+        nodes = []
+        for item in settings.redis_sentinels.split(","):
+            host, _, port = item.strip().rpartition(":")
+            nodes.append((host, int(port)))
+        sentinel = Sentinel(nodes, socket_timeout=2.0)
+        return sentinel.master_for(settings.redis_sentinel_master, decode_responses=decode_responses,
+                                   socket_timeout=5.0)
+    return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses)
