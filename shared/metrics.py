@@ -35,6 +35,17 @@ REPORTS_RECEIVED = Counter(
 CASES_REGISTERED = Counter(
     "gridbus_cases_registered_total", "Cases registered.", ["street", "category_class"]
 )
+PIPELINE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 60, 300, 900, 3600, 4 * 3600, 86400, 3 * 86400, 7 * 86400)
+PIPELINE_LATENCY = Histogram(
+    "gridbus_pipeline_latency_seconds",
+    "Time from a report's registration to its first dispatch order, to the first acknowledgement "
+    "(签收) and to resolution, by stage.",
+    ["stage"], buckets=PIPELINE_BUCKETS,
+)
+REPLIES = Counter(
+    "gridbus_replies_total", "Department replies applied, by action and whether they met the order's deadline "
+    "(on_time: yes | no | n/a).", ["dept", "action", "on_time"],
+)
 OUTBOX_PENDING = Gauge("gridbus_outbox_pending", "Events stored but not yet confirmed by the broker.")
 REQUEST_BYTES_REJECTED = Counter("gridbus_request_too_large_total", "HTTP bodies refused with 413.")
 

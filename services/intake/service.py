@@ -14,6 +14,7 @@ from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.cases import Registrar, apply_event
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
+from services.intake.observe import observe
 from services.intake.replies import NotAssigned, Verification, apply_reply, apply_verification
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
@@ -163,6 +164,7 @@ class IntakeService(CasesApi, Open311Api):
         except (InvalidInput, AuthError, NotAssigned, CaseNotFound, IllegalTransition) as exc:
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
+        observe(case, events)
         log.info("reply_applied", case_id=case_id, dept=principal.dept, action=reply.action.value,
                  status=case.status.value, applied=applied, channel="http")
         return json_response(200, case_answer(case, applied))
@@ -223,6 +225,7 @@ class IntakeService(CasesApi, Open311Api):
         except IllegalTransition as exc:
             raise Rejected(str(exc), "illegal_transition") from None
         publish_stored(self.bus, store, events)
+        observe(case, events)
         log.info("reply_applied", case_id=case_id, dept=dept, action=reply.action.value,
                  status=case.status.value, applied=applied, channel="amqp")
 
@@ -239,6 +242,7 @@ class IntakeService(CasesApi, Open311Api):
             raise Rejected(f"unknown case {event.case_id}", "unknown_case") from None
         log.info("case_changed", case_id=case.case_id, status=case.status.value, by=body.get("event"))
         publish_stored(self.bus, store, events)
+        observe(case, events)
 
     # -------------------------------------------------------------- outbox relay
     @timer(interval=get_settings().outbox_relay_seconds)
