@@ -248,9 +248,27 @@ def throwaway_vhost(amqp_uri: str, mgmt_url: str, prefix: str = "gridbus-bench")
         try:
             api.put(f"/api/permissions/{quote(name, safe='')}/{user}",
                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
-            yield urlunparse(parsed._replace(path="/" + quote(name, safe=""))), name
+            uri = urlunparse(parsed._replace(path="/" + quote(name, safe="")))
+            _wait_for_vhost(uri)
+            yield uri, name
         finally:
             api.delete(f"/api/vhosts/{quote(name, safe='')}")
+
+
+def _wait_for_vhost(uri: str, timeout: float = 15.0) -> None:
+    """A new vhost may refuse connections ("vhost not found") for a moment on a busy
+    node; wait until one AMQP connection succeeds."""
+    import pika
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pika.BlockingConnection(pika.URLParameters(uri)).close()
+            return
+        except pika.exceptions.AMQPConnectionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def delete_redis_prefix(redis_url: str, prefix: str) -> int:

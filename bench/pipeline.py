@@ -678,7 +678,8 @@ def analyse(load: Any, report_ids: list[str], records: list[tuple[float, str, st
         ours = sum(v["seconds"] for k, v in cpu.items() if k != "machine")
         cpu["other_processes"] = {"seconds": round(cpu["machine"]["seconds"] - ours, 2),
                                   "share_of_one_core": round((cpu["machine"]["seconds"] - ours) / window, 3)}
-    per_report = {k: round(v["seconds"] / max(1, n_accepted) * 1000, 3) for k, v in cpu.items()
+    # per report that went the whole way (over AMQP many accepted reports are still queued)
+    per_report = {k: round(v["seconds"] / max(1, len(first_order)) * 1000, 3) for k, v in cpu.items()
                   if k not in ("machine", "other_processes")}
 
     errors: dict[str, Any] = dict(load.errors)
