@@ -27,9 +27,10 @@ def _register_service_commands() -> None:
             raise
         for command in getattr(module, "COMMANDS", []):
             main.add_command(command)
+    from bench.commands import COMMANDS as BENCH_COMMANDS
     from services import ops_commands
 
-    for command in ops_commands.COMMANDS:
+    for command in [*ops_commands.COMMANDS, *BENCH_COMMANDS]:
         main.add_command(command)
 
 

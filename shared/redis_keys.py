@@ -44,6 +44,17 @@ def outbox_times() -> str:
     return f"{_p()}:outbox:times"
 
 
+# -- intake: API keys ----------------------------------------------------------------
+def api_key(key_id: str) -> str:
+    """Hash {secret_sha256, role, dept, name, created_at, last_used_at, revoked_at}."""
+    return f"{_p()}:apikey:{key_id}"
+
+
+def api_keys() -> str:
+    """Set: ids of every key ever created (listing; revoked ones stay, marked)."""
+    return f"{_p()}:apikeys"
+
+
 # -- sla: timers ---------------------------------------------------------------------
 def timers_due() -> str:
     """Sorted set timer id → due time (unix seconds)."""

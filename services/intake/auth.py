@@ -25,7 +25,7 @@ from typing import Mapping
 
 import redis
 
-from shared.config import get_settings
+from shared import redis_keys as keys
 
 KEY_PREFIX = "gbk_"
 _KEY = re.compile(r"^gbk_([0-9a-f]{12})\.([A-Za-z0-9_\-]{20,128})$")
@@ -40,21 +40,6 @@ class Role(str, Enum):
 
 
 ROLES = tuple(r.value for r in Role)
-
-
-# -- Redis keys (to move into shared/redis_keys.py; same prefix as every other key) ---
-def _p() -> str:
-    return get_settings().redis_key_prefix
-
-
-def api_key(key_id: str) -> str:
-    """Hash {secret_sha256, role, dept, name, created_at, last_used_at, revoked_at}."""
-    return f"{_p()}:apikey:{key_id}"
-
-
-def api_keys() -> str:
-    """Set: ids of every key ever created (listing; revoked ones stay, marked)."""
-    return f"{_p()}:apikeys"
 
 
 # -- errors and the authenticated caller ----------------------------------------------
@@ -130,11 +115,11 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
     fields = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
               "created_at": now.isoformat()}
     # 48-bit ids practically never clash; if one does, refuse rather than overwrite a key
-    if client.exists(api_key(key_id)):
+    if client.exists(keys.api_key(key_id)):
         raise RuntimeError("key id collision; try again")
     pipe = client.pipeline()
-    pipe.hset(api_key(key_id), mapping=fields)
-    pipe.sadd(api_keys(), key_id)
+    pipe.hset(keys.api_key(key_id), mapping=fields)
+    pipe.sadd(keys.api_keys(), key_id)
     pipe.execute()
     info = KeyInfo(key_id, role, dept or None, name, now, None, None)
     return f"{KEY_PREFIX}{key_id}.{secret}", info
@@ -158,10 +143,10 @@ def _decoded(h: Mapping[object, object]) -> dict[str, str]:
 
 
 def list_keys(client: redis.Redis) -> list[KeyInfo]:
-    ids = sorted((i.decode() if isinstance(i, bytes) else i) for i in client.smembers(api_keys()))
+    ids = sorted((i.decode() if isinstance(i, bytes) else i) for i in client.smembers(keys.api_keys()))
     pipe = client.pipeline()
     for key_id in ids:
-        pipe.hgetall(api_key(key_id))
+        pipe.hgetall(keys.api_key(key_id))
     out = []
     for key_id, h in zip(ids, pipe.execute()):
         if h:
@@ -172,12 +157,12 @@ def list_keys(client: redis.Redis) -> list[KeyInfo]:
 def revoke_key(client: redis.Redis, key_id: str) -> bool:
     """Revoke at once (the next request with it gets 401). False if there is no such key."""
     key_id = key_id.removeprefix(KEY_PREFIX).split(".", 1)[0]
-    if not client.exists(api_key(key_id)):
+    if not client.exists(keys.api_key(key_id)):
         return False
     # the hash of the secret goes too: a revoked key can never be revived by a bug
     pipe = client.pipeline()
-    pipe.hset(api_key(key_id), "revoked_at", _now().isoformat())
-    pipe.hdel(api_key(key_id), "secret_sha256")
+    pipe.hset(keys.api_key(key_id), "revoked_at", _now().isoformat())
+    pipe.hdel(keys.api_key(key_id), "secret_sha256")
     pipe.execute()
     return True
 
@@ -202,13 +187,13 @@ def authenticate_key(token: str | None, client: redis.Redis) -> Principal:
     if not m:
         raise Unauthorized("malformed API key")
     key_id, secret = m.groups()
-    h = _decoded(client.hgetall(api_key(key_id)))
+    h = _decoded(client.hgetall(keys.api_key(key_id)))
     stored = h.get("secret_sha256", "")
     # compare even when the key is unknown, so unknown ids and wrong secrets cost the same
     ok = hmac.compare_digest(_digest(secret), stored or "0" * 64)
     if not ok or not stored or h.get("revoked_at"):
         raise Unauthorized("invalid or revoked API key")
-    client.hset(api_key(key_id), "last_used_at", _now().isoformat())
+    client.hset(keys.api_key(key_id), "last_used_at", _now().isoformat())
     return Principal(Role(h["role"]), h.get("dept") or None, key_id)
 
 

@@ -21,6 +21,7 @@ from werkzeug.wrappers import Request, Response
 from services.intake import open311, queries
 from services.intake.auth import AuthError, Forbidden, Principal, Role, authenticate, authenticate_key, require
 from services.intake.openapi import document
+from services.intake.publishing import register_report
 from services.intake.store import CaseNotFound
 from services.intake.validation import InvalidInput
 from shared import metrics
@@ -128,24 +129,13 @@ class Open311Api:
                                               request.headers.get("Idempotency-Key"))
             store, registrar = self.domain.for_client(self.redis)
             try:
-                result = registrar.register(report)
+                result = register_report(self.bus, store, registrar, report, "open311", key_id=principal.key_id)
             except InvalidInput as exc:
                 raise open311.invalid_to_open311(exc) from None
         except open311.Open311Error as exc:
             if exc.status == 400:
                 metrics.REPORTS_RECEIVED.labels("open311", "invalid").inc()
             return _json(exc.status, exc.as_json())
-        if result.created:
-            # the case and its events are already stored together: publishing now is what
-            # the outbox relay would otherwise do a little later
-            from services.intake.service import publish_stored  # service.py imports this module
-
-            publish_stored(self.bus, store, result.events)
-            metrics.CASES_REGISTERED.labels(result.street, report.category[:2]).inc()
-            log.info("case_registered", case_id=result.case_id, category=report.category, status=result.status.value,
-                     duplicate_of=result.duplicate_of, channel="open311", key_id=principal.key_id)
-        outcome = ("duplicate" if result.duplicate_of else "registered") if result.created else "repeated"
-        metrics.REPORTS_RECEIVED.labels("open311", outcome).inc()
         return _json(201 if result.created else 200, [open311.created(result.case_id).model_dump(mode="json")])
 
     @http("GET", "/open311/v2/requests.json")

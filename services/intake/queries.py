@@ -193,14 +193,6 @@ def _positions(store: CaseStore, f: CaseFilter, after: Position | None) -> Itera
             offset = sum(1 for _, s in rows if s == last_score)
 
 
-def _load(store: CaseStore, ids: list[str]) -> list[Case | None]:
-    # one round trip per batch instead of one per case (CaseStore.get reads one)
-    pipe = store.r.pipeline(transaction=False)
-    for case_id in ids:
-        pipe.hget(keys.case(case_id), "doc")
-    return [Case.model_validate_json(doc) if doc else None for doc in pipe.execute()]
-
-
 def scan(store: CaseStore, f: CaseFilter, after: Position | None = None, limit: int = DEFAULT_LIMIT,
          max_scan: int = MAX_SCAN, extra: Callable[[Case], bool] | None = None,
          ) -> tuple[list[Case], Position | None, int]:
@@ -217,7 +209,7 @@ def scan(store: CaseStore, f: CaseFilter, after: Position | None = None, limit: 
         batch = list(islice(positions, size))
         if not batch:
             return found, None, scanned
-        for pos, case in zip(batch, _load(store, [p.case_id for p in batch])):
+        for pos, case in zip(batch, store.get_many([p.case_id for p in batch])):
             scanned += 1
             last = pos
             if case is not None and f.matches(case) and (extra is None or extra(case)):

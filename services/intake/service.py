@@ -15,6 +15,7 @@ from services.intake.cases import Registrar, apply_event
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import observe
+from services.intake.publishing import publish_stored, register_report
 from services.intake.replies import NotAssigned, Verification, apply_reply, apply_verification
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
@@ -24,7 +25,7 @@ from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid
-from shared.models import Case, Envelope, Reply, Report, parse_event
+from shared.models import Case, Reply, Report, parse_event
 from shared.nameko_ext import (
     BusProvider,
     EntrypointMetrics,
@@ -83,17 +84,6 @@ def case_answer(case: Case, applied: bool) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
-def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
-    """Publish events already in the outbox; what fails stays there for the relay."""
-    for event in events:
-        try:
-            bus.publish_event(event)
-        except Exception as exc:  # the relay retries; the case is safe in Redis
-            log.warning("publish_deferred", case_id=event.case_id, error=str(exc))
-            continue
-        store.outbox_done(event.message_id)
-
-
 class IntakeService(CasesApi, Open311Api):
     """Entrypoints here and in the mixins (case queries, Open311): nameko collects
     entrypoints from base classes too."""
@@ -108,17 +98,7 @@ class IntakeService(CasesApi, Open311Api):
 
     def _register(self, report: Report, channel: str, idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
         store, registrar = self.domain.for_client(self.redis)
-        result = registrar.register(report, idempotency_key=idempotency_key)
-        if result.created:
-            publish_stored(self.bus, store, result.events)
-            metrics.CASES_REGISTERED.labels(result.street, report.category[:2]).inc()
-            log.info("case_registered", case_id=result.case_id, category=report.category,
-                     status=result.status.value, duplicate_of=result.duplicate_of, channel=channel)
-            outcome = "duplicate" if result.duplicate_of else "registered"
-        else:
-            log.info("report_repeated", case_id=result.case_id, report_id=report.report_id)
-            outcome = "repeated"
-        metrics.REPORTS_RECEIVED.labels(channel, outcome).inc()
+        result = register_report(self.bus, store, registrar, report, channel, idempotency_key)
         duplicate_of = result.duplicate_of if result.created else store.get(result.case_id).duplicate_of
         # a repeat gets the very body the first request got
         body: dict[str, Any] = {"case_id": result.case_id, "status": "duplicate" if duplicate_of else "registered"}

@@ -118,8 +118,12 @@ class CaseStore:
             raise CaseNotFound(case_id)
         return Case.model_validate_json(doc)
 
-    def list_ids(self, since: float = 0, cursor: str | None = None, limit: int = 50) -> list[str]:
-        return self.r.zrangebyscore(keys.cases_by_time(), since, "+inf", start=0, num=limit)
+    def get_many(self, case_ids: list[str]) -> list[Case | None]:
+        """Several cases in one round trip (None where a case is missing)."""
+        pipe = self.r.pipeline(transaction=False)
+        for case_id in case_ids:
+            pipe.hget(keys.case(case_id), "doc")
+        return [Case.model_validate_json(doc) if doc else None for doc in pipe.execute()]
 
     # ------------------------------------------------------------------ outbox
     def outbox_done(self, message_id: str) -> None:

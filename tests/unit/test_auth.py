@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from services.cli import main as gridbus
 from services.intake import auth
+from shared import redis_keys
 from services.intake.auth import Forbidden, Principal, Role, Unauthorized, authenticate, require
 
 
@@ -29,10 +30,10 @@ def test_a_key_authenticates_as_its_role_and_department(redis_client: redis.Redi
 def test_only_the_hash_of_the_secret_is_stored(stack_env: dict[str, str], redis_client: redis.Redis) -> None:
     key, info = auth.create_key(redis_client, "ops")
     secret = key.split(".", 1)[1]
-    stored = redis_client.hgetall(auth.api_key(info.key_id))
+    stored = redis_client.hgetall(redis_keys.api_key(info.key_id))
     assert secret not in "".join(stored.values())
     assert stored["secret_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
-    assert auth.api_key(info.key_id).startswith(stack_env["REDIS_KEY_PREFIX"] + ":")
+    assert redis_keys.api_key(info.key_id).startswith(stack_env["REDIS_KEY_PREFIX"] + ":")
 
 
 @pytest.mark.parametrize("headers", [
@@ -62,7 +63,7 @@ def test_revoked_key_is_401_at_once_and_its_hash_is_gone(redis_client: redis.Red
     assert auth.revoke_key(redis_client, info.key_id)
     with pytest.raises(Unauthorized):
         authenticate(bearer(key), redis_client)
-    assert "secret_sha256" not in redis_client.hgetall(auth.api_key(info.key_id))
+    assert "secret_sha256" not in redis_client.hgetall(redis_keys.api_key(info.key_id))
     assert not auth.revoke_key(redis_client, "ffffffffffff")
 
 
