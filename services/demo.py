@@ -3,6 +3,7 @@ and what happens to each printed as it happens. Also the checks `gridbus up` mak
 before it starts anything."""
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,7 +15,7 @@ from urllib.parse import urlparse
 
 import httpx
 
-from shared.config import Settings
+from shared.config import Settings, reset_settings
 
 TZ8 = timezone(timedelta(hours=8))
 
@@ -59,8 +60,13 @@ def check_dependencies(settings: Settings) -> list[str]:
     needed = {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379)}
     missing = [name for name, (h, p) in needed.items() if not _reachable(h, p)]
     if missing and shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
-        subprocess.run(["docker", "compose", "up", "-d", *missing], check=False)
-        for _ in range(60):
+        subprocess.run(["docker", "compose", "-p", "gridbus", "up", "-d", *missing], check=False)
+        if "rabbitmq" in missing:
+            # the compose broker imports deploy/rabbitmq/base-definitions.json: user gridbus, no guest
+            os.environ["AMQP_URI"] = "amqp://gridbus:gridbus@127.0.0.1:5672/%2F"
+            os.environ["RABBITMQ_MANAGEMENT_URL"] = "http://gridbus:gridbus@127.0.0.1:15672"
+            reset_settings()
+        for _ in range(90):
             missing = [n for n in missing if not _reachable(*needed[n])]
             if not missing:
                 break

@@ -74,12 +74,12 @@ def up(demo: bool, exit_after_demo: bool) -> None:
     from services import demo as demo_mod
     from services.runner import start_all, stop_all
 
-    settings = get_settings()
-    problems = demo_mod.check_dependencies(settings)
+    problems = demo_mod.check_dependencies(get_settings())
     if problems:
         for p in problems:
             click.echo(p, err=True)
         raise SystemExit(2)
+    settings = get_settings()  # check_dependencies may have pointed us at a compose broker
     procs = start_all()
     try:
         demo_mod.wait_until_ready(settings, procs)
