@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.intake import open311
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
-from services.intake.replies import Verification
+from services.intake.replies import Cancellation, Verification
 from shared.config import REPO_ROOT
 from shared.models import Case, CaseStatus, Reply, Report
 
@@ -98,7 +98,7 @@ class NewServiceRequest(BaseModel):
 
 
 MODELS: list[type[BaseModel]] = [
-    Report, ReportAccepted, Reply, Verification, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
+    Report, ReportAccepted, Reply, Verification, Cancellation, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
     IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service, open311.ServiceDefinition,
     open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
 ]
@@ -206,6 +206,19 @@ def _paths() -> dict[str, Any]:
                 "200": _body("CaseAnswer", "Applied"), "401": E401,
                 "403": _body("Errors", "Wrong role"), "404": E404,
                 "409": _body("IllegalTransitionError", "The case is not resolved"), "422": E422,
+            }}},
+        "/v1/cases/{case_id}/cancellation": {"post": {
+            "tags": ["cases"], "summary": "The operations centre cancels an invalid case (with the reason)",
+            **bearer("ops"),
+            "parameters": [_path("case_id", "The case"),
+                           {"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Cancellation")}}},
+            "responses": {
+                "200": _body("CaseAnswer", "Cancelled"), "401": E401,
+                "403": _body("Errors", "Not an ops key"), "404": E404,
+                "409": _body("IllegalTransitionError", "The case is already closed, cancelled or a duplicate"),
+                "422": E422,
             }}},
         "/v1/catalog": {"get": {
             "tags": ["catalog"], "summary": "The category catalog (GB/T 47678.5-2026 + local extensions)",

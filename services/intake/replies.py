@@ -129,6 +129,22 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
     return transition(store, case_id, reply_message_id(dept, reply.reply_id), mutate)
 
 
+class Cancellation(BaseModel):
+    """The operations centre withdraws an invalid case (`POST /v1/cases/{id}/cancellation`)."""
+
+    reason: str = Field(min_length=2, max_length=500)
+
+
+def apply_cancellation(store: CaseStore, case_id: str, check: Cancellation, message_id: str,
+                       actor: str) -> tuple[Case, list[Envelope], bool]:
+    def mutate(case: Case) -> Change:
+        for a in case.assignments:
+            a.active = False
+        return Change(Action.cancel, actor, f"cancelled: {check.reason}")
+
+    return transition(store, case_id, message_id, mutate)
+
+
 def apply_verification(store: CaseStore, case_id: str, check: Verification, message_id: str,
                        actor: str) -> tuple[Case, list[Envelope], bool]:
     """pass → closed; fail → reopened and sent back to the department(s) that resolved it."""

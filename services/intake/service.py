@@ -16,7 +16,14 @@ from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import observe
 from services.intake.publishing import publish_stored, register_report
-from services.intake.replies import NotAssigned, Verification, apply_reply, apply_verification
+from services.intake.replies import (
+    Cancellation,
+    NotAssigned,
+    Verification,
+    apply_cancellation,
+    apply_reply,
+    apply_verification,
+)
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
 from shared.lifecycle import IllegalTransition
@@ -162,6 +169,20 @@ class IntakeService(CasesApi, Open311Api):
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         log.info("verification_applied", case_id=case_id, result=check.result, status=case.status.value)
+        return json_response(200, case_answer(case, applied))
+
+    @http("POST", "/v1/cases/<string:case_id>/cancellation")
+    def post_cancellation(self, request: Request, case_id: str) -> Response:
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.ops)
+            check = parse(Cancellation, request.get_data()[: get_settings().max_report_bytes])
+            key = request.headers.get("Idempotency-Key") or check.reason
+            case, events, applied = apply_cancellation(store, case_id, check, f"cancel:{key}", principal.actor)
+        except (InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+            return error_response(exc, case_id)
+        publish_stored(self.bus, store, events)
+        log.info("case_cancelled", case_id=case_id, applied=applied)
         return json_response(200, case_answer(case, applied))
 
     @http("GET", "/v1/catalog")

@@ -199,3 +199,18 @@ def test_near_duplicates_link_to_the_open_original(stack: dict[str, Any]) -> Non
     other = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near, category="03005",
                                                                    filing_condition=None), timeout=5)
     assert other.json()["status"] == "registered"  # another category at the same spot is its own case
+
+
+def test_ops_cancels_an_invalid_case(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
+    ops, _ = create_key(stack_redis, Role.ops)
+    lighting, _ = create_key(stack_redis, Role.department, "lighting")
+    case_id = new_case(stack)
+    wait_status(stack, case_id, "dispatched")
+    url = f"{stack['base']}/v1/cases/{case_id}/cancellation"
+    assert httpx.post(url, json={"reason": "测试误报"}, headers=bearer(lighting), timeout=5).status_code == 403
+    assert httpx.post(url, json={}, headers=bearer(ops), timeout=5).status_code == 422
+    r = httpx.post(url, json={"reason": "测试误报"}, headers=bearer(ops), timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    assert reply(stack, lighting, case_id, "acknowledge").status_code == 403  # no longer assigned
+    r = httpx.post(url, json={"reason": "again"}, headers=bearer(ops), timeout=5)
+    assert r.status_code == 409 and r.json()["current"] == "cancelled"
