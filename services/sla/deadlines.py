@@ -104,10 +104,12 @@ class Deadlines:
     # -- timers
 
     def fire_due(self, now: float | None = None, lease_s: float = 30.0, limit: int = 500) -> FireReport:
+        """Fire what is due at the start of this call (in batches of `limit`); timers
+        that fall due meanwhile wait for the next tick, so a tick always ends."""
         report = FireReport()
+        due_by = time.time() if now is None else now
         while True:
-            t = time.time() if now is None else now
-            claimed = self.timers.claim(t, lease_s, limit)
+            claimed = self.timers.claim(due_by, lease_s, limit)
             if not claimed:
                 return report
             pause = float(os.environ.get(PAUSE_AFTER_CLAIM_ENV) or 0)

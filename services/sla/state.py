@@ -28,7 +28,7 @@ that was already claimed when the clock stopped is recognised as stale and dropp
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
@@ -134,16 +134,33 @@ class CaseClocks:
     # -- (de)serialisation: compact JSON, kept in Redis as the source of the timers
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["orders"] = {k: _compact(v) for k, v in d["orders"].items()}
-        d["clocks"] = {k: _compact(v) for k, v in d["clocks"].items()}
+        """Compact: fields at their default, keys repeated in values and ids derivable
+        from the case id are left out (a million timers live in these documents)."""
+        d = {k: v for k, v in vars(self).items() if k not in ("orders", "clocks")}
+        orders = {}
+        for oid, o in self.orders.items():
+            v = _compact(vars(o))
+            del v["order_id"]
+            if v.get("street") == self.street:
+                del v["street"]
+            orders[oid] = v
+        clocks = {}
+        for cid, c in self.clocks.items():
+            v = _compact(vars(c))
+            del v["id"]
+            if v["order_id"] == _order_of(self.case_id, cid):
+                del v["order_id"]
+            clocks[cid] = v
+        d["orders"], d["clocks"] = orders, clocks
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "CaseClocks":
         d = dict(d)
-        d["orders"] = {k: Order(**v) for k, v in d.get("orders", {}).items()}
-        d["clocks"] = {k: Clock(**v) for k, v in d.get("clocks", {}).items()}
+        case_id, street = d["case_id"], d["street"]
+        d["orders"] = {k: Order(order_id=k, **{"street": street, **v}) for k, v in d.get("orders", {}).items()}
+        d["clocks"] = {k: Clock(id=k, **{"order_id": _order_of(case_id, k), **v})
+                       for k, v in d.get("clocks", {}).items()}
         return cls(**d)
 
     def note(self, now: float, what: str, **details: Any) -> None:
@@ -159,6 +176,11 @@ class CaseClocks:
 
 _DEFAULTS = {f.name: f.default for cls in (Clock, Order) for f in cls.__dataclass_fields__.values()
              if not callable(f.default) and f.default is not f.default_factory}  # type: ignore[misc]
+
+
+def _order_of(case_id: str, clock_id: str) -> str:
+    """The order id a clock id was made from by `clock_id` (the usual `<case>/<round>/<dept>`)."""
+    return f"{case_id}/{clock_id.rsplit('/', 1)[0]}"
 
 
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
@@ -211,12 +233,19 @@ class Engine:
         self.tz: ZoneInfo = calendar.tz
         self.commanders_of = commanders_of or (lambda grid, level: [])
         self.liaison_of = liaison_of or (lambda dept, street: ("", ""))
+        self._policies: dict[tuple[Any, ...], Policy] = {}
 
     def period(self, ts: float) -> str:
         return dt_of(ts).astimezone(self.tz).strftime("%Y-%m")
 
     def policy(self, case: CaseClocks, order: Order) -> Policy:
-        return self.policies.for_case(case.cat, case.cond, case.sev, order.policy)
+        key = (case.cat, case.cond, case.sev, order.policy)
+        found = self._policies.get(key)
+        if found is None:
+            if len(self._policies) > 10_000:
+                self._policies.clear()
+            found = self._policies[key] = self.policies.for_case(*key)
+        return found
 
     # -- clock arithmetic
 
@@ -315,7 +344,7 @@ class Engine:
             if not a.active or a.order_id in case.orders:
                 continue
             order = Order(order_id=a.order_id, dept=a.dept, street=a.street, level=a.level, policy=a.sla_policy,
-                          round=event.round_no, dispatched=ts_of(a.dispatched_at), mode=a.mode.value)
+                          round=event.round_no, dispatched=round(ts_of(a.dispatched_at), 3), mode=a.mode.value)
             case.orders[a.order_id] = order
             policy = self.policy(case, order)
             for kind, limit in ((ACK, policy.ack_limit), (HANDLE, policy.handle_limit)):
@@ -323,8 +352,7 @@ class Engine:
                               level=a.level, limit=str(limit), wf=policy.warn_fraction, start=order.dispatched)
                 case.clocks[clock.id] = clock
                 self._start(case, fx, clock)
-            case.note(now, "dispatched", order=a.order_id, dept=a.dept, level=a.level, policy=policy.name,
-                      ack=str(policy.ack_limit), handle=str(policy.handle_limit), round=event.round_no)
+            case.note(now, "dispatched", dept=a.dept, level=a.level, policy=policy.name)
             if a.dept not in case.depts:
                 case.depts.append(a.dept)
                 fx.count(period, a.dept, None, "registered")

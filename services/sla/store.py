@@ -59,6 +59,7 @@ class Fired:
     name: str
     due: float
     effects: Effects
+    committed: float = 0.0  # wall-clock time its commit returned
 
 
 class SlaStore:
@@ -173,6 +174,9 @@ class SlaStore:
                     self._write(pipe, case, fx)
                 TimerStore.done_in(pipe, [c.timer_id for c in claimed])
                 pipe.execute()
+                at = time.time()
+                for f in fired:
+                    f.committed = at
                 return fired
             except redis.WatchError:
                 pass
@@ -187,7 +191,7 @@ class SlaStore:
                     box[:] = [fx]
                     return case, fx
                 self.transact(case_id, decide, done=[c.timer_id])
-                fired.append(Fired(c.timer_id, c.due, box[0]))
+                fired.append(Fired(c.timer_id, c.due, box[0], time.time()))
         return fired
 
     # ------------------------------------------------------------------ outbox
