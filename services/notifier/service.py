@@ -85,7 +85,7 @@ class NotifierService:
         except ValueError as exc:
             raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
         planned = self.config.notifier(self.redis, self.bus).on_event(event)
-        log.info("event_planned", case_id=event.case_id, event=getattr(event, "event", ""), deliveries=len(planned))
+        log.info("event_planned", case_id=event.case_id, event_type=getattr(event, "event", ""), deliveries=len(planned))
 
     @consume_reliably(topology.Q_NOTIFIER_DELIVERIES)
     def deliver(self, body: Any) -> None:

@@ -1,0 +1,491 @@
+"""The notifier service as a real process on the real RabbitMQ and Redis, delivering to
+real local servers: a signed-webhook receiver (departments, grid app, operations centre),
+WeCom and DingTalk robots that check the message shape and signature, an SMS provider
+that enforces approved templates, and an SMTP server (aiosmtpd).
+
+Events are published to `gridbus.events` as the other services would; cases that the
+notifier looks up are stored in Redis the way intake stores them. Waits are generous;
+the only time assertions are lower bounds the delay queues guarantee.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
+from zoneinfo import ZoneInfo
+
+import pika
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+
+from services.notifier import signing
+from shared.models import (
+    Assignment,
+    Case,
+    CaseDispatched,
+    CaseEscalated,
+    CaseStatus,
+    CaseSummary,
+    CaseUpdated,
+    DeadlineBreached,
+    Envelope,
+    Location,
+    ReporterRole,
+    Severity,
+)
+from shared.topology import EVENT_ROUTING_KEYS
+from tests.conftest import REPO, free_port
+from tests.integration.test_channels import (
+    DING_SECRET,
+    DING_TOKEN,
+    SMS_KEY,
+    SMS_TEMPLATES,
+    WECOM_KEY,
+    LocalHTTP,
+    MailSink,
+    Reply,
+    Request,
+    dingtalk_robot,
+    json_reply,
+    sms_provider,
+    wecom_robot,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "notifier-it-secret"
+GRID = "450305001001001"  # 辰山社区第一片区, street 450305001
+STREET = "450305001"
+TZ = ZoneInfo("Asia/Shanghai")
+QUIET_RECIPIENT = "liaison:water:450305001"
+for template in ("SMS_T_DISPATCHED", "SMS_T_BREACHED", "SMS_T_UNROUTABLE", "SMS_T_DIGEST", "SMS_T_FAILED"):
+    SMS_TEMPLATES[template] = {"case_id", "category", "place", "deadline"}
+
+
+# --------------------------------------------------------------------------- the webhook receiver
+
+
+class Hooks:
+    """Signed-webhook receiver (docs/webhooks.md) whose answers a test scripts per case id:
+    an int status, `("retry_after", status, seconds)`, or `"hang"` (never answers until
+    released, like a receiver that got the request while the sender died)."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.scripts: dict[str, list[Any]] = {}
+        self.release = threading.Event()
+        outer = self
+
+        def respond(request: Request) -> Reply:
+            ok = signing.verify(SECRET, request.headers, request.body)
+            body = request.json()
+            case_id = body["event"].get("case_id", "")
+            outer.received.append({"at": time.time(), "path": request.path, "valid": ok,
+                                   "delivery": request.headers.get("X-Gridbus-Delivery"), "body": body})
+            if not ok:
+                return json_reply({"error": "bad signature"}, 401)
+            script = outer.scripts.get(case_id)
+            action = script.pop(0) if script else 204
+            if action == "hang":
+                outer.release.wait(60)
+                return json_reply({}, 204)
+            if isinstance(action, tuple):
+                _, status, seconds = action
+                return json_reply({"error": "slow down"}, status, {"Retry-After": str(seconds)})
+            return json_reply({} if action < 400 else {"error": "no"}, action)
+
+        self.http = LocalHTTP(respond).start()
+
+    def for_case(self, case_id: str, path_prefix: str = "") -> list[dict[str, Any]]:
+        return [r for r in self.received
+                if r["body"]["event"].get("case_id") == case_id and r["path"].startswith(path_prefix)]
+
+
+def wait_for(fn: Any, timeout: float, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    return fn()
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+def notify_yaml(quiet_end: datetime) -> str:
+    start = (quiet_end - timedelta(hours=1)).astimezone(TZ).strftime("%H:%M:%S")
+    end = quiet_end.astimezone(TZ).strftime("%H:%M:%S")
+    return f"""
+operations_centre:
+  name: 指挥中心
+  webhook: ${{TEST_OPS_WEBHOOK}}
+  email: ops@qixing.example.cn
+robots:
+  wecom:
+    - {{scope: "dept:station", url: "${{TEST_WECOM_BAD_URL}}"}}
+    - {{scope: "*", url: "${{TEST_WECOM_URL}}"}}
+  dingtalk:
+    - {{scope: "commanders", url: "${{TEST_DING_URL}}", secret: "${{TEST_DING_SECRET}}"}}
+sms_templates:
+  case_dispatched: SMS_T_DISPATCHED
+  deadline_breached: SMS_T_BREACHED
+  case_unroutable: SMS_T_UNROUTABLE
+  notification_failed: SMS_T_FAILED
+  digest: SMS_T_DIGEST
+quiet_hours:
+  recipients:
+    "{QUIET_RECIPIENT}": {{start: "{start}", end: "{end}"}}
+subscriptions:
+  - event: case_dispatched
+    notify:
+      - {{to: liaison, channels: [wecom, sms]}}
+      - {{to: department, channels: [webhook]}}
+  - event: deadline_breached
+    notify:
+      - {{to: liaison, channels: [sms]}}
+      - {{to: commanders, level: 4, channels: [dingtalk]}}
+  - event: case_escalated
+    notify:
+      - {{to: operations_centre, channels: [email]}}
+  - event: case_updated
+    when: {{to_status: [resolved, closed, reopened]}}
+    notify:
+      - {{to: reporter, channels: [webhook]}}
+  - event: case_unroutable
+    notify:
+      - {{to: liaison, dept: station, channels: [wecom, sms]}}
+  - event: notification_failed
+    notify:
+      - {{to: operations_centre, channels: [webhook]}}
+"""
+
+
+class Stack:
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.log_file = open(log_path, "a")
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.serve", "notifier"],
+                                     env={**os.environ, **self.env}, stdout=self.log_file, stderr=self.log_file)
+        params = pika.URLParameters(self.env["AMQP_URI"])
+
+        def consuming() -> bool:
+            assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            try:
+                conn = pika.BlockingConnection(params)
+            except pika.exceptions.AMQPError:
+                return False
+            try:
+                ch = conn.channel()
+                return all(ch.queue_declare(q, passive=True).method.consumer_count > 0
+                           for q in ("notifier.events", "notifier.deliveries"))
+            except pika.exceptions.AMQPError:
+                return False
+            finally:
+                if conn.is_open:
+                    conn.close()
+
+        assert wait_for(consuming, 40, 0.3), "notifier did not start consuming"
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(25)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    config_dir = tmp_path_factory.mktemp("notifier-config")
+    for f in (REPO / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, config_dir / f.name)
+    quiet_end = datetime.now(timezone.utc) + timedelta(seconds=45)
+    (config_dir / "notify.yaml").write_text(notify_yaml(quiet_end), encoding="utf-8")
+    hooks = Hooks()
+    wecom, ding, sms = (LocalHTTP(r).start() for r in (wecom_robot, dingtalk_robot, sms_provider))
+    mail, mail_port = MailSink(), free_port()
+    smtp = Controller(mail, hostname="127.0.0.1", port=mail_port)
+    smtp.start()
+    prefix = f"nit{uuid.uuid4().hex[:8]}"
+    env = {
+        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "NOTIFIER_METRICS_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET, "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
+        "GRID_APP_WEBHOOK_URL": f"{hooks.http.base}/gridapp", "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops",
+        "TEST_WECOM_URL": f"{wecom.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
+        "TEST_WECOM_BAD_URL": f"{wecom.base}/cgi-bin/webhook/send?key=revoked",
+        "TEST_DING_URL": f"{ding.base}/robot/send?access_token={DING_TOKEN}", "TEST_DING_SECRET": DING_SECRET,
+        "GRIDBUS_SMS_URL": f"{sms.base}/v1/sms/send", "GRIDBUS_SMS_API_KEY": SMS_KEY,
+        "GRIDBUS_SMTP_HOST": "127.0.0.1", "GRIDBUS_SMTP_PORT": str(mail_port),
+        "GRIDBUS_MAIL_FROM": "notify@gridbus.qixing.example.cn",
+        "NOTIFIER_SEND_LEASE_SECONDS": "3", "NOTIFIER_FLUSH_SECONDS": "0.5", "NOTIFIER_QUEUE_POLL_SECONDS": "1",
+    }
+    notifier = Stack(env, config_dir / "notifier.log")
+    notifier.start()
+    conn = pika.BlockingConnection(pika.URLParameters(vhost))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield {"env": env, "hooks": hooks, "wecom": wecom, "ding": ding, "sms": sms, "mail": mail,
+               "channel": ch, "redis": r, "prefix": prefix, "notifier": notifier, "quiet_end": quiet_end}
+    finally:
+        hooks.release.set()
+        notifier.stop()
+        print(notifier.log_path.read_text()[-6000:])
+        conn.close()
+        for server in (hooks.http, wecom, ding, sms):
+            server.stop()
+        smtp.stop()
+        keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def new_case_id() -> str:
+    return f"450305-20261127-{uuid.uuid4().int % 10**6:06d}"
+
+
+def summary(severity: str = "normal") -> CaseSummary:
+    return CaseSummary(category="01037", severity=Severity(severity), grid=GRID, street=STREET,
+                       address="七星区辰山路8号", description="连续三盏路灯不亮",
+                       registered_at=datetime.now(timezone.utc))
+
+
+def dispatched(case_id: str, dept: str = "lighting", **kw: Any) -> CaseDispatched:
+    now = datetime.now(timezone.utc)
+    return CaseDispatched(case_id=case_id, correlation_id=f"r-{case_id}", case=summary(),
+                          assignments=[Assignment(dept=dept, street=STREET, level=3, order_id=f"o-{case_id}",
+                                                  dispatched_at=now, ack_due=now + timedelta(hours=2),
+                                                  handle_due=now + timedelta(hours=24))], **kw)
+
+
+def store_case(stack: dict[str, Any], case_id: str, reporter: str = "w-1024", duplicates: list[str] = (),
+               dept: str = "lighting") -> Case:
+    now = datetime.now(timezone.utc)
+    case = Case(case_id=case_id, report_id=f"rep-{case_id}", correlation_id=f"r-{case_id}",
+                status=CaseStatus.dispatched, category="01037", severity=Severity.normal,
+                description="连续三盏路灯不亮", location=Location(lat=25.28, lon=110.312, address="七星区辰山路8号",
+                                                          grid=GRID),
+                grid=GRID, street=STREET, reporter_id=reporter, reporter_role=ReporterRole.grid_officer,
+                observed_at=now, registered_at=now, updated_at=now, duplicates=list(duplicates),
+                assignments=[Assignment(dept=dept, street=STREET, level=3, order_id=f"o-{case_id}",
+                                        dispatched_at=now, handle_due=now + timedelta(hours=24))])
+    stack["redis"].hset(f"{stack['prefix']}:case:{case_id}", mapping={"doc": case.model_dump_json(), "version": 1})
+    return case
+
+
+def publish(stack: dict[str, Any], event: Envelope) -> None:
+    stack["channel"].basic_publish(
+        "gridbus.events", EVENT_ROUTING_KEYS[getattr(event, "event")], event.model_dump_json().encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=event.message_id),
+        mandatory=True)
+
+
+def robot_texts(server: LocalHTTP) -> list[str]:
+    return [json.dumps(r.json(), ensure_ascii=False) for r in server.received]
+
+
+# --------------------------------------------------------------------------- tests (quiet hours first: its window is set at start)
+
+
+def test_quiet_hours_hold_messages_and_send_one_digest_when_they_end(stack: dict[str, Any]) -> None:
+    assert datetime.now(timezone.utc) < stack["quiet_end"] - timedelta(seconds=10), "stack started too slowly"
+    first, second = new_case_id(), new_case_id()
+    for case_id in (first, second):
+        publish(stack, dispatched(case_id, dept="water"))
+    hooks: Hooks = stack["hooks"]
+    # the department's webhook is a machine: never held
+    assert wait_for(lambda: hooks.for_case(first, "/hooks/water") and hooks.for_case(second, "/hooks/water"), 20)
+    assert not [t for t in robot_texts(stack["wecom"]) if first in t or second in t], "sent during quiet hours"
+
+    def digest() -> list[str]:
+        return [t for t in robot_texts(stack["wecom"]) if first in t and second in t]
+
+    got = wait_for(digest, (stack["quiet_end"] - datetime.now(timezone.utc)).total_seconds() + 20)
+    assert got, "no digest after the quiet hours ended"
+    assert time.time() >= stack["quiet_end"].timestamp() - 1
+    assert len(got) == 1 and "【汇总】2 条案件通知" in got[0] and "<@qx-water-001>" in got[0]
+    time.sleep(2)
+    assert len([t for t in robot_texts(stack["wecom"]) if first in t or second in t]) == 1
+
+
+def test_each_channel_delivers_through_the_notifier(stack: dict[str, Any]) -> None:
+    hooks: Hooks = stack["hooks"]
+    case_id, dup_id = new_case_id(), new_case_id()
+    store_case(stack, case_id, reporter="w-1024", duplicates=[dup_id])
+    store_case(stack, dup_id, reporter="w-2048")
+    publish(stack, dispatched(case_id))
+
+    # webhook to the department, signed
+    hook = wait_for(lambda: hooks.for_case(case_id, "/hooks/lighting"), 20)
+    assert hook and hook[0]["valid"] and hook[0]["body"]["event"]["event"] == "case_dispatched"
+    assert hook[0]["delivery"] == hook[0]["body"]["delivery_id"]
+    # WeCom robot: markdown naming the case, @ the lighting liaison of the street
+    wecom = wait_for(lambda: [r.json() for r in stack["wecom"].received if case_id in json.dumps(r.json(), ensure_ascii=False)], 20)
+    assert wecom and wecom[0]["msgtype"] == "markdown"
+    assert "<@qx-lighting-001>" in wecom[0]["markdown"]["content"]
+    assert "辰山社区" in wecom[0]["markdown"]["content"] and "投递编号" in wecom[0]["markdown"]["content"]
+
+    # breach: SMS to the liaison (template + params), DingTalk (加签) @ the community commanders
+    now = datetime.now(timezone.utc)
+    publish(stack, DeadlineBreached(case_id=case_id, correlation_id=f"r-{case_id}", dept="lighting", street=STREET,
+                                    level=3, order_id=f"o-{case_id}", deadline="acknowledge",
+                                    due_at=now - timedelta(minutes=30), late_seconds=1800))
+    sms = wait_for(lambda: [r.json() for r in stack["sms"].received if r.json()["params"]["case_id"] == case_id], 20)
+    assert sms and sms[0]["phone"] == "19907737140" and sms[0]["template_id"] == "SMS_T_BREACHED"
+    assert sms[0]["params"]["place"] == "辰山社区" and len(sms[0]["out_id"]) == 32
+    def ding_for_case() -> list[dict[str, Any]]:
+        return [r.json() for r in stack["ding"].received if case_id in json.dumps(r.json(), ensure_ascii=False)]
+
+    assert wait_for(lambda: len(ding_for_case()) >= 2, 20)
+    ding = ding_for_case()
+    assert len(ding) == 2  # the two level-4 commanders of 辰山社区, one message each
+    assert {tuple(d["at"]["atMobiles"]) for d in ding} == {("19907731101",), ("19907731102",)}
+    assert ding[0]["markdown"]["title"].startswith(f"【已超时】{case_id}")
+
+    # escalation: e-mail to the operations centre
+    publish(stack, CaseEscalated(case_id=case_id, correlation_id=f"r-{case_id}", from_level=3, to_level=2,
+                                 dept="lighting", reason="签收超时"))
+    mail = wait_for(lambda: [m for _, _, m in stack["mail"].messages if case_id in str(m["Subject"])], 20)
+    assert mail and mail[0]["Subject"].startswith(f"【升级】{case_id}") and mail[0]["X-Gridbus-Delivery"]
+    assert mail[0]["To"] == "ops@qixing.example.cn"
+
+    # resolved: the reporter, and the duplicate's reporter, through the grid app webhook
+    publish(stack, CaseUpdated(case_id=case_id, correlation_id=f"r-{case_id}", from_status=CaseStatus.in_progress,
+                               to_status=CaseStatus.resolved, actor="dept:lighting", dept="lighting", mode="service"))
+    app = wait_for(lambda: len(hooks.for_case(case_id, "/gridapp")) >= 2 and hooks.for_case(case_id, "/gridapp"), 20)
+    assert app and {(h["body"]["event"]["reporter_id"], h["body"]["event"]["reporter_case_id"]) for h in app} == {
+        ("w-1024", case_id), ("w-2048", dup_id)}
+    assert all(h["valid"] and h["body"]["event"]["to_status"] == "resolved" for h in app)
+
+
+def test_duplicate_event_gives_one_message_per_recipient_and_channel(stack: dict[str, Any]) -> None:
+    case_id = new_case_id()
+    event = dispatched(case_id, dept="gas")
+    publish(stack, event)
+    publish(stack, event)  # the same message id again: at-least-once upstream
+    hooks: Hooks = stack["hooks"]
+    assert wait_for(lambda: hooks.for_case(case_id, "/hooks/gas"), 20)
+    assert wait_for(lambda: [t for t in robot_texts(stack["wecom"]) if case_id in t], 20)
+    time.sleep(12)  # a parked copy comes back from the 10 s queue
+    assert len(hooks.for_case(case_id, "/hooks/gas")) == 1
+    assert len([t for t in robot_texts(stack["wecom"]) if case_id in t]) == 1
+
+
+def test_503_then_success_and_429_retry_after_go_through_the_delay_queue(stack: dict[str, Any]) -> None:
+    hooks: Hooks = stack["hooks"]
+    busy, limited = new_case_id(), new_case_id()
+    hooks.scripts[busy] = [503, 204]
+    hooks.scripts[limited] = [("retry_after", 429, 8), 204]
+    publish(stack, dispatched(busy, dept="cmcc"))
+    publish(stack, dispatched(limited, dept="unicom"))
+    both = wait_for(lambda: len(hooks.for_case(busy, "/hooks/")) >= 2 and len(hooks.for_case(limited, "/hooks/")) >= 2, 40)
+    assert both, (hooks.for_case(busy), hooks.for_case(limited))
+    for case_id, least in ((busy, 9.0), (limited, 8.0)):
+        first, second = hooks.for_case(case_id, "/hooks/")[:2]
+        assert first["delivery"] == second["delivery"], "a retry must carry the same delivery id"
+        assert second["at"] - first["at"] >= least
+    time.sleep(2)
+    assert len(hooks.for_case(busy, "/hooks/")) == 2 and len(hooks.for_case(limited, "/hooks/")) == 2
+
+
+def _dead_letters(stack: dict[str, Any], case_id: str) -> list[dict[str, Any]]:
+    ch = stack["channel"]
+    out = []
+    while True:
+        method, props, body = ch.basic_get("notifier.deliveries.dead", auto_ack=False)
+        if method is None:
+            break
+        doc = json.loads(body)
+        if doc.get("case_id") == case_id:
+            out.append({"doc": doc, "headers": props.headers})
+        ch.basic_nack(method.delivery_tag, requeue=True) if doc.get("case_id") != case_id else ch.basic_ack(method.delivery_tag)
+    return out
+
+
+def test_permanent_failure_is_dead_lettered_and_the_operations_centre_told(stack: dict[str, Any]) -> None:
+    hooks: Hooks = stack["hooks"]
+    case_id = new_case_id()
+    hooks.scripts[case_id] = [410]
+    publish(stack, dispatched(case_id, dept="telecom"))
+    ops = wait_for(lambda: [h for h in hooks.for_case(case_id, "/ops")
+                            if h["body"]["event"].get("event") == "notification_failed"], 20)
+    assert ops, "no notification_failed reached the operations centre"
+    failed = ops[0]["body"]["event"]
+    assert failed["recipient"] == "dept:telecom" and failed["channel"] == "webhook" and "410" in failed["reason"]
+    dead: list[dict[str, Any]] = []
+    wait_for(lambda: dead.extend(_dead_letters(stack, case_id)) or dead, 10)
+    assert dead and "410" in dead[0]["headers"]["x-gridbus-reason"]
+    assert dead[0]["headers"]["x-gridbus-error"] == "delivery_failed"
+    assert len(hooks.for_case(case_id, "/hooks/telecom")) == 1  # 410 is not retried
+
+
+def test_fallback_channel_after_permanent_failure(stack: dict[str, Any]) -> None:
+    from shared.models import CaseUnroutable
+
+    case_id = new_case_id()
+    publish(stack, CaseUnroutable(case_id=case_id, correlation_id=f"r-{case_id}", case=summary(), reason="无匹配路由"))
+    # the station's robot key was revoked (WeCom errcode 93000): the liaison gets an SMS instead
+    sms = wait_for(lambda: [r.json() for r in stack["sms"].received if r.json()["params"]["case_id"] == case_id], 20)
+    assert sms and sms[0]["phone"] == "19907737000" and sms[0]["template_id"] == "SMS_T_UNROUTABLE"
+    assert [r for r in stack["wecom"].received if r.query.get("key") == ["revoked"]]
+
+
+def test_crash_between_send_and_record_resends_once_with_the_same_delivery_id(stack: dict[str, Any]) -> None:
+    hooks: Hooks = stack["hooks"]
+    notifier: Stack = stack["notifier"]
+    once, twice = new_case_id(), new_case_id()
+    hooks.scripts[once] = ["hang", 204]
+    publish(stack, dispatched(once, dept="power"))
+    assert wait_for(lambda: hooks.for_case(once, "/hooks/power"), 20)
+    notifier.kill()  # sent, answer never recorded
+    notifier.start()
+    resent = wait_for(lambda: len(hooks.for_case(once, "/hooks/power")) >= 2, 40)
+    assert resent, "the delivery was not resent after the crash"
+    first, second = hooks.for_case(once, "/hooks/power")[:2]
+    assert first["delivery"] == second["delivery"]
+
+    # dies again during the resend: no third send, dead letter with the reason instead
+    hooks.scripts[twice] = ["hang", "hang", 204]
+    publish(stack, dispatched(twice, dept="cable"))
+    assert wait_for(lambda: hooks.for_case(twice, "/hooks/cable"), 20)
+    notifier.kill()
+    notifier.start()
+    assert wait_for(lambda: len(hooks.for_case(twice, "/hooks/cable")) >= 2, 40)
+    notifier.kill()
+    notifier.start()
+    dead: list[dict[str, Any]] = []
+    assert wait_for(lambda: dead.extend(_dead_letters(stack, twice)) or dead, 40)
+    assert "outcome unknown" in dead[0]["headers"]["x-gridbus-reason"]
+    assert len(hooks.for_case(twice, "/hooks/cable")) == 2
+    assert len({h["delivery"] for h in hooks.for_case(twice, "/hooks/cable")}) == 1
+    time.sleep(3)
+    assert len(hooks.for_case(once, "/hooks/power")) == 2
+    hooks.release.set()
