@@ -66,21 +66,6 @@ def timers_leased() -> str:
     return f"{_p()}:sla:leased"
 
 
-def timer_payloads() -> str:
-    """Hash timer id → payload JSON (what to publish when it fires)."""
-    return f"{_p()}:sla:payloads"
-
-
-def sla_tokens(case_id: str) -> str:
-    """Hash `<order_id>|<deadline>` → fencing token; a timer firing with an older token is stale."""
-    return f"{_p()}:sla:tokens:{case_id}"
-
-
-def sla_case_timers(case_id: str) -> str:
-    """Set: ids of the case's armed timers (to cancel them together)."""
-    return f"{_p()}:sla:timers:{case_id}"
-
-
 def sla_case(case_id: str) -> str:
     """String: the case's clock state JSON (services/sla/state.py), the source timers are rebuilt from."""
     return f"{_p()}:sla:case:{case_id}"

@@ -220,7 +220,16 @@ def apply_event(store: CaseStore, event: Envelope) -> tuple[Case, list[Envelope]
             return Change(None, "router", f"no rule matched, sent to the grid station for triage: {event.reason}")
     elif isinstance(event, CaseEscalated):
         def mutate(case: Case) -> Change:
-            return Change(None, "sla", f"escalated L{event.from_level} → L{event.to_level}: {event.reason}")
+            # the order stays the department's; it is now supervised one level up, with a fresh limit
+            for a in case.assignments:
+                if a.active and a.order_id == event.order_id:
+                    a.level = event.to_level
+                    if event.new_due is not None:
+                        a.handle_due = event.new_due
+            who = ", ".join(c.name for c in event.commanders) or "—"
+            due = f"; due {event.new_due.isoformat()}" if event.new_due else ""
+            return Change(None, "sla", f"escalated L{event.from_level} → L{event.to_level} (step {event.step}): "
+                                       f"{event.reason}; 督办: {who}{due}")
     else:
         raise TypeError(f"intake does not apply {type(event).__name__}")
     return transition(store, event.case_id, event.message_id, mutate)

@@ -220,6 +220,26 @@ def _paths() -> dict[str, Any]:
                 "409": _body("IllegalTransitionError", "The case is already closed, cancelled or a duplicate"),
                 "422": E422,
             }}},
+        "/v1/accountability": {"get": {
+            "tags": ["ops"], "summary": "The accountability ledger (督查问责): breaches, and who breached repeatedly",
+            "description": "Written by sla on every breach (case, department, liaison, level, which clock, how "
+                           "late). Departments and liaisons with at least `repeated` breaches in the period are "
+                           "flagged for the discipline-inspection referral.",
+            **bearer("ops"),
+            "parameters": [
+                _q("dept", "Department code"),
+                _q("street", "Street code (9 digits)"),
+                _q("from", "Start date or date-time (default: first day of this month)"),
+                _q("to", "End date (inclusive) or date-time (default: now)"),
+                _q("repeated", "Breaches from which a department/liaison is flagged", type="integer", minimum=1),
+            ],
+            "responses": {"200": {"description": "The ledger for the period", "content": {"application/json": {
+                "schema": {"type": "object", "required": ["from", "to", "count", "entries"], "properties": {
+                    "from": {"type": "string"}, "to": {"type": "string"}, "count": {"type": "integer"},
+                    "entries": {"type": "array", "items": {"type": "object"}},
+                    "departments": {"type": "array", "items": {"type": "object"}},
+                    "liaisons": {"type": "array", "items": {"type": "object"}}}}}}},
+                "401": E401, "403": _body("Errors", "Not an ops key"), "422": E422}}},
         "/v1/catalog": {"get": {
             "tags": ["catalog"], "summary": "The category catalog (GB/T 47678.5-2026 + local extensions)",
             "responses": {"200": _body("CatalogTree", "Classes with their categories")}}},

@@ -11,6 +11,7 @@ from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
 from services.intake.auth import AuthError, Role, authenticate, require
+from services.intake.accountability_api import AccountabilityApi
 from services.intake.cases import Registrar, apply_event
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
@@ -91,7 +92,7 @@ def case_answer(case: Case, applied: bool) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
-class IntakeService(CasesApi, Open311Api):
+class IntakeService(CasesApi, Open311Api, AccountabilityApi):
     """Entrypoints here and in the mixins (case queries, Open311): nameko collects
     entrypoints from base classes too."""
 

@@ -13,13 +13,9 @@
 - Fencing: every change to a clock bumps its token, and a timer whose token is not the
   clock's current one is stale and dropped. `arm_if_free` (the start-up rebuild) does
   not re-arm a timer that is currently leased.
-
-`arm(case_id, timer_id, due, payload)` with a payload and `case_timers` remain for the
-first cut's callers (payload hash `timer_payloads`); the sla service no longer uses them.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -42,11 +38,6 @@ for i = 1, #due, 2 do
   redis.call('ZADD', KEYS[2], lease, id)
   out[#out + 1] = id
   out[#out + 1] = due[i + 1]
-  if ARGV[4] == '1' then
-    out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
-  else
-    out[#out + 1] = ''
-  end
 end
 return out
 """
@@ -66,17 +57,11 @@ return n
 class Claimed:
     timer_id: str
     due: float
-    payload: dict[str, Any]
-
-
-def token_field(order_id: str, deadline: str) -> str:
-    return f"{order_id}|{deadline}"
 
 
 class TimerStore:
-    def __init__(self, client: redis.Redis, legacy_payloads: bool = False) -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self.legacy_payloads = legacy_payloads
         self._claim = client.register_script(_CLAIM)
         self._arm_if_free = client.register_script(_ARM_IF_FREE)
 
@@ -110,52 +95,11 @@ class TimerStore:
                                      client=client or self.r) or 0)
 
     def claim(self, now: float, lease_s: float, limit: int = 500) -> list[Claimed]:
-        flat = self._claim(keys=[keys.timers_due(), keys.timers_leased(), keys.timer_payloads()],
-                           args=[now, lease_s, limit, "1" if self.legacy_payloads else "0"])
-        out = []
-        for i in range(0, len(flat), 3):
-            payload = json.loads(flat[i + 2]) if flat[i + 2] else {}
-            out.append(Claimed(flat[i], float(flat[i + 1]), payload))
-        return out
+        flat = self._claim(keys=[keys.timers_due(), keys.timers_leased()], args=[now, lease_s, limit])
+        return [Claimed(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def pending(self) -> int:
         return int(self.r.zcard(keys.timers_due()))
 
     def leased(self) -> int:
         return int(self.r.zcard(keys.timers_leased()))
-
-    # -- the first cut's API (payload per timer), kept for compatibility
-
-    def next_token(self, case_id: str, order_id: str, deadline: str) -> int:
-        return int(self.r.hincrby(keys.sla_tokens(case_id), token_field(order_id, deadline), 1))
-
-    def current_token(self, case_id: str, order_id: str, deadline: str) -> int:
-        return int(self.r.hget(keys.sla_tokens(case_id), token_field(order_id, deadline)) or 0)
-
-    def arm(self, case_id: str, timer_id: str, due: float, payload: dict[str, Any]) -> None:
-        self.legacy_payloads = True
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hset(keys.timer_payloads(), timer_id, json.dumps(payload, ensure_ascii=False))
-        pipe.zadd(keys.timers_due(), {timer_id: due})
-        pipe.sadd(keys.sla_case_timers(case_id), timer_id)
-        pipe.execute()
-
-    def cancel(self, case_id: str, timer_ids: list[str]) -> None:
-        if not timer_ids:
-            return
-        pipe = self.r.pipeline(transaction=True)
-        pipe.zrem(keys.timers_due(), *timer_ids)
-        pipe.zrem(keys.timers_leased(), *timer_ids)
-        pipe.hdel(keys.timer_payloads(), *timer_ids)
-        pipe.srem(keys.sla_case_timers(case_id), *timer_ids)
-        pipe.execute()
-
-    def case_timers(self, case_id: str) -> list[str]:
-        return sorted(self.r.smembers(keys.sla_case_timers(case_id)))
-
-    def done(self, case_id: str, timer_id: str) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.zrem(keys.timers_leased(), timer_id)
-        pipe.hdel(keys.timer_payloads(), timer_id)
-        pipe.srem(keys.sla_case_timers(case_id), timer_id)
-        pipe.execute()

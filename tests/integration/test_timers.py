@@ -1,4 +1,5 @@
-"""Timers on the real Redis: claim is exclusive, leases expire back, tokens fence."""
+"""Timers on the real Redis: claim is exclusive, leases expire back, the rebuild does
+not re-arm what is leased."""
 from __future__ import annotations
 
 import threading
@@ -8,32 +9,45 @@ import redis
 from services.sla.timers import TimerStore
 
 
+def arm(t: TimerStore, timers: dict[str, float]) -> None:
+    pipe = t.r.pipeline(transaction=True)
+    t.arm_in(pipe, timers.items())
+    pipe.execute()
+
+
 def test_claim_returns_only_due_timers_once(redis_client: redis.Redis) -> None:
     t = TimerStore(redis_client)
-    t.arm("c1", "a", 100.0, {"case_id": "c1", "n": 1})
-    t.arm("c1", "b", 200.0, {"case_id": "c1", "n": 2})
+    arm(t, {"a": 100.0, "b": 200.0})
     got = t.claim(now=150.0, lease_s=30)
-    assert [(c.timer_id, c.due, c.payload["n"]) for c in got] == [("a", 100.0, 1)]
+    assert [(c.timer_id, c.due) for c in got] == [("a", 100.0)]
     assert t.claim(now=150.0, lease_s=30) == []
+    assert (t.pending(), t.leased()) == (1, 1)
 
 
 def test_expired_lease_is_rearmed_and_done_removes(redis_client: redis.Redis) -> None:
     t = TimerStore(redis_client)
-    t.arm("c1", "a", 100.0, {"case_id": "c1"})
+    arm(t, {"a": 100.0})
     assert len(t.claim(now=101.0, lease_s=5)) == 1
-    # the claimer "died": nothing is returned until the lease runs out, then it comes back
+    # the claimer "died": nothing comes back until the lease runs out, then it does
     assert t.claim(now=104.0, lease_s=5) == []
-    again = t.claim(now=107.0, lease_s=5)
-    assert [c.timer_id for c in again] == ["a"]
-    t.done("c1", "a")
-    assert t.claim(now=1000.0, lease_s=5) == []
-    assert t.case_timers("c1") == []
+    assert [c.timer_id for c in t.claim(now=107.0, lease_s=5)] == ["a"]
+    pipe = t.r.pipeline(transaction=True)
+    t.done_in(pipe, ["a"])
+    pipe.execute()
+    assert t.claim(now=1000.0, lease_s=5) == [] and t.leased() == 0
+
+
+def test_rebuild_does_not_rearm_a_leased_timer(redis_client: redis.Redis) -> None:
+    t = TimerStore(redis_client)
+    arm(t, {"a": 100.0})
+    t.claim(now=101.0, lease_s=60)
+    assert t.arm_if_free([("a", 100.0), ("b", 300.0)]) == 1  # only b
+    assert t.pending() == 1 and t.leased() == 1
 
 
 def test_concurrent_claimers_split_the_timers(redis_client: redis.Redis) -> None:
     t = TimerStore(redis_client)
-    for i in range(500):
-        t.arm("c", f"t{i}", float(i), {"case_id": "c"})
+    arm(t, {f"t{i}": float(i) for i in range(500)})
     seen: list[str] = []
     lock = threading.Lock()
 
@@ -52,11 +66,3 @@ def test_concurrent_claimers_split_the_timers(redis_client: redis.Redis) -> None
     for th in threads:
         th.join()
     assert sorted(seen) == sorted(f"t{i}" for i in range(500))
-
-
-def test_tokens_fence(redis_client: redis.Redis) -> None:
-    t = TimerStore(redis_client)
-    first = t.next_token("c", "o1", "acknowledge")
-    assert t.current_token("c", "o1", "acknowledge") == first
-    t.next_token("c", "o1", "acknowledge")
-    assert t.current_token("c", "o1", "acknowledge") == first + 1
