@@ -31,6 +31,14 @@ defaults:
   warn_fraction: 0.5
   ladder: [1h]
   repeat: 0
+policies:
+  # the routes give 06010 (暴露垃圾) in the pilot patches `cleaning` at level 5:
+  # second-long steps so that an escalation climbs all five levels within a test
+  cleaning:
+    handle: 1h
+    ladder: [2s, 2s, 2s, 2s]
+    repeat: 0
+    escalate_until: resolved
 """
 
 
