@@ -1,0 +1,64 @@
+"""End to end through the four running services: a report's dispatch reaches the
+department's webhook signed and once, even when the event is published again; the
+liaison's robot is not configured in this stack, so the fallback (SMS) is tried, fails
+for good, and the operations centre's `notification_failed` event comes out."""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pika
+import pytest
+
+from tests.e2e.conftest import report, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> None:
+    ch = stack["channel"]
+    failed_q = ch.queue_declare("", exclusive=True).method.queue
+    ch.queue_bind(failed_q, "gridbus.events", routing_key="notification.failed")
+
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(category="01037"), timeout=5)
+    assert r.status_code == 202, r.text
+    case_id = r.json()["case_id"]
+
+    def hooks() -> list[dict[str, Any]]:
+        return [h for h in stack["sink"].received if h["body"]["event"].get("case_id") == case_id
+                and h["body"]["event"].get("event") == "case_dispatched"]
+
+    assert wait_for(hooks, timeout=15), "no webhook for the dispatch"
+    [hook] = hooks()
+    assert hook["valid"] and hook["path"] == "/hooks/lighting"
+    assert hook["headers"]["X-Gridbus-Delivery"] == hook["body"]["delivery_id"]
+    event = hook["body"]["event"]
+
+    # the same event again (at-least-once upstream): no second message
+    ch.confirm_delivery()
+    ch.basic_publish("gridbus.events", "case.dispatched", json.dumps(event, ensure_ascii=False).encode(),
+                     pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                          message_id=event["message_id"]), mandatory=True)
+
+    # liaison: wecom (no robot URL here) → fallback sms (no provider here) → notification_failed
+    failures: list[dict[str, Any]] = []
+
+    def collect() -> bool:
+        method, _, body = ch.basic_get(failed_q, auto_ack=True)
+        if method is not None:
+            doc = json.loads(body)
+            if doc["case_id"] == case_id:
+                failures.append(doc)
+        return bool(failures)
+
+    assert wait_for(collect, timeout=15), "no notification_failed for the unreachable liaison"
+    assert failures[0]["recipient"] == "liaison:lighting:450305001" and failures[0]["channel"] == "sms"
+    assert "not configured" in failures[0]["reason"]
+
+    time.sleep(3)
+    assert len(hooks()) == 1
+    metrics = httpx.get(f"http://127.0.0.1:{stack['settings'].notifier_metrics_port}/metrics", timeout=5).text
+    assert 'gridbus_notification_deliveries_total{channel="webhook",outcome="delivered"}' in metrics
+    assert 'gridbus_notification_dead_letters_total{channel="sms",reason="permanent"}' in metrics
