@@ -197,11 +197,15 @@ class Planner:
     def render(self, name: str, channel: ChannelName, recipient: str,
                ctx: dict[str, Any]) -> tuple[str, str, str | None, dict[str, str]]:
         ctx = {**ctx, "recipient_name": self.addresses.name_of(recipient)}
-        if name == "notification_failed":
+        try:
+            subject, text = self.renderer.render(name, channel, ctx)
+        except LookupError:
+            if name != "notification_failed":
+                raise
+            # no built-in template for it; `notification_failed.<channel>.j2` in the override
+            # directory (CONFIG_DIR/notify_templates) replaces this text
             values = {k: ctx.get(k, "") for k in ("case_id", "channel", "recipient", "attempts", "reason")}
             subject, text = _FAILED_SUBJECT.format(**values), _FAILED_TEXT.format(**values)
-        else:
-            subject, text = self.renderer.render(name, channel, ctx)
         sms_template = self.notify.sms_templates.get(name) if channel is ChannelName.sms else None
         sms_params = self.renderer.sms_params(ctx) if channel is ChannelName.sms else {}
         return subject, text, sms_template, sms_params

@@ -77,3 +77,17 @@ def test_concurrent_flushers_split_the_buckets(redis_client: redis.Redis) -> Non
     for t in threads:
         t.join()
     assert sorted(seen) == sorted(bucket_of(f"liaison:gas:{n}", "wecom") for n in range(60))
+
+
+def test_a_burst_to_one_liaison_is_held_after_the_limit(redis_client: redis.Redis) -> None:
+    from services.notifier.digest import hold_until
+    from services.notifier.subscriptions import RateLimit
+
+    holds = HoldStore(redis_client)
+    rate = RateLimit(max=2, per_minutes=10)
+    now = datetime(2026, 11, 27, 2, 3, tzinfo=timezone.utc)
+    decisions = [hold_until(item(n), now, None, rate, holds) for n in range(4)]
+    window_end = datetime(2026, 11, 27, 2, 10, tzinfo=timezone.utc).timestamp()
+    assert decisions == [None, None, ("rate_limit", window_end), ("rate_limit", window_end)]
+    urgent = item(9).model_copy(update={"urgent": True})
+    assert hold_until(urgent, now, None, rate, holds) is None  # breaches and escalations are never held

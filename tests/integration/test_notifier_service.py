@@ -494,3 +494,20 @@ def test_crash_between_send_and_record_resends_once_with_the_same_delivery_id(st
     time.sleep(3)
     assert len(hooks.for_case(once, "/hooks/power")) == 2
     hooks.release.set()
+
+
+def test_metrics_show_outcomes_dead_letters_and_queue_depths(stack: dict[str, Any]) -> None:
+    import httpx
+
+    url = f"http://127.0.0.1:{stack['env']['NOTIFIER_METRICS_PORT']}/metrics"
+
+    def scrape() -> str:
+        text = httpx.get(url, timeout=5).text
+        return text if 'gridbus_notifier_queue_messages{queue="notifier.retry.10s"}' in text else ""
+
+    text = wait_for(scrape, 20)
+    assert text, "the queue-depth gauge was never set"
+    for queue in ("notifier.events", "notifier.deliveries", "notifier.deliveries.dead", "notifier.retry.10s",
+                  "notifier.retry.60s", "notifier.retry.300s", "notifier.retry.1800s"):
+        assert f'gridbus_notifier_queue_messages{{queue="{queue}"}}' in text
+    assert "gridbus_notifications_held " in text

@@ -247,3 +247,11 @@ def test_quiet_hours_release(start: str, end: str, local: str, release: str | No
     now = datetime.fromisoformat(f"2026-11-27 {local}").replace(tzinfo=TZ)
     got = QuietHours(start=start, end=end).release_at(now)
     assert (got.strftime("%Y-%m-%d %H:%M") if got else None) == release
+
+
+def test_notification_failed_text_can_be_overridden(tmp_path: Path, planner: Planner) -> None:
+    (tmp_path / "notification_failed.webhook.j2").write_text("【失败】{{ case_id }}\n\n{{ recipient }} {{ reason }}\n")
+    custom = Planner(planner.notify, planner.addresses, Renderer(tmp_path, public_base_url="x", timezone="Asia/Shanghai"))
+    ctx = {"case_id": "c-1", "recipient": "dept:gas", "reason": "HTTP 410", "channel": "webhook", "attempts": 1}
+    assert custom.render("notification_failed", ChannelName.webhook, "ops", ctx)[:2] == ("【失败】c-1", "dept:gas HTTP 410")
+    assert planner.render("notification_failed", ChannelName.email, "ops", ctx)[0] == "【通知失败】c-1 webhook → dept:gas"
