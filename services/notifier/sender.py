@@ -114,6 +114,11 @@ class Notifier:
             log.info("delivery_busy_elsewhere", **log_ctx)
             return "parked"
         try:
+            # checked again under the lease: a copy may have finished between the first look and now
+            if self.state.finished(did) or self.state.attempt_done(did, delivery.attempt):
+                metrics.NOTIFICATION_DELIVERIES.labels(channel, "duplicate").inc()
+                log.info("delivery_duplicate", **log_ctx)
+                return "duplicate"
             return self._attempt(delivery, log_ctx, now)
         finally:
             self.state.release(did, token)

@@ -200,7 +200,7 @@ class Stack:
                 if conn.is_open:
                     conn.close()
 
-        assert wait_for(consuming, 40, 0.3), "notifier did not start consuming"
+        assert wait_for(consuming, 90, 0.3), "notifier did not start consuming"
 
     def kill(self) -> None:
         assert self.proc is not None
@@ -469,10 +469,10 @@ def test_crash_between_send_and_record_resends_once_with_the_same_delivery_id(st
     once, twice = new_case_id(), new_case_id()
     hooks.scripts[once] = ["hang", 204]
     publish(stack, dispatched(once, dept="power"))
-    assert wait_for(lambda: hooks.for_case(once, "/hooks/power"), 20)
+    assert wait_for(lambda: hooks.for_case(once, "/hooks/power"), 60)
     notifier.kill()  # sent, answer never recorded
     notifier.start()
-    resent = wait_for(lambda: len(hooks.for_case(once, "/hooks/power")) >= 2, 40)
+    resent = wait_for(lambda: len(hooks.for_case(once, "/hooks/power")) >= 2, 90)
     assert resent, "the delivery was not resent after the crash"
     first, second = hooks.for_case(once, "/hooks/power")[:2]
     assert first["delivery"] == second["delivery"]
@@ -480,14 +480,14 @@ def test_crash_between_send_and_record_resends_once_with_the_same_delivery_id(st
     # dies again during the resend: no third send, dead letter with the reason instead
     hooks.scripts[twice] = ["hang", "hang", 204]
     publish(stack, dispatched(twice, dept="cable"))
-    assert wait_for(lambda: hooks.for_case(twice, "/hooks/cable"), 20)
+    assert wait_for(lambda: hooks.for_case(twice, "/hooks/cable"), 60)
     notifier.kill()
     notifier.start()
-    assert wait_for(lambda: len(hooks.for_case(twice, "/hooks/cable")) >= 2, 40)
+    assert wait_for(lambda: len(hooks.for_case(twice, "/hooks/cable")) >= 2, 90)
     notifier.kill()
     notifier.start()
     dead: list[dict[str, Any]] = []
-    assert wait_for(lambda: dead.extend(_dead_letters(stack, twice)) or dead, 40)
+    assert wait_for(lambda: dead.extend(_dead_letters(stack, twice)) or dead, 90)
     assert "outcome unknown" in dead[0]["headers"]["x-gridbus-reason"]
     assert len(hooks.for_case(twice, "/hooks/cable")) == 2
     assert len({h["delivery"] for h in hooks.for_case(twice, "/hooks/cable")}) == 1
