@@ -177,3 +177,23 @@ class TopologyDeclarer(DependencyProvider):
 
     def setup(self) -> None:
         topology.apply(self.container.config["AMQP_URI"])
+
+
+def event_or_reject(body: Any) -> Any:
+    """The lifecycle event in a message body, or `Rejected` (dead-letter with the reason)."""
+    from shared.models import parse_event
+
+    try:
+        return parse_event(body if isinstance(body, dict) else {})
+    except ValueError as exc:
+        raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
+
+
+class GridbusService:
+    """What every gridbus service has: the topology declared before anything starts,
+    metrics of every entrypoint, and a confirmed publisher. Services subclass it (nameko
+    collects dependencies and entrypoints from base classes)."""
+
+    declare_topology = TopologyDeclarer()
+    entrypoint_metrics = EntrypointMetrics()
+    bus: Bus = BusProvider()

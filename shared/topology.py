@@ -255,7 +255,14 @@ def declare(channel: "pika.adapters.blocking_connection.BlockingChannel", topolo
 
 def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:
     topology = topology or default_topology()
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    params = pika.URLParameters(amqp_uri)
+    # services start together and each declares everything: on a busy broker (quorum
+    # queues are Raft groups) the handshake can be slow, which is no reason to give up
+    params.connection_attempts = 5
+    params.retry_delay = 2
+    params.stack_timeout = 60
+    params.blocked_connection_timeout = 60
+    connection = pika.BlockingConnection(params)
     try:
         declare(connection.channel(), topology)
     finally:

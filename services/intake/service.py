@@ -29,19 +29,11 @@ from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
 from shared.lifecycle import IllegalTransition
 from shared import metrics, topology
-from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid
 from shared.models import Case, Reply, Report, parse_event
-from shared.nameko_ext import (
-    BusProvider,
-    EntrypointMetrics,
-    RedisProvider,
-    Rejected,
-    TopologyDeclarer,
-    consume_reliably,
-)
+from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
 
 log = structlog.get_logger("gridbus.intake")
 JSON = {"Content-Type": "application/json; charset=utf-8"}
@@ -92,15 +84,12 @@ def case_answer(case: Case, applied: bool) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
-class IntakeService(CasesApi, Open311Api, AccountabilityApi):
-    """Entrypoints here and in the mixins (case queries, Open311): nameko collects
-    entrypoints from base classes too."""
+class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
+    """Entrypoints here and in the mixins (case queries, Open311, accountability): nameko
+    collects entrypoints and dependencies from base classes too."""
 
     name = "intake"
 
-    declare_topology = TopologyDeclarer()
-    entrypoint_metrics = EntrypointMetrics()
-    bus: Bus = BusProvider()
     redis = RedisProvider()
     domain: Domain = Domain()
 
@@ -233,10 +222,7 @@ class IntakeService(CasesApi, Open311Api, AccountabilityApi):
 
     @consume_reliably(topology.Q_INTAKE_EVENTS)
     def consume_event(self, body: Any) -> None:
-        try:
-            event = parse_event(body)
-        except ValueError as exc:
-            raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
+        event = event_or_reject(body)
         store, _ = self.domain.for_client(self.redis)
         try:
             case, events, _ = apply_event(store, event)

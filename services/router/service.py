@@ -13,12 +13,11 @@ from services.router.tree import load_routing_tree
 from services.sla.clocks import load_calendar
 from services.sla.policies import load_policies
 from shared import metrics, topology
-from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.departments import GRID_STATION
 from shared.config import get_settings
-from shared.models import CaseRedispatch, CaseRegistered, parse_event, utcnow
-from shared.nameko_ext import BusProvider, EntrypointMetrics, Rejected, TopologyDeclarer, consume_reliably
+from shared.models import CaseRedispatch, CaseRegistered, utcnow
+from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
 
 log = structlog.get_logger("gridbus.router")
 
@@ -42,12 +41,9 @@ class DispatcherProvider(DependencyProvider):
         return self
 
 
-class RouterService:
+class RouterService(GridbusService):
     name = "router"
 
-    declare_topology = TopologyDeclarer()
-    entrypoint_metrics = EntrypointMetrics()
-    bus: Bus = BusProvider()
     routing: DispatcherProvider = DispatcherProvider()
 
     @timer(interval=1.0)
@@ -56,10 +52,7 @@ class RouterService:
 
     @consume_reliably(topology.Q_ROUTER_CASES)
     def route_case(self, body: Any) -> None:
-        try:
-            event = parse_event(body)
-        except ValueError as exc:
-            raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
+        event = event_or_reject(body)
         if isinstance(event, CaseRegistered):
             plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
         elif isinstance(event, CaseRedispatch):

@@ -92,6 +92,7 @@ def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) 
     try:
         wait_until_ready(settings, procs, timeout=60)
         params = pika.URLParameters(vhost)
+        params.connection_attempts, params.retry_delay = 5, 2  # a busy broker accepts slowly
         conn = pika.BlockingConnection(params)
         yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
                "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path}
