@@ -1,25 +1,30 @@
 """sla timer benchmark: `python -m bench.bench_timers [--timers 1000000] [--burst 10000]`.
 
-Runs against REDIS_URL in a throwaway key prefix (deleted afterwards) and prints:
+Runs against REDIS_URL in a throwaway key prefix (deleted afterwards) and prints, each
+figure also as a ratio against the baseline measured in the same run:
 
 1. baseline: a bare ZADD of N members `t<i>` (pipelined) — memory per member and rate;
 2. sla timers: N real timer names (`<case_id>|<clock>|<phase>|<token>`, two per case,
-   as a dispatch arms them) through `TimerStore.arm_in` — memory per timer, arm rate,
-   both also as ratios against the baseline measured in the same run;
-3. the clock documents behind them (one per case, made by the real `Engine` for a
-   dispatch and re-keyed per case) — memory per case and per timer;
+   as a dispatch arms them) through `TimerStore.arm_in` — memory per timer, arm rate;
+3. the firing documents behind them (one per case, made by the real `Engine` for a
+   dispatch, stored in their live buckets as services/sla/store.py keeps them; the
+   correlation id a report UUID, as intake sets it) — memory per case and, with the
+   timers, per timer: the target (≤ 250 B per timer, everything a timer needs to fire);
+   then, apart, each case's history (applied message ids and log, `sla:hist:<id>`, not
+   read to fire) and the total with it;
 4. a burst of B timers due at the same instant, fired through the real claim path
-   (`Deadlines.fire_due`: Lua claim → load documents → Engine → MULTI commit with the
-   outbox → publish to an in-memory sink): lateness p50/p99 (commit time − due time).
-   Publishing to RabbitMQ is not included: with synchronous confirms it runs at about
-   1 k events/s per replica on this machine (DESIGN §10), see the report.
+   (`Deadlines.fire_due`: Lua claim → one read of the batch's documents → Engine → one
+   Lua commit with outbox, ledger, counters and lease release) by one process: lateness
+   p50/p99 measured TO THE COMMIT (commit time − due time), and the firing rate;
+5. publishing the burst's committed events, measured apart: into an in-memory sink
+   (`Deadlines.publish_pending`, outbox bookkeeping included) and, when RabbitMQ answers,
+   through the real confirmed `Bus` into a throwaway vhost (`--no-broker` skips it).
 
 Memory is `used_memory` of INFO memory before/after, so run it on an otherwise idle Redis.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -27,6 +32,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import redis
 
@@ -50,6 +56,7 @@ def main() -> None:
     ap.add_argument("--timers", type=int, default=1_000_000)
     ap.add_argument("--burst", type=int, default=10_000)
     ap.add_argument("--batch", type=int, default=10_000, help="pipeline size")
+    ap.add_argument("--no-broker", action="store_true", help="skip publishing to RabbitMQ")
     args = ap.parse_args()
 
     prefix = f"bench{uuid.uuid4().hex[:8]}"
@@ -61,15 +68,19 @@ def main() -> None:
 
     configure_logging("console", "WARNING")
     from services.sla.clocks import WorkCalendar
+    from services.sla.codec import pack_doc, pack_history
     from services.sla.deadlines import Deadlines
     from services.sla.policies import load_policies
+    from services.sla.store import _Op, bucket_of
+    from services.sla.timers import TimerStore
     from shared import redis_keys as keys
-    from shared.models import Assignment, CaseDispatched, CaseSummary, Mode721
+    from shared.models import Assignment, CaseDispatched, CaseSummary, Envelope, Mode721
 
-    url = get_settings().redis_url
+    settings = get_settings()
+    url = settings.redis_url
     r = redis.Redis.from_url(url, decode_responses=True)
     n, batch = args.timers, args.batch
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     try:
         # 1. baseline ---------------------------------------------------------------
         base_key = f"{prefix}:baseline"
@@ -81,8 +92,6 @@ def main() -> None:
         r.delete(base_key)
 
         # 2. sla timers -------------------------------------------------------------
-        from services.sla.timers import TimerStore
-
         cases = n // 2
         due0 = time.time() + 10 * 86400
         names = lambda i: (f"450305-20261127-{i:06d}|1/sanitation/a|w|1",  # noqa: E731
@@ -96,89 +105,148 @@ def main() -> None:
         out["arm_s"] = time.perf_counter() - t0
         out["timer_bytes"] = (used(r) - m0) / (2 * cases)
 
-        # 3. clock documents --------------------------------------------------------
+        # 3. firing documents and histories ----------------------------------------
         with TemporaryDirectory() as tmp:
             sla_path = Path(tmp) / "sla.yaml"
             sla_path.write_text(BENCH_SLA, encoding="utf-8")
-            d = Deadlines(r, load_policies(sla_path), WorkCalendar(), publish=lambda e: None)
+            sink: list[Envelope] = []
+            d = Deadlines(r, load_policies(sla_path), WorkCalendar(), publish=sink.append)
+            rb = d.store.b
 
             def dispatched(case_id: str, at: datetime) -> CaseDispatched:
                 return CaseDispatched(
-                    message_id=f"dispatched:{case_id}:1", case_id=case_id, correlation_id=f"rep-{case_id}",
+                    message_id=f"dispatched:{case_id}:1", case_id=case_id, correlation_id=str(uuid.uuid4()),
                     occurred_at=at, case=CaseSummary(category="06010", severity="normal", grid="450305001001001",
                                                      street="450305001", registered_at=at),
                     assignments=[Assignment(dept="sanitation", street="450305001", level=5, mode=Mode721.service,
                                             sla_policy="cleaning", order_id=f"{case_id}/1/sanitation",
                                             dispatched_at=at)])
 
-            template_id = "450305-20261127-TEMPLATE"
-            case, _fx = d.engine.dispatched(None, dispatched(template_id, datetime.now(timezone.utc)), time.time())
-            doc = json.dumps(case.to_dict(), ensure_ascii=False, separators=(",", ":"))
+            template = "450305-20261127-TEMPLATE"
+            case, _fx = d.engine.dispatched(None, dispatched(template, datetime.now(timezone.utc)), time.time())
+            doc, hist = pack_doc(case), pack_history(case)
+            assert b"TEMPLATE" not in doc  # nothing in the document repeats the case id
+            out["doc_len"], out["hist_len"] = len(doc), len(hist)
             m0 = used(r)
             for lo in range(0, cases, batch):
-                pipe = r.pipeline(transaction=False)
+                pipe = rb.pipeline(transaction=False)
                 for i in range(lo, min(cases, lo + batch)):
                     cid = f"450305-20261127-{i:06d}"
-                    pipe.set(keys.sla_case(cid), doc.replace(template_id, cid))
-                    pipe.sadd(keys.sla_open_cases(), cid)
+                    case.corr = str(uuid.uuid4())
+                    pipe.hset(keys.sla_live(bucket_of(cid)), cid, pack_doc(case))
                 pipe.execute()
             out["doc_bytes_per_case"] = (used(r) - m0) / cases
-            out["doc_json_bytes"] = len(doc.encode())
-            out["total_bytes_per_timer"] = out["timer_bytes"] + out["doc_bytes_per_case"] / 2
+            m0 = used(r)
+            for lo in range(0, cases, batch):
+                pipe = rb.pipeline(transaction=False)
+                for i in range(lo, min(cases, lo + batch)):
+                    pipe.set(keys.sla_history(f"450305-20261127-{i:06d}"), hist)
+                pipe.execute()
+            out["hist_bytes_per_case"] = (used(r) - m0) / cases
+            out["fire_bytes_per_timer"] = out["timer_bytes"] + out["doc_bytes_per_case"] / 2
+            out["total_bytes_per_timer"] = out["fire_bytes_per_timer"] + out["hist_bytes_per_case"] / 2
             # clean the 1 M before the burst, so the burst runs on a realistic but clean set
-            for pattern in (f"{prefix}:sla:case:*",):
+            for pattern in (f"{prefix}:sla:live:*", f"{prefix}:sla:hist:*"):
                 for chunk in _chunks(r.scan_iter(pattern, count=10_000), 10_000):
                     r.unlink(*chunk)
-            r.unlink(keys.timers_due(), keys.sla_open_cases())
+            r.unlink(keys.timers_due())
 
             # 4. burst ------------------------------------------------------------------
             burst_cases = args.burst // 2
             at = datetime.now(timezone.utc) + timedelta(seconds=5)  # warnings (50 % of 2 s) due at +6 s
             for lo in range(0, burst_cases, 1000):
-                pipe = r.pipeline(transaction=False)
+                ops = []
                 for i in range(lo, min(burst_cases, lo + 1000)):
                     cid = f"450305-20261127-{i:06d}"
                     c, fx = d.engine.dispatched(None, dispatched(cid, at), at.timestamp())
-                    d.store._write(pipe, c, fx)
-                pipe.execute()
+                    ops.append(_Op(cid, c, None, fx, with_history=True))
+                assert not d.store._commit(ops)
             due = float(r.zrange(keys.timers_due(), 0, 0, withscores=True)[0][1])  # at + 1 s
             assert r.zcount(keys.timers_due(), due, due) == args.burst, r.zcount(keys.timers_due(), "-inf", "+inf")
-            sink: list[object] = []
-            d.publish = sink.append
             lateness: list[float] = []
             while time.time() < due - 0.2:
                 time.sleep(0.01)
             t_end = due + 60
+            first = last = 0.0
             while len(lateness) < args.burst and time.time() < t_end:
-                report = d.fire_due(lease_s=30.0)
-                lateness += [f.committed - f.due for f in report.fired if f.effects.events and f.due == due]
+                report = d.fire_due(lease_s=30.0, publish=False)
+                mine = [f.committed for f in report.fired if f.effects.events and f.due == due]
+                if mine:
+                    first = first or min(mine)
+                    last = max(mine)
+                lateness += [c - due for c in mine]
                 if not report.fired:
                     time.sleep(0.2)  # the service's tick
             lateness.sort()
             out["burst_fired"] = len(lateness)
-            out["burst_events"] = len(sink)
             out["p50"] = statistics.median(lateness)
             out["p99"] = lateness[int(0.99 * (len(lateness) - 1))]
             out["max"] = lateness[-1]
+            out["fire_rate"] = len(lateness) / max(lateness[-1], 1e-9)  # from the due instant to the last commit
+            committed = list(d.unpublished)
+            assert d.store.outbox_size() == len(committed) == args.burst
+
+            # 5. publishing, apart ------------------------------------------------------
+            t0 = time.perf_counter()
+            d.publish_pending()
+            out["sink_s"] = time.perf_counter() - t0
+            out["sink_events"] = len(sink)
+            assert d.store.outbox_size() == 0
+            out["broker"] = None if args.no_broker else _publish_to_broker(committed, settings)
     finally:
         for chunk in _chunks(r.scan_iter(f"{prefix}:*", count=10_000), 10_000):
             r.unlink(*chunk)
         reset_settings()
 
+    base_b, base_rate = out["baseline_bytes"], n / out["baseline_s"]
     mb = lambda b: b * n / 1e6  # noqa: E731
     print(f"Redis {r.info('server')['redis_version']} at {url}, throwaway prefix {prefix} (deleted)")
-    print(f"baseline  bare ZADD of {n:,} members 't<i>': {out['baseline_bytes']:.1f} B/member "
-          f"({mb(out['baseline_bytes']):.1f} MB), {n / out['baseline_s']:,.0f} ZADD/s pipelined")
+    print(f"baseline  bare ZADD of {n:,} members 't<i>': {base_b:.1f} B/member ({mb(base_b):.1f} MB), "
+          f"{base_rate:,.0f} ZADD/s pipelined")
     print(f"timers    {n:,} sla timers (2 per case): {out['timer_bytes']:.1f} B/timer "
-          f"({mb(out['timer_bytes']):.1f} MB) = {out['timer_bytes'] / out['baseline_bytes']:.2f}× baseline; "
+          f"({mb(out['timer_bytes']):.1f} MB) = {out['timer_bytes'] / base_b:.2f}× baseline; "
           f"arm rate {n / out['arm_s']:,.0f}/s = {out['baseline_s'] / out['arm_s']:.2f}× baseline rate")
-    print(f"documents {n // 2:,} clock documents ({out['doc_json_bytes']:.0f} B JSON each): "
-          f"{out['doc_bytes_per_case']:.1f} B/case → with the timers {out['total_bytes_per_timer']:.1f} B/timer "
-          f"({mb(out['total_bytes_per_timer']):.1f} MB for {n:,} timers, "
-          f"{out['total_bytes_per_timer'] / out['baseline_bytes']:.2f}× baseline)")
-    print(f"burst     {args.burst:,} due at once, fired through the claim path by one process: "
-          f"{out['burst_fired']:,.0f} fired, {out['burst_events']:,.0f} events; lateness "
-          f"p50 {out['p50'] * 1000:.0f} ms, p99 {out['p99'] * 1000:.0f} ms, max {out['max'] * 1000:.0f} ms")
+    print(f"firing    {cases:,} firing documents ({out['doc_len']} B msgpack each) in live buckets: "
+          f"{out['doc_bytes_per_case']:.1f} B/case → with the timers {out['fire_bytes_per_timer']:.1f} B/timer "
+          f"({mb(out['fire_bytes_per_timer']):.1f} MB for {n:,} timers, "
+          f"{out['fire_bytes_per_timer'] / base_b:.2f}× baseline) [target ≤ 250 B/timer]")
+    print(f"history   {cases:,} histories ({out['hist_len']} B each: 1 message id, 1 log entry; not read to fire): "
+          f"{out['hist_bytes_per_case']:.1f} B/case → everything {out['total_bytes_per_timer']:.1f} B/timer "
+          f"({mb(out['total_bytes_per_timer']):.1f} MB, {out['total_bytes_per_timer'] / base_b:.2f}× baseline)")
+    print(f"burst     {args.burst:,} due at once, fired through the claim path by one process, lateness TO THE "
+          f"COMMIT: p50 {out['p50'] * 1000:.0f} ms, p99 {out['p99'] * 1000:.0f} ms, max {out['max'] * 1000:.0f} ms "
+          f"[target p99 < 1 s]; {out['burst_fired']:,} fired, {out['fire_rate']:,.0f} timers/s committed "
+          f"= {out['fire_rate'] / base_rate:.2f}× baseline ZADD rate")
+    sink_rate = out["sink_events"] / out["sink_s"]
+    print(f"publish   (after the commit, apart) in-memory sink: {out['sink_events']:,} events at {sink_rate:,.0f}/s "
+          f"= {sink_rate / base_rate:.2f}× baseline rate (outbox bookkeeping only)")
+    if out["broker"] is None:
+        print("publish   RabbitMQ: skipped")
+    elif isinstance(out["broker"], str):
+        print(f"publish   RabbitMQ: not measured ({out['broker']})")
+    else:
+        k, s = out["broker"]
+        print(f"publish   RabbitMQ through the confirmed Bus (one confirm per message), first {k:,} events: "
+              f"{k / s:,.0f}/s = {k / s / base_rate:.3f}× baseline rate → the burst's last event reaches the "
+              f"broker about {args.burst / (k / s):.1f} s after the due time per replica")
+
+
+def _publish_to_broker(events: list[Any], settings: Any, limit: int = 3000) -> tuple[int, float] | str:
+    try:
+        from bench.common import throwaway_vhost
+        from shared import topology
+        from shared.bus import Bus
+
+        with throwaway_vhost(settings.amqp_uri, settings.rabbitmq_management_url) as (uri, _name):
+            topology.apply(uri)
+            bus = Bus(uri, service="bench")
+            some = events[:limit]
+            t0 = time.perf_counter()
+            for e in some:
+                bus.publish_event(e)
+            return len(some), time.perf_counter() - t0
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - without a broker the rest still stands
+        return f"{type(exc).__name__}: {exc}"[:200]
 
 
 def _chunks(it, size):  # type: ignore[no-untyped-def]

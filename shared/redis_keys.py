@@ -67,12 +67,25 @@ def timers_leased() -> str:
 
 
 def sla_case(case_id: str) -> str:
-    """String: the case's clock state JSON (services/sla/state.py), the source timers are rebuilt from."""
+    """String: the compact clock document (services/sla/codec.py) of a case with no clock running,
+    kept for `gridbus sla explain` and a later re-dispatch; it expires (a live case's is in `sla_live`)."""
     return f"{_p()}:sla:case:{case_id}"
 
 
+def sla_live(bucket: int) -> str:
+    """Hash case id → compact clock document (services/sla/codec.py) of every case with a running or
+    paused clock, spread over a fixed number of buckets (services/sla/store.py); the timers' source."""
+    return f"{_p()}:sla:live:{bucket}"
+
+
+def sla_history(case_id: str) -> str:
+    """String: a case's applied message ids and clock log (msgpack items), not needed to fire."""
+    return f"{_p()}:sla:hist:{case_id}"
+
+
 def sla_open_cases() -> str:
-    """Set: case ids with a running or paused clock (rebuilt into timers at start-up)."""
+    """Set: case ids with a running or paused clock, as sla kept them before `sla_live` (read once by
+    the start-up rebuild, which moves them)."""
     return f"{_p()}:sla:open"
 
 

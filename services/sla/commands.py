@@ -83,16 +83,14 @@ def explain(case_id: str, as_json: bool) -> None:
     """Show a case's clocks, pauses and escalation steps (from sla's Redis state)."""
     import json
 
-    from services.sla.state import CaseClocks
-    from shared import redis_keys as keys
+    from services.sla.store import load_case
 
-    raw = _redis().get(keys.sla_case(case_id))
-    if not raw:
+    case = load_case(_redis(), case_id)
+    if case is None:
         raise click.ClickException(f"sla holds no clocks for case {case_id}")
     if as_json:
-        click.echo(json.dumps(json.loads(raw), ensure_ascii=False, indent=2))
+        click.echo(json.dumps(case.to_dict(), ensure_ascii=False, indent=2))
         return
-    case = CaseClocks.from_dict(json.loads(raw))
     tz = ZoneInfo(get_settings().timezone)
     click.echo(f"case {case.case_id}  status {case.status}  category {case.cat}  grid {case.grid}  "
                f"severity {case.sev}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -80,6 +81,7 @@ class Deadlines:
         self.store = SlaStore(client, engine=self.engine)
         self.timers = self.store.timers
         self.publish = publish
+        self.unpublished: deque[Envelope] = deque()
 
     # -- events in
 
@@ -103,9 +105,15 @@ class Deadlines:
 
     # -- timers
 
-    def fire_due(self, now: float | None = None, lease_s: float = 30.0, limit: int = 500) -> FireReport:
+    def fire_due(self, now: float | None = None, lease_s: float = 30.0, limit: int = 500,
+                 publish: bool = True) -> FireReport:
         """Fire what is due at the start of this call (in batches of `limit`); timers
-        that fall due meanwhile wait for the next tick, so a tick always ends."""
+        that fall due meanwhile wait for the next tick, so a tick always ends.
+
+        Each batch is committed (events into the outbox) before the next is claimed. With
+        `publish` the events are published after each commit; without, they wait in
+        `self.unpublished` for `publish_pending` (the service runs it in its own loop, so
+        a slow broker does not delay the next commits)."""
         report = FireReport()
         due_by = time.time() if now is None else now
         while True:
@@ -120,9 +128,25 @@ class Deadlines:
             fired = self.store.fire(claimed, t)
             report.fired += fired
             events = [e for f in fired for e in f.effects.events]
-            report.published += len(self._publish(events))
+            if publish:
+                report.published += len(self._publish(events))
+            else:
+                self.unpublished.extend(events)
             if len(claimed) < limit:
                 return report
+
+    def publish_pending(self, chunk: int = 200) -> int:
+        """Publish the committed events `fire_due(publish=False)` left, oldest first."""
+        n = 0
+        while self.unpublished:
+            events = [self.unpublished.popleft() for _ in range(min(chunk, len(self.unpublished)))]
+            self.store.outbox_hold([e.message_id for e in events])
+            done = self._publish(events)
+            n += len(done)
+            if len(done) < len(events):  # the broker failed: the rest stays in the outbox for the relay
+                self.unpublished.clear()
+                break
+        return n
 
     def _publish(self, events: list[Envelope]) -> list[Envelope]:
         done: list[Envelope] = []

@@ -1,7 +1,6 @@
 """sla: the nameko shell around deadlines.py (clocks, timers, escalation, ledger, indicators)."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import redis
@@ -24,6 +23,7 @@ from shared.nameko_ext import EntrypointMetrics, Rejected, TopologyDeclarer, con
 log = structlog.get_logger("gridbus.sla")
 
 OUTBOX_RELAY_AFTER_S = 5.0
+PUBLISH_EVERY_S = 0.05
 INDICATORS_EVERY_S = 30.0
 
 
@@ -65,14 +65,19 @@ class SlaService:
 
     @timer(interval=get_settings().sla_tick_seconds)
     def fire_due(self) -> None:
+        """Claim and commit what is due; publishing is `publish_fired`'s (a slow broker
+        must not hold back the next commits)."""
         settings = get_settings()
-        report = self.deadlines.fire_due(lease_s=settings.sla_lease_seconds)
-        now = time.time()
+        report = self.deadlines.fire_due(lease_s=settings.sla_lease_seconds, publish=False)
         for fired in report.fired:
             if fired.effects.events:
-                metrics.TIMER_LATENESS.observe(max(0.0, now - fired.due))
+                metrics.TIMER_LATENESS.observe(max(0.0, fired.committed - fired.due))
             self._count(fired.effects.events)
         metrics.TIMERS_PENDING.set(self.deadlines.timers.pending())
+
+    @timer(interval=PUBLISH_EVERY_S)
+    def publish_fired(self) -> None:
+        self.deadlines.publish_pending()
 
     @timer(interval=2.0)
     def relay_outbox(self) -> None:

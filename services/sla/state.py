@@ -28,6 +28,7 @@ that was already claimed when the clock stopped is recognised as stale and dropp
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
@@ -65,6 +66,16 @@ def ts_of(instant: datetime) -> float:
 
 def dt_of(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, timezone.utc)
+
+
+def ms(ts: float) -> float:
+    """Instants a clock keeps are whole milliseconds (the compact document stores them so)."""
+    return round(ts, 3)
+
+
+def seen_id(message_id: str) -> str:
+    """What a case keeps of an applied message id: 8 bytes of its BLAKE2b digest, as hex."""
+    return hashlib.blake2b(message_id.encode(), digest_size=8).hexdigest()
 
 
 # --------------------------------------------------------------------------- document
@@ -127,8 +138,8 @@ class CaseClocks:
     status: str = CaseStatus.dispatched.value
     orders: dict[str, Order] = field(default_factory=dict)
     clocks: dict[str, Clock] = field(default_factory=dict)
-    log: list[list[Any]] = field(default_factory=list)   # [ts, what, details]
-    seen: list[str] = field(default_factory=list)
+    log: list[list[Any]] = field(default_factory=list)   # [ts, what, details] (history, not needed to fire)
+    seen: list[str] = field(default_factory=list)        # `seen_id`s of applied messages (not needed to fire)
     depts: list[str] = field(default_factory=list)
 
     # -- (de)serialisation: compact JSON, kept in Redis as the source of the timers
@@ -254,11 +265,11 @@ class Engine:
         assert clock.start is not None
         limit = Limit.parse(clock.limit)
         start = dt_of(clock.start)
-        clock.due = ts_of(self.calendar.due(start, Limit(max(limit.amount - clock.used, 0.0), limit.unit)))
+        clock.due = ms(ts_of(self.calendar.due(start, Limit(max(limit.amount - clock.used, 0.0), limit.unit))))
         clock.warn_at = None
         if not clock.warned:
             left = limit.amount * clock.wf - clock.used
-            clock.warn_at = ts_of(self.calendar.due(start, Limit(left, limit.unit))) if left > 0 else clock.start
+            clock.warn_at = ms(ts_of(self.calendar.due(start, Limit(left, limit.unit)))) if left > 0 else clock.start
 
     def next_timer(self, case_id: str, clock: Clock) -> tuple[str, float] | None:
         if clock.state != RUNNING or clock.due is None:
@@ -292,7 +303,7 @@ class Engine:
         if clock.state not in (RUNNING, PAUSED):
             return
         self._unarm(case, fx, clock)
-        clock.state, clock.ended, clock.reason = STOPPED, now, reason
+        clock.state, clock.ended, clock.reason = STOPPED, ms(now), reason
         clock.start = clock.due = clock.warn_at = None
         case.note(now, "stopped", clock=clock.id, reason=reason)
 
@@ -309,7 +320,7 @@ class Engine:
         if clock.state != PAUSED:
             return
         clock.token += 1
-        clock.state, clock.start = RUNNING, now
+        clock.state, clock.start = RUNNING, ms(now)
         self._start(case, fx, clock)
         remaining = Limit.parse(clock.limit).amount - clock.used
         case.note(now, "resumed", clock=clock.id, remaining=round(remaining, 4), due=clock.due)
@@ -329,7 +340,7 @@ class Engine:
             s = event.case
             case = CaseClocks(case_id=event.case_id, corr=event.correlation_id, cat=s.category,
                               sev=s.severity.value, cond=s.filing_condition, grid=s.grid, street=s.street)
-        if event.message_id in case.seen:
+        if seen_id(event.message_id) in case.seen:
             fx.stale = True
             return case, fx
         new = {a.order_id for a in event.assignments if a.active}
@@ -362,7 +373,7 @@ class Engine:
 
     def updated(self, case: CaseClocks, event: CaseUpdated, now: float) -> Effects:
         fx = Effects()
-        if event.message_id in case.seen:
+        if seen_id(event.message_id) in case.seen:
             fx.stale = True
             return fx
         self._seen(case, event.message_id)
@@ -372,7 +383,7 @@ class Engine:
         order = case.orders.get(event.order_id or "")
         action = event.action
         if order is not None and action == "resolve":
-            order.resolved = now
+            order.resolved = ms(now)
             order.mode = event.mode.value if event.mode else order.mode
             fx.count(period, order.dept, None, "resolved")
             if not order.late:
@@ -384,7 +395,7 @@ class Engine:
             order.esc_done = order.esc_done or "resolved"
             self._end_breaches(case, fx, order, (ACK, HANDLE, ESCALATION), now)
         if order is not None and action in ("acknowledge", "progress") and order.acked is None:
-            order.acked = now
+            order.acked = ms(now)
         if order is not None and action in ("acknowledge", "progress", "resolve"):
             for c in case.order_clocks(order.order_id):
                 if c.kind == ACK:
@@ -444,7 +455,7 @@ class Engine:
         return fx
 
     def _seen(self, case: CaseClocks, message_id: str) -> None:
-        case.seen.append(message_id)
+        case.seen.append(seen_id(message_id))
         del case.seen[:-SEEN_KEPT]
 
     # -- timers firing
@@ -479,7 +490,7 @@ class Engine:
         due = clock.due
         late = max(0.0, now - due)
         liaison, phone = self.liaison_of(order.dept, order.street)
-        clock.state, clock.ended = BREACHED, now
+        clock.state, clock.ended = BREACHED, ms(now)
         clock.lid = f"{case_id}|{clock.id}|{clock.token}"
         if clock.kind == HANDLE:
             order.late = True
@@ -522,7 +533,7 @@ class Engine:
         cid = clock_id(case.case_id, order.order_id, ESCALATION)
         old = case.clocks.get(cid)
         clock = Clock(id=cid, order_id=order.order_id, kind=ESCALATION, level=to_level, limit=str(limit),
-                      wf=policy.warn_fraction, start=now, step=order.esc_step,
+                      wf=policy.warn_fraction, start=ms(now), step=order.esc_step,
                       token=(old.token + 1) if old else 1)
         case.clocks[cid] = clock
         self._start(case, fx, clock)

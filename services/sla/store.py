@@ -1,28 +1,42 @@
 """sla's Redis side: clock documents, timers, outbox, ledger and counters, committed together.
 
-Every change goes: WATCH the case document → load → `Engine` decides → MULTI { document,
-open-case set, timers armed/cancelled, leases released, events into the outbox, ledger
-entries, indicator counters } EXEC. Only then are the events published (and removed from
-the outbox); a crash after the commit leaves them in the outbox, which the relay
-publishes. A crash before the commit leaves the timer leased: it fires again when the
-lease expires. So a deadline fires once, and its event is never lost.
+Layout (services/sla/codec.py for the encodings):
+- a case with a running or paused clock keeps its compact *firing document* as one field
+  of a bucket hash `sla:live:<crc32(case id) % LIVE_BUCKETS>` — no key, no set entry of
+  its own per case (memory: bench/bench_timers.py); the start-up rebuild reads the buckets;
+- once no clock runs, the document moves to `sla:case:<id>` with a TTL (`KEEP_CLOSED_S`);
+- the case's history (applied message ids, log) is `sla:hist:<id>`, not read to fire.
+
+Every change is optimistic and per case: read the documents (one Lua call for a batch),
+let the `Engine` decide, then one Lua `_COMMIT` compares each document with what was read
+and — only if none changed — writes documents, history, timers armed/cancelled, leases
+released, events into the outbox, ledger entries and indicator counters, atomically. A
+case that changed meanwhile is read and decided again. Only after the commit are the
+events published (and removed from the outbox); a crash after the commit leaves them in
+the outbox, which the relay publishes. A crash before the commit leaves the timer leased:
+it fires again when the lease expires. So a deadline fires once, and its event is never lost.
 """
 from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import redis
 
+from services.sla.codec import pack_doc, pack_history, pack_log, unpack_doc, unpack_history
 from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from services.sla.timers import Claimed, TimerStore
 from shared import redis_keys as keys
 from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, Envelope, parse_event
 
 SEEN_TTL_S = 45 * 24 * 3600
+KEEP_CLOSED_S = 90 * 24 * 3600  # a finished case's clocks stay readable (explain, re-dispatch) this long
+LIVE_BUCKETS = 1024             # fixed: changing it needs a migration of the `sla:live:*` hashes
+RETRIES = 20
 
 _COUNT_ONCE = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
@@ -49,9 +63,124 @@ end
 return out
 """
 
+# ARGV: with history ('1'/'0'), then per case: bucket, case id, closed key, history key.
+# Returns per case: document (live bucket, else the closed key), history (or nil).
+_READ = """
+local hist = ARGV[1] == '1'
+local out = {}
+for i = 2, #ARGV, 4 do
+  local doc = redis.call('HGET', ARGV[i], ARGV[i + 1])
+  if not doc then doc = redis.call('GET', ARGV[i + 2]) end
+  out[#out + 1] = doc
+  if hist then out[#out + 1] = redis.call('GET', ARGV[i + 3]) else out[#out + 1] = false end
+end
+return out
+"""
+
+# KEYS: due, leased, outbox, outbox times, ledger, ledger by time, ledger ended.
+# ARGV: now, keep-closed seconds, n cases, then per case 9 values
+#   bucket, case id, closed key, history key, mode, expected doc, expected history, doc, history
+#   mode: [1] doc was 'y' (= expected) / 'n' (absent); [2] history check '-' / 'y' / 'n';
+#         [3] write the doc 'L' (live) / 'C' (closed) / '-'; [4] history '-' / 'S' set / 'A' append
+# then counted sections: arm (name, due), cancel (name), done (name), outbox (id, body),
+# ledger (id, body, breached at), ledger ended (id, at), counters (key, field, n).
+# Returns the 1-based numbers of the cases that changed since they were read (nothing
+# written then), or an empty list (all written).
+_COMMIT = """
+local n = tonumber(ARGV[3])
+local bad = {}
+local i = 4
+for c = 1, n do
+  local mode = ARGV[i + 4]
+  local cur = redis.call('HGET', ARGV[i], ARGV[i + 1])
+  if not cur then cur = redis.call('GET', ARGV[i + 2]) end
+  local dc = string.sub(mode, 1, 1)
+  if (dc == 'n' and cur) or (dc == 'y' and cur ~= ARGV[i + 5]) then
+    bad[#bad + 1] = c
+  else
+    local hc = string.sub(mode, 2, 2)
+    if hc ~= '-' then
+      local h = redis.call('GET', ARGV[i + 3])
+      if (hc == 'n' and h) or (hc == 'y' and h ~= ARGV[i + 6]) then bad[#bad + 1] = c end
+    end
+  end
+  i = i + 9
+end
+if #bad > 0 then return bad end
+i = 4
+for c = 1, n do
+  local mode = ARGV[i + 4]
+  local live, hop = string.sub(mode, 3, 3), string.sub(mode, 4, 4)
+  if hop == 'S' then redis.call('SET', ARGV[i + 3], ARGV[i + 8])
+  elseif hop == 'A' then redis.call('APPEND', ARGV[i + 3], ARGV[i + 8]) end
+  if live == 'L' then
+    redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 7])
+    redis.call('DEL', ARGV[i + 2])
+    redis.call('PERSIST', ARGV[i + 3])
+  elseif live == 'C' then
+    redis.call('HDEL', ARGV[i], ARGV[i + 1])
+    redis.call('SET', ARGV[i + 2], ARGV[i + 7], 'EX', ARGV[2])
+    redis.call('EXPIRE', ARGV[i + 3], ARGV[2])
+  end
+  i = i + 9
+end
+local function section()
+  local k = tonumber(ARGV[i])
+  i = i + 1
+  return k
+end
+for _ = 1, section() do redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i]); i = i + 2 end
+for _ = 1, section() do
+  redis.call('ZREM', KEYS[1], ARGV[i]); redis.call('ZREM', KEYS[2], ARGV[i]); i = i + 1
+end
+for _ = 1, section() do redis.call('ZREM', KEYS[2], ARGV[i]); i = i + 1 end
+for _ = 1, section() do
+  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]); redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]); i = i + 2
+end
+for _ = 1, section() do
+  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]); redis.call('ZADD', KEYS[6], ARGV[i + 2], ARGV[i]); i = i + 3
+end
+for _ = 1, section() do redis.call('HSETNX', KEYS[7], ARGV[i], ARGV[i + 1]); i = i + 2 end
+for _ = 1, section() do redis.call('HINCRBY', ARGV[i], ARGV[i + 1], ARGV[i + 2]); i = i + 3 end
+return {}
+"""
+
 
 def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def bucket_of(case_id: str) -> int:
+    return zlib.crc32(case_id.encode()) % LIVE_BUCKETS
+
+
+def binary_twin(client: redis.Redis) -> redis.Redis:
+    """The same Redis, answering bytes (the compact documents are binary)."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    if not kwargs.get("decode_responses"):
+        return client
+    kwargs["decode_responses"] = False
+    kwargs.pop("connection_pool", None)
+    from redis.sentinel import SentinelConnectionPool
+
+    if isinstance(pool, SentinelConnectionPool):
+        twin = SentinelConnectionPool(pool.service_name, pool.sentinel_manager, is_master=pool.is_master,
+                                      connection_class=pool.connection_class, **kwargs)
+    else:
+        twin = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=twin)
+
+
+def load_case(client: redis.Redis, case_id: str) -> CaseClocks | None:
+    """A case's clocks with their history, live or finished (operators' `gridbus sla explain`)."""
+    b = binary_twin(client)
+    raw = b.hget(keys.sla_live(bucket_of(case_id)), case_id) or b.get(keys.sla_case(case_id))
+    if raw is None:
+        return None
+    case = unpack_doc(case_id, raw)
+    unpack_history(case, b.get(keys.sla_history(case_id)))
+    return case
 
 
 @dataclass
@@ -62,68 +191,129 @@ class Fired:
     committed: float = 0.0  # wall-clock time its commit returned
 
 
+@dataclass
+class _Op:
+    """One case's part of a commit."""
+    case_id: str
+    case: CaseClocks | None
+    raw: bytes | None              # the document as read
+    fx: Effects
+    hist_raw: bytes | None = None  # the history as read (events in)
+    with_history: bool = False     # compare and rewrite the history (events in) / append to it (firing)
+    logged: int = 0                # log entries the loaded document already had
+    legacy: bool = False           # a JSON document of before: its history moves out with this commit
+    fired: list[Fired] = field(default_factory=list)
+
+
 class SlaStore:
     def __init__(self, client: redis.Redis, engine: Engine) -> None:
         self.r = client
+        self.b = binary_twin(client)
         self.engine = engine
         self.timers = TimerStore(client)
         self._count_once = client.register_script(_COUNT_ONCE)
         self._outbox_take = client.register_script(_OUTBOX_TAKE)
+        self._read_script = self.b.register_script(_READ)
+        self._commit_script = self.b.register_script(_COMMIT)
 
     # ------------------------------------------------------------------ documents
 
-    def load(self, case_id: str) -> CaseClocks | None:
-        raw = self.r.get(keys.sla_case(case_id))
-        return CaseClocks.from_dict(json.loads(raw)) if raw else None
-
     @staticmethod
-    def _doc(raw: str | bytes | None) -> CaseClocks | None:
-        return CaseClocks.from_dict(json.loads(raw)) if raw else None
+    def _where(case_id: str) -> list[str]:
+        return [keys.sla_live(bucket_of(case_id)), case_id, keys.sla_case(case_id), keys.sla_history(case_id)]
 
-    def _write(self, pipe: Any, case: CaseClocks, fx: Effects, done: Iterable[str] = ()) -> None:
-        pipe.set(keys.sla_case(case.case_id), dumps(case.to_dict()))
-        if case.live():
-            pipe.sadd(keys.sla_open_cases(), case.case_id)
-        else:
-            pipe.srem(keys.sla_open_cases(), case.case_id)
-        TimerStore.cancel_in(pipe, fx.cancel)
-        TimerStore.arm_in(pipe, fx.arm)
-        TimerStore.done_in(pipe, list(done))
-        self._write_side(pipe, fx)
+    def read(self, case_ids: list[str], history: bool = False) -> list[tuple[bytes | None, bytes | None]]:
+        """(document, history) of each case, as stored (one round trip)."""
+        if not case_ids:
+            return []
+        args: list[Any] = ["1" if history else "0"]
+        for c in case_ids:
+            args += self._where(c)
+        flat = self._read_script(args=args)
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
-    @staticmethod
-    def _write_side(pipe: Any, fx: Effects) -> None:
+    def load(self, case_id: str, history: bool = True) -> CaseClocks | None:
+        [(raw, hist)] = self.read([case_id], history)
+        if raw is None:
+            return None
+        case = unpack_doc(case_id, raw)
+        unpack_history(case, hist)
+        return case
+
+    def is_live(self, case_id: str) -> bool:
+        return bool(self.b.hexists(keys.sla_live(bucket_of(case_id)), case_id))
+
+    def _commit(self, ops: list[_Op], done: Iterable[str] = ()) -> list[_Op]:
+        """Write every op atomically unless a document changed since it was read: then
+        nothing is written and the ops that changed are returned."""
         now = time.time()
-        for event in fx.events:
-            pipe.hset(keys.sla_outbox(), event.message_id, event.model_dump_json())
-            pipe.zadd(keys.sla_outbox_times(), {event.message_id: now})
-        for entry in fx.ledger:
-            pipe.hset(keys.sla_ledger(), entry["id"], dumps(entry))
-            pipe.zadd(keys.sla_ledger_by_time(), {entry["id"]: entry["breached_at"]})
-        for lid, at in fx.ledger_end:
-            pipe.hsetnx(keys.sla_ledger_ended(), lid, at)
-        for period, scope, key, counter, n in fx.counts:
-            pipe.hincrby(keys.sla_indicators(period), f"{scope}|{key}|{counter}", n)
+        args: list[Any] = [now, KEEP_CLOSED_S, len(ops)]
+        arm: list[Any] = []
+        cancel: list[str] = []
+        outbox: list[Any] = []
+        ledger: list[Any] = []
+        ended: list[Any] = []
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        for op in ops:
+            case, fx = op.case, op.fx
+            write = case is not None and not fx.stale
+            mode = "y" if op.raw is not None else "n"
+            if op.with_history and write:
+                mode += "y" if op.hist_raw is not None else "n"
+            else:
+                mode += "-"
+            doc = hist = b""
+            if write:
+                assert case is not None
+                doc = pack_doc(case)
+                mode += "L" if case.live() else "C"
+                if op.with_history:
+                    mode, hist = mode + "S", pack_history(case)
+                elif op.legacy:
+                    mode, hist = mode + "A", pack_history(case)
+                elif len(case.log) > op.logged:
+                    mode, hist = mode + "A", pack_log(case.log[op.logged:])
+                else:
+                    mode += "-"
+                arm += [x for t in fx.arm for x in t]
+                cancel += fx.cancel
+                for event in fx.events:
+                    outbox += [event.message_id, event.model_dump_json()]
+                for entry in fx.ledger:
+                    ledger += [entry["id"], dumps(entry), entry["breached_at"]]
+                for lid, at in fx.ledger_end:
+                    ended += [lid, at]
+                for period, scope, key, counter, n in fx.counts:
+                    counts[(keys.sla_indicators(period), f"{scope}|{key}|{counter}")] += n
+            else:
+                mode += "--"
+            args += self._where(op.case_id)
+            args += [mode, op.raw or b"", op.hist_raw or b"", doc, hist]
+        done = list(done)
+        args += [len(arm) // 2, *arm, len(cancel), *cancel, len(done), *done, len(outbox) // 2, *outbox,
+                 len(ledger) // 3, *ledger, len(ended) // 2, *ended, len(counts)]
+        for (key, f), n in counts.items():
+            args += [key, f, n]
+        bad = self._commit_script(keys=[keys.timers_due(), keys.timers_leased(), keys.sla_outbox(),
+                                        keys.sla_outbox_times(), keys.sla_ledger(), keys.sla_ledger_by_time(),
+                                        keys.sla_ledger_ended()], args=args)
+        return [ops[int(i) - 1] for i in bad]
 
     def transact(self, case_id: str, decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]],
-                 done: Iterable[str] = (), retries: int = 20) -> Effects:
-        """Optimistic read-decide-commit of one case document (retried on a concurrent write)."""
-        key = keys.sla_case(case_id)
-        done = list(done)
-        with self.r.pipeline(transaction=True) as pipe:
-            for _ in range(retries):
-                try:
-                    pipe.watch(key)
-                    case, fx = decide(self._doc(pipe.get(key)))
-                    pipe.multi()
-                    if case is not None and not fx.stale:
-                        self._write(pipe, case, fx, done)
-                    else:
-                        TimerStore.done_in(pipe, done)
-                    pipe.execute()
-                    return fx
-                except redis.WatchError:
-                    continue
+                 retries: int = RETRIES) -> Effects:
+        """Optimistic read-decide-commit of one case (retried when it changed meanwhile)."""
+        for _ in range(retries):
+            [(raw, hist)] = self.read([case_id], history=True)
+            case = None
+            if raw is not None:
+                case = unpack_doc(case_id, raw)
+                unpack_history(case, hist)
+            case, fx = decide(case)
+            if case is None or fx.stale:
+                return fx
+            op = _Op(case_id, case, raw, fx, hist_raw=hist, with_history=True)
+            if not self._commit([op]):
+                return fx
         raise RuntimeError(f"sla: case {case_id} kept changing under {retries} attempts")
 
     # ------------------------------------------------------------------ events in
@@ -145,54 +335,44 @@ class SlaStore:
 
     # ------------------------------------------------------------------ firing
 
-    def fire(self, claimed: list[Claimed], now: float) -> list[Fired]:
-        """Fire a claimed batch: one WATCH over its cases, one MULTI; per case on conflict."""
+    def _decide_fire(self, case_id: str, items: list[Claimed], raw: bytes | None, now: float) -> _Op:
+        case = unpack_doc(case_id, raw) if raw is not None else None
+        merged = Effects(stale=True)
+        # a document from before the history was kept apart brings its history along: append all of it
+        op = _Op(case_id, case, raw, merged, logged=0 if raw and raw[:1] == b"{" else len(case.log) if case else 0,
+                 legacy=bool(raw and raw[:1] == b"{"))
+        for c in sorted(items, key=lambda c: c.due):
+            fx = self.engine.fire(case, c.timer_id, now)
+            op.fired.append(Fired(c.timer_id, c.due, fx))
+            if not fx.stale:
+                merged.stale = False
+                _merge(merged, fx)
+        return op
+
+    def fire(self, claimed: list[Claimed], now: float, retries: int = RETRIES) -> list[Fired]:
+        """Fire a claimed batch: one read of its documents, the Engine, one atomic commit
+        (which also releases the batch's leases); cases that changed meanwhile are read
+        and decided again."""
         if not claimed:
             return []
         by_case: dict[str, list[Claimed]] = defaultdict(list)
         for c in claimed:
             by_case[parse_timer(c.timer_id)[0]].append(c)
-        case_ids = list(by_case)
-        ks = [keys.sla_case(c) for c in case_ids]
-        with self.r.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(*ks)
-                docs = pipe.mget(ks)
-                fired: list[Fired] = []
-                writes: list[tuple[CaseClocks, Effects]] = []
-                for case_id, raw in zip(case_ids, docs):
-                    case = self._doc(raw)
-                    merged = Effects()
-                    for c in sorted(by_case[case_id], key=lambda c: c.due):
-                        fx = self.engine.fire(case, c.timer_id, now)
-                        fired.append(Fired(c.timer_id, c.due, fx))
-                        _merge(merged, fx)
-                    if case is not None:
-                        writes.append((case, merged))
-                pipe.multi()
-                for case, fx in writes:
-                    self._write(pipe, case, fx)
-                TimerStore.done_in(pipe, [c.timer_id for c in claimed])
-                pipe.execute()
+        ops: dict[str, _Op] = {}
+        todo = list(by_case)
+        for _ in range(retries):
+            for case_id, (raw, _h) in zip(todo, self.read(todo)):
+                ops[case_id] = self._decide_fire(case_id, by_case[case_id], raw, now)
+            live = [op for op in ops.values() if not op.fx.stale]
+            changed = self._commit(live, done=[c.timer_id for c in claimed])
+            if not changed:
                 at = time.time()
+                fired = [f for op in ops.values() for f in op.fired]
                 for f in fired:
                     f.committed = at
                 return fired
-            except redis.WatchError:
-                pass
-        fired = []
-        for case_id, items in by_case.items():
-            for c in sorted(items, key=lambda c: c.due):
-                box: list[Effects] = []
-
-                def decide(case: CaseClocks | None, c: Claimed = c, box: list[Effects] = box) -> tuple[
-                        CaseClocks | None, Effects]:
-                    fx = self.engine.fire(case, c.timer_id, now)
-                    box[:] = [fx]
-                    return case, fx
-                self.transact(case_id, decide, done=[c.timer_id])
-                fired.append(Fired(c.timer_id, c.due, box[0], time.time()))
-        return fired
+            todo = [op.case_id for op in changed]
+        raise RuntimeError(f"sla: {len(todo)} case(s) kept changing under {retries} attempts")
 
     # ------------------------------------------------------------------ outbox
 
@@ -202,6 +382,12 @@ class SlaStore:
             pipe.hdel(keys.sla_outbox(), *message_ids)
             pipe.zrem(keys.sla_outbox_times(), *message_ids)
             pipe.execute()
+
+    def outbox_hold(self, message_ids: list[str]) -> None:
+        """About to publish these: keep other relays off them for a while."""
+        if message_ids:
+            now = time.time()
+            self.r.zadd(keys.sla_outbox_times(), {m: now for m in message_ids}, xx=True)
 
     def outbox_take(self, older_than_s: float, limit: int = 200) -> list[Envelope]:
         """Events stored more than `older_than_s` ago; taken for `older_than_s` (another
@@ -217,22 +403,39 @@ class SlaStore:
     # ------------------------------------------------------------------ rebuild
 
     def rebuild(self, batch: int = 500) -> tuple[int, int]:
-        """Arm the timers every open case's document implies (idempotent: a timer that is
-        armed stays, one that is leased is left to its claimer). Returns (cases, armed)."""
+        """Arm the timers every live case's document implies (idempotent: a timer that is
+        armed stays, one that is leased is left to its claimer). Returns (cases, armed).
+        Cases still listed in the set kept before the live buckets are armed too and
+        leave the set once their document has moved."""
         cases = armed = 0
-        ids = list(self.r.sscan_iter(keys.sla_open_cases(), count=1000))
-        for i in range(0, len(ids), batch):
-            chunk = ids[i:i + batch]
-            docs = self.r.mget([keys.sla_case(c) for c in chunk])
+        for b in range(LIVE_BUCKETS):
             timers: list[tuple[str, float]] = []
-            for case_id, raw in zip(chunk, docs):
-                case = self._doc(raw)
-                if case is None:
-                    self.r.srem(keys.sla_open_cases(), case_id)
-                    continue
+            for case_id, raw in self.b.hscan_iter(keys.sla_live(b), count=1000):
+                cid = case_id.decode()
                 cases += 1
-                timers += self.engine.timers(case)
+                timers += self.engine.timers(unpack_doc(cid, raw))
+                if len(timers) >= batch:
+                    armed += self.timers.arm_if_free(timers)
+                    timers = []
             armed += self.timers.arm_if_free(timers)
+        legacy = [c for c in self.r.sscan_iter(keys.sla_open_cases(), count=1000)]
+        for i in range(0, len(legacy), batch):
+            chunk = legacy[i:i + batch]
+            timers = []
+            moved = []
+            for case_id, (raw, _h) in zip(chunk, self.read(chunk)):
+                if raw is None or raw[:1] != b"{":
+                    moved.append(case_id)  # gone, or already in its bucket (counted above)
+                    continue
+                case = unpack_doc(case_id, raw)
+                if case.live():
+                    cases += 1
+                    timers += self.engine.timers(case)
+                else:
+                    moved.append(case_id)
+            armed += self.timers.arm_if_free(timers)
+            if moved:
+                self.r.srem(keys.sla_open_cases(), *moved)
         return cases, armed
 
 
