@@ -127,6 +127,19 @@ def _consume_orders(amqp_uri: str, queues: list[str], prefix: str, ready: Any, s
     conn.close()
 
 
+def bench_key(redis_url: str, prefix: str) -> str:
+    """A grid_app key in the bench stack's Redis prefix (intake wants one)."""
+    import redis
+
+    from services.intake.auth import Role, create_key
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        return create_key(client, Role.grid_app, name="bench", prefix=prefix)[0]
+    finally:
+        client.close()
+
+
 # ------------------------------------------------------------------ load generators
 class HttpLoad:
     """Open-loop HTTP load: report i is due at t0 + i/rate and taken by the next free
@@ -134,8 +147,8 @@ class HttpLoad:
     grace_s` is counted as not sent."""
 
     def __init__(self, host: str, port: int, bodies: list[bytes], rate: float, duration: float,
-                 concurrency: int, grace_s: float = 5.0) -> None:
-        self.host, self.port, self.bodies = host, port, bodies
+                 concurrency: int, grace_s: float = 5.0, api_key: str = "") -> None:
+        self.host, self.port, self.bodies, self.api_key = host, port, bodies, api_key
         self.rate, self.duration, self.concurrency, self.grace_s = rate, duration, concurrency, grace_s
         n = len(bodies)
         self.due: list[float | None] = [None] * n
@@ -191,7 +204,7 @@ class HttpLoad:
 
     def _worker(self) -> None:
         conn = self._connect()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {self.api_key}"}
         limit = self.t0 + self.duration + self.grace_s
         while True:
             i = self._q.get()
@@ -477,7 +490,8 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
 
             if transport == "http":
                 load: Any = HttpLoad(settings.intake_http_host, settings.intake_http_port, bodies, rate,
-                                     duration, concurrency)
+                                     duration, concurrency,
+                                     api_key=bench_key(redis_url, prefix))
             else:
                 load = AmqpLoad(vhost_uri, bodies, report_ids, rate, duration)
 

@@ -110,12 +110,30 @@ def _describe(case: dict) -> str:
     return f"{case['status']} → " + "; ".join(parts)
 
 
+def demo_key(settings: Settings) -> str:
+    """The grid app's key for the demo: GRIDBUS_API_KEY, or a grid_app key created once
+    and kept (by id) in Redis, so repeated demos do not pile up keys."""
+    from services.intake.auth import Role, create_key
+    from shared.redisdb import connect
+
+    if os.environ.get("GRIDBUS_API_KEY"):
+        return os.environ["GRIDBUS_API_KEY"]
+    client = connect(settings)
+    stash = f"{settings.redis_key_prefix}:demo:apikey"
+    key = client.get(stash)
+    if not key:
+        key, _ = create_key(client, Role.grid_app, name="gridbus demo")
+        client.set(stash, key)
+    return key
+
+
 def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: float = 10.0) -> list[dict]:
     """POST the demo reports and follow each case until it is dispatched."""
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
     now = datetime.now(TZ8)
     results = []
-    with httpx.Client(base_url=base, timeout=5) as client:
+    headers = {"Authorization": f"Bearer {demo_key(settings)}"}
+    with httpx.Client(base_url=base, timeout=5, headers=headers) as client:
         for i, template in enumerate(DEMO_REPORTS):
             report = {**template, "report_id": f"demo-{uuid.uuid4().hex[:12]}",
                       "observed_at": (now - timedelta(minutes=5 * (i + 1))).isoformat()}

@@ -45,14 +45,15 @@ def outbox_times() -> str:
 
 
 # -- intake: API keys ----------------------------------------------------------------
-def api_key(key_id: str) -> str:
-    """Hash {secret_sha256, role, dept, name, created_at, last_used_at, revoked_at}."""
-    return f"{_p()}:apikey:{key_id}"
+def api_key(key_id: str, prefix: str | None = None) -> str:
+    """Hash {secret_sha256, role, dept, name, created_at, last_used_at, revoked_at}.
+    (`prefix`: another stack's keys, e.g. a test or benchmark stack.)"""
+    return f"{prefix or _p()}:apikey:{key_id}"
 
 
-def api_keys() -> str:
+def api_keys(prefix: str | None = None) -> str:
     """Set: ids of every key ever created (listing; revoked ones stay, marked)."""
-    return f"{_p()}:apikeys"
+    return f"{prefix or _p()}:apikeys"
 
 
 # -- sla: timers ---------------------------------------------------------------------

@@ -102,8 +102,10 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, name: str = "") -> tuple[str, KeyInfo]:
-    """Create a key; returns (the full key — its only appearance —, its stored info)."""
+def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, name: str = "",
+               prefix: str | None = None) -> tuple[str, KeyInfo]:
+    """Create a key; returns (the full key — its only appearance —, its stored info).
+    `prefix`: the Redis key prefix of another stack (default: this one's)."""
     role = Role(role)
     if role is Role.department and not dept:
         raise ValueError("a department key needs its department code")
@@ -115,11 +117,11 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
     fields = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
               "created_at": now.isoformat()}
     # 48-bit ids practically never clash; if one does, refuse rather than overwrite a key
-    if client.exists(keys.api_key(key_id)):
+    if client.exists(keys.api_key(key_id, prefix)):
         raise RuntimeError("key id collision; try again")
     pipe = client.pipeline()
-    pipe.hset(keys.api_key(key_id), mapping=fields)
-    pipe.sadd(keys.api_keys(), key_id)
+    pipe.hset(keys.api_key(key_id, prefix), mapping=fields)
+    pipe.sadd(keys.api_keys(prefix), key_id)
     pipe.execute()
     info = KeyInfo(key_id, role, dept or None, name, now, None, None)
     return f"{KEY_PREFIX}{key_id}.{secret}", info

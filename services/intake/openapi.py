@@ -149,10 +149,12 @@ def _paths() -> dict[str, Any]:
     return {
         "/v1/reports": {"post": {
             "tags": ["reports"], "summary": "Report a problem (the grid app's report)",
+            **bearer("grid_app", "ops"),
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string"}, "description": "Same key → same case"}],
             "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Report")}}},
             "responses": {
+                "401": E401, "403": _body("Errors", "Not a grid_app or ops key"),
                 "202": _body("ReportAccepted", "Registered as a new case"),
                 "200": _body("ReportAccepted", "This report_id (or Idempotency-Key) was seen before: the same case"),
                 "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
@@ -179,8 +181,12 @@ def _paths() -> dict[str, Any]:
                           "422": E422}}},
         "/v1/cases/{case_id}": {"get": {
             "tags": ["cases"], "summary": "One case with its assignments and timeline",
+            "description": "A department key sees only cases that were assigned to its department.",
+            **bearer("ops", "grid_app", "department"),
             "parameters": [_path("case_id", "e.g. 450305-20261127-000123")],
-            "responses": {"200": _body("CaseView", "The case"), "404": E404}}},
+            "responses": {"200": _body("CaseView", "The case"), "401": E401,
+                          "403": _body("Errors", "Wrong role, or a department key for another's case"),
+                          "404": E404}}},
         "/v1/cases/{case_id}/replies": {"post": {
             "tags": ["cases"], "summary": "A department's reply (acknowledge, progress, suspend, reject, resolve)",
             "description": "Idempotent by `reply_id`. Only a department the case is currently assigned to may reply.",

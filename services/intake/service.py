@@ -115,6 +115,10 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
             metrics.REQUEST_BYTES_REJECTED.inc()
             return json_response(413, {"errors": [{"field": "", "message": f"body larger than {limit} bytes"}]})
         try:
+            require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
+        except AuthError as exc:
+            return error_response(exc)
+        try:
             report = parse(Report, raw)
             status, body = self._register(report, "http", request.headers.get("Idempotency-Key"))
         except InvalidInput as exc:
@@ -126,9 +130,12 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
     def get_case(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
         try:
+            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.grid_app, Role.department)
             case = store.get(case_id)
-        except CaseNotFound:
-            return json_response(404, {"errors": [{"field": "case_id", "message": f"no case {case_id}"}]})
+            if principal.role is Role.department and all(a.dept != principal.dept for a in case.assignments):
+                raise NotAssigned(f"case {case_id} was never assigned to {principal.dept}")
+        except (AuthError, CaseNotFound, NotAssigned) as exc:
+            return error_response(exc, case_id)
         return json_response(200, case.model_dump(mode="json", exclude={"applied_messages"}))
 
     @http("POST", "/v1/cases/<string:case_id>/replies")

@@ -27,15 +27,7 @@ from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.departments import load_departments
 from shared.grid import load_grid
-from shared.models import parse_event
-from shared.nameko_ext import (
-    BusProvider,
-    EntrypointMetrics,
-    RedisProvider,
-    Rejected,
-    TopologyDeclarer,
-    consume_reliably,
-)
+from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
 
 log = structlog.get_logger("gridbus.notifier")
 
@@ -69,21 +61,15 @@ class NotifierConfig(DependencyProvider):
                         tz=self.settings.timezone, lease_s=self.settings.notifier_send_lease_seconds)
 
 
-class NotifierService:
+class NotifierService(GridbusService):
     name = "notifier"
 
-    declare_topology = TopologyDeclarer()
-    entrypoint_metrics = EntrypointMetrics()
-    bus: Bus = BusProvider()
     redis = RedisProvider()
     config: NotifierConfig = NotifierConfig()
 
     @consume_reliably(topology.Q_NOTIFIER_EVENTS)
     def on_event(self, body: Any) -> None:
-        try:
-            event = parse_event(body)
-        except ValueError as exc:
-            raise Rejected(f"not a lifecycle event: {exc}", "invalid_event") from None
+        event = event_or_reject(body)
         planned = self.config.notifier(self.redis, self.bus).on_event(event)
         log.info("event_planned", case_id=event.case_id, event_type=getattr(event, "event", ""), deliveries=len(planned))
 

@@ -17,6 +17,7 @@ import pytest
 import redis
 
 from services.demo import wait_until_ready
+from services.intake.auth import Role, create_key
 from services.notifier.signing import verify
 from services.runner import start_all, stop_all
 from shared.config import Settings, reset_settings
@@ -69,6 +70,15 @@ class Sink:
         self.server.shutdown()
 
 
+def stack_key(env: dict[str, str], role: Role, dept: str | None = None) -> str:
+    """An API key the stack's intake accepts (created under the stack's Redis prefix)."""
+    client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
+    try:
+        return create_key(client, role, dept, name="e2e", prefix=env["REDIS_KEY_PREFIX"])[0]
+    finally:
+        client.close()
+
+
 @pytest.fixture(scope="session")
 def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     config_dir = tmp_path_factory.mktemp("config")
@@ -94,8 +104,10 @@ def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) 
         params = pika.URLParameters(vhost)
         params.connection_attempts, params.retry_delay = 5, 2  # a busy broker accepts slowly
         conn = pika.BlockingConnection(params)
+        grid_app = stack_key(env, Role.grid_app)
         yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
-               "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path}
+               "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path,
+               "auth": {"Authorization": f"Bearer {grid_app}"}}
         conn.close()
     finally:
         stop_all(procs)

@@ -53,7 +53,7 @@ def post_reports(stack: dict[str, Any], n: int, grid: str = "450305001001001") -
     """n reports of a dark street lamp, each at its own place (not near-duplicates)."""
     ids = []
     for _ in range(n):
-        r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=spread_location(grid)), timeout=5)
+        r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=spread_location(grid)), headers=stack["auth"], timeout=5)
         assert r.status_code == 202, r.text
         ids.append(r.json()["case_id"])
     return ids
@@ -163,7 +163,7 @@ def test_open311_round_trip(stack: dict[str, Any], keys: dict[str, str]) -> None
     assert dispatched["status"] == "open" and dispatched["status_notes"]
 
     # the case behind it: a citizen report traced to the key
-    case = httpx.get(f"{stack['base']}/v1/cases/{sid}", timeout=5).json()
+    case = httpx.get(f"{stack['base']}/v1/cases/{sid}", headers=stack["auth"], timeout=5).json()
     key_id = keys["open311"][4:].split(".", 1)[0]
     assert case["reporter_role"] == "citizen" and case["reporter_id"] == key_id
 

@@ -18,18 +18,18 @@ pytestmark = pytest.mark.e2e
 def test_unacknowledged_case_climbs_to_the_city(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     ops, _ = create_key(stack_redis, Role.ops)
     body = report(category="06010", description="辰山路口暴露垃圾无人处理", filing_condition=None)
-    r = httpx.post(f"{stack['base']}/v1/reports", json=body, timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=body, headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     case_id = r.json()["case_id"]
 
     def at_city() -> dict[str, Any] | None:
-        case = httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).json()
+        case = httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=stack["auth"], timeout=5).json()
         active = [a for a in case.get("assignments", []) if a["active"]]
         return case if active and active[0]["level"] == 1 else None
 
     # ack 3 s, then four 2 s steps: about 11 s to the city commander
     case = wait_for(at_city, timeout=30, interval=0.25)
-    assert case is not None, httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).json()["timeline"]
+    assert case is not None, httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=stack["auth"], timeout=5).json()["timeline"]
     assert case["status"] == "dispatched" and case["assignments"][0]["dept"] == "sanitation"
     steps = [t["note"] for t in case["timeline"] if t["actor"] == "sla"]
     assert [n.split(" (")[0] for n in steps[:4]] == ["escalated L5 → L4", "escalated L4 → L3",

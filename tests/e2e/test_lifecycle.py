@@ -24,7 +24,7 @@ def bearer(key: str) -> dict[str, str]:
 
 
 def case_of(stack: dict[str, Any], case_id: str) -> dict[str, Any]:
-    return httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).json()
+    return httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=stack["auth"], timeout=5).json()
 
 
 def wait_status(stack: dict[str, Any], case_id: str, status: str, timeout: float = 10) -> dict[str, Any]:
@@ -34,7 +34,7 @@ def wait_status(stack: dict[str, Any], case_id: str, status: str, timeout: float
 
 
 def new_case(stack: dict[str, Any], **over: Any) -> str:
-    r = httpx.post(f"{stack['base']}/v1/reports", json=report(**over), timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(**over), headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     return r.json()["case_id"]
 
@@ -111,6 +111,10 @@ def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     assert r.status_code == 409 and r.json()["current"] == "dispatched"
     assert httpx.post(f"{stack['base']}/v1/cases/nope/replies", json=body, headers=bearer(lighting),
                       timeout=5).status_code == 404
+    # reading a case: its department may, another department may not, nobody without a key
+    assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(lighting), timeout=5).status_code == 200
+    assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(gas), timeout=5).status_code == 403
+    assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).status_code == 401
 
 
 def test_rejection_reroutes_to_next_department_then_dispute(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
@@ -183,21 +187,22 @@ def test_near_duplicates_link_to_the_open_original(stack: dict[str, Any]) -> Non
     from tests.e2e.conftest import spread_location
 
     here = spread_location()
-    first = httpx.post(f"{stack['base']}/v1/reports", json=report(location=here), timeout=5).json()
+    first = httpx.post(f"{stack['base']}/v1/reports", json=report(location=here), headers=stack["auth"], timeout=5).json()
     wait_status(stack, first["case_id"], "dispatched")
     near = {**here, "lat": here["lat"] + 0.0001}  # ~11 m away
-    r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near), headers={"Idempotency-Key": "k-1"},
-                   timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near),
+                   headers={"Idempotency-Key": "k-1", **stack["auth"]}, timeout=5)
     assert r.status_code == 202
     assert r.json() == {"case_id": r.json()["case_id"], "status": "duplicate", "duplicate_of": first["case_id"]}
     again = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near),
-                       headers={"Idempotency-Key": "k-1"}, timeout=5)
+                       headers={"Idempotency-Key": "k-1", **stack["auth"]}, timeout=5)
     assert again.status_code == 200 and again.json() == r.json()  # same key, same answer
     dup = case_of(stack, r.json()["case_id"])
     assert dup["status"] == "duplicate" and dup["assignments"] == []
     assert r.json()["case_id"] in wait_for(lambda: case_of(stack, first["case_id"])["duplicates"], 5)
     other = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near, category="03005",
-                                                                   filing_condition=None), timeout=5)
+                                                                   filing_condition=None),
+                       headers=stack["auth"], timeout=5)
     assert other.json()["status"] == "registered"  # another category at the same spot is its own case
 
 

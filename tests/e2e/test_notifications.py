@@ -22,7 +22,7 @@ def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> No
     failed_q = ch.queue_declare("", exclusive=True).method.queue
     ch.queue_bind(failed_q, "gridbus.events", routing_key="notification.failed")
 
-    r = httpx.post(f"{stack['base']}/v1/reports", json=report(category="01037"), timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(category="01037"), headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     case_id = r.json()["case_id"]
 

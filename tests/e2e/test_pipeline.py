@@ -27,7 +27,7 @@ def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]
     ch.queue_bind(breaches, "gridbus.events", routing_key="deadline.breached")
 
     started = time.monotonic()
-    r = httpx.post(f"{stack['base']}/v1/reports", json=report(), timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(), headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     case_id = r.json()["case_id"]
     assert r.json()["status"] == "registered"
@@ -60,7 +60,7 @@ def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]
     assert mine[0]["deadline"] == "acknowledge" and mine[0]["dept"] == "lighting"
     assert mine[0]["late_seconds"] < 1.0
 
-    case = httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).json()
+    case = httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=stack["auth"], timeout=5).json()
     assert case["status"] == "dispatched"
     assert [a["dept"] for a in case["assignments"]] == ["lighting"]
     assert [t["to_status"] for t in case["timeline"]][:3] == ["reported", "registered", "dispatched"]
@@ -68,8 +68,8 @@ def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]
 
 def test_same_report_id_is_the_same_case(stack: dict[str, Any]) -> None:
     body = report()
-    first = httpx.post(f"{stack['base']}/v1/reports", json=body, timeout=5)
-    second = httpx.post(f"{stack['base']}/v1/reports", json=body, timeout=5)
+    first = httpx.post(f"{stack['base']}/v1/reports", json=body, headers=stack["auth"], timeout=5)
+    second = httpx.post(f"{stack['base']}/v1/reports", json=body, headers=stack["auth"], timeout=5)
     assert (first.status_code, second.status_code) == (202, 200)
     assert first.json()["case_id"] == second.json()["case_id"]
 
@@ -77,20 +77,24 @@ def test_same_report_id_is_the_same_case(stack: dict[str, Any]) -> None:
 def test_http_errors_name_the_field(stack: dict[str, Any]) -> None:
     bad = report()
     bad["location"]["lat"] = 999
-    r = httpx.post(f"{stack['base']}/v1/reports", json=bad, timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=bad, headers=stack["auth"], timeout=5)
     assert r.status_code == 422
     assert {"field": "location.lat"}.items() <= r.json()["errors"][0].items()
 
     r = httpx.post(f"{stack['base']}/v1/reports", content=b"{nope", timeout=5,
-                   headers={"Content-Type": "application/json"})
+                   headers={"Content-Type": "application/json", **stack["auth"]})
     assert r.status_code == 422 and "JSON" in r.json()["errors"][0]["message"]
 
     r = httpx.post(f"{stack['base']}/v1/reports", content=b"x" * (stack["settings"].max_report_bytes + 1),
-                   timeout=5)
+                   headers=stack["auth"], timeout=5)
     assert r.status_code == 413
 
+    # the grid app must present its key; another role may not report
+    r = httpx.post(f"{stack['base']}/v1/reports", json=report(), timeout=5)
+    assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith("Bearer")
+
     outside = report(location={"lat": 39.9, "lon": 116.4, "address": "北京"})
-    r = httpx.post(f"{stack['base']}/v1/reports", json=outside, timeout=5)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=outside, headers=stack["auth"], timeout=5)
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "location"
 
 

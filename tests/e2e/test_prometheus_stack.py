@@ -33,7 +33,7 @@ def test_prometheus_scrapes_the_running_services(stack: dict[str, Any], tmp_path
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for("/-/ready", lambda: httpx.get(f"{base}/-/ready", timeout=2).status_code == 200, proc)
-        r = httpx.post(f"{stack['base']}/v1/reports", json=report(), timeout=5)
+        r = httpx.post(f"{stack['base']}/v1/reports", json=report(), headers=stack["auth"], timeout=5)
         assert r.status_code == 202
 
         def all_up() -> bool:
