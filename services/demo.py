@@ -100,6 +100,8 @@ def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], time
 
 
 def _describe(case: dict) -> str:
+    if case.get("duplicate_of"):
+        return f"duplicate of open case {case['duplicate_of']} nearby: linked, not dispatched again"
     active = [a for a in case.get("assignments", []) if a.get("active")]
     if not active:
         return case["status"]
