@@ -17,7 +17,6 @@ A document from before this encoding (JSON, starts with `{`) is still read.
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import msgpack
@@ -29,7 +28,6 @@ from services.sla.state import (
     CaseClocks,
     Clock,
     Order,
-    clock_id,
     seen_id,
 )
 from shared.models import CaseStatus
@@ -45,35 +43,38 @@ _ORDER_DEFAULTS = (None, None, None, None, 0, None, [], 1, None, True, None, Non
 _CLOCK_DEFAULTS = (None, 1, 0, None, None, None, None, 0, 0, False, None, 0, None, "", None, None)
 
 
+_STATE_NO = {s: i for i, s in enumerate(STATES)}
+_MODE_NO = {m: i for i, m in enumerate(MODES)}
+_STATUS_NO = {s: i for i, s in enumerate(STATUSES)}
+_HEX = frozenset("0123456789abcdef-")
+
+
 def _trim(values: list[Any], defaults: tuple[Any, ...], keep: int) -> list[Any]:
     n = len(values)
-    while n > keep and _same(values[n - 1], defaults[n - 1]):
+    while n > keep:
+        v, d = values[n - 1], defaults[n - 1]
+        if not (v is d or (v == d and type(v) is type(d))):
+            break
         n -= 1
-    return values[:n]
-
-
-def _same(a: Any, b: Any) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool) and (a is None) == (b is None)
+    return values[:n] if n < len(values) else values
 
 
 def _num(x: float) -> int | float:
     return int(x) if x == int(x) else x
 
 
-def _t(ts: float | None, base: int) -> int | None:
-    return None if ts is None else round(ts * 1000) - base
-
-
-def _ts(v: int | None, base: int) -> float | None:
-    return None if v is None else (base + v) / 1000
-
-
 def _corr(corr: str) -> str | bytes:
-    try:
-        u = uuid.UUID(corr)
-    except ValueError:
-        return corr
-    return u.bytes if str(u) == corr else corr
+    """A canonical (lower-case, hyphenated) UUID as its 16 bytes, anything else as it is."""
+    if len(corr) == 36 and corr[8] == corr[13] == corr[18] == corr[23] == "-" and _HEX.issuperset(corr):
+        return bytes.fromhex(corr.replace("-", ""))
+    return corr
+
+
+def _uncorr(v: str | bytes) -> str:
+    if isinstance(v, bytes):
+        h = v.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return v
 
 
 def _pm(wf: float) -> int | float:
@@ -81,47 +82,53 @@ def _pm(wf: float) -> int | float:
     return p if p / 1000 == wf else wf
 
 
-def _enum(value: str | None, table: tuple[str, ...]) -> int | str | None:
-    if value is None:
-        return None
-    return table.index(value) if value in table else value
-
-
-def _unenum(value: int | str | None, table: tuple[str, ...]) -> str | None:
-    return table[value] if isinstance(value, int) else value
-
-
 def pack_doc(case: CaseClocks) -> bytes:
     cid = case.case_id
-    base = round(next(iter(case.orders.values())).dispatched * 1000) if case.orders else 0
+    orders_in = case.orders
+    base = round(next(iter(orders_in.values())).dispatched * 1000) if orders_in else 0
+    by_order: dict[str, list[Clock]] = {}
+    strays = []
+    for k, c in case.clocks.items():
+        if c.order_id in orders_in:
+            by_order.setdefault(c.order_id, []).append(c)
+        else:  # a clock of no known order (never made by the engine) is kept verbatim
+            strays.append([k, vars(c)])
     orders = []
-    for o in case.orders.values():
+    for o in orders_in.values():
+        oid = o.order_id
+        short = oid[len(cid) + 1:] if oid.startswith(cid + "/") else oid
         clocks = []
-        for c in case.clocks.values():
-            if c.order_id != o.order_id:
-                continue
+        for c in by_order.get(oid, ()):
+            letter, token = LETTER[c.kind], c.token
             lid = c.lid
-            if lid and lid == f"{cid}|{c.id}|{c.token}":
+            if lid and lid == f"{cid}|{c.id}|{token}":
                 lid = 1
+            due, warn_at, start, ended = c.due, c.warn_at, c.start, c.ended
             clocks.append(_trim([
-                c.letter, c.token, STATES.index(c.state), c.limit, _pm(c.wf), _t(c.due, base), _t(c.warn_at, base),
-                _t(c.start, base), _num(c.used), c.warned, None if c.level == o.level else c.level, c.step,
-                _t(c.ended, base), c.reason, lid or None,
-                None if c.id == clock_id(cid, o.order_id, c.kind) else c.id,
+                letter, token, _STATE_NO[c.state], c.limit, _pm(c.wf),
+                None if due is None else round(due * 1000) - base,
+                None if warn_at is None else round(warn_at * 1000) - base,
+                None if start is None else round(start * 1000) - base,
+                _num(c.used), c.warned, None if c.level == o.level else c.level, c.step,
+                None if ended is None else round(ended * 1000) - base, c.reason, lid or None,
+                None if c.id == f"{short}/{letter}" else c.id,
             ], _CLOCK_DEFAULTS, 4))
+        acked, resolved = o.acked, o.resolved
         orders.append(_trim([
-            None if o.order_id == f"{cid}/{o.round}/{o.dept}" else o.order_id, o.dept, o.level, o.policy,
-            _t(o.dispatched, base), _enum(o.mode, MODES), clocks, o.round,
-            None if o.street == case.street else o.street, o.active, _t(o.acked, base), _t(o.resolved, base),
+            None if oid == f"{cid}/{o.round}/{o.dept}" else oid, o.dept, o.level, o.policy,
+            round(o.dispatched * 1000) - base, _MODE_NO.get(o.mode, o.mode), clocks, o.round,  # type: ignore[arg-type]
+            None if o.street == case.street else o.street, o.active,
+            None if acked is None else round(acked * 1000) - base,
+            None if resolved is None else round(resolved * 1000) - base,
             o.esc_level, o.esc_step, o.esc_repeats, o.esc_done, o.late,
         ], _ORDER_DEFAULTS, 4))
-    # clocks not belonging to a known order (never made by the engine) are kept verbatim
-    strays = [[k, vars(c)] for k, c in case.clocks.items() if c.order_id not in case.orders]
-    grid: int | str = int(case.grid) if case.grid.isdigit() and str(int(case.grid)) == case.grid else case.grid
+    g = case.grid
+    grid: int | str = int(g) if g.isascii() and g.isdigit() and g[0] != "0" else g
+    status = case.status
     doc = [FORMAT, _corr(case.corr), case.cat, grid, base, orders,
            None if case.sev == "normal" else case.sev,
-           None if case.status == CaseStatus.dispatched.value else _enum(case.status, STATUSES),
-           case.cond, None if case.street == case.grid[:9] else case.street, strays or None]
+           None if status == "dispatched" else _STATUS_NO.get(status, status),
+           case.cond, None if case.street == g[:9] else case.street, strays or None]
     while doc[-1] is None:
         doc.pop()
     return msgpack.packb(doc, use_bin_type=True)
@@ -138,35 +145,41 @@ def unpack_doc(case_id: str, raw: bytes | str) -> CaseClocks:
     d += [None] * (11 - len(d))
     _fmt, corr, cat, grid, base, orders, sev, status, cond, street, strays = d
     grid = str(grid)
-    case = CaseClocks(case_id=case_id, corr=str(uuid.UUID(bytes=corr)) if isinstance(corr, bytes) else corr,
-                      cat=cat, sev=sev or "normal", cond=cond, grid=grid, street=street or grid[:9],
-                      status=_unenum(status, STATUSES) if status is not None else CaseStatus.dispatched.value)
+    street = street or grid[:9]
+    case = CaseClocks(case_id=case_id, corr=_uncorr(corr), cat=cat, sev=sev or "normal", cond=cond, grid=grid,
+                      street=street, status="dispatched" if status is None else
+                      STATUSES[status] if isinstance(status, int) else status)
+    case_orders, case_clocks, depts = case.orders, case.clocks, case.depts
     for ov in orders:
-        ov = ov + list(_ORDER_DEFAULTS[len(ov):])
+        if len(ov) < 17:
+            ov += _ORDER_DEFAULTS[len(ov):]
         oid, dept, level, policy, disp, mode, clocks, rnd, ostreet, active, acked, resolved, \
             esc_level, esc_step, esc_repeats, esc_done, late = ov
         order_id = oid or f"{case_id}/{rnd}/{dept}"
-        order = Order(order_id=order_id, dept=dept, street=ostreet or case.street, level=level, policy=policy,
-                      round=rnd, dispatched=_ts(disp, base), active=active, acked=_ts(acked, base),  # type: ignore[arg-type]
-                      resolved=_ts(resolved, base), mode=_unenum(mode, MODES), esc_level=esc_level,
-                      esc_step=esc_step, esc_repeats=esc_repeats, esc_done=esc_done, late=late)
-        case.orders[order_id] = order
-        if dept not in case.depts:
-            case.depts.append(dept)
+        order = Order(order_id, dept, ostreet or street, level, policy, rnd, (base + disp) / 1000, active,
+                      None if acked is None else (base + acked) / 1000,
+                      None if resolved is None else (base + resolved) / 1000,
+                      MODES[mode] if isinstance(mode, int) else mode, esc_level, esc_step, esc_repeats, esc_done,
+                      late)
+        case_orders[order_id] = order
+        if dept not in depts:
+            depts.append(dept)
+        short = order_id[len(case_id) + 1:] if order_id.startswith(case_id + "/") else order_id
         for cv in clocks:
-            cv = cv + list(_CLOCK_DEFAULTS[len(cv):])
+            if len(cv) < 16:
+                cv += _CLOCK_DEFAULTS[len(cv):]
             letter, token, state, limit, wf, due, warn_at, start, used, warned, clevel, step, ended, reason, \
                 lid, cid = cv
-            kind = KIND_OF[letter]
-            cid = cid or clock_id(case_id, order_id, kind)
-            case.clocks[cid] = Clock(
-                id=cid, order_id=order_id, kind=kind, level=order.level if clevel is None else clevel,
-                limit=limit, wf=wf / 1000 if isinstance(wf, int) else wf, start=_ts(start, base), used=used,
-                state=STATES[state], warned=warned, token=token, step=step, due=_ts(due, base),
-                warn_at=_ts(warn_at, base), ended=_ts(ended, base), reason=reason,
-                lid=f"{case_id}|{cid}|{token}" if lid == 1 else (lid or ""))
+            cid = cid or f"{short}/{letter}"
+            case_clocks[cid] = Clock(
+                cid, order_id, KIND_OF[letter], level if clevel is None else clevel, limit,
+                wf / 1000 if isinstance(wf, int) else wf, None if start is None else (base + start) / 1000, used,
+                STATES[state], warned, token, step, None if due is None else (base + due) / 1000,
+                None if warn_at is None else (base + warn_at) / 1000,
+                None if ended is None else (base + ended) / 1000, reason,
+                f"{case_id}|{cid}|{token}" if lid == 1 else (lid or ""))
     for k, v in strays or []:
-        case.clocks[k] = Clock(**v)
+        case_clocks[k] = Clock(**v)
     return case
 
 

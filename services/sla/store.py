@@ -25,11 +25,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+import msgpack
 import redis
 
 from services.sla.codec import pack_doc, pack_history, pack_log, unpack_doc, unpack_history
 from services.sla.state import CaseClocks, Effects, Engine, parse_timer
-from services.sla.timers import Claimed, TimerStore
+from services.sla.timers import Claimed, TimerStore, binary_twin
 from shared import redis_keys as keys
 from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, Envelope, parse_event
 
@@ -63,85 +64,97 @@ end
 return out
 """
 
-# ARGV: with history ('1'/'0'), then per case: bucket, case id, closed key, history key.
-# Returns per case: document (live bucket, else the closed key), history (or nil).
+# ARGV[1]: msgpack [with history (1/0), then per case: bucket, case id, closed key, history key].
+# Returns msgpack: per case the document (live bucket, else the closed key) and the history (or false).
 _READ = """
-local hist = ARGV[1] == '1'
+local a = cmsgpack.unpack(ARGV[1])
+local hist = a[1] == '1'
 local out = {}
-for i = 2, #ARGV, 4 do
-  local doc = redis.call('HGET', ARGV[i], ARGV[i + 1])
-  if not doc then doc = redis.call('GET', ARGV[i + 2]) end
+for i = 2, #a, 4 do
+  local doc = redis.call('HGET', a[i], a[i + 1])
+  if not doc then doc = redis.call('GET', a[i + 2]) end
   out[#out + 1] = doc
-  if hist then out[#out + 1] = redis.call('GET', ARGV[i + 3]) else out[#out + 1] = false end
+  if hist then out[#out + 1] = redis.call('GET', a[i + 3]) else out[#out + 1] = false end
 end
-return out
+return cmsgpack.pack(out)
 """
 
 # KEYS: due, leased, outbox, outbox times, ledger, ledger by time, ledger ended.
-# ARGV: now, keep-closed seconds, n cases, then per case 9 values
-#   bucket, case id, closed key, history key, mode, expected doc, expected history, doc, history
-#   mode: [1] doc was 'y' (= expected) / 'n' (absent); [2] history check '-' / 'y' / 'n';
-#         [3] write the doc 'L' (live) / 'C' (closed) / '-'; [4] history '-' / 'S' set / 'A' append
-# then counted sections: arm (name, due), cancel (name), done (name), outbox (id, body),
-# ledger (id, body, breached at), ledger ended (id, at), counters (key, field, n).
+# ARGV[1]: msgpack [now, keep-closed seconds, cases, arm, cancel, done, outbox, ledger, ledger ended,
+# counters], every section a flat list of strings:
+#   cases: per case 9 values: bucket, case id, closed key, history key, mode, expected doc,
+#     expected history, doc, history; mode: [1] doc was 'y' (= expected) / 'n' (absent);
+#     [2] history check '-' / 'y' / 'n'; [3] write the doc 'L' (live) / 'C' (closed) / '-';
+#     [4] history '-' / 'S' set / 'A' append
+#   arm (due, name), cancel (name), done (name), outbox (id, body), ledger (id, body, breached at),
+#   ledger ended (id, at), counters (key, field, n).
 # Returns the 1-based numbers of the cases that changed since they were read (nothing
 # written then), or an empty list (all written).
 _COMMIT = """
-local n = tonumber(ARGV[3])
+local a = cmsgpack.unpack(ARGV[1])
+local cs = a[3]
 local bad = {}
-local i = 4
-for c = 1, n do
-  local mode = ARGV[i + 4]
-  local cur = redis.call('HGET', ARGV[i], ARGV[i + 1])
-  if not cur then cur = redis.call('GET', ARGV[i + 2]) end
+local closed = {}
+local n = 0
+for i = 1, #cs, 9 do
+  n = n + 1
+  local mode = cs[i + 4]
+  local cur = redis.call('HGET', cs[i], cs[i + 1])
+  if not cur then
+    cur = redis.call('GET', cs[i + 2])
+    closed[n] = cur
+  end
   local dc = string.sub(mode, 1, 1)
-  if (dc == 'n' and cur) or (dc == 'y' and cur ~= ARGV[i + 5]) then
-    bad[#bad + 1] = c
+  if (dc == 'n' and cur) or (dc == 'y' and cur ~= cs[i + 5]) then
+    bad[#bad + 1] = n
   else
     local hc = string.sub(mode, 2, 2)
     if hc ~= '-' then
-      local h = redis.call('GET', ARGV[i + 3])
-      if (hc == 'n' and h) or (hc == 'y' and h ~= ARGV[i + 6]) then bad[#bad + 1] = c end
+      local h = redis.call('GET', cs[i + 3])
+      if (hc == 'n' and h) or (hc == 'y' and h ~= cs[i + 6]) then bad[#bad + 1] = n end
     end
   end
-  i = i + 9
 end
 if #bad > 0 then return bad end
-i = 4
-for c = 1, n do
-  local mode = ARGV[i + 4]
+n = 0
+for i = 1, #cs, 9 do
+  n = n + 1
+  local mode = cs[i + 4]
   local live, hop = string.sub(mode, 3, 3), string.sub(mode, 4, 4)
-  if hop == 'S' then redis.call('SET', ARGV[i + 3], ARGV[i + 8])
-  elseif hop == 'A' then redis.call('APPEND', ARGV[i + 3], ARGV[i + 8]) end
+  if hop == 'S' then redis.call('SET', cs[i + 3], cs[i + 8])
+  elseif hop == 'A' then redis.call('APPEND', cs[i + 3], cs[i + 8]) end
   if live == 'L' then
-    redis.call('HSET', ARGV[i], ARGV[i + 1], ARGV[i + 7])
-    redis.call('DEL', ARGV[i + 2])
-    redis.call('PERSIST', ARGV[i + 3])
+    redis.call('HSET', cs[i], cs[i + 1], cs[i + 7])
+    if closed[n] then
+      redis.call('DEL', cs[i + 2])
+      redis.call('PERSIST', cs[i + 3])
+    end
   elseif live == 'C' then
-    redis.call('HDEL', ARGV[i], ARGV[i + 1])
-    redis.call('SET', ARGV[i + 2], ARGV[i + 7], 'EX', ARGV[2])
-    redis.call('EXPIRE', ARGV[i + 3], ARGV[2])
+    redis.call('HDEL', cs[i], cs[i + 1])
+    redis.call('SET', cs[i + 2], cs[i + 7], 'EX', a[2])
+    redis.call('EXPIRE', cs[i + 3], a[2])
   end
-  i = i + 9
 end
-local function section()
-  local k = tonumber(ARGV[i])
-  i = i + 1
-  return k
+local function bulk(cmd, key, t)
+  for j = 1, #t, 4000 do redis.call(cmd, key, unpack(t, j, math.min(j + 3999, #t))) end
 end
-for _ = 1, section() do redis.call('ZADD', KEYS[1], ARGV[i + 1], ARGV[i]); i = i + 2 end
-for _ = 1, section() do
-  redis.call('ZREM', KEYS[1], ARGV[i]); redis.call('ZREM', KEYS[2], ARGV[i]); i = i + 1
+bulk('ZADD', KEYS[1], a[4])
+bulk('ZREM', KEYS[1], a[5])
+bulk('ZREM', KEYS[2], a[5])
+bulk('ZREM', KEYS[2], a[6])
+local s = a[7]
+if #s > 0 then
+  bulk('HSET', KEYS[3], s)
+  local times = {}
+  for i = 1, #s, 2 do times[#times + 1] = a[1]; times[#times + 1] = s[i] end
+  bulk('ZADD', KEYS[4], times)
 end
-for _ = 1, section() do redis.call('ZREM', KEYS[2], ARGV[i]); i = i + 1 end
-for _ = 1, section() do
-  redis.call('HSET', KEYS[3], ARGV[i], ARGV[i + 1]); redis.call('ZADD', KEYS[4], ARGV[1], ARGV[i]); i = i + 2
-end
-for _ = 1, section() do
-  redis.call('HSET', KEYS[5], ARGV[i], ARGV[i + 1]); redis.call('ZADD', KEYS[6], ARGV[i + 2], ARGV[i]); i = i + 3
-end
-for _ = 1, section() do redis.call('HSETNX', KEYS[7], ARGV[i], ARGV[i + 1]); i = i + 2 end
-for _ = 1, section() do redis.call('HINCRBY', ARGV[i], ARGV[i + 1], ARGV[i + 2]); i = i + 3 end
+s = a[8]
+for i = 1, #s, 3 do redis.call('HSET', KEYS[5], s[i], s[i + 1]); redis.call('ZADD', KEYS[6], s[i + 2], s[i]) end
+s = a[9]
+for i = 1, #s, 2 do redis.call('HSETNX', KEYS[7], s[i], s[i + 1]) end
+s = a[10]
+for i = 1, #s, 3 do redis.call('HINCRBY', s[i], s[i + 1], s[i + 2]) end
 return {}
 """
 
@@ -150,26 +163,14 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _blob(values: list[Any]) -> bytes:
+    """Arguments for a Lua script as one msgpack value (Redis' cmsgpack reads no bin type:
+    bytes go as raw strings)."""
+    return msgpack.packb(values, use_bin_type=False)
+
+
 def bucket_of(case_id: str) -> int:
     return zlib.crc32(case_id.encode()) % LIVE_BUCKETS
-
-
-def binary_twin(client: redis.Redis) -> redis.Redis:
-    """The same Redis, answering bytes (the compact documents are binary)."""
-    pool = client.connection_pool
-    kwargs = dict(pool.connection_kwargs)
-    if not kwargs.get("decode_responses"):
-        return client
-    kwargs["decode_responses"] = False
-    kwargs.pop("connection_pool", None)
-    from redis.sentinel import SentinelConnectionPool
-
-    if isinstance(pool, SentinelConnectionPool):
-        twin = SentinelConnectionPool(pool.service_name, pool.sentinel_manager, is_master=pool.is_master,
-                                      connection_class=pool.connection_class, **kwargs)
-    else:
-        twin = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
-    return redis.Redis(connection_pool=twin)
 
 
 def load_case(client: redis.Redis, case_id: str) -> CaseClocks | None:
@@ -229,7 +230,7 @@ class SlaStore:
         args: list[Any] = ["1" if history else "0"]
         for c in case_ids:
             args += self._where(c)
-        flat = self._read_script(args=args)
+        flat = [x or None for x in msgpack.unpackb(self._read_script(args=[_blob(args)]), raw=True)]
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def load(self, case_id: str, history: bool = True) -> CaseClocks | None:
@@ -247,7 +248,7 @@ class SlaStore:
         """Write every op atomically unless a document changed since it was read: then
         nothing is written and the ops that changed are returned."""
         now = time.time()
-        args: list[Any] = [now, KEEP_CLOSED_S, len(ops)]
+        cases: list[Any] = []
         arm: list[Any] = []
         cancel: list[str] = []
         outbox: list[Any] = []
@@ -275,28 +276,26 @@ class SlaStore:
                     mode, hist = mode + "A", pack_log(case.log[op.logged:])
                 else:
                     mode += "-"
-                arm += [x for t in fx.arm for x in t]
+                for name, due in fx.arm:
+                    arm += [repr(due), name]
                 cancel += fx.cancel
                 for event in fx.events:
                     outbox += [event.message_id, event.model_dump_json()]
                 for entry in fx.ledger:
-                    ledger += [entry["id"], dumps(entry), entry["breached_at"]]
+                    ledger += [entry["id"], dumps(entry), repr(entry["breached_at"])]
                 for lid, at in fx.ledger_end:
-                    ended += [lid, at]
+                    ended += [lid, repr(at)]
                 for period, scope, key, counter, n in fx.counts:
                     counts[(keys.sla_indicators(period), f"{scope}|{key}|{counter}")] += n
             else:
                 mode += "--"
-            args += self._where(op.case_id)
-            args += [mode, op.raw or b"", op.hist_raw or b"", doc, hist]
-        done = list(done)
-        args += [len(arm) // 2, *arm, len(cancel), *cancel, len(done), *done, len(outbox) // 2, *outbox,
-                 len(ledger) // 3, *ledger, len(ended) // 2, *ended, len(counts)]
-        for (key, f), n in counts.items():
-            args += [key, f, n]
+            cases += self._where(op.case_id)
+            cases += [mode, op.raw or b"", op.hist_raw or b"", doc, hist]
+        blob = _blob([repr(now), str(KEEP_CLOSED_S), cases, arm, cancel, list(done), outbox, ledger, ended,
+                      [x for (key, f), n in counts.items() for x in (key, f, str(n))]])
         bad = self._commit_script(keys=[keys.timers_due(), keys.timers_leased(), keys.sla_outbox(),
                                         keys.sla_outbox_times(), keys.sla_ledger(), keys.sla_ledger_by_time(),
-                                        keys.sla_ledger_ended()], args=args)
+                                        keys.sla_ledger_ended()], args=[blob])
         return [ops[int(i) - 1] for i in bad]
 
     def transact(self, case_id: str, decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]],

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+import msgpack
 import redis
 
 from shared import redis_keys as keys
@@ -30,16 +31,16 @@ for _, id in ipairs(expired) do
   redis.call('ZADD', KEYS[1], ARGV[1], id)
 end
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local out = {}
 local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local ids, leased = {}, {}
 for i = 1, #due, 2 do
-  local id = due[i]
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], lease, id)
-  out[#out + 1] = id
-  out[#out + 1] = due[i + 1]
+  ids[#ids + 1] = due[i]
+  leased[#leased + 1] = lease
+  leased[#leased + 1] = due[i]
 end
-return out
+for j = 1, #ids, 4000 do redis.call('ZREM', KEYS[1], unpack(ids, j, math.min(j + 3999, #ids))) end
+for j = 1, #leased, 4000 do redis.call('ZADD', KEYS[2], unpack(leased, j, math.min(j + 3999, #leased))) end
+return cmsgpack.pack(due)
 """
 
 _ARM_IF_FREE = """
@@ -53,6 +54,24 @@ return n
 """
 
 
+def binary_twin(client: redis.Redis) -> redis.Redis:
+    """The same Redis, answering bytes (the compact documents are binary)."""
+    pool = client.connection_pool
+    kwargs = dict(pool.connection_kwargs)
+    if not kwargs.get("decode_responses"):
+        return client
+    kwargs["decode_responses"] = False
+    kwargs.pop("connection_pool", None)
+    from redis.sentinel import SentinelConnectionPool
+
+    if isinstance(pool, SentinelConnectionPool):
+        twin = SentinelConnectionPool(pool.service_name, pool.sentinel_manager, is_master=pool.is_master,
+                                      connection_class=pool.connection_class, **kwargs)
+    else:
+        twin = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
+    return redis.Redis(connection_pool=twin)
+
+
 @dataclass(frozen=True)
 class Claimed:
     timer_id: str
@@ -62,7 +81,7 @@ class Claimed:
 class TimerStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self._claim = client.register_script(_CLAIM)
+        self._claim = binary_twin(client).register_script(_CLAIM)
         self._arm_if_free = client.register_script(_ARM_IF_FREE)
 
     # -- the slim path (sla service)
@@ -95,7 +114,8 @@ class TimerStore:
                                      client=client or self.r) or 0)
 
     def claim(self, now: float, lease_s: float, limit: int = 500) -> list[Claimed]:
-        flat = self._claim(keys=[keys.timers_due(), keys.timers_leased()], args=[now, lease_s, limit])
+        flat = msgpack.unpackb(self._claim(keys=[keys.timers_due(), keys.timers_leased()],
+                                           args=[repr(now), repr(lease_s), limit]), raw=False)
         return [Claimed(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def pending(self) -> int:
