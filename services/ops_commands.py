@@ -121,11 +121,29 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
+def channel_settings_table() -> str:
+    """Notification channel settings (services/notifier/channels/base.py ChannelSettings):
+    `GRIDBUS_<FIELD>`, secrets also from the file named by `GRIDBUS_<FIELD>_FILE`."""
+    from pydantic import SecretStr
+
+    from services.notifier.channels.base import ChannelSettings
+
+    rows = ["| variable | default | |", "|---|---|---|"]
+    for name, field in ChannelSettings.model_fields.items():
+        secret = field.annotation is SecretStr
+        default = "" if secret else field.default
+        rows.append(f"| `GRIDBUS_{name.upper()}`{' (or `_FILE`)' if secret else ''} | `{default}` | "
+                    f"{'secret, never logged' if secret else ''} |")
+    return "\n".join(rows)
+
+
 @command
 @click.command("config")
 def config_table() -> None:
-    """Print every configuration variable with its default (README's table)."""
+    """Print every configuration variable with its default (README's tables)."""
     click.echo(settings_table())
+    click.echo()
+    click.echo(channel_settings_table())
 
 
 @command
