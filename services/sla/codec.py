@@ -104,15 +104,16 @@ def pack_doc(case: CaseClocks) -> bytes:
             if lid and lid == f"{cid}|{c.id}|{token}":
                 lid = 1
             due, warn_at, start, ended = c.due, c.warn_at, c.start, c.ended
-            clocks.append(_trim([
-                letter, token, _STATE_NO[c.state], c.limit, _pm(c.wf),
-                None if due is None else round(due * 1000) - base,
-                None if warn_at is None else round(warn_at * 1000) - base,
-                None if start is None else round(start * 1000) - base,
-                _num(c.used), c.warned, None if c.level == o.level else c.level, c.step,
-                None if ended is None else round(ended * 1000) - base, c.reason, lid or None,
-                None if c.id == f"{short}/{letter}" else c.id,
-            ], _CLOCK_DEFAULTS, 4))
+            head = [letter, token, _STATE_NO[c.state], c.limit, _pm(c.wf),
+                    None if due is None else round(due * 1000) - base,
+                    None if warn_at is None else round(warn_at * 1000) - base,
+                    None if start is None else round(start * 1000) - base]
+            if (c.used or c.warned or c.level != o.level or c.step or ended is not None or c.reason or lid
+                    or c.id != f"{short}/{letter}"):
+                head += [_num(c.used), c.warned, None if c.level == o.level else c.level, c.step,
+                         None if ended is None else round(ended * 1000) - base, c.reason, lid or None,
+                         None if c.id == f"{short}/{letter}" else c.id]
+            clocks.append(_trim(head, _CLOCK_DEFAULTS, 4))
         acked, resolved = o.acked, o.resolved
         orders.append(_trim([
             None if oid == f"{cid}/{o.round}/{o.dept}" else oid, o.dept, o.level, o.policy,

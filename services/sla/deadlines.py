@@ -19,7 +19,7 @@ import structlog
 from services.sla.clocks import WorkCalendar
 from services.sla.policies import PolicyBook
 from services.sla.state import Engine
-from services.sla.store import Fired, SlaStore
+from services.sla.store import FireBatch, Fired, SlaStore
 from shared.models import (
     CaseDispatched,
     CaseEscalated,
@@ -129,24 +129,38 @@ class Deadlines:
 
     def _fire_due(self, report: FireReport, due_by: float, now: float | None, lease_s: float, limit: int,
                   publish: bool) -> FireReport:
+        # pipelined: while Redis runs batch k's commit, batch k+1 (claimed and read before
+        # it was sent) is decided; a case in both is simply decided again (compare-and-commit)
+        prev: FireBatch | None = None
         while True:
             claimed = self.timers.claim(due_by, lease_s, limit)
-            if not claimed:
-                return report
-            pause = float(os.environ.get(PAUSE_AFTER_CLAIM_ENV) or 0)
-            if pause:
-                log.warning("test_pause_after_claim", seconds=pause, timers=[c.timer_id for c in claimed])
-                time.sleep(pause)
+            if claimed:
+                pause = float(os.environ.get(PAUSE_AFTER_CLAIM_ENV) or 0)
+                if pause:
+                    log.warning("test_pause_after_claim", seconds=pause, timers=[c.timer_id for c in claimed])
+                    time.sleep(pause)
             t = time.time() if now is None else now
-            fired = self.store.fire(claimed, t)
-            report.fired += fired
-            events = [e for f in fired for e in f.effects.events]
-            if publish:
-                report.published += len(self._publish(events))
-            else:
-                self.unpublished.extend(events)
+            cur = self.store.fire_read(claimed, t) if claimed else None
+            if prev is not None:
+                self.store.fire_send(prev)
+            if cur is not None:
+                self.store.fire_decide(cur)
+            if prev is not None:
+                self._done(report, self.store.fire_commit(prev), publish)
+            prev = cur
             if len(claimed) < limit:
-                return report
+                break
+        if prev is not None:
+            self._done(report, self.store.fire_commit(prev), publish)
+        return report
+
+    def _done(self, report: FireReport, fired: list[Fired], publish: bool) -> None:
+        report.fired += fired
+        events = [e for f in fired for e in f.effects.events]
+        if publish:
+            report.published += len(self._publish(events))
+        else:
+            self.unpublished.extend(events)
 
     def publish_pending(self, chunk: int = 200) -> int:
         """Publish the committed events `fire_due(publish=False)` left, oldest first."""

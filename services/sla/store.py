@@ -206,6 +206,21 @@ class _Op:
     fired: list[Fired] = field(default_factory=list)
 
 
+@dataclass
+class FireBatch:
+    """A claimed batch on its way through `SlaStore.fire_read` → `fire_decide` → (`fire_send`) → `fire_commit`."""
+    claimed: list[Claimed]
+    by_case: dict[str, list[Claimed]]
+    now: float
+    raws: dict[str, bytes | None] = field(default_factory=dict)
+    ops: dict[str, _Op] = field(default_factory=dict)
+    blob: bytes | None = None
+    conn: Any = None
+
+    def live(self) -> list[_Op]:
+        return [op for op in self.ops.values() if not op.fx.stale]
+
+
 class SlaStore:
     def __init__(self, client: redis.Redis, engine: Engine) -> None:
         self.r = client
@@ -216,12 +231,19 @@ class SlaStore:
         self._outbox_take = client.register_script(_OUTBOX_TAKE)
         self._read_script = self.b.register_script(_READ)
         self._commit_script = self.b.register_script(_COMMIT)
+        self._commit_sha: str | None = None
+        self._prefix = self._hist_prefix = ""
+        self._buckets: list[str] = []
 
     # ------------------------------------------------------------------ documents
 
-    @staticmethod
-    def _where(case_id: str) -> list[str]:
-        return [keys.sla_live(bucket_of(case_id)), case_id, keys.sla_case(case_id), keys.sla_history(case_id)]
+    def _where(self, case_id: str) -> list[str]:
+        """Where a case's document may be (its live bucket, else the closed key) and its history."""
+        if self._prefix != keys.sla_case(""):  # the key prefix is a setting (tests change it)
+            self._prefix, self._hist_prefix = keys.sla_case(""), keys.sla_history("")
+            self._buckets = [keys.sla_live(b) for b in range(LIVE_BUCKETS)]
+        return [self._buckets[zlib.crc32(case_id.encode()) % LIVE_BUCKETS], case_id, self._prefix + case_id,
+                self._hist_prefix + case_id]
 
     def read(self, case_ids: list[str], history: bool = False) -> list[tuple[bytes | None, bytes | None]]:
         """(document, history) of each case, as stored (one round trip)."""
@@ -247,6 +269,15 @@ class SlaStore:
     def _commit(self, ops: list[_Op], done: Iterable[str] = ()) -> list[_Op]:
         """Write every op atomically unless a document changed since it was read: then
         nothing is written and the ops that changed are returned."""
+        bad = self._commit_script(keys=self._commit_keys(), args=[self._commit_blob(ops, done)])
+        return [ops[int(i) - 1] for i in bad]
+
+    @staticmethod
+    def _commit_keys() -> list[str]:
+        return [keys.timers_due(), keys.timers_leased(), keys.sla_outbox(), keys.sla_outbox_times(),
+                keys.sla_ledger(), keys.sla_ledger_by_time(), keys.sla_ledger_ended()]
+
+    def _commit_blob(self, ops: list[_Op], done: Iterable[str] = ()) -> bytes:
         now = time.time()
         cases: list[Any] = []
         arm: list[Any] = []
@@ -291,12 +322,8 @@ class SlaStore:
                 mode += "--"
             cases += self._where(op.case_id)
             cases += [mode, op.raw or b"", op.hist_raw or b"", doc, hist]
-        blob = _blob([repr(now), str(KEEP_CLOSED_S), cases, arm, cancel, list(done), outbox, ledger, ended,
+        return _blob([repr(now), str(KEEP_CLOSED_S), cases, arm, cancel, list(done), outbox, ledger, ended,
                       [x for (key, f), n in counts.items() for x in (key, f, str(n))]])
-        bad = self._commit_script(keys=[keys.timers_due(), keys.timers_leased(), keys.sla_outbox(),
-                                        keys.sla_outbox_times(), keys.sla_ledger(), keys.sla_ledger_by_time(),
-                                        keys.sla_ledger_ended()], args=[blob])
-        return [ops[int(i) - 1] for i in bad]
 
     def transact(self, case_id: str, decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]],
                  retries: int = RETRIES) -> Effects:
@@ -348,30 +375,79 @@ class SlaStore:
                 _merge(merged, fx)
         return op
 
-    def fire(self, claimed: list[Claimed], now: float, retries: int = RETRIES) -> list[Fired]:
+    def fire(self, claimed: list[Claimed], now: float) -> list[Fired]:
         """Fire a claimed batch: one read of its documents, the Engine, one atomic commit
         (which also releases the batch's leases); cases that changed meanwhile are read
         and decided again."""
-        if not claimed:
-            return []
+        batch = self.fire_read(claimed, now)
+        self.fire_decide(batch)
+        return self.fire_commit(batch)
+
+    # The same in steps, so that a caller can overlap them across batches (Deadlines.fire_due):
+    # read batch k+1, send batch k's commit, decide batch k+1 while Redis runs it, then wait.
+
+    def fire_read(self, claimed: list[Claimed], now: float) -> FireBatch:
         by_case: dict[str, list[Claimed]] = defaultdict(list)
         for c in claimed:
             by_case[parse_timer(c.timer_id)[0]].append(c)
-        ops: dict[str, _Op] = {}
-        todo = list(by_case)
+        batch = FireBatch(claimed, by_case, now)
+        batch.raws = dict(zip(by_case, (raw for raw, _h in self.read(list(by_case)))))
+        return batch
+
+    def fire_decide(self, batch: FireBatch) -> None:
+        for case_id, raw in batch.raws.items():
+            batch.ops[case_id] = self._decide_fire(case_id, batch.by_case[case_id], raw, batch.now)
+        batch.raws = {}
+        batch.blob = self._commit_blob(batch.live(), done=[c.timer_id for c in batch.claimed])
+
+    def fire_send(self, batch: FireBatch) -> None:
+        """Send the batch's commit without waiting for the answer (`fire_commit` reads it)."""
+        if batch.blob is None:
+            return
+        if self._commit_sha is None:
+            self._commit_sha = self.b.script_load(_COMMIT)
+        pool = self.b.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_command("EVALSHA", self._commit_sha, 7, *self._commit_keys(), batch.blob)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+        batch.conn = conn
+
+    def fire_commit(self, batch: FireBatch, retries: int = RETRIES) -> list[Fired]:
+        """The batch's commit (sent already or now); cases that changed since they were
+        read are read, decided and committed again (nothing was written meanwhile)."""
+        live = batch.live()
+        changed: list[_Op]
+        if batch.conn is not None:
+            conn, batch.conn = batch.conn, None
+            pool = self.b.connection_pool
+            try:
+                answer = conn.read_response()
+            except redis.exceptions.NoScriptError:  # Redis lost its script cache: commit plainly
+                answer = self._commit_script(keys=self._commit_keys(), args=[batch.blob])
+            except BaseException:
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+            changed = [live[int(i) - 1] for i in answer]
+        else:
+            changed = self._commit(live, done=[c.timer_id for c in batch.claimed])
         for _ in range(retries):
-            for case_id, (raw, _h) in zip(todo, self.read(todo)):
-                ops[case_id] = self._decide_fire(case_id, by_case[case_id], raw, now)
-            live = [op for op in ops.values() if not op.fx.stale]
-            changed = self._commit(live, done=[c.timer_id for c in claimed])
             if not changed:
                 at = time.time()
-                fired = [f for op in ops.values() for f in op.fired]
+                fired = [f for op in batch.ops.values() for f in op.fired]
                 for f in fired:
                     f.committed = at
                 return fired
             todo = [op.case_id for op in changed]
-        raise RuntimeError(f"sla: {len(todo)} case(s) kept changing under {retries} attempts")
+            for case_id, (raw, _h) in zip(todo, self.read(todo)):
+                batch.ops[case_id] = self._decide_fire(case_id, batch.by_case[case_id], raw, batch.now)
+            changed = self._commit(batch.live(), done=[c.timer_id for c in batch.claimed])
+        raise RuntimeError(f"sla: {len(changed)} case(s) kept changing under {retries} attempts")
 
     # ------------------------------------------------------------------ outbox
 

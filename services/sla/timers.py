@@ -3,13 +3,14 @@
 - A timer is only a member of the sorted set `due` (score = due time, unix seconds); its
   name says everything needed to fire it (`<case_id>|<clock_id>|<w|b>|<token>`, see
   services/sla/state.py), and the case's clock document in Redis says the rest. No
-  payload per timer: about 100 bytes of Redis memory each (bench/bench_timers.py).
+  payload per timer: about 145 bytes of Redis memory each (bench/bench_timers.py).
 - `claim` is one Lua script: it moves due timers into `leased` (score = lease expiry)
-  and returns them, so of several sla replicas exactly one gets each timer. It first
-  moves expired leases back to `due`: a replica that died between claim and commit
+  and returns them (as one msgpack value), so of several sla replicas exactly one gets
+  each timer. It first moves expired leases back to `due`: a replica that died between claim and commit
   loses nothing, the timer fires once the lease runs out.
 - The claimer commits the firing (clock document, events into sla's outbox, ledger,
-  counters) and removes the lease in one MULTI (services/sla/store.py), then publishes.
+  counters) and removes the lease in one Lua compare-and-commit (services/sla/store.py),
+  then publishes.
 - Fencing: every change to a clock bumps its token, and a timer whose token is not the
   clock's current one is stale and dropped. `arm_if_free` (the start-up rebuild) does
   not re-arm a timer that is currently leased.
@@ -103,15 +104,14 @@ class TimerStore:
         if names:
             pipe.zrem(keys.timers_leased(), *names)
 
-    def arm_if_free(self, timers: list[tuple[str, float]], client: Any = None) -> int:
+    def arm_if_free(self, timers: list[tuple[str, float]]) -> int:
         """Arm timers unless they are leased right now (idempotent: the rebuild)."""
         if not timers:
             return 0
         args: list[Any] = []
         for name, due in timers:
             args += [due, name]
-        return int(self._arm_if_free(keys=[keys.timers_due(), keys.timers_leased()], args=args,
-                                     client=client or self.r) or 0)
+        return int(self._arm_if_free(keys=[keys.timers_due(), keys.timers_leased()], args=args) or 0)
 
     def claim(self, now: float, lease_s: float, limit: int = 500) -> list[Claimed]:
         flat = msgpack.unpackb(self._claim(keys=[keys.timers_due(), keys.timers_leased()],

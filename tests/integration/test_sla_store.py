@@ -104,6 +104,7 @@ def test_escalation_through_redis_and_explain(redis_client: redis.Redis, policie
     assert len(breaches) == 7 and breaches[0].liaison  # ack, handle, L4, L3, L2, L1, L1 again
     assert d.timers.pending() == 0 and d.timers.leased() == 0
     assert redis_client.sismember(keys.sla_open_cases(), "C1") == 0
+    assert not d.store.is_live("C1") and redis_client.ttl(keys.sla_case("C1")) > 0  # finished: kept, expiring
     # a case_updated for a long-finished case is harmless
     d.handle(CaseUpdated(case_id="C1", correlation_id="r", from_status=CaseStatus.dispatched,
                          to_status=CaseStatus.acknowledged, action="acknowledge", actor="x", dept="sanitation",
@@ -208,3 +209,77 @@ def test_ledger_over_http_and_cli(redis_client: redis.Redis, policies_path: Path
     assert csv.exit_code == 0 and csv.output.count("\n") == 4 and "acknowledge" in csv.output
     grades = CliRunner().invoke(report, ["grades", "--month", "2026-11"])
     assert grades.exit_code == 0 and "gas" in grades.output, grades.output
+
+
+def test_a_case_changed_between_read_and_commit_is_decided_again(redis_client: redis.Redis,
+                                                                 policies_path: Path) -> None:
+    """The compare-and-commit: a batch read before an acknowledgement landed must not fire
+    the acknowledge warning (fenced), and must not undo the acknowledgement."""
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    d.handle(dispatched("W1", T0), now=T0)
+    d.handle(dispatched("W2", T0), now=T0)
+    claimed = d.timers.claim(T0 + 301, lease_s=60)  # both ack warnings (50 % of 10 min)
+    assert len(claimed) == 2
+    batch = d.store.fire_read(claimed, T0 + 301)
+    d.handle(CaseUpdated(case_id="W1", correlation_id="r", actor="x", dept="sanitation", order_id="W1/1/sanitation",
+                         from_status=CaseStatus.dispatched, to_status=CaseStatus.acknowledged,
+                         action="acknowledge"), now=T0 + 300)
+    d.store.fire_decide(batch)
+    fired = d.store.fire_commit(batch)
+    events = [e for f in fired for e in f.effects.events]
+    assert [e.case_id for e in events] == ["W2"]  # W1 was decided again: stale, nothing fired
+    w1 = d.store.load("W1")
+    assert w1 is not None and w1.status == "acknowledged" and w1.clocks["1/sanitation/a"].state == "stopped"
+    assert d.timers.leased() == 0
+    assert [n.split("|")[0] for n in redis_client.zrange(keys.timers_due(), 0, -1)].count("W1") == 1  # handle
+
+
+def test_history_is_kept_apart_and_capped(redis_client: redis.Redis, policies_path: Path) -> None:
+    from services.sla.state import LOG_KEPT, SEEN_KEPT, seen_id
+    from services.sla.store import bucket_of
+
+    d = make(redis_client, policies_path)
+    d.handle(dispatched("H1", T0), now=T0)
+    upd = dict(case_id="H1", correlation_id="r", actor="x", dept="sanitation", order_id="H1/1/sanitation")
+    for i in range(SEEN_KEPT + 20):  # suspend / resume over and over: every one is logged
+        frm, to = ((CaseStatus.dispatched, CaseStatus.suspended) if i % 2 == 0
+                   else (CaseStatus.suspended, CaseStatus.dispatched))
+        d.handle(CaseUpdated(from_status=frm, to_status=to, action="suspend" if i % 2 == 0 else "progress",
+                             message_id=f"m{i}", **upd), now=T0 + i)
+    case = d.store.load("H1")
+    assert case is not None
+    assert len(case.seen) == SEEN_KEPT and case.seen[-1] == seen_id(f"m{SEEN_KEPT + 19}")
+    assert len(case.log) <= LOG_KEPT and case.log[-1][1] == "status"
+    before = len(redis_client.zrange(keys.timers_due(), 0, -1))
+    d.handle(CaseUpdated(from_status=CaseStatus.dispatched, to_status=CaseStatus.suspended, action="suspend",
+                         message_id=f"m{SEEN_KEPT + 19}", **upd), now=T0 + 999)  # redelivered: ignored
+    assert len(redis_client.zrange(keys.timers_due(), 0, -1)) == before
+    # the firing document holds none of it
+    raw = d.store.b.hget(keys.sla_live(bucket_of("H1")), "H1")
+    assert raw is not None and len(raw) < 200
+
+
+def test_a_document_of_before_is_read_rebuilt_and_moved(redis_client: redis.Redis, policies_path: Path) -> None:
+    """A JSON clock document and open-case set written before the compact layout."""
+    import json
+
+    from services.sla.state import CaseClocks
+
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    case, _fx = d.engine.dispatched(None, dispatched("J1", T0), T0)
+    old = case.to_dict()
+    old["seen"] = ["dispatched:J1:1"]  # full message ids, as they were kept
+    redis_client.set(keys.sla_case("J1"), json.dumps(old))
+    redis_client.sadd(keys.sla_open_cases(), "J1")
+    assert d.rebuild() == (1, 2)
+    d.handle(dispatched("J1", T0), now=T0)  # redelivered: recognised from the old document's ids
+    assert d.timers.pending() == 2
+    run(d, T0, T0 + 330)
+    assert [e.event for e in sink] == ["deadline_warning"]
+    assert d.store.is_live("J1") and redis_client.get(keys.sla_case("J1")) is None  # moved into its bucket
+    again = d.store.load("J1")
+    assert isinstance(again, CaseClocks) and [x[1] for x in again.log][:2] == ["dispatched", "warning"]
+    d.rebuild()
+    assert redis_client.sismember(keys.sla_open_cases(), "J1") == 0

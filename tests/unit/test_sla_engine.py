@@ -267,3 +267,23 @@ def test_document_round_trip(engine: Engine) -> None:
     again = CaseClocks.from_dict(sim.case.to_dict())
     assert again == sim.case
     assert engine.timers(again) == engine.timers(sim.case)
+
+
+def test_compact_document_round_trip_through_a_whole_escalation(engine: Engine) -> None:
+    """The firing document (services/sla/codec.py) gives back exactly the clocks, orders
+    and case; the history (applied ids, log) round-trips apart."""
+    from services.sla.codec import pack_doc, pack_history, unpack_doc, unpack_history
+
+    sim = Sim(engine)
+    t0 = datetime(2026, 11, 28, 22, 0, tzinfo=CST)
+    sim.dispatch(t0, level=5, policy="ladder_h", depts=("sanitation", "cityman"))
+    assert sim.case is not None
+    fresh = pack_doc(sim.case)
+    assert len(fresh) < 200 and CASE.encode() not in fresh
+    sim.run_until(t0 + timedelta(hours=3))
+    sim.update(t0 + timedelta(hours=3), "dispatched", "suspended", "suspend", "cityman")
+    for case in (sim.case,):
+        again = unpack_doc(CASE, pack_doc(case))
+        unpack_history(again, pack_history(case))
+        assert again == case
+        assert engine.timers(again) == engine.timers(case)
