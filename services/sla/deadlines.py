@@ -38,14 +38,18 @@ Publish = Callable[[Envelope], None]
 #: test-only: seconds to sleep between claiming timers and committing them (to kill a
 #: replica mid-lease in tests/integration/test_sla_processes.py). Never set in production.
 PAUSE_AFTER_CLAIM_ENV = "GRIDBUS_SLA_TEST_PAUSE_AFTER_CLAIM"
+HOLD_EVERY_S = 2.0
 
 
 def grid_commanders(grid: Any = None) -> Callable[[str, int], list[EscalationCommander]]:
+    """Commanders of a cell's level from the grid registry (loaded from config once, when not given)."""
+    loaded: list[Any] = [grid]
+
     def commanders_of(cell: str, level: int) -> list[EscalationCommander]:
-        registry = grid
-        if registry is None:
+        if loaded[0] is None:
             from shared.grid import load_grid
-            registry = load_grid()
+            loaded[0] = load_grid()
+        registry = loaded[0]
         try:
             people = registry.commanders(cell, level)
         except ValueError:
@@ -56,12 +60,14 @@ def grid_commanders(grid: Any = None) -> Callable[[str, int], list[EscalationCom
 
 
 def department_liaisons(departments: list[Any] | None = None) -> Callable[[str, str], tuple[str, str]]:
+    """A department's liaison for a street (departments loaded from config once, when not given)."""
+    loaded: list[Any] = [departments]
+
     def liaison_of(dept: str, street: str) -> tuple[str, str]:
-        depts = departments
-        if depts is None:
+        if loaded[0] is None:
             from shared.departments import load_departments
-            depts = load_departments()
-        for d in depts:
+            loaded[0] = load_departments()
+        for d in loaded[0]:
             if d.code == dept:
                 person = d.liaison(street)
                 return (person.name, person.phone) if person else ("", "")
@@ -165,9 +171,12 @@ class Deadlines:
     def publish_pending(self, chunk: int = 200) -> int:
         """Publish the committed events `fire_due(publish=False)` left, oldest first."""
         n = 0
+        held = 0.0
         while self.unpublished:
+            if time.monotonic() - held > HOLD_EVERY_S:  # keep the relays (older than 5 s) off what waits here
+                self.store.outbox_hold([e.message_id for e in self.unpublished])
+                held = time.monotonic()
             events = [self.unpublished.popleft() for _ in range(min(chunk, len(self.unpublished)))]
-            self.store.outbox_hold([e.message_id for e in events])
             done = self._publish(events)
             n += len(done)
             if len(done) < len(events):  # the broker failed: the rest stays in the outbox for the relay
