@@ -17,7 +17,7 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import quote, urlparse, urlunparse
+from urllib.parse import quote, unquote, urlparse, urlunparse
 
 import httpx
 import pytest
@@ -82,25 +82,52 @@ def _mgmt(base: str) -> httpx.Client:
                         auth=(parsed.username or "guest", parsed.password or "guest"), timeout=10)
 
 
-@pytest.fixture(scope="session")
-def vhost(broker_uris: tuple[str, str]) -> Iterator[str]:
-    """A fresh vhost for this test session; its AMQP URI is yielded."""
-    uri, mgmt = broker_uris
-    name = f"gridbus-test-{uuid.uuid4().hex[:8]}"
-    parsed = urlparse(uri)
-    user = parsed.username or "guest"
-    with _mgmt(mgmt) as api:
+class Vhosts:
+    """Fresh vhosts (as AMQP URIs). A stack of running services gets its own and drops it
+    when it stops, so no two stacks consume each other's queues and the broker never holds
+    more test vhosts (each ~60 quorum queues and a stream) than it needs at a time."""
+
+    def __init__(self, uri: str, api: httpx.Client, mgmt: str) -> None:
+        self.parsed = urlparse(uri)
+        self.api, self.mgmt = api, mgmt
+        self.live: list[str] = []
+
+    def make(self, tag: str = "test") -> str:
+        name = f"gridbus-{tag}-{uuid.uuid4().hex[:8]}"
         try:
-            api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
+            self.api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
         except httpx.HTTPError as exc:
-            pytest.skip(f"RabbitMQ management API not reachable at {mgmt} ({exc}); "
+            pytest.skip(f"RabbitMQ management API not reachable at {self.mgmt} ({exc}); "
                         "enable it: rabbitmq-plugins enable rabbitmq_management")
-        api.put(f"/api/permissions/{quote(name, safe='')}/{user}",
-                json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        self.live.append(name)
+        user = self.parsed.username or "guest"
+        self.api.put(f"/api/permissions/{quote(name, safe='')}/{user}",
+                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        return urlunparse(self.parsed._replace(path="/" + quote(name, safe="")))
+
+    def drop(self, uri: str) -> None:
+        name = unquote(urlparse(uri).path[1:])
+        self.api.delete(f"/api/vhosts/{quote(name, safe='')}")
+        if name in self.live:
+            self.live.remove(name)
+
+
+@pytest.fixture(scope="session")
+def vhost_factory(broker_uris: tuple[str, str]) -> Iterator[Vhosts]:
+    uri, mgmt = broker_uris
+    with _mgmt(mgmt) as api:
+        vhosts = Vhosts(uri, api, mgmt)
         try:
-            yield urlunparse(parsed._replace(path="/" + quote(name, safe="")))
+            yield vhosts
         finally:
-            api.delete(f"/api/vhosts/{quote(name, safe='')}")
+            for name in list(vhosts.live):
+                api.delete(f"/api/vhosts/{quote(name, safe='')}")
+
+
+@pytest.fixture(scope="session")
+def vhost(vhost_factory: Vhosts) -> str:
+    """The session's vhost for tests that use the broker without running services."""
+    return vhost_factory.make("test")
 
 
 @pytest.fixture(scope="session")

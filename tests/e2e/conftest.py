@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pika
+import pika.exceptions
 import pytest
 import redis
 
@@ -21,7 +22,7 @@ from services.intake.auth import Role, create_key
 from services.notifier.signing import verify
 from services.runner import start_all, stop_all
 from shared.config import Settings, reset_settings
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, Vhosts, free_port
 
 SECRET = "e2e-secret"
 TEST_SLA = """
@@ -79,8 +80,10 @@ def stack_key(env: dict[str, str], role: Role, dept: str | None = None) -> str:
         client.close()
 
 
-@pytest.fixture(scope="session")
-def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="package")
+def stack(vhost_factory: Vhosts, redis_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    vhost = vhost_factory.make("e2e")
     config_dir = tmp_path_factory.mktemp("config")
     for f in (REPO / "config").iterdir():
         if f.is_file():
@@ -108,12 +111,16 @@ def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) 
         yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
                "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path,
                "auth": {"Authorization": f"Bearer {grid_app}"}}
-        conn.close()
+        try:
+            conn.close()
+        except pika.exceptions.AMQPError:
+            pass
     finally:
         stop_all(procs)
         log_file.close()
         sink.close()
         print(log_path.read_text()[-5000:])
+        vhost_factory.drop(vhost)
 
 
 _SLOTS = itertools.count()

@@ -44,7 +44,7 @@ from shared.models import (
     Severity,
 )
 from shared.topology import EVENT_ROUTING_KEYS
-from tests.conftest import REPO, free_port
+from tests.conftest import REPO, Vhosts, free_port
 from tests.integration.test_channels import (
     DING_SECRET,
     DING_TOKEN,
@@ -217,7 +217,9 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(vhost_factory: Vhosts, redis_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    vhost = vhost_factory.make("notifier")
     config_dir = tmp_path_factory.mktemp("notifier-config")
     for f in (REPO / "config").iterdir():
         if f.is_file():
@@ -263,6 +265,7 @@ def stack(vhost: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) 
         keys = list(r.scan_iter(f"{prefix}:*", count=1000))
         if keys:
             r.delete(*keys)
+        vhost_factory.drop(vhost)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -191,7 +191,7 @@ def test_replica_killed_mid_lease_fires_once_after_the_lease(replicas: Replicas,
     doomed = replicas.start(**{PAUSE_AFTER_CLAIM_ENV: "60"})
     wait_consumers(channel, 1)
     case_id = f"K{uuid.uuid4().hex[:6]}"
-    t0 = dispatch(channel, case_id)
+    dispatch(channel, case_id)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not client.zcard(keys.timers_leased()):
         time.sleep(0.02)
