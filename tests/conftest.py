@@ -157,6 +157,14 @@ def redis_client(stack_env: dict[str, str]) -> redis.Redis:
     return redis.Redis.from_url(stack_env["REDIS_URL"], decode_responses=True)
 
 
+def copy_config(target: Path) -> Path:
+    """A private copy of config/ for a stack of test services (tests then change files)."""
+    for f in (REPO / "config").iterdir():
+        if f.is_file():
+            shutil.copy(f, target / f.name)
+    return target
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ from services.intake.auth import Role, create_key
 from services.notifier.signing import verify
 from services.runner import start_all, stop_all
 from shared.config import Settings, reset_settings
-from tests.conftest import REPO, Vhosts, free_port
+from tests.conftest import Vhosts, copy_config, free_port
 
 SECRET = "e2e-secret"
 TEST_SLA = """
@@ -84,10 +83,7 @@ def stack_key(env: dict[str, str], role: Role, dept: str | None = None) -> str:
 def stack(vhost_factory: Vhosts, redis_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     vhost = vhost_factory.make("e2e")
-    config_dir = tmp_path_factory.mktemp("config")
-    for f in (REPO / "config").iterdir():
-        if f.is_file():
-            shutil.copy(f, config_dir / f.name)
+    config_dir = copy_config(tmp_path_factory.mktemp("config"))
     (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
     sink = Sink()
     env = {

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -44,7 +43,7 @@ from shared.models import (
     Severity,
 )
 from shared.topology import EVENT_ROUTING_KEYS
-from tests.conftest import REPO, Vhosts, free_port
+from tests.conftest import Vhosts, copy_config, free_port
 from tests.integration.test_channels import (
     DING_SECRET,
     DING_TOKEN,
@@ -220,10 +219,7 @@ class Stack:
 def stack(vhost_factory: Vhosts, redis_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     vhost = vhost_factory.make("notifier")
-    config_dir = tmp_path_factory.mktemp("notifier-config")
-    for f in (REPO / "config").iterdir():
-        if f.is_file():
-            shutil.copy(f, config_dir / f.name)
+    config_dir = copy_config(tmp_path_factory.mktemp("notifier-config"))
     quiet_end = datetime.now(timezone.utc) + timedelta(seconds=45)
     (config_dir / "notify.yaml").write_text(notify_yaml(quiet_end), encoding="utf-8")
     hooks = Hooks()
