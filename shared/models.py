@@ -150,6 +150,17 @@ class Resolution(BaseModel):
     at: AwareDatetime
 
 
+class SuspensionRequest(BaseModel):
+    """A department asks to pause the clock (e.g. waiting for a part, weather); the
+    operations centre approves or denies it."""
+
+    dept: str
+    reason: str
+    note: str = ""
+    requested_at: AwareDatetime
+    reply_id: str
+
+
 class Case(BaseModel):
     case_id: str
     report_id: str
@@ -178,6 +189,7 @@ class Case(BaseModel):
     disputed: bool = Field(False, description="争议件: too many rejections, sent to the grid station")
     duplicate_of: str | None = None
     duplicates: list[str] = Field(default_factory=list)
+    suspension_request: SuspensionRequest | None = Field(None, description="Pending, awaiting approval")
     applied_messages: list[str] = Field(
         default_factory=list, description="Ids of events already applied (idempotent consumers)"
     )

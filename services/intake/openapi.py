@@ -16,7 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.intake import open311
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
-from services.intake.replies import Cancellation, Verification
+from services.intake.replies import Cancellation, SuspensionDecision, Verification
 from shared.config import REPO_ROOT
 from shared.models import Case, CaseStatus, Reply, Report
 
@@ -98,7 +98,7 @@ class NewServiceRequest(BaseModel):
 
 
 MODELS: list[type[BaseModel]] = [
-    Report, ReportAccepted, Reply, Verification, Cancellation, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
+    Report, ReportAccepted, Reply, Verification, Cancellation, SuspensionDecision, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
     IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service, open311.ServiceDefinition,
     open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
 ]
@@ -212,6 +212,24 @@ def _paths() -> dict[str, Any]:
                 "200": _body("CaseAnswer", "Applied"), "401": E401,
                 "403": _body("Errors", "Wrong role"), "404": E404,
                 "409": _body("IllegalTransitionError", "The case is not resolved"), "422": E422,
+            }}},
+        "/v1/cases/{case_id}/suspension": {"post": {
+            "tags": ["cases"], "summary": "The operations centre approves or denies a department's suspension request",
+            "description": "A department's `suspend` reply only requests a suspension (with its reason); on "
+                           "approval the case becomes `suspended` and its clocks pause until the department "
+                           "resumes with a `progress` reply. The approver is recorded on the timeline.",
+            **bearer("ops"),
+            "parameters": [_path("case_id", "The case"),
+                           {"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string"}}],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("SuspensionDecision")}}},
+            "responses": {
+                "200": _body("CaseAnswer", "Decided"), "401": E401,
+                "403": _body("Errors", "Not an ops key"), "404": E404,
+                "409": {"description": "No pending request, or the case can no longer be suspended",
+                        "content": {"application/json": {"schema": {"type": "object"}}}},
+                "422": E422,
             }}},
         "/v1/cases/{case_id}/cancellation": {"post": {
             "tags": ["cases"], "summary": "The operations centre cancels an invalid case (with the reason)",

@@ -24,6 +24,7 @@ from shared.models import (
     ReplyAction,
     RedispatchReason,
     Resolution,
+    SuspensionRequest,
     summary_of,
     utcnow,
 )
@@ -99,7 +100,11 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
                 case.status = CaseStatus.acknowledged
             return Change(Action.progress, actor, note, **common)
         if reply.action is ReplyAction.suspend:
-            return Change(Action.suspend, actor, f"suspension: {reply.reason}. {reply.note}".strip(), **common)
+            # only a request: the clock pauses when the operations centre approves it
+            next_status(case.status, Action.suspend)
+            case.suspension_request = SuspensionRequest(dept=dept, reason=reply.reason or "", note=reply.note,
+                                                        requested_at=now, reply_id=reply.reply_id)
+            return Change(None, actor, f"suspension requested: {reply.reason}. {reply.note}".strip(), **common)
         if reply.action is ReplyAction.reject:
             if case.status not in (CaseStatus.dispatched, CaseStatus.acknowledged):
                 next_status(case.status, Action.reject)  # raises with the allowed actions
@@ -141,6 +146,41 @@ def apply_cancellation(store: CaseStore, case_id: str, check: Cancellation, mess
         for a in case.assignments:
             a.active = False
         return Change(Action.cancel, actor, f"cancelled: {check.reason}")
+
+    return transition(store, case_id, message_id, mutate)
+
+
+class SuspensionDecision(BaseModel):
+    """The operations centre's answer to a suspension request
+    (`POST /v1/cases/{id}/suspension`)."""
+
+    decision: str = Field(pattern="^(approve|deny)$")
+    approver: str = Field(min_length=1, max_length=64, description="Who approved or denied (name or id)")
+    note: str = Field("", max_length=500)
+
+
+class NoSuspensionRequested(ValueError):
+    """There is no pending suspension request to decide (HTTP 409)."""
+
+
+def apply_suspension_decision(store: CaseStore, case_id: str, decision: SuspensionDecision, message_id: str,
+                              actor: str) -> tuple[Case, list[Envelope], bool]:
+    """approve → `suspended` (the clock pauses; the department resumes with a progress
+    reply); deny → the request is dropped and work goes on."""
+
+    def mutate(case: Case) -> Change:
+        request = case.suspension_request
+        if request is None:
+            raise NoSuspensionRequested(f"case {case.case_id} has no pending suspension request")
+        case.suspension_request = None
+        who = f"{actor} ({decision.approver})"
+        if decision.decision == "deny":
+            return Change(None, who, f"suspension denied: {decision.note}".strip(), announce=True,
+                          reply_action="suspend_denied", dept=request.dept)
+        order = next((a.order_id for a in case.assignments if a.active and a.dept == request.dept), None)
+        return Change(Action.suspend, who, f"suspended on request of {request.dept}: {request.reason}; "
+                                           f"approved by {decision.approver}. {decision.note}".strip(),
+                      dept=request.dept, order_id=order)
 
     return transition(store, case_id, message_id, mutate)
 

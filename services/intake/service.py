@@ -19,10 +19,13 @@ from services.intake.observe import observe
 from services.intake.publishing import publish_stored, register_report
 from services.intake.replies import (
     Cancellation,
+    NoSuspensionRequested,
     NotAssigned,
+    SuspensionDecision,
     Verification,
     apply_cancellation,
     apply_reply,
+    apply_suspension_decision,
     apply_verification,
 )
 from services.intake.store import CaseNotFound, CaseStore
@@ -166,6 +169,23 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         log.info("verification_applied", case_id=case_id, result=check.result, status=case.status.value)
+        return json_response(200, case_answer(case, applied))
+
+    @http("POST", "/v1/cases/<string:case_id>/suspension")
+    def post_suspension(self, request: Request, case_id: str) -> Response:
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.ops)
+            decision = parse(SuspensionDecision, request.get_data()[: get_settings().max_report_bytes])
+            key = request.headers.get("Idempotency-Key") or f"{decision.decision}:{decision.approver}:{decision.note}"
+            case, events, applied = apply_suspension_decision(store, case_id, decision, f"suspension:{key}",
+                                                              principal.actor)
+        except NoSuspensionRequested as exc:
+            return json_response(409, {"error": "no_suspension_requested", "message": str(exc)})
+        except (InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+            return error_response(exc, case_id)
+        publish_stored(self.bus, store, events)
+        log.info("suspension_decided", case_id=case_id, decision=decision.decision, status=case.status.value)
         return json_response(200, case_answer(case, applied))
 
     @http("POST", "/v1/cases/<string:case_id>/cancellation")

@@ -219,3 +219,35 @@ def test_ops_cancels_an_invalid_case(stack: dict[str, Any], stack_redis: redis.R
     assert reply(stack, lighting, case_id, "acknowledge").status_code == 403  # no longer assigned
     r = httpx.post(url, json={"reason": "again"}, headers=bearer(ops), timeout=5)
     assert r.status_code == 409 and r.json()["current"] == "cancelled"
+
+
+def test_suspension_is_requested_by_the_department_and_approved_by_ops(stack: dict[str, Any],
+                                                                       stack_redis: redis.Redis) -> None:
+    ops, _ = create_key(stack_redis, Role.ops)
+    lighting, _ = create_key(stack_redis, Role.department, "lighting")
+    case_id = new_case(stack)
+    wait_status(stack, case_id, "dispatched")
+    url = f"{stack['base']}/v1/cases/{case_id}/suspension"
+    approve = {"decision": "approve", "approver": "指挥中心 李主任", "note": "同意"}
+    r = httpx.post(url, json=approve, headers=bearer(ops), timeout=5)
+    assert r.status_code == 409 and r.json()["error"] == "no_suspension_requested"
+
+    assert reply(stack, lighting, case_id, "acknowledge").json()["status"] == "acknowledged"
+    r = reply(stack, lighting, case_id, "suspend", reason="等待供电公司停电检修", note="预计两天")
+    assert r.status_code == 200 and r.json()["status"] == "acknowledged"  # only requested
+    assert case_of(stack, case_id)["suspension_request"]["reason"] == "等待供电公司停电检修"
+    assert httpx.post(url, json=approve, headers=bearer(lighting), timeout=5).status_code == 403
+    r = httpx.post(url, json=approve, headers=bearer(ops), timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "suspended"
+    case = case_of(stack, case_id)
+    assert case["suspension_request"] is None
+    assert "李主任" in case["timeline"][-1]["actor"] and "等待供电公司停电检修" in case["timeline"][-1]["note"]
+
+    r = reply(stack, lighting, case_id, "progress", note="检修结束，恢复处置")
+    assert r.json()["status"] == "in_progress"  # resumed: the clock runs again
+
+    # a denied request leaves the case as it was
+    reply(stack, lighting, case_id, "suspend", reason="人手不足")
+    r = httpx.post(url, json={"decision": "deny", "approver": "指挥中心", "note": "不予挂起"}, headers=bearer(ops),
+                   timeout=5)
+    assert r.status_code == 200 and r.json()["status"] == "in_progress"
