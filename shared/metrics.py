@@ -46,6 +46,13 @@ REPLIES = Counter(
     "gridbus_replies_total", "Department replies applied, by action and whether they met the order's deadline "
     "(on_time: yes | no | n/a).", ["dept", "action", "on_time"],
 )
+OPEN_CASES = Gauge(
+    "gridbus_open_cases",
+    "Cases not closed, cancelled or duplicate, by street, the active assignment's department and level, and "
+    "age since registration (lt_4h, 4h_1d, 1d_3d, 3d_7d, gt_7d); recomputed from the store every 30 s, the same "
+    "in every intake replica (aggregate with max).",
+    ["street", "dept", "level", "age"],
+)
 OUTBOX_PENDING = Gauge("gridbus_outbox_pending", "Events stored but not yet confirmed by the broker.")
 REQUEST_BYTES_REJECTED = Counter("gridbus_request_too_large_total", "HTTP bodies refused with 413.")
 

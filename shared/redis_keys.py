@@ -29,6 +29,12 @@ def cases_by_time() -> str:
     return f"{_p()}:cases:by_time"
 
 
+def open_cases() -> str:
+    """Sorted set: cases not closed, cancelled or duplicate, scored by registration time
+    (the operations centre's backlog, gridbus_open_cases)."""
+    return f"{_p()}:cases:open"
+
+
 def open_cases_geo(category: str) -> str:
     """Geo set: open cases of a category by location (near-duplicate detection)."""
     return f"{_p()}:geo:{category}"

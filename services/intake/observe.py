@@ -28,3 +28,30 @@ def observe(case: Case, events: list[Envelope], now: datetime | None = None) -> 
             metrics.PIPELINE_LATENCY.labels("acknowledged").observe(age)
         if event.action == "resolve" and event.to_status.value == "resolved":
             metrics.PIPELINE_LATENCY.labels("resolved").observe(age)
+
+
+AGE_BUCKETS = ((4 * 3600, "lt_4h"), (86400, "4h_1d"), (3 * 86400, "1d_3d"), (7 * 86400, "3d_7d"))
+
+
+def age_bucket(seconds: float) -> str:
+    return next((name for limit, name in AGE_BUCKETS if seconds < limit), "gt_7d")
+
+
+def backlog(cases: list[Case], now: datetime | None = None) -> dict[tuple[str, str, str, str], int]:
+    """Open cases by (street, department, level, age bucket); a case dispatched to several
+    departments counts for each, one not yet dispatched under department `none`."""
+    now = now or utcnow()
+    counts: dict[tuple[str, str, str, str], int] = {}
+    for case in cases:
+        age = age_bucket((now - case.registered_at).total_seconds())
+        active = [a for a in case.assignments if a.active] or [None]
+        for a in active:
+            key = (case.street, a.dept if a else "none", str(a.level) if a else "0", age)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def publish_backlog(counts: dict[tuple[str, str, str, str], int]) -> None:
+    metrics.OPEN_CASES.clear()  # a department whose backlog emptied must drop to nothing, not stay stale
+    for labels, n in counts.items():
+        metrics.OPEN_CASES.labels(*labels).set(n)

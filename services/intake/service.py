@@ -15,7 +15,7 @@ from services.intake.accountability_api import AccountabilityApi
 from services.intake.cases import Registrar, apply_event
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
-from services.intake.observe import observe
+from services.intake.observe import backlog, observe, publish_backlog
 from services.intake.publishing import publish_stored, register_report
 from services.intake.replies import (
     Cancellation,
@@ -258,6 +258,14 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
         log.info("case_changed", case_id=case.case_id, status=case.status.value, by=body.get("event"))
         publish_stored(self.bus, store, events)
         observe(case, events)
+
+    # -------------------------------------------------------------- indicators
+    @timer(interval=30)
+    def refresh_backlog(self) -> None:
+        store, _ = self.domain.for_client(self.redis)
+        ids = store.open_case_ids()
+        cases = [c for i in range(0, len(ids), 500) for c in store.get_many(ids[i:i + 500]) if c is not None]
+        publish_backlog(backlog(cases))
 
     # -------------------------------------------------------------- outbox relay
     @timer(interval=get_settings().outbox_relay_seconds)

@@ -19,6 +19,7 @@ from typing import Iterator
 import redis
 
 from shared import redis_keys as keys
+from shared.lifecycle import FINAL_STATES
 from shared.models import Case, Envelope
 
 _REGISTER = """
@@ -32,6 +33,9 @@ redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
 if ARGV[8] ~= '' then
   redis.call('GEOADD', KEYS[6], ARGV[8], ARGV[9], ARGV[1])
 end
+if ARGV[10] == '1' then
+  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
+end
 return {1, ARGV[1]}
 """
 
@@ -40,12 +44,21 @@ local v = redis.call('HGET', KEYS[1], 'version')
 if not v then return -1 end
 if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
 redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', tonumber(ARGV[1]) + 1)
-for i = 4, #ARGV, 2 do
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
+else
+  redis.call('ZREM', KEYS[4], ARGV[6])
+end
+for i = 7, #ARGV, 2 do
   redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
   redis.call('ZADD', KEYS[3], ARGV[3], ARGV[i])
 end
 return tonumber(ARGV[1]) + 1
 """
+
+
+def _open_flag(case: Case) -> str:
+    return "0" if case.status in FINAL_STATES else "1"
 
 
 class CaseNotFound(KeyError):
@@ -92,19 +105,22 @@ class CaseStore:
         lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
         created, case_id = self._register(
             keys=[keys.report_index(report_id), keys.case(case.case_id), keys.cases_by_time(),
-                  keys.outbox(), keys.outbox_times(), keys.open_cases_geo(case.category)],
+                  keys.outbox(), keys.outbox_times(), keys.open_cases_geo(case.category), keys.open_cases()],
             args=[case.case_id, case.model_dump_json(), case.registered_at.timestamp(),
-                  event.message_id, event.model_dump_json(), time.time(), case.version, lon, lat],
+                  event.message_id, event.model_dump_json(), time.time(), case.version, lon, lat,
+                  _open_flag(case)],
         )
         return Registration(case_id=case_id, created=bool(created))
 
     def save(self, case: Case, expected_version: int, events: list[Envelope]) -> Case:
         """Compare-and-set: store `case` (version bumped) and its events, atomically."""
         case.version = expected_version + 1
-        args: list[object] = [expected_version, case.model_dump_json(), time.time()]
+        args: list[object] = [expected_version, case.model_dump_json(), time.time(), _open_flag(case),
+                              case.registered_at.timestamp(), case.case_id]
         for e in events:
             args += [e.message_id, e.model_dump_json()]
-        result = self._cas(keys=[keys.case(case.case_id), keys.outbox(), keys.outbox_times()], args=args)
+        result = self._cas(keys=[keys.case(case.case_id), keys.outbox(), keys.outbox_times(), keys.open_cases()],
+                           args=args)
         if result == -1:
             raise CaseNotFound(case.case_id)
         if result == -2:
@@ -126,6 +142,9 @@ class CaseStore:
         return [Case.model_validate_json(doc) if doc else None for doc in pipe.execute()]
 
     # ------------------------------------------------------------------ outbox
+    def open_case_ids(self) -> list[str]:
+        return self.r.zrange(keys.open_cases(), 0, -1)
+
     def outbox_done(self, message_id: str) -> None:
         pipe = self.r.pipeline()
         pipe.hdel(keys.outbox(), message_id)

@@ -65,3 +65,13 @@ def test_compare_and_set_lets_one_writer_win(redis_client: redis.Redis) -> None:
     assert upd.message_id in pending
     store.outbox_done(upd.message_id)
     assert upd.message_id not in dict(store.outbox_older_than(-10))
+
+
+def test_open_cases_follow_the_status(redis_client: redis.Redis) -> None:
+    store = CaseStore(redis_client, "450305")
+    case_id, _ = register(store, "r-open")
+    assert store.open_case_ids() == [case_id]
+    case = store.get(case_id)
+    case.status = CaseStatus.cancelled
+    store.save(case, case.version, [])
+    assert store.open_case_ids() == []
