@@ -64,6 +64,22 @@ class Domain(DependencyProvider):
         return store, Registrar(store, self.catalog, self.grid, self.settings.timezone, self.duplicates)
 
 
+class BodyTooLarge(ValueError):
+    pass
+
+
+def read_body(request: Request) -> bytes:
+    """The request body, refusing (413) anything above MAX_REPORT_BYTES without reading
+    more than that, whether or not the client announced its length."""
+    limit = get_settings().max_report_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"body larger than {limit} bytes")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise BodyTooLarge(f"body larger than {limit} bytes")
+    return raw
+
+
 def error_response(exc: Exception, case_id: str = "") -> Response:
     """The one place that turns domain errors into HTTP answers."""
     if isinstance(exc, InvalidInput):
@@ -77,6 +93,9 @@ def error_response(exc: Exception, case_id: str = "") -> Response:
         return json_response(403, {"errors": [{"field": "case_id", "message": str(exc)}]})
     if isinstance(exc, CaseNotFound):
         return json_response(404, {"errors": [{"field": "case_id", "message": f"no case {case_id}"}]})
+    if isinstance(exc, BodyTooLarge):
+        metrics.REQUEST_BYTES_REJECTED.inc()
+        return json_response(413, {"errors": [{"field": "", "message": str(exc)}]})
     if isinstance(exc, IllegalTransition):
         return json_response(409, {"error": "illegal_transition", "message": str(exc),
                                    "current": exc.current.value, "allowed": [a.value for a in exc.allowed]})
@@ -109,17 +128,10 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
     # -------------------------------------------------------------- HTTP
     @http("POST", "/v1/reports")
     def post_report(self, request: Request) -> Response:
-        limit = get_settings().max_report_bytes
-        if request.content_length is not None and request.content_length > limit:
-            metrics.REQUEST_BYTES_REJECTED.inc()
-            return json_response(413, {"errors": [{"field": "", "message": f"body larger than {limit} bytes"}]})
-        raw = request.stream.read(limit + 1)
-        if len(raw) > limit:
-            metrics.REQUEST_BYTES_REJECTED.inc()
-            return json_response(413, {"errors": [{"field": "", "message": f"body larger than {limit} bytes"}]})
         try:
+            raw = read_body(request)
             require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
-        except AuthError as exc:
+        except (BodyTooLarge, AuthError) as exc:
             return error_response(exc)
         try:
             report = parse(Report, raw)
@@ -146,9 +158,9 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
         store, _ = self.domain.for_client(self.redis)
         try:
             principal = require(authenticate(request.headers, self.redis), Role.department)
-            reply = parse(Reply, request.get_data()[: get_settings().max_report_bytes])
+            reply = parse(Reply, read_body(request))
             case, events, applied = apply_reply(store, case_id, principal.dept or "", reply)
-        except (InvalidInput, AuthError, NotAssigned, CaseNotFound, IllegalTransition) as exc:
+        except (BodyTooLarge, InvalidInput, AuthError, NotAssigned, CaseNotFound, IllegalTransition) as exc:
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         observe(case, events)
@@ -161,11 +173,11 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
         store, _ = self.domain.for_client(self.redis)
         try:
             principal = require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
-            check = parse(Verification, request.get_data()[: get_settings().max_report_bytes])
+            check = parse(Verification, read_body(request))
             key = request.headers.get("Idempotency-Key") or f"{check.result}:{check.verifier}:{check.note}"
             case, events, applied = apply_verification(store, case_id, check, f"verify:{key}",
                                                        f"{principal.actor}:{check.verifier}".rstrip(":"))
-        except (InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         log.info("verification_applied", case_id=case_id, result=check.result, status=case.status.value)
@@ -176,13 +188,13 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
         store, _ = self.domain.for_client(self.redis)
         try:
             principal = require(authenticate(request.headers, self.redis), Role.ops)
-            decision = parse(SuspensionDecision, request.get_data()[: get_settings().max_report_bytes])
+            decision = parse(SuspensionDecision, read_body(request))
             key = request.headers.get("Idempotency-Key") or f"{decision.decision}:{decision.approver}:{decision.note}"
             case, events, applied = apply_suspension_decision(store, case_id, decision, f"suspension:{key}",
                                                               principal.actor)
         except NoSuspensionRequested as exc:
             return json_response(409, {"error": "no_suspension_requested", "message": str(exc)})
-        except (InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         log.info("suspension_decided", case_id=case_id, decision=decision.decision, status=case.status.value)
@@ -193,10 +205,10 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
         store, _ = self.domain.for_client(self.redis)
         try:
             principal = require(authenticate(request.headers, self.redis), Role.ops)
-            check = parse(Cancellation, request.get_data()[: get_settings().max_report_bytes])
+            check = parse(Cancellation, read_body(request))
             key = request.headers.get("Idempotency-Key") or check.reason
             case, events, applied = apply_cancellation(store, case_id, check, f"cancel:{key}", principal.actor)
-        except (InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
             return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         log.info("case_cancelled", case_id=case_id, applied=applied)

@@ -102,6 +102,9 @@ def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     assert httpx.post(url, json=body, headers=bearer(grid_app), timeout=5).status_code == 403  # wrong role
     r = httpx.post(url, json=body, headers=bearer(gas), timeout=5)  # not assigned to gas
     assert r.status_code == 403 and "not assigned" in r.text
+    big = {"reply_id": "x2", "action": "progress", "note": "很长" * 40000}
+    r = httpx.post(url, json=big, headers=bearer(lighting), timeout=5)
+    assert r.status_code == 413
     r = reply(stack, lighting, case_id, "reject")  # reason missing
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
     r = reply(stack, lighting, case_id, "resolve", mode="teleport")
