@@ -14,13 +14,16 @@ log = structlog.get_logger("gridbus.intake")
 
 
 def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
-    """Publish events already in the outbox; what fails stays there for the relay."""
+    """Publish events already in the outbox (one confirm round trip); if that fails
+    they stay there for the relay."""
+    if not events:
+        return
+    try:
+        bus.publish_events(events)
+    except Exception as exc:  # the relay retries; the case is safe in Redis
+        log.warning("publish_deferred", case_id=events[0].case_id, events=len(events), error=str(exc))
+        return
     for event in events:
-        try:
-            bus.publish_event(event)
-        except Exception as exc:  # the relay retries; the case is safe in Redis
-            log.warning("publish_deferred", case_id=event.case_id, error=str(exc))
-            continue
         store.outbox_done(event.message_id)
 
 

@@ -30,7 +30,7 @@ from services.notifier.planner import CaseFacts, Planner
 from services.notifier.subscriptions import NotifyFile
 from shared import metrics, topology
 from shared import redis_keys as keys
-from shared.bus import Bus
+from shared.bus import Bus, Outgoing
 from shared.models import Case, Envelope, NotificationFailed
 from shared.nameko_ext import dead_letter
 
@@ -77,8 +77,9 @@ class Notifier:
 
     def on_event(self, event: Envelope) -> list[Delivery]:
         planned = self.planner.plan(event, self.case_facts(event.case_id))
-        for delivery in planned:
-            self.publish(delivery)
+        # one confirm round trip for the whole fan-out
+        self.bus.publish_batch([Outgoing(topology.EX_NOTIFY, topology.RK_DELIVERY, d, d.delivery_id, d.correlation_id,
+                                         "delivery") for d in planned])
         return planned
 
     def publish(self, delivery: Delivery, routing_key: str = topology.RK_DELIVERY) -> None:

@@ -15,6 +15,7 @@ from services.sla.policies import load_policies
 from shared import metrics, topology
 from shared.catalog import load_catalog
 from shared.departments import GRID_STATION
+from shared.bus import Outgoing
 from shared.config import get_settings
 from shared.models import CaseRedispatch, CaseRegistered, utcnow
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
@@ -61,13 +62,16 @@ class RouterService(GridbusService):
                                         only=frozenset(event.only), max_rejections=get_settings().max_rejections)
         else:
             raise Rejected(f"router does not handle {type(event).__name__}", "invalid_event")
-        # Orders first: once case_dispatched is out, deadlines run, so the orders must be queued.
-        for routing_key, order in plan.orders:
-            self.bus.publish(topology.EX_DISPATCH, routing_key, order, kind="dispatch_order")
-            metrics.CASES_DISPATCHED.labels(order.dept, order.street).inc()
-        self.bus.publish_event(plan.dispatched)
+        # Orders first (one channel keeps the order): once case_dispatched is out, deadlines
+        # run, so the orders must be queued. One confirm round trip for the whole batch.
+        batch = [Outgoing(topology.EX_DISPATCH, key, order, kind="dispatch_order") for key, order in plan.orders]
+        batch.append(Outgoing.event(plan.dispatched))
         if plan.unroutable is not None:
-            self.bus.publish_event(plan.unroutable)
+            batch.append(Outgoing.event(plan.unroutable))
+        self.bus.publish_batch(batch)
+        for _, order in plan.orders:
+            metrics.CASES_DISPATCHED.labels(order.dept, order.street).inc()
+        if plan.unroutable is not None:
             metrics.CASES_UNROUTABLE.labels(event.case.street).inc()
         log.info("case_routed", case_id=event.case_id, round=plan.dispatched.round_no,
                  disputed=plan.dispatched.disputed,

@@ -83,11 +83,13 @@ class FireReport:
 
 class Deadlines:
     def __init__(self, client: redis.Redis, policies: PolicyBook, calendar: WorkCalendar,
-                 publish: Publish, grid: Any = None, departments: list[Any] | None = None) -> None:
+                 publish: Publish, grid: Any = None, departments: list[Any] | None = None,
+                 publish_many: Callable[[list[Envelope]], None] | None = None) -> None:
         self.engine = Engine(policies, calendar, grid_commanders(grid), department_liaisons(departments))
         self.store = SlaStore(client, engine=self.engine)
         self.timers = self.store.timers
         self.publish = publish
+        self.publish_many = publish_many
         self.unpublished: deque[Envelope] = deque()
 
     # -- events in
@@ -187,9 +189,13 @@ class Deadlines:
     def _publish(self, events: list[Envelope]) -> list[Envelope]:
         done: list[Envelope] = []
         try:
-            for event in events:
-                self.publish(event)
-                done.append(event)
+            if self.publish_many is not None:  # one confirm round trip for the batch
+                self.publish_many(events)
+                done = list(events)
+            else:
+                for event in events:
+                    self.publish(event)
+                    done.append(event)
         except Exception as exc:  # stays in the outbox; the relay retries
             log.warning("publish_deferred", error=str(exc), pending=len(events) - len(done))
         finally:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
 import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
@@ -15,6 +14,7 @@ from services.sla.policies import load_policies
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
+from shared.redisdb import connect
 from shared.departments import load_departments
 from shared.grid import load_grid
 from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
@@ -33,10 +33,11 @@ class DeadlinesProvider(DependencyProvider):
 
     def setup(self) -> None:
         settings = get_settings()
-        self.client = redis.Redis.from_url(settings.redis_url, decode_responses=True)
+        self.client = connect(settings)
         self.bus = Bus(self.container.config["AMQP_URI"], service=self.container.service_name)
         self.deadlines = Deadlines(self.client, load_policies(), load_calendar(), self.bus.publish_event,
-                                   grid=load_grid(), departments=load_departments())
+                                   grid=load_grid(), departments=load_departments(),
+                                   publish_many=self.bus.publish_events)
 
     def start(self) -> None:
         self.deadlines.rebuild()

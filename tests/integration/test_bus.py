@@ -36,3 +36,31 @@ def test_a_message_nobody_would_receive_raises(stack_env: dict[str, str]) -> Non
         assert method is not None and props.message_id == "m-y" and props.delivery_mode == 2
     finally:
         conn.close()
+
+
+def test_a_batch_is_confirmed_in_order_and_an_unroutable_member_raises(stack_env: dict[str, str]) -> None:
+    from shared.bus import Outgoing
+
+    topology.apply(stack_env["AMQP_URI"])
+    bus = Bus(stack_env["AMQP_URI"], service="test")
+    key = topology.dispatch_routing_key("water", "450305001")
+    bus.publish_batch([Outgoing(topology.EX_DISPATCH, key, {"case_id": f"c{i}"}, message_id=f"m{i}")
+                       for i in range(200)])
+    conn = pika.BlockingConnection(pika.URLParameters(stack_env["AMQP_URI"]))
+    try:
+        ch = conn.channel()
+        got = []
+        while True:
+            method, props, _ = ch.basic_get("dept.water", auto_ack=True)
+            if method is None:
+                break
+            got.append(props.message_id)
+            assert props.delivery_mode == 2
+        assert got == [f"m{i}" for i in range(200)]
+    finally:
+        conn.close()
+    with pytest.raises(Unroutable):
+        bus.publish_batch([Outgoing(topology.EX_DISPATCH, key, {"case_id": "ok"}),
+                           Outgoing(topology.EX_DISPATCH, "dept.nosuch.450305001", {"case_id": "lost"})])
+    # the channel stays usable after a failed batch
+    bus.publish_batch([Outgoing(topology.EX_DISPATCH, key, {"case_id": "after"}, message_id="after")])

@@ -28,6 +28,10 @@ class RecordingBus:
     def publish_event(self, event: Any) -> None:
         self.published.append(("gridbus.events", event.event, event))
 
+    def publish_batch(self, messages: list[Any]) -> None:
+        for m in messages:
+            self.published.append((m.exchange, m.routing_key, m.body))
+
 
 @pytest.fixture(scope="module")
 def routing() -> SimpleNamespace:
@@ -48,7 +52,7 @@ def test_orders_go_out_before_the_dispatched_event(routing: SimpleNamespace) -> 
     service = worker_factory(RouterService, bus=bus, routing=routing)
     service.route_case(registered("01037"))
     kinds = [(ex, key) for ex, key, _ in bus.published]
-    assert kinds == [("gridbus.dispatch", "dept.lighting.450305001"), ("gridbus.events", "case_dispatched")]
+    assert kinds == [("gridbus.dispatch", "dept.lighting.450305001"), ("gridbus.events", "case.dispatched")]
     order = bus.published[0][2]
     assert order.order_id == "450305-20261127-000123/1/lighting"
     assert order.ack_due is not None and order.handle_due > order.ack_due
