@@ -7,7 +7,6 @@ exists, because in classes 01–05 a report is about the state of a managed comp
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Literal
 
 from shared.config import get_settings
-from shared.configfiles import ConfigError
+from shared.configfiles import ConfigError, file_version
 
 KINDS = ("component", "matter")
 Kind = Literal["component", "matter"]
@@ -149,8 +148,4 @@ def _load_cached(path: str, _mtime_ns: int, _size: int) -> Catalog:
 def load_catalog(path: Path | None = None) -> Catalog:
     """Load and validate; cached per file version, so a changed file is read again."""
     path = Path(path or get_settings().config_dir / "catalog.tsv")
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from exc
-    return _load_cached(str(path), st.st_mtime_ns, st.st_size)
+    return _load_cached(*file_version(path))

@@ -2,6 +2,7 @@
 and field, so a bad file is a clear startup error rather than a traceback."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,16 @@ def _line_of(node: yaml.Node | None, loc: tuple[Any, ...]) -> int | None:
         else:
             return line
     return line
+
+
+def file_version(path: Path | str) -> tuple[str, int, int]:
+    """(path, mtime in ns, size): a cache key that changes whenever the file does, so a
+    loader cached on it reads a changed file again; ConfigError if it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from exc
+    return str(path), st.st_mtime_ns, st.st_size
 
 
 def read_yaml(path: Path | str) -> tuple[Any, yaml.Node | None]:

@@ -6,7 +6,6 @@ department's duty desk through its contacts.
 """
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -14,7 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.config import get_settings
-from shared.configfiles import ConfigError, load_yaml_model
+from shared.configfiles import file_version, load_yaml_model
 
 GRID_STATION = "station"  # the street's grid station (城市管理工作站): triage
 
@@ -89,11 +88,7 @@ def load_departments(path: Path | None = None) -> list[Department]:
     """Load and validate departments.yaml (ConfigError naming file, line and field).
     Cached per file version: the router reloads its tree often, this file rarely changes."""
     path = Path(path or get_settings().config_dir / "departments.yaml")
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from exc
-    return list(_load_cached(str(path), st.st_mtime_ns, st.st_size))
+    return list(_load_cached(*file_version(path)))
 
 
 def load_department_codes(path: Path | None = None) -> list[str]:

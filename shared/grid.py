@@ -6,7 +6,6 @@ Polygons are WGS84 [lon, lat]; points on a shared edge resolve to the first patc
 """
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shapely.geometry import Polygon
 
 from shared.config import get_settings
-from shared.configfiles import ConfigError, error_at, load_yaml_model, read_yaml
+from shared.configfiles import error_at, load_yaml_model, read_yaml, file_version
 
 LEVELS = {1: "city", 2: "district", 3: "street", 4: "community", 5: "patch"}
 
@@ -309,8 +308,4 @@ def _load_cached(path: str, _mtime_ns: int, _size: int) -> GridRegistry:
 def load_grid(path: Path | None = None) -> GridRegistry:
     """Load and validate grid.yaml (ConfigError naming file, line and field)."""
     path = Path(path or get_settings().config_dir / "grid.yaml")
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        raise ConfigError(path, None, "", f"cannot read: {exc.strerror}") from exc
-    return _load_cached(str(path), st.st_mtime_ns, st.st_size)
+    return _load_cached(*file_version(path))
