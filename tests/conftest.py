@@ -14,9 +14,10 @@ import os
 import shutil
 import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import quote, unquote, urlparse, urlunparse
 
 import httpx
@@ -155,6 +156,18 @@ def stack_env(vhost: str, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> It
 @pytest.fixture()
 def redis_client(stack_env: dict[str, str]) -> redis.Redis:
     return redis.Redis.from_url(stack_env["REDIS_URL"], decode_responses=True)
+
+
+def wait_for(fn: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    """Poll `fn` until it returns something truthy (returned), or until `timeout`, when its
+    last answer is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(interval)
+    return fn()
 
 
 def copy_config(target: Path) -> Path:

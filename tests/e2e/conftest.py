@@ -21,7 +21,7 @@ from services.intake.auth import Role, create_key
 from services.notifier.signing import verify
 from services.runner import start_all, stop_all
 from shared.config import Settings, reset_settings
-from tests.conftest import Vhosts, copy_config, free_port
+from tests.conftest import Vhosts, copy_config, free_port, wait_for  # noqa: F401 (e2e tests import it here)
 
 SECRET = "e2e-secret"
 TEST_SLA = """
@@ -141,16 +141,6 @@ def report(**over: Any) -> dict[str, Any]:
     }
     body.update(over)
     return body
-
-
-def wait_for(fn: Any, timeout: float, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    return None
 
 
 _SEEN: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -43,7 +43,7 @@ from shared.models import (
     Severity,
 )
 from shared.topology import EVENT_ROUTING_KEYS
-from tests.conftest import Vhosts, copy_config, free_port
+from tests.conftest import Vhosts, copy_config, free_port, wait_for
 from tests.integration.test_channels import (
     DING_SECRET,
     DING_TOKEN,
@@ -108,16 +108,6 @@ class Hooks:
     def for_case(self, case_id: str, path_prefix: str = "") -> list[dict[str, Any]]:
         return [r for r in self.received
                 if r["body"]["event"].get("case_id") == case_id and r["path"].startswith(path_prefix)]
-
-
-def wait_for(fn: Any, timeout: float, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = fn()
-        if value:
-            return value
-        time.sleep(interval)
-    return fn()
 
 
 # --------------------------------------------------------------------------- the stack
