@@ -81,6 +81,13 @@ class FireReport:
     published: int = 0
 
 
+def _one_by_one(publish: Publish) -> Callable[[list[Envelope]], None]:
+    def publish_all(events: list[Envelope]) -> None:
+        for event in events:
+            publish(event)
+    return publish_all
+
+
 class Deadlines:
     def __init__(self, client: redis.Redis, policies: PolicyBook, calendar: WorkCalendar,
                  publish: Publish, grid: Any = None, departments: list[Any] | None = None,
@@ -88,8 +95,9 @@ class Deadlines:
         self.engine = Engine(policies, calendar, grid_commanders(grid), department_liaisons(departments))
         self.store = SlaStore(client, engine=self.engine)
         self.timers = self.store.timers
-        self.publish = publish
-        self.publish_many = publish_many
+        # a batch publisher (the service's: one confirm round trip per batch), or `publish`
+        # one event at a time (tests)
+        self.publish_many = publish_many or _one_by_one(publish)
         self.unpublished: deque[Envelope] = deque()
 
     # -- events in
@@ -189,13 +197,8 @@ class Deadlines:
     def _publish(self, events: list[Envelope]) -> list[Envelope]:
         done: list[Envelope] = []
         try:
-            if self.publish_many is not None:  # one confirm round trip for the batch
-                self.publish_many(events)
-                done = list(events)
-            else:
-                for event in events:
-                    self.publish(event)
-                    done.append(event)
+            self.publish_many(events)
+            done = list(events)
         except Exception as exc:  # stays in the outbox; the relay retries
             log.warning("publish_deferred", error=str(exc), pending=len(events) - len(done))
         finally:
