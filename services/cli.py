@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-SERVICES = ("intake", "router", "sla", "notifier")
+SERVICES = ("intake", "router", "sla", "notifier", "archiver")
 
 
 @click.group()

@@ -57,7 +57,8 @@ def check_dependencies(settings: Settings) -> list[str]:
 
     Where Docker exists, the missing ones are started with Docker Compose first.
     """
-    needed = {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379)}
+    needed = {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379),
+              "postgres": _endpoint(settings.database_url, 5432)}
     missing = [name for name, (h, p) in needed.items() if not _reachable(h, p)]
     if missing and shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
         subprocess.run(["docker", "compose", "-p", "gridbus", "up", "-d", *missing], check=False)
@@ -76,6 +77,8 @@ def check_dependencies(settings: Settings) -> list[str]:
                     "(Debian: apt-get install rabbitmq-server), or set AMQP_URI.",
         "redis": "Redis is not answering at {}:{}. Start it: `redis-server --daemonize yes --port 6379` "
                  "(Debian: apt-get install redis-server), or set REDIS_URL.",
+        "postgres": "PostgreSQL is not answering at {}:{}. Start it: `pg_ctlcluster 15 main start` "
+                    "(Debian: apt-get install postgresql), or set DATABASE_URL.",
     }
     return [hints[n].format(*needed[n]) for n in missing]
 

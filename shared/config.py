@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     redis_key_prefix: str = Field(
         "gridbus", description="Prefix of every Redis key, so several stacks can share one Redis."
     )
+    database_url: str = Field(
+        "postgresql://root@127.0.0.1:5432/gridbus",
+        description="PostgreSQL DSN of the archive (the durable record and reporting store, DESIGN §11).",
+    )
+    case_hot_days: int = Field(
+        30, description="Days a closed (or cancelled, duplicate) case stays in Redis before only the archive serves it."
+    )
     config_dir: Path = Field(
         DEFAULT_CONFIG_DIR,
         description="Folder holding routes.yaml, sla.yaml, departments.yaml, grid.yaml, notify.yaml.",
@@ -53,6 +60,7 @@ class Settings(BaseSettings):
     router_metrics_port: int = Field(9102, description="Prometheus /metrics port of router.")
     sla_metrics_port: int = Field(9103, description="Prometheus /metrics port of sla.")
     notifier_metrics_port: int = Field(9104, description="Prometheus /metrics port of notifier.")
+    archiver_metrics_port: int = Field(9105, description="Prometheus /metrics port of archiver.")
     metrics_host: str = Field("127.0.0.1", description="Address the /metrics servers bind to.")
 
     max_rejections: int = Field(

@@ -76,6 +76,27 @@ def redis_url() -> Iterator[str]:
     yield "redis://127.0.0.1:6379/0"
 
 
+@pytest.fixture(scope="session")
+def pg_dsn() -> Iterator[str]:
+    """A PostgreSQL database of this session's own (created, migrated, dropped at the end),
+    on the server of DATABASE_URL (default: this machine's, trust auth)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    from services.archiver import db
+
+    base = os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
+    dsn = make_conninfo(base, dbname=f"gridbus_test_{uuid.uuid4().hex[:10]}")
+    try:
+        db.prepare(dsn)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {base}: {exc}")
+    try:
+        yield dsn
+    finally:
+        db.drop_database(dsn)
+
+
 def _mgmt(base: str) -> httpx.Client:
     parsed = urlparse(base)
     netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
