@@ -203,3 +203,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+_MARK_BY_FOLDER = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration or tests/e2e carries that folder's marker, so
+    `-m "not integration and not e2e"` selects exactly the tests that need no broker,
+    whether or not a file remembers to set `pytestmark`."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(REPO).parts
+        if len(parts) > 1 and parts[0] == "tests" and parts[1] in _MARK_BY_FOLDER:
+            item.add_marker(_MARK_BY_FOLDER[parts[1]])
