@@ -26,6 +26,9 @@ class Action(str, Enum):
     verify_fail = "verify_fail"    # → reopened, counts as rework
     mark_duplicate = "mark_duplicate"
     cancel = "cancel"
+    reassign = "reassign"          # 改派: a commander dispatches by hand (new round, previous one closed)
+    resolve_on_site = "resolve_on_site"  # 就地处置: the reporter solved it when reporting; never dispatched
+    reopen = "reopen"              # the reporter was dissatisfied after closing (within the window)
 
 
 _OPEN = frozenset({S.registered, S.dispatched, S.acknowledged, S.in_progress, S.suspended, S.rejected, S.reopened})
@@ -45,6 +48,10 @@ TRANSITIONS: dict[Action, tuple[frozenset[S], S | None]] = {
     Action.verify_fail: (frozenset({S.resolved}), S.reopened),
     Action.mark_duplicate: (frozenset({S.registered}), S.duplicate),
     Action.cancel: (_OPEN, S.cancelled),
+    Action.reassign: (frozenset({S.dispatched, S.acknowledged, S.in_progress, S.suspended, S.rejected, S.reopened}),
+                      S.dispatched),
+    Action.resolve_on_site: (frozenset({S.registered}), S.resolved),
+    Action.reopen: (frozenset({S.closed}), S.reopened),
 }
 
 OPEN_STATES = _OPEN

@@ -79,6 +79,25 @@ class Location(Strict):
     grid: GridCode | None = None
 
 
+class OnSiteHandling(Strict):
+    """就地处置: the reporter already solved the problem on the spot (the 721 method's
+    service share: persuasion and help by the patch's officers and helpers)."""
+
+    note: CleanStr = Field(min_length=1, max_length=2000)
+    mode: Mode721
+    evidence_urls: list[Annotated[str, Field(pattern=r"^https?://", max_length=500)]] = Field(
+        default_factory=list, max_length=10
+    )
+
+
+class ExternalSource(Strict):
+    """Where a report came from when another platform handed it over (e.g. the city's
+    12345 hotline): its system and its own id, kept for status sync back."""
+
+    system: CleanStr = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.\-]+$")
+    external_id: CleanStr = Field(min_length=1, max_length=100)
+
+
 class Reporter(Strict):
     id: CleanStr = Field(min_length=1, max_length=64)
     role: ReporterRole
@@ -101,6 +120,9 @@ class Report(Strict):
     )
     reporter: Reporter
     observed_at: AwareDatetime
+    handled_on_site: OnSiteHandling | None = Field(
+        None, description="Set when the reporter already solved it on the spot: registered resolved, never dispatched")
+    source: ExternalSource | None = Field(None, description="Set by the city-platform bridge for handed-over tasks")
 
     @field_validator("attributes")
     @classmethod
@@ -129,6 +151,7 @@ class Assignment(BaseModel):
     acknowledged_at: AwareDatetime | None = None
     resolved_at: AwareDatetime | None = None
     rejected_reason: str | None = None
+    lead: bool = Field(False, description="牵头: the lead department of a joint dispatch by hand")
 
 
 class TimelineEntry(BaseModel):
@@ -159,6 +182,16 @@ class SuspensionRequest(BaseModel):
     note: str = ""
     requested_at: AwareDatetime
     reply_id: str
+
+
+class Evaluation(BaseModel):
+    """The seventh step (评价): how the reporter or the operations centre rated the handling."""
+
+    rating: Literal["satisfied", "basically_satisfied", "dissatisfied"]
+    note: str = ""
+    by: str
+    at: AwareDatetime
+    reopened: bool = Field(False, description="The dissatisfaction reopened the case")
 
 
 class Case(BaseModel):
@@ -193,6 +226,13 @@ class Case(BaseModel):
     applied_messages: list[str] = Field(
         default_factory=list, description="Ids of events already applied (idempotent consumers)"
     )
+    last_round: int = Field(0, description="The highest dispatch round requested so far")
+    location_resolution: str = Field(
+        "patch", description="How the location was placed: patch (a mapped patch or the named patch code), "
+        "street (inside the district, in no mapped patch, in a street's outline), district (district triage)")
+    handled_on_site: OnSiteHandling | None = None
+    evaluations: list[Evaluation] = Field(default_factory=list)
+    source: ExternalSource | None = None
 
 
 # --------------------------------------------------------------------------- messages
@@ -240,6 +280,8 @@ class DispatchOrder(Envelope):
     ack_due: AwareDatetime | None = Field(None, description="Acknowledge (签收) by")
     handle_due: AwareDatetime | None = Field(None, description="Resolve by")
     reply_to: str = Field(description="Exchange and routing key to reply on")
+    lead: bool = Field(False, description="牵头: this department leads a joint dispatch by hand")
+    note: str = Field("", description="The dispatcher's instruction, for a dispatch by hand")
 
 
 class CaseDispatched(Envelope):
@@ -248,6 +290,8 @@ class CaseDispatched(Envelope):
     assignments: list[Assignment]
     round_no: int = Field(1, description="1 for the first dispatch, +1 for every re-dispatch")
     disputed: bool = Field(False, description="争议件: rejected too often, sent to the grid station")
+    by: str = Field("", description="Who dispatched by hand (empty: the routing tree)")
+    note: str = Field("", description="Why, for a dispatch by hand")
 
 
 class CaseUnroutable(Envelope):
@@ -271,6 +315,7 @@ class CaseUpdated(Envelope):
 class RedispatchReason(str, Enum):
     rejected = "rejected"   # a department said "not ours": route again without it
     reopened = "reopened"   # verification failed: back to the same department(s)
+    manual = "manual"       # a commander dispatched by hand (改派, take-over, hand-up)
 
 
 class CaseRedispatch(Envelope):
@@ -283,6 +328,10 @@ class CaseRedispatch(Envelope):
     exclude: list[str] = Field(default_factory=list, description="Departments that rejected it")
     only: list[str] = Field(default_factory=list, description="Reopened: the departments to send back to")
     note: str = ""
+    departments: list[str] = Field(default_factory=list, description="Manual: the chosen departments")
+    lead: str | None = Field(None, description="Manual: the lead department")
+    level: int | None = Field(None, ge=1, le=5, description="Manual: the grid level supervising the new round")
+    by: str = Field("", description="Manual: who dispatched")
 
 
 class DeadlineKind(str, Enum):

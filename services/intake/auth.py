@@ -10,7 +10,10 @@ Roles:
 - `grid_app`: the grid app (reports, verification, case queries);
 - `department`: one partner department (bound to its code): replies and its own cases;
 - `ops`: the operations centre, reads everything;
-- `open311`: an Open311 GeoReport v2 client (creates and reads service requests).
+- `open311`: an Open311 GeoReport v2 client (creates and reads service requests);
+- `station`: a street's grid station (城市管理工作站, level-3 commanders), bound to its
+  9-digit street code: dispatches by hand the cases of its street that have not been
+  escalated past it, and hands triage cases up to the district.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ class Role(str, Enum):
     department = "department"
     ops = "ops"
     open311 = "open311"
+    station = "station"
 
 
 ROLES = tuple(r.value for r in Role)
@@ -75,11 +79,13 @@ class Principal:
     role: Role
     dept: str | None
     key_id: str
+    street: str | None = None  # a station key's street
 
     @property
     def actor(self) -> str:
         """How this caller appears in a case's timeline."""
-        return f"{self.role.value}:{self.dept}:{self.key_id}" if self.dept else f"{self.role.value}:{self.key_id}"
+        scope = self.dept or self.street
+        return f"{self.role.value}:{scope}:{self.key_id}" if scope else f"{self.role.value}:{self.key_id}"
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class KeyInfo:
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    street: str | None = None
 
 
 # -- creating, listing, revoking -----------------------------------------------------
@@ -103,7 +110,7 @@ def _now() -> datetime:
 
 
 def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, name: str = "",
-               prefix: str | None = None) -> tuple[str, KeyInfo]:
+               prefix: str | None = None, street: str | None = None) -> tuple[str, KeyInfo]:
     """Create a key; returns (the full key — its only appearance —, its stored info).
     `prefix`: the Redis key prefix of another stack (default: this one's)."""
     role = Role(role)
@@ -111,11 +118,15 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
         raise ValueError("a department key needs its department code")
     if role is not Role.department and dept:
         raise ValueError(f"a {role.value} key is not bound to a department")
+    if role is Role.station and not (street and re.fullmatch(r"\d{9}", street)):
+        raise ValueError("a station key needs its 9-digit street code")
+    if role is not Role.station and street:
+        raise ValueError(f"a {role.value} key is not bound to a street")
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = _now()
     fields = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
-              "created_at": now.isoformat()}
+              "created_at": now.isoformat(), "street": street or ""}
     # 48-bit ids practically never clash; if one does, refuse rather than overwrite a key
     if client.exists(keys.api_key(key_id, prefix)):
         raise RuntimeError("key id collision; try again")
@@ -123,7 +134,7 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
     pipe.hset(keys.api_key(key_id, prefix), mapping=fields)
     pipe.sadd(keys.api_keys(prefix), key_id)
     pipe.execute()
-    info = KeyInfo(key_id, role, dept or None, name, now, None, None)
+    info = KeyInfo(key_id, role, dept or None, name, now, None, None, street or None)
     return f"{KEY_PREFIX}{key_id}.{secret}", info
 
 
@@ -135,7 +146,8 @@ def _dt(value: str | bytes | None) -> datetime | None:
 
 def _info(key_id: str, h: Mapping[str, str]) -> KeyInfo:
     return KeyInfo(key_id, Role(h["role"]), h.get("dept") or None, h.get("name", ""),
-                   _dt(h["created_at"]) or _now(), _dt(h.get("last_used_at")), _dt(h.get("revoked_at")))
+                   _dt(h["created_at"]) or _now(), _dt(h.get("last_used_at")), _dt(h.get("revoked_at")),
+                   h.get("street") or None)
 
 
 def _decoded(h: Mapping[object, object]) -> dict[str, str]:
@@ -196,7 +208,7 @@ def authenticate_key(token: str | None, client: redis.Redis) -> Principal:
     if not ok or not stored or h.get("revoked_at"):
         raise Unauthorized("invalid or revoked API key")
     client.hset(keys.api_key(key_id), "last_used_at", _now().isoformat())
-    return Principal(Role(h["role"]), h.get("dept") or None, key_id)
+    return Principal(Role(h["role"]), h.get("dept") or None, key_id, h.get("street") or None)
 
 
 def authenticate(headers: Mapping[str, str], client: redis.Redis) -> Principal:

@@ -195,13 +195,26 @@ def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation
     raise VersionConflict(case_id)
 
 
+def _round_of(order_id: str) -> int:
+    return int(order_id.rsplit("/", 2)[1]) if order_id.count("/") >= 2 else 1
+
+
 def _apply_dispatched(event: CaseDispatched) -> Mutation:
     def mutate(case: Case) -> Change:
+        latest = max((_round_of(a.order_id) for a in case.assignments), default=0)
+        if event.round_no < latest:
+            # rounds can cross (a re-route after "not ours" and a dispatch by hand): the later one stands
+            stale = [a.model_copy(update={"active": False}) for a in event.assignments]
+            case.assignments.extend(stale)
+            return Change(None, "router", f"round {event.round_no} superseded by round {latest}: not applied")
         for a in case.assignments:
             a.active = False
         case.assignments.extend(event.assignments)
         case.disputed = case.disputed or event.disputed
+        case.last_round = max(case.last_round, event.round_no)
         depts = ", ".join(f"{a.dept}@L{a.level} via {a.route} ({a.reason})" for a in event.assignments)
+        if event.by:
+            return Change(Action.reassign, event.by, f"round {event.round_no}: dispatched by hand to {depts}")
         if case.status in (CaseStatus.registered, CaseStatus.rejected, CaseStatus.reopened):
             action = Action.dispatch
         else:

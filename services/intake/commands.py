@@ -38,8 +38,9 @@ def keys() -> None:
 @keys.command("create")
 @click.option("--role", type=click.Choice(auth.ROLES), required=True)
 @click.option("--dept", default=None, help="Department code (required for, and only for, --role department).")
+@click.option("--street", default=None, help="9-digit street code (required for, and only for, --role station).")
 @click.option("--name", default="", help="Who holds the key, for `keys list`.")
-def create(role: str, dept: str | None, name: str) -> None:
+def create(role: str, dept: str | None, street: str | None, name: str) -> None:
     """Create a key and print it (the only time it is shown)."""
     if role == auth.Role.department.value:
         if not dept:
@@ -49,9 +50,18 @@ def create(role: str, dept: str | None, name: str) -> None:
             raise click.BadParameter(f"unknown department {dept!r}; known: {', '.join(known)}", param_hint="--dept")
     elif dept:
         raise click.BadParameter(f"a {role} key is not bound to a department", param_hint="--dept")
-    key, info = auth.create_key(_client(), role, dept, name)
+    if role == auth.Role.station.value:
+        from shared.grid import load_grid
+
+        streets = load_grid().streets
+        if street not in streets:
+            raise click.BadParameter(f"a station key needs --street, one of {', '.join(streets)}", param_hint="--street")
+    elif street:
+        raise click.BadParameter(f"a {role} key is not bound to a street", param_hint="--street")
+    key, info = auth.create_key(_client(), role, dept, name, street=street)
     click.echo(key)
-    click.echo(f"created key {info.key_id} ({info.role.value}{' ' + info.dept if info.dept else ''}); "
+    scope = info.dept or info.street
+    click.echo(f"created key {info.key_id} ({info.role.value}{' ' + scope if scope else ''}); "
                "store it now, it cannot be shown again", err=True)
 
 
@@ -60,7 +70,7 @@ def list_() -> None:
     """Every key: id, role, department, name, created, last used (never the secret)."""
     rows = [("ID", "ROLE", "DEPT", "NAME", "CREATED", "LAST USED", "STATE")]
     for k in auth.list_keys(_client()):
-        rows.append((k.key_id, k.role.value, k.dept or "-", k.name or "-", _when(k.created_at),
+        rows.append((k.key_id, k.role.value, k.dept or k.street or "-", k.name or "-", _when(k.created_at),
                      _when(k.last_used_at), f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:

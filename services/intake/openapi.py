@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
 from services.intake import open311
+from services.intake.dispatching import ManualDispatch
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
 from services.intake.replies import Cancellation, SuspensionDecision, Verification
 from shared.config import REPO_ROOT
@@ -101,6 +102,7 @@ MODELS: list[type[BaseModel]] = [
     Report, ReportAccepted, Reply, Verification, Cancellation, SuspensionDecision, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
     IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service, open311.ServiceDefinition,
     open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
+    ManualDispatch,
 ]
 
 
@@ -242,6 +244,27 @@ def _paths() -> dict[str, Any]:
                 "200": _body("CaseAnswer", "Cancelled"), "401": E401,
                 "403": _body("Errors", "Not an ops key"), "404": E404,
                 "409": _body("IllegalTransitionError", "The case is already closed, cancelled or a duplicate"),
+                "422": E422,
+            }}},
+        "/v1/cases/{case_id}/dispatch": {"post": {
+            "tags": ["cases"], "summary": "Dispatch by hand (改派, take-over, hand-up): a new round to chosen departments",
+            "description": "For a case in triage, disputed, rejected, escalated or wrongly assigned. Closes the "
+                           "current round at once; router sends the orders (route `manual`, `lead` on the lead "
+                           "department's) and sla starts fresh clocks. An ops key (the district's command "
+                           "centre) may dispatch any such case; a station key only cases of its street not "
+                           "escalated past it, at level 3 or below, and may hand a triage case up to the "
+                           "district (`hand_up`). Idempotent by `dispatch_id`.",
+            **bearer("ops", "station"),
+            "parameters": [_path("case_id", "The case")],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ManualDispatch")}}},
+            "responses": {
+                "202": _body("CaseAnswer", "Requested: the new round is being dispatched"),
+                "200": _body("CaseAnswer", "This dispatch_id was already applied (`applied` false)"),
+                "401": E401,
+                "403": _body("Errors", "Not an ops/station key, another street's station, or escalated past it"),
+                "404": E404,
+                "409": _body("IllegalTransitionError", "Not in a state that can be re-dispatched"),
+                "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
                 "422": E422,
             }}},
         "/v1/accountability": {"get": {

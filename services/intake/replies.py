@@ -62,7 +62,8 @@ def _active_assignment(case: Case, dept: str) -> Assignment:
 
 def _round_no(case: Case) -> int:
     rounds = [int(a.order_id.rsplit("/", 2)[1]) for a in case.assignments if a.order_id.count("/") >= 2]
-    return max(rounds, default=1) + 1
+    # a dispatch by hand may be requested and not yet dispatched: its round is taken
+    return max(rounds + [case.last_round, 1]) + 1
 
 
 def reply_message_id(dept: str, reply_id: str) -> str:
@@ -114,10 +115,11 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
                 case.rejected_by.append(dept)
             if any(x.active for x in case.assignments):
                 return Change(None, actor, f"not ours: {reply.reason}", **common)
+            round_no = case.last_round = _round_no(case)
             redispatch = CaseRedispatch(
-                message_id=f"redispatch:{case.case_id}:{_round_no(case)}", case_id=case.case_id,
+                message_id=f"redispatch:{case.case_id}:{round_no}", case_id=case.case_id,
                 correlation_id=case.correlation_id, case=summary_of(case), reason=RedispatchReason.rejected,
-                round_no=_round_no(case), exclude=list(case.rejected_by), note=reply.reason or "")
+                round_no=round_no, exclude=list(case.rejected_by), note=reply.reason or "")
             return Change(Action.reject, actor, f"not ours: {reply.reason}", events=[redispatch], **common)
         # resolve
         next_status(case.status, Action.resolve)
@@ -195,7 +197,7 @@ def apply_verification(store: CaseStore, case_id: str, check: Verification, mess
         next_status(case.status, Action.verify_fail)
         case.rework_count += 1
         depts = sorted({a.dept for a in case.assignments if a.active})
-        round_no = _round_no(case)
+        round_no = case.last_round = _round_no(case)
         redispatch = CaseRedispatch(
             message_id=f"redispatch:{case.case_id}:{round_no}", case_id=case.case_id,
             correlation_id=case.correlation_id, case=summary_of(case), reason=RedispatchReason.reopened,

@@ -13,6 +13,7 @@ from werkzeug.wrappers import Request, Response
 from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.accountability_api import AccountabilityApi
 from services.intake.cases import Registrar, apply_event
+from services.intake.command_api import CommandApi
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import backlog, observe, publish_backlog
@@ -106,7 +107,7 @@ def case_answer(case: Case, applied: bool) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
-class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
+class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, CommandApi):
     """Entrypoints here and in the mixins (case queries, Open311, accountability): nameko
     collects entrypoints and dependencies from base classes too."""
 
@@ -145,10 +146,13 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi):
     def get_case(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
         try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.grid_app, Role.department)
+            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.grid_app, Role.department,
+                                Role.station)
             case = store.get(case_id)
             if principal.role is Role.department and all(a.dept != principal.dept for a in case.assignments):
                 raise NotAssigned(f"case {case_id} was never assigned to {principal.dept}")
+            if principal.role is Role.station and case.street != principal.street:
+                raise NotAssigned(f"case {case_id} is not in street {principal.street}")
         except (AuthError, CaseNotFound, NotAssigned) as exc:
             return error_response(exc, case_id)
         return json_response(200, case.model_dump(mode="json", exclude={"applied_messages"}))

@@ -77,14 +77,34 @@ class Dispatcher:
         return Receiver(dept=GRID_STATION, sla_policy="default", mode="management", level=3, route="dispute",
                         reason=f"争议件: rejected by {', '.join(sorted(exclude))}")
 
+    def manual_receivers(self, case: CaseSummary, now: datetime, departments: list[str], level: int,
+                         by: str, note: str, hand_up: bool = False) -> list[Receiver]:
+        """A dispatch by hand: the commander chose the departments and the level; each
+        department keeps the SLA policy and 721 mode the tree gives it for this case
+        (the default policy when the tree would not have sent it there)."""
+        suggested = {r.dept: r for r in self.tree.route(self.routing_input(case, now))}
+        route = "hand_up" if hand_up else "manual"
+        out = []
+        for dept in departments:
+            tree = suggested.get(dept)
+            out.append(Receiver(dept=dept, sla_policy=tree.sla_policy if tree else "default",
+                                mode=tree.mode if tree else "management", level=level, route=route,
+                                reason=f"dispatched by hand by {by}: {note}"))
+        return out
+
     def plan(self, case_id: str, correlation_id: str, case: CaseSummary, now: datetime,
              round_no: int = 1, exclude: frozenset[str] = frozenset(), only: frozenset[str] = frozenset(),
-             max_rejections: int = 2) -> DispatchPlan:
-        receivers, disputed = self.receivers(case, now, exclude, only, max_rejections)
+             max_rejections: int = 2, manual: list[Receiver] | None = None, lead: str | None = None,
+             by: str = "", note: str = "") -> DispatchPlan:
+        if manual is not None:
+            receivers, disputed = manual, False
+        else:
+            receivers, disputed = self.receivers(case, now, exclude, only, max_rejections)
         orders: list[tuple[str, DispatchOrder]] = []
         assignments: list[Assignment] = []
         for r in receivers:
             assignment = self._assignment(case_id, case, r, now, round_no)
+            assignment.lead = manual is not None and r.dept == lead
             assignments.append(assignment)
             order = DispatchOrder(
                 message_id=f"order:{assignment.order_id}",
@@ -92,14 +112,14 @@ class Dispatcher:
                 order_id=assignment.order_id, dept=r.dept, street=case.street, level=r.level,
                 route=r.route, sla_policy=assignment.sla_policy, mode=assignment.mode, case=case,
                 ack_due=assignment.ack_due, handle_due=assignment.handle_due,
-                reply_to=f"{EX_REPLIES} / {reply_routing_key(r.dept)}",
+                reply_to=f"{EX_REPLIES} / {reply_routing_key(r.dept)}", lead=assignment.lead, note=note,
             )
             orders.append((dispatch_routing_key(r.dept, case.street), order))
         dispatched = CaseDispatched(message_id=f"dispatched:{case_id}:{round_no}", case_id=case_id,
                                     correlation_id=correlation_id, occurred_at=now, case=case,
-                                    assignments=assignments, round_no=round_no, disputed=disputed)
+                                    assignments=assignments, round_no=round_no, disputed=disputed, by=by, note=note)
         unroutable = None
-        if all(r.dept == GRID_STATION for r in receivers) and not disputed:
+        if all(r.dept == GRID_STATION for r in receivers) and not disputed and manual is None:
             unroutable = CaseUnroutable(message_id=f"unroutable:{case_id}:{round_no}", case_id=case_id,
                                         correlation_id=correlation_id, occurred_at=now, case=case,
                                         reason="; ".join(r.reason for r in receivers))

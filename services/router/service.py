@@ -17,7 +17,7 @@ from shared.catalog import load_catalog
 from shared.departments import GRID_STATION
 from shared.bus import Outgoing
 from shared.config import get_settings
-from shared.models import CaseRedispatch, CaseRegistered, utcnow
+from shared.models import CaseRedispatch, CaseRegistered, RedispatchReason, utcnow
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
 
 log = structlog.get_logger("gridbus.router")
@@ -56,6 +56,12 @@ class RouterService(GridbusService):
         event = event_or_reject(body)
         if isinstance(event, CaseRegistered):
             plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
+        elif isinstance(event, CaseRedispatch) and event.reason is RedispatchReason.manual:
+            dispatcher, now = self.routing.dispatcher, utcnow()
+            receivers = dispatcher.manual_receivers(event.case, now, event.departments, event.level or 3, event.by,
+                                                    event.note, hand_up=event.departments == [GRID_STATION])
+            plan = dispatcher.plan(event.case_id, event.correlation_id, event.case, now, round_no=event.round_no,
+                                   manual=receivers, lead=event.lead, by=event.by, note=event.note)
         elif isinstance(event, CaseRedispatch):
             plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow(),
                                         round_no=event.round_no, exclude=frozenset(event.exclude),

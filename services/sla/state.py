@@ -343,6 +343,11 @@ class Engine:
         if seen_id(event.message_id) in case.seen:
             fx.stale = True
             return case, fx
+        if event.round_no < max((o.round for o in case.orders.values()), default=0):
+            # a later round (e.g. a dispatch by hand) is already running: this one was superseded
+            self._seen(case, event.message_id)
+            fx.stale = True
+            return case, fx
         new = {a.order_id for a in event.assignments if a.active}
         for order in case.orders.values():
             if order.order_id not in new and order.active:

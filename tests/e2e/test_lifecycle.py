@@ -85,7 +85,8 @@ def test_full_cycle_with_rework(stack: dict[str, Any], stack_redis: redis.Redis)
     # a closed case refuses further replies with the state and what is allowed
     r = reply(stack, lighting, case_id, "progress", note="?")
     assert r.status_code == 409
-    assert r.json()["current"] == "closed" and r.json()["allowed"] == []
+    # only the reporter's dissatisfied evaluation can reopen a closed case
+    assert r.json()["current"] == "closed" and r.json()["allowed"] == ["reopen"]
 
 
 def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:

@@ -33,8 +33,10 @@ def test_the_seven_steps_in_order() -> None:
 
 
 def test_final_states_allow_nothing() -> None:
-    for state in (S.closed, S.duplicate, S.cancelled):
+    for state in (S.duplicate, S.cancelled):
         assert allowed_actions(state) == []
+    # a closed case can only be reopened (the reporter's dissatisfied evaluation, within its window)
+    assert allowed_actions(S.closed) == [Action.reopen]
 
 
 def test_rework_loop() -> None:

@@ -1,0 +1,61 @@
+"""The command centre's hands over HTTP, as a nameko mixin of `IntakeService`: dispatch
+by hand (`POST /v1/cases/{id}/dispatch`), evaluation (`POST /v1/cases/{id}/evaluation`)
+and the joint-meeting agenda (`GET /v1/reports/meeting`).
+
+Entrypoints only: the rules are in dispatching.py, evaluation.py and
+services/reports/meeting.py. Uses what IntakeService provides: `self.redis`, `self.bus`,
+`self.domain`.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from nameko.extensions import DependencyProvider
+from nameko.web.handlers import http
+from werkzeug.wrappers import Request, Response
+
+from services.intake.auth import AuthError, Role, authenticate, require
+from services.intake.dispatching import ManualDispatch, apply_manual_dispatch
+from services.intake.store import CaseNotFound
+from services.intake.validation import InvalidInput, parse
+from shared.lifecycle import IllegalTransition
+
+log = structlog.get_logger("gridbus.intake.command")
+
+
+class DepartmentCodes(DependencyProvider):
+    """The department codes of departments.yaml (read at start-up)."""
+
+    def setup(self) -> None:
+        from shared.departments import load_departments
+
+        self.codes = {d.code for d in load_departments()}
+
+    def get_dependency(self, worker_ctx: Any) -> set[str]:
+        return self.codes
+
+
+class CommandApi:
+    redis: Any
+    bus: Any
+    domain: Any
+    department_codes: set[str] = DepartmentCodes()  # type: ignore[assignment]
+
+    @http("POST", "/v1/cases/<string:case_id>/dispatch")
+    def post_dispatch(self, request: Request, case_id: str) -> Response:
+        # imported here: service.py imports this module while it is being defined
+        from services.intake.publishing import publish_stored
+        from services.intake.service import BodyTooLarge, case_answer, error_response, json_response, read_body
+
+        store, _ = self.domain.for_client(self.redis)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.station)
+            body = parse(ManualDispatch, read_body(request))
+            case, events, applied = apply_manual_dispatch(store, case_id, body, principal, self.department_codes)
+        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+            return error_response(exc, case_id)
+        publish_stored(self.bus, store, events)
+        log.info("dispatch_requested", case_id=case_id, by=principal.actor, applied=applied,
+                 departments=body.departments, hand_up=body.hand_up, level=body.level)
+        return json_response(202 if applied else 200, case_answer(case, applied))

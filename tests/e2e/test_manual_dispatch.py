@@ -1,0 +1,110 @@
+"""Dispatch by hand through the real services: a 争议件 dispatched by the operations
+centre reaches the chosen department's queue with fresh clocks; another street's grid
+station is refused; an escalated case is taken over by the district."""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from services.intake.auth import Role, create_key
+from services.sla.store import load_case
+from tests.e2e.conftest import get_from_queue, report, wait_for
+from tests.e2e.test_lifecycle import bearer, case_of, new_case, reply, wait_status
+
+pytestmark = pytest.mark.e2e
+
+
+def dispatch(stack: dict[str, Any], key: str, case_id: str, **body: Any) -> httpx.Response:
+    return httpx.post(f"{stack['base']}/v1/cases/{case_id}/dispatch", json=body, headers=bearer(key), timeout=5)
+
+
+def test_disputed_case_dispatched_by_hand(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
+    ch = stack["channel"]
+    sanitation, _ = create_key(stack_redis, Role.department, "sanitation")
+    cityman, _ = create_key(stack_redis, Role.department, "cityman")
+    ops, _ = create_key(stack_redis, Role.ops)
+    station = create_key(stack_redis, Role.station, street="450305001")[0]
+    other_station = create_key(stack_redis, Role.station, street="450305003")[0]
+    case_id = new_case(stack, category="06010", description="小区门口建筑垃圾", filing_condition=None)
+    assert get_from_queue(ch, "dept.sanitation", case_id, timeout=5)
+    reply(stack, sanitation, case_id, "reject", reason="属建筑垃圾，不归环卫")
+    assert get_from_queue(ch, "dept.cityman", case_id, timeout=5)
+    wait_status(stack, case_id, "dispatched")
+    reply(stack, cityman, case_id, "reject", reason="属物业管理区域")
+    assert get_from_queue(ch, "dept.station", case_id, timeout=5)
+    disputed = wait_for(lambda: (c := case_of(stack, case_id))["disputed"] and c["status"] == "dispatched" and c, 10)
+    assert disputed, case_of(stack, case_id)
+
+    body = {"dispatch_id": "cmd-1", "departments": ["housing", "cityman"], "lead": "housing", "level": 3,
+            "note": "物业管理区域内建筑垃圾：住建牵头，城管配合"}
+    r = dispatch(stack, other_station, case_id, **body)
+    assert r.status_code == 403 and "450305003" in r.json()["errors"][0]["message"]
+    assert dispatch(stack, station, case_id, **{**body, "departments": ["nosuch"], "lead": None}).status_code == 422
+    before = time.time()
+    r = dispatch(stack, ops, case_id, **body)
+    assert r.status_code == 202, r.text
+    assert dispatch(stack, ops, case_id, **body).status_code == 200  # idempotent by dispatch_id
+
+    order = get_from_queue(ch, "dept.housing", case_id, timeout=5)
+    assert order is not None, "the case dispatched by hand never reached the housing queue"
+    o = order["body"]
+    assert (o["route"], o["lead"], o["level"], o["order_id"]) == ("manual", True, 3, f"{case_id}/4/housing")
+    assert "住建牵头" in o["note"]
+    assert datetime.fromisoformat(o["ack_due"]).timestamp() > before
+    helper = get_from_queue(ch, "dept.cityman", case_id, timeout=5)
+    assert helper is not None and helper["body"]["lead"] is False
+
+    case = wait_for(lambda: (c := case_of(stack, case_id))["timeline"][-1]["action"] == "reassign" and c, 10)
+    assert case, case_of(stack, case_id)["timeline"]
+    assert case["timeline"][-1]["actor"].startswith("ops:")
+    requested = next(t for t in case["timeline"] if t["action"] == "dispatch_requested")
+    assert "住建牵头" in requested["note"] and "station@L3" in requested["note"]
+    active = sorted((a["dept"], a["lead"]) for a in case["assignments"] if a["active"])
+    assert active == [("cityman", False), ("housing", True)]
+
+    # sla: new clocks run for the new orders, the grid station's stopped
+    def clocks() -> dict[str, str] | None:
+        doc = load_case(stack_redis, case_id)
+        states = {f"{c.order_id.split('/', 1)[1]}:{c.kind}": c.state for c in doc.clocks.values()} if doc else {}
+        return states if states.get("4/housing:acknowledge") == "running" else None
+
+    states = wait_for(clocks, 10)
+    assert states, load_case(stack_redis, case_id)
+    assert states["4/cityman:handle"] == "running"
+    assert states["3/station:acknowledge"] in ("stopped", "breached") and states["3/station:handle"] == "stopped"
+
+
+def test_escalated_case_taken_over_by_the_district(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
+    ops, _ = create_key(stack_redis, Role.ops)
+    station = create_key(stack_redis, Role.station, street="450305001")[0]
+    body = report(category="06010", description="辰山路口暴露垃圾无人处理", filing_condition=None)
+    r = httpx.post(f"{stack['base']}/v1/reports", json=body, headers=stack["auth"], timeout=5)
+    case_id = r.json()["case_id"]
+
+    def at_district() -> dict[str, Any] | None:
+        case = case_of(stack, case_id)
+        active = [a for a in case.get("assignments", []) if a["active"]]
+        return case if active and active[0]["level"] <= 2 else None
+
+    assert wait_for(at_district, timeout=30, interval=0.25), case_of(stack, case_id)["timeline"]
+    take = {"dispatch_id": "take-1", "departments": ["sanitation"], "level": 2,
+            "note": "区指挥中心接管，环卫限时清运"}
+    r = dispatch(stack, station, case_id, **take)
+    assert r.status_code == 403 and "escalated" in r.json()["errors"][0]["message"]
+    r = dispatch(stack, ops, case_id, **take)
+    assert r.status_code == 202, r.text
+    order = get_from_queue(stack["channel"], "dept.sanitation", case_id, timeout=5)
+    while order is not None and order["body"]["route"] != "manual":  # the first round's order
+        order = get_from_queue(stack["channel"], "dept.sanitation", case_id, timeout=5)
+    assert order is not None and order["body"]["level"] == 2
+    case = wait_for(lambda: (c := case_of(stack, case_id))["timeline"][-1]["action"] == "reassign" and c, 10)
+    assert case, case_of(stack, case_id)["timeline"]
+    requested = next(t for t in case["timeline"] if t["action"] == "dispatch_requested")
+    assert requested["note"].startswith("take-over at L2")
+    active = [a for a in case["assignments"] if a["active"]]
+    assert [(a["dept"], a["level"], a["route"]) for a in active] == [("sanitation", 2, "manual")]
