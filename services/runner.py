@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from shared.metrics import Known
 
 SERVICE_CLASSES = {
     "intake": "services.intake.service:IntakeService",
@@ -34,9 +37,10 @@ def run_service(name: str) -> None:
     module_name, cls_name = SERVICE_CLASSES[name].split(":")
     service_cls = getattr(importlib.import_module(module_name), cls_name)
 
-    serve_metrics(settings.metrics_port(name), settings.metrics_host)
     runner = ServiceRunner(settings.nameko_config())
     runner.add_service(service_cls)
+    # served before the consumers start, with the known label sets at 0: the first event counts
+    serve_metrics(known_labels(name, next(iter(runner.containers))), settings.metrics_port(name), settings.metrics_host)
 
     stopping = eventlet.event.Event()
 
@@ -62,6 +66,20 @@ def run_service(name: str) -> None:
     with eventlet.Timeout(20, False):
         runner.stop()
     log.info("service_stopped")
+
+
+def known_labels(name: str, container: object) -> "Known":
+    """The label values a service's metrics start with at 0 (shared/metrics.py `Known`)."""
+    from services.notifier.channels.base import ChannelName
+    from shared.catalog import load_catalog
+    from shared.departments import load_department_codes
+    from shared.grid import load_grid
+    from shared.metrics import Known
+
+    entrypoints = sorted({e.method_name for e in getattr(container, "entrypoints", ())})
+    return Known(service=name, entrypoints=tuple(entrypoints), depts=tuple(load_department_codes()),
+                 streets=tuple(load_grid().streets), category_classes=tuple(load_catalog().class_codes()),
+                 channels=tuple(c.value for c in ChannelName))
 
 
 def start_all(services: Sequence[str] = tuple(SERVICE_CLASSES), env: dict[str, str] | None = None,

@@ -166,10 +166,13 @@ class EntrypointMetrics(DependencyProvider):
         started = self._started.pop(id(worker_ctx), None)
         if started is not None:
             metrics.HANDLER_LATENCY.labels(self.container.service_name, name).observe(time.perf_counter() - started)
-        if exc_info is not None:
+        if exc_info is None:
+            return
+        if isinstance(exc_info[1], Rejected):  # a refusal on purpose (dead-lettered with the reason), not a fault
+            metrics.MESSAGES_REJECTED.labels(self.container.service_name, name).inc()
+        else:
             metrics.HANDLER_ERRORS.labels(self.container.service_name, name, type(exc_info[1]).__name__).inc()
-            if not isinstance(exc_info[1], Rejected):
-                log.error("handler_failed", entrypoint=name, error=repr(exc_info[1]))
+            log.error("handler_failed", entrypoint=name, error=repr(exc_info[1]))
 
 
 class TopologyDeclarer(DependencyProvider):

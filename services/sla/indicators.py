@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 import redis
@@ -142,19 +142,31 @@ def current_period(tz: ZoneInfo) -> str:
     return datetime.now(tz).strftime("%Y-%m")
 
 
-def refresh_gauges(client: redis.Redis, tz: ZoneInfo) -> int:
-    """Export this month's indicators as Prometheus gauges (sla's /metrics)."""
-    rows = load(client, current_period(tz))
-    metrics.SLA_INDICATOR.clear()
-    metrics.SLA_GRADE.clear()
-    for row in rows:
-        values = row.as_dict()
-        for name in (*COUNTERS, "on_time_rate", "closed_rate", "rework_rate", "escalation_rate", "score",
-                     *(f"share_{m}" for m in MODES)):
-            value = values[name]
+def refresh_gauges(client: redis.Redis, tz: ZoneInfo, depts: Iterable[str] = (), streets: Iterable[str] = ()) -> int:
+    """Export this month's indicators as Prometheus gauges (sla's /metrics). Counts of the
+    known departments and streets read 0 before their first event; rates, score and grade
+    exist only where they are defined."""
+    rows = {(r.scope, r.key): r for r in load(client, current_period(tz))}
+    for scope, codes in (("dept", depts), ("street", streets)):
+        for code in codes:
+            rows.setdefault((scope, code), Indicators(scope, code))
+    gauges = (*metrics.SLA_MONTH_COUNTS.values(), *metrics.SLA_MONTH_RATIOS.values(), metrics.SLA_MONTH_SCORE,
+              metrics.SLA_MONTH_RESOLVED_BY_MODE, metrics.SLA_MONTH_SHARE, metrics.SLA_GRADE)
+    for gauge in gauges:  # a new month starts empty: last month's rates must not linger
+        gauge.clear()
+    for row in rows.values():
+        for name, gauge in metrics.SLA_MONTH_COUNTS.items():
+            gauge.labels(row.scope, row.key).set(row.c(name))
+        for name, gauge in metrics.SLA_MONTH_RATIOS.items():
+            value = getattr(row, name)
             if value is not None:
-                metrics.SLA_INDICATOR.labels(row.scope, row.key, name).set(value)
+                gauge.labels(row.scope, row.key).set(value)
+        for mode, share in row.shares().items():
+            metrics.SLA_MONTH_RESOLVED_BY_MODE.labels(row.scope, row.key, mode).set(row.c(f"mode_{mode}"))
+            if share is not None:
+                metrics.SLA_MONTH_SHARE.labels(row.scope, row.key, mode).set(share)
         if row.score is not None:
+            metrics.SLA_MONTH_SCORE.labels(row.scope, row.key).set(row.score)
             metrics.SLA_GRADE.labels(row.scope, row.key, row.grade).set(1)
     return len(rows)
 

@@ -15,7 +15,7 @@ from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
 from shared.redisdb import connect
-from shared.departments import load_departments
+from shared.departments import load_department_codes, load_departments
 from shared.grid import load_grid
 from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
 from shared.nameko_ext import EntrypointMetrics, Rejected, TopologyDeclarer, consume_reliably
@@ -85,9 +85,10 @@ class SlaService:
         self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
         metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox_size())
 
-    @timer(interval=INDICATORS_EVERY_S)
+    @timer(interval=INDICATORS_EVERY_S, eager=True)  # eager: counts read 0 from the start, not after 30 s
     def refresh_indicators(self) -> None:
-        refresh_gauges(self.deadlines.store.r, self.deadlines.engine.tz)
+        refresh_gauges(self.deadlines.store.r, self.deadlines.engine.tz, depts=load_department_codes(),
+                       streets=load_grid().streets)
 
     @staticmethod
     def _count(events: list[Any]) -> None:

@@ -1,8 +1,8 @@
 """A real Prometheus (Debian's `prometheus` binary) scrapes gridbus metrics and evaluates
 the alert rules of deploy/prometheus/alerts.yml.
 
-The target is a `prometheus_client` HTTP server started here, exposing the process-wide
-registry that shared.metrics registers into — the same exposition the services serve.
+The target is a `prometheus_client` HTTP server started here, exposing intake's registry
+as shared.metrics builds it — the same exposition the intake service serves.
 (The scrape of the four running services is added once `gridbus run` exists.)
 """
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _wait_for(what: str, probe: Callable[[], Any], proc: subprocess.Popen) -> An
 @pytest.fixture(scope="module")
 def target_port() -> int:
     port = _free_port()
-    metrics.serve_metrics(port, host="127.0.0.1")
+    metrics.serve_metrics(metrics.Known("intake", entrypoints=("handle_report",)), port, host="127.0.0.1")
     return port
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import Counter
-from prometheus_client.metrics import MetricWrapperBase
 
 from shared import metrics, models, topology
 from shared.config import Settings
@@ -20,10 +19,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def _metric_names() -> dict[str, str]:
     """Exposed name (counters with `_total`) → type, for every metric of shared/metrics.py."""
     out = {}
-    for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
-            name = value._name + ("_total" if isinstance(value, Counter) else "")
-            out[name] = value._type
+    for value, _owner in metrics.declared():
+        name = value._name + ("_total" if isinstance(value, Counter) else "")
+        out[name] = value._type
     return out
 
 
@@ -127,7 +125,7 @@ def test_dashboard_references_only_gridbus_rabbitmq_and_up():
     functions_and_keywords = {
         "sum", "by", "without", "rate", "increase", "irate", "delta", "deriv", "histogram_quantile",
         "clamp_min", "clamp_max", "or", "and", "unless", "on", "ignoring", "vector", "label_values",
-        "max", "min", "avg", "count", "le", "topk", "bottomk", "time", "hour", "day_of_week",
+        "max", "min", "avg", "count", "round", "scalar", "le", "topk", "bottomk", "time", "hour", "day_of_week",
         "label_replace", "absent", "offset", "bool", "group_left", "group_right",
     }
     bad = set()
@@ -142,7 +140,7 @@ def test_dashboard_references_only_gridbus_rabbitmq_and_up():
             if token == "up" or token.startswith("__"):
                 continue
             if re.fullmatch(r"(dept|street|queue|service|entrypoint|error|channel|outcome|reason|deadline|"
-                            r"instance|job|exchange|kind|vhost|category_class|le|key|scope|indicator|grade|level)", token):
+                            r"instance|job|exchange|kind|vhost|category_class|le|key|scope|indicator|grade|level|mode)", token):
                 continue  # a label name in `by (...)`
             bad.add((where, token))
     assert not bad, f"unexpected names in queries: {sorted(bad)}"

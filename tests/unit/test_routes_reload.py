@@ -5,7 +5,7 @@ import os
 import shutil
 from pathlib import Path
 
-from prometheus_client import REGISTRY
+from shared.metrics import sample_value
 
 from services.router import reload as reload_mod
 from services.router.reload import TreeReloader, request_reload
@@ -15,7 +15,7 @@ from tests.conftest import REPO
 
 
 def valid_gauge() -> float:
-    return REGISTRY.get_sample_value("gridbus_routes_config_valid")
+    return sample_value("gridbus_routes_config_valid")
 
 
 def test_reload_swaps_valid_and_keeps_old_on_invalid(tmp_path: Path) -> None:
