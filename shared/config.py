@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     max_rejections: int = Field(
         2, description="After this many departments said 'not ours', a case goes to the grid station as 争议件."
     )
+    onsite_verify_sample_rate: float = Field(
+        0.3, ge=0.0, le=1.0,
+        description="Share of cases handled on site (就地处置) drawn for the grid's verification; the others "
+        "are closed at once as not drawn. 1 verifies every one like any other case.",
+    )
     outbox_relay_seconds: float = Field(
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )

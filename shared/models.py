@@ -310,6 +310,8 @@ class CaseUpdated(Envelope):
     order_id: str | None = Field(None, description="The department order the action concerns")
     note: str = ""
     mode: Mode721 | None = None
+    case: CaseSummary | None = Field(
+        None, description="The case's summary, when consumers cannot have seen it before (resolve_on_site)")
 
 
 class RedispatchReason(str, Enum):

@@ -5,6 +5,7 @@ tested without a broker; the nameko service only wires entrypoints to it.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
@@ -27,6 +28,7 @@ from shared.models import (
     Envelope,
     Mode721,
     Report,
+    Resolution,
     TimelineEntry,
     summary_of,
     utcnow,
@@ -47,12 +49,13 @@ class Registered:
 
 class Registrar:
     def __init__(self, store: CaseStore, catalog: Catalog, grid: GridRegistry, tz: str,
-                 duplicates: DuplicatePolicy | None = None) -> None:
+                 duplicates: DuplicatePolicy | None = None, onsite_sample_rate: float = 1.0) -> None:
         self.store = store
         self.catalog = catalog
         self.grid = grid
         self.tz = ZoneInfo(tz)
         self.duplicates = duplicates or DuplicatePolicy()
+        self.onsite_sample_rate = onsite_sample_rate
 
     def register(self, report: Report, now: datetime | None = None,
                  idempotency_key: str | None = None) -> Registered:
@@ -71,8 +74,9 @@ class Registrar:
         except GridError as exc:
             raise InvalidInput([FieldError("location", str(exc))]) from None
         now = now or utcnow()
-        original = find_original(self.store.r, self.duplicates, report.category, report.location.lat,
-                                 report.location.lon, now)
+        # a problem solved on the spot asks nobody for work: it repeats nothing
+        original = None if report.handled_on_site else find_original(
+            self.store.r, self.duplicates, report.category, report.location.lat, report.location.lon, now)
         case_id = self.store.next_case_id(now.astimezone(self.tz))
         case = Case(
             case_id=case_id,
@@ -103,9 +107,11 @@ class Registrar:
                               note=f"{category.name} @ {cell.street_name}/{cell.community_name}/{cell.name}"),
             ],
         )
-        if original is None:
-            event: Envelope = CaseRegistered(case_id=case_id, correlation_id=case.correlation_id,
-                                             case=summary_of(case))
+        case.source = report.source
+        if report.handled_on_site is not None:
+            event: Envelope = resolve_on_site(case, report, now)
+        elif original is None:
+            event = CaseRegistered(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case))
         else:
             case.duplicate_of = original
             case.status = next_status(case.status, Action.mark_duplicate)
@@ -116,13 +122,28 @@ class Registrar:
                                 from_status=CaseStatus.registered, to_status=case.status,
                                 action=Action.mark_duplicate.value, actor="intake",
                                 note=f"duplicate of {original}")
-        result = self.store.register(key, case, event, index_location=original is None)
+        result = self.store.register(key, case, event,
+                                     index_location=original is None and report.handled_on_site is None)
         if not result.created:  # another request with the same key won the race
             return Registered(result.case_id, False)
         events = [event]
         if original is not None:
             events += self._link(original, case_id)
+        if report.handled_on_site is not None and not drawn_for_verification(case_id, self.onsite_sample_rate):
+            events += self._close_undrawn(case_id)
         return Registered(case_id, True, case.status, cell.street, events, original)
+
+    def _close_undrawn(self, case_id: str) -> list[Envelope]:
+        """Not drawn for the grid's verification: closed as verified by sampling."""
+        rate = self.onsite_sample_rate
+
+        def mutate(case: Case) -> Change:
+            # published right behind resolve_on_site: sla may see this one first, so it carries the summary
+            return Change(Action.verify_pass, "intake:sampling",
+                          f"handled on site; not drawn for verification (sampling rate {rate:.0%})",
+                          with_summary=True, mode=case.resolution.mode if case.resolution else None)
+        _, events, _ = transition(self.store, case_id, f"sample:{case_id}", mutate)
+        return events
 
     def _link(self, original: str, duplicate: str) -> list[Envelope]:
         """Record the duplicate on its original (the reporter then follows the original)."""
@@ -131,6 +152,32 @@ class Registrar:
             return Change(None, "intake", f"repeated by {duplicate}")
         _, events, _ = transition(self.store, original, f"dup:{duplicate}", mutate)
         return events
+
+
+def drawn_for_verification(case_id: str, rate: float) -> bool:
+    """Whether a handled-on-site case is drawn for the grid's verification: a fixed draw
+    from the case id (the same on every replica and every retry), true for `rate` of cases."""
+    draw = int.from_bytes(hashlib.blake2b(case_id.encode(), digest_size=8).digest(), "big") / 2**64
+    return draw < rate
+
+
+def resolve_on_site(case: Case, report: Report, now: datetime) -> CaseUpdated:
+    """就地处置: the reporter solved it when reporting. Registered and resolved at once
+    through the state machine, never dispatched; the event carries the case's summary
+    because no consumer has seen the case before."""
+    onsite = report.handled_on_site
+    assert onsite is not None
+    actor = f"reporter:{report.reporter.id}"
+    case.handled_on_site = onsite
+    case.status = next_status(CaseStatus.registered, Action.resolve_on_site)
+    case.resolution = Resolution(mode=onsite.mode, result=onsite.note, evidence_urls=onsite.evidence_urls,
+                                 by=actor, at=now)
+    case.timeline.append(TimelineEntry(at=now, actor=actor, action=Action.resolve_on_site.value,
+                                       from_status=CaseStatus.registered, to_status=case.status, note=onsite.note,
+                                       evidence_urls=onsite.evidence_urls))
+    return CaseUpdated(case_id=case.case_id, correlation_id=case.correlation_id, from_status=CaseStatus.registered,
+                       to_status=case.status, action=Action.resolve_on_site.value, actor=actor, mode=onsite.mode,
+                       note=onsite.note, case=summary_of(case))
 
 
 # ---------------------------------------------------------------------- transitions
@@ -152,6 +199,7 @@ class Change:
     order_id: str | None = None
     mode: Mode721 | None = None
     evidence_urls: list[str] = field(default_factory=list)
+    with_summary: bool = False  # the event carries the case's summary (consumers may not know the case yet)
 
 
 Mutation = Callable[[Case], Change]
@@ -187,7 +235,7 @@ def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation
                                       from_status=from_status, to_status=case.status,
                                       action=change.reply_action or action_name, actor=change.actor,
                                       dept=change.dept, order_id=change.order_id, note=change.note,
-                                      mode=change.mode))
+                                      mode=change.mode, case=summary_of(case) if change.with_summary else None))
         try:
             return store.save(case, expected, events), events, True
         except VersionConflict:

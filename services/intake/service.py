@@ -36,7 +36,7 @@ from shared import metrics, topology
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid
-from shared.models import Case, Reply, Report, parse_event
+from shared.models import Case, CaseStatus, Reply, Report, parse_event
 from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
 
 log = structlog.get_logger("gridbus.intake")
@@ -62,7 +62,8 @@ class Domain(DependencyProvider):
 
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
         store = CaseStore(client, self.settings.district_code)
-        return store, Registrar(store, self.catalog, self.grid, self.settings.timezone, self.duplicates)
+        return store, Registrar(store, self.catalog, self.grid, self.settings.timezone, self.duplicates,
+                                self.settings.onsite_verify_sample_rate)
 
 
 class BodyTooLarge(ValueError):
@@ -119,9 +120,14 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
     def _register(self, report: Report, channel: str, idempotency_key: str | None = None) -> tuple[int, dict[str, Any]]:
         store, registrar = self.domain.for_client(self.redis)
         result = register_report(self.bus, store, registrar, report, channel, idempotency_key)
-        duplicate_of = result.duplicate_of if result.created else store.get(result.case_id).duplicate_of
+        if result.created:
+            duplicate_of, on_site = result.duplicate_of, result.status is CaseStatus.resolved
+        else:
+            first = store.get(result.case_id)
+            duplicate_of, on_site = first.duplicate_of, first.handled_on_site is not None
         # a repeat gets the very body the first request got
-        body: dict[str, Any] = {"case_id": result.case_id, "status": "duplicate" if duplicate_of else "registered"}
+        status = "duplicate" if duplicate_of else "resolved" if on_site else "registered"
+        body: dict[str, Any] = {"case_id": result.case_id, "status": status}
         if duplicate_of:
             body["duplicate_of"] = duplicate_of
         return (202 if result.created else 200), body

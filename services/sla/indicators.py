@@ -9,7 +9,11 @@ change they come from, so each event counts once (services/sla/state.py):
 - `resolved`, `resolved_on_time` (its handle clock had not breached), `mode_<721 mode>`:
   a department's resolve replies; a street's cases resolved;
 - `closed` (verification passed), `rework` (verification failed → reopened: 返工);
-- `breaches` (every missed deadline, escalation steps included), `escalations`.
+- `breaches` (every missed deadline, escalation steps included), `escalations`;
+- `on_site`: a street's, community's or patch's cases handled on site by their reporter
+  (就地处置: registered resolved, never dispatched; they count as registered and resolved
+  on time too). Communities and patches (scopes `community`, `patch`) keep only
+  `resolved`, `on_site` and the mode counts: they have 721 shares but no grade.
 
 A month is the local (Asia/Shanghai) calendar month in which the event happened.
 
@@ -51,7 +55,9 @@ from shared import metrics
 from shared import redis_keys as keys
 
 COUNTERS = ("registered", "resolved", "resolved_on_time", "closed", "rework", "breaches", "escalations",
-            "mode_service", "mode_management", "mode_enforcement")
+            "mode_service", "mode_management", "mode_enforcement", "on_site")
+#: scopes kept for their 721 shares only (a patch or community is not graded)
+SHARE_ONLY_SCOPES = ("community", "patch")
 MODES = ("service", "management", "enforcement")
 TARGET_721 = {"service": 0.7, "management": 0.2, "enforcement": 0.1}
 GRADES = ((90.0, "A"), (75.0, "B"), (60.0, "C"), (40.0, "D"))
@@ -102,6 +108,8 @@ class Indicators:
 
     @property
     def score(self) -> float | None:
+        if self.scope in SHARE_ONLY_SCOPES:
+            return None
         if not (self.c("registered") or self.c("resolved") or self.c("breaches")):
             return None
         on_time = self.on_time_rate if self.on_time_rate is not None else (0.0 if self.c("breaches") else 1.0)

@@ -232,6 +232,13 @@ class Effects:
         if street:
             self.counts.append((period, "street", street, counter, n))
 
+    def count_area(self, period: str, grid: str, counter: str, n: int = 1) -> None:
+        """A count for the case's community and patch too (their 721 shares)."""
+        if len(grid) >= 12:
+            self.counts.append((period, "community", grid[:12], counter, n))
+        if len(grid) == 15:
+            self.counts.append((period, "patch", grid, counter, n))
+
 
 # --------------------------------------------------------------------------- engine
 
@@ -382,6 +389,8 @@ class Engine:
             fx.stale = True
             return fx
         self._seen(case, event.message_id)
+        if event.action == "resolve_on_site":  # its closing overtook it and counted it (`on_site`)
+            return fx
         to, frm = event.to_status, event.from_status
         case.status = to.value
         period = self.period(ts_of(event.occurred_at))
@@ -442,8 +451,10 @@ class Engine:
             fx.count(period, None, case.street, "resolved")
             if not any(o.late for o in current):
                 fx.count(period, None, case.street, "resolved_on_time")
+            fx.count_area(period, case.grid, "resolved")
             if event.mode:
                 fx.count(period, None, case.street, f"mode_{event.mode.value}")
+                fx.count_area(period, case.grid, f"mode_{event.mode.value}")
         if to is CaseStatus.closed:
             fx.count(period, None, case.street, "closed")
             for o in current:
@@ -458,6 +469,30 @@ class Engine:
                 or to is CaseStatus.reopened:
             case.note(now, "status", to=to.value, action=action, dept=event.dept)
         return fx
+
+    def on_site(self, event: CaseUpdated, now: float) -> tuple[CaseClocks, Effects]:
+        """A case resolved on site when reported (就地处置): no clocks ever run, but it counts
+        as registered and resolved on time, in its mode's 721 share, for its street,
+        community and patch; the document keeps the case so that its closing counts too."""
+        fx = Effects()
+        s = event.case
+        assert s is not None
+        case = CaseClocks(case_id=event.case_id, corr=event.correlation_id, cat=s.category, sev=s.severity.value,
+                          cond=s.filing_condition, grid=s.grid, street=s.street, status=event.to_status.value)
+        period = self.period(ts_of(event.occurred_at))
+        counters = ["registered", "resolved", "resolved_on_time", "on_site"]
+        if event.to_status is CaseStatus.closed:  # the closing overtook resolve_on_site
+            counters.append("closed")
+        for counter in counters:
+            fx.count(period, None, case.street, counter)
+        fx.count_area(period, case.grid, "resolved")
+        fx.count_area(period, case.grid, "on_site")
+        if event.mode:
+            fx.count(period, None, case.street, f"mode_{event.mode.value}")
+            fx.count_area(period, case.grid, f"mode_{event.mode.value}")
+        case.note(now, "resolved_on_site", mode=event.mode.value if event.mode else None)
+        self._seen(case, event.message_id)
+        return case, fx
 
     def _seen(self, case: CaseClocks, message_id: str) -> None:
         case.seen.append(seen_id(message_id))

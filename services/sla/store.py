@@ -349,7 +349,10 @@ class SlaStore:
 
     def on_updated(self, event: CaseUpdated, now: float) -> Effects:
         def decide(case: CaseClocks | None) -> tuple[CaseClocks | None, Effects]:
-            if case is None:  # a case sla never saw dispatched (or long gone): nothing runs
+            if case is None:
+                if event.case is not None:  # handled on site: resolve_on_site or, overtaking it, its closing
+                    return self.engine.on_site(event, now)
+                # a case sla never saw dispatched (or long gone): nothing runs
                 return None, Effects(stale=True)
             return case, self.engine.updated(case, event, now)
         return self.transact(event.case_id, decide)

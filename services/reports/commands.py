@@ -1,0 +1,59 @@
+"""`gridbus report reporters` and `gridbus report meeting` (added to sla's `report` group)."""
+from __future__ import annotations
+
+import csv
+import sys
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import click
+
+from shared.config import get_settings
+
+
+def _store():  # type: ignore[no-untyped-def]
+    from services.intake.store import CaseStore
+    from shared.redisdb import connect
+
+    settings = get_settings()
+    return CaseStore(connect(settings), settings.district_code)
+
+
+def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
+    try:
+        first = datetime.strptime(month, "%Y-%m").replace(tzinfo=tz)
+    except ValueError as exc:
+        raise click.BadParameter(f"{month!r} is not a month like 2026-11", param_hint="--month") from exc
+    return first, (first + timedelta(days=32)).replace(day=1)
+
+
+@click.command("reporters")
+@click.option("--month", required=True, metavar="YYYY-MM", help="Month of registration (local time).")
+@click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table.")
+def reporters(month: str, as_csv: bool) -> None:
+    """Per-reporter figures of a month: accepted, handled on site (by 721 mode), duplicates, closed."""
+    from services.reports.cases import cases_between
+    from services.reports.reporters import FIELDS, figures, totals
+
+    tz = ZoneInfo(get_settings().timezone)
+    start, end = month_bounds(month, tz)
+    rows = figures(cases_between(_store(), start, end))
+    if as_csv:
+        w = csv.writer(sys.stdout)
+        w.writerow(FIELDS)
+        for r in rows:
+            w.writerow([r.row()[f] for f in FIELDS])
+        return
+    click.echo(f"reporters {month}: {len(rows)} reporters")
+    click.echo(f"  {'reporter':<20}{'role':<14}{'accepted':>9}{'on site':>8}{'svc/mgmt/enf':>14}{'dup':>5}"
+               f"{'closed':>7}{'cancel':>7}")
+    for r in rows:
+        modes = f"{r.on_site_service}/{r.on_site_management}/{r.on_site_enforcement}"
+        click.echo(f"  {r.reporter_id:<20}{r.role:<14}{r.accepted:>9}{r.handled_on_site:>8}{modes:>14}"
+                   f"{r.duplicates:>5}{r.closed:>7}{r.cancelled:>7}")
+    t = totals(rows)
+    click.echo(f"  {'total':<34}{t.get('accepted', 0):>9}{t.get('handled_on_site', 0):>8}{'':>14}"
+               f"{t.get('duplicates', 0):>5}{t.get('closed', 0):>7}{t.get('cancelled', 0):>7}")
+
+
+COMMANDS: list[click.Command] = [reporters]
