@@ -157,6 +157,11 @@ OPEN_CASES = _gauge(
 )
 OUTBOX_PENDING = _gauge("gridbus_outbox_pending", "Events stored but not yet confirmed by the broker.",
                         owner="intake")
+OUTBOX_OLDEST_AGE = _gauge(
+    "gridbus_outbox_oldest_age_seconds", "Age of the oldest event in the service's outbox (stored, not yet "
+    "confirmed by the broker; sla: since it was last taken for publishing); 0 when the outbox is empty.",
+    owner=("intake", "sla"),
+)
 REQUEST_BYTES_REJECTED = _counter("gridbus_request_too_large_total", "HTTP bodies refused with 413.",
                                   owner="intake")
 
@@ -187,6 +192,17 @@ TIMER_LATENESS = _histogram(
     "gridbus_sla_firing_lateness_seconds", "How late a timer fired after its due time.", owner="sla",
 )
 TIMERS_PENDING = _gauge("gridbus_sla_timers_pending", "Armed timers not yet due.", owner="sla")
+TIMER_LAG = _gauge(
+    "gridbus_sla_timer_lag_seconds", "How far the oldest timer that is due but not fired is behind its due time "
+    "(0: nothing overdue); read from Redis every few seconds, apart from the firing loop.", owner="sla",
+)
+DEADLINE_OUTCOMES = ("met", "breached")
+DEADLINES_DECIDED = _counter(
+    "gridbus_sla_deadlines_decided_total",
+    "A department's own acknowledge and handle deadlines when they are decided: met (acknowledged / resolved in "
+    "time) or breached (first miss; escalation steps not counted). The population of the breach-rate alert.",
+    ["dept", "deadline", "outcome"], owner="sla", init=lambda k: product(k.depts, DEADLINES, DEADLINE_OUTCOMES),
+)
 ESCALATIONS = _counter(
     "gridbus_sla_escalations_total", "Escalations one grid level up (or repeats at the top).", ["dept", "level"],
     owner="sla", init=lambda k: product(k.depts, LEVELS),

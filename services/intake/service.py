@@ -298,3 +298,4 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
             log.info("outbox_relay", count=len(events))
             publish_stored(self.bus, store, events)
         metrics.OUTBOX_PENDING.set(store.outbox_size())
+        metrics.OUTBOX_OLDEST_AGE.set(store.outbox_oldest_age())

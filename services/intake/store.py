@@ -163,3 +163,8 @@ class CaseStore:
 
     def outbox_size(self) -> int:
         return int(self.r.zcard(keys.outbox_times()))
+
+    def outbox_oldest_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest outbox entry was stored (0 when empty)."""
+        oldest = self.r.zrange(keys.outbox_times(), 0, 0, withscores=True)
+        return max(0.0, (time.time() if now is None else now) - oldest[0][1]) if oldest else 0.0

@@ -20,6 +20,7 @@ from services.sla.clocks import WorkCalendar
 from services.sla.policies import PolicyBook
 from services.sla.state import Engine
 from services.sla.store import FireBatch, Fired, SlaStore
+from shared import metrics
 from shared.models import (
     CaseDispatched,
     CaseEscalated,
@@ -81,6 +82,12 @@ class FireReport:
     published: int = 0
 
 
+def _count_decided(decided: list[tuple[str, str, str]]) -> None:
+    """After the commit: each deadline is decided once (a repeated event is stale, decides nothing)."""
+    for dept, deadline, outcome in decided:
+        metrics.DEADLINES_DECIDED.labels(dept, deadline, outcome).inc()
+
+
 def _one_by_one(publish: Publish) -> Callable[[list[Envelope]], None]:
     def publish_all(events: list[Envelope]) -> None:
         for event in events:
@@ -118,6 +125,7 @@ class Deadlines:
         if fx.arm or fx.cancel:
             log.info("deadlines_changed", case_id=event.case_id, armed=len(fx.arm), cancelled=len(fx.cancel),
                      by=getattr(event, "event", ""))
+        _count_decided(fx.decided)
         return self._publish(fx.events)
 
     # -- timers
@@ -172,6 +180,7 @@ class Deadlines:
 
     def _done(self, report: FireReport, fired: list[Fired], publish: bool) -> None:
         report.fired += fired
+        _count_decided([d for f in fired for d in f.effects.decided])
         events = [e for f in fired for e in f.effects.events]
         if publish:
             report.published += len(self._publish(events))

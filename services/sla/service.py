@@ -1,6 +1,7 @@
 """sla: the nameko shell around deadlines.py (clocks, timers, escalation, ledger, indicators)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import structlog
@@ -84,6 +85,9 @@ class SlaService:
     def relay_outbox(self) -> None:
         self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
         metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox_size())
+        metrics.OUTBOX_OLDEST_AGE.set(self.deadlines.store.outbox_oldest_age())
+        # here, not in fire_due: a firing loop that is stuck must still show its lag
+        metrics.TIMER_LAG.set(self.deadlines.timers.lag(time.time()))
 
     @timer(interval=INDICATORS_EVERY_S, eager=True)  # eager: counts read 0 from the start, not after 30 s
     def refresh_indicators(self) -> None:

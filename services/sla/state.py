@@ -224,6 +224,7 @@ class Effects:
     ledger: list[dict[str, Any]] = field(default_factory=list)
     ledger_end: list[tuple[str, float]] = field(default_factory=list)
     counts: list[tuple[str, str, str, str, int]] = field(default_factory=list)  # period, scope, key, counter, n
+    decided: list[tuple[str, str, str]] = field(default_factory=list)  # dept, deadline, met | breached
     stale: bool = False
 
     def count(self, period: str, dept: str | None, street: str | None, counter: str, n: int = 1) -> None:
@@ -310,6 +311,8 @@ class Engine:
         if clock.state not in (RUNNING, PAUSED):
             return
         self._unarm(case, fx, clock)
+        if (clock.kind == ACK and reason in ("acknowledged", "resolved")) or (clock.kind == HANDLE and reason == "resolved"):
+            fx.decided.append((case.orders[clock.order_id].dept, clock.kind, "met"))
         clock.state, clock.ended, clock.reason = STOPPED, ms(now), reason
         clock.start = clock.due = clock.warn_at = None
         case.note(now, "stopped", clock=clock.id, reason=reason)
@@ -534,6 +537,8 @@ class Engine:
         clock.lid = f"{case_id}|{clock.id}|{clock.token}"
         if clock.kind == HANDLE:
             order.late = True
+        if clock.kind != ESCALATION:
+            fx.decided.append((order.dept, clock.kind, "breached"))
         fx.events.append(DeadlineBreached(message_id=f"breach:{name}", due_at=dt_of(due),
                                           late_seconds=round(late, 3), liaison=liaison, **common))
         commanders = self.commanders_of(case.grid, clock.level) if clock.kind == ESCALATION else []

@@ -478,6 +478,11 @@ class SlaStore:
     def outbox_size(self) -> int:
         return int(self.r.zcard(keys.sla_outbox_times()))
 
+    def outbox_oldest_age(self, now: float | None = None) -> float:
+        """Seconds since the oldest outbox entry was stored (0 when empty)."""
+        oldest = self.r.zrange(keys.sla_outbox_times(), 0, 0, withscores=True)
+        return max(0.0, (time.time() if now is None else now) - oldest[0][1]) if oldest else 0.0
+
     # ------------------------------------------------------------------ rebuild
 
     def rebuild(self, batch: int = 500) -> tuple[int, int]:

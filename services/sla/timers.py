@@ -121,5 +121,10 @@ class TimerStore:
     def pending(self) -> int:
         return int(self.r.zcard(keys.timers_due()))
 
+    def lag(self, now: float) -> float:
+        """How far the earliest due timer not yet claimed is behind `now` (0: none overdue)."""
+        first = self.r.zrange(keys.timers_due(), 0, 0, withscores=True)
+        return max(0.0, now - first[0][1]) if first else 0.0
+
     def leased(self) -> int:
         return int(self.r.zcard(keys.timers_leased()))

@@ -287,3 +287,32 @@ def test_compact_document_round_trip_through_a_whole_escalation(engine: Engine) 
         unpack_history(again, pack_history(case))
         assert again == case
         assert engine.timers(again) == engine.timers(case)
+
+
+class DecidedSim(Sim):
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.decided: list[tuple[str, str, str]] = []
+
+    def apply(self, fx: Effects) -> None:
+        super().apply(fx)
+        self.decided += fx.decided
+
+
+def test_each_own_deadline_is_decided_once_escalation_steps_are_not(engine: Engine) -> None:
+    """The breach-rate population (gridbus_sla_deadlines_decided_total): one case that climbs
+    the whole ladder is two decided deadlines (ack and handle missed), not eight breaches."""
+    sim = DecidedSim(engine)
+    t0 = datetime(2026, 11, 28, 22, 0, tzinfo=CST)
+    sim.dispatch(t0, level=5, policy="ladder_h")
+    sim.run_until(t0 + timedelta(days=1))
+    assert len([e for e in sim.events if isinstance(e, DeadlineBreached)]) == 8
+    assert sorted(sim.decided) == [("sanitation", "acknowledge", "breached"), ("sanitation", "handle", "breached")]
+
+    met = DecidedSim(engine)
+    met.dispatch(t0, level=5, policy="ladder_h")
+    met.update(t0 + timedelta(minutes=2), "dispatched", "acknowledged", "acknowledge", "sanitation")
+    met.update(t0 + timedelta(minutes=20), "acknowledged", "resolved", "resolve", "sanitation", mode="service")
+    met.update(t0 + timedelta(minutes=21), "acknowledged", "resolved", "resolve", "sanitation", mode="service",
+               mid="again")  # a second resolve decides nothing more
+    assert sorted(met.decided) == [("sanitation", "acknowledge", "met"), ("sanitation", "handle", "met")]
