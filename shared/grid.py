@@ -199,6 +199,10 @@ class GridRegistry:
     def is_known(self, code: str) -> bool:
         return code in self._names
 
+    def outlines(self) -> list[tuple[str, list[tuple[float, float]]]]:
+        """(patch code, [(lon, lat), …]) of every patch that has a polygon (maps)."""
+        return [(code, [(x, y) for x, y in poly.exterior.coords]) for code, poly in self._polygons]
+
     def commanders(self, cell_code: str, level: int) -> list[Commander]:
         if level not in LEVELS:
             raise ValueError(f"grid level must be 1..5, got {level}")

@@ -171,3 +171,15 @@ def notify_release_leased() -> str:
 def notify_rate(bucket: str, window: int) -> str:
     """Sorted set delivery id → arrival rank within one rate-limit window of a recipient."""
     return f"{_p()}:notify:rate:{bucket}:{window}"
+
+
+def notify_case_log(case_id: str) -> str:
+    """Hash delivery id → what became of it (JSON: event, recipient, channel, outcome, at):
+    every notification of a case, for the console's case page (expires with the dedup marker)."""
+    return f"{_p()}:notify:case:{case_id}"
+
+
+# -- console -------------------------------------------------------------------------
+def console_session(session_id: str) -> str:
+    """Hash {key_id, csrf, created_at} with TTL: one logged-in browser of the console."""
+    return f"{_p()}:console:session:{session_id}"

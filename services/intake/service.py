@@ -10,6 +10,7 @@ from nameko.timer import timer
 from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
+from services.console.http import ConsoleApi
 from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.accountability_api import AccountabilityApi
 from services.intake.cases import Registrar, apply_event
@@ -108,8 +109,9 @@ def case_answer(case: Case, applied: bool) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
-class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, CommandApi):
-    """Entrypoints here and in the mixins (case queries, Open311, accountability): nameko
+class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, CommandApi, ConsoleApi):
+    """Entrypoints here and in the mixins (case queries, Open311, accountability, dispatch
+    by hand, the operations console services/console/http.py): nameko
     collects entrypoints and dependencies from base classes too."""
 
     name = "intake"

@@ -40,6 +40,7 @@ Delivery guarantees — the resend policy
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -136,8 +137,24 @@ class SendState:
     def finished(self, did: str) -> str | None:
         return self.r.get(self.keys.delivery_sent(did))
 
-    def finish(self, did: str, how: str) -> None:
-        self.r.set(self.keys.delivery_sent(did), f"{how}:{int(time.time())}", ex=SENT_TTL_S)
+    def finish(self, did: str, how: str, delivery: "Delivery | None" = None, detail: str = "") -> None:
+        """Mark the delivery done; with `delivery`, also note it in its case's log (the
+        console's case page lists every notification of a case from there)."""
+        now = int(time.time())
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(self.keys.delivery_sent(did), f"{how}:{now}", ex=SENT_TTL_S)
+        if delivery is not None and delivery.case_id:
+            entry = {"event": delivery.event, "recipient": delivery.recipient, "channel": delivery.channel.value,
+                     "subject": delivery.subject, "outcome": how, "detail": detail[:300],
+                     "attempt": delivery.attempt, "at": now}
+            pipe.hset(self.keys.notify_case_log(delivery.case_id), did, json.dumps(entry, ensure_ascii=False))
+            pipe.expire(self.keys.notify_case_log(delivery.case_id), SENT_TTL_S)
+        pipe.execute()
+
+    def case_log(self, case_id: str) -> list[dict[str, Any]]:
+        """Every finished notification of a case, oldest first."""
+        rows = [json.loads(v) for v in self.r.hgetall(self.keys.notify_case_log(case_id)).values()]
+        return sorted(rows, key=lambda e: (e.get("at", 0), e.get("recipient", "")))
 
     def lease(self, did: str, seconds: float) -> str | None:
         token = uuid.uuid4().hex

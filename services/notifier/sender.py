@@ -156,10 +156,10 @@ class Notifier:
             metrics.NOTIFICATIONS.labels(channel, "no_address").inc()
             if delivery.fallbacks:
                 self._fallback(delivery, f"no {channel} address for {delivery.recipient}")
-                self.state.finish(did, "no_address")
+                self.state.finish(did, "no_address", delivery, "fallback")
                 return "fallback"
             log.warning("delivery_no_address", **log_ctx)
-            self.state.finish(did, "no_address")
+            self.state.finish(did, "no_address", delivery)
             return "no_address"
         started = time.perf_counter()
         outcome: DeliveryOutcome = send(outgoing(delivery, address.to, address.secret, address.mentions),
@@ -168,7 +168,7 @@ class Notifier:
         metrics.NOTIFICATIONS.labels(channel, outcome.kind).inc()
         step = next_step(delivery, outcome)
         if step.action == "delivered":
-            self.state.finish(did, "delivered")
+            self.state.finish(did, "delivered", delivery)
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "delivered").inc()
             metrics.NOTIFICATION_DELIVERY_LATENCY.labels(channel).observe(
                 max(0.0, time.time() - delivery.first_attempt_at.timestamp()))
@@ -196,7 +196,7 @@ class Notifier:
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "dead").inc()
             if delivery.event != "notification_failed":  # a failure to report a failure must not loop
                 self.failed(delivery, reason)
-        self.state.finish(did, "dead")
+        self.state.finish(did, "dead", delivery, reason + note)
         log.warning("delivery_dead", reason=reason, kind=kind, fallback=bool(delivery.fallbacks), **log_ctx)
         return f"dead:{kind}"
 
@@ -264,7 +264,7 @@ class Notifier:
                 dig = self.digest_for(recipient, ChannelName(channel), claimed.items)
                 self.publish(dig)
                 for item in claimed.items:
-                    self.state.finish(item.delivery_id, f"digest:{dig.delivery_id}")
+                    self.state.finish(item.delivery_id, f"digest:{dig.delivery_id}", item)
                 metrics.NOTIFICATION_DELIVERIES.labels(channel, "digested").inc(len(claimed.items))
                 log.info("digest_published", recipient=recipient, channel=channel, items=len(claimed.items),
                          delivery_id=dig.delivery_id)

@@ -30,7 +30,8 @@ def _routes() -> set[tuple[str, str]]:
     for cls in (IntakeService, CasesApi, Open311Api):
         for _, fn in inspect.getmembers(cls, inspect.isfunction):
             for ext in getattr(fn, "nameko_entrypoints", ()):
-                if type(ext).__name__ == "HttpRequestHandler":
+                # the console's HTML pages (services/console/) are not part of the API
+                if type(ext).__name__ == "HttpRequestHandler" and not ext.url.startswith("/console"):
                     path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", ext.url)
                     routes.add((ext.method.upper(), path))
     return routes
