@@ -11,8 +11,8 @@ from datetime import datetime
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
+from services.intake import dispatching
 from services.sla.indicators import MODES, TARGET_721, Indicators, pct
-from shared.departments import GRID_STATION
 from shared.grid import GridRegistry
 from shared.models import Assignment, Case, CaseStatus
 
@@ -48,8 +48,8 @@ def escalated(case: Case) -> bool:
 
 
 def in_triage(case: Case) -> bool:
-    return case.status not in (CaseStatus.resolved, CaseStatus.closed) and any(
-        a.dept == GRID_STATION for a in active(case))
+    """With the grid station, waiting to be dispatched by hand (resolved ones wait for verification)."""
+    return case.status not in (CaseStatus.resolved, CaseStatus.closed) and dispatching.in_triage(case)
 
 
 @dataclass

@@ -73,7 +73,9 @@ def test_console_login_board_dispatch_timeline(stack: dict[str, Any], page: Any)
     assert "监督看板" in page.inner_text("nav")
 
     # a new report appears on the open board without reloading it (console.js refreshes)
-    body = report(category=TRIAGE_CATEGORY, description="辰山路口井盖权属不明，井盖松动", filing_condition=None)
+    # inside the pilot patch 辰山社区第一片区 (its polygon in config/grid.yaml), so the map shows it there
+    body = report(category=TRIAGE_CATEGORY, description="辰山路口井盖权属不明，井盖松动", filing_condition=None,
+                  location={"lat": 25.2800, "lon": 110.3121, "address": "七星区辰山路口", "grid": "450305001001001"})
     r = httpx.post(f"{base}/v1/reports", json=body, headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     case_id = r.json()["case_id"]
@@ -84,10 +86,6 @@ def test_console_login_board_dispatch_timeline(stack: dict[str, Any], page: Any)
     assert int(page.inner_text("#t-triage")) >= 1
     shot(page, "board.png")
 
-    from services.intake.service import IntakeService
-
-    if not hasattr(IntakeService, "post_dispatch"):  # until POST /v1/cases/{id}/dispatch lands (issue 13)
-        pytest.skip("intake has no dispatch-by-hand endpoint yet")
     # dispatch it by hand from the triage queue, to the municipal department
     page.click("nav >> text=待办队列")
     form = page.locator(f"#triage tr[data-case='{case_id}'] form")
@@ -111,6 +109,13 @@ def test_console_login_board_dispatch_timeline(stack: dict[str, Any], page: Any)
     assert "dispatched by hand" in timeline and "经现场核实为市政井盖" in timeline
     assert page.locator("svg circle.pin").count() == 1
     assert "市政" in page.inner_text("table.cases")
+    # every notification of the case: at least the grid station's webhook (to the test's sink)
+
+    def notified() -> bool:
+        page.reload()
+        return "已送达" in page.inner_text("#notifications")
+
+    assert wait_for(notified, timeout=15, interval=1), page.inner_text("#notifications")
     shot(page, "case.png")
 
 
