@@ -43,6 +43,19 @@ class Commander:
 
 
 @dataclass(frozen=True)
+class Placement:
+    """Where a report was placed: a patch, else the street whose outline holds the point,
+    else the district (its triage). `code` is the patch's 15-digit code, the street's 9 or
+    the district's 6; `street` the 9-digit street code, or the district code."""
+
+    code: str
+    street: str
+    resolution: str  # patch | street | district
+    name: str
+    cell: "GridCell | None" = None
+
+
+@dataclass(frozen=True)
 class GridCell:
     code: str  # 15 digits
     name: str
@@ -98,6 +111,7 @@ class StreetSpec(_Strict):
     code: str = Field(pattern=r"^\d{9}$")
     name: str = Field(min_length=1)
     illustrative: bool = False
+    outline: Ring | None = Field(None, description="The street's area: a point in no mapped patch is placed here")
     commanders: list[CommanderSpec] = Field(min_length=1)
     communities: list[CommunitySpec] = Field(min_length=1)
 
@@ -108,12 +122,22 @@ class CitySpec(_Strict):
     commanders: list[CommanderSpec] = Field(min_length=1)
 
 
+class NeighbourSpec(_Strict):
+    """A neighbouring district or county, so that a report from outside can be told where to go."""
+
+    code: str = Field(pattern=r"^\d{6}$")
+    name: str = Field(min_length=1)
+    illustrative: bool = False
+    boundary: Ring
+
+
 class DistrictSpec(_Strict):
     code: str = Field(pattern=r"^\d{6}$")
     name: str
     boundary_illustrative: bool = False
     boundary: Ring
     commanders: list[CommanderSpec] = Field(min_length=1)
+    neighbours: list[NeighbourSpec] = Field(default_factory=list)
 
 
 class GridFile(_Strict):
@@ -154,9 +178,21 @@ class GridRegistry:
         self._polygons: list[tuple[str, Polygon]] = []
         self._names: dict[str, str] = {spec.district.code: spec.district.name}
         city, district = _people(spec.city.commanders), _people(spec.district.commanders)
+        self._area_commanders: dict[str, dict[int, list[Commander]]] = {spec.district.code: {1: city, 2: district}}
+        self._outlines: list[tuple[str, Polygon]] = []
+        self.neighbours: list[tuple[str, str, Polygon]] = []
+        for n in spec.district.neighbours:
+            poly = Polygon(n.boundary)
+            shapely.prepare(poly)
+            self.neighbours.append((n.code, n.name, poly))
         for street in spec.streets:
             self.streets[street.code] = street.name
             self._names[street.code] = street.name
+            self._area_commanders[street.code] = {1: city, 2: district, 3: _people(street.commanders)}
+            if street.outline:
+                outline = Polygon(street.outline)
+                shapely.prepare(outline)
+                self._outlines.append((street.code, outline))
             for com in street.communities:
                 self.communities[com.code] = com.name
                 self._names[com.code] = com.name
@@ -204,12 +240,51 @@ class GridRegistry:
         return [(code, [(x, y) for x, y in poly.exterior.coords]) for code, poly in self._polygons]
 
     def commanders(self, cell_code: str, level: int) -> list[Commander]:
+        """The commanders of `level` for a patch, or for a street or the district (a case
+        placed there: they have no community or patch level, so nobody below)."""
         if level not in LEVELS:
             raise ValueError(f"grid level must be 1..5, got {level}")
         cell = self._cells.get(cell_code)
         if cell is None:
-            raise UnknownGrid(f"unknown grid cell {cell_code!r}")
+            area = self._area_commanders.get(cell_code)
+            if area is None:
+                raise UnknownGrid(f"unknown grid cell {cell_code!r}")
+            return list(area.get(level, []))
         return list(cell.commanders[level])
+
+    def neighbour_of(self, lat: float, lon: float) -> tuple[str, str] | None:
+        """(code, name) of the neighbouring district holding the point, when known."""
+        for code, name, poly in self.neighbours:
+            if shapely.intersects_xy(poly, lon, lat):
+                return code, name
+        return None
+
+    def outside_message(self, lat: float, lon: float) -> str:
+        where = self.neighbour_of(lat, lon)
+        tail = (f"; it lies in {where[1]} ({where[0]}): report it to that district's platform" if where
+                else "; the boundary data does not say which district holds it")
+        return f"location ({lat}, {lon}) is outside district {self.district_code} ({self.district_name}){tail}"
+
+    def place(self, lat: float, lon: float, grid: str | None = None) -> Placement:
+        """Every point of the district is accepted: a mapped (or named) patch, else the street
+        whose outline holds the point (or the street/community code sent), else the district
+        (its triage). OutsideDistrict names the neighbouring district when known; a malformed
+        or unknown code sent in location.grid is still UnknownGrid."""
+        if not self.in_district(lat, lon):
+            raise OutsideDistrict(self.outside_message(lat, lon))
+        try:
+            cell = self.resolve(lat, lon, grid)
+            return Placement(cell.code, cell.street, "patch", cell.name, cell)
+        except UnknownGrid:
+            if grid and len(grid) == 15 or grid and grid not in self._names:
+                raise
+        if grid:  # a street or community code without a mapped patch holding the point
+            street = grid[:9]
+            return Placement(street, street, "street", self.streets[street])
+        for code, outline in self._outlines:
+            if shapely.intersects_xy(outline, lon, lat):
+                return Placement(code, code, "street", self.streets[code])
+        return Placement(self.district_code, self.district_code, "district", self.district_name)
 
     def in_district(self, lat: float, lon: float) -> bool:
         return bool(shapely.intersects_xy(self.boundary, lon, lat))
@@ -273,11 +348,26 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
             raise error_at(path, node, loc, f"duplicate code {code} (also at {'.'.join(map(str, seen[code]))})")
         seen[code] = loc
 
+    outlines: list[tuple[tuple[Any, ...], Polygon]] = []
+    for i, n in enumerate(spec.district.neighbours):
+        if not Polygon(n.boundary).is_valid:
+            raise error_at(path, node, ("district", "neighbours", i, "boundary"), "polygon is not valid")
     for i, street in enumerate(spec.streets):
         loc = ("streets", i, "code")
         if not street.code.startswith(district):
             raise error_at(path, node, loc, f"street {street.code} is not in district {district}")
         unique(street.code, loc)
+        if street.outline:
+            oloc = ("streets", i, "outline")
+            outline = Polygon(street.outline)
+            if not outline.is_valid or outline.area == 0:
+                raise error_at(path, node, oloc, "outline is not valid (self-intersecting or empty)")
+            if not boundary.covers(outline):
+                raise error_at(path, node, oloc, f"outline leaves the district {district} boundary")
+            for other_loc, other in outlines:
+                if outline.intersection(other).area > 1e-12:
+                    raise error_at(path, node, oloc, f"outline overlaps {'.'.join(map(str, other_loc))}")
+            outlines.append((oloc, outline))
         for j, com in enumerate(street.communities):
             cloc = ("streets", i, "communities", j, "code")
             if not com.code.startswith(street.code):
@@ -299,6 +389,13 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
                             other_code = ".".join(map(str, other_loc))
                             raise error_at(path, node, ploc + ("polygon",), f"polygon overlaps {other_code}")
                     mapped.append((ploc, poly))
+        if street.outline:
+            outline = Polygon(street.outline)
+            for com in street.communities:
+                for patch in com.patches:
+                    if patch.polygon and not outline.covers(Polygon(patch.polygon)):
+                        raise error_at(path, node, ("streets", i, "outline"),
+                                       f"outline does not cover its patch {patch.code}")
 
 
 @lru_cache(maxsize=8)

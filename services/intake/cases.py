@@ -15,7 +15,7 @@ from services.intake.duplicates import DuplicatePolicy, find_original
 from services.intake.store import CaseStore, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
 from shared.catalog import Catalog
-from shared.grid import GridError, GridRegistry
+from shared.grid import GridError, GridRegistry, Placement
 from shared.lifecycle import Action, next_status
 from shared.models import (
     Case,
@@ -70,9 +70,11 @@ class Registrar:
         if category is None:
             raise InvalidInput([FieldError("category", f"unknown category code {report.category!r}")])
         try:
-            cell = self.grid.resolve(report.location.lat, report.location.lon, report.location.grid)
+            place = self.grid.place(report.location.lat, report.location.lon, report.location.grid)
         except GridError as exc:
-            raise InvalidInput([FieldError("location", str(exc))]) from None
+            field = "location.grid" if report.location.grid and self.grid.in_district(
+                report.location.lat, report.location.lon) else "location"
+            raise InvalidInput([FieldError(field, str(exc))]) from None
         now = now or utcnow()
         # a problem solved on the spot asks nobody for work: it repeats nothing
         original = None if report.handled_on_site else find_original(
@@ -88,9 +90,10 @@ class Registrar:
             severity=report.severity,
             filing_condition=report.filing_condition,
             description=report.description,
-            location=report.location.model_copy(update={"grid": cell.code}),
-            grid=cell.code,
-            street=cell.street,
+            location=report.location.model_copy(update={"grid": place.code}),
+            grid=place.code,
+            street=place.street,
+            location_resolution=place.resolution,
             attributes=report.attributes,
             media_urls=report.media_urls,
             reporter_id=report.reporter.id,
@@ -104,7 +107,7 @@ class Registrar:
                               note=report.description, evidence_urls=report.media_urls),
                 TimelineEntry(at=now, actor="intake", action=Action.register.value,
                               from_status=CaseStatus.reported, to_status=CaseStatus.registered,
-                              note=f"{category.name} @ {cell.street_name}/{cell.community_name}/{cell.name}"),
+                              note=f"{category.name} @ {_where(place)}"),
             ],
         )
         case.source = report.source
@@ -131,7 +134,7 @@ class Registrar:
             events += self._link(original, case_id)
         if report.handled_on_site is not None and not drawn_for_verification(case_id, self.onsite_sample_rate):
             events += self._close_undrawn(case_id)
-        return Registered(case_id, True, case.status, cell.street, events, original)
+        return Registered(case_id, True, case.status, place.street, events, original)
 
     def _close_undrawn(self, case_id: str) -> list[Envelope]:
         """Not drawn for the grid's verification: closed as verified by sampling."""
@@ -152,6 +155,15 @@ class Registrar:
             return Change(None, "intake", f"repeated by {duplicate}")
         _, events, _ = transition(self.store, original, f"dup:{duplicate}", mutate)
         return events
+
+
+def _where(place: Placement) -> str:
+    if place.cell is not None:
+        c = place.cell
+        return f"{c.street_name}/{c.community_name}/{c.name}"
+    if place.resolution == "street":
+        return f"{place.name} (in no mapped patch: placed in the street)"
+    return f"{place.name} (in no mapped street: district triage)"
 
 
 def drawn_for_verification(case_id: str, rate: float) -> bool:

@@ -58,6 +58,10 @@ class Dispatcher:
         (departments that rejected it) are skipped, and after `max_rejections` of them,
         or when nobody else is left, the grid station gets it as disputed.
         """
+        if len(case.grid) == 6 and not only:
+            # placed in no street (location_resolution "district"): the district's triage places it
+            return [Receiver(dept=GRID_STATION, sla_policy="default", mode="management", level=2,
+                             route="district_triage", reason="location in no mapped patch or street outline")], False
         if only:
             chosen = [r for r in self.tree.route(self.routing_input(case, now)) if r.dept in only]
             known = {r.dept for r in chosen}
