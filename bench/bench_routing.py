@@ -52,7 +52,9 @@ def make_inputs(n: int, seed: int = 47678) -> list[RoutingInput]:
             attrs["hazard"] = "漏电"
         at = base + timedelta(minutes=rng.randrange(7 * 24 * 60))  # any hour of a week
         severity = "urgent" if rng.random() < 0.08 else "normal"
-        exclude = frozenset({rng.choice(["police", "cityman", "lighting", "market"])}) if rng.random() < 0.03 else frozenset()
+        exclude: frozenset[str] = frozenset()
+        if rng.random() < 0.03:
+            exclude = frozenset({rng.choice(["police", "cityman", "lighting", "market"])})
         out.append(RoutingInput(code, kind, rng.choice(GRIDS), severity, attrs, at, exclude))
     return out
 

@@ -244,7 +244,8 @@ def main() -> None:
         print(f"publish   RabbitMQ: not measured ({out['broker']})")
     else:
         k, s = out["broker"]
-        print(f"publish   RabbitMQ through the confirmed Bus (batches of 200, one confirm round trip each), first {k:,} events: "
+        print("publish   RabbitMQ through the confirmed Bus (batches of 200, one confirm round trip each), "
+              f"first {k:,} events: "
               f"{k / s:,.0f}/s = {k / s / base_rate:.3f}× baseline rate → the burst's last event reaches the "
               f"broker about {args.burst / (k / s):.1f} s after the due time per replica")
 

@@ -29,7 +29,6 @@ import json
 import logging
 import os
 import time
-import uuid
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import unquote, urlparse

@@ -22,7 +22,7 @@ def read_audit(amqp_uri: str, offset: str | int = "first", case_id: str | None =
         channel = connection.channel()
         channel.basic_qos(prefetch_count=500)
         seen = 0
-        for method, props, body in channel.consume(Q_AUDIT, arguments={"x-stream-offset": offset},
+        for method, _props, body in channel.consume(Q_AUDIT, arguments={"x-stream-offset": offset},
                                                    inactivity_timeout=idle_timeout):
             if method is None:
                 break

@@ -62,7 +62,8 @@ def apply_users(management_url: str, amqp_uri: str, departments: list[str]) -> l
             generated = None
             if given is not None or not exists:
                 password = given or (generated := secrets.token_urlsafe(18))
-                api.put(f"/api/users/{quote(user, safe='')}", json={"password": password, "tags": ""}).raise_for_status()
+                api.put(f"/api/users/{quote(user, safe='')}",
+                        json={"password": password, "tags": ""}).raise_for_status()
             api.put(f"/api/permissions/{vhost}/{quote(user, safe='')}", json={
                 "configure": "^$",
                 "write": f"^{re.escape(EX_REPLIES)}$",

@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlparse
 
 import amqp
-
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher, UndeliverableMessage
 from pydantic import BaseModel

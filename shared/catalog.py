@@ -102,7 +102,8 @@ def parse_catalog(text: str, path: Path | str = "catalog.tsv") -> Catalog:
         cells = line.split("\t")
         if not header_seen:
             if tuple(cells) != COLUMNS:
-                raise ConfigError(path, lineno, "header", f"expected columns {'/'.join(COLUMNS)}, got {'/'.join(cells)}")
+                raise ConfigError(path, lineno, "header",
+                                  f"expected columns {'/'.join(COLUMNS)}, got {'/'.join(cells)}")
             header_seen = True
             continue
         if len(cells) != len(COLUMNS):
@@ -120,7 +121,9 @@ def parse_catalog(text: str, path: Path | str = "catalog.tsv") -> Catalog:
             raise ConfigError(path, lineno, "origin", f"{origin!r} is not one of {', '.join(ORIGINS)}")
         local = origin == "local"
         if local and int(code[2:]) < LOCAL_SUBCLASS_MIN:
-            raise ConfigError(path, lineno, "code", f"local extension {code} must use a subclass ≥ {LOCAL_SUBCLASS_MIN} (count down from 999)")
+            raise ConfigError(
+                path, lineno, "code",
+                f"local extension {code} must use a subclass ≥ {LOCAL_SUBCLASS_MIN} (count down from 999)")
         if (kind, code) in seen:
             raise ConfigError(path, lineno, "code", f"duplicate {kind} {code} (first on line {seen[(kind, code)]})")
         seen[(kind, code)] = lineno

@@ -74,7 +74,7 @@ def list_() -> None:
                      _when(k.last_used_at), f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
 
 
 @keys.command("revoke")

@@ -21,7 +21,10 @@ def observe(case: Case, events: list[Envelope], now: datetime | None = None) -> 
         order = next((a for a in case.assignments if a.order_id == event.order_id), None)
         due = None
         if order is not None:
-            due = order.ack_due if event.action == "acknowledge" else order.handle_due if event.action == "resolve" else None
+            if event.action == "acknowledge":
+                due = order.ack_due
+            elif event.action == "resolve":
+                due = order.handle_due
         on_time = "n/a" if due is None else ("yes" if now <= due else "no")
         metrics.REPLIES.labels(event.dept, event.action, on_time).inc()
         if event.action == "acknowledge" and event.to_status.value == "acknowledged":

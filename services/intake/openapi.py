@@ -99,9 +99,9 @@ class NewServiceRequest(BaseModel):
 
 
 MODELS: list[type[BaseModel]] = [
-    Report, ReportAccepted, Reply, Verification, Cancellation, SuspensionDecision, CaseAnswer, CaseView, CaseListItem, CasePage, Errors,
-    IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service, open311.ServiceDefinition,
-    open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
+    Report, ReportAccepted, Reply, Verification, Cancellation, SuspensionDecision, CaseAnswer, CaseView, CaseListItem,
+    CasePage, Errors, IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service,
+    open311.ServiceDefinition, open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
     ManualDispatch,
 ]
 

@@ -8,7 +8,7 @@ sits in a queue, a dead letter or a log line.
 | recipient | webhook | wecom / dingtalk robot | sms | email |
 |---|---|---|---|---|
 | liaison | – | the department's robot (`dept:<code>`, `*`), @ the liaison | liaison's phone | liaison's e-mail |
-| department | departments.yaml `webhook` or WEBHOOK_URL_TEMPLATE | the department's robot | `contacts` sms | `contacts` email |
+| department | departments.yaml `webhook`, or WEBHOOK_URL_TEMPLATE | its robot | `contacts` sms | `contacts` email |
 | commander | – | robot `commanders`, `*`, @ the commander | phone | – |
 | ops | operations_centre.webhook | robot `ops`, `*` | operations_centre.sms | operations_centre.email |
 | reporter | GRID_APP_WEBHOOK_URL | – | – | – |

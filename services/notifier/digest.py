@@ -113,7 +113,8 @@ class HoldStore:
         out = []
         for i in range(0, len(flat), 2):
             raw = json.loads(flat[i + 1]) if flat[i + 1] not in ("{}", b"{}") else []
-            items = sorted((Delivery.model_validate_json(x) for x in raw), key=lambda d: (d.first_attempt_at, d.delivery_id))
+            items = sorted((Delivery.model_validate_json(x) for x in raw),
+                           key=lambda d: (d.first_attempt_at, d.delivery_id))
             out.append(ClaimedBucket(flat[i] if isinstance(flat[i], str) else flat[i].decode(), items))
         return out
 
@@ -122,7 +123,8 @@ class HoldStore:
                          keys.notify_release_leased(), keys.notify_release()], args=[bucket, now])
 
     def held_count(self) -> int:
-        buckets = set(self.r.zrange(keys.notify_release(), 0, -1)) | set(self.r.zrange(keys.notify_release_leased(), 0, -1))
+        buckets = (set(self.r.zrange(keys.notify_release(), 0, -1))
+                   | set(self.r.zrange(keys.notify_release_leased(), 0, -1)))
         pipe = self.r.pipeline(transaction=False)
         for b in buckets:
             pipe.hlen(keys.notify_held(b))
@@ -135,7 +137,9 @@ def digest_id(bucket: str, items: list[Delivery]) -> str:
     return hashlib.sha256(f"digest|{bucket}|{ids}".encode()).hexdigest()[:32]
 
 
-def hold_until(delivery: Delivery, now_local: datetime, quiet: Any, rate: Any, store: HoldStore) -> tuple[str, float] | None:
+def hold_until(
+    delivery: Delivery, now_local: datetime, quiet: Any, rate: Any, store: HoldStore
+) -> tuple[str, float] | None:
     """(reason, release time) when `delivery` must wait for a digest, else None.
 
     `quiet`: the recipient's QuietHours or None; `rate`: the RateLimit or None.

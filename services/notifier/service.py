@@ -71,7 +71,8 @@ class NotifierService(GridbusService):
     def on_event(self, body: Any) -> None:
         event = event_or_reject(body)
         planned = self.config.notifier(self.redis, self.bus).on_event(event)
-        log.info("event_planned", case_id=event.case_id, event_type=getattr(event, "event", ""), deliveries=len(planned))
+        log.info("event_planned", case_id=event.case_id, event_type=getattr(event, "event", ""),
+                 deliveries=len(planned))
 
     @consume_reliably(topology.Q_NOTIFIER_DELIVERIES)
     def deliver(self, body: Any) -> None:

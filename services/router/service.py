@@ -13,10 +13,10 @@ from services.router.tree import load_routing_tree
 from services.sla.clocks import load_calendar
 from services.sla.policies import load_policies
 from shared import metrics, topology
-from shared.catalog import load_catalog
-from shared.departments import GRID_STATION
 from shared.bus import Outgoing
+from shared.catalog import load_catalog
 from shared.config import get_settings
+from shared.departments import GRID_STATION
 from shared.models import CaseRedispatch, CaseRegistered, RedispatchReason, utcnow
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
 

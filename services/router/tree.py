@@ -658,7 +658,8 @@ class _Compiler:
         children: list[_Node] = []
         for i, child in enumerate(spec.routes):
             if child.name in names:
-                raise self.err(loc + ("routes", i, "name"), f"route name {child.name!r} repeats sibling #{names[child.name]}")
+                raise self.err(loc + ("routes", i, "name"),
+                               f"route name {child.name!r} repeats sibling #{names[child.name]}")
             names[child.name] = i
             children.append(self.compile(child, loc + ("routes", i), node, child_reach))
             taker = children[-1]
@@ -674,12 +675,12 @@ class _Compiler:
 
     def _index(self, node: _Node, spec: RouteSpec) -> None:
         """Per category, the children that can match it, in their order."""
-        own = [c for c, s in zip(node.children, spec.routes) if not _looks_at_category(s.match)]
+        own = [c for c, s in zip(node.children, spec.routes, strict=True) if not _looks_at_category(s.match)]
         node.uncategorised = tuple(own)
         relevant = node.cats if node.cats is not None else frozenset(self.keys)
         for key in relevant:
             cands = tuple(
-                c for c, s in zip(node.children, spec.routes)
+                c for c, s in zip(node.children, spec.routes, strict=True)
                 if not _looks_at_category(s.match) or key in c.cats  # type: ignore[operator]
             )
             if cands != node.uncategorised:

@@ -24,6 +24,7 @@ this is exact there (a zone with DST would count wall-clock minutes inside windo
 """
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import warnings
@@ -268,7 +269,7 @@ class WorkCalendar:
         self.windows = tuple(sorted((tuple(w) for w in windows), key=lambda w: w[0]))
         if not self.windows:
             raise ValueError("at least one working window is needed")
-        for (o1, c1), (o2, _c2) in zip(self.windows, self.windows[1:]):
+        for (o1, c1), (o2, _c2) in itertools.pairwise(self.windows):
             if o2 < c1:
                 raise ValueError(f"working windows overlap: {o1}–{c1} and {o2}")
         for opening, closing in self.windows:

@@ -328,6 +328,7 @@ def load_policies(path: Path | None = None) -> PolicyBook:
     for code, category in spec.categories.items():
         if category.base not in spec.policies:
             raise error_at(
-                path, node, ("categories", code, "base"), f"unknown policy {category.base!r} (known: {sorted(spec.policies)})"
+                path, node, ("categories", code, "base"),
+                f"unknown policy {category.base!r} (known: {sorted(spec.policies)})",
             )
     return PolicyBook(spec, path)

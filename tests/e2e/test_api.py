@@ -53,7 +53,8 @@ def post_reports(stack: dict[str, Any], n: int, grid: str = "450305001001001") -
     """n reports of a dark street lamp, each at its own place (not near-duplicates)."""
     ids = []
     for _ in range(n):
-        r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=spread_location(grid)), headers=stack["auth"], timeout=5)
+        r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=spread_location(grid)),
+                       headers=stack["auth"], timeout=5)
         assert r.status_code == 202, r.text
         ids.append(r.json()["case_id"])
     return ids

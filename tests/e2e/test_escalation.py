@@ -29,7 +29,8 @@ def test_unacknowledged_case_climbs_to_the_city(stack: dict[str, Any], stack_red
 
     # ack 3 s, then four 2 s steps: about 11 s to the city commander
     case = wait_for(at_city, timeout=30, interval=0.25)
-    assert case is not None, httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=stack["auth"], timeout=5).json()["timeline"]
+    assert case is not None, httpx.get(
+        f"{stack['base']}/v1/cases/{case_id}", headers=stack["auth"], timeout=5).json()["timeline"]
     assert case["status"] == "dispatched" and case["assignments"][0]["dept"] == "sanitation"
     steps = [t["note"] for t in case["timeline"] if t["actor"] == "sla"]
     assert [n.split(" (")[0] for n in steps[:4]] == ["escalated L5 → L4", "escalated L4 → L3",

@@ -191,7 +191,8 @@ def test_near_duplicates_link_to_the_open_original(stack: dict[str, Any]) -> Non
     from tests.e2e.conftest import spread_location
 
     here = spread_location()
-    first = httpx.post(f"{stack['base']}/v1/reports", json=report(location=here), headers=stack["auth"], timeout=5).json()
+    first = httpx.post(f"{stack['base']}/v1/reports", json=report(location=here), headers=stack["auth"],
+                       timeout=5).json()
     wait_status(stack, first["case_id"], "dispatched")
     near = {**here, "lat": here["lat"] + 0.0001}  # ~11 m away
     r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near),

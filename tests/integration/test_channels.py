@@ -420,7 +420,8 @@ def test_dingtalk_wrong_secret_is_permanent(http_server: Callable[[Responder], L
     assert "310000" in outcome.detail
 
 
-@pytest.mark.parametrize(("code", "transient", "retry_after"), [(130101, True, 60.0), (-1, True, None), (300001, False, None)])
+@pytest.mark.parametrize(("code", "transient", "retry_after"),
+                         [(130101, True, 60.0), (-1, True, None), (300001, False, None)])
 def test_dingtalk_errcodes(
     http_server: Callable[[Responder], LocalHTTP], code: int, transient: bool, retry_after: float | None
 ) -> None:
@@ -434,8 +435,8 @@ def test_dingtalk_errcodes(
 import email as email_lib  # noqa: E402
 import email.policy  # noqa: E402
 import shutil  # noqa: E402
-import subprocess  # noqa: E402
 import ssl  # noqa: E402
+import subprocess  # noqa: E402
 from email.message import EmailMessage  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -558,7 +559,8 @@ def test_email_starttls_demanded_but_not_offered(smtp_server: Callable[..., tupl
     assert (outcome.ok, outcome.transient) == (False, False) and sink.messages == []
 
 
-@pytest.mark.parametrize(("to", "transient", "status"), [("full@example.cn", True, 452), ("nobody@example.cn", False, 550)])
+@pytest.mark.parametrize(("to", "transient", "status"),
+                         [("full@example.cn", True, 452), ("nobody@example.cn", False, 550)])
 def test_email_refused_recipient(
     smtp_server: Callable[..., tuple[MailSink, int]], to: str, transient: bool, status: int
 ) -> None:

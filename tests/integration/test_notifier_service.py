@@ -301,7 +301,7 @@ def robot_texts(server: LocalHTTP) -> list[str]:
     return [json.dumps(r.json(), ensure_ascii=False) for r in server.received]
 
 
-# --------------------------------------------------------------------------- tests (quiet hours first: its window is set at start)
+# ------------------------------------------------------------ tests (quiet hours first: its window is set at start)
 
 
 def test_quiet_hours_hold_messages_and_send_one_digest_when_they_end(stack: dict[str, Any]) -> None:
@@ -337,7 +337,8 @@ def test_each_channel_delivers_through_the_notifier(stack: dict[str, Any]) -> No
     assert hook and hook[0]["valid"] and hook[0]["body"]["event"]["event"] == "case_dispatched"
     assert hook[0]["delivery"] == hook[0]["body"]["delivery_id"]
     # WeCom robot: markdown naming the case, @ the lighting liaison of the street
-    wecom = wait_for(lambda: [r.json() for r in stack["wecom"].received if case_id in json.dumps(r.json(), ensure_ascii=False)], 20)
+    wecom = wait_for(lambda: [r.json() for r in stack["wecom"].received
+                              if case_id in json.dumps(r.json(), ensure_ascii=False)], 20)
     assert wecom and wecom[0]["msgtype"] == "markdown"
     assert "<@qx-lighting-001>" in wecom[0]["markdown"]["content"]
     assert "辰山社区" in wecom[0]["markdown"]["content"] and "投递编号" in wecom[0]["markdown"]["content"]
@@ -395,7 +396,8 @@ def test_503_then_success_and_429_retry_after_go_through_the_delay_queue(stack: 
     hooks.scripts[limited] = [("retry_after", 429, 8), 204]
     publish(stack, dispatched(busy, dept="cmcc"))
     publish(stack, dispatched(limited, dept="unicom"))
-    both = wait_for(lambda: len(hooks.for_case(busy, "/hooks/")) >= 2 and len(hooks.for_case(limited, "/hooks/")) >= 2, 40)
+    both = wait_for(lambda: len(hooks.for_case(busy, "/hooks/")) >= 2
+                    and len(hooks.for_case(limited, "/hooks/")) >= 2, 40)
     assert both, (hooks.for_case(busy), hooks.for_case(limited))
     for case_id, least in ((busy, 9.0), (limited, 8.0)):
         first, second = hooks.for_case(case_id, "/hooks/")[:2]

@@ -126,12 +126,14 @@ def test_prometheus_scrapes_gridbus_metrics_and_evaluates_rules(prometheus: tupl
     up = _wait_for("up{job='intake'}", lambda: sample_of('up{job="intake"}'), proc)
     assert up[0]["value"][1] == "1"
     _wait_for("a gridbus counter", lambda: sample_of('gridbus_reports_received_total{outcome="registered"}'), proc)
-    _wait_for("the dead-letter series at 0", lambda: sample_of('gridbus_dead_lettered_total{reason="scrape_test"}'), proc)
+    _wait_for("the dead-letter series at 0",
+              lambda: sample_of('gridbus_dead_lettered_total{reason="scrape_test"}'), proc)
 
     # every rule group loads and evaluates without error
     def groups_evaluated() -> list:
         groups = _api(base, "rules")["groups"]
-        done = all(r["health"] == "ok" and not r["lastEvaluation"].startswith("0001") for g in groups for r in g["rules"])
+        done = all(r["health"] == "ok" and not r["lastEvaluation"].startswith("0001")
+                   for g in groups for r in g["rules"])
         return groups if groups and done else []
 
     groups = _wait_for("every rule evaluated", groups_evaluated, proc)

@@ -10,8 +10,8 @@ from click.testing import CliRunner
 
 from services.cli import main as gridbus
 from services.intake import auth
-from shared import redis_keys
 from services.intake.auth import Forbidden, Principal, Role, Unauthorized, authenticate, require
+from shared import redis_keys
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -140,7 +140,8 @@ def test_dashboard_references_only_gridbus_rabbitmq_and_up():
             if token == "up" or token.startswith("__"):
                 continue
             if re.fullmatch(r"(dept|street|queue|service|entrypoint|error|channel|outcome|reason|deadline|"
-                            r"instance|job|exchange|kind|vhost|category_class|le|key|scope|indicator|grade|level|mode)", token):
+                            r"instance|job|exchange|kind|vhost|category_class|le|key|scope|indicator|grade|level|mode)",
+                            token):
                 continue  # a label name in `by (...)`
             bad.add((where, token))
     assert not bad, f"unexpected names in queries: {sorted(bad)}"

@@ -88,7 +88,8 @@ def test_shipped_notify_yaml_covers_every_event(planner: Planner) -> None:
 @pytest.mark.parametrize(("snippet", "line", "field", "message"), [
     ("  - event: case_updated\n    notify:\n      - {to: reporter, channels: [webhook]}\n",
      2, "subscriptions.0", "to_status"),
-    ("  - event: case_updated\n    when: {to_status: [acknowledged]}\n    notify:\n      - {to: reporter, channels: [webhook]}\n",
+    ("  - event: case_updated\n    when: {to_status: [acknowledged]}\n"
+     "    notify:\n      - {to: reporter, channels: [webhook]}\n",
      2, "subscriptions.0", "resolved/closed/reopened"),
     ("  - event: case_dispatched\n    notify:\n      - {to: reporter, channels: [sms]}\n",
      4, "subscriptions.0.notify.0", "reporter cannot be reached on sms"),
@@ -113,7 +114,8 @@ def test_errors_name_file_line_and_field(tmp_path: Path, snippet: str, line: int
 def test_bad_quiet_hours_are_refused(tmp_path: Path) -> None:
     path = tmp_path / "notify.yaml"
     path.write_text("quiet_hours:\n  defaults:\n    liaison: {start: '25:00', end: '07:00'}\n"
-                    "subscriptions:\n  - event: case_escalated\n    notify:\n      - {to: operations_centre, channels: [email]}\n")
+                    "subscriptions:\n  - event: case_escalated\n"
+                    "    notify:\n      - {to: operations_centre, channels: [email]}\n")
     with pytest.raises(ConfigError) as err:
         load_notify(path)
     assert err.value.line == 3 and err.value.field.startswith("quiet_hours.defaults.liaison")
@@ -251,7 +253,10 @@ def test_quiet_hours_release(start: str, end: str, local: str, release: str | No
 
 def test_notification_failed_text_can_be_overridden(tmp_path: Path, planner: Planner) -> None:
     (tmp_path / "notification_failed.webhook.j2").write_text("【失败】{{ case_id }}\n\n{{ recipient }} {{ reason }}\n")
-    custom = Planner(planner.notify, planner.addresses, Renderer(tmp_path, public_base_url="x", timezone="Asia/Shanghai"))
+    custom = Planner(planner.notify, planner.addresses,
+                     Renderer(tmp_path, public_base_url="x", timezone="Asia/Shanghai"))
     ctx = {"case_id": "c-1", "recipient": "dept:gas", "reason": "HTTP 410", "channel": "webhook", "attempts": 1}
-    assert custom.render("notification_failed", ChannelName.webhook, "ops", ctx)[:2] == ("【失败】c-1", "dept:gas HTTP 410")
-    assert planner.render("notification_failed", ChannelName.email, "ops", ctx)[0] == "【通知失败】c-1 webhook → dept:gas"
+    assert (custom.render("notification_failed", ChannelName.webhook, "ops", ctx)[:2]
+            == ("【失败】c-1", "dept:gas HTTP 410"))
+    assert (planner.render("notification_failed", ChannelName.email, "ops", ctx)[0]
+            == "【通知失败】c-1 webhook → dept:gas")

@@ -34,7 +34,8 @@ CONTEXT = {
     "from_status": "in_progress",
     "to_status": "resolved",
     "mode": "service",
-    "items": [{"case_id": CASE_ID, "subject": "【派遣】路灯"}, {"case_id": "450305-20261127-000124", "subject": "【派遣】井盖"}],
+    "items": [{"case_id": CASE_ID, "subject": "【派遣】路灯"},
+              {"case_id": "450305-20261127-000124", "subject": "【派遣】井盖"}],
 }
 
 
@@ -104,7 +105,8 @@ def test_missing_optional_keys_render_cleanly(renderer: Renderer) -> None:
 
 def test_override_directory_wins_and_may_reuse_builtins(tmp_path: Path) -> None:
     (tmp_path / "case_dispatched.sms.j2").write_text(
-        '{% import "_facts.j2" as f with context %}派单 {{ case_id }}\n\n{{ case_id }} 请速签收，期限 {{ deadline | local }}\n',
+        '{% import "_facts.j2" as f with context %}派单 {{ case_id }}\n\n'
+        '{{ case_id }} 请速签收，期限 {{ deadline | local }}\n',
         encoding="utf-8",
     )
     renderer = Renderer(tmp_path, public_base_url="http://x", timezone="Asia/Shanghai")

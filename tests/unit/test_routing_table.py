@@ -172,7 +172,8 @@ def test_table_covers_every_class_of_the_catalog(catalog: Catalog) -> None:
 def test_table_covers_every_local_extension(catalog: Catalog) -> None:
     covered = {(i.category_kind, i.category) for _, i, _ in TABLE}
     local = {(c.kind, c.code) for c in catalog if c.local}
-    missing = {k for k in local if k not in covered and (("component" if k[0] == "matter" else "matter"), k[1]) not in covered}
+    missing = {k for k in local
+               if k not in covered and (("component" if k[0] == "matter" else "matter"), k[1]) not in covered}
     assert not missing, sorted(missing)
 
 
