@@ -24,6 +24,10 @@ def bench() -> None:
 
 COMMANDS.append(bench)
 
+from bench.chaos.cli import COMMANDS as CHAOS_COMMANDS  # noqa: E402 (`gridbus chaos …`)
+
+COMMANDS.extend(CHAOS_COMMANDS)
+
 
 @bench.command("pipeline")
 @click.option("--rate", type=float, required=True, help="Reports offered per second (open loop).")

@@ -1,0 +1,323 @@
+"""One fault run: private RabbitMQ node and Redis (AOF), the four services supervised,
+bounded HTTP load, faults injected on a schedule, then the checks of bench/chaos/checks.py.
+
+    with ChaosRun(Scenario(reports=3000, rate=25, faults=default_faults(...))) as run:
+        result = run.execute()
+
+Everything it starts (servers, services, epmd) is stopped when the block ends, whatever
+happened inside it; an `atexit` hook does the same if the interpreter exits first.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import random
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+import redis
+
+from bench.chaos import checks
+from bench.chaos.load import HttpLoad
+from bench.chaos.nodes import NodeError, RabbitNode, RedisNode
+from bench.chaos.stack import SERVICES, Stack, WebhookSink, service_env
+from bench.common import REPO, bench_config_dir, envelope
+from shared import deadletters
+
+TARGETS = (*SERVICES, "broker", "redis")
+
+
+@dataclass
+class Fault:
+    at_s: float              # seconds after the load started
+    target: str              # a service name, "broker" or "redis"
+    restart_after_s: float = 2.5
+
+
+@dataclass
+class Scenario:
+    reports: int = 3000
+    rate: float = 25.0
+    faults: list[Fault] = field(default_factory=list)
+    drain_s: float = 120.0         # longest wait after the load for the system to settle
+    recover_s: float = 90.0        # longest wait for a killed piece to be healthy again
+    workers: int = 48              # HTTP connections of the load
+    give_up_s: float = 300.0       # a report not accepted after this long is given up
+    seed: int = 0
+    log_level: str = "WARNING"
+
+
+def default_faults(targets: tuple[str, ...] = TARGETS, first_s: float = 8.0, spacing_s: float = 15.0,
+                   seed: int = 0) -> list[Fault]:
+    """Each target once, `spacing_s` apart, restarted 2–3 s after its kill."""
+    rnd = random.Random(seed)
+    return [Fault(first_s + i * spacing_s, t, round(rnd.uniform(2.0, 3.0), 2)) for i, t in enumerate(targets)]
+
+
+def _work_queue(name: str) -> bool:
+    return not (name.startswith("dept.") or name.endswith(".dead") or name.startswith("notifier.retry.")
+                or name == "gridbus.audit")
+
+
+class ChaosRun:
+    def __init__(self, scenario: Scenario, echo: Callable[[str], None] = print, keep: bool = False,
+                 workdir: Path | None = None) -> None:
+        self.s = scenario
+        self.echo = echo
+        self.keep = keep
+        self.own_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="gridbus-chaos-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.log = open(self.dir / "servers.log", "ab")
+        self.services_log = open(self.dir / "services.log", "ab")
+        self.node = RabbitNode(self.dir / "rabbit", log=self.log)
+        self.redis = RedisNode(self.dir / "redis", log=self.log)
+        self.sink: WebhookSink | None = None
+        self.stack: Stack | None = None
+        self.load: HttpLoad | None = None
+        self.prefix = f"chaos{uuid.uuid4().hex[:6]}"
+        self.timeline: list[dict[str, Any]] = []
+        self.unhealthy: list[dict[str, Any]] = []
+        self.t0 = 0.0
+        self._closed = False
+        self.failed = False
+        atexit.register(self.close)
+
+    # ------------------------------------------------------------------ set-up / tear-down
+    def __enter__(self) -> "ChaosRun":
+        try:
+            self.setup()
+        except BaseException:
+            self.failed = True
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            self.failed = True
+        self.close()
+
+    def mgmt(self) -> httpx.Client:
+        return self.node.api()
+
+    def setup(self) -> None:
+        taken: set[int] = set()
+        self.node.prepare(taken)
+        self.redis.prepare(taken)
+        t = time.monotonic()
+        errors: list[BaseException] = []
+
+        def start_node() -> None:
+            try:
+                self.node.start()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        th = threading.Thread(target=start_node, daemon=True)
+        th.start()
+        self.redis.start()
+        th.join()
+        if errors:
+            raise errors[0]
+        self.echo(f"servers up in {time.monotonic() - t:.1f} s: rabbitmq {self.node.nodename} "
+                  f"amqp :{self.node.amqp_port} mgmt :{self.node.mgmt_port}, redis :{self.redis.port} (AOF)")
+        self.sink = WebhookSink()
+        config_dir = bench_config_dir(REPO / "config", self.dir / "config")
+        self.env = service_env(self.node.amqp_uri, self.node.mgmt_url, self.redis.url, self.prefix, config_dir,
+                               self.sink.port, self.s.log_level)
+        from services.intake.auth import Role, create_key
+
+        client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        try:
+            self.api_key = create_key(client, Role.grid_app, name="chaos", prefix=self.prefix)[0]
+        finally:
+            client.close()
+        self.stack = Stack(self.env, self.services_log, self.mgmt)
+        t = time.monotonic()
+        self.stack.start()
+        bad = self.stack.wait_healthy(120)
+        if bad:
+            raise NodeError(f"services not healthy at start: {bad} (logs: {self.dir})")
+        self.echo(f"services up in {time.monotonic() - t:.1f} s")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.load is not None:
+            self.load.stop()
+        if self.stack is not None:
+            self.stack.stop()
+        self.node.stop()
+        self.redis.stop()
+        if self.sink is not None:
+            self.sink.close()
+        self.log.close()
+        self.services_log.close()
+        for sub in ("rabbit/mnesia", "redis"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        if self.own_dir and not (self.keep or self.failed):
+            shutil.rmtree(self.dir, ignore_errors=True)
+        atexit.unregister(self.close)
+
+    # ------------------------------------------------------------------ faults
+    def _note(self, **what: Any) -> None:
+        what["t"] = round(time.monotonic() - self.t0, 2)
+        self.timeline.append(what)
+        self.echo("  " + json.dumps(what, ensure_ascii=False))
+
+    def inject(self, fault: Fault) -> None:
+        assert self.stack is not None
+        if fault.target in SERVICES:
+            pid = self.stack.kill(fault.target, fault.restart_after_s)
+            self._note(fault=f"kill -9 {fault.target}", pid=pid)
+            time.sleep(fault.restart_after_s)
+            names: tuple[str, ...] = (fault.target,)
+        elif fault.target == "broker":
+            self.node.kill()
+            self._note(fault="kill -9 rabbitmq node")
+            time.sleep(fault.restart_after_s)
+            took = self.node.start(timeout=self.s.recover_s)
+            self._note(restarted="rabbitmq", accepting_after_s=round(took, 1))
+            names = SERVICES
+        elif fault.target == "redis":
+            self.redis.kill()
+            self._note(fault="kill -9 redis")
+            time.sleep(fault.restart_after_s)
+            took = self.redis.start(timeout=self.s.recover_s)
+            self._note(restarted="redis", ready_after_s=round(took, 1))
+            names = SERVICES
+        else:
+            raise ValueError(f"unknown fault target {fault.target!r} (one of {', '.join(TARGETS)})")
+        t = time.monotonic()
+        bad = self.stack.wait_healthy(self.s.recover_s, names)
+        self._note(healthy_after=fault.target, seconds=round(time.monotonic() - t, 1), still_unhealthy=bad)
+        if bad:
+            self.unhealthy.append({"fault": fault.target, "unhealthy": bad})
+
+    def _faults(self) -> None:
+        """Each fault at its time, in a thread of its own: a slow recovery (a broker takes
+        12-15 s) does not push the next fault out of the load window."""
+        threads = []
+        for fault in sorted(self.s.faults, key=lambda f: f.at_s):
+            delay = self.t0 + fault.at_s - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            if self._closed:
+                break
+            th = threading.Thread(target=self._inject_noting, args=(fault,), daemon=True, name=f"fault-{fault.target}")
+            th.start()
+            threads.append(th)
+        for th in threads:
+            th.join()
+
+    def _inject_noting(self, fault: Fault) -> None:
+        try:
+            self.inject(fault)
+        except NodeError as exc:
+            self._note(error=str(exc))
+            self.unhealthy.append({"fault": fault.target, "error": str(exc)})
+
+    # ------------------------------------------------------------------ the run
+    def queue_depths(self) -> dict[str, int]:
+        with self.mgmt() as api:
+            rows = api.get("/api/queues/%2F", params={"columns": "name,messages"}).json()
+        return {r["name"]: int(r.get("messages") or 0) for r in rows}
+
+    def _registered_left(self, client: redis.Redis) -> int:
+        assert self.load is not None
+        ids = sorted({r.case_id for r in self.load.results if r.case_id})
+        docs = checks.case_docs(client, self.prefix, ids)
+        return sum(1 for d in docs.values() if d is None or d.get("status") == "registered")
+
+    def drain(self) -> float:
+        """Wait until no work queue holds a message and no accepted case is `registered`
+        (twice in a row), or `drain_s`. Seconds waited."""
+        t = time.monotonic()
+        client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        calm = 0
+        try:
+            while time.monotonic() - t < self.s.drain_s:
+                try:
+                    busy = sum(n for q, n in self.queue_depths().items() if _work_queue(q))
+                    left = self._registered_left(client)
+                except (httpx.HTTPError, redis.RedisError, ValueError):
+                    busy, left = -1, -1
+                calm = calm + 1 if busy == 0 and left == 0 else 0
+                if calm >= 2:
+                    break
+                time.sleep(2.0)
+        finally:
+            client.close()
+        return time.monotonic() - t
+
+    def execute(self) -> dict[str, Any]:
+        assert self.stack is not None
+        s = self.s
+        self.unhealthy: list[dict[str, Any]] = []
+        self.load = HttpLoad(f"http://127.0.0.1:{self.env['INTAKE_HTTP_PORT']}", self.api_key, s.reports, s.rate,
+                             run_tag=self.prefix, workers=s.workers, give_up_s=s.give_up_s)
+        self.echo(f"load: {s.reports} reports at {s.rate:g}/s; faults: "
+                  + ", ".join(f"{f.target}@{f.at_s:g}s" for f in s.faults))
+        self.t0 = time.monotonic()
+        self.load.start()
+        faults = threading.Thread(target=self._faults, daemon=True, name="chaos-faults")
+        faults.start()
+        faults.join()
+        self.load.join(s.give_up_s + s.reports / s.rate + 60)
+        load_s = time.monotonic() - self.t0
+        self._note(load_done=True, accepted=sum(1 for r in self.load.results if r.case_ids))
+        drained = self.drain()
+        self._note(drained_after_s=round(drained, 1))
+        still = self.stack.wait_healthy(30)
+        if still:
+            self.unhealthy.append({"fault": "end of run", "unhealthy": still})
+        depths = self.queue_depths()
+        dept_queues = sorted(q for q in depths if q.startswith("dept.") and not q.endswith(".dead"))
+        orders = checks.drain_orders(self.node.amqp_uri, dept_queues)
+        dead = {q: deadletters.peek(self.node.amqp_uri, q) for q, n in depths.items()
+                if q.endswith(".dead") and n > 0}
+        accepted = {r.report_id: r.case_ids for r in self.load.results if r.case_ids}
+        rt = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        rb = redis.Redis.from_url(self.redis.url)
+        try:
+            findings = checks.evaluate(accepted, orders, rt, rb, self.prefix, dead)
+        finally:
+            rt.close()
+            rb.close()
+        load = self.load.summary()
+        result = envelope("chaos", {**asdict(s), "faults": [asdict(f) for f in s.faults]})
+        result.update({
+            "table": {**findings.table(), "http_5xx": load["http_5xx"], "http_500": load["http_500"],
+                      "unhealthy": len(self.unhealthy), "not_accepted": s.reports - load["accepted"]},
+            "ok": findings.ok() and not self.unhealthy and load["accepted"] == s.reports and not load["http_500"],
+            "findings": findings.to_dict(), "load": load, "unhealthy": self.unhealthy,
+            "timeline": self.timeline, "services": self.stack.summary(),
+            "work_queues_left": {q: n for q, n in depths.items() if _work_queue(q) and n},
+            "seconds": {"load": round(load_s, 1), "drain": round(drained, 1)},
+            "workdir": str(self.dir),
+        })
+        if not result["ok"]:
+            self.failed = True  # keep the logs
+        return result
+
+
+TABLE_COLUMNS = ("accepted", "dispatched", "lost", "stuck", "missing_clocks", "double_dispatch", "dead_transient",
+                 "http_5xx", "http_500", "unhealthy")
+
+
+def table_row(result: dict[str, Any], label: str = "") -> str:
+    t = result["table"]
+    return "| " + " | ".join([label or "run", *(str(t.get(c, "")) for c in TABLE_COLUMNS)]) + " |"
+
+
+def table_head() -> str:
+    return "| run | " + " | ".join(TABLE_COLUMNS) + " |\n|" + "---|" * (len(TABLE_COLUMNS) + 1)
