@@ -69,14 +69,14 @@ def main() -> None:
     from shared.logs import configure_logging
 
     configure_logging("console", "WARNING")
-    from services.sla.clocks import WorkCalendar
     from services.sla.codec import pack_doc, pack_history
     from services.sla.deadlines import Deadlines
-    from services.sla.policies import load_policies
     from services.sla.store import _Op, bucket_of
     from services.sla.timers import TimerStore
     from shared import redis_keys as keys
     from shared.models import Assignment, CaseDispatched, CaseSummary, Envelope, Mode721
+    from shared.policies import load_policies
+    from shared.worktime import WorkCalendar
 
     settings = get_settings()
     url = settings.redis_url
@@ -279,10 +279,10 @@ def _replica(sla_path: str, due: float, expected: int, tick: float, q: Any) -> N
     from shared.logs import configure_logging
 
     configure_logging("console", "WARNING")
-    from services.sla.clocks import WorkCalendar
     from services.sla.deadlines import Deadlines
-    from services.sla.policies import load_policies
     from shared.config import get_settings
+    from shared.policies import load_policies
+    from shared.worktime import WorkCalendar
 
     r = redis.Redis.from_url(get_settings().redis_url, decode_responses=True)
     d = Deadlines(r, load_policies(Path(sla_path)), WorkCalendar(), publish=lambda e: None)

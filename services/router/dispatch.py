@@ -9,8 +9,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from services.router.tree import Receiver, RoutingInput, RoutingTree
-from services.sla.clocks import WorkCalendar
-from services.sla.policies import PolicyBook
 from shared.catalog import Catalog
 from shared.departments import GRID_STATION
 from shared.models import (
@@ -21,7 +19,9 @@ from shared.models import (
     DispatchOrder,
     Mode721,
 )
+from shared.policies import PolicyBook
 from shared.topology import EX_REPLIES, dispatch_routing_key, reply_routing_key
+from shared.worktime import WorkCalendar
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,6 @@ from nameko.timer import timer
 from services.router.dispatch import Dispatcher
 from services.router.reload import TreeReloader
 from services.router.tree import load_routing_tree
-from services.sla.clocks import load_calendar
-from services.sla.policies import load_policies
 from shared import metrics, topology
 from shared.bus import Outgoing
 from shared.catalog import load_catalog
@@ -19,6 +17,8 @@ from shared.config import get_settings
 from shared.departments import GRID_STATION
 from shared.models import CaseRedispatch, CaseRegistered, RedispatchReason, utcnow
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
+from shared.policies import load_policies
+from shared.worktime import load_calendar
 
 log = structlog.get_logger("gridbus.router")
 

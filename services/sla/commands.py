@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import click
 
-from services.sla.clocks import Limit, UnknownYear, load_calendar
 from shared.config import get_settings
 from shared.logs import configure_logging
+from shared.worktime import Limit, UnknownYear, load_calendar
 
 
 @click.group()

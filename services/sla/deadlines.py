@@ -16,8 +16,6 @@ from typing import Any, Callable
 import redis
 import structlog
 
-from services.sla.clocks import WorkCalendar
-from services.sla.policies import PolicyBook
 from services.sla.state import Engine
 from services.sla.store import FireBatch, Fired, SlaStore
 from shared import metrics
@@ -32,6 +30,8 @@ from shared.models import (
     EscalationCommander,
     parse_event,
 )
+from shared.policies import PolicyBook
+from shared.worktime import WorkCalendar
 
 log = structlog.get_logger("gridbus.sla")
 Publish = Callable[[Envelope], None]

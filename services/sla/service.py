@@ -8,10 +8,10 @@ import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.sla.clocks import load_calendar
+from shared.worktime import load_calendar
 from services.sla.deadlines import Deadlines
 from services.sla.indicators import refresh_gauges
-from services.sla.policies import load_policies
+from shared.policies import load_policies
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings

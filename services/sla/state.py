@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from services.sla.clocks import Limit, WorkCalendar
-from services.sla.policies import Policy, PolicyBook
+from shared.worktime import Limit, WorkCalendar
+from shared.policies import Policy, PolicyBook
 from shared.lifecycle import CLOCK_STOPPED_STATES
 from shared.models import (
     CaseDispatched,

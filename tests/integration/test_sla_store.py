@@ -13,10 +13,10 @@ from click.testing import CliRunner
 
 from services.intake.accountability_api import accountability_response
 from services.intake.auth import Role, create_key
-from services.sla.clocks import WorkCalendar
+from shared.worktime import WorkCalendar
 from services.sla.commands import report, sla
 from services.sla.deadlines import Deadlines
-from services.sla.policies import load_policies
+from shared.policies import load_policies
 from shared import redis_keys as keys
 from shared.models import (
     Assignment,

@@ -14,8 +14,8 @@ import structlog
 from click.testing import CliRunner
 from structlog.testing import capture_logs
 
-from services.sla.clocks import ClockUnit, Limit, UnknownYear, WorkCalendar, load_calendar
 from shared.configfiles import ConfigError
+from shared.worktime import ClockUnit, Limit, UnknownYear, WorkCalendar, load_calendar
 
 CST = timezone(timedelta(hours=8))
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from services.sla.clocks import ClockUnit, Limit
-from services.sla.policies import Policy, PolicyBook, load_policies, match_condition, normalise
 from shared.configfiles import ConfigError
+from shared.policies import Policy, PolicyBook, load_policies, match_condition, normalise
+from shared.worktime import ClockUnit, Limit
 
 REPO = Path(__file__).resolve().parents[2]
 SLA_YAML = REPO / "config" / "sla.yaml"

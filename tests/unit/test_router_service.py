@@ -12,10 +12,10 @@ from nameko.testing.services import worker_factory
 from services.router.dispatch import Dispatcher
 from services.router.service import RouterService
 from services.router.tree import load_routing_tree
-from services.sla.clocks import load_calendar
-from services.sla.policies import load_policies
 from shared.catalog import load_catalog
 from shared.models import CaseRegistered, CaseSummary
+from shared.policies import load_policies
+from shared.worktime import load_calendar
 
 
 class RecordingBus:

@@ -9,8 +9,6 @@ from typing import Any
 
 import pytest
 
-from services.sla.clocks import WorkCalendar
-from services.sla.policies import load_policies
 from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from shared.models import (
     Assignment,
@@ -24,6 +22,8 @@ from shared.models import (
     EscalationCommander,
     Mode721,
 )
+from shared.policies import load_policies
+from shared.worktime import WorkCalendar
 
 CST = timezone(timedelta(hours=8))
 CASE = "450305-20261127-000001"

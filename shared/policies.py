@@ -34,8 +34,8 @@ import structlog
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from services.sla.clocks import ClockUnit, Limit, load_model
 from shared.configfiles import error_at, read_yaml
+from shared.worktime import ClockUnit, Limit, load_model
 
 log = structlog.get_logger(__name__)
 
