@@ -83,10 +83,42 @@ def check_dependencies(settings: Settings) -> list[str]:
     return [hints[n].format(*needed[n]) for n in missing]
 
 
-def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], timeout: float = 60.0) -> None:
-    """Until intake answers /healthz and every service serves /metrics."""
+def queues_without_consumer(amqp_uri: str, queues: Sequence[str]) -> list[str]:
+    """The queues (of `queues`) that do not exist yet or have no consumer attached."""
+    import pika
+    import pika.exceptions
+
+    waiting = []
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
+    except pika.exceptions.AMQPError:
+        return list(queues)
+    try:
+        channel = conn.channel()
+        for queue in queues:
+            try:
+                if channel.queue_declare(queue, passive=True).method.consumer_count < 1:
+                    waiting.append(queue)
+            except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
+                waiting.append(queue)
+                channel = conn.channel()
+    finally:
+        conn.close()
+    return waiting
+
+
+def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], timeout: float = 60.0,
+                     services: Sequence[str] = ("intake", "router", "sla", "notifier")) -> None:
+    """Until intake answers /healthz, every service serves /metrics and every service's
+    work queues have their consumer: /metrics answers before a service's consumers
+    start, and a report sent then would wait in `router.cases` for the router."""
+    from shared import topology
+
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
-    ports = [settings.metrics_port(s) for s in ("intake", "router", "sla", "notifier")]
+    ports = [settings.metrics_port(s) for s in services]
+    work = {"intake": [topology.Q_INTAKE_REPORTS, topology.Q_INTAKE_EVENTS], "router": [topology.Q_ROUTER_CASES],
+            "sla": [topology.Q_SLA_EVENTS], "notifier": [topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES]}
+    queues = [q for s in services for q in work.get(s, [])]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
@@ -94,7 +126,7 @@ def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], time
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200 and all(
                 _reachable(settings.metrics_host, port) for port in ports
-            ):
+            ) and not queues_without_consumer(settings.amqp_uri, queues):
                 return
         except httpx.HTTPError:
             pass

@@ -212,5 +212,19 @@ class Bus:
         for m in messages:
             metrics.MESSAGES_OUT.labels(self.service, m.exchange, m.kind or m.routing_key.split(".")[0]).inc()
 
+    def warm_up(self) -> bool:
+        """Open the confirm channel now rather than on the first publish: the first
+        report after a start would otherwise wait for a connection, a channel and
+        confirm mode on its way. False (nothing raised) if the broker is not reachable:
+        the first publish then connects as usual."""
+        with self._batch_lock:
+            try:
+                if self._batch_channel.connection is None:
+                    self._batch_channel._open()
+                return True
+            except Exception:  # the first publish retries and reports the failure where it matters
+                self._batch_channel.close()
+                return False
+
     def publish_events(self, events: Sequence[Envelope]) -> None:
         self.publish_batch([Outgoing.event(e) for e in events])

@@ -136,6 +136,9 @@ class BusProvider(DependencyProvider):
     def setup(self) -> None:
         self.bus = Bus(self.container.config["AMQP_URI"], service=self.container.service_name)
 
+    def start(self) -> None:
+        self.bus.warm_up()
+
     def get_dependency(self, worker_ctx: Any) -> Bus:
         return self.bus
 
