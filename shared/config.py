@@ -71,6 +71,19 @@ class Settings(BaseSettings):
         description="Share of cases handled on site (就地处置) drawn for the grid's verification; the others "
         "are closed at once as not drawn. 1 verifies every one like any other case.",
     )
+    evaluation_reopen_hours: float = Field(
+        168.0, ge=0.0, description="A dissatisfied evaluation this long after the closing still reopens the case.")
+    grade_weights: str = Field(
+        "on_time=0.4,closed=0.24,no_rework=0.16,satisfaction=0.2",
+        description="Weights of the grade score's terms (services/sla/indicators.py); a term without data "
+        "(no evaluations) drops out and the others are scaled up.",
+    )
+    grade_escalation_penalty: float = Field(
+        10.0, ge=0.0, description="Points off the grade score per unit of escalation rate.")
+    satisfaction_basic_credit: float = Field(
+        0.6, ge=0.0, le=1.0, description="How much a 'basically satisfied' evaluation counts towards the "
+        "satisfaction rate (satisfied counts 1, dissatisfied 0).",
+    )
     outbox_relay_seconds: float = Field(
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )

@@ -241,6 +241,9 @@ SLA_MONTH_RATIOS = {
                           _MONTH, owner="sla"),
     "escalation_rate": _gauge("gridbus_sla_month_escalation_ratio", "Escalations / registered (0–1, capped).",
                               _MONTH, owner="sla"),
+    "satisfaction_rate": _gauge("gridbus_sla_month_satisfaction_ratio",
+                                "满意率: evaluations satisfied (basically satisfied in part) / evaluations (0–1).",
+                                _MONTH, owner="sla"),
 }
 SLA_MONTH_SHARE = _gauge(
     "gridbus_sla_month_721_share_ratio", "Share of this month's resolutions by 721 mode (0–1; target 0.7 / 0.2 / "

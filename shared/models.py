@@ -312,6 +312,8 @@ class CaseUpdated(Envelope):
     mode: Mode721 | None = None
     case: CaseSummary | None = Field(
         None, description="The case's summary, when consumers cannot have seen it before (resolve_on_site)")
+    rating: Literal["satisfied", "basically_satisfied", "dissatisfied"] | None = Field(
+        None, description="action `evaluate` (and a reopening by it): the rating")
 
 
 class RedispatchReason(str, Enum):

@@ -212,6 +212,7 @@ class Change:
     mode: Mode721 | None = None
     evidence_urls: list[str] = field(default_factory=list)
     with_summary: bool = False  # the event carries the case's summary (consumers may not know the case yet)
+    rating: str | None = None  # an evaluation's rating
 
 
 Mutation = Callable[[Case], Change]
@@ -247,7 +248,8 @@ def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation
                                       from_status=from_status, to_status=case.status,
                                       action=change.reply_action or action_name, actor=change.actor,
                                       dept=change.dept, order_id=change.order_id, note=change.note,
-                                      mode=change.mode, case=summary_of(case) if change.with_summary else None))
+                                      mode=change.mode, case=summary_of(case) if change.with_summary else None,
+                                      rating=change.rating))
         try:
             return store.save(case, expected, events), events, True
         except VersionConflict:

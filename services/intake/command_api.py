@@ -8,6 +8,7 @@ services/reports/meeting.py. Uses what IntakeService provides: `self.redis`, `se
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -17,6 +18,7 @@ from werkzeug.wrappers import Request, Response
 
 from services.intake.auth import AuthError, Role, authenticate, require
 from services.intake.dispatching import ManualDispatch, apply_manual_dispatch
+from services.intake.evaluation import EvaluationRequest, NotClosed, apply_evaluation
 from services.intake.store import CaseNotFound
 from services.intake.validation import InvalidInput, parse
 from shared.lifecycle import IllegalTransition
@@ -59,3 +61,22 @@ class CommandApi:
         log.info("dispatch_requested", case_id=case_id, by=principal.actor, applied=applied,
                  departments=body.departments, hand_up=body.hand_up, level=body.level)
         return json_response(202 if applied else 200, case_answer(case, applied))
+
+    @http("POST", "/v1/cases/<string:case_id>/evaluation")
+    def post_evaluation(self, request: Request, case_id: str) -> Response:
+        from services.intake.publishing import publish_stored
+        from services.intake.service import BodyTooLarge, case_answer, error_response, json_response, read_body
+
+        store, _ = self.domain.for_client(self.redis)
+        window = timedelta(hours=self.domain.settings.evaluation_reopen_hours)
+        try:
+            principal = require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
+            body = parse(EvaluationRequest, read_body(request))
+            case, events, applied = apply_evaluation(store, case_id, body, principal.actor, window)
+        except NotClosed as exc:
+            return json_response(409, {"error": "not_closed", "message": str(exc), "current": exc.current.value})
+        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
+            return error_response(exc, case_id)
+        publish_stored(self.bus, store, events)
+        log.info("case_evaluated", case_id=case_id, rating=body.rating, status=case.status.value, applied=applied)
+        return json_response(200, case_answer(case, applied))

@@ -16,6 +16,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.intake import open311
 from services.intake.dispatching import ManualDispatch
+from services.intake.evaluation import EvaluationRequest
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
 from services.intake.replies import Cancellation, SuspensionDecision, Verification
 from shared.config import REPO_ROOT
@@ -102,7 +103,7 @@ MODELS: list[type[BaseModel]] = [
     Report, ReportAccepted, Reply, Verification, Cancellation, SuspensionDecision, CaseAnswer, CaseView, CaseListItem,
     CasePage, Errors, IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service,
     open311.ServiceDefinition, open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
-    ManualDispatch,
+    ManualDispatch, EvaluationRequest,
 ]
 
 
@@ -264,6 +265,25 @@ def _paths() -> dict[str, Any]:
                 "403": _body("Errors", "Not an ops/station key, another street's station, or escalated past it"),
                 "404": E404,
                 "409": _body("IllegalTransitionError", "Not in a state that can be re-dispatched"),
+                "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
+                "422": E422,
+            }}},
+        "/v1/cases/{case_id}/evaluation": {"post": {
+            "tags": ["cases"], "summary": "Evaluate (评价) a closed case: satisfied, basically satisfied, dissatisfied",
+            "description": "By the reporter (through the grid app) or the operations centre. Dissatisfied within "
+                           "EVALUATION_REOPEN_HOURS of the closing reopens the case (rework) unless `reopen` is "
+                           "false. Counts in the satisfaction rate of the grade. Idempotent by `evaluation_id`.",
+            **bearer("grid_app", "ops"),
+            "parameters": [_path("case_id", "The case")],
+            "requestBody": {"required": True, "content": {"application/json": {
+                "schema": _ref("EvaluationRequest")}}},
+            "responses": {
+                "200": _body("CaseAnswer", "Recorded (status `reopened` when it reopened the case)"),
+                "401": E401, "403": _body("Errors", "Not a grid_app or ops key"), "404": E404,
+                "409": {"description": "The case is not closed", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["error", "message", "current"], "properties": {
+                        "error": {"type": "string"}, "message": {"type": "string"},
+                        "current": {"type": "string"}}}}}},
                 "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
                 "422": E422,
             }}},

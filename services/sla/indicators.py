@@ -24,18 +24,28 @@ Rates (0–1; a rate with a zero denominator is not defined and shown as "-"):
 - 返工率 rework rate       = rework / resolved          (capped at 1)
 - escalation rate         = escalations / registered   (capped at 1)
 
-Score (0–100)::
+- 满意率 satisfaction rate = (eval_satisfied + c × eval_basically_satisfied) / evaluations,
+  c = SATISFACTION_BASIC_CREDIT (default 0.6); evaluations are the seventh step's ratings
+  (`eval_<rating>` counters: the street's, and each department that resolved the case).
 
-    score = 100 × (0.5 × on_time_rate + 0.3 × closed_rate + 0.2 × (1 − rework_rate))
-            − 10 × escalation_rate,   clamped to [0, 100]
+Score (0–100), weights w from GRADE_WEIGHTS (default on_time 0.4, closed 0.24,
+no_rework 0.16, satisfaction 0.2) and penalty p = GRADE_ESCALATION_PENALTY (default 10)::
 
-Where it comes from: the three rates are the 专业部门 (department) indicators of
-digital urban management evaluation — 按期处置率/按期结案率, 结案率 and 返工率, as used in
-the evaluation chapter of the national digital urban management standards (CJ/T 292,
-GB/T 30428 family) and in the Qixing plan's "慢作为、不作为" accountability (punctuality
-first). The weights (50/30/20) and the escalation penalty are gridbus's own choice, not
+    score = 100 × Σ w_t × term_t / Σ w_t  −  p × escalation_rate,   clamped to [0, 100]
+    terms: on_time_rate, closed_rate, 1 − rework_rate, satisfaction_rate
+
+The sum runs over the terms that have data: without any evaluation in the month the
+satisfaction term drops out and the other weights are scaled up (so the defaults give
+exactly the former 50/30/20 of on-time, closed and no-rework). On-time with nothing
+resolved counts 1 (0 when something breached), closed without registrations 0.
+
+Where it comes from: the rates are the 专业部门 (department) indicators of digital urban
+management evaluation — 按期处置率/按期结案率, 结案率, 返工率 and the public's 满意率 — as
+used in the evaluation chapter of the national digital urban management standards
+(CJ/T 292, GB/T 30428 family) and in the Qixing plan's "慢作为、不作为" accountability
+(punctuality first). The weights and the escalation penalty are gridbus's own choice, not
 taken from a published table: the district's 城市管理 office should confirm or replace
-them. Grades (DESIGN §7): A ≥ 90, B ≥ 75, C ≥ 60, D ≥ 40, else E. A department or street
+them (the settings above); tests/unit/test_grade_formula.py pins the formula. Grades (DESIGN §7): A ≥ 90, B ≥ 75, C ≥ 60, D ≥ 40, else E. A department or street
 with nothing registered, resolved or breached in the month has no score.
 
 721 shares: of resolutions by mode (service / management / enforcement), against the
@@ -55,14 +65,46 @@ from shared import metrics
 from shared import redis_keys as keys
 
 COUNTERS = ("registered", "resolved", "resolved_on_time", "closed", "rework", "breaches", "escalations",
-            "mode_service", "mode_management", "mode_enforcement", "on_site")
+            "mode_service", "mode_management", "mode_enforcement", "on_site",
+            "eval_satisfied", "eval_basically_satisfied", "eval_dissatisfied")
 #: scopes kept for their 721 shares only (a patch or community is not graded)
 SHARE_ONLY_SCOPES = ("community", "patch")
 MODES = ("service", "management", "enforcement")
 TARGET_721 = {"service": 0.7, "management": 0.2, "enforcement": 0.1}
 GRADES = ((90.0, "A"), (75.0, "B"), (60.0, "C"), (40.0, "D"))
-WEIGHTS = {"on_time": 0.5, "closed": 0.3, "no_rework": 0.2}
-ESCALATION_PENALTY = 10.0
+TERMS = ("on_time", "closed", "no_rework", "satisfaction")
+
+
+@dataclass(frozen=True)
+class GradeWeights:
+    on_time: float = 0.4
+    closed: float = 0.24
+    no_rework: float = 0.16
+    satisfaction: float = 0.2
+    escalation_penalty: float = 10.0
+    basic_credit: float = 0.6
+
+    @classmethod
+    def parse(cls, text: str, escalation_penalty: float = 10.0, basic_credit: float = 0.6) -> "GradeWeights":
+        """`on_time=0.4,closed=0.24,...` (GRADE_WEIGHTS); unnamed terms weigh 0."""
+        weights = dict.fromkeys(TERMS, 0.0)
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, _, value = part.partition("=")
+            if name.strip() not in weights:
+                raise ValueError(f"GRADE_WEIGHTS: unknown term {name.strip()!r} (terms: {', '.join(TERMS)})")
+            weights[name.strip()] = float(value)
+            if weights[name.strip()] < 0:
+                raise ValueError(f"GRADE_WEIGHTS: {name.strip()} must not be negative")
+        if not any(weights.values()):
+            raise ValueError("GRADE_WEIGHTS: at least one weight must be positive")
+        return cls(**weights, escalation_penalty=escalation_penalty, basic_credit=basic_credit)
+
+    @classmethod
+    def from_settings(cls) -> "GradeWeights":
+        from shared.config import get_settings
+
+        s = get_settings()
+        return cls.parse(s.grade_weights, s.grade_escalation_penalty, s.satisfaction_basic_credit)
 
 
 def grade_of(score: float | None) -> str:
@@ -86,6 +128,7 @@ class Indicators:
     scope: str
     key: str
     counts: dict[str, int] = field(default_factory=dict)
+    weights: GradeWeights | None = None  # None: from the settings
 
     def c(self, name: str) -> int:
         return int(self.counts.get(name, 0))
@@ -107,16 +150,34 @@ class Indicators:
         return _rate(self.c("escalations"), self.c("registered"), cap=True)
 
     @property
+    def evaluations(self) -> int:
+        return self.c("eval_satisfied") + self.c("eval_basically_satisfied") + self.c("eval_dissatisfied")
+
+    def _weights(self) -> GradeWeights:
+        return self.weights or GradeWeights.from_settings()
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        credit = self._weights().basic_credit
+        return _rate(self.c("eval_satisfied") + credit * self.c("eval_basically_satisfied"), self.evaluations)  # type: ignore[arg-type]
+
+    @property
     def score(self) -> float | None:
         if self.scope in SHARE_ONLY_SCOPES:
             return None
         if not (self.c("registered") or self.c("resolved") or self.c("breaches")):
             return None
-        on_time = self.on_time_rate if self.on_time_rate is not None else (0.0 if self.c("breaches") else 1.0)
-        closed = self.closed_rate if self.closed_rate is not None else 0.0
-        rework = self.rework_rate or 0.0
-        value = 100 * (WEIGHTS["on_time"] * on_time + WEIGHTS["closed"] * closed
-                       + WEIGHTS["no_rework"] * (1 - rework)) - ESCALATION_PENALTY * (self.escalation_rate or 0.0)
+        w = self._weights()
+        terms: dict[str, float | None] = {
+            "on_time": self.on_time_rate if self.on_time_rate is not None else (0.0 if self.c("breaches") else 1.0),
+            "closed": self.closed_rate if self.closed_rate is not None else 0.0,
+            "no_rework": 1 - (self.rework_rate or 0.0),
+            "satisfaction": self.satisfaction_rate,
+        }
+        used = {t: getattr(w, t) for t, v in terms.items() if v is not None and getattr(w, t) > 0}
+        total = sum(used.values())
+        base = sum(weight * terms[t] for t, weight in used.items()) / total if total else 0.0  # type: ignore[operator]
+        value = 100 * base - w.escalation_penalty * (self.escalation_rate or 0.0)
         return round(max(0.0, min(100.0, value)), 1)
 
     @property
@@ -131,7 +192,8 @@ class Indicators:
         out: dict[str, Any] = {"scope": self.scope, "key": self.key}
         out.update({k: self.c(k) for k in COUNTERS})
         out.update(on_time_rate=self.on_time_rate, closed_rate=self.closed_rate, rework_rate=self.rework_rate,
-                   escalation_rate=self.escalation_rate, score=self.score, grade=self.grade)
+                   escalation_rate=self.escalation_rate, satisfaction_rate=self.satisfaction_rate,
+                   score=self.score, grade=self.grade)
         out.update({f"share_{m}": v for m, v in self.shares().items()})
         return out
 

@@ -397,6 +397,11 @@ class Engine:
         to, frm = event.to_status, event.from_status
         case.status = to.value
         period = self.period(ts_of(event.occurred_at))
+        if event.rating:  # an evaluation: the street's and the resolving departments' satisfaction
+            fx.count(period, None, case.street, f"eval_{event.rating}")
+            for o in case.orders.values():
+                if o.active and o.resolved:
+                    fx.count(period, o.dept, None, f"eval_{event.rating}")
         order = case.orders.get(event.order_id or "")
         action = event.action
         if order is not None and action == "resolve":
@@ -458,7 +463,7 @@ class Engine:
             if event.mode:
                 fx.count(period, None, case.street, f"mode_{event.mode.value}")
                 fx.count_area(period, case.grid, f"mode_{event.mode.value}")
-        if to is CaseStatus.closed:
+        if to is CaseStatus.closed and frm is not CaseStatus.closed:  # not an evaluation of a closed case
             fx.count(period, None, case.street, "closed")
             for o in current:
                 if o.resolved:
