@@ -28,9 +28,9 @@ def _register_service_commands() -> None:
         for command in getattr(module, "COMMANDS", []):
             main.add_command(command)
     from bench.commands import COMMANDS as BENCH_COMMANDS
-    from services import ops_commands
+    from services import dead_commands, ops_commands
 
-    for command in [*ops_commands.COMMANDS, *BENCH_COMMANDS]:
+    for command in [*ops_commands.COMMANDS, *dead_commands.COMMANDS, *BENCH_COMMANDS]:
         main.add_command(command)
 
 
