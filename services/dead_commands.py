@@ -9,6 +9,7 @@ import click
 from shared.config import get_settings
 
 COMMANDS: list[click.Command] = []
+REASON_HELP = "Only this error kind (e.g. delivery_limit), or reason text containing it."
 
 
 @click.group()
@@ -61,7 +62,7 @@ def dead_list(queue: str | None, show_all: bool) -> None:
 
 @dead.command("show")
 @click.argument("queue")
-@click.option("--reason", default=None, help="Only this error kind (e.g. delivery_limit), or reason text containing it.")
+@click.option("--reason", default=None, help=REASON_HELP)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message (headers and body).")
 def dead_show(queue: str, reason: str | None, limit: int, as_json: bool) -> None:
@@ -86,7 +87,7 @@ def dead_show(queue: str, reason: str | None, limit: int, as_json: bool) -> None
 
 @dead.command("replay")
 @click.argument("queue")
-@click.option("--reason", default=None, help="Only this error kind (e.g. delivery_limit), or reason text containing it.")
+@click.option("--reason", default=None, help=REASON_HELP)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most this many [all].")
 def dead_replay(queue: str, reason: str | None, limit: int | None) -> None:
     """Move dead letters of QUEUE back to QUEUE (same message ids, so consumers drop any

@@ -112,7 +112,7 @@ def case_docs(client: Any, prefix: str, case_ids: list[str]) -> dict[str, dict[s
         pipe = client.pipeline(transaction=False)
         for cid in chunk:
             pipe.hget(_with_prefix(redis_keys.case(cid), prefix), "doc")
-        for cid, doc in zip(chunk, pipe.execute()):
+        for cid, doc in zip(chunk, pipe.execute(), strict=True):
             out[cid] = json.loads(doc) if doc else None
     return out
 
@@ -178,7 +178,7 @@ def evaluate(accepted: dict[str, list[str]], orders: list[Order], redis_text: An
 
     docs = case_docs(redis_text, prefix, sorted(set(case_of_report.values())))
     statuses: collections.Counter[str] = collections.Counter()
-    for rid, cid in case_of_report.items():
+    for cid in case_of_report.values():
         doc = docs.get(cid)
         if doc is None:
             f.missing_cases.append(cid)
