@@ -37,8 +37,10 @@ _DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x
                   REASON_HEADER, ERROR_HEADER, SERVICE_HEADER)
 
 #: `x-gridbus-error` kinds that mean the message itself is bad (it will never succeed as
-#: it is). Anything else — the broker's `delivery_limit`, a failed dependency — is a
-#: failure of the system around a message that may well be good: replay it once fixed.
+#: it is), plus `delivery_failed`: the notifier gave up on a recipient by design after its
+#: own retries (alerted as GridbusNotificationsGivenUp). Anything else — `handler_error`,
+#: the broker's `delivery_limit` — is a failure around a message that may well be good:
+#: replay it once the cause is fixed (alert GridbusDeadLetteredForFailure).
 INPUT_ERRORS = frozenset({
     "invalid", "invalid_event", "invalid_report", "invalid_reply", "invalid_delivery", "undecodable",
     "illegal_transition", "no_user_id", "not_assigned", "unknown_case", "delivery_failed",
