@@ -34,8 +34,6 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
-from shared.worktime import Limit, WorkCalendar
-from shared.policies import Policy, PolicyBook
 from shared.lifecycle import CLOCK_STOPPED_STATES
 from shared.models import (
     CaseDispatched,
@@ -45,9 +43,11 @@ from shared.models import (
     DeadlineBreached,
     DeadlineKind,
     DeadlineWarning,
-    EscalationCommander,
     Envelope,
+    EscalationCommander,
 )
+from shared.policies import Policy, PolicyBook
+from shared.worktime import Limit, WorkCalendar
 
 ACK, HANDLE, ESCALATION = "acknowledge", "handle", "escalation"
 LETTER = {ACK: "a", HANDLE: "h", ESCALATION: "e"}
@@ -268,12 +268,17 @@ class Engine:
 
     # -- clock arithmetic
 
-    def _schedule(self, clock: Clock) -> None:
-        """Recompute due and warning point of a running clock from `start` and `used`."""
+    def _schedule(self, clock: Clock, due: datetime | None = None) -> None:
+        """Recompute due and warning point of a running clock from `start` and `used`;
+        `due`, when given, is the due time the order told the department (the router
+        stamps it), which an unused clock keeps rather than recomputing it."""
         assert clock.start is not None
         limit = Limit.parse(clock.limit)
         start = dt_of(clock.start)
-        clock.due = ms(ts_of(self.calendar.due(start, Limit(max(limit.amount - clock.used, 0.0), limit.unit))))
+        if due is not None and clock.used == 0:
+            clock.due = ms(ts_of(due))
+        else:
+            clock.due = ms(ts_of(self.calendar.due(start, Limit(max(limit.amount - clock.used, 0.0), limit.unit))))
         clock.warn_at = None
         if not clock.warned:
             left = limit.amount * clock.wf - clock.used
@@ -295,8 +300,8 @@ class Engine:
                 out.append(t)
         return out
 
-    def _start(self, case: CaseClocks, fx: Effects, clock: Clock) -> None:
-        self._schedule(clock)
+    def _start(self, case: CaseClocks, fx: Effects, clock: Clock, due: datetime | None = None) -> None:
+        self._schedule(clock, due)
         t = self.next_timer(case.case_id, clock)
         if t:
             fx.arm.append(t)
@@ -311,7 +316,8 @@ class Engine:
         if clock.state not in (RUNNING, PAUSED):
             return
         self._unarm(case, fx, clock)
-        if (clock.kind == ACK and reason in ("acknowledged", "resolved")) or (clock.kind == HANDLE and reason == "resolved"):
+        if (clock.kind == ACK and reason in ("acknowledged", "resolved")
+                or clock.kind == HANDLE and reason == "resolved"):
             fx.decided.append((case.orders[clock.order_id].dept, clock.kind, "met"))
         clock.state, clock.ended, clock.reason = STOPPED, ms(now), reason
         clock.start = clock.due = clock.warn_at = None
@@ -373,11 +379,13 @@ class Engine:
                           round=event.round_no, dispatched=round(ts_of(a.dispatched_at), 3), mode=a.mode.value)
             case.orders[a.order_id] = order
             policy = self.policy(case, order)
-            for kind, limit in ((ACK, policy.ack_limit), (HANDLE, policy.handle_limit)):
+            # each clock runs to the due time on the order (what the department was told);
+            # the policy gives the limit the warning point and a resumed clock count on
+            for kind, limit, due in ((ACK, policy.ack_limit, a.ack_due), (HANDLE, policy.handle_limit, a.handle_due)):
                 clock = Clock(id=clock_id(case.case_id, a.order_id, kind), order_id=a.order_id, kind=kind,
                               level=a.level, limit=str(limit), wf=policy.warn_fraction, start=order.dispatched)
                 case.clocks[clock.id] = clock
-                self._start(case, fx, clock)
+                self._start(case, fx, clock, due)
             case.note(now, "dispatched", dept=a.dept, level=a.level, policy=policy.name)
             if a.dept not in case.depts:
                 case.depts.append(a.dept)

@@ -91,9 +91,11 @@ class Sim:
             self.counts[k] = self.counts.get(k, 0) + n
 
     def dispatch(self, at: datetime, level: int = 5, policy: str = "default", round_no: int = 1,
-                 depts: tuple[str, ...] = ("sanitation",)) -> None:
+                 depts: tuple[str, ...] = ("sanitation",), dues: tuple[datetime, datetime] | None = None) -> None:
+        ack_due, handle_due = dues or (None, None)
         assignments = [Assignment(dept=d, street=STREET, level=level, sla_policy=policy, mode=Mode721.service,
-                                  order_id=f"{CASE}/{round_no}/{d}", dispatched_at=at) for d in depts]
+                                  order_id=f"{CASE}/{round_no}/{d}", dispatched_at=at,
+                                  ack_due=ack_due, handle_due=handle_due) for d in depts]
         ev = CaseDispatched(message_id=f"dispatched:{CASE}:{round_no}", case_id=CASE, correlation_id="r-1",
                             occurred_at=at, assignments=assignments, round_no=round_no,
                             case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET,
@@ -217,6 +219,29 @@ def test_suspend_pauses_working_hours_over_a_weekend_and_resume_rearms_remainder
     sim.run_until(datetime(2026, 12, 1, tzinfo=CST))
     assert [k for k in sim.kinds() if k[0] != "escalated"][-2:] == [("warn:handle", 5, 0), ("breach:handle", 5, 0)]
     assert sim.kinds()[-1] == ("escalated", 5, 4)
+
+
+def test_clocks_run_to_the_due_times_on_the_order(engine: Engine) -> None:
+    # the router stamped the order (what the department was told): sla does not recompute
+    # them, even where its own calendar would give another time (e.g. a policy reloaded since)
+    sim = Sim(engine)
+    t0 = datetime(2026, 11, 27, 9, 0, tzinfo=CST)  # Friday: by the calendar ack → 10:00, handle → 15:30
+    ack_due, handle_due = t0 + timedelta(minutes=45), t0 + timedelta(hours=5)
+    sim.dispatch(t0, dues=(ack_due, handle_due))
+    ack, handle = sim.case.clocks["1/sanitation/a"], sim.case.clocks["1/sanitation/h"]  # type: ignore[union-attr]
+    assert (ack.due, handle.due) == (ack_due.timestamp(), handle_due.timestamp())
+    sim.run_until(t0 + timedelta(hours=6))
+    breached = {e.deadline.value: e.occurred_at for e in sim.events if isinstance(e, DeadlineBreached)}
+    assert abs(breached["acknowledge"] - ack_due) < timedelta(seconds=1)
+    assert abs(breached["handle"] - handle_due) < timedelta(seconds=1)
+    # a suspension resumes on the policy's limit: what is left of it, on the calendar
+    sim2 = Sim(engine)
+    sim2.dispatch(t0, dues=(ack_due, handle_due))
+    sim2.update(t0 + timedelta(minutes=30), "dispatched", "acknowledged", "acknowledge", "sanitation")
+    sim2.update(datetime(2026, 11, 27, 11, 0, tzinfo=CST), "acknowledged", "suspended", "suspend", "sanitation")
+    sim2.update(datetime(2026, 11, 28, 20, 0, tzinfo=CST), "suspended", "in_progress", "progress", "sanitation")
+    resumed = sim2.case.clocks["1/sanitation/h"]  # type: ignore[union-attr]
+    assert resumed.due == datetime(2026, 11, 30, 10, 0, tzinfo=CST).timestamp()
 
 
 def test_reopen_starts_a_new_handling_clock_and_counts_rework(engine: Engine) -> None:
