@@ -1,0 +1,91 @@
+"""The chaos run's checks find each kind of defect in a real Redis (intake's case
+documents, sla's clock documents armed by the real Deadlines): a chaos test that passes
+means these were looked for and not found."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+
+import redis
+
+from bench.chaos.checks import Order, evaluate, parse_order
+from shared import redis_keys as keys
+from shared.deadletters import DeadLetter
+from shared.models import Assignment, CaseDispatched, CaseSummary, Mode721
+from shared.policies import load_policies
+from shared.worktime import WorkCalendar
+
+GRID, STREET = "450305001001001", "450305001"
+SLA = "defaults:\n  ack: 1h\n  urgent_ack: 15m\n  handle: 4h\n  ladder: [1h]\n  repeat: 0\n"
+
+
+def _case(client: redis.Redis, case_id: str, status: str, orders: list[str]) -> None:
+    doc = {"case_id": case_id, "status": status,
+           "assignments": [{"order_id": o, "dept": o.split("/")[-1], "active": True} for o in orders]}
+    client.hset(keys.case(case_id), mapping={"doc": json.dumps(doc), "version": 1})
+
+
+def _order(case_id: str, report: str, dept: str = "sanitation", round_no: int = 1) -> Order:
+    return Order(f"dept.{dept}", f"order:{case_id}/{round_no}/{dept}", f"{case_id}/{round_no}/{dept}", case_id,
+                 report, dept, round_no)
+
+
+def _arm(client: redis.Redis, tmp_path: Path, case_id: str, report: str) -> None:
+    from services.sla.deadlines import Deadlines
+
+    path = tmp_path / "sla.yaml"
+    path.write_text(SLA, encoding="utf-8")
+    now = datetime.now(timezone.utc)
+    event = CaseDispatched(
+        message_id=f"dispatched:{case_id}:1", case_id=case_id, correlation_id=report, occurred_at=now,
+        case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET, registered_at=now),
+        assignments=[Assignment(dept="sanitation", street=STREET, level=5, mode=Mode721.service,
+                                order_id=f"{case_id}/1/sanitation", dispatched_at=now)])
+    Deadlines(client, load_policies(path), WorkCalendar(), lambda e: None).handle(event, now=now.timestamp())
+
+
+def test_each_defect_is_found(redis_client: redis.Redis, stack_env: dict[str, str], tmp_path: Path) -> None:
+    prefix = stack_env["REDIS_KEY_PREFIX"]
+    ok, stuck, noclock, gone, twice = "C-OK", "C-STUCK", "C-NOCLOCK", "C-GONE", "C-TWICE"
+    _case(redis_client, ok, "dispatched", [f"{ok}/1/sanitation"])
+    _arm(redis_client, tmp_path, ok, "r-ok")
+    _case(redis_client, stuck, "registered", [])
+    _case(redis_client, noclock, "dispatched", [f"{noclock}/1/sanitation"])
+    _case(redis_client, twice, "dispatched", [f"{twice}/1/sanitation"])
+    _arm(redis_client, tmp_path, twice, "r-twice")
+    accepted = {"r-ok": [ok, ok], "r-stuck": [stuck], "r-noclock": [noclock], "r-gone": [gone],
+                "r-twice": [twice, "C-OTHER"]}
+    orders = [_order(ok, "r-ok"), _order(ok, "r-ok"),  # a redelivered copy is no double dispatch
+              _order(noclock, "r-noclock"), _order(twice, "r-twice"),
+              _order(twice, "r-twice", round_no=2)]  # the same department ordered again: double
+    dead = {"router.cases.dead": [
+        DeadLetter("router.cases.dead", "delivery_limit", "delivery_limit on router.cases", "m1", "r", {}, b"{}"),
+        DeadLetter("router.cases.dead", "invalid_event", "not a lifecycle event", "m2", "r", {}, b"{}"),
+    ]}
+    binary = redis.Redis.from_url(stack_env["REDIS_URL"])
+    try:
+        f = evaluate(accepted, orders, redis_client, binary, prefix, dead)
+        # and a clean system is clean
+        clean = evaluate({"r-ok": [ok]}, [_order(ok, "r-ok")], redis_client, binary, prefix, {})
+    finally:
+        binary.close()
+    assert f.accepted == 5 and f.orders == 4 and f.order_copies == 1
+    assert sorted(f.lost) == [gone, stuck]
+    assert f.stuck == [stuck] and f.missing_cases == [gone]
+    assert f.missing_clocks == [f"{noclock}/1/sanitation"]
+    assert len(f.double_dispatch) == 2
+    assert any("r-twice" in d and "C-OTHER" in d for d in f.double_dispatch)
+    assert any(twice in d and "sanitation" in d for d in f.double_dispatch)
+    assert f.dead_transient == 1 and f.dead_total == 2
+    assert f.dispatched == 3 and not f.ok()
+    assert clean.ok() and clean.table()["dispatched"] == 1
+
+
+def test_orders_are_read_from_the_message() -> None:
+    props = SimpleNamespace(message_id="order:C9/2/gas", correlation_id="r-9")
+    o = parse_order("dept.gas", props, json.dumps({"order_id": "C9/2/gas", "case_id": "C9", "dept": "gas",
+                                                   "correlation_id": "r-9"}).encode())
+    assert o is not None and (o.case_id, o.dept, o.round_no, o.correlation_id) == ("C9", "gas", 2, "r-9")
+    assert parse_order("dept.gas", props, b"not json") is None
