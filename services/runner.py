@@ -21,13 +21,18 @@ SERVICE_CLASSES = {
 }
 
 
-def run_service(name: str) -> None:
+def run_service(name: str) -> int:
     """Run one service in this process until SIGTERM/SIGINT (eventlet already patched:
-    see services/serve.py)."""
+    see services/serve.py). Returns the exit status: 0 after a signal, 1 when the service
+    can no longer do its job — its nameko container died (e.g. an extension's thread
+    raised), or a fatal health check failed too long (consumers detached from the broker
+    for CONSUMER_REATTACH_SECONDS, sla's tick loop stopped) — so that its supervisor
+    restarts it instead of keeping a process that answers HTTP but consumes nothing."""
     import eventlet
     from nameko.runners import ServiceRunner
 
     from shared.config import get_settings
+    from shared.health import HEALTH
     from shared.logs import configure_logging, get_logger
     from shared.metrics import serve_metrics
 
@@ -37,16 +42,36 @@ def run_service(name: str) -> None:
     module_name, cls_name = SERVICE_CLASSES[name].split(":")
     service_cls = getattr(importlib.import_module(module_name), cls_name)
 
+    started = eventlet.event.Event()
+    # /healthz answers from the start, failing until every extension has started
+    HEALTH.register("started", lambda: (started.ready(), "started" if started.ready() else "starting"))
     runner = ServiceRunner(settings.nameko_config())
     runner.add_service(service_cls)
     # served before the consumers start, with the known label sets at 0: the first event counts
-    serve_metrics(known_labels(name, next(iter(runner.containers))), settings.metrics_port(name), settings.metrics_host)
+    serve_metrics(known_labels(name, next(iter(runner.containers))), settings.metrics_port(name), settings.metrics_host,
+                  health=HEALTH)
 
-    stopping = eventlet.event.Event()
+    stopping = eventlet.event.Event()  # sends ("signal", signum) or ("failed", reason)
 
     def _stop(signum: int, _frame: object) -> None:
         if not stopping.ready():
-            stopping.send(signum)
+            stopping.send(("signal", signum))
+
+    def _watch_containers() -> None:
+        try:
+            runner.wait()
+            reason = "container stopped"
+        except Exception as exc:  # what killed the container
+            reason = f"container died: {type(exc).__name__}: {exc}"
+        if not stopping.ready():
+            stopping.send(("failed", reason))
+
+    def _watchdog() -> None:
+        while not stopping.ready():
+            eventlet.sleep(WATCHDOG_INTERVAL_S)
+            fatal = HEALTH.fatal()
+            if fatal and not stopping.ready():
+                stopping.send(("failed", "; ".join(fatal)))
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -55,6 +80,9 @@ def run_service(name: str) -> None:
 
         signal.signal(signal.SIGHUP, lambda _s, _f: request_reload())
     runner.start()
+    started.send(True)
+    eventlet.spawn(_watch_containers)
+    eventlet.spawn(_watchdog)
     log.info("service_started", metrics_port=settings.metrics_port(name),
              http=f"{settings.intake_http_host}:{settings.intake_http_port}" if name == "intake" else None)
     while not stopping.ready():
@@ -62,10 +90,21 @@ def run_service(name: str) -> None:
             stopping.wait()
         except OSError:  # EINTR from a signal during wait
             continue
+    why, detail = stopping.wait()
+    if why == "failed":
+        log.critical("service_failed", reason=detail, action="exiting so that the supervisor restarts it")
+        # unacked messages go back to the queue when the connection drops; no graceful stop
+        with eventlet.Timeout(3, False):
+            runner.kill()
+        return 1
     log.info("service_stopping")
     with eventlet.Timeout(20, False):
         runner.stop()
     log.info("service_stopped")
+    return 0
+
+
+WATCHDOG_INTERVAL_S = 1.0
 
 
 def known_labels(name: str, container: object) -> "Known":

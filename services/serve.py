@@ -19,4 +19,4 @@ from services.runner import SERVICE_CLASSES, run_service  # noqa: E402
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in SERVICE_CLASSES:
         sys.exit(f"usage: python -m services.serve {{{'|'.join(SERVICE_CLASSES)}}}")
-    run_service(sys.argv[1])
+    sys.exit(run_service(sys.argv[1]))

@@ -91,6 +91,17 @@ class Settings(BaseSettings):
     sla_lease_seconds: float = Field(
         30.0, description="How long a claimed timer may stay unpublished before it is re-armed."
     )
+    consumer_retry_max_seconds: float = Field(
+        5.0, description="Longest pause between two tries of a message held while a dependency (Redis, the "
+        "broker) is down; held messages are tried again, never requeued, until it is back.",
+    )
+    consumer_reattach_seconds: float = Field(
+        120.0, description="A service whose consumers stay detached from the broker this long exits non-zero "
+        "(its supervisor restarts it).",
+    )
+    sla_tick_stale_seconds: float = Field(
+        30.0, description="sla's /healthz fails, and the process exits, when its tick loop has not run for this long.",
+    )
     notifier_timeout_seconds: float = Field(5.0, description="HTTP timeout of one delivery attempt.")
     webhook_secret: str = Field(
         "change-me", description="Default HMAC secret of department webhooks (override per department)."

@@ -16,9 +16,10 @@ channel, outcome, queue, reason. Never a case id.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Callable, Iterable, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Sequence, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, start_http_server
 from prometheus_client.metrics import MetricWrapperBase
@@ -125,6 +126,17 @@ HANDLER_LATENCY = _histogram(
 DEAD_LETTERED = _counter(
     "gridbus_dead_lettered_total", "Messages sent to a dead-letter queue by a service, by reason.",
     ["service", "queue", "reason"], owner=EVERY,
+)
+CONSUMER_STALLS = _counter(
+    "gridbus_consumer_stalls_total",
+    "Stalls of a consumer: a dependency (redis, broker, postgres, http, network) failed and its messages were "
+    "held unacked, tried again with back-off, instead of being requeued.", ["service", "queue", "dependency"],
+    owner=EVERY,
+)
+CONSUMER_HELD = _gauge(
+    "gridbus_consumer_held_messages",
+    "Messages a consumer holds right now because a dependency is down (0 when healthy).", ["service", "queue"],
+    owner=EVERY,
 )
 
 # -- intake ---------------------------------------------------------------------------
@@ -316,10 +328,20 @@ def registry_for(known: Known) -> CollectorRegistry:
     return registry
 
 
-def serve_metrics(known: Known, port: int, host: str = "127.0.0.1") -> CollectorRegistry:
-    """Serve /metrics (Prometheus text format) for one service on its own port."""
+def serve_metrics(known: Known, port: int, host: str = "127.0.0.1", health: Any = None) -> CollectorRegistry:
+    """Serve /metrics (Prometheus text format) for one service on its own port, and
+    `GET /healthz` there when `health` (a shared.health.Health) is given."""
     registry = registry_for(known)
-    start_http_server(port, addr=host, registry=registry)
+    if health is None:
+        start_http_server(port, addr=host, registry=registry)
+        return registry
+    from wsgiref.simple_server import make_server
+
+    from prometheus_client.exposition import ThreadingWSGIServer, _SilentHandler, make_wsgi_app
+
+    httpd = make_server(host, port, health.wsgi(make_wsgi_app(registry)), ThreadingWSGIServer,
+                        handler_class=_SilentHandler)
+    threading.Thread(target=httpd.serve_forever, daemon=True, name=f"metrics:{port}").start()
     return registry
 
 

@@ -2,9 +2,12 @@
 
 - `consume_reliably(queue)`: like `nameko.messaging.consume`, but a message is never
   dropped. Success → ack. `Rejected` (the message itself is bad) → published to the
-  dead-letter queue with the reason in headers, then acked. Any other error → requeued;
-  the quorum queue's delivery limit dead-letters it after a few tries instead of looping.
+  dead-letter queue with the reason in headers, then acked. A dependency down (Redis,
+  the broker…: shared/resilience.py) → held and tried again with back-off until it is
+  back, never requeued (the delivery limit is for poison messages only). Any other error
+  → a few tries with back-off, then dead-lettered with the exception as the reason.
   A body that cannot even be decoded is dead-lettered the same way.
+- `HealthChecks`: registers the broker and Redis checks of `GET /healthz`.
 - `BusProvider`: a confirmed, mandatory publisher (`shared.bus.Bus`).
 - `RedisProvider`: a Redis client.
 - `EntrypointMetrics`: counts, errors and latency of every entrypoint.
@@ -13,8 +16,11 @@
 """
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
+
+import eventlet
 
 import redis  # noqa: F401 (type of the dependency)
 import structlog
@@ -28,7 +34,10 @@ from nameko.messaging import Consumer, QueueConsumer
 
 from shared import metrics, topology
 from shared.bus import Bus
+from shared.config import get_settings
+from shared.health import HEALTH
 from shared.redisdb import connect
+from shared.resilience import Stall, backoff_delay, transient_dependency
 
 log = structlog.get_logger("gridbus.messaging")
 
@@ -64,7 +73,18 @@ def dead_letter(bus: Bus, queue: str, body: bytes, content_type: str | None, rea
 
 
 class ReliableQueueConsumer(QueueConsumer):
-    """Dead-letters bodies that cannot be decoded instead of crashing the consumer."""
+    """Dead-letters bodies that cannot be decoded instead of crashing the consumer, and
+    knows whether its consumers are attached to a live channel (the `consumers` check of
+    /healthz; the watchdog ends the process when they stay detached too long)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current_channel: Any = None
+        self.current_connection: Any = None
+
+    def setup(self) -> None:
+        super().setup()
+        HEALTH.register("consumers", self.attached, fatal_after=get_settings().consumer_reattach_seconds)
 
     def get_consumers(self, consumer_cls, channel):  # type: ignore[no-untyped-def]
         consumers = super().get_consumers(consumer_cls, channel)
@@ -72,8 +92,53 @@ class ReliableQueueConsumer(QueueConsumer):
             consumer.on_decode_error = lambda message, exc, p=provider: p.handle_undecodable(message, exc)
         return consumers
 
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        self.current_connection, self.current_channel = connection, channel
+        log.info("consumers_attached", queues=sorted(p.queue_name for p in self._providers
+                                                    if isinstance(p, ReliableConsumer)))
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+
+    def on_connection_error(self, exc: Exception, interval: float) -> None:
+        self.current_connection = self.current_channel = None
+        super().on_connection_error(exc, interval)
+
+    def attached(self) -> tuple[bool, str]:
+        channel, connection = self.current_channel, self.current_connection
+        if channel is None or connection is None:
+            return False, "not connected to the broker"
+        if not getattr(channel, "is_open", False) or channel.connection is None or not connection.connected:
+            return False, "consumer channel closed (reconnecting)"
+        queues = sorted(p.queue_name for p in self._consumers if isinstance(p, ReliableConsumer))
+        if len(self._consumers) < len(self._providers):
+            return False, f"{len(self._consumers)} of {len(self._providers)} consumers attached"
+        return True, f"consuming {', '.join(queues)}"
+
+    def channel_alive(self, message: Any) -> bool:
+        """Whether `message` can still be acked: it came on the channel in use, still open.
+        After a reconnect the broker has already given the message to someone again."""
+        channel = getattr(message, "channel", None)
+        return (channel is not None and channel is self.current_channel and getattr(channel, "is_open", False)
+                and channel.connection is not None)
+
 
 class ReliableConsumer(Consumer):
+    """Settles every message exactly one way (shared/resilience.py says which):
+
+    - success → ack;
+    - `Rejected` → dead-letter with the reason, then ack;
+    - a dependency down (transient) → *held*: left unacked and handled again in-process
+      after a capped exponential back-off (0.2 s doubling up to CONSUMER_RETRY_MAX_SECONDS),
+      for as long as it takes. It is never requeued, so it never counts against the queue's
+      delivery limit. Held messages wait outside the worker pool (HTTP and timers keep
+      their workers) and at most the prefetch count (= max_workers) are unacked per
+      consumer, so a stalled consumer takes nothing more from the broker: a pause;
+    - anything else (a bug) → tried BUG_ATTEMPTS times in all (earlier deliveries count),
+      with the same back-off, then dead-lettered with the exception as the reason.
+
+    Acking or rejecting on a dead channel is skipped or swallowed (the broker hands the
+    message out again; consumers are idempotent): nameko runs this outside any try, and an
+    exception here would kill the container."""
+
     queue_consumer = ReliableQueueConsumer()
 
     def __init__(self, queue_name: str, with_properties: bool = False, **kwargs: Any) -> None:
@@ -81,52 +146,169 @@ class ReliableConsumer(Consumer):
         broker-validated `user_id`) as a second argument."""
         self.queue_name = queue_name
         self.with_properties = with_properties
+        self.stopping = False
         super().__init__(queue=None, **kwargs)
-
-    def handle_message(self, body: Any, message: Any) -> None:
-        if not self.with_properties:
-            return super().handle_message(body, message)
-        handle_result = partial(self.handle_result, message)
-        try:
-            self.container.spawn_worker(self, (body, dict(message.properties)), {},
-                                        context_data=self.unpack_message_headers(message),
-                                        handle_result=handle_result)
-        except ContainerBeingKilled:
-            self.queue_consumer.requeue_message(message)
 
     def setup(self) -> None:
         self.queue = kombu_queue(self.queue_name)
         service = self.container.service_name
         self.bus = Bus(self.container.config["AMQP_URI"], service=service)
+        self.retry_cap = get_settings().consumer_retry_max_seconds
+        self.stall = Stall(service, self.queue_name, on_change=self._stall_changed)
+        metrics.CONSUMER_HELD.labels(service, self.queue_name).set(0)
+        for dependency in DEPENDENCIES:  # every label set exists from the start (increase() sees the first)
+            metrics.CONSUMER_STALLS.labels(service, self.queue_name, dependency)
         super().setup()
 
-    def handle_undecodable(self, message: Any, exc: Exception) -> None:
-        try:
-            dead_letter(self.bus, self.queue_name, message.body if isinstance(message.body, bytes)
-                        else str(message.body).encode(), message.content_type,
-                        f"undecodable body: {exc}", "undecodable", message_id=message.properties.get("message_id"))
-            message.ack()
-        except Exception:  # broker trouble: leave it for redelivery
-            log.exception("dead_letter_failed", queue=self.queue_name)
-            message.requeue()
+    def stop(self) -> None:
+        self.stopping = True
+        super().stop()
 
-    def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
+    def _stall_changed(self, stall: Stall) -> None:
+        metrics.CONSUMER_HELD.labels(stall.service, stall.queue).set(stall.held)
+
+    # -- delivery
+
+    def handle_message(self, body: Any, message: Any) -> None:
+        args = (body, dict(message.properties)) if self.with_properties else (body,)
+        try:
+            self.container.spawn_worker(self, args, {}, context_data=self.unpack_message_headers(message),
+                                        handle_result=partial(self._handled, body, message))
+        except ContainerBeingKilled:
+            self._requeue(message)
+
+    def _handled(self, body: Any, message: Any, worker_ctx: Any, result: Any = None,
+                 exc_info: Any = None) -> tuple[Any, Any]:
+        try:
+            self._settle(body, message, exc_info)
+        except Exception:  # never out of here: nameko would kill the container
+            log.exception("settle_failed", queue=self.queue_name)
+        return result, exc_info
+
+    def _settle(self, body: Any, message: Any, exc_info: Any) -> None:
         if exc_info is None:
-            self.queue_consumer.ack_message(message)
+            self.stall.recovered()
+            self._ack(message)
             return
         exc = exc_info[1]
         if isinstance(exc, Rejected):
-            try:
-                raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
-                dead_letter(self.bus, self.queue_name, raw, message.content_type, exc.reason, exc.error,
-                            headers=message.headers, message_id=message.properties.get("message_id"))
-                self.queue_consumer.ack_message(message)
-            except Exception:
-                log.exception("dead_letter_failed", queue=self.queue_name)
-                self.queue_consumer.requeue_message(message)
+            self._dead_letter(body, message, exc.reason, exc.error)
             return
-        # Transient or unexpected: give it back; the delivery limit ends a poison loop.
-        self.queue_consumer.requeue_message(message)
+        dependency = transient_dependency(exc)
+        if dependency is not None:
+            if self.stall.hold(dependency, exc):
+                metrics.CONSUMER_STALLS.labels(self.stall.service, self.queue_name, dependency).inc()
+            self._again(body, message, held=True)
+            return
+        tries = _count(message, "_gridbus_bug_tries") + _earlier_deliveries(message)
+        if tries < BUG_ATTEMPTS:
+            self._again(body, message, held=False, attempt=tries)
+            return
+        self._dead_letter(body, message, f"handler failed {tries} times: {type(exc).__name__}: {exc}",
+                          "handler_error")
+
+    def _again(self, body: Any, message: Any, held: bool, attempt: int | None = None) -> None:
+        """Handle the message again after a back-off, unless its channel died meanwhile."""
+        n = attempt if attempt is not None else _count(message, "_gridbus_holds")
+        delay = backoff_delay(n, cap=self.retry_cap)
+
+        def later() -> None:
+            eventlet.sleep(delay)
+            if held:
+                self.stall.release()
+            if self.stopping or not self.queue_consumer.channel_alive(message):
+                log.info("held_message_released", queue=self.queue_name,
+                         reason="stopping" if self.stopping else "channel closed: the broker delivers it again")
+                return
+            try:
+                self.handle_message(body, message)
+            except Exception:
+                log.exception("retry_failed", queue=self.queue_name)
+
+        self.container.spawn_managed_thread(later, identifier=f"{self.queue_name}.again")
+
+    # -- settling, safely
+
+    def _ack(self, message: Any) -> None:
+        if not self.queue_consumer.channel_alive(message):
+            log.info("ack_skipped", queue=self.queue_name, reason="channel closed: the broker delivers it again")
+            return
+        try:
+            message.ack()
+        except Exception as exc:  # the connection died under us: it will be redelivered
+            log.warning("ack_failed", queue=self.queue_name, error=repr(exc))
+
+    def _requeue(self, message: Any) -> None:
+        if not self.queue_consumer.channel_alive(message):
+            return
+        try:
+            message.requeue()
+        except Exception as exc:
+            log.warning("requeue_failed", queue=self.queue_name, error=repr(exc))
+
+    def _dead_letter(self, body: Any, message: Any, reason: str, error: str) -> None:
+        raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        try:
+            dead_letter(self.bus, self.queue_name, raw, message.content_type, reason, error,
+                        headers=message.headers, message_id=message.properties.get("message_id"))
+        except Exception as exc:  # the broker is the dependency that is down: hold, then decide again
+            if self.stall.hold(transient_dependency(exc) or "broker", exc):
+                metrics.CONSUMER_STALLS.labels(self.stall.service, self.queue_name,
+                                               transient_dependency(exc) or "broker").inc()
+            self._again(body, message, held=True)
+            return
+        self._ack(message)
+
+    def handle_undecodable(self, message: Any, exc: Exception) -> None:
+        """Runs in the consumer's own thread (kombu's decode-error hook): must not raise."""
+        raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
+        try:
+            dead_letter(self.bus, self.queue_name, raw, message.content_type, f"undecodable body: {exc}",
+                        "undecodable", message_id=message.properties.get("message_id"))
+        except Exception:
+            log.exception("dead_letter_failed", queue=self.queue_name)
+            delay = backoff_delay(_count(message, "_gridbus_holds"), cap=self.retry_cap)
+
+            def later() -> None:
+                eventlet.sleep(delay)
+                if not self.stopping and self.queue_consumer.channel_alive(message):
+                    self.handle_undecodable(message, exc)
+
+            self.container.spawn_managed_thread(later, identifier=f"{self.queue_name}.undecodable")
+            return
+        self._ack(message)
+
+
+#: tries of a message whose handler fails for a reason that is not a dependency (a bug)
+BUG_ATTEMPTS = topology.DELIVERY_LIMIT
+DEPENDENCIES = ("redis", "broker", "postgres", "http", "network")
+
+
+def _count(message: Any, attr: str) -> int:
+    """Increment and return a per-message counter (kombu messages take attributes)."""
+    n = int(getattr(message, attr, 0)) + 1
+    setattr(message, attr, n)
+    return n
+
+
+def _earlier_deliveries(message: Any) -> int:
+    """Deliveries of this message before this one (quorum queues count them in `x-delivery-count`)."""
+    try:
+        return int((message.headers or {}).get("x-delivery-count") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+class _TransientWorkerErrors(logging.Filter):
+    """nameko logs every failed worker with a traceback; a held message is tried again
+    every few seconds while Redis is down, and the stall already has its log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or transient_dependency(exc) is None
+
+
+logging.getLogger("nameko.containers").addFilter(_TransientWorkerErrors())
 
 
 consume_reliably = ReliableConsumer.decorator
@@ -175,7 +357,33 @@ class EntrypointMetrics(DependencyProvider):
             metrics.MESSAGES_REJECTED.labels(self.container.service_name, name).inc()
         else:
             metrics.HANDLER_ERRORS.labels(self.container.service_name, name, type(exc_info[1]).__name__).inc()
-            log.error("handler_failed", entrypoint=name, error=repr(exc_info[1]))
+            if transient_dependency(exc_info[1]) is None:  # a stall has its own log line
+                log.error("handler_failed", entrypoint=name, error=repr(exc_info[1]))
+
+
+class HealthChecks(DependencyProvider):
+    """The `broker` and `redis` checks of /healthz: a fresh connection to the broker, a
+    PING on a client of its own with short timeouts (a hung Redis must not hang the probe)."""
+
+    def setup(self) -> None:
+        self.amqp_uri = self.container.config["AMQP_URI"]
+        self.client = connect(socket_timeout=2.0, socket_connect_timeout=2.0)
+        HEALTH.register("broker", self.broker, cheap=False)
+        HEALTH.register("redis", self.redis, cheap=False)
+
+    def stop(self) -> None:
+        self.client.close()
+
+    def broker(self) -> tuple[bool, str]:
+        from kombu import Connection
+
+        with Connection(self.amqp_uri, connect_timeout=2.0) as conn:
+            conn.connect()
+        return True, "connected"
+
+    def redis(self) -> tuple[bool, str]:
+        self.client.ping()
+        return True, "PONG"
 
 
 class TopologyDeclarer(DependencyProvider):
@@ -202,4 +410,5 @@ class GridbusService:
 
     declare_topology = TopologyDeclarer()
     entrypoint_metrics = EntrypointMetrics()
+    health_checks = HealthChecks()
     bus: Bus = BusProvider()

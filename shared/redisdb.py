@@ -2,13 +2,16 @@
 (Kubernetes: Redis with Sentinel), so a failover moves clients to the new master."""
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.sentinel import Sentinel
 
 from shared.config import Settings, get_settings
 
 
-def connect(settings: Settings | None = None, decode_responses: bool = True) -> redis.Redis:
+def connect(settings: Settings | None = None, decode_responses: bool = True, **client_kwargs: Any) -> redis.Redis:
+    """`client_kwargs` go to the client (e.g. `socket_timeout` for a health probe)."""
     settings = settings or get_settings()
     if settings.redis_sentinels:
         nodes = []
@@ -17,5 +20,5 @@ def connect(settings: Settings | None = None, decode_responses: bool = True) -> 
             nodes.append((host, int(port)))
         sentinel = Sentinel(nodes, socket_timeout=2.0)
         return sentinel.master_for(settings.redis_sentinel_master, decode_responses=decode_responses,
-                                   socket_timeout=5.0)
-    return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses)
+                                   **{"socket_timeout": 5.0, **client_kwargs})
+    return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses, **client_kwargs)

@@ -19,13 +19,15 @@ from shared.redisdb import connect
 from shared.departments import load_department_codes, load_departments
 from shared.grid import load_grid
 from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
-from shared.nameko_ext import EntrypointMetrics, Rejected, TopologyDeclarer, consume_reliably
+from shared.health import HEALTH, Heartbeat
+from shared.nameko_ext import EntrypointMetrics, HealthChecks, Rejected, TopologyDeclarer, consume_reliably
 
 log = structlog.get_logger("gridbus.sla")
 
 OUTBOX_RELAY_AFTER_S = 5.0
 PUBLISH_EVERY_S = 0.05
 INDICATORS_EVERY_S = 30.0
+TICK = Heartbeat(30.0)  #: beats at every run of `fire_due` (one sla service per process)
 
 
 class DeadlinesProvider(DependencyProvider):
@@ -40,8 +42,16 @@ class DeadlinesProvider(DependencyProvider):
                                    grid=load_grid(), departments=load_departments(),
                                    publish_many=self.bus.publish_events)
 
+        # the tick loop must keep running: /healthz fails and the watchdog ends the
+        # process once it has not run for SLA_TICK_STALE_SECONDS (a tick that fails because
+        # Redis is down still counts as running; the redis check reports that)
+        TICK.stale_after = settings.sla_tick_stale_seconds
+        TICK.beat()
+        HEALTH.register("tick", TICK.check, fatal_after=0.0)
+
     def start(self) -> None:
         self.deadlines.rebuild()
+        TICK.beat()
 
     def stop(self) -> None:
         self.client.close()
@@ -55,6 +65,7 @@ class SlaService:
 
     declare_topology = TopologyDeclarer()
     entrypoint_metrics = EntrypointMetrics()
+    health_checks = HealthChecks()
     deadlines: Deadlines = DeadlinesProvider()
 
     @consume_reliably(topology.Q_SLA_EVENTS)
@@ -70,12 +81,15 @@ class SlaService:
         """Claim and commit what is due; publishing is `publish_fired`'s (a slow broker
         must not hold back the next commits)."""
         settings = get_settings()
-        report = self.deadlines.fire_due(lease_s=settings.sla_lease_seconds, publish=False)
-        for fired in report.fired:
-            if fired.effects.events:
-                metrics.TIMER_LATENESS.observe(max(0.0, fired.committed - fired.due))
-            self._count(fired.effects.events)
-        metrics.TIMERS_PENDING.set(self.deadlines.timers.pending())
+        try:
+            report = self.deadlines.fire_due(lease_s=settings.sla_lease_seconds, publish=False)
+            for fired in report.fired:
+                if fired.effects.events:
+                    metrics.TIMER_LATENESS.observe(max(0.0, fired.committed - fired.due))
+                self._count(fired.effects.events)
+            metrics.TIMERS_PENDING.set(self.deadlines.timers.pending())
+        finally:
+            TICK.beat()
 
     @timer(interval=PUBLISH_EVERY_S)
     def publish_fired(self) -> None:

@@ -1,0 +1,166 @@
+"""Transient or permanent: what a failed message handler's exception means, and how long
+to wait before trying again. Plain Python (no nameko, no eventlet) so that it is tested
+without a broker; shared/nameko_ext.py applies it to every consumer.
+
+- **transient** — a dependency is down or busy (Redis refused/timed out/is loading its
+  AOF/is a read-only replica after a failover, the broker refused or lost a publish, the
+  network dropped): the message is fine and will succeed once the dependency is back.
+  It is *held*, unacked, and tried again in-process with capped exponential back-off for
+  as long as it takes. It never goes back to the broker, so it never counts against the
+  quorum queue's `x-delivery-limit`.
+- **permanent** — the input is invalid (`Rejected`): dead-lettered with the reason at
+  once.
+- **bug** — anything else: tried a few times with back-off (an unclassified hiccup gets a
+  chance), then dead-lettered with the exception as the reason.
+"""
+from __future__ import annotations
+
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import redis.exceptions as rexc
+import structlog
+
+log = structlog.get_logger("gridbus.messaging")
+
+
+class DependencyUnavailable(Exception):
+    """A dependency (Redis, the broker, PostgreSQL, an HTTP peer) cannot be used right now:
+    try again later; the input itself is fine. HTTP entrypoints answer it with 503 and
+    `Retry-After`; consumers hold the message until the dependency is back."""
+
+    def __init__(self, dependency: str, detail: str = "") -> None:
+        super().__init__(f"{dependency} unavailable: {detail}" if detail else f"{dependency} unavailable")
+        self.dependency = dependency
+        self.detail = detail
+
+
+# Redis answers that mean "not now" rather than "never" (a replica that has not been
+# promoted yet, a master without enough replicas, a persistence error on the server).
+_REDIS_BUSY_PREFIXES = ("READONLY", "MASTERDOWN", "NOREPLICAS", "MISCONF", "LOADING", "TRYAGAIN", "CLUSTERDOWN")
+
+
+def _broker_errors() -> tuple[type[BaseException], ...]:
+    import amqp.exceptions
+    import kombu.exceptions
+
+    errors: list[type[BaseException]] = [kombu.exceptions.OperationalError, amqp.exceptions.RecoverableConnectionError,
+                                         amqp.exceptions.ConnectionForced, amqp.exceptions.ConnectionError]
+    try:
+        import pika.exceptions
+
+        errors += [pika.exceptions.AMQPConnectionError, pika.exceptions.StreamLostError,
+                   pika.exceptions.ConnectionClosed, pika.exceptions.ChannelWrongStateError]
+    except ImportError:  # pragma: no cover - pika is a dependency
+        pass
+    from shared.bus import PublishFailed
+
+    errors.append(PublishFailed)
+    return tuple(errors)
+
+
+def _postgres_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover
+        return ()
+    return (psycopg.OperationalError, psycopg.errors.AdminShutdown, psycopg.errors.CannotConnectNow)
+
+
+def _http_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    return (httpx.TransportError,)
+
+
+_CLASSES: list[tuple[str, tuple[type[BaseException], ...]]] | None = None
+
+
+def _classes() -> list[tuple[str, tuple[type[BaseException], ...]]]:
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = [
+            ("redis", (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError,
+                       rexc.TryAgainError, rexc.ClusterDownError)),  # Sentinel errors subclass ConnectionError
+            ("broker", _broker_errors()),
+            ("postgres", _postgres_errors()),
+            ("http", _http_errors()),
+            # raw socket trouble under any client: the network, not the message
+            ("network", (ConnectionError, TimeoutError, socket.timeout, socket.gaierror)),
+        ]
+    return _CLASSES
+
+
+def transient_dependency(exc: BaseException) -> str | None:
+    """The dependency whose outage `exc` reports (`redis`, `broker`, `postgres`, `http`,
+    `network`), or None when `exc` says nothing about a dependency (invalid input or a
+    bug). Follows explicit causes (`raise … from …`), so a wrapped outage is still one."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DependencyUnavailable):
+            return current.dependency
+        if isinstance(current, rexc.ResponseError) and str(current).upper().startswith(_REDIS_BUSY_PREFIXES):
+            return "redis"
+        for name, types in _classes():
+            if types and isinstance(current, types):
+                return name
+        current = current.__cause__
+    return None
+
+
+def backoff_delay(attempt: int, base: float = 0.2, cap: float = 5.0,
+                  rand: Callable[[], float] = random.random) -> float:
+    """Seconds to wait before try `attempt + 1` (attempt ≥ 1): base·2^(attempt-1), at most
+    `cap`, with ±20 % jitter so that held messages do not all knock at the same instant."""
+    raw = min(cap, base * (2 ** max(0, attempt - 1)))
+    return max(0.0, raw * (0.8 + 0.4 * rand()))
+
+
+@dataclass
+class Stall:
+    """One consumer's stall: messages held because a dependency is down. One log line when
+    it starts, one when it ends; the metrics say how many messages are held right now."""
+
+    service: str
+    queue: str
+    on_change: Callable[["Stall"], None] = lambda s: None
+    held: int = 0
+    since: float | None = None
+    dependency: str = ""
+    episodes: int = 0
+    clock: Callable[[], float] = field(default=time.monotonic)
+
+    @property
+    def stalled(self) -> bool:
+        return self.since is not None
+
+    def hold(self, dependency: str, error: BaseException) -> bool:
+        """A message is held for `dependency`; True when this starts a stall."""
+        self.held += 1
+        started = self.since is None
+        if started:
+            self.since, self.dependency = self.clock(), dependency
+            self.episodes += 1
+            log.warning("consumer_stalled", service=self.service, queue=self.queue, dependency=dependency,
+                        error=f"{type(error).__name__}: {error}"[:300])
+        self.on_change(self)
+        return started
+
+    def release(self) -> None:
+        """A held message leaves the hold (tried again, or its channel is gone)."""
+        self.held = max(0, self.held - 1)
+        self.on_change(self)
+
+    def recovered(self) -> None:
+        """A message went through: the dependency is back."""
+        if self.since is None:
+            return
+        log.info("consumer_recovered", service=self.service, queue=self.queue, dependency=self.dependency,
+                 stalled_s=round(self.clock() - self.since, 3), still_held=self.held)
+        self.since, self.dependency = None, ""
+        self.on_change(self)

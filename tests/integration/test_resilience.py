@@ -1,0 +1,278 @@
+"""Faults on the real broker and a real, throwaway Redis: a service holds its messages
+while Redis is gone and handles them when it is back (nothing dead-lettered), reports
+it on /healthz, and exits non-zero when it can no longer do its job.
+
+Each test runs the service as a process (`python -m services.serve …`) on a fresh vhost;
+the Redis that is stopped and restarted is our own `redis-server` on a free port (never
+the machine's)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import quote, unquote, urlparse
+
+import httpx
+import pika
+import pytest
+import redis
+
+from shared import topology
+from tests.conftest import REPO, Vhosts, free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+class ThrowawayRedis:
+    """A redis-server of our own on a free loopback port, which tests kill and restart."""
+
+    def __init__(self, workdir: Path) -> None:
+        if not shutil.which("redis-server"):
+            pytest.skip("redis-server is not installed")
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
+             "--dir", str(self.workdir), "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_timeout=1)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        assert wait_for(up, 10), "throwaway redis-server did not start"
+        client.close()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
+    server = ThrowawayRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+class Service:
+    """One gridbus service as a process, with its log kept for the assertion messages."""
+
+    def __init__(self, name: str, env: dict[str, str], log_path: Path, argv: list[str] | None = None) -> None:
+        self.name = name
+        self.metrics_port = int(env[f"{name.upper()}_METRICS_PORT"])
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(argv or [sys.executable, "-m", "services.serve", name],
+                                     env={**os.environ, **env}, stdout=self.log, stderr=self.log, cwd=REPO)
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=5)
+        except httpx.HTTPError:
+            return 0, {}
+        return r.status_code, r.json()
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        total = 0.0
+        for line in text.splitlines():
+            if not line.startswith(name + "{") and not line.startswith(name + " "):
+                continue
+            if all(f'{k}="{v}"' in line for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def logs(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-6000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(25)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def service_env(vhost: str, redis_url: str, **extra: str) -> dict[str, str]:
+    return {
+        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"res{uuid.uuid4().hex[:8]}",
+        "LOG_FORMAT": "json", "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()), **extra,
+    }
+
+
+def queue_depth(vhost: str, queue: str) -> int:
+    conn = pika.BlockingConnection(pika.URLParameters(vhost))
+    try:
+        return conn.channel().queue_declare(queue, passive=True).method.message_count
+    finally:
+        conn.close()
+
+
+def report(n: int) -> dict[str, Any]:
+    return {
+        "report_id": f"res-{uuid.uuid4().hex[:10]}", "category": "01037", "description": "穿山路连续三盏路灯不亮",
+        "severity": "normal", "filing_condition": "连续3盏以上不亮",
+        "location": {"lat": round(25.2 + n * 0.002, 6), "lon": 110.35, "address": "七星区辰山路",
+                     "grid": "450305001001001"},
+        "reporter": {"id": "w-1024", "role": "grid_officer"}, "observed_at": "2026-11-27T09:30:00+08:00",
+    }
+
+
+def publish_reports(vhost: str, n: int) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(vhost))
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        for i in range(n):
+            channel.basic_publish(topology.EX_REPORTS, topology.RK_REPORT, json.dumps(report(i)).encode(),
+                                  pika.BasicProperties(content_type="application/json", delivery_mode=2,
+                                                       message_id=uuid.uuid4().hex), mandatory=True)
+    finally:
+        conn.close()
+
+
+def close_connections(mgmt_api: httpx.Client, vhost: str) -> int:
+    """Close every client connection of `vhost` from the broker side (as a broker restart
+    or a network cut would)."""
+    name = unquote(urlparse(vhost).path[1:])
+    conns = mgmt_api.get(f"/api/vhosts/{quote(name, safe='')}/connections").json()
+    for c in conns:
+        mgmt_api.delete(f"/api/connections/{quote(c['name'], safe='')}")
+    return len(conns)
+
+
+def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own_redis: ThrowawayRedis,
+                                                       mgmt_api: httpx.Client, tmp_path: Path) -> None:
+    """Held messages survive their channel too: the connections are cut while Redis is
+    down, the broker hands the messages out again, the service holds them again and stays
+    up (acking on the dead channel would have killed its container)."""
+    vhost = vhost_factory.make("resil")
+    env = service_env(vhost, own_redis.url)
+    intake = Service("intake", env, tmp_path / "intake.log")
+    try:
+        assert wait_for(lambda: intake.health()[0] == 200, 60), intake.logs()
+        own_redis.kill()
+        status, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(intake.health()), 15) or (0, {})
+        assert status == 503 and "redis" in body.get("failing", []), (status, body)
+
+        publish_reports(vhost, 6)
+        # far longer than the old requeue loop needed to burn the delivery limit (milliseconds)
+        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 15), \
+            intake.logs()
+        time.sleep(4)
+        assert queue_depth(vhost, topology.dead_queue(topology.Q_INTAKE_REPORTS)) == 0
+        assert intake.metric("gridbus_consumer_stalls_total", queue="intake.reports", dependency="redis") == 1
+        assert queue_depth(vhost, topology.Q_ROUTER_CASES) == 0
+
+        assert wait_for(lambda: close_connections(mgmt_api, vhost), 10)
+        assert wait_for(lambda: intake.health()[1].get("checks", {}).get("consumers", {}).get("ok"), 30), \
+            intake.logs()
+        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 20), \
+            intake.logs()  # the same six, delivered again on the new channel, held again
+        assert "held_message_released" in intake.logs()
+
+        own_redis.start()  # same port, same AOF directory
+        assert wait_for(lambda: queue_depth(vhost, topology.Q_ROUTER_CASES) == 6, 30), intake.logs()
+        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 0, 10)
+        assert queue_depth(vhost, topology.dead_queue(topology.Q_INTAKE_REPORTS)) == 0
+        assert queue_depth(vhost, topology.Q_INTAKE_REPORTS) == 0
+        assert wait_for(lambda: intake.health()[0] == 200, 15), intake.health()
+        lines = [json.loads(line) for line in intake.logs().splitlines() if line.startswith("{")]
+        assert sum(1 for line in lines if line.get("event") == "consumer_stalled") == 1
+        assert any(line.get("event") == "consumer_recovered" for line in lines)
+        assert intake.proc.poll() is None
+    finally:
+        intake.stop()
+        vhost_factory.drop(vhost)
+
+
+def test_consumers_that_cannot_reattach_end_the_process(vhost_factory: Vhosts, redis_url: str,
+                                                        tmp_path: Path) -> None:
+    """The queue a service consumes is deleted under it: kombu reconnects forever and
+    nothing is consumed. /healthz says so at once; after CONSUMER_REATTACH_SECONDS the
+    process exits non-zero for its supervisor to restart it."""
+    vhost = vhost_factory.make("resil")
+    router = Service("router", service_env(vhost, redis_url, CONSUMER_REATTACH_SECONDS="3"),
+                     tmp_path / "router.log")
+    try:
+        assert wait_for(lambda: router.health()[0] == 200, 60), router.logs()
+        conn = pika.BlockingConnection(pika.URLParameters(vhost))
+        conn.channel().queue_delete(topology.Q_ROUTER_CASES)
+        conn.close()
+        status, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(router.health()), 10) or (0, {})
+        assert status == 503 and body["failing"] == ["consumers"], (status, body)
+        router.proc.wait(30)
+        assert router.proc.returncode == 1, router.logs()
+        assert "service_failed" in router.logs()
+    finally:
+        router.stop()
+        vhost_factory.drop(vhost)
+
+
+CRASHY = '''
+import eventlet
+eventlet.monkey_patch()
+import sys
+from services import runner
+runner.SERVICE_CLASSES["router"] = "tests.integration.crashing_service:CrashingService"
+sys.exit(runner.run_service("router"))
+'''
+
+
+def test_a_dead_container_ends_the_process(vhost_factory: Vhosts, redis_url: str, tmp_path: Path) -> None:
+    """An exception in an extension kills the nameko container (nameko: "any unhandled
+    exception … in the worker lifecycle"): the process must not live on without it."""
+    vhost = vhost_factory.make("resil")
+    service = Service("router", service_env(vhost, redis_url), tmp_path / "crashy.log",
+                      argv=[sys.executable, "-c", CRASHY])
+    try:
+        assert wait_for(lambda: service.health()[0] == 200, 60), service.logs()
+        conn = pika.BlockingConnection(pika.URLParameters(vhost))
+        channel = conn.channel()
+        channel.confirm_delivery()
+        # first a bug: tried 5 times with back-off, then dead-lettered with the reason
+        channel.basic_publish(topology.EX_EVENTS, topology.RK_CASE_REGISTERED, b'{"bug": true}',
+                              pika.BasicProperties(content_type="application/json", message_id="bug-1"),
+                              mandatory=True)
+        dead = topology.dead_queue(topology.Q_ROUTER_CASES)
+        got = wait_for(lambda: channel.basic_get(dead, auto_ack=True) if queue_depth(vhost, dead) else None, 20)
+        assert got and got[0] is not None, service.logs()
+        reason = got[1].headers["x-gridbus-reason"]
+        assert reason.startswith("handler failed 5 times: KeyError"), reason
+        assert got[1].headers["x-gridbus-error"] == "handler_error"
+        assert service.proc.poll() is None
+        channel.basic_publish(topology.EX_EVENTS, topology.RK_CASE_REGISTERED, b'{"crash": true}',
+                              pika.BasicProperties(content_type="application/json"), mandatory=True)
+        conn.close()
+        service.proc.wait(30)
+        assert service.proc.returncode == 1, service.logs()
+        assert "container died" in service.logs()
+    finally:
+        service.stop()
+        vhost_factory.drop(vhost)
