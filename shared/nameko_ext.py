@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import eventlet
-
 import redis  # noqa: F401 (type of the dependency)
 import structlog
 from kombu import Exchange as KExchange
 from kombu import Queue as KQueue
-from nameko.extensions import DependencyProvider
-from functools import partial
-
 from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer, QueueConsumer
 
 from shared import metrics, topology

@@ -8,19 +8,19 @@ import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from shared.worktime import load_calendar
 from services.sla.deadlines import Deadlines
 from services.sla.indicators import refresh_gauges
-from shared.policies import load_policies
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
-from shared.redisdb import connect
 from shared.departments import load_department_codes, load_departments
 from shared.grid import load_grid
-from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
 from shared.health import HEALTH, Heartbeat
+from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
 from shared.nameko_ext import EntrypointMetrics, HealthChecks, Rejected, TopologyDeclarer, consume_reliably
+from shared.policies import load_policies
+from shared.redisdb import connect
+from shared.worktime import load_calendar
 
 log = structlog.get_logger("gridbus.sla")
 

@@ -69,7 +69,7 @@ def test_a_wrapped_outage_is_still_an_outage() -> None:
         try:
             raise rexc.ConnectionError("refused")
         except rexc.ConnectionError:
-            raise KeyError("oops")
+            raise KeyError("oops")  # noqa: B904 - the implicit context is the point
     except KeyError as bug:
         assert transient_dependency(bug) is None
 
