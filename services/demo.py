@@ -9,7 +9,8 @@ import socket
 import subprocess
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 from typing import Callable, Sequence
 from urllib.parse import urlparse
 
@@ -17,7 +18,6 @@ import httpx
 
 from shared.config import Settings, reset_settings
 
-TZ8 = timezone(timedelta(hours=8))
 
 DEMO_REPORTS: list[dict] = [
     {"category": "03005", "description": "辰山社区辰山路口垃圾箱满溢，垃圾散落地面",
@@ -134,7 +134,13 @@ def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], time
     raise SystemExit(f"the stack did not become ready within {timeout:.0f} s")
 
 
-def _describe(case: dict) -> str:
+def _local(value: str | None, tz: ZoneInfo) -> str:
+    if not value:
+        return "?"
+    return datetime.fromisoformat(value).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+
+def _describe(case: dict, tz: ZoneInfo) -> str:
     if case.get("duplicate_of"):
         return f"duplicate of open case {case['duplicate_of']} nearby: linked, not dispatched again"
     active = [a for a in case.get("assignments", []) if a.get("active")]
@@ -142,35 +148,87 @@ def _describe(case: dict) -> str:
         return case["status"]
     parts = []
     for a in active:
-        due = (a.get("handle_due") or "?")[:19].replace("T", " ")
-        parts.append(f"{a['dept']} (L{a['level']}, route {a['route']}, {a['mode']}, handle by {due})")
+        parts.append(f"{a['dept']} (level {a['level']}, route {a['route']}, 721 mode {a['mode']}; "
+                     f"acknowledge by {_local(a.get('ack_due'), tz)}, handle by {_local(a.get('handle_due'), tz)})")
     return f"{case['status']} → " + "; ".join(parts)
+
+
+def _stashed_key(settings: Settings, role: str, stash_name: str, name: str) -> str:
+    from services.intake.auth import Role, authenticate_key, create_key
+    from services.intake.auth import AuthError
+    from shared.redisdb import connect
+
+    client = connect(settings)
+    stash = f"{settings.redis_key_prefix}:demo:{stash_name}"
+    key = client.get(stash)
+    if key:
+        try:
+            authenticate_key(key, client)
+            return key
+        except AuthError:  # revoked meanwhile: make a new one
+            pass
+    key, _ = create_key(client, Role(role), name=name, prefix=settings.redis_key_prefix)
+    client.set(stash, key)
+    return key
 
 
 def demo_key(settings: Settings) -> str:
     """The grid app's key for the demo: GRIDBUS_API_KEY, or a grid_app key created once
-    and kept (by id) in Redis, so repeated demos do not pile up keys."""
-    from services.intake.auth import Role, create_key
-    from shared.redisdb import connect
-
+    and kept in Redis, so repeated demos do not pile up keys."""
     if os.environ.get("GRIDBUS_API_KEY"):
         return os.environ["GRIDBUS_API_KEY"]
-    client = connect(settings)
-    stash = f"{settings.redis_key_prefix}:demo:apikey"
-    key = client.get(stash)
-    if not key:
-        key, _ = create_key(client, Role.grid_app, name="gridbus demo")
-        client.set(stash, key)
-    return key
+    return _stashed_key(settings, "grid_app", "apikey", "gridbus demo")
 
 
-def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: float = 10.0) -> list[dict]:
-    """POST the demo reports and follow each case until it is dispatched."""
+def console_key(settings: Settings) -> str:
+    """An ops key for the console and the Try-it commands, created once like demo_key."""
+    return _stashed_key(settings, "ops", "opskey", "gridbus demo console")
+
+
+def _previous_cases(settings: Settings) -> list[str]:
+    from shared.redisdb import connect
+
+    return list(connect(settings).smembers(f"{settings.redis_key_prefix}:demo:cases"))
+
+
+def _remember_cases(settings: Settings, case_ids: list[str]) -> None:
+    from shared.redisdb import connect
+
+    client, name = connect(settings), f"{settings.redis_key_prefix}:demo:cases"
+    pipe = client.pipeline()
+    pipe.delete(name)
+    if case_ids:
+        pipe.sadd(name, *case_ids)
+    pipe.execute()
+
+
+def withdraw_previous(settings: Settings, client: httpx.Client, ops_key: str) -> int:
+    """Cancel the previous demo's cases that are still open, through the API's
+    cancellation endpoint: otherwise the same reports at the same places would be linked
+    to them as duplicates and not dispatched again."""
+    withdrawn = 0
+    auth = {"Authorization": f"Bearer {ops_key}"}
+    for case_id in _previous_cases(settings):
+        r = client.post(f"/v1/cases/{case_id}/cancellation", json={"reason": "演示数据：新一轮演示前撤销"},
+                        headers={**auth, "Idempotency-Key": f"demo-reset:{case_id}"})
+        withdrawn += r.status_code == 200 and r.json().get("applied", False)
+    return withdrawn
+
+
+def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: float = 10.0,
+             reset: bool = True) -> list[dict]:
+    """POST the demo reports and follow each case until it is dispatched. With `reset`,
+    the previous demo's open cases are withdrawn first, so each run dispatches anew."""
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
-    now = datetime.now(TZ8)
+    tz = ZoneInfo(settings.timezone)
+    now = datetime.now(tz)
     results = []
     headers = {"Authorization": f"Bearer {demo_key(settings)}"}
     with httpx.Client(base_url=base, timeout=5, headers=headers) as client:
+        if reset:
+            withdrawn = withdraw_previous(settings, client, console_key(settings))
+            if withdrawn:
+                echo(f"(withdrew {withdrawn} open case(s) of the previous demo run)")
         for i, template in enumerate(DEMO_REPORTS):
             report = {**template, "report_id": f"demo-{uuid.uuid4().hex[:12]}",
                       "observed_at": (now - timedelta(minutes=5 * (i + 1))).isoformat()}
@@ -181,6 +239,7 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: fl
             case_id = r.json()["case_id"]
             echo(f"→ {case_id}  {report['category']} {report['description']}")
             results.append({"case_id": case_id, "report": report})
+        _remember_cases(settings, [item["case_id"] for item in results])
         for item in results:
             deadline = time.monotonic() + wait_s
             case: dict = {}
@@ -190,5 +249,101 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: fl
                     break
                 time.sleep(0.2)
             item["case"] = case
-            echo(f"  {item['case_id']}: {_describe(case) if case else 'not found'}")
+    echo("")
+    echo(f"Demo summary (times in {settings.timezone}, UTC{now.strftime('%z')[:3]}):")
+    for item in results:
+        echo(f"  {item['case_id']}: {_describe(item['case'], tz) if item.get('case') else 'not found'}")
     return results
+
+
+def next_steps(settings: Settings, log_path: str | None) -> list[str]:
+    """What a newcomer can do next with the running stack (printed after the demo)."""
+    base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
+    lines = [
+        "Next steps (another terminal, from this folder; PATH=$PWD/.venv/bin:$PATH):",
+        f"  console      {base}/console   log in with the ops key: gridbus keys create --role ops",
+        f"  API          {base}/openapi.json   (README \"Try it\": a report, a case, a department reply)",
+        "  messages     gridbus sink   shows the messages people would get (set WEBHOOK_URL_TEMPLATE as it says)",
+        "  audit        gridbus audit show --case <case_id>",
+    ]
+    if log_path:
+        lines.append(f"  service logs {log_path}")
+    return lines
+
+
+def wait_for_notifier(settings: Settings, timeout: float = 15.0) -> bool:
+    """Until the notifier's work queues are empty (stopping earlier cuts deliveries off
+    mid-way, and the next start replays them). False if they were not within `timeout`."""
+    import pika
+    import pika.exceptions
+
+    from shared import topology
+
+    deadline = time.monotonic() + timeout
+    quiet_since: float | None = None
+    while time.monotonic() < deadline:
+        try:
+            conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_uri))
+            try:
+                ch = conn.channel()
+                busy = sum(ch.queue_declare(q, passive=True).method.message_count
+                           for q in (topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES, topology.Q_SLA_EVENTS))
+            finally:
+                conn.close()
+        except pika.exceptions.AMQPError:
+            return False
+        if busy:
+            quiet_since = None
+        elif quiet_since is None:
+            quiet_since = time.monotonic()
+        elif time.monotonic() - quiet_since >= 1.0:  # a delivery in flight is unacked, not counted: wait a beat
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# -- ports ---------------------------------------------------------------------------
+def port_holder(port: int) -> str | None:
+    """Which process listens on a TCP port (Linux /proc), e.g. `pid 123 (python -m …)`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:  # LISTEN
+                        inodes.add(cols[9])
+        except OSError:
+            continue
+    if not inodes:
+        return None
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    with open(f"/proc/{pid}/cmdline", "rb") as f:
+                        cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {pid} ({cmd[:120]})"
+        except OSError:
+            continue
+    return "another user's process"
+
+
+def busy_ports(settings: Settings) -> list[str]:
+    """A line per port the stack needs that something already holds, naming the holder."""
+    wanted = [("intake's HTTP API", "INTAKE_HTTP_PORT", settings.intake_http_host, settings.intake_http_port)]
+    for s in ("intake", "router", "sla", "notifier"):
+        wanted.append((f"{s}'s /metrics", f"{s.upper()}_METRICS_PORT", settings.metrics_host, settings.metrics_port(s)))
+    problems = []
+    for what, variable, host, port in wanted:
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+                continue
+            except OSError:
+                pass
+        holder = port_holder(port) or "a process this user cannot see"
+        problems.append(f"port {port} ({what}, {variable}) is in use by {holder}: stop it, or set {variable}.")
+    return problems

@@ -65,47 +65,97 @@ def run(service: str) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "services.serve", service])
 
 
+def startup_warnings() -> list[str]:
+    """Configuration warnings the services would each log at start (e.g. an unknown
+    holiday year), collected once here so that `gridbus up` shows each one once."""
+    import warnings
+
+    from shared.worktime import load_calendar
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        import structlog
+
+        structlog.configure(logger_factory=structlog.ReturnLoggerFactory())  # the warnings, not their log lines
+        load_calendar()
+    return list(dict.fromkeys(str(w.message) for w in caught))
+
+
 @command
 @click.command("up")
 @click.option("--demo", is_flag=True, help="Feed the demo reports once the stack is up.")
 @click.option("--exit-after-demo", is_flag=True, help="Stop the stack after the demo (for scripts).")
-def up(demo: bool, exit_after_demo: bool) -> None:
+@click.option("--log-file", default=".gridbus/services.log", show_default=True,
+              help="Where the services' logs go ('-': this terminal).")
+@click.option("--reset/--no-reset", default=True, show_default=True,
+              help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
+def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     """Run the four services in the foreground; Ctrl-C stops them cleanly."""
+    from pathlib import Path
+
     from services import demo as demo_mod
     from services.runner import start_all, stop_all
 
     problems = demo_mod.check_dependencies(get_settings())
+    settings = get_settings()  # check_dependencies may have pointed us at a compose broker
+    problems += demo_mod.busy_ports(settings)
     if problems:
         for p in problems:
             click.echo(p, err=True)
         raise SystemExit(2)
-    settings = get_settings()  # check_dependencies may have pointed us at a compose broker
-    procs = start_all()
+    for warning in startup_warnings():
+        click.echo(f"warning: {warning}", err=True)
+    log_handle = None
+    if log_file != "-":
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        log_handle = open(log_file, "a", encoding="utf-8")
+    procs = start_all(stdout=log_handle.fileno() if log_handle else None)
     try:
-        demo_mod.wait_until_ready(settings, procs)
+        try:
+            demo_mod.wait_until_ready(settings, procs)
+        except SystemExit:
+            if log_handle:
+                log_handle.flush()
+                tail = Path(log_file).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+                click.echo("\n".join(tail), err=True)
+            raise
         click.echo(f"gridbus is up: intake API http://{settings.intake_http_host}:{settings.intake_http_port}, "
-                   f"metrics on :{settings.intake_metrics_port}-{settings.notifier_metrics_port}. Ctrl-C stops.")
+                   f"console /console, metrics on :{settings.intake_metrics_port}-{settings.notifier_metrics_port}"
+                   f"{f', service logs in {log_file}' if log_handle else ''}. Ctrl-C stops.")
         if demo:
-            demo_mod.run_demo(settings, echo=click.echo)
+            demo_mod.run_demo(settings, echo=click.echo, reset=reset)
+            click.echo("")
+            for line in demo_mod.next_steps(settings, log_file if log_handle else None):
+                click.echo(line)
             if exit_after_demo:
+                if not demo_mod.wait_for_notifier(settings):
+                    click.echo("(the notifier was still busy; it finishes its deliveries at the next start)", err=True)
                 return
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
-        click.echo("a service exited; stopping the others", err=True)
+        click.echo("a service exited; stopping the others" + (f" (see {log_file})" if log_handle else ""), err=True)
         raise SystemExit(1)
     except KeyboardInterrupt:
         click.echo("stopping…")
     finally:
         stop_all(procs)
+        if log_handle:
+            log_handle.close()
 
 
 @command
 @click.command("demo")
-def demo() -> None:
+@click.option("--reset/--no-reset", default=True, show_default=True,
+              help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
+def demo(reset: bool) -> None:
     """Feed a running stack a few realistic reports and print what happens to each."""
     from services import demo as demo_mod
 
-    demo_mod.run_demo(get_settings(), echo=click.echo)
+    settings = get_settings()
+    demo_mod.run_demo(settings, echo=click.echo, reset=reset)
+    click.echo("")
+    for line in demo_mod.next_steps(settings, None):
+        click.echo(line)
 
 
 def settings_table() -> str:

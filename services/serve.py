@@ -7,6 +7,8 @@ gridbus. `gridbus run <service>` execs it.
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+# logged once as `sla.calendar.unknown_year` already (and shown once by `gridbus up`)
+warnings.filterwarnings("ignore", message=r"holidays of \d{4} are unknown")
 
 import eventlet  # noqa: E402
 
