@@ -19,7 +19,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from services.router.tree import Receiver, RoutingInput, RoutingTree, load_routing_tree
+from services.router.compiler import load_routing_tree
+from services.router.tree import Receiver, RoutingInput, RoutingTree
 from shared.catalog import load_catalog
 
 CST = timezone(timedelta(hours=8))

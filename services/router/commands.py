@@ -15,7 +15,7 @@ COMMANDS: list[click.Command] = []
 
 
 def _load(routes: Path | None):  # -> tuple[RoutingTree, Catalog]
-    from services.router.tree import load_routing_tree
+    from services.router.compiler import load_routing_tree
     from shared.catalog import load_catalog
 
     catalog = load_catalog()

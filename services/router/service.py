@@ -7,9 +7,9 @@ import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
+from services.router.compiler import load_routing_tree
 from services.router.dispatch import Dispatcher
 from services.router.reload import TreeReloader
-from services.router.tree import load_routing_tree
 from shared import metrics, topology
 from shared.bus import Outgoing
 from shared.catalog import load_catalog

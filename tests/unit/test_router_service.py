@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from nameko.testing.services import worker_factory
 
+from services.router.compiler import load_routing_tree
 from services.router.dispatch import Dispatcher
 from services.router.service import RouterService
-from services.router.tree import load_routing_tree
 from shared.catalog import load_catalog
 from shared.models import CaseRegistered, CaseSummary
 from shared.policies import load_policies

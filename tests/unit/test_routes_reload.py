@@ -5,12 +5,11 @@ import os
 import shutil
 from pathlib import Path
 
-from shared.metrics import sample_value
-
 from services.router import reload as reload_mod
+from services.router.compiler import load_routing_tree
 from services.router.reload import TreeReloader, request_reload
-from services.router.tree import load_routing_tree
 from shared.catalog import load_catalog
+from shared.metrics import sample_value
 from tests.conftest import REPO
 
 

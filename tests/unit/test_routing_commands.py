@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from services.cli import main
-from services.router.tree import load_routing_tree
+from services.router.compiler import load_routing_tree
 from shared.config import DEFAULT_CONFIG_DIR
 from shared.configfiles import ConfigError
 

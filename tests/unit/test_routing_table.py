@@ -9,7 +9,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from services.router.tree import RoutingInput, RoutingTree, load_routing_tree
+from services.router.compiler import load_routing_tree
+from services.router.tree import RoutingInput, RoutingTree
 from shared.catalog import Catalog, load_catalog
 from shared.config import DEFAULT_CONFIG_DIR
 from shared.departments import load_department_codes
