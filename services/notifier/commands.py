@@ -167,3 +167,44 @@ def _notify_test(
 
 
 COMMANDS.append(notify)
+
+
+@click.command("sink")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8025, show_default=True)
+@click.option("--print-env", is_flag=True,
+              help="Only print the `export` lines that point a stack's channels here (for `eval`).")
+def sink(host: str, port: int, print_env: bool) -> None:
+    """A local notification sink: prints every message people would get (webhooks,
+    WeCom/DingTalk robots, SMS). Start the stack with the variables it prints."""
+    import time as _time
+
+    from services.notifier import sink as sink_mod
+    from shared.config import get_settings
+
+    base = f"http://{host}:{port}"
+    exports = [f"export {k}='{v}'" for k, v in sink_mod.environment(base).items()]
+    if print_env:
+        click.echo("\n".join(exports))
+        return
+    secret = get_settings().webhook_secret
+
+    def show(r: sink_mod.Received) -> None:
+        check = {True: " ✓ signed", False: " ✗ BAD SIGNATURE", None: ""}[r.signed]
+        click.echo(f"{_time.strftime('%H:%M:%S')} {r.kind:<8} {r.path}{check}\n    "
+                   + r.text.replace("\n", "\n    "))
+
+    try:
+        server = sink_mod.serve(host, port, secret, show)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}; try --port") from None
+    click.echo(f"gridbus sink on {base}. Point a stack at it (before `./run.sh` or `gridbus up`):\n  "
+               + "\n  ".join(exports) + "\n(or: eval \"$(gridbus sink --print-env)\"). Ctrl-C stops.")
+    try:
+        while True:
+            _time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+
+
+COMMANDS.append(sink)
