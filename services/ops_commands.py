@@ -183,7 +183,7 @@ def channel_settings_table() -> str:
         secret = field.annotation is SecretStr
         default = "" if secret else field.default
         rows.append(f"| `GRIDBUS_{name.upper()}`{' (or `_FILE`)' if secret else ''} | `{default}` | "
-                    f"{'secret, never logged' if secret else ''} |")
+                    f"{'secret, never logged' if secret else (field.description or '')} |")
     return "\n".join(rows)
 
 

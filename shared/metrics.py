@@ -222,7 +222,7 @@ ESCALATIONS = _counter(
 SLA_OUTBOX_PENDING = _gauge("gridbus_sla_outbox_pending", "sla events decided but not yet confirmed by the broker.",
                             owner="sla")
 # This month's (Asia/Shanghai calendar month) indicators from sla's ledger, by `scope`
-# (dept | street) and `key` (department or street code): recomputed from Redis, identical
+# (dept | street; community | patch for on-site counts and 721 shares) and `key` (its code): recomputed from Redis, identical
 # in every sla replica (aggregate with max). Counts start at 0 for every known department
 # and street; a ratio with a zero denominator is not defined and has no series.
 _MONTH = ["scope", "key"]
@@ -239,6 +239,8 @@ SLA_MONTH_COUNTS = {
                        _MONTH, owner="sla"),
     "escalations": _gauge("gridbus_sla_month_escalations", "Escalations one grid level up, this month.",
                           _MONTH, owner="sla"),
+    "on_site": _gauge("gridbus_sla_month_on_site", "Cases handled on site by their reporter (就地处置), this month.",
+                      _MONTH, owner="sla"),
 }
 SLA_MONTH_RESOLVED_BY_MODE = _gauge(
     "gridbus_sla_month_resolved_by_mode", "Resolutions this month by the 721 mode used "
@@ -301,6 +303,11 @@ NOTIFIER_QUEUE_MESSAGES = _gauge(
     "Messages waiting in the notifier's work, retry (notifier.retry.*) and dead-letter queues, read by a "
     "passive queue_declare every NOTIFIER_QUEUE_POLL_SECONDS.",
     ["queue"], owner="notifier",
+)
+NOTIFY_CHANNEL_ENABLED = _gauge(
+    "gridbus_notify_channel_enabled", "1 when the channel can send, 0 when it is not configured (e.g. sms without "
+    "GRIDBUS_SMS_URL): its deliveries fall back to the next channel or count as no_address.", ["channel"],
+    owner="notifier",
 )
 NOTIFICATIONS_HELD = _gauge(
     "gridbus_notifications_held", "Notifications held for a digest (quiet hours or rate limit), not yet sent.",

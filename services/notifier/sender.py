@@ -62,6 +62,7 @@ class Notifier:
         self.lease_s = lease_s
         self.state = SendState(client, keys)
         self.holds = digests.HoldStore(client)
+        self.disabled = channel_settings.disabled()
 
     # ------------------------------------------------------------------ events
 
@@ -150,15 +151,21 @@ class Notifier:
             return self._dead(delivery, reason, "unknown_outcome", log_ctx)
         if sends == MAX_SENDS_PER_ATTEMPT:
             log.warning("delivery_resend_after_crash", **log_ctx)
-        address = self.addresses.resolve(delivery.recipient, delivery.channel)
+        disabled = delivery.channel in self.disabled  # reported once at start-up, not per message
+        address = None if disabled else self.addresses.resolve(delivery.recipient, delivery.channel)
         if address is None or not address.to:
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "no_address").inc()
             metrics.NOTIFICATIONS.labels(channel, "no_address").inc()
+            why = (f"{channel} disabled ({self.disabled[delivery.channel]} not set)" if disabled
+                   else f"no {channel} address for {delivery.recipient}")
             if delivery.fallbacks:
-                self._fallback(delivery, f"no {channel} address for {delivery.recipient}")
+                self._fallback(delivery, why)
                 self.state.finish(did, "no_address", delivery, "fallback")
                 return "fallback"
-            log.warning("delivery_no_address", **log_ctx)
+            if disabled:
+                log.debug("delivery_channel_disabled", **log_ctx)
+            else:
+                log.warning("delivery_no_address", **log_ctx)
             self.state.finish(did, "no_address", delivery)
             return "no_address"
         started = time.perf_counter()

@@ -15,7 +15,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.notifier.addresses import AddressBook
-from services.notifier.channels.base import ChannelSettings
+from services.notifier.channels.base import ChannelName, ChannelSettings
 from services.notifier.deliveries import Delivery
 from services.notifier.planner import Planner
 from services.notifier.render import Renderer
@@ -52,6 +52,13 @@ class NotifierConfig(DependencyProvider):
         self.planner = Planner(self.notify, self.addresses, renderer, grid, load_catalog())
         self.channel_settings = ChannelSettings.from_env()
         self.settings = settings
+        disabled = self.channel_settings.disabled()
+        for channel in ChannelName:
+            metrics.NOTIFY_CHANNEL_ENABLED.labels(channel.value).set(0 if channel in disabled else 1)
+        if disabled:  # once, here: not one warning (or dead letter) per message
+            log.warning("channels_disabled", channels=sorted(c.value for c in disabled),
+                        enable_with=sorted(disabled.values()),
+                        effect="deliveries fall back to the next channel or count as no_address")
 
     def get_dependency(self, worker_ctx: Any) -> NotifierConfig:
         return self

@@ -225,16 +225,20 @@ def refresh_gauges(client: redis.Redis, tz: ZoneInfo, depts: Iterable[str] = (),
     for gauge in gauges:  # a new month starts empty: last month's rates must not linger
         gauge.clear()
     for row in rows.values():
+        graded = row.scope in ("dept", "street")  # communities and patches keep a few counts, no rates
         for name, gauge in metrics.SLA_MONTH_COUNTS.items():
-            gauge.labels(row.scope, row.key).set(row.c(name))
-        for name, gauge in metrics.SLA_MONTH_RATIOS.items():
-            value = getattr(row, name)
-            if value is not None:
-                gauge.labels(row.scope, row.key).set(value)
+            if graded or name in row.counts:
+                gauge.labels(row.scope, row.key).set(row.c(name))
         for mode, share in row.shares().items():
             metrics.SLA_MONTH_RESOLVED_BY_MODE.labels(row.scope, row.key, mode).set(row.c(f"mode_{mode}"))
             if share is not None:
                 metrics.SLA_MONTH_SHARE.labels(row.scope, row.key, mode).set(share)
+        if not graded:
+            continue
+        for name, gauge in metrics.SLA_MONTH_RATIOS.items():
+            value = getattr(row, name)
+            if value is not None:
+                gauge.labels(row.scope, row.key).set(value)
         if row.score is not None:
             metrics.SLA_MONTH_SCORE.labels(row.scope, row.key).set(row.score)
             metrics.SLA_GRADE.labels(row.scope, row.key, row.grade).set(1)

@@ -1,5 +1,6 @@
 """The real stack for end-to-end tests: the four services as processes on a fresh
-vhost and Redis key prefix, with a webhook sink that verifies signatures. One stack
+vhost and Redis key prefix, with a webhook sink that verifies signatures (and doubles as
+an SMS provider that refuses every message). One stack
 serves the whole session (starting it takes a few seconds)."""
 from __future__ import annotations
 
@@ -48,11 +49,17 @@ class Sink:
 
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
+        self.sms: list[dict[str, Any]] = []
         sink = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.startswith("/sms"):  # an SMS provider that refuses every message (a 4xx: for good)
+                    sink.sms.append(json.loads(body))
+                    self.send_response(400)
+                    self.end_headers()
+                    return
                 ok = verify(SECRET, dict(self.headers), body, time.time())
                 sink.received.append({"path": self.path, "valid": ok, "headers": dict(self.headers),
                                       "body": json.loads(body)})
@@ -93,6 +100,7 @@ def stack(vhost_factory: Vhosts, redis_url: str,
         "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
         "NOTIFIER_METRICS_PORT": str(free_port()), "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
+        "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink.port}/sms",
     }
     settings = Settings(**{k.lower(): v for k, v in env.items()})
     log_path = config_dir / "services.log"

@@ -121,6 +121,7 @@ def http_server() -> Iterator[Callable[[Responder], LocalHTTP]]:
 
 
 def settings(**kw: Any) -> ChannelSettings:
+    kw.setdefault("smtp_host", "127.0.0.1")  # the local test SMTP servers (unset: email is disabled)
     return ChannelSettings(timeout=2.0, **kw)
 
 
@@ -721,7 +722,7 @@ def test_cli_robots(http_server: Callable[[Responder], LocalHTTP]) -> None:
 
 def test_cli_email(smtp_server: Callable[..., tuple[MailSink, int]]) -> None:
     sink, port = smtp_server()
-    result = run_cli("--channel", "email", "--to", "ops@example.cn", "--smtp-port", str(port),
+    result = run_cli("--channel", "email", "--to", "ops@example.cn", "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
                      "--mail-from", "gridbus@qixing.example.cn", "--event", "case_escalated")
     assert result.exit_code == 0, result.output
     assert sink.messages[0][2]["Subject"].startswith("【升级】450305-TEST-000001")

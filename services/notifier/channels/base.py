@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 
 from shared.logs import get_logger, redact_text
 
@@ -98,7 +98,8 @@ def _secret_from_env(name: str) -> str | None:
 class ChannelSettings(BaseModel):
     """Connection settings of the channels. Secrets are `SecretStr` so they never print."""
 
-    smtp_host: str = "127.0.0.1"
+    smtp_host: str = Field("", description="Mail relay. Empty: the email channel is disabled (deliveries fall "
+                                          "back to the next channel or count as no_address).")
     smtp_port: int = 25
     smtp_starttls: bool = False
     smtp_ssl: bool = False  # implicit TLS (port 465) instead of STARTTLS
@@ -106,11 +107,22 @@ class ChannelSettings(BaseModel):
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     mail_from: str = "gridbus@localhost"
-    sms_url: str = ""
+    sms_url: str = Field("", description="SMS provider endpoint. Empty: the sms channel is disabled (deliveries "
+                                        "fall back to the next channel or count as no_address).")
     sms_api_key: SecretStr = SecretStr("")
     sms_sign: str = "七星城管"
     webhook_secret: SecretStr = SecretStr("")  # used when a message carries no secret of its own
     timeout: float = 5.0
+
+    def disabled(self) -> dict[ChannelName, str]:
+        """Channels these settings cannot send on, each with the variable that enables it.
+        (webhook, wecom and dingtalk take their URL from the recipient's address.)"""
+        out: dict[ChannelName, str] = {}
+        if not self.sms_url:
+            out[ChannelName.sms] = ENV_PREFIX + "SMS_URL"
+        if not self.smtp_host:
+            out[ChannelName.email] = ENV_PREFIX + "SMTP_HOST"
+        return out
 
     @classmethod
     def from_env(cls, **overrides: Any) -> ChannelSettings:

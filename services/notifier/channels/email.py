@@ -51,6 +51,8 @@ def _code_outcome(code: int, text: bytes | str, what: str) -> DeliveryOutcome:
 
 
 def _transmit(mail: EmailMessage, to: str, settings: ChannelSettings) -> DeliveryOutcome:
+    if not settings.smtp_host:  # smtplib would take "" for localhost
+        return DeliveryOutcome.fail("mail relay not configured (GRIDBUS_SMTP_HOST)")
     if settings.smtp_ssl:
         smtp: smtplib.SMTP = smtplib.SMTP_SSL(
             settings.smtp_host, settings.smtp_port, timeout=settings.timeout, context=_tls_context(settings)

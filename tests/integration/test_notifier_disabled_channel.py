@@ -1,0 +1,175 @@
+"""A notifier without an SMS provider or a mail relay (no GRIDBUS_SMS_URL, no
+GRIDBUS_SMTP_HOST), as the documented compose stack runs it: sms and email are disabled,
+said once at start-up and by `gridbus_notify_channel_enabled`; a delivery on a disabled
+channel falls back to the next channel or counts as `no_address` — no failure, no dead
+letter, no `notification_failed`.
+
+The real notifier process on the real RabbitMQ and Redis, with a local webhook receiver.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pika
+import pytest
+import redis
+
+from shared.models import CaseEscalated, DeadlineBreached
+from tests.conftest import Vhosts, copy_config, free_port, wait_for
+from tests.integration.test_notifier_service import (
+    SECRET,
+    STREET,
+    Hooks,
+    Stack,
+    dispatched,
+    new_case_id,
+    publish,
+    store_case,
+)
+
+pytestmark = pytest.mark.integration
+
+NOTIFY = """
+operations_centre:
+  name: 指挥中心
+  webhook: ${TEST_OPS_WEBHOOK}
+  email: ops@qixing.example.cn
+sms_templates:
+  case_dispatched: SMS_T_DISPATCHED
+  deadline_breached: SMS_T_BREACHED
+  notification_failed: SMS_T_FAILED
+subscriptions:
+  - event: case_dispatched
+    notify:
+      - {to: liaison, channels: [sms]}
+      - {to: department, channels: [webhook]}
+  - event: deadline_breached
+    notify:
+      - {to: liaison, channels: [sms]}
+  - event: case_escalated
+    notify:
+      - {to: operations_centre, channels: [email, webhook]}
+  - event: notification_failed
+    notify:
+      - {to: operations_centre, channels: [webhook]}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    vhost = vhost_factory.make("notifier-off")
+    config_dir = copy_config(tmp_path_factory.mktemp("notifier-off-config"))
+    (config_dir / "notify.yaml").write_text(NOTIFY, encoding="utf-8")
+    hooks = Hooks()
+    prefix = f"nof{uuid.uuid4().hex[:8]}"
+    env = {
+        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "NOTIFIER_METRICS_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET, "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
+        "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops", "GRIDBUS_SMS_URL": "", "GRIDBUS_SMTP_HOST": "",
+    }
+    notifier = Stack(env, config_dir / "notifier.log")
+    notifier.start()
+    conn = pika.BlockingConnection(pika.URLParameters(vhost))
+    ch = conn.channel()
+    ch.confirm_delivery()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield {"env": env, "hooks": hooks, "channel": ch, "redis": r, "prefix": prefix, "log": notifier.log_path}
+    finally:
+        notifier.stop()
+        print(Path(notifier.log_path).read_text()[-4000:])
+        conn.close()
+        hooks.http.stop()
+        keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+        vhost_factory.drop(vhost)
+
+
+def _sample(text: str, name: str, **labels: str) -> float | None:
+    want = "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{want} "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _metrics(stack: dict[str, Any]) -> str:
+    return httpx.get(f"http://127.0.0.1:{stack['env']['NOTIFIER_METRICS_PORT']}/metrics", timeout=5).text
+
+
+def _log_events(stack: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for line in Path(stack["log"]).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def test_disabled_channels_are_reported_once_and_by_a_gauge(stack: dict[str, Any]) -> None:
+    said = [e for e in _log_events(stack) if e.get("event") == "channels_disabled"]
+    assert len(said) == 1, said
+    assert said[0]["channels"] == ["email", "sms"]
+    assert said[0]["enable_with"] == ["GRIDBUS_SMS_URL", "GRIDBUS_SMTP_HOST"]
+    text = _metrics(stack)
+    assert _sample(text, "gridbus_notify_channel_enabled", channel="sms") == 0
+    assert _sample(text, "gridbus_notify_channel_enabled", channel="email") == 0
+    assert _sample(text, "gridbus_notify_channel_enabled", channel="webhook") == 1
+    assert _sample(text, "gridbus_notify_channel_enabled", channel="wecom") == 1
+
+
+def test_sms_without_a_provider_counts_as_no_address_not_a_dead_letter(stack: dict[str, Any]) -> None:
+    hooks: Hooks = stack["hooks"]
+    before = _metrics(stack)
+    cases = [new_case_id() for _ in range(3)]
+    for case_id in cases:
+        store_case(stack, case_id)
+        publish(stack, dispatched(case_id))
+        publish(stack, DeadlineBreached(case_id=case_id, correlation_id=f"r-{case_id}", dept="lighting",
+                                        street=STREET, level=3, order_id=f"o-{case_id}", deadline="acknowledge",
+                                        due_at=dispatched(case_id).occurred_at))
+    # the department's webhook goes out for each case: the notifier has handled them
+    assert wait_for(lambda: all(hooks.for_case(c, "/hooks/lighting") for c in cases), 30)
+
+    def settled() -> str:
+        text = _metrics(stack)
+        done = (_sample(text, "gridbus_notification_deliveries_total", channel="sms", outcome="no_address") or 0) \
+            - (_sample(before, "gridbus_notification_deliveries_total", channel="sms", outcome="no_address") or 0)
+        return text if done >= 6 else ""
+
+    after = wait_for(settled, 20)
+    assert after, "the six sms deliveries (three dispatches, three breaches) were not counted as no_address"
+    for name, labels in (("gridbus_notification_dead_letters_total", {"channel": "sms", "reason": "permanent"}),
+                         ("gridbus_notification_deliveries_total", {"channel": "sms", "outcome": "dead"}),
+                         ("gridbus_notifications_total", {"channel": "sms", "outcome": "permanent"}),
+                         ("gridbus_dead_lettered_total", {"service": "notifier", "queue": "notifier.deliveries",
+                                                          "reason": "delivery_failed"})):
+        assert (_sample(after, name, **labels) or 0) == (_sample(before, name, **labels) or 0), (name, labels)
+    dead = stack["channel"].queue_declare("notifier.deliveries.dead", passive=True).method.message_count
+    assert dead == 0
+    assert not [h for c in cases for h in hooks.for_case(c, "/ops")]  # no notification_failed
+    warned = [e for e in _log_events(stack) if e.get("event") in ("delivery_no_address", "delivery_dead")
+              and e.get("case_id") in cases]
+    assert warned == []  # one line at start-up said it all
+
+
+def test_a_disabled_first_channel_falls_back_to_the_next(stack: dict[str, Any]) -> None:
+    hooks: Hooks = stack["hooks"]
+    before = _metrics(stack)
+    case_id = new_case_id()
+    store_case(stack, case_id)
+    publish(stack, CaseEscalated(case_id=case_id, correlation_id=f"r-{case_id}", dept="lighting",
+                                 order_id=f"o-{case_id}", from_level=3, to_level=2, reason="deadline breached",
+                                 step=1))
+    ops = wait_for(lambda: hooks.for_case(case_id, "/ops"), 20)
+    assert ops and ops[0]["body"]["event"]["event"] == "case_escalated"  # email disabled → webhook
+    labels = {"channel": "email", "reason": "permanent"}
+    assert (_sample(_metrics(stack), "gridbus_notification_dead_letters_total", **labels) or 0) == \
+        (_sample(before, "gridbus_notification_dead_letters_total", **labels) or 0)  # skipped, not failed
