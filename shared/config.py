@@ -54,7 +54,19 @@ class Settings(BaseSettings):
 
     intake_http_host: str = Field("127.0.0.1", description="Address intake's HTTP API binds to.")
     intake_http_port: int = Field(8000, description="Port of intake's HTTP API.")
-    max_report_bytes: int = Field(65536, description="Largest accepted report body (HTTP 413 above).")
+    max_report_bytes: int = Field(65536, description="Largest accepted request body, chunked or not (HTTP 413 above).")
+    http_read_timeout_seconds: float = Field(
+        10.0, description="Longest intake waits for a request's headers or its whole body (HTTP 408 after)."
+    )
+    intake_http_workers: int = Field(
+        10, description="nameko workers intake's HTTP requests may hold at once; the AMQP consumers keep "
+        "20 more of their own (a request's body is read before it takes one)."
+    )
+    rate_limit_grid_app: str = Field("50/200", description="Requests per second / burst allowed per grid_app key (HTTP 429 above; 0: no limit).")
+    rate_limit_department: str = Field("20/100", description="Requests per second / burst allowed per department key.")
+    rate_limit_ops: str = Field("50/200", description="Requests per second / burst allowed per ops key.")
+    rate_limit_open311: str = Field("5/30", description="Requests per second / burst allowed per open311 key.")
+    rate_limit_station: str = Field("20/100", description="Requests per second / burst allowed per station key.")
 
     intake_metrics_port: int = Field(9101, description="Prometheus /metrics port of intake.")
     router_metrics_port: int = Field(9102, description="Prometheus /metrics port of router.")
@@ -131,6 +143,9 @@ class Settings(BaseSettings):
         15.0, description="How often the notifier reads the depth of its work, retry and dead-letter queues."
     )
 
+    def rate_limit(self, role: str) -> str:
+        return str(getattr(self, f"rate_limit_{role}"))
+
     def metrics_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_metrics_port"))
 
@@ -139,7 +154,8 @@ class Settings(BaseSettings):
             "AMQP_URI": self.amqp_uri,
             "WEB_SERVER_ADDRESS": f"{self.intake_http_host}:{self.intake_http_port}",
             "serializer": "json",
-            "max_workers": 20,
+            # the AMQP consumers' 20 plus intake's HTTP share (services/intake/boundary.py)
+            "max_workers": 20 + self.intake_http_workers,
             "PREFETCH_COUNT": 20,
         }
 

@@ -176,6 +176,16 @@ OUTBOX_OLDEST_AGE = _gauge(
 )
 REQUEST_BYTES_REJECTED = _counter("gridbus_request_too_large_total", "HTTP bodies refused with 413.",
                                   owner="intake")
+HTTP_READ_TIMEOUTS = _counter("gridbus_http_read_timeouts_total",
+                              "HTTP requests whose body did not arrive in time (408).", owner="intake")
+HTTP_RATE_LIMITED = _counter("gridbus_http_rate_limited_total", "HTTP requests refused with 429, by role.", ["role"],
+                             owner="intake", init=lambda k: [(r,) for r in ("grid_app", "department", "ops", "open311", "station")])
+HTTP_DEPENDENCY_UNAVAILABLE = _counter(
+    "gridbus_http_dependency_unavailable_total", "HTTP requests answered 503 because Redis or the broker was down.",
+    owner="intake",
+)
+HTTP_UNEXPECTED_ERRORS = _counter("gridbus_http_unexpected_errors_total", "HTTP requests answered 500 (a bug).",
+                                  owner="intake")
 
 # -- router ---------------------------------------------------------------------------
 CASES_DISPATCHED = _counter(

@@ -7,12 +7,13 @@ the case from intake to the last notification), and a time-zone-aware timestamp.
 """
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -21,17 +22,61 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# The instants every date parameter is clamped to: a query for year 1 or 9999 means
+# "from the beginning" / "until the end", not an overflow (a POSIX timestamp and ±1 day
+# arithmetic must stay possible in every time zone).
+EARLIEST = datetime(1970, 1, 2, tzinfo=timezone.utc)
+LATEST = datetime(9998, 12, 30, tzinfo=timezone.utc)
+
+
+def clamp_instant(value: datetime) -> datetime:
+    """`value` (aware) limited to [EARLIEST, LATEST]."""
+    try:
+        utc = value.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        return EARLIEST if value.year < 5000 else LATEST
+    return min(max(utc, EARLIEST), LATEST).astimezone(value.tzinfo)
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def _no_control_chars(value: str) -> str:
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in value):
-        raise ValueError("must not contain control characters")
-    return value
+# Strings from outside, by where they may end up. A `Line` (ids, names, addresses,
+# reasons, attribute values) may reach a URL, a header, a log or a message template: no
+# control character at all, CR and LF included. A `Text` (description, note) is free
+# text that may span lines: LF and TAB only. The patterns are the JSON-schema form of
+# the same rule (services/intake/openapi.py serves them), so that clients and fuzzers
+# see exactly what the server accepts; a required one must hold a non-blank character,
+# because surrounding whitespace is stripped before the length is checked.
+_LINE = r"[^\x00-\x1f\x7f]"
+_TEXT = r"[^\x00-\x08\x0b-\x1f\x7f]"
+_SOLID = r"[^\s\x00-\x1f\x7f]"
+LINE_PATTERN = rf"^{_LINE}*$"
+SOLID_LINE_PATTERN = rf"^{_LINE}*{_SOLID}{_LINE}*$"
+SOLID_TEXT_PATTERN = rf"^{_TEXT}*{_SOLID}{_TEXT}*$"
+TEXT_PATTERN = rf"^{_TEXT}*$"
+URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+CleanStr = Annotated[str, Field(pattern=LINE_PATTERN)]
+Line = Annotated[str, Field(pattern=SOLID_LINE_PATTERN)]
+Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
+Url = Annotated[str, Field(pattern=URL_PATTERN, max_length=500)]
+# a JSON number, never a boolean (`true` is not 1.0)
+Coordinate = Annotated[float, Strict()]
 
 
-CleanStr = Annotated[str, AfterValidator(_no_control_chars)]
+def _rfc3339(value: Any) -> Any:
+    # pydantic would read 7 or "1700000000" as Unix time: a report says when, in words
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not RFC3339.match(value.strip()):
+        raise ValueError("an RFC 3339 date-time with its offset, e.g. 2026-11-27T09:30:00+08:00")
+    return value.strip()
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
 CategoryCode = Annotated[str, Field(pattern=r"^\d{5}$", description="GB/T 47678.5 type code")]
 GridCode = Annotated[str, Field(pattern=r"^\d{6}(\d{3}(\d{3}(\d{3})?)?)?$", description="6/9/12/15-digit grid code")]
 
@@ -73,8 +118,8 @@ class CaseStatus(str, Enum):
 
 
 class Location(Strict):
-    lat: float = Field(ge=-90, le=90)
-    lon: float = Field(ge=-180, le=180)
+    lat: Coordinate = Field(ge=-90, le=90)
+    lon: Coordinate = Field(ge=-180, le=180)
     address: CleanStr = Field("", max_length=200)
     grid: GridCode | None = None
 
@@ -83,11 +128,9 @@ class OnSiteHandling(Strict):
     """就地处置: the reporter already solved the problem on the spot (the 721 method's
     service share: persuasion and help by the patch's officers and helpers)."""
 
-    note: CleanStr = Field(min_length=1, max_length=2000)
+    note: Annotated[str, Field(pattern=SOLID_TEXT_PATTERN)] = Field(min_length=1, max_length=2000)
     mode: Mode721
-    evidence_urls: list[Annotated[str, Field(pattern=r"^https?://", max_length=500)]] = Field(
-        default_factory=list, max_length=10
-    )
+    evidence_urls: list[Url] = Field(default_factory=list, max_length=10)
 
 
 class ExternalSource(Strict):
@@ -95,14 +138,17 @@ class ExternalSource(Strict):
     12345 hotline): its system and its own id, kept for status sync back."""
 
     system: CleanStr = Field(min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.\-]+$")
-    external_id: CleanStr = Field(min_length=1, max_length=100)
+    external_id: Line = Field(min_length=1, max_length=100)
 
 
 class Reporter(Strict):
-    id: CleanStr = Field(min_length=1, max_length=64)
+    id: Line = Field(min_length=1, max_length=64)
     role: ReporterRole
     name: CleanStr = Field("", max_length=64)
     phone: str = Field("", pattern=r"^[0-9+\- ]{0,20}$")
+
+
+ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_]{1,40}$")
 
 
 class Report(Strict):
@@ -110,16 +156,14 @@ class Report(Strict):
 
     report_id: CleanStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
     category: CategoryCode
-    description: CleanStr = Field(min_length=1, max_length=2000)
+    description: Annotated[str, Field(pattern=SOLID_TEXT_PATTERN)] = Field(min_length=1, max_length=2000)
     severity: Severity = Severity.normal
     filing_condition: CleanStr | None = Field(None, max_length=200)
     location: Location
     attributes: dict[str, CleanStr] = Field(default_factory=dict, max_length=20)
-    media_urls: list[Annotated[str, Field(pattern=r"^https?://", max_length=500)]] = Field(
-        default_factory=list, max_length=10
-    )
+    media_urls: list[Url] = Field(default_factory=list, max_length=10)
     reporter: Reporter
-    observed_at: AwareDatetime
+    observed_at: Instant
     handled_on_site: OnSiteHandling | None = Field(
         None, description="Set when the reporter already solved it on the spot: registered resolved, never dispatched")
     source: ExternalSource | None = Field(None, description="Set by the city-platform bridge for handed-over tasks")
@@ -128,8 +172,8 @@ class Report(Strict):
     @classmethod
     def _attribute_keys(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not key.replace("_", "").isalnum() or len(key) > 40:
-                raise ValueError(f"attribute key {key!r} must be alphanumeric/underscore, ≤ 40 chars")
+            if not ATTRIBUTE_KEY.match(key):
+                raise ValueError(f"attribute key {key!r} must be 1–40 of A–Z a–z 0–9 _")
         return value
 
 
@@ -406,14 +450,12 @@ class ReplyAction(str, Enum):
 class Reply(Strict):
     """A department's reply (DESIGN §9); on AMQP the body also carries `case_id`."""
 
-    reply_id: CleanStr = Field(min_length=1, max_length=64)
+    reply_id: Line = Field(min_length=1, max_length=64)
     action: ReplyAction
-    note: CleanStr = Field("", max_length=2000)
+    note: Text = Field("", max_length=2000)
     reason: CleanStr | None = Field(None, max_length=500)
     mode: Mode721 | None = None
-    evidence_urls: list[Annotated[str, Field(pattern=r"^https?://", max_length=500)]] = Field(
-        default_factory=list, max_length=10
-    )
+    evidence_urls: list[Url] = Field(default_factory=list, max_length=10)
     case_id: str | None = None
 
 

@@ -19,6 +19,11 @@ def report_index(report_id: str) -> str:
     return f"{_p()}:report:{report_id}"
 
 
+def rate_bucket(key_id: str) -> str:
+    """Hash {tokens, ts}: an API key's token bucket (intake's rate limit; expires when full)."""
+    return f"{_p()}:ratelimit:{key_id}"
+
+
 def case_sequence(district: str, day: str) -> str:
     """Counter: the day's case serial number for a district."""
     return f"{_p()}:caseseq:{district}:{day}"

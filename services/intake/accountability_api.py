@@ -11,42 +11,32 @@ Answer 200: {"from", "to", "count", "entries": [...], "departments": [...], "lia
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
-from services.intake.auth import AuthError, Role, authenticate, require
+from services.intake.auth import Role, authenticate, require
+from services.intake.boundary import api, error_response, json_response
+from services.intake.validation import FieldError, InvalidInput
 from services.sla.ledger import REPEATED, Period, entries, summary
 from shared.config import get_settings
 
-_JSON = {"Content-Type": "application/json; charset=utf-8"}
 
-
-def _answer(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status,
-                    headers={**_JSON, **(headers or {})})
-
-
-def accountability_response(client: Any, args: Any, headers: Any) -> Response:
-    """The endpoint's logic, callable without nameko (tests)."""
-    try:
-        require(authenticate(headers, client), Role.ops)
-    except AuthError as exc:
-        extra = {"WWW-Authenticate": 'Bearer realm="gridbus"'} if exc.status == 401 else {}
-        return _answer(exc.status, {"errors": [{"field": "Authorization", "message": exc.message}]}, extra)
+def accountability(client: Any, args: Any) -> Response:
+    """The endpoint's logic for an authorised caller, callable without nameko (tests)."""
     tz = ZoneInfo(get_settings().timezone)
     try:
         period = Period.parse(args.get("from"), args.get("to"), tz)
+    except ValueError as exc:
+        raise InvalidInput([FieldError("from/to", str(exc))]) from None
+    try:
         repeated = int(args.get("repeated") or REPEATED)
         if repeated < 1:
-            raise ValueError("repeated must be ≥ 1")
-    except ValueError as exc:
-        field = "repeated" if "repeated" in str(exc) or "invalid literal" in str(exc) else "from/to"
-        return _answer(422, {"errors": [{"field": field, "message": str(exc)}]})
+            raise ValueError
+    except ValueError:
+        raise InvalidInput([FieldError("repeated", "an integer ≥ 1")]) from None
     rows = entries(client, period, dept=args.get("dept") or None, street=args.get("street") or None)
 
     def iso(ts: float | None) -> str | None:
@@ -55,8 +45,17 @@ def accountability_response(client: Any, args: Any, headers: Any) -> Response:
     for e in rows:
         for k in ("due", "breached_at", "done"):
             e[k] = iso(e[k])
-    return _answer(200, {"from": iso(period.start), "to": iso(period.end), "count": len(rows),
-                         "entries": rows, **summary(rows, repeated)})
+    return json_response(200, {"from": iso(period.start), "to": iso(period.end), "count": len(rows),
+                               "entries": rows, **summary(rows, repeated)})
+
+
+def accountability_response(client: Any, args: Any, headers: Any) -> Response:
+    """Authentication and errors as the HTTP boundary answers them (tests without nameko)."""
+    try:
+        require(authenticate(headers, client), Role.ops)
+        return accountability(client, args)
+    except Exception as exc:
+        return error_response(exc)
 
 
 class AccountabilityApi:
@@ -64,6 +63,6 @@ class AccountabilityApi:
 
     redis: Any
 
-    @http("GET", "/v1/accountability")
+    @api("GET", "/v1/accountability", roles=(Role.ops,))
     def get_accountability(self, request: Request) -> Response:
-        return accountability_response(self.redis, request.args, request.headers)
+        return accountability(self.redis, request.args)

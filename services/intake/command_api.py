@@ -13,15 +13,13 @@ from typing import Any
 
 import structlog
 from nameko.extensions import DependencyProvider
-from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
-from services.intake.auth import AuthError, Role, authenticate, require
+from services.intake.auth import Role
+from services.intake.boundary import api, json_response, principal
 from services.intake.dispatching import ManualDispatch, apply_manual_dispatch
 from services.intake.evaluation import EvaluationRequest, NotClosed, apply_evaluation
-from services.intake.store import CaseNotFound
-from services.intake.validation import InvalidInput, parse
-from shared.lifecycle import IllegalTransition
+from services.intake.validation import parse
 
 log = structlog.get_logger("gridbus.intake.command")
 
@@ -44,39 +42,33 @@ class CommandApi:
     domain: Any
     department_codes: set[str] = DepartmentCodes()  # type: ignore[assignment]
 
-    @http("POST", "/v1/cases/<string:case_id>/dispatch")
+    @api("POST", "/v1/cases/<string:case_id>/dispatch", roles=(Role.ops, Role.station), body="json")
     def post_dispatch(self, request: Request, case_id: str) -> Response:
         # imported here: service.py imports this module while it is being defined
         from services.intake.publishing import publish_stored
-        from services.intake.service import BodyTooLarge, case_answer, error_response, json_response, read_body
+        from services.intake.service import case_answer
 
         store, _ = self.domain.for_client(self.redis)
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.station)
-            body = parse(ManualDispatch, read_body(request))
-            case, events, applied = apply_manual_dispatch(store, case_id, body, principal, self.department_codes)
-        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
-            return error_response(exc, case_id)
+        who = principal(request)
+        body = parse(ManualDispatch, request.get_data())
+        case, events, applied = apply_manual_dispatch(store, case_id, body, who, self.department_codes)
         publish_stored(self.bus, store, events)
-        log.info("dispatch_requested", case_id=case_id, by=principal.actor, applied=applied,
+        log.info("dispatch_requested", case_id=case_id, by=who.actor, applied=applied,
                  departments=body.departments, hand_up=body.hand_up, level=body.level)
         return json_response(202 if applied else 200, case_answer(case, applied))
 
-    @http("POST", "/v1/cases/<string:case_id>/evaluation")
+    @api("POST", "/v1/cases/<string:case_id>/evaluation", roles=(Role.grid_app, Role.ops), body="json")
     def post_evaluation(self, request: Request, case_id: str) -> Response:
         from services.intake.publishing import publish_stored
-        from services.intake.service import BodyTooLarge, case_answer, error_response, json_response, read_body
+        from services.intake.service import case_answer
 
         store, _ = self.domain.for_client(self.redis)
         window = timedelta(hours=self.domain.settings.evaluation_reopen_hours)
+        body = parse(EvaluationRequest, request.get_data())
         try:
-            principal = require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
-            body = parse(EvaluationRequest, read_body(request))
-            case, events, applied = apply_evaluation(store, case_id, body, principal.actor, window)
+            case, events, applied = apply_evaluation(store, case_id, body, principal(request).actor, window)
         except NotClosed as exc:
             return json_response(409, {"error": "not_closed", "message": str(exc), "current": exc.current.value})
-        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
-            return error_response(exc, case_id)
         publish_stored(self.bus, store, events)
         log.info("case_evaluated", case_id=case_id, rating=body.rating, status=case.status.value, applied=applied)
         return json_response(200, case_answer(case, applied))

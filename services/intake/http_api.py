@@ -9,33 +9,24 @@ serves them. The mixins use what IntakeService provides: `self.redis` (redis.Red
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from nameko.extensions import DependencyProvider
-from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
 from services.intake import open311, queries
-from services.intake.auth import AuthError, Forbidden, Principal, Role, authenticate, authenticate_key, require
+from services.intake.auth import Forbidden, Principal, Role
+from services.intake.boundary import api, idempotency_key, json_response, principal
 from services.intake.openapi import document
 from services.intake.publishing import register_report
 from services.intake.store import CaseNotFound
 from services.intake.validation import InvalidInput
 from shared import metrics
-from shared.config import get_settings
 
 log = structlog.get_logger("gridbus.intake.api")
-_JSON = {"Content-Type": "application/json; charset=utf-8"}
 OPEN311_MAX_SCAN = 5000  # no cursor in Open311: one request may read more (90-day window)
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    resp = Response(json.dumps(body, ensure_ascii=False, default=str), status=status, headers=_JSON)
-    resp.headers.extend(headers or {})
-    return resp
 
 
 class AgencyNames(DependencyProvider):
@@ -56,24 +47,17 @@ class CasesApi:
     redis: Any
     domain: Any
 
-    @http("GET", "/v1/cases")
+    @api("GET", "/v1/cases", roles=(Role.ops, Role.grid_app, Role.department))
     def list_cases_http(self, request: Request) -> Response:
         tz = ZoneInfo(self.domain.settings.timezone)
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.grid_app, Role.department)
-            query = queries.parse_query(request.args, tz)
-            query = _scoped(query, principal)
-        except AuthError as exc:
-            return _json(exc.status, exc.as_json(), exc.headers())
-        except InvalidInput as exc:
-            return _json(422, exc.as_json())
+        query = _scoped(queries.parse_query(request.args, tz), principal(request))
         store, _ = self.domain.for_client(self.redis)
         page = queries.list_cases(store, query)
-        return _json(200, page.model_dump(mode="json"))
+        return json_response(200, page.model_dump(mode="json"))
 
-    @http("GET", "/openapi.json")
+    @api("GET", "/openapi.json")
     def openapi_document(self, request: Request) -> Response:
-        return _json(200, document())
+        return json_response(200, document())
 
 
 def _scoped(query: queries.CaseQuery, principal: Principal) -> queries.CaseQuery:
@@ -88,65 +72,45 @@ def _scoped(query: queries.CaseQuery, principal: Principal) -> queries.CaseQuery
 
 
 class Open311Api:
-    """Open311 GeoReport v2, JSON only, under /open311/v2/."""
+    """Open311 GeoReport v2, JSON only, under /open311/v2/. The spec passes `api_key` as
+    a parameter (a form field on POST); a Bearer header is accepted as well."""
 
     redis: Any
     bus: Any
     domain: Any
     open311_agencies: dict[str, str] = AgencyNames()  # type: ignore[assignment]
 
-    def _open311_key(self, request: Request, key: str | None, *roles: Role) -> Principal:
-        # the spec passes api_key as a parameter; a Bearer header is accepted as well
-        try:
-            if key:
-                principal = authenticate_key(key, self.redis)
-            else:
-                principal = authenticate(request.headers, self.redis)
-            return require(principal, *roles)
-        except AuthError as exc:
-            raise open311.Open311Error(403, f"api_key: {exc.message}") from None
-
-    @http("GET", "/open311/v2/services.json")
+    @api("GET", "/open311/v2/services.json", style="open311")
     def open311_services(self, request: Request) -> Response:
-        return _json(200, [s.model_dump(mode="json") for s in open311.services(self.domain.catalog)])
+        return json_response(200, [s.model_dump(mode="json") for s in open311.services(self.domain.catalog)])
 
-    @http("GET", "/open311/v2/services/<string:service_code>.json")
+    @api("GET", "/open311/v2/services/<string:service_code>.json", style="open311")
     def open311_service(self, request: Request, service_code: str) -> Response:
-        try:
-            return _json(200, open311.service_definition(self.domain.catalog, service_code).model_dump(mode="json"))
-        except open311.Open311Error as exc:
-            return _json(exc.status, exc.as_json())
+        return json_response(200, open311.service_definition(self.domain.catalog, service_code).model_dump(mode="json"))
 
-    @http("POST", "/open311/v2/requests.json")
+    @api("POST", "/open311/v2/requests.json", roles=(Role.open311,), auth="open311", body="form", style="open311")
     def open311_post_request(self, request: Request) -> Response:
-        limit = get_settings().max_report_bytes
-        if request.content_length is not None and request.content_length > limit:
-            metrics.REQUEST_BYTES_REJECTED.inc()
-            return _json(413, open311.Open311Error(413, f"body larger than {limit} bytes").as_json())
+        who = principal(request)
         try:
-            principal = self._open311_key(request, request.form.get("api_key"), Role.open311)
-            report = open311.report_from_form(request.form, principal.key_id, self.domain.catalog,
-                                              request.headers.get("Idempotency-Key"))
+            report = open311.report_from_form(request.form, who.key_id, self.domain.catalog, idempotency_key(request))
             store, registrar = self.domain.for_client(self.redis)
             try:
-                result = register_report(self.bus, store, registrar, report, "open311", key_id=principal.key_id)
+                result = register_report(self.bus, store, registrar, report, "open311", key_id=who.key_id)
             except InvalidInput as exc:
                 raise open311.invalid_to_open311(exc) from None
+        except InvalidInput as exc:
+            raise open311.invalid_to_open311(exc) from None
         except open311.Open311Error as exc:
             if exc.status == 400:
                 metrics.REPORTS_RECEIVED.labels("open311", "invalid").inc()
-            return _json(exc.status, exc.as_json())
-        return _json(201 if result.created else 200, [open311.created(result.case_id).model_dump(mode="json")])
+            raise
+        return json_response(201 if result.created else 200, [open311.created(result.case_id).model_dump(mode="json")])
 
-    @http("GET", "/open311/v2/requests.json")
+    @api("GET", "/open311/v2/requests.json", roles=(Role.open311, Role.ops), auth="open311", style="open311")
     def open311_list_requests(self, request: Request) -> Response:
         tz = ZoneInfo(self.domain.settings.timezone)
         store, _ = self.domain.for_client(self.redis)
-        try:
-            self._open311_key(request, request.args.get("api_key"), Role.open311, Role.ops)
-            q = open311.parse_requests_query(request.args, tz)
-        except open311.Open311Error as exc:
-            return _json(exc.status, exc.as_json())
+        q = open311.parse_requests_query(request.args, tz)
         if q.ids:
             cases = []
             for case_id in q.ids[: open311.MAX_RESULTS]:
@@ -158,20 +122,17 @@ class Open311Api:
             f = queries.CaseFilter(since=q.start, until=q.end)
             cases, _, _ = queries.scan(store, f, limit=open311.MAX_RESULTS, max_scan=OPEN311_MAX_SCAN,
                                        extra=q.matches)
-        return _json(200, [open311.request_of(c, self.domain.catalog, self.open311_agencies, tz).model_dump(mode="json")
-                           for c in cases])
+        return json_response(200, [open311.request_of(c, self.domain.catalog, self.open311_agencies, tz)
+                                   .model_dump(mode="json") for c in cases])
 
-    @http("GET", "/open311/v2/requests/<string:service_request_id>.json")
+    @api("GET", "/open311/v2/requests/<string:service_request_id>.json", roles=(Role.open311, Role.ops),
+         auth="open311", style="open311")
     def open311_get_request(self, request: Request, service_request_id: str) -> Response:
         tz = ZoneInfo(self.domain.settings.timezone)
         store, _ = self.domain.for_client(self.redis)
         try:
-            self._open311_key(request, request.args.get("api_key"), Role.open311, Role.ops)
-            try:
-                case = store.get(service_request_id)
-            except CaseNotFound:
-                raise open311.Open311Error(404, f"service_request_id {service_request_id} not found") from None
-        except open311.Open311Error as exc:
-            return _json(exc.status, exc.as_json())
-        return _json(200, [open311.request_of(case, self.domain.catalog, self.open311_agencies, tz)
-                           .model_dump(mode="json")])
+            case = store.get(service_request_id)
+        except CaseNotFound:
+            raise open311.Open311Error(404, f"service_request_id {service_request_id} not found") from None
+        return json_response(200, [open311.request_of(case, self.domain.catalog, self.open311_agencies, tz)
+                                   .model_dump(mode="json")])

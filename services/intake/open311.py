@@ -15,6 +15,7 @@ Errors are `[{"code": <HTTP status>, "description": …}]`.
 """
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from datetime import datetime, timedelta, tzinfo
@@ -25,7 +26,7 @@ from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 from services.intake.validation import FieldError, InvalidInput, errors_of
 from shared.catalog import Catalog, Category
 from shared.lifecycle import FINAL_STATES
-from shared.models import Case, CaseStatus, Report, utcnow
+from shared.models import Case, CaseStatus, Report, clamp_instant, utcnow
 
 DEFAULT_WINDOW = timedelta(days=90)   # the spec's default and largest date range
 MAX_RESULTS = 1000                   # the spec's default result cap
@@ -163,7 +164,7 @@ def report_from_form(form: Mapping[str, str], key_id: str, catalog: Catalog,
         "observed_at": (now or utcnow()).isoformat(),
     }
     try:
-        return Report.model_validate(body)
+        return Report.model_validate_json(json.dumps(body, ensure_ascii=False))
     except ValidationError as exc:
         raise Open311Error(400, _describe(errors_of(exc))) from None
 
@@ -244,12 +245,13 @@ def _when(value: str, name: str, tz: tzinfo) -> datetime:
         dt = datetime.fromisoformat(value.strip())
     except ValueError:
         raise Open311Error(400, f"{name} must be a W3C/ISO 8601 date-time, e.g. 2026-11-27T09:30:00+08:00") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=tz)
+    return clamp_instant(dt if dt.tzinfo else dt.replace(tzinfo=tz))  # year 1 / 9999: no overflow
 
 
 def parse_requests_query(args: Mapping[str, str], tz: tzinfo, now: datetime | None = None) -> RequestsQuery:
-    """GET requests.json parameters. Without dates: the last 90 days; a range may not
-    span more than 90 days (the spec's limits). `service_request_id` overrides the rest."""
+    """GET requests.json parameters. Without dates: the last 90 days; a range is at most
+    90 days (the spec's limits), a longer one is cut to the 90 days up to `end_date`.
+    `service_request_id` overrides the rest."""
     now = now or utcnow()
     statuses = set(_split(args.get("status")))
     if statuses - {"open", "closed"}:
@@ -261,10 +263,11 @@ def parse_requests_query(args: Mapping[str, str], tz: tzinfo, now: datetime | No
     elif start is None:
         start = end - DEFAULT_WINDOW  # type: ignore[operator]
     elif end is None:
-        end = min(now, start + DEFAULT_WINDOW)
-    if end < start:  # type: ignore[operator]
-        raise Open311Error(400, "end_date is before start_date")
+        end = max(start, min(now, clamp_instant(start + DEFAULT_WINDOW)))
+    # Limits, not errors (every combination of two valid dates is a valid query): an end
+    # before the start is an empty range; a longer range is cut to the 90 days up to end.
+    end = max(end, start)  # type: ignore[type-var]
     if end - start > DEFAULT_WINDOW:  # type: ignore[operator]
-        raise Open311Error(400, "start_date to end_date may not span more than 90 days")
+        start = end - DEFAULT_WINDOW  # type: ignore[operator]
     return RequestsQuery(ids=_split(args.get("service_request_id")), service_codes=frozenset(_split(args.get("service_code"))),
                          statuses=frozenset(statuses), start=start, end=end)

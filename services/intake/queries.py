@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, Field
 from services.intake.store import CaseStore
 from services.intake.validation import FieldError, InvalidInput
 from shared import redis_keys as keys
-from shared.models import Assignment, Case, CaseStatus, Location, Severity
+from shared.models import Assignment, Case, CaseStatus, Location, Severity, clamp_instant
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
@@ -120,7 +120,7 @@ def parse_time(value: str, field: str, tz: tzinfo) -> datetime:
         dt = datetime.fromisoformat(value.strip())
     except ValueError:
         raise InvalidInput([FieldError(field, f"{value!r} is not an ISO 8601 date-time")]) from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=tz)
+    return clamp_instant(dt if dt.tzinfo else dt.replace(tzinfo=tz))  # year 1 / 9999: no overflow
 
 
 def parse_query(args: Mapping[str, str], tz: tzinfo) -> CaseQuery:

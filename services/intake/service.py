@@ -7,21 +7,20 @@ from typing import Any
 import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
-from nameko.web.handlers import http
 from werkzeug.wrappers import Request, Response
 
 from services.console.http import ConsoleApi
-from services.intake.auth import AuthError, Role, authenticate, require
+from services.intake.auth import Role
 from services.intake.accountability_api import AccountabilityApi
 from services.intake.cases import Registrar, apply_event
 from services.intake.command_api import CommandApi
 from services.intake.duplicates import load_duplicate_policy
+from services.intake.boundary import FallbackApi, api, json_response, principal, scoped_key
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import backlog, observe, publish_backlog
 from services.intake.publishing import publish_stored, register_report
 from services.intake.replies import (
     Cancellation,
-    NoSuspensionRequested,
     NotAssigned,
     SuspensionDecision,
     Verification,
@@ -41,11 +40,6 @@ from shared.models import Case, CaseStatus, Reply, Report, parse_event
 from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
 
 log = structlog.get_logger("gridbus.intake")
-JSON = {"Content-Type": "application/json; charset=utf-8"}
-
-
-def json_response(status: int, body: Any) -> Response:
-    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status, headers=JSON)
 
 
 class Domain(DependencyProvider):
@@ -67,51 +61,13 @@ class Domain(DependencyProvider):
                                 self.settings.onsite_verify_sample_rate)
 
 
-class BodyTooLarge(ValueError):
-    pass
-
-
-def read_body(request: Request) -> bytes:
-    """The request body, refusing (413) anything above MAX_REPORT_BYTES without reading
-    more than that, whether or not the client announced its length."""
-    limit = get_settings().max_report_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"body larger than {limit} bytes")
-    raw = request.stream.read(limit + 1)
-    if len(raw) > limit:
-        raise BodyTooLarge(f"body larger than {limit} bytes")
-    return raw
-
-
-def error_response(exc: Exception, case_id: str = "") -> Response:
-    """The one place that turns domain errors into HTTP answers."""
-    if isinstance(exc, InvalidInput):
-        return json_response(422, exc.as_json())
-    if isinstance(exc, AuthError):
-        headers = {"WWW-Authenticate": 'Bearer realm="gridbus"'} if exc.status == 401 else {}
-        resp = json_response(exc.status, {"errors": [{"field": "Authorization", "message": exc.message}]})
-        resp.headers.extend(headers)
-        return resp
-    if isinstance(exc, NotAssigned):
-        return json_response(403, {"errors": [{"field": "case_id", "message": str(exc)}]})
-    if isinstance(exc, CaseNotFound):
-        return json_response(404, {"errors": [{"field": "case_id", "message": f"no case {case_id}"}]})
-    if isinstance(exc, BodyTooLarge):
-        metrics.REQUEST_BYTES_REJECTED.inc()
-        return json_response(413, {"errors": [{"field": "", "message": str(exc)}]})
-    if isinstance(exc, IllegalTransition):
-        return json_response(409, {"error": "illegal_transition", "message": str(exc),
-                                   "current": exc.current.value, "allowed": [a.value for a in exc.allowed]})
-    raise exc
-
-
 def case_answer(case: Case, applied: bool) -> dict[str, Any]:
     return {"case_id": case.case_id, "status": case.status.value, "version": case.version, "applied": applied}
 
 
-class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, CommandApi, ConsoleApi):
+class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, CommandApi, ConsoleApi, FallbackApi):
     """Entrypoints here and in the mixins (case queries, Open311, accountability, dispatch
-    by hand, the operations console services/console/http.py): nameko
+    by hand, the operations console services/console/http.py, JSON 404s): nameko
     collects entrypoints and dependencies from base classes too."""
 
     name = "intake"
@@ -135,104 +91,88 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         return (202 if result.created else 200), body
 
     # -------------------------------------------------------------- HTTP
-    @http("POST", "/v1/reports")
+    # Every route goes through services/intake/boundary.py: authentication, rate limit,
+    # Content-Type and the body are checked before a worker runs; errors are raised and
+    # answered by its table.
+    @api("POST", "/v1/reports", roles=(Role.grid_app, Role.ops), body="json")
     def post_report(self, request: Request) -> Response:
         try:
-            raw = read_body(request)
-            require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
-        except (BodyTooLarge, AuthError) as exc:
-            return error_response(exc)
-        try:
-            report = parse(Report, raw)
-            status, body = self._register(report, "http", request.headers.get("Idempotency-Key"))
-        except InvalidInput as exc:
+            report = parse(Report, request.get_data())
+            # the Idempotency-Key is scoped to the API key that sent it
+            status, body = self._register(report, "http", scoped_key(request, "idem"))
+        except InvalidInput:
             metrics.REPORTS_RECEIVED.labels("http", "invalid").inc()
-            return json_response(422, exc.as_json())
+            raise
         return json_response(status, body)
 
-    @http("GET", "/v1/cases/<string:case_id>")
+    @api("GET", "/v1/cases/<string:case_id>", roles=(Role.ops, Role.grid_app, Role.department, Role.station))
     def get_case(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.grid_app, Role.department,
-                                Role.station)
-            case = store.get(case_id)
-            if principal.role is Role.department and all(a.dept != principal.dept for a in case.assignments):
-                raise NotAssigned(f"case {case_id} was never assigned to {principal.dept}")
-            if principal.role is Role.station and case.street != principal.street:
-                raise NotAssigned(f"case {case_id} is not in street {principal.street}")
-        except (AuthError, CaseNotFound, NotAssigned) as exc:
-            return error_response(exc, case_id)
+        who = principal(request)
+        case = store.get(case_id)
+        # "not yours" answers exactly like "no such case": ids of other departments' (streets') cases do not leak
+        if who.role is Role.department and all(a.dept != who.dept for a in case.assignments):
+            raise CaseNotFound(case_id)
+        if who.role is Role.station and case.street != who.street:
+            raise CaseNotFound(case_id)
         return json_response(200, case.model_dump(mode="json", exclude={"applied_messages"}))
 
-    @http("POST", "/v1/cases/<string:case_id>/replies")
+    @api("POST", "/v1/cases/<string:case_id>/replies", roles=(Role.department,), body="json")
     def post_reply(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
+        dept = principal(request).dept or ""
+        reply = parse(Reply, request.get_data())
         try:
-            principal = require(authenticate(request.headers, self.redis), Role.department)
-            reply = parse(Reply, read_body(request))
-            case, events, applied = apply_reply(store, case_id, principal.dept or "", reply)
-        except (BodyTooLarge, InvalidInput, AuthError, NotAssigned, CaseNotFound, IllegalTransition) as exc:
-            return error_response(exc, case_id)
+            case, events, applied = apply_reply(store, case_id, dept, reply)
+        except NotAssigned:
+            if all(a.dept != dept for a in store.get(case_id).assignments):
+                raise CaseNotFound(case_id) from None  # never this department's: as if it did not exist
+            raise
         publish_stored(self.bus, store, events)
         observe(case, events)
-        log.info("reply_applied", case_id=case_id, dept=principal.dept, action=reply.action.value,
+        log.info("reply_applied", case_id=case_id, dept=dept, action=reply.action.value,
                  status=case.status.value, applied=applied, channel="http")
         return json_response(200, case_answer(case, applied))
 
-    @http("POST", "/v1/cases/<string:case_id>/verification")
+    @api("POST", "/v1/cases/<string:case_id>/verification", roles=(Role.grid_app, Role.ops), body="json")
     def post_verification(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.grid_app, Role.ops)
-            check = parse(Verification, read_body(request))
-            key = request.headers.get("Idempotency-Key") or f"{check.result}:{check.verifier}:{check.note}"
-            case, events, applied = apply_verification(store, case_id, check, f"verify:{key}",
-                                                       f"{principal.actor}:{check.verifier}".rstrip(":"))
-        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
-            return error_response(exc, case_id)
+        who = principal(request)
+        check = parse(Verification, request.get_data())
+        key = scoped_key(request, "verify") or f"verify:{check.result}:{check.verifier}:{check.note}"
+        case, events, applied = apply_verification(store, case_id, check, key,
+                                                   f"{who.actor}:{check.verifier}".rstrip(":"))
         publish_stored(self.bus, store, events)
         log.info("verification_applied", case_id=case_id, result=check.result, status=case.status.value)
         return json_response(200, case_answer(case, applied))
 
-    @http("POST", "/v1/cases/<string:case_id>/suspension")
+    @api("POST", "/v1/cases/<string:case_id>/suspension", roles=(Role.ops,), body="json")
     def post_suspension(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops)
-            decision = parse(SuspensionDecision, read_body(request))
-            key = request.headers.get("Idempotency-Key") or f"{decision.decision}:{decision.approver}:{decision.note}"
-            case, events, applied = apply_suspension_decision(store, case_id, decision, f"suspension:{key}",
-                                                              principal.actor)
-        except NoSuspensionRequested as exc:
-            return json_response(409, {"error": "no_suspension_requested", "message": str(exc)})
-        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
-            return error_response(exc, case_id)
+        decision = parse(SuspensionDecision, request.get_data())
+        key = scoped_key(request, "suspension") or f"suspension:{decision.decision}:{decision.approver}:{decision.note}"
+        case, events, applied = apply_suspension_decision(store, case_id, decision, key, principal(request).actor)
         publish_stored(self.bus, store, events)
         log.info("suspension_decided", case_id=case_id, decision=decision.decision, status=case.status.value)
         return json_response(200, case_answer(case, applied))
 
-    @http("POST", "/v1/cases/<string:case_id>/cancellation")
+    @api("POST", "/v1/cases/<string:case_id>/cancellation", roles=(Role.ops,), body="json")
     def post_cancellation(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops)
-            check = parse(Cancellation, read_body(request))
-            key = request.headers.get("Idempotency-Key") or check.reason
-            case, events, applied = apply_cancellation(store, case_id, check, f"cancel:{key}", principal.actor)
-        except (BodyTooLarge, InvalidInput, AuthError, CaseNotFound, IllegalTransition) as exc:
-            return error_response(exc, case_id)
+        check = parse(Cancellation, request.get_data())
+        key = scoped_key(request, "cancel") or f"cancel:{check.reason}"
+        case, events, applied = apply_cancellation(store, case_id, check, key, principal(request).actor)
         publish_stored(self.bus, store, events)
         log.info("case_cancelled", case_id=case_id, applied=applied)
         return json_response(200, case_answer(case, applied))
 
-    @http("GET", "/v1/catalog")
+    @api("GET", "/v1/catalog")
     def get_catalog(self, request: Request) -> Response:
         return json_response(200, self.domain.catalog.tree())
 
-    @http("GET", "/healthz")
+    @api("GET", "/healthz")
     def healthz(self, request: Request) -> Response:
-        self.redis.ping()
+        self.redis.ping()  # down: 503 with Retry-After through the boundary
         return json_response(200, {"status": "ok"})
 
     # -------------------------------------------------------------- AMQP

@@ -1,6 +1,7 @@
 """Turning untrusted bytes into a `Report`, or into one error per bad field."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -49,10 +50,12 @@ def errors_of(exc: ValidationError) -> list[FieldError]:
 
 
 def parse(model: type[M], raw: bytes | str | dict[str, Any]) -> M:
-    """Validate `raw` (JSON text or an already decoded dict) as `model`."""
+    """Validate `raw` (JSON text or an already decoded dict) as `model`. A dict (an AMQP
+    body) is validated as the JSON it came as, so that both channels accept exactly the
+    same input (JSON-mode rules: a date-time is a string, never a datetime object)."""
     try:
         if isinstance(raw, dict):
-            return model.model_validate(raw)
+            raw = json.dumps(raw, ensure_ascii=False)
         if isinstance(raw, (bytes, str)) and not raw.strip():
             raise InvalidInput([FieldError("", "body is empty; expected a JSON object")])
         return model.model_validate_json(raw)

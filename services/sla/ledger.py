@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from shared import redis_keys as keys
+from shared.models import LATEST, clamp_instant
 
 REPEATED = 2  # breaches in the period from which a department/liaison is listed for referral
 
@@ -43,8 +44,7 @@ class Period:
         now = datetime.now(tz)
         lo = _instant(start, tz, False) if start else now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         hi = _instant(end, tz, True) if end else (lo + timedelta(days=32)).replace(day=1)
-        if hi <= lo:
-            raise ValueError("`to` must be after `from`")
+        hi = max(hi, lo)  # `to` before `from`: an empty period, not an error
         return cls(lo.timestamp(), hi.timestamp())
 
 
@@ -52,6 +52,8 @@ def _instant(text: str, tz: ZoneInfo, end: bool) -> datetime:
     try:
         if len(text) == 10:
             d = date.fromisoformat(text)
+            if end and d == date.max:
+                return LATEST
             value = datetime.combine(d + timedelta(days=1) if end else d, time(), tz)
         else:
             value = datetime.fromisoformat(text)
@@ -59,7 +61,7 @@ def _instant(text: str, tz: ZoneInfo, end: bool) -> datetime:
                 value = value.replace(tzinfo=tz)
     except ValueError as exc:
         raise ValueError(f"{text!r} is not a date (2026-11-01) or an ISO date-time") from exc
-    return value
+    return clamp_instant(value)  # year 1 or 9999: the ends of time, not an overflow
 
 
 def entries(client: redis.Redis, period: Period, dept: str | None = None, street: str | None = None,

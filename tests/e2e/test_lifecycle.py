@@ -101,8 +101,13 @@ def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     assert httpx.post(url, json=body, headers=bearer("gbk_000000000000.wrongwrongwrongwrongwrong"),
                       timeout=5).status_code == 401
     assert httpx.post(url, json=body, headers=bearer(grid_app), timeout=5).status_code == 403  # wrong role
-    r = httpx.post(url, json=body, headers=bearer(gas), timeout=5)  # not assigned to gas
-    assert r.status_code == 403 and "not assigned" in r.text
+    # never assigned to gas: answered exactly as a case that does not exist (no leak of ids)
+    r = httpx.post(url, json=body, headers=bearer(gas), timeout=5)
+    missing = httpx.post(f"{stack['base']}/v1/cases/450305-20000101-999999/replies", json=body,
+                         headers=bearer(gas), timeout=5)
+    assert (r.status_code, missing.status_code) == (404, 404)
+    assert r.json()["errors"][0]["message"].replace(case_id, "X") == \
+        missing.json()["errors"][0]["message"].replace("450305-20000101-999999", "X")
     big = {"reply_id": "x2", "action": "progress", "note": "很长" * 40000}
     r = httpx.post(url, json=big, headers=bearer(lighting), timeout=5)
     assert r.status_code == 413
@@ -117,7 +122,7 @@ def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
                       timeout=5).status_code == 404
     # reading a case: its department may, another department may not, nobody without a key
     assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(lighting), timeout=5).status_code == 200
-    assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(gas), timeout=5).status_code == 403
+    assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(gas), timeout=5).status_code == 404
     assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", timeout=5).status_code == 401
 
 

@@ -86,7 +86,7 @@ def test_http_errors_name_the_field(stack: dict[str, Any]) -> None:
     assert r.status_code == 422 and "JSON" in r.json()["errors"][0]["message"]
 
     r = httpx.post(f"{stack['base']}/v1/reports", content=b"x" * (stack["settings"].max_report_bytes + 1),
-                   headers=stack["auth"], timeout=5)
+                   headers={"Content-Type": "application/json", **stack["auth"]}, timeout=5)
     assert r.status_code == 413
 
     # the grid app must present its key; another role may not report

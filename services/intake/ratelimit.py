@@ -1,0 +1,75 @@
+"""Per-key rate limiting: a token bucket per API key in Redis, one Lua script.
+
+Each role has a sustained rate (tokens per second) and a burst (bucket size) from
+configuration (RATE_LIMIT_<ROLE> = "<rate>/<burst>", shared/config.py). A request takes
+one token; an empty bucket answers 429 with `Retry-After` (whole seconds until a token is
+back). Time is Redis's own clock (`TIME`), so several intake replicas share one bucket
+per key and need no synchronised clocks. A rate of 0 turns limiting off for that role.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from shared import metrics
+from shared import redis_keys as keys
+from shared.config import Settings
+
+# KEYS[1] the bucket; ARGV rate (tokens/s), burst. Returns {allowed, seconds to wait}.
+TOKEN_BUCKET = """
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
+local tokens = tonumber(b[1]) or burst
+local ts = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = (1 - tokens) / rate
+end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return {allowed, tostring(wait)}
+"""
+
+
+def parse_limit(text: str) -> tuple[float, int]:
+    """"20/100" → (20.0 per second, burst 100); "0" → off."""
+    rate_s, _, burst_s = text.strip().partition("/")
+    rate = float(rate_s)
+    burst = int(burst_s) if burst_s else max(1, math.ceil(rate))
+    if rate < 0 or burst < 1:
+        raise ValueError(f"rate limit {text!r}: want <requests per second>/<burst ≥ 1>")
+    return rate, burst
+
+
+class RateLimiter:
+    def __init__(self, client: Any, settings: Settings) -> None:
+        self.client = client
+        self.script = client.register_script(TOKEN_BUCKET)
+        from services.intake.auth import ROLES
+
+        self.limits = {role: parse_limit(settings.rate_limit(role)) for role in ROLES}
+
+    def wait_seconds(self, key_id: str, role: str) -> float:
+        """0 when the request may go ahead (a token was taken), else seconds to wait."""
+        rate, burst = self.limits.get(role, (0.0, 1))
+        if rate <= 0:
+            return 0.0
+        allowed, wait = self.script(keys=[keys.rate_bucket(key_id)], args=[rate, burst])
+        return 0.0 if int(allowed) else float(wait)
+
+    def check(self, principal: Any) -> None:
+        from services.intake.boundary import RateLimited
+
+        wait = self.wait_seconds(principal.key_id, principal.role.value)
+        if wait > 0:
+            metrics.HTTP_RATE_LIMITED.labels(principal.role.value).inc()
+            raise RateLimited(f"rate limit of {principal.role.value} keys reached; retry later", "Authorization",
+                              {"Retry-After": str(max(1, math.ceil(wait)))})
