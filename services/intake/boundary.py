@@ -394,7 +394,7 @@ def api(method: str, url: str, *, roles: Iterable[Role | str] = (), auth: str = 
         allowed = tuple(Role(r) for r in roles)
 
         @functools.wraps(fn)
-        def handler(self: Any, request: Request, **path: Any) -> Response:
+        def handler(self: Any, request: Request, *args: Any, **path: Any) -> Response:
             try:
                 if allowed and PRINCIPAL not in request.environ:
                     # called as a method, not through the entrypoint (the operations console
@@ -402,7 +402,7 @@ def api(method: str, url: str, *, roles: Iterable[Role | str] = (), auth: str = 
                     request.environ[PRINCIPAL] = require(authenticate(request.headers, self.redis), *allowed)
                     if body == "json" and not _is_json(request):
                         raise UnsupportedMediaType("Content-Type must be application/json", "Content-Type")
-                return fn(self, request, **path)
+                return fn(self, request, *args, **path)
             except Exception as exc:  # answered here, so nameko logs no worker error
                 return error_response(exc, request, style)
 
