@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -59,9 +59,36 @@ TEXT_PATTERN = rf"^{_TEXT}*$"
 URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
-CleanStr = Annotated[str, Field(pattern=LINE_PATTERN)]
-Line = Annotated[str, Field(pattern=SOLID_LINE_PATTERN)]
-Text = Annotated[str, Field(pattern=TEXT_PATTERN)]
+
+
+class _Rule:
+    """A string rule checked by the server and shown in the JSON schema as a `pattern`
+    (unless the field has a pattern of its own, which then applies as well)."""
+
+    def __init__(self, pattern: str, message: str) -> None:
+        self.pattern, self.regex, self.message = pattern, re.compile(pattern), message
+
+    def __call__(self, value: str) -> str:
+        if not self.regex.search(value):
+            raise ValueError(self.message)
+        return value
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> Any:
+        schema = handler(core_schema)
+        schema.setdefault("pattern", self.pattern)
+        return schema
+
+
+def _rule(pattern: str, message: str) -> Any:
+    rule = _Rule(pattern, message)
+    return (AfterValidator(rule), rule)
+
+
+CleanStr = Annotated[str, *_rule(LINE_PATTERN, "must not contain control characters (CR, LF and TAB included)")]
+Line = Annotated[str, *_rule(SOLID_LINE_PATTERN, "must not be blank or contain control characters (CR, LF, TAB)")]
+Text = Annotated[str, *_rule(TEXT_PATTERN, "must not contain control characters other than LF and TAB")]
+SolidText = Annotated[str, *_rule(SOLID_TEXT_PATTERN, "must not be blank or contain control characters other "
+                                                      "than LF and TAB")]
 Url = Annotated[str, Field(pattern=URL_PATTERN, max_length=500)]
 # a JSON number, never a boolean (`true` is not 1.0)
 Coordinate = Annotated[float, Strict()]
@@ -128,7 +155,7 @@ class OnSiteHandling(Strict):
     """就地处置: the reporter already solved the problem on the spot (the 721 method's
     service share: persuasion and help by the patch's officers and helpers)."""
 
-    note: Annotated[str, Field(pattern=SOLID_TEXT_PATTERN)] = Field(min_length=1, max_length=2000)
+    note: SolidText = Field(min_length=1, max_length=2000)
     mode: Mode721
     evidence_urls: list[Url] = Field(default_factory=list, max_length=10)
 
@@ -156,7 +183,7 @@ class Report(Strict):
 
     report_id: CleanStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
     category: CategoryCode
-    description: Annotated[str, Field(pattern=SOLID_TEXT_PATTERN)] = Field(min_length=1, max_length=2000)
+    description: SolidText = Field(min_length=1, max_length=2000)
     severity: Severity = Severity.normal
     filing_condition: CleanStr | None = Field(None, max_length=200)
     location: Location
