@@ -32,6 +32,13 @@ def _register_service_commands() -> None:
 
     for command in [*ops_commands.COMMANDS, *dead_commands.COMMANDS, *BENCH_COMMANDS]:
         main.add_command(command)
+    # intake's reports over cases join sla's `report` group (one `gridbus report …` for operators)
+    from services.intake.reports.commands import REPORT_COMMANDS
+
+    report = main.commands.get("report")
+    if isinstance(report, click.Group):
+        for command in REPORT_COMMANDS:
+            report.add_command(command)
 
 
 _register_service_commands()

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         0.6, ge=0.0, le=1.0, description="How much a 'basically satisfied' evaluation counts towards the "
         "satisfaction rate (satisfied counts 1, dissatisfied 0).",
     )
+    meeting_hotspot_min: int = Field(
+        3, ge=2, description="Joint-meeting agenda: the same category in the same patch this many times in the "
+        "period is a recurring hot spot.")
+    meeting_merchant_min: int = Field(
+        2, ge=2, description="Joint-meeting agenda: a merchant (report attribute merchant_id) with this many "
+        "reports in the period is a 门前三包 repeat offender.")
     outbox_relay_seconds: float = Field(
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )

@@ -287,6 +287,33 @@ def _paths() -> dict[str, Any]:
                 "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
                 "422": E422,
             }}},
+        "/v1/reports/meeting": {"get": {
+            "tags": ["ops"], "summary": "The joint-meeting agenda (联席会议) of a street for a period",
+            "description": "Recurring hot spots (same category in the same patch MEETING_HOTSPOT_MIN times), "
+                           "disputed and repeatedly rejected cases, cases escalated past the street, overdue by "
+                           "department, rework, 门前三包 repeat offenders (reports with a `merchant_id` "
+                           "attribute, MEETING_MERCHANT_MIN times). A station key reads only its own street "
+                           "(its street by default).",
+            **bearer("ops", "station"),
+            "parameters": [
+                _q("street", "Street code (9 digits); a station key's own street by default"),
+                {"name": "from", "in": "query", "required": True, "schema": {"type": "string"},
+                 "description": "First day (2026-11-01) or ISO date-time"},
+                {"name": "to", "in": "query", "required": True, "schema": {"type": "string"},
+                 "description": "Last day (inclusive) or ISO date-time"},
+                _q("format", "json (default), markdown or csv", type="string", enum=["json", "markdown", "csv"]),
+            ],
+            "responses": {
+                "200": {"description": "The agenda", "content": {
+                    "application/json": {"schema": {"type": "object", "required": [
+                        "street", "start", "end", "cases", "hot_spots", "disputed", "escalated", "overdue",
+                        "rework", "merchants"]}},
+                    "text/markdown": {"schema": {"type": "string"}},
+                    "text/csv": {"schema": {"type": "string"}}}},
+                "401": E401,
+                "403": _body("Errors", "Not an ops/station key, or another street's station"),
+                "422": E422,
+            }}},
         "/v1/accountability": {"get": {
             "tags": ["ops"], "summary": "The accountability ledger (督查问责): breaches, and who breached repeatedly",
             "description": "Written by sla on every breach (case, department, liaison, level, which clock, how "

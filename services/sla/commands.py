@@ -197,13 +197,4 @@ def grades(month: str | None, as_json: bool) -> None:
                    + "/".join(pct(sh[m]) for m in ("service", "management", "enforcement")))
 
 
-def _more_reports() -> None:
-    from services.reports.commands import COMMANDS as REPORTS
-
-    for command in REPORTS:
-        report.add_command(command)
-
-
-_more_reports()
-
 COMMANDS: list[click.Command] = [sla, report]

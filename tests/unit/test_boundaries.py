@@ -21,10 +21,6 @@ KNOWN: set[tuple[str, str]] = {
     ('services.console.views', 'services.sla.indicators'),
     ('services.intake.accountability_api', 'services.sla.ledger'),
     ('services.intake.service', 'services.console.http'),
-    ('services.reports.cases', 'services.intake.queries'),
-    ('services.reports.cases', 'services.intake.store'),
-    ('services.reports.commands', 'services.intake.store'),
-    ('services.sla.commands', 'services.reports.commands'),
 }
 
 

@@ -1,4 +1,5 @@
-"""`gridbus report reporters` and `gridbus report meeting` (added to sla's `report` group)."""
+"""`gridbus report reporters` and `gridbus report meeting` (services/cli.py adds them to
+the `report` group of sla's commands)."""
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,8 @@ def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
 @click.option("--csv", "as_csv", is_flag=True, help="CSV instead of a table.")
 def reporters(month: str, as_csv: bool) -> None:
     """Per-reporter figures of a month: accepted, handled on site (by 721 mode), duplicates, closed."""
-    from services.reports.cases import cases_between
-    from services.reports.reporters import FIELDS, figures, totals
+    from services.intake.reports.cases import cases_between
+    from services.intake.reports.reporters import FIELDS, figures, totals
 
     tz = ZoneInfo(get_settings().timezone)
     start, end = month_bounds(month, tz)
@@ -56,4 +57,31 @@ def reporters(month: str, as_csv: bool) -> None:
                f"{t.get('duplicates', 0):>5}{t.get('closed', 0):>7}{t.get('cancelled', 0):>7}")
 
 
-COMMANDS: list[click.Command] = [reporters]
+@click.command("meeting")
+@click.option("--street", required=True, help="9-digit street code.")
+@click.option("--from", "start", required=True, help="First day (2026-11-01) or ISO date-time.")
+@click.option("--to", "end", required=True, help="Last day (inclusive) or ISO date-time.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
+              show_default=True)
+def meeting(street: str, start: str, end: str, fmt: str) -> None:
+    """The joint-meeting agenda (联席会议) of a street: hot spots, disputes, escalations,
+    overdue departments, rework, 门前三包 repeat offenders."""
+    import json
+
+    from services.intake.reports.meeting import agenda_for, markdown, parse_period, to_csv
+
+    tz = ZoneInfo(get_settings().timezone)
+    try:
+        lo, hi = parse_period(start, end, tz)
+        agenda = agenda_for(_store(), street, lo, hi)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if fmt == "csv":
+        click.echo(to_csv(agenda), nl=False)
+    elif fmt == "json":
+        click.echo(json.dumps(agenda.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        click.echo(markdown(agenda, tz), nl=False)
+
+
+REPORT_COMMANDS: list[click.Command] = [reporters, meeting]
