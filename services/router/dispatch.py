@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Callable
 
 from services.router.tree import Receiver, RoutingInput, RoutingTree
 from shared.catalog import Catalog
@@ -14,10 +15,15 @@ from shared.departments import GRID_STATION
 from shared.models import (
     Assignment,
     CaseDispatched,
+    CaseRedispatch,
+    CaseRegistered,
     CaseSummary,
     CaseUnroutable,
     DispatchOrder,
+    Envelope,
     Mode721,
+    RedispatchReason,
+    utcnow,
 )
 from shared.policies import PolicyBook
 from shared.topology import EX_REPLIES, dispatch_routing_key, reply_routing_key
@@ -32,11 +38,31 @@ class DispatchPlan:
 
 
 class Dispatcher:
-    def __init__(self, tree: RoutingTree, catalog: Catalog, policies: PolicyBook, calendar: WorkCalendar) -> None:
+    def __init__(self, tree: RoutingTree, catalog: Catalog, policies: PolicyBook, calendar: WorkCalendar,
+                 clock: Callable[[], datetime] = utcnow) -> None:
         self.tree = tree
         self.catalog = catalog
         self.policies = policies
         self.calendar = calendar
+        self.clock = clock  # the dispatch time (and so the due times) of every plan; tests pass their own
+
+    def plan_event(self, event: Envelope, max_rejections: int = 2) -> DispatchPlan | None:
+        """The plan for an event router consumes, at `clock()`: a registered case, a
+        dispatch by hand, or a re-dispatch after "not ours" or a failed verification.
+        None for any other event."""
+        now = self.clock()
+        if isinstance(event, CaseRegistered):
+            return self.plan(event.case_id, event.correlation_id, event.case, now)
+        if isinstance(event, CaseRedispatch) and event.reason is RedispatchReason.manual:
+            receivers = self.manual_receivers(event.case, now, event.departments, event.level or 3, event.by,
+                                              event.note, hand_up=event.departments == [GRID_STATION])
+            return self.plan(event.case_id, event.correlation_id, event.case, now, round_no=event.round_no,
+                             manual=receivers, lead=event.lead, by=event.by, note=event.note)
+        if isinstance(event, CaseRedispatch):
+            return self.plan(event.case_id, event.correlation_id, event.case, now, round_no=event.round_no,
+                             exclude=frozenset(event.exclude), only=frozenset(event.only),
+                             max_rejections=max_rejections)
+        return None
 
     def routing_input(self, case: CaseSummary, at: datetime, exclude: frozenset[str] = frozenset()) -> RoutingInput:
         category = self.catalog.get(case.category)

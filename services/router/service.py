@@ -15,7 +15,6 @@ from shared.bus import Outgoing
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.departments import GRID_STATION
-from shared.models import CaseRedispatch, CaseRegistered, RedispatchReason, utcnow
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
 from shared.policies import load_policies
 from shared.worktime import load_calendar
@@ -54,19 +53,8 @@ class RouterService(GridbusService):
     @consume_reliably(topology.Q_ROUTER_CASES)
     def route_case(self, body: Any) -> None:
         event = event_or_reject(body)
-        if isinstance(event, CaseRegistered):
-            plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow())
-        elif isinstance(event, CaseRedispatch) and event.reason is RedispatchReason.manual:
-            dispatcher, now = self.routing.dispatcher, utcnow()
-            receivers = dispatcher.manual_receivers(event.case, now, event.departments, event.level or 3, event.by,
-                                                    event.note, hand_up=event.departments == [GRID_STATION])
-            plan = dispatcher.plan(event.case_id, event.correlation_id, event.case, now, round_no=event.round_no,
-                                   manual=receivers, lead=event.lead, by=event.by, note=event.note)
-        elif isinstance(event, CaseRedispatch):
-            plan = self.routing.dispatcher.plan(event.case_id, event.correlation_id, event.case, utcnow(),
-                                        round_no=event.round_no, exclude=frozenset(event.exclude),
-                                        only=frozenset(event.only), max_rejections=get_settings().max_rejections)
-        else:
+        plan = self.routing.dispatcher.plan_event(event, max_rejections=get_settings().max_rejections)
+        if plan is None:
             raise Rejected(f"router does not handle {type(event).__name__}", "invalid_event")
         # Orders first (one channel keeps the order): once case_dispatched is out, deadlines
         # run, so the orders must be queued. One confirm round trip for the whole batch.

@@ -73,3 +73,20 @@ def test_garbage_is_rejected_not_raised_blindly(routing: SimpleNamespace) -> Non
     service = worker_factory(RouterService, bus=RecordingBus(), routing=routing)
     with pytest.raises(Rejected):
         service.route_case({"event": "case_registered", "case_id": 1})
+
+
+def test_the_dispatch_time_comes_from_the_injected_clock() -> None:
+    # a Friday morning in Guilin: the lighting policy's working-time limits fall on that day
+    friday = datetime(2026, 11, 27, 1, 0, tzinfo=timezone.utc)  # 09:00 CST
+    catalog, calendar, policies = load_catalog(), load_calendar(), load_policies()
+    dispatcher = Dispatcher(load_routing_tree(catalog=catalog), catalog, policies, calendar, clock=lambda: friday)
+    bus = RecordingBus()
+    worker_factory(RouterService, bus=bus, routing=SimpleNamespace(dispatcher=dispatcher)).route_case(
+        registered("01037"))
+    order = bus.published[0][2]
+    policy = policies.for_case("01037", None, "normal", order.sla_policy)
+    assert order.occurred_at == friday
+    assert order.ack_due == calendar.due(friday, policy.ack_limit)
+    assert order.handle_due == calendar.due(friday, policy.handle_limit)
+    dispatched = bus.published[-1][2]
+    assert [a.dispatched_at for a in dispatched.assignments] == [friday]
