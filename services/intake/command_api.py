@@ -73,40 +73,37 @@ class CommandApi:
         log.info("case_evaluated", case_id=case_id, rating=body.rating, status=case.status.value, applied=applied)
         return json_response(200, case_answer(case, applied))
 
-    @http("GET", "/v1/reports/meeting")
+    @api("GET", "/v1/reports/meeting", roles=(Role.ops, Role.station))
     def get_meeting_agenda(self, request: Request) -> Response:
         from zoneinfo import ZoneInfo
 
         from services.intake.auth import Forbidden
         from services.intake.reports.meeting import agenda_for, markdown, parse_period, to_csv
-        from services.intake.service import error_response, json_response
+        from services.intake.validation import FieldError, InvalidInput
 
         store, _ = self.domain.for_client(self.redis)
         tz = ZoneInfo(self.domain.settings.timezone)
         args = request.args
-        try:
-            principal = require(authenticate(request.headers, self.redis), Role.ops, Role.station)
-            street = args.get("street", "").strip() or principal.street or ""
-            if principal.role is Role.station and street != principal.street:
-                raise Forbidden(f"this key is the grid station of street {principal.street}, not {street}")
-        except AuthError as exc:
-            return error_response(exc)
+        who = principal(request)
+        street = args.get("street", "").strip() or who.street or ""
+        if who.role is Role.station and street != who.street:
+            raise Forbidden(f"this key is the grid station of street {who.street}, not {street}")
         fmt = args.get("format", "json")
         errors = []
         if fmt not in ("json", "markdown", "csv"):
-            errors.append({"field": "format", "message": "json, markdown or csv"})
+            errors.append(FieldError("format", "json, markdown or csv"))
         for name in ("street", "from", "to"):
             if not (street if name == "street" else args.get(name, "").strip()):
-                errors.append({"field": name, "message": "required"})
+                errors.append(FieldError(name, "required"))
         if not errors:
             try:
                 lo, hi = parse_period(args["from"], args["to"], tz)
                 agenda = agenda_for(store, street, lo, hi)
             except ValueError as exc:
                 field, _, message = str(exc).partition(": ")
-                errors.append({"field": field, "message": message})
+                errors.append(FieldError(field, message))
         if errors:
-            return json_response(422, {"errors": errors})
+            raise InvalidInput(errors)
         if fmt == "markdown":
             return Response(markdown(agenda, tz), status=200, headers={"Content-Type": "text/markdown; charset=utf-8"})
         if fmt == "csv":
