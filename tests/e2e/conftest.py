@@ -4,6 +4,7 @@ an SMS provider that refuses every message). One stack
 serves the whole session (starting it takes a few seconds)."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -89,18 +90,27 @@ def stack_key(env: dict[str, str], role: Role, dept: str | None = None) -> str:
 @pytest.fixture(scope="package")
 def stack(vhost_factory: Vhosts, redis_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    vhost = vhost_factory.make("e2e")
+    with running_stack(vhost_factory, redis_url, tmp_path_factory) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory,
+                  tag: str = "e2e", sms: bool = True) -> Iterator[dict[str, Any]]:
+    """The four services on a fresh vhost and Redis key prefix, with the webhook sink
+    (and, with `sms`, the sink as an SMS provider that refuses every message)."""
+    vhost = vhost_factory.make(tag)
     config_dir = copy_config(tmp_path_factory.mktemp("config"))
     (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
     sink = Sink()
     env = {
-        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"e2e{uuid.uuid4().hex[:8]}",
+        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"{tag}{uuid.uuid4().hex[:8]}",
         "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
         "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
         "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
         "NOTIFIER_METRICS_PORT": str(free_port()), "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
-        "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink.port}/sms",
+        "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink.port}/sms" if sms else "",
     }
     settings = Settings(**{k.lower(): v for k, v in env.items()})
     log_path = config_dir / "services.log"
