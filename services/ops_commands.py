@@ -109,6 +109,12 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     if log_file != "-":
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(log_file, "a", encoding="utf-8")
+    import signal
+
+    def _terminate(_signum: int, _frame: object) -> None:  # SIGTERM (a supervisor, `timeout`) stops cleanly too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     procs = start_all(stdout=log_handle.fileno() if log_handle else None)
     try:
         try:

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     )
     database_url: str = Field(
         "postgresql://root@127.0.0.1:5432/gridbus",
-        description="PostgreSQL DSN of the archive (the durable record and reporting store, DESIGN §11).",
+        description="PostgreSQL DSN of the archive (the durable record and reporting store, docs/design.md §11).",
     )
     case_hot_days: int = Field(
         30, description="Days a closed (or cancelled, duplicate) case stays in Redis before only the archive serves it."

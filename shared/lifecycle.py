@@ -1,7 +1,7 @@
 """The case state machine: one transition table, used by every writer of case state.
 
 The national seven steps (collect → register → dispatch → handle → feed back → verify
-and close → evaluate) as states, plus the side states of DESIGN §6. An action that the
+and close → evaluate) as states, plus the side states of docs/design.md §6. An action that the
 table does not allow from the current state raises `IllegalTransition`, which names the
 current state and what is allowed, and nothing changes.
 """

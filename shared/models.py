@@ -179,7 +179,7 @@ ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_]{1,40}$")
 
 
 class Report(Strict):
-    """The grid app's report (DESIGN §9). Field names are a public contract."""
+    """The grid app's report (docs/design.md §9). Field names are a public contract."""
 
     report_id: CleanStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")
     category: CategoryCode
@@ -475,7 +475,7 @@ class ReplyAction(str, Enum):
 
 
 class Reply(Strict):
-    """A department's reply (DESIGN §9); on AMQP the body also carries `case_id`."""
+    """A department's reply (docs/design.md §9); on AMQP the body also carries `case_id`."""
 
     reply_id: Line = Field(min_length=1, max_length=64)
     action: ReplyAction

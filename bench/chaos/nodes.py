@@ -3,7 +3,7 @@ of their own, that can be killed with SIGKILL and started again on the same data
 
 Never the machine's own broker (5672) or Redis (6379): the RabbitMQ node gets its own
 node name, ports, data and log directories, HOME (so its own Erlang cookie) and its own
-epmd (on its own port, in the foreground so its PID is ours), as DESIGN §10 describes.
+epmd (on its own port, in the foreground so its PID is ours), as docs/design.md §10 describes.
 Each server runs in a process group of its own, so a kill reaches every OS process of it
 (beam, erl_child_setup, inet_gethost) and nothing of it outlives the run.
 """

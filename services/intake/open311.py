@@ -5,7 +5,7 @@ Field names are the spec's (http://wiki.open311.org/GeoReport_v2). Mapping choic
   `group` its class; no service has extra attributes (`metadata` false), so a service
   definition has an empty `attributes` list;
 - a *service request* is a case: `service_request_id` is the case id;
-- `status` is `closed` once the case is closed, cancelled or a duplicate (DESIGN §6 final
+- `status` is `closed` once the case is closed, cancelled or a duplicate (docs/design.md §6 final
   states) and `open` otherwise — a resolved case is still open until the grid verifies it;
 - `agency_responsible` names the departments of the active assignments (empty before
   dispatch); `expected_datetime` is the latest handling deadline among them;

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
 
-from services.intake import open311
+from services.intake import open311, openapi_examples
 from services.intake.dispatching import ManualDispatch
 from services.intake.evaluation import EvaluationRequest
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
@@ -401,11 +401,11 @@ def document() -> dict[str, Any]:
             "title": "gridbus intake",
             "version": "1",
             "description": "Reports, cases, department replies, verification and Open311 GeoReport v2 of the "
-                           "Qixing District grid (DESIGN §9). API keys: `gridbus keys create --role <role>`; "
+                           "Qixing District grid (docs/design.md §9). API keys: `gridbus keys create --role <role>`; "
                            "roles grid_app, department (bound to one department), ops, open311.",
         },
         "tags": [{"name": n} for n in ("reports", "cases", "catalog", "open311", "ops")],
-        "paths": _paths(),
+        "paths": openapi_examples.apply(_paths()),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

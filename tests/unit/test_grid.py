@@ -15,7 +15,7 @@ from shared.grid import GridRegistry, OutsideDistrict, UnknownGrid, load_grid
 SHIPPED = DEFAULT_CONFIG_DIR / "grid.yaml"
 CHENSHAN_1 = (25.2800, 110.3120)  # inside 辰山社区第一片区
 YANGJIAOSHAN_2 = (25.2590, 110.3390)  # inside 羊角山社区第二片区
-IN_DISTRICT_UNMAPPED = (25.2672, 110.3251)  # DESIGN §9's example point (穿山路)
+IN_DISTRICT_UNMAPPED = (25.2672, 110.3251)  # docs/design.md §9's example point (穿山路)
 OUTSIDE = (25.1, 110.2)
 
 
@@ -29,7 +29,7 @@ def test_the_design_example_patch_is_valid(grid: GridRegistry) -> None:
     assert cell is not None
     assert (cell.street, cell.street_name) == ("450305001", "七星区街道")
     assert cell.community == "450305001001" and len(cell.code) == 15
-    assert grid.cell("450305003001001") is not None  # DESIGN §9's report
+    assert grid.cell("450305003001001") is not None  # docs/design.md §9's report
 
 
 def test_streets_of_the_district(grid: GridRegistry) -> None:

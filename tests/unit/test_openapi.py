@@ -53,3 +53,48 @@ def test_every_http_entrypoint_is_documented() -> None:
 
 def test_internal_bookkeeping_is_not_in_the_case_schema() -> None:
     assert "applied_messages" not in openapi.document()["components"]["schemas"]["CaseView"]["properties"]
+
+
+def _model_of(schema: dict) -> tuple[type, bool] | None:
+    """The pydantic model a response/request schema refers to, and whether it is a list."""
+    from services.intake.openapi import MODELS
+
+    array = schema.get("type") == "array"
+    ref = (schema.get("items") if array else schema or {}).get("$ref", "")
+    name = ref.rsplit("/", 1)[-1]
+    model = next((m for m in MODELS if m.__name__ == name), None)
+    return (model, array) if model else None
+
+
+def test_every_operation_has_examples_that_the_models_accept() -> None:
+    from services.intake.openapi_examples import EXAMPLES
+
+    doc = openapi.document()
+    operations = {(m, p): op for p, ops in doc["paths"].items() for m, op in ops.items()}
+    assert set(EXAMPLES) == set(operations), "every operation needs examples (services/intake/openapi_examples.py)"
+    for (method, path), op in operations.items():
+        answers = [r for code, r in op["responses"].items() if code.startswith("2")]
+        assert any("example" in media for r in answers for media in r.get("content", {}).values()), (method, path)
+        media_types = list(op.get("requestBody", {}).get("content", {}).values())
+        assert all("example" in m or "examples" in m for m in media_types), (method, path)
+        checked = [(m["schema"], [m["example"]] if "example" in m else [e["value"] for e in m["examples"].values()])
+                   for m in media_types]
+        checked += [(m["schema"], [m["example"]]) for r in op["responses"].values()
+                    for m in r.get("content", {}).values() if "example" in m]
+        for schema, values in checked:
+            found = _model_of(schema)
+            if found is None:
+                continue  # an inline schema (no model in the code)
+            model, array = found
+            for value in values:
+                for item in (value if array else [value]):
+                    model.model_validate(item)
+
+
+def test_the_report_example_resolves_to_a_patch_without_naming_it() -> None:
+    from services.intake.openapi_examples import REPORT
+    from shared.grid import load_grid
+
+    assert "grid" not in REPORT["location"]
+    cell = load_grid().resolve(REPORT["location"]["lat"], REPORT["location"]["lon"])
+    assert cell.code == "450305003002001"

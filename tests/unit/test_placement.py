@@ -20,7 +20,7 @@ def grid() -> GridRegistry:
 @pytest.mark.parametrize("lat,lon,grid_code,code,resolution", [
     (25.2800, 110.3120, None, "450305001001001", "patch"),        # 辰山社区第一片区 polygon
     (25.2900, 110.3100, None, "450305001", "street"),            # 七星区街道 outline, no patch
-    (25.2672, 110.3251, None, "450305002", "street"),            # DESIGN §9's point (穿山路), 东江 outline
+    (25.2672, 110.3251, None, "450305002", "street"),            # docs/design.md §9's point (穿山路), 东江 outline
     (25.2400, 110.3400, None, "450305003", "street"),            # 穿山街道
     (25.2100, 110.3800, None, "450305400", "street"),            # 华侨旅游经济区
     (25.1750, 110.4000, None, "450305", "district"),             # in the district, in no outline

@@ -107,7 +107,7 @@ def test_condition_substring_match_prefers_the_closest_row(book: PolicyBook) -> 
 
 
 def test_unmatched_condition_falls_back_to_the_category_default(book: PolicyBook) -> None:
-    # DESIGN §9's example names a condition the standard doesn't have
+    # docs/design.md §9's example names a condition the standard doesn't have
     policy = book.for_case("01037", "连续3盏以上不亮", "normal")
     assert policy.condition is None and policy.name == "01037"
     assert policy.handle_limit == L("1工作日")  # lower median of 2wh,1wd,1wd,2wd,2wd,3wd
