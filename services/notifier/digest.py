@@ -72,7 +72,8 @@ return 1
 """
 
 
-def bucket_of(recipient: str, channel: str) -> str:
+def digest_bucket(recipient: str, channel: str) -> str:
+    """Held messages wait for one digest per recipient and channel."""
     return f"{recipient}|{channel}"
 
 
@@ -97,7 +98,7 @@ class HoldStore:
 
     def hold(self, delivery: Delivery, release_at: float) -> bool:
         """Keep `delivery` for the bucket's next digest; False if it was already held."""
-        bucket = bucket_of(delivery.recipient, delivery.channel.value)
+        bucket = digest_bucket(delivery.recipient, delivery.channel.value)
         pipe = self.r.pipeline(transaction=True)
         pipe.hset(keys.notify_held(bucket), delivery.delivery_id, delivery.model_dump_json())
         # GT: a later release wins (a quiet-hours hold outlasts a rate-limit window), never an earlier one
@@ -151,7 +152,7 @@ def hold_until(
         if release is not None:
             return "quiet_hours", release.timestamp()
     if rate is not None:
-        bucket = bucket_of(delivery.recipient, delivery.channel.value)
+        bucket = digest_bucket(delivery.recipient, delivery.channel.value)
         rank, window_end = store.rate_rank(bucket, delivery.delivery_id, now_local.timestamp(), rate.window_s)
         if rank > rate.max:
             return "rate_limit", window_end

@@ -239,7 +239,7 @@ class Notifier:
 
     def digest_for(self, recipient: str, channel: ChannelName, items: list[Delivery],
                    fallbacks: list[ChannelName] | None = None) -> Delivery:
-        bucket = digests.bucket_of(recipient, channel.value)
+        bucket = digests.digest_bucket(recipient, channel.value)
         first = items[0]
         entries = [{"case_id": d.case_id, "subject": d.subject} for d in items]
         ctx = {"items": entries, "recipient_name": self.addresses.name_of(recipient)}

@@ -7,7 +7,6 @@ list's append). `now` is injectable everywhere, so tests drive it with a fake cl
 from __future__ import annotations
 
 import gc
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -36,9 +35,6 @@ from shared.worktime import WorkCalendar
 log = structlog.get_logger("gridbus.sla")
 Publish = Callable[[Envelope], None]
 
-#: test-only: seconds to sleep between claiming timers and committing them (to kill a
-#: replica mid-lease in tests/integration/test_sla_processes.py). Never set in production.
-PAUSE_AFTER_CLAIM_ENV = "GRIDBUS_SLA_TEST_PAUSE_AFTER_CLAIM"
 HOLD_EVERY_S = 2.0
 
 
@@ -158,11 +154,6 @@ class Deadlines:
         prev: FireBatch | None = None
         while True:
             claimed = self.timers.claim(due_by, lease_s, limit)
-            if claimed:
-                pause = float(os.environ.get(PAUSE_AFTER_CLAIM_ENV) or 0)
-                if pause:
-                    log.warning("test_pause_after_claim", seconds=pause, timers=[c.timer_id for c in claimed])
-                    time.sleep(pause)
             t = time.time() if now is None else now
             cur = self.store.fire_read(claimed, t) if claimed else None
             if prev is not None:

@@ -10,7 +10,7 @@ import redis
 
 from services.notifier.channels.base import ChannelName
 from services.notifier.deliveries import Delivery
-from services.notifier.digest import HoldStore, bucket_of, digest_id
+from services.notifier.digest import HoldStore, digest_bucket, digest_id
 
 
 def item(n: int, recipient: str = "liaison:gas:450305003") -> Delivery:
@@ -76,7 +76,7 @@ def test_concurrent_flushers_split_the_buckets(redis_client: redis.Redis) -> Non
         t.start()
     for t in threads:
         t.join()
-    assert sorted(seen) == sorted(bucket_of(f"liaison:gas:{n}", "wecom") for n in range(60))
+    assert sorted(seen) == sorted(digest_bucket(f"liaison:gas:{n}", "wecom") for n in range(60))
 
 
 def test_a_burst_to_one_liaison_is_held_after_the_limit(redis_client: redis.Redis) -> None:

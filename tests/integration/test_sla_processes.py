@@ -2,7 +2,7 @@
 
 - two replicas at once fire every deadline exactly once, within 1 s of it;
 - a replica killed with SIGKILL after claiming a timer but before committing it (the
-  test-only pause GRIDBUS_SLA_TEST_PAUSE_AFTER_CLAIM): a new replica fires that timer
+  replica is tests/integration/paused_sla.py, which pauses after claiming): a new replica fires that timer
   once, after the lease expires, and everything after it once.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ import pika
 import pytest
 import redis
 
-from services.sla.deadlines import PAUSE_AFTER_CLAIM_ENV
 from shared import redis_keys as keys
 from shared import topology
 from shared.models import Assignment, CaseDispatched, CaseSummary, Mode721
@@ -63,12 +62,14 @@ class Replicas:
         self.log_dir = log_dir
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def start(self, **extra: str) -> subprocess.Popen[bytes]:
+    def start(self, pause_after_claim: float = 0.0) -> subprocess.Popen[bytes]:
         n = len(self.procs)
         log = open(self.log_dir / f"sla-{n}.log", "wb")
-        env = {**os.environ, **self.env, "SLA_METRICS_PORT": str(free_port()), **extra}
-        p = subprocess.Popen([sys.executable, "-m", "services.serve", "sla"], env=env, stdout=log, stderr=log,
-                             cwd=REPO)
+        env = {**os.environ, **self.env, "SLA_METRICS_PORT": str(free_port())}
+        module = ["services.serve", "sla"]
+        if pause_after_claim:
+            module = ["tests.integration.paused_sla", str(pause_after_claim)]
+        p = subprocess.Popen([sys.executable, "-m", *module], env=env, stdout=log, stderr=log, cwd=REPO)
         self.procs.append(p)
         return p
 
@@ -188,7 +189,7 @@ def test_replica_killed_mid_lease_fires_once_after_the_lease(replicas: Replicas,
                                                              sla_env: dict[str, str]) -> None:
     queue = watch(channel)
     client = redis.Redis.from_url(sla_env["REDIS_URL"], decode_responses=True)
-    doomed = replicas.start(**{PAUSE_AFTER_CLAIM_ENV: "60"})
+    doomed = replicas.start(pause_after_claim=60)
     wait_consumers(channel, 1)
     case_id = f"K{uuid.uuid4().hex[:6]}"
     dispatch(channel, case_id)
