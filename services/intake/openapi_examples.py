@@ -7,7 +7,10 @@ an example cannot drift from the code. README's "Try it" uses the same report bo
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from typing import Any
+
+from services.intake.reports.meeting import Agenda
 
 CASE_ID = "450305-20261127-000123"
 
@@ -90,6 +93,9 @@ O311_REQUEST = {"service_request_id": CASE_ID, "status": "open", "status_notes":
                 "address": "七星区穿山路36号", "lat": 25.2620, "long": 110.3350}
 O311_FORM = {"api_key": "gbk_0123456789ab.<secret>", "service_code": "01037", "lat": 25.2620, "long": 110.3350,
              "address_string": "七星区穿山路36号", "description": "穿山路路灯不亮"}
+MEETING = Agenda(street="450305003", street_name="穿山街道", start=datetime.fromisoformat("2026-11-01T00:00:00+08:00"),
+                 end=datetime.fromisoformat("2026-11-30T23:59:59+08:00"), cases=42, hot_spot_min=3,
+                 merchant_min=2).as_dict()
 LEDGER = {"from": "2026-11-01T00:00:00+08:00", "to": "2026-11-27T18:00:00+08:00", "count": 0, "entries": [],
           "departments": [], "liaisons": []}
 
@@ -106,6 +112,7 @@ EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/cases/{case_id}/dispatch"): {"request": DISPATCH, "202": answer("dispatched", 5)},
     ("post", "/v1/cases/{case_id}/evaluation"): {"request": EVALUATION, "200": answer("closed", 8)},
     ("get", "/v1/accountability"): {"200": LEDGER},
+    ("get", "/v1/reports/meeting"): {"200": MEETING},
     ("get", "/v1/catalog"): {"200": CATALOG},
     ("get", "/healthz"): {"200": {"status": "ok"}},
     ("get", "/openapi.json"): {"200": {"openapi": "3.1.0", "info": {"title": "gridbus intake"}, "paths": {}}},
@@ -127,13 +134,17 @@ def apply(paths: dict[str, Any]) -> dict[str, Any]:
         if op is None:
             continue  # an operation that is gone: the test names it
         for key, value in examples.items():
-            if key == "request":
-                for media in op.get("requestBody", {}).get("content", {}).values():
+            # answers are shared between operations (E401 …): each gets its own copy
+            if key == "request" and "requestBody" in op:
+                op["requestBody"] = copy.deepcopy(op["requestBody"])
+                for media in op["requestBody"].get("content", {}).values():
                     if value is REPLIES:
                         media["examples"] = {name: {"value": body} for name, body in value.items()}
                     else:
                         media["example"] = value
             elif key in op.get("responses", {}):
-                for media in op["responses"][key].get("content", {}).values():
+                op["responses"][key] = copy.deepcopy(op["responses"][key])
+                media = op["responses"][key].get("content", {}).get("application/json")
+                if media is not None:
                     media["example"] = value
     return paths
