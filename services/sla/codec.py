@@ -30,13 +30,13 @@ from services.sla.state import (
     Order,
     seen_id,
 )
-from shared.models import CaseStatus
+from shared.models import CaseStatus, Mode721
 
 FORMAT = 1
 KIND_OF = {v: k for k, v in LETTER.items()}
 STATES = ("running", "paused", "stopped", "breached")
 STATUSES = tuple(s.value for s in CaseStatus)
-MODES = ("service", "management", "enforcement")
+MODES = tuple(m.value for m in Mode721)  # stored by index, like STATUSES: the enum only ever grows at its end
 
 # trailing positions at these defaults are left out
 _ORDER_DEFAULTS = (None, None, None, None, 0, None, [], 1, None, True, None, None, None, 0, 0, "", False)

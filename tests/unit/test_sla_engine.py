@@ -341,3 +341,13 @@ def test_each_own_deadline_is_decided_once_escalation_steps_are_not(engine: Engi
     met.update(t0 + timedelta(minutes=21), "acknowledged", "resolved", "resolve", "sanitation", mode="service",
                mid="again")  # a second resolve decides nothing more
     assert sorted(met.decided) == [("sanitation", "acknowledge", "met"), ("sanitation", "handle", "met")]
+
+
+def test_the_codec_stores_modes_and_statuses_by_a_stable_index() -> None:
+    # documents in Redis keep a mode or status as its index in these tuples, which come
+    # from the enums in shared/models.py: a new member goes at the end, never in between
+    from services.sla.codec import MODES, STATUSES
+
+    assert MODES[:3] == ("service", "management", "enforcement")
+    assert STATUSES[:12] == ("reported", "registered", "dispatched", "acknowledged", "in_progress", "resolved",
+                             "closed", "rejected", "reopened", "suspended", "duplicate", "cancelled")
