@@ -1,20 +1,49 @@
 #!/usr/bin/env bash
-# The test command: installs gridbus with its test extras into .venv (once), then runs
-# every test against the RabbitMQ and Redis given by AMQP_URI / REDIS_URL
-# (default: localhost), plus the deploy artefacts' validators.
+# The test command (README "Test it" says what it installs and how long it takes).
+#
+#   ./test.sh [pytest args]     e.g. ./test.sh tests/unit -q
+#
+# Steps, each announced with its time:
+#   1. .venv with gridbus and its test extras (pip, from pyproject.toml; kept between runs)
+#   2. deploy tools, once, outside the work tree (deploy/ci/validate.sh --install-only):
+#      Debian's prometheus/promtool (apt-get, ~100 MB), a tools venv (~150 MB) and the
+#      AsyncAPI CLI (npm, ~1.5 GB, about 2 minutes the first time) in $GRIDBUS_TOOLS
+#      (default ~/.cache/gridbus-ci)
+#   3. pytest over tests/ (unit; integration and end-to-end against AMQP_URI / REDIS_URL)
+#   4. the deploy validators (deploy/ci/validate.sh)
+# Switches:
+#   GRIDBUS_SKIP_DEPLOY_CHECKS=1  skip steps 2 and 4 (the tests that need a real Prometheus
+#                                 then run only if `prometheus` is already installed)
+#   GRIDBUS_SKIP_ASYNCAPI=1       skip only the AsyncAPI CLI (its install and its check)
 set -euo pipefail
 cd "$(dirname "$0")"
+
+started=$SECONDS
+step() { printf '\n== [%s] %s (%d s so far)\n' "$1" "$2" "$((SECONDS - started))"; }
+
+step 1/4 "python environment .venv (gridbus with its test extras)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+
 deploy_checks=0
 if [ -x deploy/ci/validate.sh ] && [ "${GRIDBUS_SKIP_DEPLOY_CHECKS:-0}" != 1 ]; then
   deploy_checks=1
-  # promtool/prometheus first: the real-Prometheus test needs the binary
+  step 2/4 "deploy tools (installed once, then reused; GRIDBUS_SKIP_DEPLOY_CHECKS=1 skips them)"
+  # promtool/prometheus first: the real-Prometheus tests need the binary
   deploy/ci/validate.sh --install-only
+else
+  step 2/4 "deploy tools: skipped (GRIDBUS_SKIP_DEPLOY_CHECKS=1)"
 fi
+
+step 3/4 "pytest"
 .venv/bin/python -m pytest -q "$@"
+
 if [ "$deploy_checks" = 1 ]; then
+  step 4/4 "deploy validators (deploy/ci/validate.sh)"
   deploy/ci/validate.sh
+else
+  step 4/4 "deploy validators: skipped (GRIDBUS_SKIP_DEPLOY_CHECKS=1)"
 fi
+printf '\ntest.sh: done in %d s\n' "$((SECONDS - started))"
