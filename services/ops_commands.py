@@ -90,12 +90,14 @@ def startup_warnings() -> list[str]:
 @click.option("--reset/--no-reset", default=True, show_default=True,
               help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
 def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
-    """Run the four services in the foreground; Ctrl-C stops them cleanly."""
+    """Run the four services in the foreground, restarting any that dies (with back-off);
+    Ctrl-C or SIGTERM stops them all and waits for them."""
     from pathlib import Path
 
     from services import demo as demo_mod
-    from services.runner import start_all, stop_all
+    from services.runner import Stop, Supervisor, stop_on_signals
 
+    stop_on_signals()
     problems = demo_mod.check_dependencies(get_settings())
     settings = get_settings()  # check_dependencies may have pointed us at a compose broker
     problems += demo_mod.busy_ports(settings)
@@ -109,14 +111,11 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     if log_file != "-":
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(log_file, "a", encoding="utf-8")
-    import signal
-
-    def _terminate(_signum: int, _frame: object) -> None:  # SIGTERM (a supervisor, `timeout`) stops cleanly too
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    procs = start_all(stdout=log_handle.fileno() if log_handle else None)
+    supervisor = Supervisor(stdout=log_handle.fileno() if log_handle else None,
+                            echo=lambda line: click.echo(line, err=True))
     try:
+        procs = supervisor.start()
+        click.echo("started " + ", ".join(f"{n} (pid {p})" for n, p in supervisor.pids().items()), err=True)
         try:
             demo_mod.wait_until_ready(settings, procs)
         except SystemExit:
@@ -137,14 +136,14 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
                 if not demo_mod.wait_for_notifier(settings):
                     click.echo("(the notifier was still busy; it finishes its deliveries at the next start)", err=True)
                 return
-        while all(p.poll() is None for p in procs):
+        while True:  # a service that exits is restarted (see its log for why it exited)
+            supervisor.poll()
             time.sleep(0.5)
-        click.echo("a service exited; stopping the others" + (f" (see {log_file})" if log_handle else ""), err=True)
-        raise SystemExit(1)
-    except KeyboardInterrupt:
-        click.echo("stopping…")
+    except (KeyboardInterrupt, Stop):
+        click.echo("stopping…", err=True)
     finally:
-        stop_all(procs)
+        supervisor.stop()
+        click.echo("stopped", err=True)
         if log_handle:
             log_handle.close()
 

@@ -1,5 +1,6 @@
 """Running services: one per process (`gridbus run <service>`), or all four
-(`gridbus up`) as child processes that stop cleanly on Ctrl-C / SIGTERM."""
+(`gridbus up`) as supervised child processes: restarted with back-off when one dies,
+all stopped and waited for on Ctrl-C / SIGTERM."""
 from __future__ import annotations
 
 import importlib
@@ -8,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     from shared.metrics import Known
@@ -142,3 +143,76 @@ def stop_all(procs: Sequence[subprocess.Popen], timeout: float = 25.0) -> None:
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+
+
+class Stop(Exception):
+    """SIGTERM (or a second Ctrl-C) asked the supervisor to stop."""
+
+
+class Supervisor:
+    """The children of `gridbus up`: one process per service, each restarted with back-off
+    when it dies (1 s doubling up to `backoff_max`; a child that ran `stable_after` seconds
+    starts the back-off again from 1 s), so that one failing service — which exits on
+    purpose when it can no longer do its job — does not take the whole stack down."""
+
+    def __init__(self, services: Sequence[str] = tuple(SERVICE_CLASSES), env: dict[str, str] | None = None,
+                 stdout: Any = None, echo: Callable[[str], None] = print, backoff_base: float = 1.0,
+                 backoff_max: float = 30.0, stable_after: float = 60.0) -> None:
+        self.services = list(services)
+        self.env, self.stdout, self.echo = env, stdout, echo
+        self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.started_at: dict[str, float] = {}
+        self.failures: dict[str, int] = {name: 0 for name in self.services}
+        self.restart_at: dict[str, float] = {}
+        self.restarts: dict[str, int] = {name: 0 for name in self.services}
+
+    def _spawn(self, name: str) -> None:
+        self.procs[name] = start_all([name], env=self.env, stdout=self.stdout)[0]
+        self.started_at[name] = time.monotonic()
+
+    def start(self) -> list[subprocess.Popen]:
+        for name in self.services:
+            self._spawn(name)
+        return list(self.procs.values())
+
+    def poll(self) -> None:
+        """Notice dead children and restart those whose back-off has passed."""
+        now = time.monotonic()
+        for name, proc in list(self.procs.items()):
+            if name in self.restart_at:
+                if now >= self.restart_at[name]:
+                    del self.restart_at[name]
+                    self.restarts[name] += 1
+                    self._spawn(name)
+                    self.echo(f"{name} restarted (pid {self.procs[name].pid}, restart {self.restarts[name]})")
+                continue
+            code = proc.poll()
+            if code is None:
+                continue
+            ran = now - self.started_at[name]
+            self.failures[name] = 1 if ran >= self.stable_after else self.failures[name] + 1
+            delay = min(self.backoff_max, self.backoff_base * 2 ** (self.failures[name] - 1))
+            self.restart_at[name] = now + delay
+            self.echo(f"{name} (pid {proc.pid}) exited with {code} after {ran:.0f} s; restarting in {delay:g} s")
+
+    def pids(self) -> dict[str, int]:
+        return {name: p.pid for name, p in self.procs.items() if p.poll() is None}
+
+    def stop(self, timeout: float = 25.0) -> None:
+        self.restart_at.clear()
+        stop_all(list(self.procs.values()), timeout)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM stops `gridbus up` the way Ctrl-C does: the first signal raises `Stop` in
+    the main thread (whatever it is doing), later ones are ignored so that stopping the
+    children is not itself interrupted."""
+
+    def _handler(signum: int, _frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        raise Stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)

@@ -171,9 +171,10 @@ def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own
                                                        mgmt_api: httpx.Client, tmp_path: Path) -> None:
     """Held messages survive their channel too: the connections are cut while Redis is
     down, the broker hands the messages out again, the service holds them again and stays
-    up (acking on the dead channel would have killed its container)."""
+    up (acking on the dead channel would have killed its container). Finally its consumers
+    lose their queue for good, and the process exits non-zero."""
     vhost = vhost_factory.make("resil")
-    env = service_env(vhost, own_redis.url)
+    env = service_env(vhost, own_redis.url, CONSUMER_REATTACH_SECONDS="6")
     intake = Service("intake", env, tmp_path / "intake.log")
     try:
         assert wait_for(lambda: intake.health()[0] == 200, 60), intake.logs()
@@ -207,31 +208,20 @@ def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own
         assert sum(1 for line in lines if line.get("event") == "consumer_stalled") == 1
         assert any(line.get("event") == "consumer_recovered" for line in lines)
         assert intake.proc.poll() is None
+
+        # Then a consumer that cannot get its channel back: its queue is deleted under it.
+        # kombu reconnects forever and consumes nothing; /healthz says so at once, and after
+        # CONSUMER_REATTACH_SECONDS the process exits non-zero for its supervisor to restart.
+        conn = pika.BlockingConnection(pika.URLParameters(vhost))
+        conn.channel().queue_delete(topology.Q_INTAKE_EVENTS)
+        conn.close()
+        status, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(intake.health()), 10) or (0, {})
+        assert status == 503 and body["failing"] == ["consumers"], (status, body)
+        intake.proc.wait(30)
+        assert intake.proc.returncode == 1, intake.logs()
+        assert "service_failed" in intake.logs()
     finally:
         intake.stop()
-        vhost_factory.drop(vhost)
-
-
-def test_consumers_that_cannot_reattach_end_the_process(vhost_factory: Vhosts, redis_url: str,
-                                                        tmp_path: Path) -> None:
-    """The queue a service consumes is deleted under it: kombu reconnects forever and
-    nothing is consumed. /healthz says so at once; after CONSUMER_REATTACH_SECONDS the
-    process exits non-zero for its supervisor to restart it."""
-    vhost = vhost_factory.make("resil")
-    router = Service("router", service_env(vhost, redis_url, CONSUMER_REATTACH_SECONDS="3"),
-                     tmp_path / "router.log")
-    try:
-        assert wait_for(lambda: router.health()[0] == 200, 60), router.logs()
-        conn = pika.BlockingConnection(pika.URLParameters(vhost))
-        conn.channel().queue_delete(topology.Q_ROUTER_CASES)
-        conn.close()
-        status, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(router.health()), 10) or (0, {})
-        assert status == 503 and body["failing"] == ["consumers"], (status, body)
-        router.proc.wait(30)
-        assert router.proc.returncode == 1, router.logs()
-        assert "service_failed" in router.logs()
-    finally:
-        router.stop()
         vhost_factory.drop(vhost)
 
 
