@@ -44,7 +44,8 @@ def test_up_restarts_a_dead_child_and_leaves_nothing_behind_on_sigterm(vhost_fac
            "LOG_FORMAT": "json", **ports}
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
-    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--log-file", str(tmp_path / "services.log")], env=env, stdout=log, stderr=log, cwd=REPO)
+    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--log-file", str(tmp_path / "services.log")],
+                          env=env, stdout=log, stderr=log, cwd=REPO)
     text = lambda: log_path.read_text(errors="replace")  # noqa: E731
     try:
         assert wait_for(lambda: "gridbus is up" in text(), 90), text()[-4000:]
