@@ -117,6 +117,17 @@ class Settings(BaseSettings):
         120.0, description="A service whose consumers stay detached from the broker this long exits non-zero "
         "(its supervisor restarts it).",
     )
+    reconcile_seconds: float = Field(
+        60.0, description="How often intake and sla look for disagreements left by a fault and repair them "
+        "(cases stuck in `registered`, dispatched orders without clocks).",
+    )
+    reconcile_after_seconds: float = Field(
+        60.0, description="A case is repaired only once it has been stuck this long (normal flow takes "
+        "well under a second).",
+    )
+    reconcile_window_seconds: float = Field(
+        86400.0, description="The reconcilers look at open cases registered within this many seconds.",
+    )
     sla_tick_stale_seconds: float = Field(
         30.0, description="sla's /healthz fails, and the process exits, when its tick loop has not run for this long.",
     )

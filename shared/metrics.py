@@ -133,6 +133,18 @@ CONSUMER_STALLS = _counter(
     "held unacked, tried again with back-off, instead of being requeued.", ["service", "queue", "dependency"],
     owner=EVERY,
 )
+REPAIR_KINDS = {
+    "intake": ("registered_reemitted", "outbox_relayed"),
+    "sla": ("clocks_rearmed", "outbox_relayed"),
+}
+REPAIRS = _counter(
+    "gridbus_repairs_total",
+    "Disagreements left by a fault and repaired: registered_reemitted (a case stuck in `registered`: its "
+    "case.registered published again), clocks_rearmed (a dispatched order without SLA clocks: armed from the "
+    "case), outbox_relayed (events stored but unconfirmed, published again by the relay).",
+    ["service", "kind"], owner=("intake", "sla"),
+    init=lambda k: [(k.service, kind) for kind in REPAIR_KINDS.get(k.service, ())],
+)
 CONSUMER_HELD = _gauge(
     "gridbus_consumer_held_messages",
     "Messages a consumer holds right now because a dependency is down (0 when healthy).", ["service", "queue"],

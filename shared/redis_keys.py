@@ -55,6 +55,16 @@ def outbox_times() -> str:
     return f"{_p()}:outbox:times"
 
 
+def reconcile_lease(name: str) -> str:
+    """String with a TTL: which replica of `name` (intake, sla) runs the reconciler now."""
+    return f"{_p()}:reconcile:{name}:lease"
+
+
+def reconcile_tries(name: str) -> str:
+    """Hash case_id → times the reconciler `name` repaired it (it gives up after a few)."""
+    return f"{_p()}:reconcile:{name}:tries"
+
+
 # -- intake: API keys ----------------------------------------------------------------
 def api_key(key_id: str, prefix: str | None = None) -> str:
     """Hash {secret_sha256, role, dept, name, created_at, last_used_at, revoked_at}.

@@ -114,7 +114,9 @@ class Registrar:
         if report.handled_on_site is not None:
             event: Envelope = resolve_on_site(case, report, now)
         elif original is None:
-            event = CaseRegistered(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case))
+            # one id per case: the reconciler publishes the same event again (services/intake/reconcile.py)
+            event = CaseRegistered(message_id=f"registered:{case_id}", case_id=case_id,
+                                   correlation_id=case.correlation_id, case=summary_of(case))
         else:
             case.duplicate_of = original
             case.status = next_status(case.status, Action.mark_duplicate)

@@ -10,15 +10,16 @@ from nameko.timer import timer
 from werkzeug.wrappers import Request, Response
 
 from services.console.http import ConsoleApi
-from services.intake.auth import Role
 from services.intake.accountability_api import AccountabilityApi
+from services.intake.auth import Role
+from services.intake.boundary import FallbackApi, api, json_response, principal, scoped_key
 from services.intake.cases import Registrar, apply_event
 from services.intake.command_api import CommandApi
 from services.intake.duplicates import load_duplicate_policy
-from services.intake.boundary import FallbackApi, api, json_response, principal, scoped_key
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import backlog, observe, publish_backlog
 from services.intake.publishing import publish_stored, register_report
+from services.intake.reconcile import repair_stuck
 from services.intake.replies import (
     Cancellation,
     NotAssigned,
@@ -31,13 +32,14 @@ from services.intake.replies import (
 )
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
-from shared.lifecycle import IllegalTransition
 from shared import metrics, topology
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid
+from shared.lifecycle import IllegalTransition
 from shared.models import Case, CaseStatus, Reply, Report, parse_event
 from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
+from shared.reconcile import take_turn
 
 log = structlog.get_logger("gridbus.intake")
 
@@ -231,6 +233,19 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         cases = [c for i in range(0, len(ids), 500) for c in store.get_many(ids[i:i + 500]) if c is not None]
         publish_backlog(backlog(cases))
 
+    # -------------------------------------------------------------- repair
+    @timer(interval=get_settings().reconcile_seconds)
+    def reconcile(self) -> None:
+        """Cases stuck in `registered` get their case.registered again (one replica a turn)."""
+        settings = get_settings()
+        if not take_turn(self.redis, "intake", settings.reconcile_seconds):
+            return
+        store, _ = self.domain.for_client(self.redis)
+        repaired = repair_stuck(store, self.bus.publish_events, settings.reconcile_after_seconds,
+                                settings.reconcile_window_seconds)
+        if repaired:
+            metrics.REPAIRS.labels("intake", "registered_reemitted").inc(len(repaired))
+
     # -------------------------------------------------------------- outbox relay
     @timer(interval=get_settings().outbox_relay_seconds)
     def relay_outbox(self) -> None:
@@ -239,5 +254,6 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         if events:
             log.info("outbox_relay", count=len(events))
             publish_stored(self.bus, store, events)
+            metrics.REPAIRS.labels("intake", "outbox_relayed").inc(len(events))
         metrics.OUTBOX_PENDING.set(store.outbox_size())
         metrics.OUTBOX_OLDEST_AGE.set(store.outbox_oldest_age())

@@ -10,6 +10,7 @@ from nameko.timer import timer
 
 from services.sla.deadlines import Deadlines
 from services.sla.indicators import refresh_gauges
+from services.sla.reconcile import repair_missing
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
@@ -19,6 +20,7 @@ from shared.health import HEALTH, Heartbeat
 from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
 from shared.nameko_ext import EntrypointMetrics, HealthChecks, Rejected, TopologyDeclarer, consume_reliably
 from shared.policies import load_policies
+from shared.reconcile import take_turn
 from shared.redisdb import connect
 from shared.worktime import load_calendar
 
@@ -97,11 +99,25 @@ class SlaService:
 
     @timer(interval=2.0)
     def relay_outbox(self) -> None:
-        self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
+        relayed = self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
+        if relayed:
+            metrics.REPAIRS.labels("sla", "outbox_relayed").inc(relayed)
         metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox_size())
         metrics.OUTBOX_OLDEST_AGE.set(self.deadlines.store.outbox_oldest_age())
         # here, not in fire_due: a firing loop that is stuck must still show its lag
         metrics.TIMER_LAG.set(self.deadlines.timers.lag(time.time()))
+
+    @timer(interval=get_settings().reconcile_seconds)
+    def reconcile(self) -> None:
+        """Dispatched orders without clocks get them (one replica a turn)."""
+        settings = get_settings()
+        client = self.deadlines.store.r
+        if not take_turn(client, "sla", settings.reconcile_seconds):
+            return
+        repaired = repair_missing(client, self.deadlines.store, lambda e: self._count(self.deadlines.handle(e)),
+                                  settings.reconcile_after_seconds, settings.reconcile_window_seconds)
+        if repaired:
+            metrics.REPAIRS.labels("sla", "clocks_rearmed").inc(len(repaired))
 
     @timer(interval=INDICATORS_EVERY_S, eager=True)  # eager: counts read 0 from the start, not after 30 s
     def refresh_indicators(self) -> None:
