@@ -58,7 +58,7 @@ def ensure_database(dsn: str) -> bool:
     admin = make_conninfo(dsn, dbname="postgres")
     with psycopg.connect(admin, autocommit=True, connect_timeout=10) as conn:
         try:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(name))))
         except psycopg.errors.DuplicateDatabase:  # created by someone else meanwhile
             return False
     return True
@@ -67,7 +67,7 @@ def ensure_database(dsn: str) -> bool:
 def drop_database(dsn: str) -> None:
     name = conninfo_to_dict(dsn)["dbname"]
     with psycopg.connect(make_conninfo(dsn, dbname="postgres"), autocommit=True, connect_timeout=10) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(str(name))))
 
 
 def applied(conn: psycopg.Connection) -> list[int]:

@@ -143,7 +143,8 @@ def board(cases: Iterable[Case], now: datetime, tz: ZoneInfo, names: Names, stre
         st = street_totals.setdefault(case.street, Cell())
         st.open += 1
         st.overdue += row.overdue
-        for a in active(case) or [None]:
+        receivers: list[Assignment | None] = [*active(case)] or [None]  # None: no department yet
+        for a in receivers:
             dept = a.dept if a else NONE_DEPT
             depts_seen.add(dept)
             cell = cells.setdefault((case.street, dept), Cell())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -40,8 +41,8 @@ def find_original(client: redis.Redis, policy: DuplicatePolicy, category: str, l
                   now: datetime) -> str | None:
     """The nearest open case this report repeats, or None."""
     geo_key = keys.open_cases_geo(category)
-    candidates = client.geosearch(geo_key, longitude=lon, latitude=lat, radius=policy.radius_for(category),
-                                  unit="m", sort="ASC", count=10)
+    candidates = cast(list[str], client.geosearch(geo_key, longitude=lon, latitude=lat,
+                                                  radius=policy.radius_for(category), unit="m", sort="ASC", count=10))
     oldest = now - timedelta(hours=policy.window_hours)
     for case_id in candidates:
         doc = client.hget(keys.case(case_id), "doc")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared import metrics
-from shared.models import Case, CaseUpdated, Envelope, utcnow
+from shared.models import Assignment, Case, CaseUpdated, Envelope, utcnow
 
 
 def observe(case: Case, events: list[Envelope], now: datetime | None = None) -> None:
@@ -47,7 +47,7 @@ def backlog(cases: list[Case], now: datetime | None = None) -> dict[tuple[str, s
     counts: dict[tuple[str, str, str, str], int] = {}
     for case in cases:
         age = age_bucket((now - case.registered_at).total_seconds())
-        active = [a for a in case.assignments if a.active] or [None]
+        active: list[Assignment | None] = [a for a in case.assignments if a.active] or [None]
         for a in active:
             key = (case.street, a.dept if a else "none", str(a.level) if a else "0", age)
             counts[key] = counts.get(key, 0) + 1

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from itertools import islice
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, cast
 
 from pydantic import AwareDatetime, BaseModel, Field
 
@@ -177,7 +177,8 @@ def _positions(store: CaseStore, f: CaseFilter, after: Position | None) -> Itera
     hi = f.until.timestamp() if f.until else "+inf"
     offset = 0
     while True:
-        rows = store.r.zrangebyscore(keys.cases_by_time(), lo, hi, start=offset, num=BATCH, withscores=True)
+        rows = cast(list[tuple[str, float]],
+                    store.r.zrangebyscore(keys.cases_by_time(), lo, hi, start=offset, num=BATCH, withscores=True))
         if not rows:
             return
         for member, score in rows:
@@ -209,7 +210,7 @@ def scan(store: CaseStore, f: CaseFilter, after: Position | None = None, limit: 
         batch = list(islice(positions, size))
         if not batch:
             return found, None, scanned
-        for pos, case in zip(batch, store.get_many([p.case_id for p in batch])):
+        for pos, case in zip(batch, store.get_many([p.case_id for p in batch]), strict=True):
             scanned += 1
             last = pos
             if case is not None and f.matches(case) and (extra is None or extra(case)):

@@ -8,6 +8,8 @@ re-routed without the departments that rejected it.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 from services.intake.cases import Change, transition
@@ -79,8 +81,8 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
         a = _active_assignment(case, dept)
         now = utcnow()
         actor = f"dept:{dept}"
-        common = dict(reply_action=reply.action.value, dept=dept, order_id=a.order_id,
-                      evidence_urls=reply.evidence_urls, announce=True)
+        common: dict[str, Any] = dict(reply_action=reply.action.value, dept=dept, order_id=a.order_id,
+                                      evidence_urls=reply.evidence_urls, announce=True)
         note = reply.note or (reply.reason or "")
         if reply.action is ReplyAction.acknowledge:
             if a.acknowledged_at is not None:
@@ -122,6 +124,7 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
                 round_no=round_no, exclude=list(case.rejected_by), note=reply.reason or "")
             return Change(Action.reject, actor, f"not ours: {reply.reason}", events=[redispatch], **common)
         # resolve
+        assert reply.mode is not None  # _check_required: a resolution names its 721 mode
         next_status(case.status, Action.resolve)
         a.resolved_at = now
         if a.acknowledged_at is None:

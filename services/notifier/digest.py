@@ -19,7 +19,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -124,8 +124,8 @@ class HoldStore:
                          keys.notify_release_leased(), keys.notify_release()], args=[bucket, now])
 
     def held_count(self) -> int:
-        buckets = (set(self.r.zrange(keys.notify_release(), 0, -1))
-                   | set(self.r.zrange(keys.notify_release_leased(), 0, -1)))
+        buckets = cast(set[str], set(self.r.zrange(keys.notify_release(), 0, -1))
+                       | set(self.r.zrange(keys.notify_release_leased(), 0, -1)))
         pipe = self.r.pipeline(transaction=False)
         for b in buckets:
             pipe.hlen(keys.notify_held(b))

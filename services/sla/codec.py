@@ -39,8 +39,9 @@ STATUSES = tuple(s.value for s in CaseStatus)
 MODES = tuple(m.value for m in Mode721)  # stored by index, like STATUSES: the enum only ever grows at its end
 
 # trailing positions at these defaults are left out
-_ORDER_DEFAULTS = (None, None, None, None, 0, None, [], 1, None, True, None, None, None, 0, 0, "", False)
-_CLOCK_DEFAULTS = (None, 1, 0, None, None, None, None, 0, 0, False, None, 0, None, "", None, None)
+_ORDER_DEFAULTS: tuple[Any, ...] = (
+    None, None, None, None, 0, None, [], 1, None, True, None, None, None, 0, 0, "", False)
+_CLOCK_DEFAULTS: tuple[Any, ...] = (None, 1, 0, None, None, None, None, 0, 0, False, None, 0, None, "", None, None)
 
 
 _STATE_NO = {s: i for i, s in enumerate(STATES)}
@@ -100,7 +101,7 @@ def pack_doc(case: CaseClocks) -> bytes:
         clocks = []
         for c in by_order.get(oid, ()):
             letter, token = LETTER[c.kind], c.token
-            lid = c.lid
+            lid: str | int | None = c.lid
             if lid and lid == f"{cid}|{c.id}|{token}":
                 lid = 1
             due, warn_at, start, ended = c.due, c.warn_at, c.start, c.ended

@@ -16,7 +16,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import redis
@@ -66,14 +66,14 @@ def _instant(text: str, tz: ZoneInfo, end: bool) -> datetime:
 
 def entries(client: redis.Redis, period: Period, dept: str | None = None, street: str | None = None,
             now: float | None = None) -> list[dict[str, Any]]:
-    ids = client.zrangebyscore(keys.sla_ledger_by_time(), period.start, f"({period.end}")
+    ids = cast(list[str], client.zrangebyscore(keys.sla_ledger_by_time(), period.start, f"({period.end}"))
     if not ids:
         return []
     raws = client.hmget(keys.sla_ledger(), ids)
     ended = client.hmget(keys.sla_ledger_ended(), ids)
     now = datetime.now().timestamp() if now is None else now
     out = []
-    for raw, done in zip(raws, ended):
+    for raw, done in zip(raws, ended, strict=True):
         if not raw:
             continue
         e = json.loads(raw)

@@ -65,6 +65,7 @@ def binary_twin(client: redis.Redis) -> redis.Redis:
     kwargs.pop("connection_pool", None)
     from redis.sentinel import SentinelConnectionPool
 
+    twin: redis.ConnectionPool
     if isinstance(pool, SentinelConnectionPool):
         twin = SentinelConnectionPool(pool.service_name, pool.sentinel_manager, is_master=pool.is_master,
                                       connection_class=pool.connection_class, **kwargs)
@@ -124,7 +125,7 @@ class TimerStore:
     def lag(self, now: float) -> float:
         """How far the earliest due timer not yet claimed is behind `now` (0: none overdue)."""
         first = self.r.zrange(keys.timers_due(), 0, 0, withscores=True)
-        return max(0.0, now - first[0][1]) if first else 0.0
+        return max(0.0, now - float(first[0][1])) if first else 0.0
 
     def leased(self) -> int:
         return int(self.r.zcard(keys.timers_leased()))

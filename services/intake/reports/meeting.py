@@ -173,9 +173,9 @@ def _highest_level(case: Case) -> int | None:
     for t in case.timeline:
         for m in _ESCALATED.finditer(t.note):
             levels.append(int(m.group(2)))
-        m = _TAKEN_OVER.match(t.note)
-        if m:
-            levels.append(int(m.group(1)))
+        taken = _TAKEN_OVER.match(t.note)
+        if taken:
+            levels.append(int(taken.group(1)))
     return min(levels) if levels else None
 
 
