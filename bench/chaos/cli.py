@@ -37,22 +37,28 @@ def run_cmd(reports: int, rate: float, faults: str, first_s: float, spacing_s: f
     and Redis while killing each target once (restart 2-3 s later); then check that nothing
     accepted was lost, stuck, left without clocks, dispatched twice or dead-lettered for a
     transient reason, and that every killed piece came back healthy. Exit 1 on any finding."""
+    _run(ChaosRun, TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out)
+
+
+def _run(cls: type[ChaosRun], allowed: tuple[str, ...], reports: int, rate: float, faults: str, first_s: float,
+         spacing_s: float, drain_s: float, runs: int, seed: int, keep: bool, out: str | None) -> None:
     from bench.common import result_path, write_result
 
     targets = tuple(t.strip() for t in faults.split(",") if t.strip())
-    unknown = [t for t in targets if t not in TARGETS]
+    unknown = [t for t in targets if t not in allowed]
     if unknown:
-        raise click.BadParameter(f"unknown target(s) {unknown}; choose from {', '.join(TARGETS)}",
+        raise click.BadParameter(f"unknown target(s) {unknown}; choose from {', '.join(allowed)}",
                                  param_hint="--faults")
     # SIGTERM (a CI timeout, `kill`) ends the run through its clean-up like Ctrl-C
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    kind = "chaos-cluster" if cls is not ChaosRun else "chaos"
     rows, all_ok = [], True
     for i in range(runs):
         scenario = Scenario(reports=reports, rate=rate, drain_s=drain_s, seed=seed + i,
                             faults=default_faults(targets, first_s, spacing_s, seed + i))
-        with ChaosRun(scenario, echo=click.echo, keep=keep) as run:
+        with cls(scenario, echo=click.echo, keep=keep) as run:
             result = run.execute()
-        path = write_result(result, result_path("chaos", out if runs == 1 else None))
+        path = write_result(result, result_path(kind, out if runs == 1 else None))
         rows.append(table_row(result, f"{i + 1}: {reports}@{rate:g}/s, {len(targets)} faults"))
         all_ok &= result["ok"]
         click.echo(f"result: {path}" + ("" if result["ok"] else f"  (logs kept in {result['workdir']})"))
@@ -61,6 +67,28 @@ def run_cmd(reports: int, rate: float, faults: str, first_s: float, spacing_s: f
         click.echo(row)
     if not all_ok:
         raise SystemExit(1)
+
+
+@chaos.command("cluster")
+@click.option("--reports", type=int, default=1500, show_default=True, help="Reports offered over HTTP.")
+@click.option("--rate", type=float, default=20.0, show_default=True, help="Reports per second.")
+@click.option("--faults", default="rabbit-node,redis-master", show_default=True,
+              help="Comma-separated targets in this order: rabbit-node, redis-master, or a service.")
+@click.option("--first", "first_s", type=float, default=10.0, show_default=True)
+@click.option("--spacing", "spacing_s", type=float, default=30.0, show_default=True)
+@click.option("--drain", "drain_s", type=float, default=120.0, show_default=True)
+@click.option("--runs", type=int, default=1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the run's directory (logs) even when it passed.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None)
+def cluster_cmd(reports: int, rate: float, faults: str, first_s: float, spacing_s: float, drain_s: float,
+                runs: int, seed: int, keep: bool, out: str | None) -> None:
+    """The same checks on a 3-node RabbitMQ cluster (behind a TCP balancer) and Redis
+    master + replica + 3 Sentinels: one RabbitMQ node lost (20 s, then it rejoins) and the
+    Redis master killed so that the Sentinels fail over, under load."""
+    from bench.chaos.cluster import CLUSTER_TARGETS, ClusterRun
+
+    _run(ClusterRun, CLUSTER_TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out)
 
 
 COMMANDS = [chaos]

@@ -105,14 +105,31 @@ class ChaosRun:
             self.failed = True
         self.close()
 
+    # ------------------------------------------------------------------ the servers
+    # (bench/chaos/cluster.py overrides these for a 3-node cluster and Redis with Sentinel)
+    targets: tuple[str, ...] = TARGETS
+
+    @property
+    def amqp_uri(self) -> str:
+        return self.node.amqp_uri
+
+    @property
+    def mgmt_url(self) -> str:
+        return self.node.mgmt_url
+
     def mgmt(self) -> httpx.Client:
         return self.node.api()
 
-    def setup(self) -> None:
+    def redis_env(self) -> dict[str, str]:
+        return {"REDIS_URL": self.redis.url, "REDIS_SENTINELS": ""}
+
+    def redis_client(self, decode_responses: bool = True) -> redis.Redis:
+        return redis.Redis.from_url(self.redis.url, decode_responses=decode_responses)
+
+    def start_servers(self) -> str:
         taken: set[int] = set()
         self.node.prepare(taken)
         self.redis.prepare(taken)
-        t = time.monotonic()
         errors: list[BaseException] = []
 
         def start_node() -> None:
@@ -127,15 +144,44 @@ class ChaosRun:
         th.join()
         if errors:
             raise errors[0]
-        self.echo(f"servers up in {time.monotonic() - t:.1f} s: rabbitmq {self.node.nodename} "
-                  f"amqp :{self.node.amqp_port} mgmt :{self.node.mgmt_port}, redis :{self.redis.port} (AOF)")
+        return (f"rabbitmq {self.node.nodename} amqp :{self.node.amqp_port} mgmt :{self.node.mgmt_port}, "
+                f"redis :{self.redis.port} (AOF)")
+
+    def stop_servers(self) -> None:
+        self.node.stop()
+        self.redis.stop()
+
+    def inject_server(self, fault: Fault) -> tuple[str, ...]:
+        """kill -9 of a server, started again after the fault's delay; the services that
+        must be healthy again afterwards."""
+        if fault.target == "broker":
+            self.node.kill()
+            self._note(fault="kill -9 rabbitmq node")
+            time.sleep(fault.restart_after_s)
+            took = self.node.start(timeout=self.s.recover_s)
+            self._note(restarted="rabbitmq", accepting_after_s=round(took, 1))
+        elif fault.target == "redis":
+            self.redis.kill()
+            self._note(fault="kill -9 redis")
+            time.sleep(fault.restart_after_s)
+            took = self.redis.start(timeout=self.s.recover_s)
+            self._note(restarted="redis", ready_after_s=round(took, 1))
+        else:
+            raise ValueError(f"unknown fault target {fault.target!r} (one of {', '.join(self.targets)})")
+        return SERVICES
+
+    # ------------------------------------------------------------------ set-up / tear-down
+    def setup(self) -> None:
+        t = time.monotonic()
+        what = self.start_servers()
+        self.echo(f"servers up in {time.monotonic() - t:.1f} s: {what}")
         self.sink = WebhookSink()
         config_dir = bench_config_dir(REPO / "config", self.dir / "config")
-        self.env = service_env(self.node.amqp_uri, self.node.mgmt_url, self.redis.url, self.prefix, config_dir,
+        self.env = service_env(self.amqp_uri, self.mgmt_url, self.redis_env(), self.prefix, config_dir,
                                self.sink.port, self.s.log_level)
         from services.intake.auth import Role, create_key
 
-        client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        client = self.redis_client()
         try:
             self.api_key = create_key(client, Role.grid_app, name="chaos", prefix=self.prefix)[0]
         finally:
@@ -156,8 +202,7 @@ class ChaosRun:
             self.load.stop()
         if self.stack is not None:
             self.stack.stop()
-        self.node.stop()
-        self.redis.stop()
+        self.stop_servers()
         if self.sink is not None:
             self.sink.close()
         self.log.close()
@@ -181,22 +226,8 @@ class ChaosRun:
             self._note(fault=f"kill -9 {fault.target}", pid=pid)
             time.sleep(fault.restart_after_s)
             names: tuple[str, ...] = (fault.target,)
-        elif fault.target == "broker":
-            self.node.kill()
-            self._note(fault="kill -9 rabbitmq node")
-            time.sleep(fault.restart_after_s)
-            took = self.node.start(timeout=self.s.recover_s)
-            self._note(restarted="rabbitmq", accepting_after_s=round(took, 1))
-            names = SERVICES
-        elif fault.target == "redis":
-            self.redis.kill()
-            self._note(fault="kill -9 redis")
-            time.sleep(fault.restart_after_s)
-            took = self.redis.start(timeout=self.s.recover_s)
-            self._note(restarted="redis", ready_after_s=round(took, 1))
-            names = SERVICES
         else:
-            raise ValueError(f"unknown fault target {fault.target!r} (one of {', '.join(TARGETS)})")
+            names = self.inject_server(fault)
         t = time.monotonic()
         bad = self.stack.wait_healthy(self.s.recover_s, names)
         self._note(healthy_after=fault.target, seconds=round(time.monotonic() - t, 1), still_unhealthy=bad)
@@ -242,7 +273,7 @@ class ChaosRun:
         """Wait until no work queue holds a message and no accepted case is `registered`
         (twice in a row), or `drain_s`. Seconds waited."""
         t = time.monotonic()
-        client = redis.Redis.from_url(self.redis.url, decode_responses=True)
+        client = self.redis_client()
         calm = 0
         try:
             while time.monotonic() - t < self.s.drain_s:
@@ -282,12 +313,12 @@ class ChaosRun:
             self.unhealthy.append({"fault": "end of run", "unhealthy": still})
         depths = self.queue_depths()
         dept_queues = sorted(q for q in depths if q.startswith("dept.") and not q.endswith(".dead"))
-        orders = checks.drain_orders(self.node.amqp_uri, dept_queues)
-        dead = {q: deadletters.peek(self.node.amqp_uri, q) for q, n in depths.items()
+        orders = checks.drain_orders(self.amqp_uri, dept_queues)
+        dead = {q: deadletters.peek(self.amqp_uri, q) for q, n in depths.items()
                 if q.endswith(".dead") and n > 0}
         accepted = {r.report_id: r.case_ids for r in self.load.results if r.case_ids}
-        rt = redis.Redis.from_url(self.redis.url, decode_responses=True)
-        rb = redis.Redis.from_url(self.redis.url)
+        rt = self.redis_client()
+        rb = self.redis_client(decode_responses=False)
         try:
             findings = checks.evaluate(accepted, orders, rt, rb, self.prefix, dead)
         finally:
@@ -297,8 +328,11 @@ class ChaosRun:
         result = envelope("chaos", {**asdict(s), "faults": [asdict(f) for f in s.faults]})
         result.update({
             "table": {**findings.table(), "http_5xx": load["http_5xx"], "http_500": load["http_500"],
-                      "unhealthy": len(self.unhealthy), "not_accepted": s.reports - load["accepted"]},
-            "ok": findings.ok() and not self.unhealthy and load["accepted"] == s.reports and not load["http_500"],
+                      "unhealthy": len(self.unhealthy), "not_accepted": s.reports - load["accepted"],
+                      "backlog_left": sum(n for q, n in depths.items() if _work_queue(q))},
+            # a backlog that did not drain is a consumer that stopped (or a far too slow one)
+            "ok": (findings.ok() and not self.unhealthy and load["accepted"] == s.reports and not load["http_500"]
+                   and not any(n for q, n in depths.items() if _work_queue(q))),
             "findings": findings.to_dict(), "load": load, "unhealthy": self.unhealthy,
             "timeline": self.timeline, "services": self.stack.summary(),
             "work_queues_left": {q: n for q, n in depths.items() if _work_queue(q) and n},
@@ -311,7 +345,7 @@ class ChaosRun:
 
 
 TABLE_COLUMNS = ("accepted", "dispatched", "lost", "stuck", "missing_clocks", "double_dispatch", "dead_transient",
-                 "http_5xx", "http_500", "unhealthy")
+                 "http_5xx", "http_500", "unhealthy", "backlog_left")
 
 
 def table_row(result: dict[str, Any], label: str = "") -> str:

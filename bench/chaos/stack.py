@@ -219,12 +219,13 @@ class Stack:
                 for n, s in self.services.items()}
 
 
-def service_env(amqp_uri: str, mgmt_url: str, redis_url: str, prefix: str, config_dir: Path,
+def service_env(amqp_uri: str, mgmt_url: str, redis_env: dict[str, str], prefix: str, config_dir: Path,
                 sink_port: int, log_level: str = "WARNING") -> dict[str, str]:
-    """The environment of a chaos stack: private servers, free ports, its own config copy."""
+    """The environment of a chaos stack: private servers, free ports, its own config copy.
+    `redis_env`: REDIS_URL, or REDIS_SENTINELS (and REDIS_SENTINEL_MASTER)."""
     return {
-        "AMQP_URI": amqp_uri, "RABBITMQ_MANAGEMENT_URL": mgmt_url, "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": prefix, "REDIS_SENTINELS": "", "CONFIG_DIR": str(config_dir),
+        "AMQP_URI": amqp_uri, "RABBITMQ_MANAGEMENT_URL": mgmt_url, **redis_env,
+        "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
         "LOG_FORMAT": "json", "LOG_LEVEL": log_level,
         "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
         "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
