@@ -312,6 +312,13 @@ class ChaosRun:
         if still:
             self.unhealthy.append({"fault": "end of run", "unhealthy": still})
         depths = self.queue_depths()
+        stalled: dict[str, int] = {}
+        if any(n for q, n in depths.items() if _work_queue(q)):
+            # a backlog still shrinking is a slow consumer; one that does not move is a stopped one
+            time.sleep(6.0)
+            later = self.queue_depths()
+            stalled = {q: n for q, n in later.items() if _work_queue(q) and n and n >= depths.get(q, 0)}
+            depths = later
         dept_queues = sorted(q for q in depths if q.startswith("dept.") and not q.endswith(".dead"))
         orders = checks.drain_orders(self.amqp_uri, dept_queues)
         dead = {q: deadletters.peek(self.amqp_uri, q) for q, n in depths.items()
@@ -329,10 +336,12 @@ class ChaosRun:
         result.update({
             "table": {**findings.table(), "http_5xx": load["http_5xx"], "http_500": load["http_500"],
                       "unhealthy": len(self.unhealthy), "not_accepted": s.reports - load["accepted"],
-                      "backlog_left": sum(n for q, n in depths.items() if _work_queue(q))},
-            # a backlog that did not drain is a consumer that stopped (or a far too slow one)
+                      "backlog_left": sum(n for q, n in depths.items() if _work_queue(q)),
+                      "stalled_queues": len(stalled)},
             "ok": (findings.ok() and not self.unhealthy and load["accepted"] == s.reports and not load["http_500"]
-                   and not any(n for q, n in depths.items() if _work_queue(q))),
+                   and not stalled),
+            "stalled": stalled,
+            "notifications_received": self.sink.hits if self.sink else 0,
             "findings": findings.to_dict(), "load": load, "unhealthy": self.unhealthy,
             "timeline": self.timeline, "services": self.stack.summary(),
             "work_queues_left": {q: n for q, n in depths.items() if _work_queue(q) and n},
@@ -345,7 +354,7 @@ class ChaosRun:
 
 
 TABLE_COLUMNS = ("accepted", "dispatched", "lost", "stuck", "missing_clocks", "double_dispatch", "dead_transient",
-                 "http_5xx", "http_500", "unhealthy", "backlog_left")
+                 "http_5xx", "http_500", "unhealthy", "backlog_left", "stalled_queues")
 
 
 def table_row(result: dict[str, Any], label: str = "") -> str:
