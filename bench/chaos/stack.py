@@ -150,26 +150,29 @@ class Stack:
             self.events.append((time.monotonic(), name, f"killed pid {pid}"))
         return pid
 
-    def stop(self) -> None:
+    def stop(self, graceful_s: float = 0.0) -> None:
+        """End every service (and whatever it left in its process group). The run's data
+        is thrown away, so by default no graceful stop: SIGKILL at once."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
         with self._lock:
+            if graceful_s > 0:
+                for svc in self.services.values():
+                    if svc.proc is not None and svc.proc.poll() is None:
+                        try:
+                            os.killpg(svc.proc.pid, signal.SIGTERM)
+                        except ProcessLookupError:
+                            pass
+                deadline = time.monotonic() + graceful_s
+                for svc in self.services.values():
+                    if svc.proc is not None:
+                        try:
+                            svc.proc.wait(max(0.1, deadline - time.monotonic()))
+                        except subprocess.TimeoutExpired:
+                            pass
             for svc in self.services.values():
-                if svc.proc is not None and svc.proc.poll() is None:
-                    try:
-                        os.killpg(svc.proc.pid, signal.SIGTERM)
-                    except ProcessLookupError:
-                        pass
-            deadline = time.monotonic() + 10
-            for svc in self.services.values():
-                if svc.proc is None:
-                    continue
-                try:
-                    svc.proc.wait(max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    pass
-                kill_group(svc.proc, signal.SIGKILL)  # and whatever it left in its group
+                kill_group(svc.proc, signal.SIGKILL)
 
     # ------------------------------------------------------------------ health
     def health(self, name: str) -> tuple[bool, str]:
