@@ -52,13 +52,22 @@ def _endpoint(url: str, default_port: int) -> tuple[str, int]:
     return parsed.hostname or "127.0.0.1", parsed.port or default_port
 
 
-def check_dependencies(settings: Settings) -> list[str]:
-    """Empty when RabbitMQ and Redis answer; otherwise what to start and how.
+DEPENDENCY_HINTS = {
+    "rabbitmq": "RabbitMQ is not answering at {}:{} (AMQP_URI).",
+    "redis": "Redis is not answering at {}:{} (REDIS_URL).",
+    "postgres": "PostgreSQL is not answering at {}:{} (DATABASE_URL).",
+}
 
-    Where Docker exists, the missing ones are started with Docker Compose first.
-    """
-    needed = {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379),
-              "postgres": _endpoint(settings.database_url, 5432)}
+
+def dependency_endpoints(settings: Settings) -> dict[str, tuple[str, int]]:
+    return {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379),
+            "postgres": _endpoint(settings.database_url, 5432)}
+
+
+def missing_dependencies(settings: Settings) -> list[str]:
+    """Which of rabbitmq, redis, postgres do not answer. Where Docker exists, the
+    missing ones are started with Docker Compose first (and then not missing)."""
+    needed = dependency_endpoints(settings)
     missing = [name for name, (h, p) in needed.items() if not _reachable(h, p)]
     if missing and shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
         subprocess.run(["docker", "compose", "-p", "gridbus", "up", "-d", *missing], check=False)
@@ -72,15 +81,14 @@ def check_dependencies(settings: Settings) -> list[str]:
             if not missing:
                 break
             time.sleep(1)
-    hints = {
-        "rabbitmq": "RabbitMQ is not answering at {}:{}. Start it: `rabbitmq-server -detached` "
-                    "(Debian: apt-get install rabbitmq-server), or set AMQP_URI.",
-        "redis": "Redis is not answering at {}:{}. Start it: `redis-server --daemonize yes --port 6379` "
-                 "(Debian: apt-get install redis-server), or set REDIS_URL.",
-        "postgres": "PostgreSQL is not answering at {}:{}. Start it: `pg_ctlcluster 15 main start` "
-                    "(Debian: apt-get install postgresql), or set DATABASE_URL.",
-    }
-    return [hints[n].format(*needed[n]) for n in missing]
+    return missing
+
+
+def check_dependencies(settings: Settings) -> list[str]:
+    """Empty when RabbitMQ, Redis and PostgreSQL answer (after Docker Compose where
+    Docker exists); otherwise a line for each that does not."""
+    needed = dependency_endpoints(settings)
+    return [DEPENDENCY_HINTS[n].format(*needed[n]) for n in missing_dependencies(settings)]
 
 
 def queues_without_consumer(amqp_uri: str, queues: Sequence[str]) -> list[str]:

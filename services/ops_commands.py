@@ -91,20 +91,46 @@ def startup_warnings() -> list[str]:
               help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
 def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     """Run the four services in the foreground, restarting any that dies (with back-off);
-    Ctrl-C or SIGTERM stops them all and waits for them."""
+    Ctrl-C or SIGTERM stops them all and waits for them.
+
+    RabbitMQ, Redis or PostgreSQL not answering: started by Docker Compose where Docker
+    exists, otherwise privately from the installed binaries (services/localservers.py)."""
     from pathlib import Path
 
     from services import demo as demo_mod
+    from services import localservers
     from services.runner import Stop, Supervisor, stop_on_signals
 
     stop_on_signals()
-    problems = demo_mod.check_dependencies(get_settings())
-    settings = get_settings()  # check_dependencies may have pointed us at a compose broker
+    missing = demo_mod.missing_dependencies(get_settings())
+    settings = get_settings()  # missing_dependencies may have pointed us at a compose broker
+    endpoints = demo_mod.dependency_endpoints(settings)
+    absent = [n for n in missing if not localservers.installed(n)]
+    problems = [demo_mod.DEPENDENCY_HINTS[n].format(*endpoints[n]) for n in missing]
+    if absent:
+        problems.append(localservers.install_hint(absent))
     problems += demo_mod.busy_ports(settings)
-    if problems:
+    if absent or problems[len(missing):]:
         for p in problems:
             click.echo(p, err=True)
         raise SystemExit(2)
+    private = localservers.Private(Path(".gridbus/data"))
+    if missing:
+        click.echo(f"{', '.join(missing)} not answering and no Docker: starting private server(s) from the installed "
+                   f"binaries, data in {private.base}/ (log {private.log_path}); they stop with gridbus")
+        try:
+            private.start(missing, settings.amqp_uri, settings.rabbitmq_management_url, settings.redis_url,
+                          settings.database_url)
+            if "postgres" in missing:
+                from services.archiver import db
+
+                db.ensure_database(settings.database_url)
+                db.migrate(settings.database_url)
+        except BaseException as exc:  # Ctrl-C or SIGTERM (Stop) included: stop what did start
+            private.graceful_stop()
+            if isinstance(exc, (KeyboardInterrupt, Stop)):
+                raise SystemExit(1) from None
+            raise click.ClickException(f"could not start a private server: {exc} (see {private.log_path})") from None
     for warning in startup_warnings():
         click.echo(f"warning: {warning}", err=True)
     log_handle = None
@@ -143,6 +169,7 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
         click.echo("stopping…", err=True)
     finally:
         supervisor.stop()
+        private.graceful_stop()
         click.echo("stopped", err=True)
         if log_handle:
             log_handle.close()
