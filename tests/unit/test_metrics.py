@@ -55,9 +55,38 @@ def test_no_created_series():
 
 
 def test_every_metric_has_an_owner_that_runs():
-    services = {"intake", "router", "sla", "notifier", metrics.EVERY}
+    from services.runner import SERVICE_CLASSES
+
+    services = {*SERVICE_CLASSES, metrics.EVERY}
     for metric, owner in metrics.declared():
         assert owner and set(owner) <= services, (metric._name, owner)
+
+
+def test_docs_list_each_metric_under_the_service_that_exports_it():
+    """docs/metrics.md has a section per service ("Every service" for the shared ones)."""
+    import re
+    from pathlib import Path
+
+    from prometheus_client import Counter
+
+    text = (Path(__file__).resolve().parents[2] / "docs/metrics.md").read_text(encoding="utf-8")
+    section_of: dict[str, str] = {}
+    section = ""
+    for line in text.splitlines():
+        if line.startswith("### "):
+            section = line[4:].strip()
+        m = re.match(r"\| `(gridbus_[a-z0-9_]+)` \|", line)
+        if m and section:
+            section_of.setdefault(m.group(1), section)
+    wrong = []
+    for metric, owner in metrics.declared():
+        name = metric._name + ("_total" if isinstance(metric, Counter) else "")
+        # a metric of several services (not all) may sit with the shared ones or with any owner
+        expected = {"Every service"} if metrics.EVERY in owner else set(owner) | (
+            {"Every service"} if len(owner) > 1 else set())
+        if section_of.get(name) not in expected:
+            wrong.append((name, section_of.get(name), sorted(expected)))
+    assert not wrong, f"docs/metrics.md: metric listed under another service's section (or missing): {wrong}"
 
 
 def test_work_queue_panels_and_alert_count_only_the_services_work_queues():
@@ -83,3 +112,15 @@ def test_work_queue_panels_and_alert_count_only_the_services_work_queues():
         for pattern in re.findall(r'queue=~"([^"]+)"', expr):
             regex = re.compile(pattern.replace("\\\\", "\\"))
             assert {q for q in every if regex.fullmatch(q)} == work, expr
+
+
+def test_every_alert_rule_is_described_in_the_catalogue():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    rules = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
+    alerts = [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    text = (root / "docs/metrics.md").read_text(encoding="utf-8")
+    assert alerts and not [a for a in alerts if f"| `{a}` |" not in text]
