@@ -2,7 +2,7 @@
 centre and the discipline-inspection referral (role `ops`).
 
 A mixin for IntakeService (it serves the public HTTP API; the ledger itself is written
-by sla, services/sla/ledger.py). Query: `dept`, `street` (9-digit code), `from`, `to`
+by sla; its format is shared/ledger.py). Query: `dept`, `street` (9-digit code), `from`, `to`
 (dates, `to` inclusive, or ISO date-times; default: this month), `repeated` (breaches
 from which a department/liaison is flagged for referral, default 2).
 
@@ -20,8 +20,8 @@ from werkzeug.wrappers import Request, Response
 from services.intake.auth import Role, authenticate, require
 from services.intake.boundary import api, error_response, json_response
 from services.intake.validation import FieldError, InvalidInput
-from services.sla.ledger import REPEATED, Period, entries, summary
 from shared.config import get_settings
+from shared.ledger import REPEATED, Period, entries, summary
 
 
 def accountability(client: Any, args: Any) -> Response:

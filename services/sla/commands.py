@@ -142,7 +142,7 @@ def accountability(month: str | None, dept: str | None, street: str | None, as_c
     import csv
     import sys
 
-    from services.sla.ledger import Period, entries, summary
+    from shared.ledger import Period, entries, summary
 
     tz = ZoneInfo(get_settings().timezone)
     period = Period.month(_month(month), tz)

@@ -19,7 +19,6 @@ KNOWN: set[tuple[str, str]] = {
     ('services.console.sessions', 'services.intake.auth'),
     ('services.console.views', 'services.intake.dispatching'),
     ('services.console.views', 'services.sla.indicators'),
-    ('services.intake.accountability_api', 'services.sla.ledger'),
     ('services.intake.service', 'services.console.http'),
 }
 

@@ -1,5 +1,7 @@
 """The accountability ledger (问责台账): every missed deadline, kept in Redis and — as its
-`deadline_breached` event — in the `gridbus.audit` stream.
+`deadline_breached` event — in the `gridbus.audit` stream. sla writes it (services/sla/store.py,
+in the same script that records the breach); this module reads it, for sla's CLI and for
+intake's `GET /v1/accountability`, so neither service imports the other.
 
 An entry: case, order, department, its liaison for the street, street, grid cell,
 category, grid level whose limit passed, which clock (acknowledge / handle /
