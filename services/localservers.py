@@ -87,7 +87,16 @@ class PostgresNode:
             self._as_server_user([str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
                                   "-c", "listen_addresses=127.0.0.1", "-k", str(self.base)]),
             stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True)
-        return wait_until(lambda: port_open(self.port), timeout, f"postgres on {self.port}") if wait else 0.0
+        if not wait:
+            return 0.0
+
+        def accepting() -> bool:  # the port opens before recovery ends ("the database system is starting up")
+            if self.proc is not None and self.proc.poll() is not None:
+                raise NodeError(f"postgres on {self.port} exited with {self.proc.returncode}")
+            return subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
+                                  capture_output=True).returncode == 0
+
+        return wait_until(accepting, timeout, f"postgres on {self.port}")
 
     def stop(self) -> None:
         kill_group(self.proc, signal.SIGINT, wait=30)  # fast shutdown
