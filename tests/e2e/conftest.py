@@ -78,11 +78,11 @@ class Sink:
         self.server.shutdown()
 
 
-def stack_key(env: dict[str, str], role: Role, dept: str | None = None) -> str:
+def stack_key(env: dict[str, str], role: Role, dept: str | None = None, street: str | None = None) -> str:
     """An API key the stack's intake accepts (created under the stack's Redis prefix)."""
     client = redis.Redis.from_url(env["REDIS_URL"], decode_responses=True)
     try:
-        return create_key(client, role, dept, name="e2e", prefix=env["REDIS_KEY_PREFIX"])[0]
+        return create_key(client, role, dept, name="e2e", prefix=env["REDIS_KEY_PREFIX"], street=street)[0]
     finally:
         client.close()
 

@@ -136,3 +136,20 @@ def test_console_refuses_forms_without_the_session_token(stack: dict[str, Any]) 
         # a grid_app key may not use the console
         r = client.post("/console/login", data={"key": stack["auth"]["Authorization"].split()[1]})
         assert r.status_code == 401
+
+
+def test_a_station_key_sees_its_own_street_only(stack: dict[str, Any]) -> None:
+    base = stack["base"]
+    other = httpx.post(f"{base}/v1/reports", json=report(), headers=stack["auth"], timeout=5).json()["case_id"]
+    station = stack_key(stack["env"], Role.station, street="450305003")
+    with httpx.Client(base_url=base, timeout=5, follow_redirects=True) as client:
+        r = client.post("/console/login", data={"key": station, "next": "/console/board"})
+        assert r.status_code == 200 and "station · 穿山街道" in r.text
+        matrix = r.text.split('class="matrix"', 1)[1].split("</table>", 1)[0]
+        assert "穿山街道" in matrix and "七星区街道" not in matrix
+        assert other not in r.text
+        # 七星区街道's case: refused exactly as the API refuses this key
+        api = httpx.get(f"{base}/v1/cases/{other}", headers={"Authorization": f"Bearer {station}"}, timeout=5)
+        assert api.status_code in (403, 404)
+        r = client.get(f"/console/cases/{other}")
+        assert r.status_code == api.status_code and "error" in r.text
