@@ -19,7 +19,11 @@ SERVICE_CLASSES = {
     "router": "services.router.service:RouterService",
     "sla": "services.sla.service:SlaService",
     "notifier": "services.notifier.service:NotifierService",
+    "bridge": "services.bridge.service:BridgeService",
 }
+#: run only when configured (BRIDGE_HTTP_URL / BRIDGE_AMQP_EXCHANGE): `gridbus up` and
+#: `start_all` leave them out otherwise
+OPTIONAL = ("bridge",)
 
 
 def run_service(name: str) -> int:
@@ -122,11 +126,18 @@ def known_labels(name: str, container: object) -> "Known":
                  channels=tuple(c.value for c in ChannelName))
 
 
-def start_all(services: Sequence[str] = tuple(SERVICE_CLASSES), env: dict[str, str] | None = None,
+def default_services(env: dict[str, str] | None = None) -> tuple[str, ...]:
+    """The services `start_all` starts: the core ones, and the bridge when it is configured."""
+    merged = {**os.environ, **(env or {})}
+    bridge = bool(merged.get("BRIDGE_HTTP_URL") or merged.get("BRIDGE_AMQP_EXCHANGE"))
+    return tuple(n for n in SERVICE_CLASSES if n not in OPTIONAL or (n == "bridge" and bridge))
+
+
+def start_all(services: Sequence[str] | None = None, env: dict[str, str] | None = None,
               stdout: int | None = None) -> list[subprocess.Popen]:
-    """Start each service as its own child process."""
+    """Start each service as its own child process (default: `default_services`)."""
     procs = []
-    for name in services:
+    for name in services if services is not None else default_services(env):
         procs.append(subprocess.Popen([sys.executable, "-m", "services.serve", name],
                                       env={**os.environ, **(env or {})}, stdout=stdout, stderr=stdout))
     return procs

@@ -102,6 +102,19 @@ class Settings(BaseSettings):
     meeting_merchant_min: int = Field(
         2, ge=2, description="Joint-meeting agenda: a merchant (report attribute merchant_id) with this many "
         "reports in the period is a 门前三包 repeat offender.")
+    bridge_http_url: str = Field(
+        "", description="City-platform bridge: POST every case event as a CloudEvent (structured JSON) here.")
+    bridge_amqp_exchange: str = Field(
+        "", description="City-platform bridge: publish every case event as a CloudEvent to this topic exchange "
+        "(routing key = the event type) on BRIDGE_AMQP_URI.")
+    bridge_amqp_uri: str = Field("", description="Broker of BRIDGE_AMQP_EXCHANGE (default AMQP_URI).")
+    bridge_source: str = Field(
+        "", description="CloudEvents `source` of outbound events (default `urn:gridbus:<DISTRICT_CODE>`).")
+    bridge_type_prefix: str = Field("cn.gridbus.", description="Prefix of outbound CloudEvent types.")
+    bridge_http_tries: int = Field(
+        3, ge=1, description="HTTP attempts per event before the bridge holds it and retries with back-off.")
+    bridge_timeout_seconds: float = Field(5.0, description="HTTP timeout of one bridge delivery attempt.")
+    bridge_metrics_port: int = Field(9106, description="Prometheus /metrics port of the bridge.")
     outbox_relay_seconds: float = Field(
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )
@@ -163,6 +176,11 @@ class Settings(BaseSettings):
     def rate_limit(self, role: str) -> str:
         return str(getattr(self, f"rate_limit_{role}"))
 
+    @property
+    def bridge_enabled(self) -> bool:
+        """The bridge runs (and its queues exist) only when it has somewhere to deliver."""
+        return bool(self.bridge_http_url or self.bridge_amqp_exchange)
+
     def metrics_port(self, service: str) -> int:
         return int(getattr(self, f"{service}_metrics_port"))
 
@@ -171,6 +189,11 @@ class Settings(BaseSettings):
             "AMQP_URI": self.amqp_uri,
             "WEB_SERVER_ADDRESS": f"{self.intake_http_host}:{self.intake_http_port}",
             "serializer": "json",
+            # city-platform tasks arrive as structured CloudEvents (services/bridge): JSON too
+            "SERIALIZERS": {"cloudevents": {"encoder": "json.dumps", "decoder": "json.loads",
+                                            "content_type": "application/cloudevents+json",
+                                            "content_encoding": "utf-8"}},
+            "ACCEPT": ["json", "cloudevents"],
             # the AMQP consumers' 20 plus intake's HTTP share (services/intake/boundary.py)
             "max_workers": 20 + self.intake_http_workers,
             "PREFETCH_COUNT": 20,

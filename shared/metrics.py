@@ -344,6 +344,18 @@ def declared() -> list[tuple[MetricWrapperBase, tuple[str, ...]]]:
     return [(d.metric, d.owner) for d in _DECLARED]
 
 
+# -- bridge (city platform) ------------------------------------------------------------
+BRIDGE_EVENTS_OUT = _counter(
+    "gridbus_bridge_events_out_total", "Case events delivered to the city platform as CloudEvents.",
+    ["target", "outcome"], owner="bridge",
+    init=lambda k: product(("http", "amqp"), ("delivered", "retried", "rejected")),
+)
+BRIDGE_TASKS_IN = _counter(
+    "gridbus_bridge_tasks_in_total", "City-platform tasks taken in as reports (or refused).", ["outcome"],
+    owner="bridge", init=lambda k: [("accepted",), ("invalid",)],
+)
+
+
 def registry_for(known: Known) -> CollectorRegistry:
     """A registry with only the metrics `known.service` owns, known label sets created at 0."""
     registry = CollectorRegistry(auto_describe=True)

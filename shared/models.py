@@ -329,6 +329,7 @@ class CaseSummary(BaseModel):
     description: str = ""
     attributes: dict[str, str] = Field(default_factory=dict)
     registered_at: AwareDatetime
+    source: ExternalSource | None = Field(None, description="The city-platform task it came from, if any")
 
 
 class CaseRegistered(Envelope):
@@ -522,4 +523,5 @@ def summary_of(case: Case) -> CaseSummary:
         description=case.description,
         attributes=case.attributes,
         registered_at=case.registered_at,
+        source=case.source,
     )

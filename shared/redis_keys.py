@@ -198,3 +198,9 @@ def notify_case_log(case_id: str) -> str:
 def console_session(session_id: str) -> str:
     """Hash {key_id, csrf, created_at} with TTL: one logged-in browser of the console."""
     return f"{_p()}:console:session:{session_id}"
+
+
+# -- bridge (city platform) ------------------------------------------------------------
+def bridge_external(case_id: str) -> str:
+    """Hash: the external system and id of a case taken in from the city platform."""
+    return f"{_p()}:bridge:ext:{case_id}"

@@ -37,6 +37,7 @@ RK_DEADLINE_WARNING = "deadline.warning"
 RK_DEADLINE_BREACHED = "deadline.breached"
 RK_NOTIFICATION_FAILED = "notification.failed"
 RK_DELIVERY = "delivery"
+RK_CITY_TASK = "citytask.received"  # on gridbus.reports: a city-platform task for the bridge to take in
 
 #: event type (the `event` field of a message) → its routing key on `gridbus.events`
 EVENT_ROUTING_KEYS: dict[str, str] = {
@@ -92,6 +93,11 @@ Q_SLA_EVENTS = "sla.events"
 Q_NOTIFIER_EVENTS = "notifier.events"
 Q_NOTIFIER_DELIVERIES = "notifier.deliveries"
 Q_AUDIT = "gridbus.audit"
+Q_BRIDGE_EVENTS = "bridge.events"    # case events for the city platform (only when the bridge is enabled)
+Q_BRIDGE_INBOUND = "bridge.inbound"  # city-platform tasks (CloudEvents) to take in as reports
+#: the case events the bridge forwards to the city platform
+BRIDGE_EVENT_KEYS: tuple[str, ...] = (RK_CASE_REGISTERED, RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_UPDATED,
+                                      RK_CASE_ESCALATED)
 
 #: back-off of failed notifications: delay queues whose TTL dead-letters back to work
 NOTIFIER_RETRY_DELAYS_S: tuple[int, ...] = (10, 60, 300, 1800)
@@ -154,7 +160,7 @@ def _work_queue_args(name: str) -> dict[str, Any]:
     }
 
 
-def build_topology(department_codes: Iterable[str]) -> Topology:
+def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Topology:
     exchanges = (
         Exchange(EX_REPORTS, doc="Reports from the grid app (key `report.submitted`)."),
         Exchange(EX_REPLIES, doc="Department replies (key `reply.<dept>`, user_id checked)."),
@@ -229,6 +235,11 @@ def build_topology(department_codes: Iterable[str]) -> Topology:
             f"Dispatch orders for department `{dept}`, read by its liaison's systems.",
             [(EX_DISPATCH, f"dept.{dept}.#")],
         )
+    if bridge:  # a queue nobody reads would grow for ever: only with the bridge configured
+        work(Q_BRIDGE_EVENTS, "Case events for the city platform (CloudEvents out).",
+             [(EX_EVENTS, k) for k in BRIDGE_EVENT_KEYS])
+        work(Q_BRIDGE_INBOUND, "City-platform tasks (CloudEvents, e.g. 12345 hotline) to take in as reports.",
+             [(EX_REPORTS, RK_CITY_TASK)])
     queues.append(
         Queue(Q_AUDIT, "Every event, kept for audit and replay.", "stream",
               {"x-queue-type": "stream", "x-max-age": "400D"})
@@ -240,7 +251,9 @@ def build_topology(department_codes: Iterable[str]) -> Topology:
 def default_topology() -> Topology:
     from shared.departments import load_department_codes
 
-    return build_topology(load_department_codes())
+    from shared.config import get_settings
+
+    return build_topology(load_department_codes(), bridge=get_settings().bridge_enabled)
 
 
 def declare(channel: "pika.adapters.blocking_connection.BlockingChannel", topology: Topology) -> None:

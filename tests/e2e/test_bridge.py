@@ -1,0 +1,148 @@
+"""The city-platform bridge through the real services: a 12345 hotline task published as
+a CloudEvent is taken in as a report (source and external id kept); the case's events go
+out as valid CloudEvents 1.0 (checked with the official SDK) to a real local HTTP server,
+carrying the city's task id and grid code for status sync back."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pika
+import pytest
+import redis
+from cloudevents.core.v1.event import CloudEvent
+
+from services.bridge import cloud
+from services.intake.store import CaseStore
+from services.runner import start_all, stop_all
+from shared import topology
+from tests.e2e.conftest import free_port, wait_for
+from tests.e2e.test_lifecycle import case_of
+
+pytestmark = pytest.mark.e2e
+
+
+class CitySink:
+    """The city platform's event endpoint: records what it is sent; the first POST fails
+    with 503 so that the bridge has to retry."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.failures_left = 1
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if sink.failures_left:
+                    sink.failures_left -= 1
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                sink.received.append({"headers": dict(self.headers), "body": body})
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, Any],
+                                                               stack_redis: redis.Redis) -> None:
+    sink = CitySink()
+    env = {**stack["env"], "BRIDGE_HTTP_URL": f"http://127.0.0.1:{sink.port}/gridbus/events",
+           "BRIDGE_AMQP_EXCHANGE": "city.events", "BRIDGE_METRICS_PORT": str(free_port())}
+    setup = pika.BlockingConnection(pika.URLParameters(stack["env"]["AMQP_URI"]))  # the city's side of AMQP
+    sch = setup.channel()
+    sch.exchange_declare("city.events", exchange_type="topic", durable=True)
+    sch.queue_declare("city.inbox", durable=True)
+    sch.queue_bind("city.inbox", "city.events", routing_key="cn.gridbus.case.#")
+    setup.close()
+    log = open(stack["log"].parent / "bridge.log", "w")
+    procs = start_all(["bridge"], env=env, stdout=log.fileno())
+    try:
+        conn = pika.BlockingConnection(pika.URLParameters(stack["env"]["AMQP_URI"]))  # our own: passive
+        channels = [conn.channel()]  # declares of a missing queue close the channel
+
+        def consuming() -> bool:
+            try:
+                return all(channels[0].queue_declare(q, passive=True).method.consumer_count > 0
+                           for q in (topology.Q_BRIDGE_EVENTS, topology.Q_BRIDGE_INBOUND))
+            except pika.exceptions.ChannelClosedByBroker:  # not declared yet
+                channels[0] = conn.channel()
+                return False
+
+        assert wait_for(consuming, 60, interval=0.5), (stack["log"].parent / "bridge.log").read_text()[-3000:]
+        ch = channels[0]
+        task = CloudEvent({"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345",
+                           "id": "gl12345-evt-0042"},
+                          {"task_id": "GL20261201-0042", "system": "12345", "category": "03005",
+                           "description": "市民来电：辰山路垃圾箱破损", "lat": 25.2833, "lon": 110.3128,
+                           "address": "七星区辰山路88号", "grid": "GL-QX-01-0101",
+                           "citizen": {"name": "李女士", "phone": "13907730042"}})
+        headers, body = cloud.http_message(task)
+        ch.confirm_delivery()
+        ch.basic_publish(topology.EX_REPORTS, topology.RK_CITY_TASK, body,
+                         pika.BasicProperties(content_type=headers["content-type"], delivery_mode=2), mandatory=True)
+
+        store = CaseStore(stack_redis, "450305")
+        case_id = wait_for(lambda: store.existing_case_for("12345:GL20261201-0042"), 15)
+        if not case_id:  # say where it went
+            dead = ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), auto_ack=True)
+            raise AssertionError(f"the city task never became a case: {dead[1].headers if dead[1] else ''}")
+        case = wait_for(lambda: (c := case_of(stack, case_id))["status"] == "dispatched" and c, 10)
+        assert case, case_of(stack, case_id)
+        assert case["source"] == {"system": "12345", "external_id": "GL20261201-0042"}
+        assert case["grid"] == "450305001001001" and case["reporter_role"] == "citizen"  # crosswalked back
+
+        def delivered() -> list[CloudEvent]:
+            events = [cloud.parse(r["body"]) for r in sink.received
+                      if r["headers"].get("Content-Type", r["headers"].get("content-type")) ==
+                      "application/cloudevents+json"]
+            mine = [e for e in events if e.get_subject() == case_id]
+            return mine if {e.get_type() for e in mine} >= {"cn.gridbus.case.registered",
+                                                             "cn.gridbus.case.dispatched"} else []
+
+        events = wait_for(delivered, 20)
+        assert events, [r["body"][:300] for r in sink.received]
+        for e in events:  # valid CloudEvents 1.0 carrying the city's identity of the case
+            assert e.get_specversion() == "1.0" and e.get_source() == "urn:gridbus:450305"
+            assert e.get_extension("externalid") == "GL20261201-0042"
+            assert e.get_extension("externalsystem") == "12345"
+            assert e.get_data()["citygrid"] == "GL-QX-01-0101"
+        # the same events on the city's AMQP exchange, structured mode, routing key = type
+        def on_amqp() -> list[Any]:
+            method, props, body = ch.basic_get("city.inbox", auto_ack=True)
+            if method is not None:
+                got.append((method.routing_key, props.content_type, cloud.parse(body)))
+            return [g for g in got if g[2].get_subject() == case_id and g[0] == "cn.gridbus.case.dispatched"]
+
+        got: list[Any] = []
+        amqp = wait_for(on_amqp, 10)
+        assert amqp and amqp[0][1] == "application/cloudevents+json", got
+        assert amqp[0][2].get_extension("externalid") == "GL20261201-0042"
+        registered = next(r for r in sink.received if case_id.encode() in r["body"]
+                          and b"case.registered" in r["body"])
+        print("CloudEvent as delivered:", json.dumps(json.loads(registered["body"]), ensure_ascii=False, indent=2))
+        # a task that is not valid is dead-lettered with the reason, not lost
+        ch.basic_publish(topology.EX_REPORTS, topology.RK_CITY_TASK, b'{"specversion": "1.0"}',
+                         pika.BasicProperties(content_type="application/cloudevents+json", delivery_mode=2),
+                         mandatory=True)
+        dead = wait_for(lambda: ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), auto_ack=True)[1], 10)
+        assert dead is not None and "CloudEvents" in str(dead.headers)
+        assert httpx.get(f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics", timeout=5).status_code == 200
+        conn.close()
+    finally:
+        stop_all(procs)
+        log.close()
+        sink.close()
