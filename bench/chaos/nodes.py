@@ -54,9 +54,11 @@ def port_open(port: int, timeout: float = 0.5) -> bool:
 
 
 def pick(ports: range, taken: set[int] | None = None) -> int:
-    """The first free port of a reserved range."""
+    """The first free port of a reserved range (added to `taken`)."""
     for p in ports:
         if (taken is None or p not in taken) and port_free(p):
+            if taken is not None:
+                taken.add(p)
             return p
     raise NodeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
@@ -267,6 +269,7 @@ class RedisNode:
     def start(self, wait: bool = True, timeout: float = 60.0) -> float:
         if not self.port:
             self.prepare()
+        self.base.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
             [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
