@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlparse
 import pika
 import pika.exceptions
 
+# the headers a consumer's dead letter carries (shared/nameko_ext.dead_letter writes them)
 REASON_HEADER = "x-gridbus-reason"
 ERROR_HEADER = "x-gridbus-error"
 SERVICE_HEADER = "x-gridbus-service"

@@ -33,15 +33,13 @@ from nameko.messaging import Consumer, QueueConsumer
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
+from shared.deadletters import ERROR_HEADER, REASON_HEADER, SERVICE_HEADER  # named once, there
 from shared.health import HEALTH
 from shared.redisdb import connect
 from shared.resilience import Stall, backoff_delay, transient_dependency
 
 log = structlog.get_logger("gridbus.messaging")
 
-REASON_HEADER = "x-gridbus-reason"
-ERROR_HEADER = "x-gridbus-error"
-SERVICE_HEADER = "x-gridbus-service"
 
 
 class Rejected(Exception):
