@@ -186,13 +186,14 @@ def grades(month: str | None, as_json: bool) -> None:
         return
     click.echo(f"indicators {_month(month)} (score: services/sla/indicators.py; 721 target "
                + "/".join(f"{int(v * 100)}" for v in TARGET_721.values()) + ")")
-    head = (f"  {'':<7}{'key':<12}{'reg':>5}{'res':>5}{'ontime':>8}{'closed':>8}{'rework':>8}{'esc':>5}"
-            f"{'breach':>7}{'score':>7}{'grade':>6}  721 service/management/enforcement")
+    head = (f"  {'':<10}{'key':<16}{'reg':>5}{'res':>5}{'ontime':>8}{'closed':>8}{'rework':>8}{'satisf':>8}"
+            f"{'esc':>5}{'breach':>7}{'score':>7}{'grade':>6}  721 service/management/enforcement")
     click.echo(head)
     for r in rows:
         sh = r.shares()
-        click.echo(f"  {r.scope:<7}{r.key:<12}{r.c('registered'):>5}{r.c('resolved'):>5}{pct(r.on_time_rate):>8}"
-                   f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{r.c('escalations'):>5}{r.c('breaches'):>7}"
+        click.echo(f"  {r.scope:<10}{r.key:<16}{r.c('registered'):>5}{r.c('resolved'):>5}{pct(r.on_time_rate):>8}"
+                   f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{pct(r.satisfaction_rate):>8}"
+                   f"{r.c('escalations'):>5}{r.c('breaches'):>7}"
                    f"{'-' if r.score is None else r.score:>7}{r.grade:>6}  "
                    + "/".join(pct(sh[m]) for m in ("service", "management", "enforcement")))
 

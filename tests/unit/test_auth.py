@@ -122,3 +122,20 @@ def test_keys_commands_create_list_revoke(stack_env: dict[str, str], redis_clien
     with pytest.raises(Unauthorized):
         authenticate(bearer(key), redis_client)
     assert runner.invoke(gridbus, ["keys", "revoke", "ffffffffffff"]).exit_code == 1
+
+
+def test_station_keys_are_bound_to_a_street(stack_env: dict[str, str], redis_client: redis.Redis) -> None:
+    runner = CliRunner()
+    out = runner.invoke(gridbus, ["keys", "create", "--role", "station", "--street", "450305003"],
+                        catch_exceptions=False)
+    assert out.exit_code == 0, out.output
+    who = authenticate(bearer(out.stdout.strip()), redis_client)
+    assert (who.role, who.street, who.dept) == (Role.station, "450305003", None)
+    assert who.actor == f"station:450305003:{who.key_id}"
+    assert "450305003" in runner.invoke(gridbus, ["keys", "list"]).stdout
+    bad = runner.invoke(gridbus, ["keys", "create", "--role", "station"])
+    assert bad.exit_code == 2 and "--street" in bad.output
+    bad = runner.invoke(gridbus, ["keys", "create", "--role", "station", "--street", "450305999"])
+    assert bad.exit_code == 2
+    bad = runner.invoke(gridbus, ["keys", "create", "--role", "ops", "--street", "450305003"])
+    assert bad.exit_code == 2 and "not bound to a street" in bad.output
