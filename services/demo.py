@@ -269,7 +269,8 @@ def next_steps(settings: Settings, log_path: str | None) -> list[str]:
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
     lines = [
         "Next steps (another terminal, from this folder; PATH=$PWD/.venv/bin:$PATH):",
-        f"  console      {base}/console   log in with the ops key: gridbus keys create --role ops",
+        f"  console      {base}/console   log in with the demo's ops key {console_key(settings)}",
+        "               (or your own: gridbus keys create --role ops)",
         f"  API          {base}/openapi.json   (README \"Try it\": a report, a case, a department reply)",
         "  messages     gridbus sink   shows the messages people would get (set WEBHOOK_URL_TEMPLATE as it says)",
         "  audit        gridbus audit show --case <case_id>",
