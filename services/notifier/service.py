@@ -93,7 +93,7 @@ class NotifierService(GridbusService):
     def flush_digests(self) -> None:
         self.config.notifier(self.redis, self.bus).flush()
 
-    @timer(interval=get_settings().notifier_queue_poll_seconds)
+    @timer(interval=get_settings().notifier_queue_poll_seconds, eager=True)  # depths from the start
     def poll_queues(self) -> None:
         notifier = self.config.notifier(self.redis, self.bus)
         metrics.NOTIFICATIONS_HELD.set(notifier.holds.held_count())

@@ -34,7 +34,8 @@ the original's updates too). `dept: <code>` on a target names the department ins
 the event's (e.g. `station`, the street's grid station, for unroutable cases).
 
 `channels` is an ordered list: the first is used, each next one only when the one before
-failed permanently (or ran out of retries). To reach someone on two channels at once,
+failed permanently (or ran out of retries), has no address for the recipient, or is
+disabled (not configured: `ChannelSettings.disabled`). To reach someone on two channels at once,
 write two targets. Filters (`when`): `dept`, `severity`, `deadline` (acknowledge |
 handle), `level`, `to_status` (case_updated: required, only resolved / closed /
 reopened), `reporter_role`.

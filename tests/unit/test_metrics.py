@@ -123,4 +123,5 @@ def test_every_alert_rule_is_described_in_the_catalogue():
     rules = yaml.safe_load((root / "deploy/prometheus/alerts.yml").read_text(encoding="utf-8"))
     alerts = [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]
     text = (root / "docs/metrics.md").read_text(encoding="utf-8")
-    assert alerts and not [a for a in alerts if f"| `{a}` |" not in text]
+    missing = [a for a in alerts if f"| `{a}` |" not in text]
+    assert alerts and not missing, f"add a row for {missing} to the Alerts table of docs/metrics.md"
