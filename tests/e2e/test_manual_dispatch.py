@@ -67,6 +67,13 @@ def test_disputed_case_dispatched_by_hand(stack: dict[str, Any], stack_redis: re
     active = sorted((a["dept"], a["lead"]) for a in case["assignments"] if a["active"])
     assert active == [("cityman", False), ("housing", True)]
 
+    # the new departments are told (their webhook, signed)
+    def told() -> list[dict[str, Any]]:
+        return [h for h in stack["sink"].received if h["path"] == "/hooks/housing" and h["valid"]
+                and h["body"].get("event", {}).get("case_id") == case_id]
+
+    assert wait_for(told, 10), [h["path"] for h in stack["sink"].received][-10:]
+
     # sla: new clocks run for the new orders, the grid station's stopped
     def clocks() -> dict[str, str] | None:
         doc = load_case(stack_redis, case_id)
