@@ -314,7 +314,7 @@ def _publish_to_broker(events: list[Any], settings: Any, limit: int = 3000) -> t
         return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def _chunks(it, size):  # type: ignore[no-untyped-def]
+def _chunks(it, size):
     buf = []
     for x in it:
         buf.append(x)

@@ -182,7 +182,7 @@ def _consume(amqp_uri: str, queue: str, count: int, ready: Any, out: Any, timeou
     conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
     ch = conn.channel()
     ch.basic_qos(prefetch_count=200)
-    state = {"n": 0, "first": None, "last": None}
+    state: dict[str, Any] = {"n": 0, "first": None, "last": None}
 
     def on_message(ch_: Any, method: Any, _props: Any, _body: bytes) -> None:
         now = wall()

@@ -11,7 +11,7 @@ import click
 COMMANDS: list[click.Command] = []
 
 
-def _settings():  # type: ignore[no-untyped-def]
+def _settings():
     from shared.config import get_settings
 
     return get_settings()

@@ -17,6 +17,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
+from typing import Any, cast
 
 import httpx
 import redis
@@ -49,13 +50,14 @@ def main() -> None:
     api = httpx.Client(base_url=f"{mgmt.scheme}://{mgmt.host}:{mgmt.port}", auth=(mgmt.username, mgmt.password))
     api.put(f"/api/vhosts/{vhost}").raise_for_status()
     user = httpx.URL(base_settings.amqp_uri).username or "guest"
-    api.put(f"/api/permissions/{vhost}/{user}", json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    api.put(f"/api/permissions/{vhost}/{user}",
+            json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
     root = httpx.URL(base_settings.amqp_uri)
     env = {"AMQP_URI": str(root.copy_with(path=f"/{vhost}")), "REDIS_URL": base_settings.redis_url,
            "REDIS_KEY_PREFIX": f"bench{uuid.uuid4().hex[:6]}", "LOG_FORMAT": "json",
            **{f"{s}_METRICS_PORT": str(free_port()) for s in ("INTAKE", "ROUTER", "SLA", "NOTIFIER")},
            "INTAKE_HTTP_PORT": str(free_port())}
-    settings = Settings(**{k.lower(): v for k, v in env.items()})
+    settings = Settings(**cast(dict[str, Any], {k.lower(): v for k, v in env.items()}))
     RESULTS.mkdir(exist_ok=True)
     log = open(RESULTS / "first_order.log", "w")
     if args.old_readiness:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Protocol
 from urllib.parse import unquote, urlparse
 
-from bench.chaos.nodes import RABBITMQ_SERVER, NodeError, RabbitNode, RedisNode, kill_group, port_open, wait_until
+from bench.chaos.nodes import RABBITMQ_SERVER, NodeError, RabbitNode, RedisNode, kill_group, wait_until
 
 PACKAGES = {"rabbitmq": "rabbitmq-server", "redis": "redis-server", "postgres": "postgresql"}
 
@@ -45,9 +45,10 @@ def installed(name: str) -> bool:
 
 def install_hint(names: list[str]) -> str:
     pkgs = " ".join(PACKAGES[n] for n in names)
+    variables = ", ".join({"rabbitmq": "AMQP_URI", "redis": "REDIS_URL", "postgres": "DATABASE_URL"}[n] for n in names)
     return (f"To run them privately without Docker, install them: `sudo apt-get install -y {pkgs}` "
             f"(Debian/Ubuntu), then run ./run.sh again; or install Docker; or point "
-            f"{', '.join({'rabbitmq': 'AMQP_URI', 'redis': 'REDIS_URL', 'postgres': 'DATABASE_URL'}[n] for n in names)} "
+            f"{variables} "
             f"at running servers.")
 
 

@@ -116,6 +116,7 @@ class _ConfirmChannel:
             self.sequence += 1
             self.pending.add(self.sequence)
         deadline = time.monotonic() + timeout
+        assert self.connection is not None  # opened above
         while self.pending:
             left = deadline - time.monotonic()
             if left <= 0:

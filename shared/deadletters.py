@@ -91,7 +91,7 @@ class DeadLetter:
     correlation_id: str | None
     headers: dict[str, Any]
     body: bytes
-    properties: pika.BasicProperties = field(repr=False, default=None)  # type: ignore[assignment]
+    properties: pika.BasicProperties = field(repr=False, default=None)
     delivery_tag: int = 0
 
     @property

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from shapely.geometry import Polygon
 
 from shared.config import get_settings
-from shared.configfiles import error_at, load_yaml_model, read_yaml, file_version
+from shared.configfiles import error_at, file_version, load_yaml_model, read_yaml
 
 LEVELS = {1: "city", 2: "district", 3: "street", 4: "community", 5: "patch"}
 
@@ -336,7 +336,8 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
     """Cross-field checks pydantic cannot see: codes nest, polygons are sane."""
     district = spec.district.code
     if not Polygon(spec.district.boundary).is_valid:
-        raise error_at(path, node, ("district", "boundary"), "district boundary polygon is not valid (self-intersecting?)")
+        raise error_at(path, node, ("district", "boundary"),
+                       "district boundary polygon is not valid (self-intersecting?)")
     if spec.district.code[:4] != spec.city.code[:4]:
         raise error_at(path, node, ("district", "code"), f"{district} is not in city {spec.city.code}")
     boundary = Polygon(spec.district.boundary)
@@ -381,9 +382,11 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
                 if patch.polygon:
                     poly = Polygon(patch.polygon)
                     if not poly.is_valid or poly.area == 0:
-                        raise error_at(path, node, ploc + ("polygon",), "polygon is not valid (self-intersecting or empty)")
+                        raise error_at(path, node, ploc + ("polygon",),
+                                       "polygon is not valid (self-intersecting or empty)")
                     if not boundary.covers(poly):
-                        raise error_at(path, node, ploc + ("polygon",), f"polygon leaves the district {district} boundary")
+                        raise error_at(path, node, ploc + ("polygon",),
+                                       f"polygon leaves the district {district} boundary")
                     for other_loc, other in mapped:
                         if poly.intersection(other).area > 1e-12:
                             other_code = ".".join(map(str, other_loc))

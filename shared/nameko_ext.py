@@ -82,7 +82,7 @@ class ReliableQueueConsumer(QueueConsumer):
         super().setup()
         HEALTH.register("consumers", self.attached, fatal_after=get_settings().consumer_reattach_seconds)
 
-    def get_consumers(self, consumer_cls, channel):  # type: ignore[no-untyped-def]
+    def get_consumers(self, consumer_cls, channel):
         consumers = super().get_consumers(consumer_cls, channel)
         for provider, consumer in self._consumers.items():
             consumer.on_decode_error = lambda message, exc, p=provider: p.handle_undecodable(message, exc)

@@ -269,7 +269,7 @@ class PolicyBook:
                 name = policy_name
         if urgent:
             fields["ack_limit"] = fields["urgent_ack_limit"]
-        return Policy(name=name, **fields)  # type: ignore[arg-type]
+        return Policy(name=name, **fields)
 
     def _sets_ladder(self, name: str) -> bool:
         named = self.spec.policies.get(name)

@@ -172,9 +172,9 @@ def evaluate(accepted: dict[str, list[str]], orders: list[Order], redis_text: An
         per_dept: dict[str, set[str]] = collections.defaultdict(set)
         for o in os_:
             per_dept[o.dept].add(o.order_id)
-        for dept, ids in per_dept.items():
-            if len(ids) > 1:
-                f.double_dispatch.append(f"case {cid} ordered to {dept} as {sorted(ids)}")
+        for dept, order_ids in per_dept.items():
+            if len(order_ids) > 1:
+                f.double_dispatch.append(f"case {cid} ordered to {dept} as {sorted(order_ids)}")
 
     docs = case_docs(redis_text, prefix, sorted(set(case_of_report.values())))
     statuses: collections.Counter[str] = collections.Counter()

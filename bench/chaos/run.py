@@ -293,7 +293,7 @@ class ChaosRun:
     def execute(self) -> dict[str, Any]:
         assert self.stack is not None
         s = self.s
-        self.unhealthy: list[dict[str, Any]] = []
+        self.unhealthy = []
         self.load = HttpLoad(f"http://127.0.0.1:{self.env['INTAKE_HTTP_PORT']}", self.api_key, s.reports, s.rate,
                              run_tag=self.prefix, workers=s.workers, give_up_s=s.give_up_s)
         self.echo(f"load: {s.reports} reports at {s.rate:g}/s; faults: "

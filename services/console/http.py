@@ -30,7 +30,8 @@ from services.console import sessions, views
 from services.console.sessions import NotLoggedIn, Session
 from services.intake.auth import AuthError
 from services.notifier.deliveries import SendState
-from services.sla.indicators import current_period, load as load_indicators
+from services.sla.indicators import current_period
+from services.sla.indicators import load as load_indicators
 from shared import redis_keys as keys
 from shared.config import get_settings
 from shared.models import Case, utcnow
@@ -120,7 +121,7 @@ class ConsoleApi:
 
     redis: Any
     domain: Any
-    console_names: views.Names = ConsoleNames()  # type: ignore[assignment]
+    console_names: views.Names = ConsoleNames()
 
     # ------------------------------------------------------------------ plumbing
     def _tz(self) -> ZoneInfo:
@@ -160,7 +161,8 @@ class ConsoleApi:
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-        environ = EnvironBuilder(path=path, method="GET" if body is None else "POST", headers=headers, data=data,
+        environ = EnvironBuilder(path=path, method="GET" if body is None else "POST", headers=list(headers.items()),
+                                 data=data,
                                  content_type="application/json" if data is not None else None).get_environ()
         resp = getattr(self, method)(Request(environ), *args)
         raw = resp.get_data()
@@ -297,7 +299,8 @@ class ConsoleApi:
         if action not in ACTIONS:
             return Response("unknown action", status=404)
         if not _same_origin(request) or not sessions.csrf_ok(session, request.form.get("csrf")):
-            return page("error.html.j2", 403, nav="", **self._context(session, message="表单已过期或来源不符，请刷新页面后重试"))
+            return page("error.html.j2", 403, nav="",
+                        **self._context(session, message="表单已过期或来源不符，请刷新页面后重试"))
         method, label = ACTIONS[action]
         if not hasattr(self, method):
             return page("error.html.j2", 501, nav="", **self._context(session, message=f"本版本不支持{label}"))

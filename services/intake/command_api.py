@@ -40,7 +40,7 @@ class CommandApi:
     redis: Any
     bus: Any
     domain: Any
-    department_codes: set[str] = DepartmentCodes()  # type: ignore[assignment]
+    department_codes: set[str] = DepartmentCodes()
 
     @api("POST", "/v1/cases/<string:case_id>/dispatch", roles=(Role.ops, Role.station), body="json")
     def post_dispatch(self, request: Request, case_id: str) -> Response:

@@ -55,7 +55,8 @@ def create(role: str, dept: str | None, street: str | None, name: str) -> None:
 
         streets = load_grid().streets
         if street not in streets:
-            raise click.BadParameter(f"a station key needs --street, one of {', '.join(streets)}", param_hint="--street")
+            raise click.BadParameter(f"a station key needs --street, one of {', '.join(streets)}",
+                                     param_hint="--street")
     elif street:
         raise click.BadParameter(f"a {role} key is not bound to a street", param_hint="--street")
     key, info = auth.create_key(_client(), role, dept, name, street=street)

@@ -78,7 +78,7 @@ class Open311Api:
     redis: Any
     bus: Any
     domain: Any
-    open311_agencies: dict[str, str] = AgencyNames()  # type: ignore[assignment]
+    open311_agencies: dict[str, str] = AgencyNames()
 
     @api("GET", "/open311/v2/services.json", style="open311")
     def open311_services(self, request: Request) -> Response:

@@ -11,7 +11,7 @@ department and sla recognise a repeat and intake applies the dispatch it missed.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from typing import Callable, cast
 
 import structlog
 
@@ -39,7 +39,7 @@ def stuck_registered(store: CaseStore, after_s: float, window_s: float, now: flo
     """Open cases registered between `window_s` and `after_s` seconds ago that are still
     `registered`, with no assignment and not a duplicate."""
     now = time.time() if now is None else now
-    ids = store.r.zrangebyscore(keys.open_cases(), now - window_s, now - after_s, start=0, num=limit)
+    ids = cast(list[str], store.r.zrangebyscore(keys.open_cases(), now - window_s, now - after_s, start=0, num=limit))
     stuck = []
     for i in range(0, len(ids), 200):
         for case in store.get_many(ids[i:i + 200]):

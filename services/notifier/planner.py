@@ -145,8 +145,9 @@ class Planner:
             dept = assigned[0][0] if assigned else None
             return [(commander_id(level, p), dept, {}) for p in people]
         if target.to == "reporter" and case is not None:
-            out = [(f"reporter:{case.reporter_id}", None, {"reporter_id": case.reporter_id,
-                                                             "reporter_case_id": case.case_id})]
+            out: list[tuple[str, str | None, dict[str, Any]]] = [
+                (f"reporter:{case.reporter_id}", None,
+                 {"reporter_id": case.reporter_id, "reporter_case_id": case.case_id})]
             if target.include_duplicates:
                 for reporter, dup_case in sorted(cf.duplicate_reporters.items()):
                     if reporter != case.reporter_id:

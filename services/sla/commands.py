@@ -64,7 +64,7 @@ def due(start: str, limit_text: str, fraction: float | None, holidays_path: Path
     click.echo(result.isoformat())
 
 
-def _redis():  # type: ignore[no-untyped-def]
+def _redis():
     import redis
 
     return redis.Redis.from_url(get_settings().redis_url, decode_responses=True)

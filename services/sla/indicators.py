@@ -45,7 +45,8 @@ used in the evaluation chapter of the national digital urban management standard
 (CJ/T 292, GB/T 30428 family) and in the Qixing plan's "慢作为、不作为" accountability
 (punctuality first). The weights and the escalation penalty are gridbus's own choice, not
 taken from a published table: the district's 城市管理 office should confirm or replace
-them (the settings above); tests/unit/test_grade_formula.py pins the formula. Grades (docs/design.md §7): A ≥ 90, B ≥ 75, C ≥ 60, D ≥ 40, else E. A department or street
+them (the settings above); tests/unit/test_grade_formula.py pins the formula. Grades
+(docs/design.md §7): A ≥ 90, B ≥ 75, C ≥ 60, D ≥ 40, else E. A department or street
 with nothing registered, resolved or breached in the month has no score.
 
 721 shares: of resolutions by mode (service / management / enforcement), against the
@@ -176,7 +177,7 @@ class Indicators:
         }
         used = {t: getattr(w, t) for t, v in terms.items() if v is not None and getattr(w, t) > 0}
         total = sum(used.values())
-        base = sum(weight * terms[t] for t, weight in used.items()) / total if total else 0.0  # type: ignore[operator]
+        base = sum(weight * terms[t] for t, weight in used.items()) / total if total else 0.0
         value = 100 * base - w.escalation_penalty * (self.escalation_rate or 0.0)
         return round(max(0.0, min(100.0, value)), 1)
 

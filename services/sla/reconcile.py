@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable
+from typing import Callable, cast
 
 import redis
 import structlog
@@ -47,7 +47,7 @@ def missing_clocks(client: redis.Redis, store: SlaStore, after_s: float, window_
                    now: float | None = None, limit: int = 500) -> list[CaseDispatched]:
     """Repairs for open, dispatched cases with an active order sla has no clocks for."""
     now = time.time() if now is None else now
-    ids = client.zrangebyscore(keys.open_cases(), now - window_s, now - after_s, start=0, num=limit)
+    ids = cast(list[str], client.zrangebyscore(keys.open_cases(), now - window_s, now - after_s, start=0, num=limit))
     repairs = []
     for i in range(0, len(ids), 200):
         chunk = ids[i:i + 200]

@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from services.intake.auth import Role
 from shared import metrics
-from tests.e2e.conftest import report, running_stack, spread_location, stack_key
 from tests.conftest import wait_for
+from tests.e2e.conftest import report, running_stack, spread_location, stack_key
 from tests.integration.test_prometheus_scrape import ALERTS, PROMETHEUS, _api, _free_port, _wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: "
@@ -155,7 +155,7 @@ def test_panels_show_zero_before_traffic_then_the_exact_counts(fresh: dict[str, 
     # ---------------------------------------------------------------- traffic
     lighting = stack_key(fresh["env"], Role.department, "lighting")
     routed, triaged = [], []
-    for i, cell in enumerate(CELLS * 2):
+    for cell in CELLS * 2:
         r = httpx.post(f"{fresh['base']}/v1/reports", json=report(location=spread_location(cell)),
                        headers=fresh["auth"], timeout=5)
         assert r.status_code == 202, r.text

@@ -722,8 +722,8 @@ def test_cli_robots(http_server: Callable[[Responder], LocalHTTP]) -> None:
 
 def test_cli_email(smtp_server: Callable[..., tuple[MailSink, int]]) -> None:
     sink, port = smtp_server()
-    result = run_cli("--channel", "email", "--to", "ops@example.cn", "--smtp-host", "127.0.0.1", "--smtp-port", str(port),
-                     "--mail-from", "gridbus@qixing.example.cn", "--event", "case_escalated")
+    result = run_cli("--channel", "email", "--to", "ops@example.cn", "--smtp-host", "127.0.0.1",
+                     "--smtp-port", str(port), "--mail-from", "gridbus@qixing.example.cn", "--event", "case_escalated")
     assert result.exit_code == 0, result.output
     assert sink.messages[0][2]["Subject"].startswith("【升级】450305-TEST-000001")
 

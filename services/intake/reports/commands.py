@@ -12,7 +12,7 @@ import click
 from shared.config import get_settings
 
 
-def _store():  # type: ignore[no-untyped-def]
+def _store():
     from services.intake.store import CaseStore
     from shared.redisdb import connect
 
