@@ -133,3 +133,21 @@ def test_unreachable_platform_is_held(fake_redis: Any) -> None:
     with pytest.raises(DependencyUnavailable, match="ConnectError"):
         fw.forward(EVENT)
 
+
+
+def test_the_bridge_runs_and_has_queues_only_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.runner import default_services
+    from shared import topology
+
+    for name in ("BRIDGE_HTTP_URL", "BRIDGE_AMQP_EXCHANGE"):
+        monkeypatch.delenv(name, raising=False)
+    assert "bridge" not in default_services()
+    assert "bridge" in default_services({"BRIDGE_HTTP_URL": "http://city/events"})
+    assert "bridge" in default_services({"BRIDGE_AMQP_EXCHANGE": "city.events"})
+    off = {q.name for q in topology.build_topology(["station"]).queues}
+    on = topology.build_topology(["station"], bridge=True)
+    assert topology.Q_BRIDGE_EVENTS not in off and topology.Q_BRIDGE_INBOUND not in off
+    bound = {(b.exchange, b.routing_key) for b in on.bindings if b.queue == topology.Q_BRIDGE_EVENTS}
+    assert bound == {(topology.EX_EVENTS, k) for k in topology.BRIDGE_EVENT_KEYS}
+    assert (topology.EX_REPORTS, topology.RK_CITY_TASK) in {(b.exchange, b.routing_key) for b in on.bindings
+                                                            if b.queue == topology.Q_BRIDGE_INBOUND}
