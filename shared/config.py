@@ -31,6 +31,10 @@ class Settings(BaseSettings):
     redis_sentinels: str = Field(
         "", description="Comma-separated `host:port` of Redis Sentinels; when set, used instead of REDIS_URL."
     )
+    redis_socket_timeout_seconds: float = Field(
+        10.0, description="A Redis command that gets no answer this long fails (a hung Redis is then an outage "
+        "like a dead one: consumers hold their messages, /healthz says redis).",
+    )
     redis_sentinel_master: str = Field("gridbus", description="Name of the master the Sentinels watch.")
     redis_key_prefix: str = Field(
         "gridbus", description="Prefix of every Redis key, so several stacks can share one Redis."

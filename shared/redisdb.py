@@ -13,6 +13,8 @@ from shared.config import Settings, get_settings
 def connect(settings: Settings | None = None, decode_responses: bool = True, **client_kwargs: Any) -> redis.Redis:
     """`client_kwargs` go to the client (e.g. `socket_timeout` for a health probe)."""
     settings = settings or get_settings()
+    timeout = settings.redis_socket_timeout_seconds
+    client_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": min(timeout, 5.0), **client_kwargs}
     if settings.redis_sentinels:
         nodes = []
         for item in settings.redis_sentinels.split(","):
@@ -20,5 +22,5 @@ def connect(settings: Settings | None = None, decode_responses: bool = True, **c
             nodes.append((host, int(port)))
         sentinel = Sentinel(nodes, socket_timeout=2.0)
         return sentinel.master_for(settings.redis_sentinel_master, decode_responses=decode_responses,
-                                   **{"socket_timeout": 5.0, **client_kwargs})
+                                   **client_kwargs)
     return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses, **client_kwargs)

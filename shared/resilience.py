@@ -160,7 +160,7 @@ class Stall:
         """A message went through: the dependency is back."""
         if self.since is None:
             return
-        log.info("consumer_recovered", service=self.service, queue=self.queue, dependency=self.dependency,
+        log.warning("consumer_recovered", service=self.service, queue=self.queue, dependency=self.dependency,
                  stalled_s=round(self.clock() - self.since, 3), still_held=self.held)
         self.since, self.dependency = None, ""
         self.on_change(self)

@@ -266,3 +266,29 @@ def test_a_dead_container_ends_the_process(vhost_factory: Vhosts, redis_url: str
     finally:
         service.stop()
         vhost_factory.drop(vhost)
+
+
+def test_a_hung_redis_is_an_outage_not_a_hang(own_redis: ThrowawayRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Redis that stops answering (SIGSTOP) makes commands fail after
+    REDIS_SOCKET_TIMEOUT_SECONDS with an error the consumers hold messages for."""
+    from shared.config import reset_settings
+    from shared.redisdb import connect
+    from shared.resilience import transient_dependency
+
+    monkeypatch.setenv("REDIS_URL", own_redis.url)
+    monkeypatch.setenv("REDIS_SOCKET_TIMEOUT_SECONDS", "0.5")
+    reset_settings()
+    client = connect()
+    assert client.ping()
+    assert own_redis.proc is not None
+    own_redis.proc.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(redis.TimeoutError) as caught:
+            client.set("gridbus-hung-probe", "1")
+        assert time.monotonic() - started < 3
+        assert transient_dependency(caught.value) == "redis"
+    finally:
+        own_redis.proc.send_signal(signal.SIGCONT)
+        client.close()
+        reset_settings()
