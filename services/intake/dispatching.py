@@ -118,6 +118,7 @@ def apply_manual_dispatch(store: CaseStore, case_id: str, body: ManualDispatch, 
         closed = [a for a in case.assignments if a.active]
         for a in closed:
             a.active = False
+        case.suspension_request = None  # a relieved department's pending request goes with its order
         if body.hand_up:
             depts, lead, level = [GRID_STATION], GRID_STATION, DISTRICT_LEVEL
         else:

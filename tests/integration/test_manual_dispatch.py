@@ -46,8 +46,11 @@ def body(**over: object) -> ManualDispatch:
 def test_station_redispatches_a_case_of_its_street(redis_client: redis.Redis) -> None:
     store = CaseStore(redis_client, "450305")
     case_id = dispatched(store, ["lighting"])
+    apply_reply(store, case_id, "lighting", Reply(reply_id="l0", action="acknowledge"))
+    apply_reply(store, case_id, "lighting", Reply(reply_id="l00", action="suspend", reason="等配件"))
     case, events, applied = apply_manual_dispatch(store, case_id, body(), STATION, DEPTS)
     assert applied and not any(a.active for a in case.assignments)  # the old round is closed at once
+    assert case.suspension_request is None  # the relieved department's request went with it
     request = next(e for e in events if isinstance(e, CaseRedispatch))
     assert (request.reason.value, request.round_no, request.departments, request.lead, request.level) == \
         ("manual", 2, ["power", "lighting"], "power", 3)
