@@ -125,3 +125,22 @@ def test_every_alert_rule_is_described_in_the_catalogue():
     text = (root / "docs/metrics.md").read_text(encoding="utf-8")
     missing = [a for a in alerts if f"| `{a}` |" not in text]
     assert alerts and not missing, f"add a row for {missing} to the Alerts table of docs/metrics.md"
+
+
+def test_each_real_service_starts_with_its_entrypoints_and_known_labels_at_zero():
+    """What `gridbus run <service>` serves before its consumers start (no broker needed:
+    the container is built, not started)."""
+    import importlib
+
+    from nameko.containers import ServiceContainer
+
+    from services.runner import SERVICE_CLASSES, known_labels
+
+    for name, path in SERVICE_CLASSES.items():
+        module, cls = path.split(":")
+        container = ServiceContainer(getattr(importlib.import_module(module), cls), {"AMQP_URI": "memory://"})
+        known = known_labels(name, container)
+        assert known.entrypoints and known.depts and known.streets, name
+        text = generate_latest(metrics.registry_for(known)).decode()
+        for entrypoint in known.entrypoints:
+            assert f'gridbus_messages_in_total{{entrypoint="{entrypoint}",service="{name}"}} 0.0' in text
