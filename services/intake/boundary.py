@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import io
 import json
-import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -48,7 +47,7 @@ from services.intake.auth import AuthError, Forbidden, Principal, Role, authenti
 from services.intake.ratelimit import RateLimiter
 from services.intake.replies import NoSuspensionRequested, NotAssigned
 from services.intake.store import CaseNotFound, VersionConflict
-from services.intake.validation import FieldError, InvalidInput
+from services.intake.validation import IDEMPOTENCY_KEY, FieldError, InvalidInput
 from shared import metrics
 from shared.config import get_settings
 from shared.lifecycle import IllegalTransition
@@ -58,7 +57,6 @@ log = structlog.get_logger("gridbus.intake.http")
 JSON_TYPE = "application/json; charset=utf-8"
 RETRY_AFTER_S = 2          # what a 503 tells clients to wait
 PRINCIPAL = "gridbus.principal"
-IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,40}$")
 IDEMPOTENCY_HELP = "1–40 of A–Z a–z 0–9 _ . : -"
 ALL_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
 

@@ -23,14 +23,13 @@ from typing import Mapping
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
-from services.intake.validation import FieldError, InvalidInput, errors_of
+from services.intake.validation import IDEMPOTENCY_KEY, FieldError, InvalidInput, errors_of
 from shared.catalog import Catalog, Category
 from shared.lifecycle import FINAL_STATES
 from shared.models import Case, CaseStatus, Report, clamp_instant, utcnow
 
 DEFAULT_WINDOW = timedelta(days=90)   # the spec's default and largest date range
 MAX_RESULTS = 1000                   # the spec's default result cap
-_IDEMPOTENCY = re.compile(r"^[A-Za-z0-9_.:\-]{1,40}$")
 
 STATUS_NOTES = {
     CaseStatus.reported: "已收到",
@@ -147,7 +146,7 @@ def report_from_form(form: Mapping[str, str], key_id: str, catalog: Catalog,
     if lat is None or lon is None:
         # our grid cells are found by position; an address alone cannot be placed
         raise Open311Error(400, "lat and long are required")
-    if idempotency_key is not None and not _IDEMPOTENCY.match(idempotency_key):
+    if idempotency_key is not None and not IDEMPOTENCY_KEY.match(idempotency_key):
         raise Open311Error(400, "Idempotency-Key: 1–40 of A–Z a–z 0–9 _ . : -")
     # a retried POST with the same Idempotency-Key is the same request (same key holder)
     report_id = f"o311:{key_id}:{idempotency_key}" if idempotency_key else f"o311:{uuid.uuid4().hex}"

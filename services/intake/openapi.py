@@ -7,6 +7,7 @@ document committed (`gridbus openapi --write`); a test fails when they differ.
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,9 @@ from services.intake.evaluation import EvaluationRequest
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
 from services.intake.replies import Cancellation, SuspensionDecision, Verification
 from shared.config import REPO_ROOT
-from shared.models import Case, CaseStatus, Reply, Report
+from services.intake.validation import IDEMPOTENCY_KEY
+from shared.models import (ATTRIBUTE_KEY, LINE_PATTERN, SOLID_LINE_PATTERN, TEXT_PATTERN, URL_PATTERN, Case,
+                           CaseStatus, Reply, Report)
 
 DOC_PATH = REPO_ROOT / "docs" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -393,6 +396,174 @@ def _paths() -> dict[str, Any]:
     }
 
 
+# -- exactly what the server accepts (issue 11) ----------------------------------------
+# The models give types and lengths; what they cannot say is added here, from the same
+# sources the server checks against (catalog, grid, the boundary's rules), so that a
+# schema-valid request is one the server accepts and every answer it can give is listed.
+IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": False,
+                      "description": "Same key from the same API key → the same result (scoped to the key)",
+                      "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern, "maxLength": 40}}
+RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
+    "status@/v1/cases": {"type": "string", "pattern": "^({s})(,({s}))*$".format(s="|".join(c.value for c in CaseStatus))},
+    "dept@/v1/cases": {"type": "string", "pattern": "^[A-Za-z0-9]{1,20}$"},
+    "grid@/v1/cases": {"type": "string", "pattern": "^[0-9]{1,15}$"},
+    "category@/v1/cases": {"type": "string", "pattern": "^[0-9]{1,5}$"},
+    "since@/v1/cases": {"type": "string", "format": "date-time"},
+    "until@/v1/cases": {"type": "string", "format": "date-time"},
+    "cursor@/v1/cases": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$",
+                         "description": "only a `next_cursor` this API returned is valid (else 422)"},
+    "from@/v1/accountability": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    "to@/v1/accountability": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    "repeated@/v1/accountability": {"type": "integer", "minimum": 1, "maximum": 1000000},
+    "start_date@/open311/v2/requests.json": {"type": "string", "format": "date-time"},
+    "end_date@/open311/v2/requests.json": {"type": "string", "format": "date-time"},
+    "status@/open311/v2/requests.json": {"type": "string", "enum": ["open", "closed", "open,closed", "closed,open"]},
+}
+
+
+def _errors_response(description: str, headers: dict[str, Any] | None = None, open311_shape: bool = False) -> dict[str, Any]:
+    schema = O311_ERR if open311_shape else _ref("Errors")
+    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        out["headers"] = headers
+    return out
+
+
+def _harden_paths(paths: dict[str, Any]) -> dict[str, Any]:
+    for url, ops in paths.items():
+        for op in ops.values():
+            o311 = url.startswith("/open311/")
+            authed = bool(op.get("security"))
+            if o311 and authed:
+                op.setdefault("x-roles", ["open311", "ops"] if "get" in ops and op is ops.get("get") else ["open311"])
+            params = op.setdefault("parameters", [])
+            for i, prm in enumerate(params):
+                if prm.get("in") == "header" and prm["name"] == "Idempotency-Key":
+                    params[i] = dict(IDEMPOTENCY_HEADER)
+                if prm.get("in") == "query":
+                    schema = QUERY_SCHEMAS.get(f"{prm['name']}@{url}")
+                    if schema:
+                        prm["schema"] = schema
+            if url == "/v1/cases/{case_id}/dispatch" and not any(p["name"] == "Idempotency-Key" for p in params):
+                pass  # idempotent by dispatch_id in the body
+            responses = op["responses"]
+            extra: dict[str, Any] = {
+                "503": _errors_response("Redis or the broker is unavailable, or intake is busy: retry after "
+                                        "`Retry-After` seconds", RETRY_AFTER, o311),
+            }
+            if authed:
+                if not o311:
+                    extra["401"] = E401
+                extra["403"] = _errors_response("Wrong role (or api_key missing/invalid for Open311)", None, o311)
+                extra["429"] = _errors_response("This API key's rate limit (RATE_LIMIT_<ROLE>) is reached: "
+                                                "retry after `Retry-After` seconds", RETRY_AFTER, o311)
+            if "requestBody" in op:
+                extra["408"] = _errors_response("The body did not arrive within HTTP_READ_TIMEOUT_SECONDS", None, o311)
+                extra["413"] = _errors_response("Body larger than MAX_REPORT_BYTES (chunked or not)", None, o311)
+                extra["415"] = _errors_response("Content-Type is not the one this operation takes", None, o311)
+                if not o311:
+                    extra.setdefault("422", E422)
+            if "{" in url:
+                extra["404"] = _errors_response("No such case (for a department or station key also: not "
+                                                "one of its cases — the same answer)", None, o311)
+            if any(p.get("in") == "query" for p in params) and not o311 and url != "/v1/cases/{case_id}":
+                extra.setdefault("422", E422)
+            if any(p.get("in") == "header" and p["name"] == "Idempotency-Key" for p in params):
+                if o311:
+                    extra.setdefault("400", _o311("Missing or invalid field"))
+                else:
+                    extra.setdefault("422", E422)
+            for code, resp in extra.items():
+                responses.setdefault(code, resp)
+            if "429" in responses or "503" in responses:
+                for code in ("429", "503"):
+                    if code in responses:
+                        responses[code].setdefault("headers", RETRY_AFTER)
+            op["responses"] = dict(sorted(responses.items()))
+    return paths
+
+
+def _district_boxes(steps: int = 8) -> list[tuple[float, float, float, float]]:
+    """Axis-aligned boxes inside the district's outline (rows of a steps × steps raster
+    over its bounding box, joined where neighbours are inside too): a JSON schema can
+    bound a point by ranges only, so these say where a report is surely accepted."""
+    from shapely.geometry import box
+
+    from shared.grid import load_grid
+
+    outline = load_grid().boundary
+    minx, miny, maxx, maxy = outline.bounds
+    dx, dy = (maxx - minx) / steps, (maxy - miny) / steps
+    boxes = []
+    for row in range(steps):
+        y0, y1 = miny + row * dy, miny + (row + 1) * dy
+        start = None
+        for col in range(steps + 1):
+            inside = col < steps and outline.contains(box(minx + col * dx, y0, minx + (col + 1) * dx, y1))
+            if inside and start is None:
+                start = col
+            if not inside and start is not None:
+                boxes.append((round(minx + start * dx, 6), round(y0, 6), round(minx + col * dx, 6), round(y1, 6)))
+                start = None
+    # rounding must not push an edge outside the outline
+    return [b for b in boxes if outline.contains(box(*b))]
+
+
+def _location_variants() -> list[dict[str, Any]]:
+    """Where a report may be: any point of the district is accepted (shared/grid.py
+    `place`), with no grid code or a code of the registry (patch, community, street)."""
+    from shared.grid import load_grid
+
+    grid = load_grid()
+    codes = sorted(set(grid._cells) | {c for c in grid._names if len(c) in (9, 12)})
+    variants = []
+    for minx, miny, maxx, maxy in _district_boxes():
+        variants.append({"type": "object", "required": ["lat", "lon"], "additionalProperties": False,
+                         "properties": {
+                             "lat": {"type": "number", "minimum": miny, "maximum": maxy},
+                             "lon": {"type": "number", "minimum": minx, "maximum": maxx},
+                             "address": {"type": "string", "maxLength": 200, "pattern": LINE_PATTERN},
+                             "grid": {"type": "string", "enum": codes}}})
+    return variants
+
+
+def _harden_schemas(schemas: dict[str, Any]) -> dict[str, Any]:
+    from shared.catalog import load_catalog
+
+    codes = sorted(c for c in load_catalog().codes() if re.fullmatch(r"\d{5}", c))
+    report = schemas["Report"]["properties"]
+    report["category"]["enum"] = codes
+    report["location"] = {"anyOf": _location_variants(),
+                          "description": "A point of the district (the boxes are inside its outline; the rest of "
+                                         "the outline is accepted too), optionally with a code of the grid registry"}
+    report["attributes"]["propertyNames"] = {"pattern": ATTRIBUTE_KEY.pattern}
+    reply = schemas["Reply"]
+    # what _check_required in replies.py enforces
+    solid_reason = {"type": "string", "pattern": SOLID_LINE_PATTERN, "maxLength": 500}
+    reply["allOf"] = [
+        {"if": {"properties": {"action": {"enum": ["reject", "suspend"]}}, "required": ["action"]},
+         "then": {"required": ["reason"], "properties": {"reason": solid_reason}}},
+        {"if": {"properties": {"action": {"const": "resolve"}}, "required": ["action"]},
+         "then": {"required": ["mode"], "properties": {"mode": {"$ref": REF.format(model="Mode721")}}}},
+    ]
+    new = schemas["NewServiceRequest"]
+    form = new["properties"]
+    form["service_code"]["enum"] = codes
+    # each form field as strict as the report field it becomes (open311.report_from_form)
+    form["description"].update(maxLength=2000, pattern=TEXT_PATTERN)
+    form["address_string"].update(maxLength=200, pattern=LINE_PATTERN)
+    for name in ("first_name", "last_name"):
+        form[name].update(maxLength=31, pattern=LINE_PATTERN)  # joined by a space: ≤ 64, the reporter's name
+    form["phone"].update(pattern=r"^[0-9+\- ]{0,20}$")
+    form["media_url"] = {"anyOf": [{"type": "string", "maxLength": 0},
+                                   {"type": "string", "pattern": URL_PATTERN, "maxLength": 500}], "default": ""}
+    form["api_key"]["minLength"] = 1
+    new["anyOf"] = [{"properties": {"lat": v["properties"]["lat"], "long": v["properties"]["lon"]}}
+                    for v in _location_variants()]
+    return schemas
+
+
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
     return {
@@ -405,9 +576,9 @@ def document() -> dict[str, Any]:
                            "roles grid_app, department (bound to one department), ops, open311.",
         },
         "tags": [{"name": n} for n in ("reports", "cases", "catalog", "open311", "ops")],
-        "paths": openapi_examples.apply(_paths()),
+        "paths": openapi_examples.apply(_harden_paths(_paths())),
         "components": {
-            "schemas": _schemas(),
+            "schemas": _harden_schemas(_schemas()),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer",
                            "description": "`Authorization: Bearer gbk_<id>.<secret>`; the operation's "

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+# an Idempotency-Key header (HTTP and Open311): what may be stored as part of a Redis key
+IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,40}$")
 
 
 @dataclass(frozen=True)
