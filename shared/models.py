@@ -49,14 +49,19 @@ def new_id() -> str:
 # the same rule (services/intake/openapi.py serves them), so that clients and fuzzers
 # see exactly what the server accepts; a required one must hold a non-blank character,
 # because surrounding whitespace is stripped before the length is checked.
-_LINE = r"[^\x00-\x1f\x7f]"
-_TEXT = r"[^\x00-\x08\x0b-\x1f\x7f]"
-_SOLID = r"[^\s\x00-\x1f\x7f]"
-LINE_PATTERN = rf"^{_LINE}*$"
-SOLID_LINE_PATTERN = rf"^{_LINE}*{_SOLID}{_LINE}*$"
-SOLID_TEXT_PATTERN = rf"^{_TEXT}*{_SOLID}{_TEXT}*$"
-TEXT_PATTERN = rf"^{_TEXT}*$"
-URL_PATTERN = r"^https?://[^\s\x00-\x1f\x7f]+$"
+# Explicit classes, no `\s`: the regex dialects of JSON schema (ECMA), pydantic (Rust)
+# and Python disagree on what `\s` is (U+0085, U+FEFF). C1 controls (U+0080–U+009F,
+# NEL among them) and the Unicode line/paragraph separators count as control characters.
+_CTRL = "\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029"
+_SPACE = " \\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000\\ufeff"
+_LINE = f"[^{_CTRL}]"
+_TEXT = "[^\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f\\u2028\\u2029]"
+_SOLID = f"[^{_CTRL}{_SPACE}]"
+LINE_PATTERN = f"^{_LINE}*$"
+SOLID_LINE_PATTERN = f"^{_LINE}*{_SOLID}{_LINE}*$"
+SOLID_TEXT_PATTERN = f"^{_TEXT}*{_SOLID}{_TEXT}*$"
+TEXT_PATTERN = f"^{_TEXT}*$"
+URL_PATTERN = f"^https?://{_SOLID}+$"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 

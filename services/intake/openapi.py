@@ -416,6 +416,10 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "from@/v1/accountability": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
     "to@/v1/accountability": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
     "repeated@/v1/accountability": {"type": "integer", "minimum": 1, "maximum": 1000000},
+    "from@/v1/reports/meeting": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    "to@/v1/reports/meeting": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    "street@/v1/reports/meeting": {"type": "string", "pattern": "^[0-9]{9}$",
+                                   "description": "required with an ops key; a station key's own street by default"},
     "start_date@/open311/v2/requests.json": {"type": "string", "format": "date-time"},
     "end_date@/open311/v2/requests.json": {"type": "string", "format": "date-time"},
     "status@/open311/v2/requests.json": {"type": "string", "enum": ["open", "closed", "open,closed", "closed,open"]},
@@ -445,6 +449,11 @@ def _harden_paths(paths: dict[str, Any]) -> dict[str, Any]:
                     schema = QUERY_SCHEMAS.get(f"{prm['name']}@{url}")
                     if schema:
                         prm["schema"] = schema
+                    if url == "/v1/reports/meeting" and prm["name"] == "street":
+                        from shared.grid import load_grid
+
+                        prm["required"] = True  # a station may leave it out; the schema holds for every key
+                        prm["schema"] = {**prm["schema"], "enum": sorted(load_grid().streets)}
             if url == "/v1/cases/{case_id}/dispatch" and not any(p["name"] == "Idempotency-Key" for p in params):
                 pass  # idempotent by dispatch_id in the body
             responses = op["responses"]

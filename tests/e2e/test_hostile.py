@@ -8,7 +8,7 @@ processes on a vhost and key prefix of their own, real RabbitMQ and Redis.
 - logs: PII pushed through every rejection path is found in no log line of any library;
 - schemathesis against /openapi.json with a key of every role: no 5xx, no answer outside
   the schema, no schema-valid request refused, no role served an operation not its own.
-  `FUZZ_EXAMPLES` (default 12 per operation, deterministic) makes the run longer:
+  `FUZZ_EXAMPLES` (default 10 per operation, deterministic) makes the run longer:
   `FUZZ_EXAMPLES=200 pytest tests/e2e/test_hostile.py -k fuzz -s` prints the counts.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ pytestmark = pytest.mark.e2e
 
 PHONE = "13912345678"
 READ_TIMEOUT = 2.0
-FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "12"))
+FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 FUZZ_ROLES = ("grid_app", "department", "ops", "open311")
 COUNTS: Counter[str] = Counter()
 
@@ -291,11 +291,11 @@ def test_slow_clients_do_not_stop_intake(hostile: dict[str, Any]) -> None:
     slow = [_half_sent(port, head) for _ in range(40)]
     try:
         time.sleep(0.2)
-        started = time.monotonic()
         assert httpx.get(f"{hostile['base']}/healthz", timeout=2).status_code == 200
+        started = time.monotonic()
         r = httpx.post(f"{hostile['base']}/v1/reports", json=_report(), headers=bearer(keys["grid_app"]), timeout=2)
         assert r.status_code == 202
-        assert _dispatched(hostile, r.json()["case_id"], 2 - (time.monotonic() - started) + 0.5)
+        assert _dispatched(hostile, r.json()["case_id"], 2 - (time.monotonic() - started))
         assert time.monotonic() - started < 2.0
 
         body = _report()

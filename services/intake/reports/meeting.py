@@ -248,20 +248,22 @@ def parse_period(start: str, end: str, tz: tzinfo) -> tuple[datetime, datetime]:
     """`from`/`to`: dates (local; `to` inclusive) or ISO date-times. ValueError naming the field."""
     from datetime import date, time, timedelta
 
+    from shared.models import LATEST, clamp_instant
+
     def one(text: str, name: str, is_end: bool) -> datetime:
         try:
             if len(text.strip()) == 10:
                 d = date.fromisoformat(text.strip())
-                return datetime.combine(d + timedelta(days=1) if is_end else d, time(), tz)
+                if is_end and d == date.max:
+                    return LATEST
+                return clamp_instant(datetime.combine(d + timedelta(days=1) if is_end else d, time(), tz))
             value = datetime.fromisoformat(text.strip())
-            return value if value.tzinfo else value.replace(tzinfo=tz)
+            return clamp_instant(value if value.tzinfo else value.replace(tzinfo=tz))  # year 1/9999: no overflow
         except ValueError:
             raise ValueError(f"{name}: {text!r} is not a date (2026-11-01) or an ISO date-time") from None
 
     lo, hi = one(start, "from", False), one(end, "to", True)
-    if hi <= lo:
-        raise ValueError("to: must be after from")
-    return lo, hi
+    return lo, max(hi, lo)  # `to` before `from`: an empty period, not an error
 
 
 def agenda_for(store: Any, street: str, start: datetime, end: datetime, now: datetime | None = None) -> Agenda:
