@@ -190,33 +190,31 @@ def demo(reset: bool) -> None:
         click.echo(line)
 
 
-def settings_table() -> str:
-    """The configuration table of README.md, generated from the settings object."""
-    from shared.config import Settings
+def _table(channels: bool) -> str:
+    """README's tables from the settings object (shared/config.py): a secret may also come
+    from the file named by `<VARIABLE>_FILE`, and its default is not shown."""
+    from pydantic import SecretStr
+
+    from shared.config import Settings, marked, variable
 
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default
-        if name == "config_dir":
-            default = "./config"
-        rows.append(f"| `{name.upper()}` | `{default}` | {field.description} |")
+        if marked(field, "channel") != channels:
+            continue
+        default = "" if field.annotation is SecretStr else "./config" if name == "config_dir" else field.default
+        secret = " (or `_FILE`)" if marked(field, "secret") else ""
+        rows.append(f"| `{variable(name, field)}`{secret} | `{default}` | {field.description} |")
     return "\n".join(rows)
+
+
+def settings_table() -> str:
+    """The configuration table of README.md."""
+    return _table(channels=False)
 
 
 def channel_settings_table() -> str:
-    """Notification channel settings (services/notifier/channels/base.py ChannelSettings):
-    `GRIDBUS_<FIELD>`, secrets also from the file named by `GRIDBUS_<FIELD>_FILE`."""
-    from pydantic import SecretStr
-
-    from services.notifier.channels.base import ChannelSettings
-
-    rows = ["| variable | default | |", "|---|---|---|"]
-    for name, field in ChannelSettings.model_fields.items():
-        secret = field.annotation is SecretStr
-        default = "" if secret else field.default
-        rows.append(f"| `GRIDBUS_{name.upper()}`{' (or `_FILE`)' if secret else ''} | `{default}` | "
-                    f"{'secret, never logged' if secret else (field.description or '')} |")
-    return "\n".join(rows)
+    """README's table of the notification channels' settings."""
+    return _table(channels=True)
 
 
 @command

@@ -6,18 +6,67 @@ configuration table is generated from this class (`gridbus config`).
 """
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, JsonValue, SecretStr
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG_DIR = REPO_ROOT / "config"
 
+#: a field's marks (json_schema_extra): `secret` may come from the file named by
+#: `<VARIABLE>_FILE` (Docker/Kubernetes secrets) and is never printed; `channel` settings
+#: are the notification channels' (README's second table)
+SECRET: dict[str, JsonValue] = {"secret": True}
+CHANNEL: dict[str, JsonValue] = {"channel": True}
+CHANNEL_SECRET: dict[str, JsonValue] = {**SECRET, **CHANNEL}
+
+
+def variable(name: str, field: FieldInfo) -> str:
+    """The environment variable of a setting: its alias where it has one, else its name."""
+    alias = field.validation_alias
+    return alias.upper() if isinstance(alias, str) else name.upper()
+
+
+def marked(field: FieldInfo, mark: str) -> bool:
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(mark))
+
+
+def read_secret_file(path: str) -> str:
+    # Docker/Kubernetes secret files end with a newline that is not part of the secret.
+    return Path(path).read_text(encoding="utf-8").strip()
+
+
+class _SecretFiles(PydanticBaseSettingsSource):
+    """`<VARIABLE>_FILE` for every secret setting, below the variable itself."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            path = os.environ.get(variable(name, field) + "_FILE") if marked(field, "secret") else None
+            if path:
+                out[name] = read_secret_file(path)
+        return out
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", populate_by_name=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _SecretFiles(settings_cls), dotenv_settings, file_secret_settings
 
     amqp_uri: str = Field(
         "amqp://guest:guest@127.0.0.1:5672/",
@@ -66,7 +115,8 @@ class Settings(BaseSettings):
         10, description="nameko workers intake's HTTP requests may hold at once; the AMQP consumers keep "
         "20 more of their own (a request's body is read before it takes one)."
     )
-    rate_limit_grid_app: str = Field("50/200", description="Requests per second / burst allowed per grid_app key (HTTP 429 above; 0: no limit).")
+    rate_limit_grid_app: str = Field(
+        "50/200", description="Requests per second / burst allowed per grid_app key (HTTP 429 above; 0: no limit).")
     rate_limit_department: str = Field("20/100", description="Requests per second / burst allowed per department key.")
     rate_limit_ops: str = Field("50/200", description="Requests per second / burst allowed per ops key.")
     rate_limit_open311: str = Field("5/30", description="Requests per second / burst allowed per open311 key.")
@@ -150,7 +200,8 @@ class Settings(BaseSettings):
     )
     notifier_timeout_seconds: float = Field(5.0, description="HTTP timeout of one delivery attempt.")
     webhook_secret: str = Field(
-        "change-me", description="Default HMAC secret of department webhooks (override per department)."
+        "change-me", json_schema_extra=SECRET, repr=False,
+        description="Default HMAC secret of webhooks (department ones: GRIDBUS_SECRET_<DEPT> overrides it).",
     )
     webhook_url_template: str = Field(
         "",
@@ -176,6 +227,43 @@ class Settings(BaseSettings):
     notifier_queue_poll_seconds: float = Field(
         15.0, description="How often the notifier reads the depth of its work, retry and dead-letter queues."
     )
+
+    # -- notification channels (services/notifier/channels/); robots' URLs and secrets are
+    # in config/notify.yaml as ${VARIABLE} references
+    smtp_host: str = Field("", validation_alias="GRIDBUS_SMTP_HOST", json_schema_extra=CHANNEL,
+                           description="Mail relay. Empty: the email channel is disabled (deliveries fall back "
+                           "to the next channel or count as no_address).")
+    smtp_port: int = Field(25, validation_alias="GRIDBUS_SMTP_PORT", json_schema_extra=CHANNEL,
+                           description="Port of the mail relay.")
+    smtp_starttls: bool = Field(False, validation_alias="GRIDBUS_SMTP_STARTTLS", json_schema_extra=CHANNEL,
+                                description="STARTTLS after connecting.")
+    smtp_ssl: bool = Field(False, validation_alias="GRIDBUS_SMTP_SSL", json_schema_extra=CHANNEL,
+                           description="Implicit TLS (port 465) instead of STARTTLS.")
+    smtp_ca_file: str = Field("", validation_alias="GRIDBUS_SMTP_CA_FILE", json_schema_extra=CHANNEL,
+                              description="Extra CA bundle to trust (a private relay); empty: the system store.")
+    smtp_user: str = Field("", validation_alias="GRIDBUS_SMTP_USER", json_schema_extra=CHANNEL,
+                           description="SMTP login; empty: none.")
+    smtp_password: SecretStr = Field(SecretStr(""), validation_alias="GRIDBUS_SMTP_PASSWORD",
+                                     json_schema_extra=CHANNEL_SECRET, description="SMTP password (never logged).")
+    mail_from: str = Field("gridbus@localhost", validation_alias="GRIDBUS_MAIL_FROM", json_schema_extra=CHANNEL,
+                           description="Sender of notification e-mails.")
+    sms_url: str = Field("", validation_alias="GRIDBUS_SMS_URL", json_schema_extra=CHANNEL,
+                         description="SMS provider endpoint. Empty: the sms channel is disabled (deliveries fall "
+                         "back to the next channel or count as no_address).")
+    sms_api_key: SecretStr = Field(SecretStr(""), validation_alias="GRIDBUS_SMS_API_KEY",
+                                   json_schema_extra=CHANNEL_SECRET, description="SMS provider API key (never logged).")
+    sms_sign: str = Field("七星城管", validation_alias="GRIDBUS_SMS_SIGN", json_schema_extra=CHANNEL,
+                          description="Signature (签名) the SMS provider puts on each message.")
+
+    def webhook_secret_of(self, who: str) -> str:
+        """The HMAC secret of one webhook: `GRIDBUS_SECRET_<WHO>` (a department code, GRIDAPP
+        or OPS; or the file named by `…_FILE`), else WEBHOOK_SECRET. Per-recipient names
+        cannot be fields: they are read here, the one place that reads them."""
+        name = f"GRIDBUS_SECRET_{who.upper()}"
+        if os.environ.get(name):
+            return os.environ[name]
+        path = os.environ.get(f"{name}_FILE")
+        return read_secret_file(path) if path else self.webhook_secret
 
     def rate_limit(self, role: str) -> str:
         return str(getattr(self, f"rate_limit_{role}"))

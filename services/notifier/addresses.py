@@ -19,7 +19,6 @@ Secrets: department webhooks `GRIDBUS_SECRET_<DEPT>` or WEBHOOK_SECRET, the grid
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 
 from services.notifier.channels.base import ChannelName
@@ -102,7 +101,7 @@ class AddressBook:
         if kind == "ops":
             return self._ops(channel)
         if kind == "reporter" and channel is ChannelName.webhook and self.settings.grid_app_webhook_url:
-            secret = os.environ.get("GRIDBUS_SECRET_GRIDAPP") or self.settings.webhook_secret
+            secret = self.settings.webhook_secret_of("gridapp")
             return Address(self.settings.grid_app_webhook_url, secret, name="grid app")
         return None
 
@@ -133,7 +132,7 @@ class AddressBook:
             url = template.format(dept=code) if template else (dept.webhook if dept else None)
             if not url:
                 return None
-            secret = os.environ.get(f"GRIDBUS_SECRET_{code.upper()}") or self.settings.webhook_secret
+            secret = self.settings.webhook_secret_of(code)
             return Address(url, secret, name=dept.name if dept else code)
         if dept is None:
             return None
@@ -163,7 +162,7 @@ class AddressBook:
         ops = self.notify.operations_centre
         if channel is ChannelName.webhook:
             url = expand_env(ops.webhook)
-            secret = os.environ.get("GRIDBUS_SECRET_OPS") or self.settings.webhook_secret
+            secret = self.settings.webhook_secret_of("ops")
             return Address(url, secret, name=ops.name) if url else None
         if channel in (ChannelName.wecom, ChannelName.dingtalk):
             found = self.robot(channel, ["ops", "*"])

@@ -136,9 +136,10 @@ def _notify_test(
     sms_param: tuple[str, ...],
     setting_overrides: dict[str, Any],
 ) -> None:
-    from shared.config import get_settings
+    from shared.config import Settings, get_settings
 
-    settings = ChannelSettings.from_env(**setting_overrides)
+    # read now (not the process's cached settings): the command's environment is the one that counts
+    settings = ChannelSettings.from_settings(Settings(), **setting_overrides)
     renderer = Renderer(templates or get_settings().config_dir / "notify_templates")
     context = sample_context()
     name = ChannelName(channel)

@@ -50,7 +50,7 @@ class NotifierConfig(DependencyProvider):
         self.addresses = AddressBook(departments, grid, self.notify, settings)
         renderer = Renderer(settings.config_dir / "notify_templates")
         self.planner = Planner(self.notify, self.addresses, renderer, grid, load_catalog())
-        self.channel_settings = ChannelSettings.from_env()
+        self.channel_settings = ChannelSettings.from_settings()
         self.settings = settings
         disabled = self.channel_settings.disabled()
         for channel in ChannelName:

@@ -8,25 +8,25 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from enum import Enum
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel, Field, SecretStr
 
 from shared.logs import get_logger, redact_text
 
+if TYPE_CHECKING:
+    from shared.config import Settings
+
 log = get_logger("gridbus.notifier.channels")
 
 USER_AGENT = "gridbus-notifier/0.1"
-ENV_PREFIX = "GRIDBUS_"
 
 
 class ChannelName(str, Enum):
@@ -83,20 +83,9 @@ class DeliveryOutcome:
         return "delivered" if self.ok else ("transient" if self.transient else "permanent")
 
 
-def _secret_from_env(name: str) -> str | None:
-    """`GRIDBUS_<NAME>` or the content of the file named by `GRIDBUS_<NAME>_FILE`."""
-    value = os.environ.get(ENV_PREFIX + name)
-    if value:
-        return value
-    path = os.environ.get(ENV_PREFIX + name + "_FILE")
-    if path:
-        # Docker/Kubernetes secret files end with a newline that is not part of the secret.
-        return Path(path).read_text(encoding="utf-8").strip()
-    return None
-
-
 class ChannelSettings(BaseModel):
-    """Connection settings of the channels. Secrets are `SecretStr` so they never print."""
+    """What the channels need to connect, taken from the settings object (shared/config.py,
+    where each variable is declared once). Secrets are `SecretStr` so they never print."""
 
     smtp_host: str = Field("", description="Mail relay. Empty: the email channel is disabled (deliveries fall "
                                           "back to the next channel or count as no_address).")
@@ -117,31 +106,23 @@ class ChannelSettings(BaseModel):
     def disabled(self) -> dict[ChannelName, str]:
         """Channels these settings cannot send on, each with the variable that enables it.
         (webhook, wecom and dingtalk take their URL from the recipient's address.)"""
+        from shared.config import Settings, variable
+
         out: dict[ChannelName, str] = {}
         if not self.sms_url:
-            out[ChannelName.sms] = ENV_PREFIX + "SMS_URL"
+            out[ChannelName.sms] = variable("sms_url", Settings.model_fields["sms_url"])
         if not self.smtp_host:
-            out[ChannelName.email] = ENV_PREFIX + "SMTP_HOST"
+            out[ChannelName.email] = variable("smtp_host", Settings.model_fields["smtp_host"])
         return out
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> ChannelSettings:
-        """Settings from `GRIDBUS_*` variables (secrets also from `*_FILE`), then `overrides`.
-
-        The timeout and default webhook secret come from the shared settings object.
-        """
+    def from_settings(cls, settings: Settings | None = None, **overrides: Any) -> ChannelSettings:
+        """The channels' share of `settings` (default: the process's), then `overrides`."""
         from shared.config import get_settings
 
-        shared = get_settings()
-        values: dict[str, Any] = {"timeout": shared.notifier_timeout_seconds, "webhook_secret": shared.webhook_secret}
-        for name, info in cls.model_fields.items():
-            env = name.upper()
-            if info.annotation is SecretStr:
-                secret = _secret_from_env(env)
-                if secret is not None:
-                    values[name] = secret
-            elif ENV_PREFIX + env in os.environ:
-                values[name] = os.environ[ENV_PREFIX + env]
+        s = settings or get_settings()
+        values: dict[str, Any] = {name: getattr(s, name) for name in cls.model_fields if hasattr(s, name)}
+        values["timeout"] = s.notifier_timeout_seconds
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls.model_validate(values)
 
