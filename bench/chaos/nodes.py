@@ -9,12 +9,14 @@ Each server runs in a process group of its own, so a kill reaches every OS proce
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,13 +55,53 @@ def port_open(port: int, timeout: float = 0.5) -> bool:
         return False
 
 
+#: one lock file per port handed out; held (flock) for as long as the run that took it lives
+LOCK_DIR = Path(tempfile.gettempdir()) / "gridbus-chaos-ports"
+_held: dict[int, IO[bytes]] = {}
+
+
+def reserve(port: int) -> bool:
+    """Take the port's lock without waiting. A port stays ours while its server is down
+    (killed, restarting): another run on the machine must not start its own server on it
+    in the meantime. The kernel drops the lock when this process ends, however it ends."""
+    if port in _held:
+        return False
+    LOCK_DIR.mkdir(parents=True, exist_ok=True)
+    f = open(LOCK_DIR / f"{port}.lock", "ab")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return False
+    _held[port] = f
+    return True
+
+
+def release(port: int) -> None:
+    f = _held.pop(port, None)
+    if f is not None:
+        f.close()
+
+
+def release_all() -> None:
+    for port in list(_held):
+        release(port)
+
+
 def pick(ports: range, taken: set[int] | None = None) -> int:
-    """The first free port of a reserved range (added to `taken`)."""
+    """The first port of a reserved range that no other run holds and nothing listens on;
+    it is ours (locked) until `release`/`release_all` or the end of this process."""
     for p in ports:
-        if (taken is None or p not in taken) and port_free(p):
-            if taken is not None:
-                taken.add(p)
-            return p
+        if taken is not None and p in taken:
+            continue
+        if not reserve(p):
+            continue
+        if not port_free(p):
+            release(p)
+            continue
+        if taken is not None:
+            taken.add(p)
+        return p
     raise NodeError(f"no free port in {ports.start}-{ports.stop - 1}")
 
 

@@ -26,7 +26,7 @@ import redis
 
 from bench.chaos import checks
 from bench.chaos.load import HttpLoad
-from bench.chaos.nodes import NodeError, RabbitNode, RedisNode
+from bench.chaos.nodes import NodeError, RabbitNode, RedisNode, release_all
 from bench.chaos.stack import SERVICES, Stack, WebhookSink, service_env
 from bench.common import REPO, bench_config_dir, envelope
 from shared import deadletters
@@ -203,6 +203,7 @@ class ChaosRun:
         if self.stack is not None:
             self.stack.stop()
         self.stop_servers()
+        release_all()  # the ports are free for the next run only now that nothing of ours holds them
         if self.sink is not None:
             self.sink.close()
         self.log.close()
