@@ -178,7 +178,7 @@ def grades(month: str | None, as_json: bool) -> None:
     """Department and street indicators, score and grade (A–E), and 721 shares of a month."""
     import json
 
-    from services.sla.indicators import TARGET_721, load, pct
+    from services.sla.indicators import MODES, TARGET_721, load, pct
 
     rows = load(_redis(), _month(month))
     if as_json:
@@ -195,7 +195,7 @@ def grades(month: str | None, as_json: bool) -> None:
                    f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{pct(r.satisfaction_rate):>8}"
                    f"{r.c('escalations'):>5}{r.c('breaches'):>7}"
                    f"{'-' if r.score is None else r.score:>7}{r.grade:>6}  "
-                   + "/".join(pct(sh[m]) for m in ("service", "management", "enforcement")))
+                   + "/".join(pct(sh[m]) for m in MODES))
 
 
 COMMANDS: list[click.Command] = [sla, report]

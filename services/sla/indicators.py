@@ -64,13 +64,14 @@ import redis
 
 from shared import metrics
 from shared import redis_keys as keys
+from shared.models import Mode721
 
 COUNTERS = ("registered", "resolved", "resolved_on_time", "closed", "rework", "breaches", "escalations",
             "mode_service", "mode_management", "mode_enforcement", "on_site",
             "eval_satisfied", "eval_basically_satisfied", "eval_dissatisfied")
 #: scopes kept for their 721 shares only (a patch or community is not graded)
 SHARE_ONLY_SCOPES = ("community", "patch")
-MODES = ("service", "management", "enforcement")
+MODES = tuple(m.value for m in Mode721)
 TARGET_721 = {"service": 0.7, "management": 0.2, "enforcement": 0.1}
 GRADES = ((90.0, "A"), (75.0, "B"), (60.0, "C"), (40.0, "D"))
 TERMS = ("on_time", "closed", "no_rework", "satisfaction")
