@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, Strict, field_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import Strict as NoCoercion  # `Strict` below is the base of the strict input models
 
 SCHEMA_VERSION = 1
 
@@ -96,7 +97,7 @@ SolidText = Annotated[str, *_rule(SOLID_TEXT_PATTERN, "must not be blank or cont
                                                       "than LF and TAB")]
 Url = Annotated[str, Field(pattern=URL_PATTERN, max_length=500)]
 # a JSON number, never a boolean (`true` is not 1.0)
-Coordinate = Annotated[float, Strict()]
+Coordinate = Annotated[float, NoCoercion()]
 
 
 def _rfc3339(value: Any) -> Any:

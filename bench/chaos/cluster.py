@@ -19,6 +19,7 @@ and Sentinels 6390-6399 (all loopback).
 """
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import threading
@@ -133,7 +134,7 @@ class Sentinels:
             self.procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=self.log,
                                                stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True))
         for p in self.ports:
-            wait_until(lambda p=p: port_open(p), 20, f"sentinel on {p}")
+            wait_until(functools.partial(port_open, p), 20, f"sentinel on {p}")
 
     def master(self) -> tuple[str, int] | None:
         for p in self.ports:

@@ -63,15 +63,15 @@ class Forwarder:
         summary = body.get("case") if isinstance(body.get("case"), dict) else None
         key = keys.bridge_external(case_id)
         if summary is not None:
-            fields = {"grid": summary.get("grid", "")}
+            fields: dict[Any, Any] = {"grid": summary.get("grid", "")}  # redis-py types mapping keys invariantly
             source = summary.get("source") or {}
             if source:
                 fields.update(system=source["system"], external_id=source["external_id"])
             self.r.hset(key, mapping=fields)
             self.r.expire(key, KEEP_S)
-        known = self.r.hgetall(key)
+        stored = self.r.hgetall(key)
         known = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in known.items()}
+                 for k, v in stored.items()}
         grid = known.get("grid") or None
         external = (known["system"], known["external_id"]) if known.get("external_id") else None
         return (self.crosswalk.to_city(grid) if grid else None), external

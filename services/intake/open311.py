@@ -16,7 +16,6 @@ Errors are `[{"code": <HTTP status>, "description": …}]`.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from datetime import datetime, timedelta, tzinfo
 from typing import Mapping
@@ -255,18 +254,21 @@ def parse_requests_query(args: Mapping[str, str], tz: tzinfo, now: datetime | No
     statuses = set(_split(args.get("status")))
     if statuses - {"open", "closed"}:
         raise Open311Error(400, "status must be open and/or closed")
-    start = _when(args["start_date"], "start_date", tz) if args.get("start_date", "").strip() else None
-    end = _when(args["end_date"], "end_date", tz) if args.get("end_date", "").strip() else None
-    if start is None and end is None:
-        end, start = now, now - DEFAULT_WINDOW
-    elif start is None:
-        start = end - DEFAULT_WINDOW  # type: ignore[operator]
-    elif end is None:
-        end = max(start, min(now, clamp_instant(start + DEFAULT_WINDOW)))
+    given_start = _when(args["start_date"], "start_date", tz) if args.get("start_date", "").strip() else None
+    given_end = _when(args["end_date"], "end_date", tz) if args.get("end_date", "").strip() else None
+    if given_start is None and given_end is None:
+        start, end = now - DEFAULT_WINDOW, now
+    elif given_start is None:
+        assert given_end is not None
+        start, end = given_end - DEFAULT_WINDOW, given_end
+    else:
+        start = given_start
+        end = given_end if given_end is not None else max(start, min(now, clamp_instant(start + DEFAULT_WINDOW)))
     # Limits, not errors (every combination of two valid dates is a valid query): an end
     # before the start is an empty range; a longer range is cut to the 90 days up to end.
-    end = max(end, start)  # type: ignore[type-var]
-    if end - start > DEFAULT_WINDOW:  # type: ignore[operator]
-        start = end - DEFAULT_WINDOW  # type: ignore[operator]
-    return RequestsQuery(ids=_split(args.get("service_request_id")), service_codes=frozenset(_split(args.get("service_code"))),
+    end = max(end, start)
+    if end - start > DEFAULT_WINDOW:
+        start = end - DEFAULT_WINDOW
+    return RequestsQuery(ids=_split(args.get("service_request_id")),
+                         service_codes=frozenset(_split(args.get("service_code"))),
                          statuses=frozenset(statuses), start=start, end=end)
