@@ -34,6 +34,11 @@ EVENT_DOCS = {
     "deadline_warning": "A deadline is close (a fraction of it has elapsed).",
     "deadline_breached": "A deadline passed without the matching reply.",
     "notification_failed": "A notification could not be delivered after its last retry.",
+    "case_recorded": "The record (archive): intake stored a case; the whole document as stored, per version.",
+    "clocks_recorded": "The record (archive): sla committed a case's clocks, with the ledger entries and "
+                       "indicator counts of that commit.",
+    "notification_sent": "The record (archive): notifier finished a delivery (recipient id, channel, outcome).",
+    "apikey_recorded": "The record (archive): an API key was created or revoked (its hash, never the secret).",
 }
 
 
@@ -157,8 +162,9 @@ def build() -> dict[str, Any]:
         cid = "".join(p.capitalize() for p in event.split("_"))
         channels[f"event{cid}"] = _channel(
             key, topology.EX_EVENTS,
-            f"Event `{event}`: {EVENT_DOCS.get(event, '')} Every event is also kept in the "
-            f"stream `{topology.Q_AUDIT}` (binding `#`), readable for audit and replay.",
+            f"Event `{event}`: {EVENT_DOCS.get(event, '')} Every event is also archived "
+            f"(queue `{topology.Q_ARCHIVER}` → PostgreSQL) and kept in the stream "
+            f"`{topology.Q_AUDIT}` (binding `#`), readable for audit and replay.",
             {event: model.__name__})
         operations[f"send{cid}"] = {
             "action": "send", "channel": {"$ref": f"#/channels/event{cid}"},

@@ -116,7 +116,7 @@ def queues_without_consumer(amqp_uri: str, queues: Sequence[str]) -> list[str]:
 
 
 def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], timeout: float = 60.0,
-                     services: Sequence[str] = ("intake", "router", "sla", "notifier")) -> None:
+                     services: Sequence[str] = ("intake", "router", "sla", "notifier", "archiver")) -> None:
     """Until intake answers /healthz, every service serves /metrics and every service's
     work queues have their consumer: /metrics answers before a service's consumers
     start, and a report sent then would wait in `router.cases` for the router."""
@@ -125,7 +125,8 @@ def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], time
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
     ports = [settings.metrics_port(s) for s in services]
     work = {"intake": [topology.Q_INTAKE_REPORTS, topology.Q_INTAKE_EVENTS], "router": [topology.Q_ROUTER_CASES],
-            "sla": [topology.Q_SLA_EVENTS], "notifier": [topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES]}
+            "sla": [topology.Q_SLA_EVENTS], "notifier": [topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES],
+            "archiver": [topology.Q_ARCHIVER]}
     queues = [q for s in services for q in work.get(s, [])]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -343,7 +344,7 @@ def port_holder(port: int) -> str | None:
 def busy_ports(settings: Settings) -> list[str]:
     """A line per port the stack needs that something already holds, naming the holder."""
     wanted = [("intake's HTTP API", "INTAKE_HTTP_PORT", settings.intake_http_host, settings.intake_http_port)]
-    for s in ("intake", "router", "sla", "notifier"):
+    for s in ("intake", "router", "sla", "notifier", "archiver"):
         wanted.append((f"{s}'s /metrics", f"{s.upper()}_METRICS_PORT", settings.metrics_host, settings.metrics_port(s)))
     problems = []
     for what, variable, host, port in wanted:

@@ -55,7 +55,7 @@ def topology_definitions(vhost: str) -> None:
 
 @command
 @click.command("run")
-@click.argument("service", type=click.Choice(["intake", "router", "sla", "notifier"]))
+@click.argument("service", type=click.Choice(["intake", "router", "sla", "notifier", "archiver"]))
 def run(service: str) -> None:
     """Run one service in the foreground (what a container runs)."""
     import os
@@ -252,3 +252,49 @@ def audit_show(case_id: str | None, offset: str, as_json: bool) -> None:
             detail["to"] = [f"{a['dept']}@L{a['level']}" for a in event.get("assignments", [])]
         click.echo(f"{event.get('occurred_at', '')[:19]}  {event.get('case_id', '')}  {what:<18} "
                    f"{json.dumps(detail, ensure_ascii=False)}")
+
+
+@command
+@click.command("rebuild")
+@click.option("--catch-up/--no-catch-up", default=True,
+              help="First archive the tail of the gridbus.audit stream the archive has not seen.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def rebuild(catch_up: bool, quiet: bool) -> None:
+    """Restore Redis from the archive after it lost everything (idempotent; run with the
+    services stopped, then start them): cases, case numbers, clocks and timers, ledger,
+    indicators, notifier done-markers, API keys."""
+    from zoneinfo import ZoneInfo
+
+    from tqdm import tqdm
+
+    from services.archiver import db
+    from services import rebuild as rb
+    from shared.worktime import load_calendar
+    from services.sla.deadlines import Deadlines
+    from shared.policies import load_policies
+    from shared.audit import read_audit
+    from shared.departments import load_departments
+    from shared.grid import load_grid
+    from shared.redisdb import connect
+
+    settings = get_settings()
+    tz = ZoneInfo(settings.timezone)
+
+    def progress(items, desc, total):  # type: ignore[no-untyped-def]
+        return items if quiet else tqdm(items, desc=desc, total=total, unit=" rows", leave=True)
+
+    db.prepare(settings.database_url)
+    client = connect(settings)
+    with db.connect(settings.database_url) as conn:
+        tail = 0
+        if catch_up:
+            offset = rb.catch_up_offset(conn)
+            tail = rb.catch_up(conn, progress(read_audit(settings.amqp_uri, offset=offset), "stream tail", None), tz)
+        report = rb.restore(conn, client, settings.case_hot_days, tz, progress)
+        report.tail = tail
+        conn.commit()
+    deadlines = Deadlines(client, load_policies(), load_calendar(), lambda _e: None, grid=load_grid(),
+                          departments=load_departments())
+    _cases, report.timers = deadlines.rebuild()
+    for line in report.lines():
+        click.echo(line)

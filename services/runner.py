@@ -19,6 +19,7 @@ SERVICE_CLASSES = {
     "router": "services.router.service:RouterService",
     "sla": "services.sla.service:SlaService",
     "notifier": "services.notifier.service:NotifierService",
+    "archiver": "services.archiver.service:ArchiverService",
     "bridge": "services.bridge.service:BridgeService",
 }
 #: run only when configured (BRIDGE_HTTP_URL / BRIDGE_AMQP_EXCHANGE): `gridbus up` and

@@ -14,7 +14,11 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
+import os  # noqa: E402
 import sys  # noqa: E402
+
+# psycopg's C wait blocks the whole process; its select() wait is green once patched
+os.environ.setdefault("PSYCOPG_WAIT_FUNC", "wait_select")
 
 from services.runner import SERVICE_CLASSES, run_service  # noqa: E402
 

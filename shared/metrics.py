@@ -336,6 +336,23 @@ NOTIFICATIONS_HELD = _gauge(
     owner="notifier",
 )
 
+# -- archiver ------------------------------------------------------------------------
+ARCHIVED = _counter(
+    "gridbus_archived_total", "Messages of the record taken in by the archiver: new (written) or repeat.",
+    ["kind", "outcome"], owner="archiver",
+)
+ARCHIVE_LAG = _gauge(
+    "gridbus_archive_lag_seconds",
+    "How far the archive is behind: 0 when archiver.record is empty, else now minus the time of the last "
+    "message written (grows while nothing can be written).", owner="archiver",
+)
+ARCHIVE_BACKLOG = _gauge("gridbus_archive_backlog_messages", "Messages waiting in archiver.record.",
+                         owner="archiver")
+ARCHIVE_EVICTED = _counter(
+    "gridbus_archive_evicted_total",
+    "Closed cases older than CASE_HOT_DAYS removed from Redis (served from the archive).", owner="archiver",
+)
+
 
 # -- per service ----------------------------------------------------------------------
 

@@ -473,6 +473,62 @@ class NotificationFailed(Envelope):
     attempts: int
 
 
+# ------------------------------------------------------------------ the record (DESIGN §11)
+# What the archiver needs beyond the lifecycle events, so that nothing about a case exists
+# only in Redis. Each goes out through its writer's outbox, like every event.
+
+
+class CaseRecorded(Envelope):
+    """intake stored a case (registration or any change): the whole document as stored, so
+    the report's payload, replies with evidence, verification, suspension decisions and
+    cancellations all reach the archive whatever channel they came by. The message id is
+    derived from the case and version: a repeat is recognised."""
+
+    event: Literal["case_recorded"] = "case_recorded"
+    version: int
+    idempotency_key: str | None = Field(None, description="Registration: the key that names this case")
+    case: Case
+
+
+class ClocksRecorded(Envelope):
+    """sla committed a case's clocks: the compact document (services/sla/codec.py, base64),
+    and what the same commit added to the ledger and the indicator counters."""
+
+    event: Literal["clocks_recorded"] = "clocks_recorded"
+    committed_at: float
+    live: bool = Field(description="A clock is running or paused (the document is a timer source)")
+    doc: str
+    history: str | None = Field(None, description="Applied message ids and log, when the commit rewrote them")
+    ledger: list[dict[str, Any]] = Field(default_factory=list)
+    ledger_ended: list[tuple[str, float]] = Field(default_factory=list)
+    counts: list[tuple[str, str, str, str, int]] = Field(
+        default_factory=list, description="(period, scope, key, counter, n) increments")
+
+
+class NotificationSent(Envelope):
+    """notifier finished a delivery (delivered, dead-lettered, digested, no address)."""
+
+    event: Literal["notification_sent"] = "notification_sent"
+    delivery_id: str
+    source_event: str
+    channel: str
+    recipient: str = Field(description="The recipient's id (`liaison:<dept>:<street>` …), never an address")
+    outcome: str
+
+
+class ApiKeyRecorded(Envelope):
+    """An API key was created or revoked (`case_id` is empty): its hash, never the secret."""
+
+    event: Literal["apikey_recorded"] = "apikey_recorded"
+    key_id: str
+    role: str
+    dept: str | None = None
+    name: str = ""
+    secret_sha256: str | None = None
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+
+
 class ReplyAction(str, Enum):
     acknowledge = "acknowledge"
     progress = "progress"
@@ -505,6 +561,10 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         DeadlineBreached,
         CaseEscalated,
         NotificationFailed,
+        CaseRecorded,
+        ClocksRecorded,
+        NotificationSent,
+        ApiKeyRecorded,
     )
 }
 

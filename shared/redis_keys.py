@@ -45,14 +45,14 @@ def open_cases_geo(category: str) -> str:
     return f"{_p()}:geo:{category}"
 
 
-def outbox() -> str:
-    """Hash message_id → event JSON: stored with the case, removed once confirmed."""
-    return f"{_p()}:outbox"
+def outbox(prefix: str | None = None) -> str:
+    """Hash message_id → event JSON: stored with the case (or API key), removed once confirmed."""
+    return f"{prefix or _p()}:outbox"
 
 
-def outbox_times() -> str:
+def outbox_times(prefix: str | None = None) -> str:
     """Sorted set message_id → time stored (the relay re-publishes old entries)."""
-    return f"{_p()}:outbox:times"
+    return f"{prefix or _p()}:outbox:times"
 
 
 def reconcile_lease(name: str) -> str:

@@ -38,6 +38,11 @@ RK_DEADLINE_BREACHED = "deadline.breached"
 RK_NOTIFICATION_FAILED = "notification.failed"
 RK_DELIVERY = "delivery"
 RK_CITY_TASK = "citytask.received"  # on gridbus.reports: a city-platform task for the bridge to take in
+# the record (DESIGN §11): what the archiver needs beyond the lifecycle events
+RK_CASE_RECORDED = "record.case"
+RK_CLOCKS_RECORDED = "record.clocks"
+RK_NOTIFICATION_SENT = "record.notification"
+RK_APIKEY_RECORDED = "record.apikey"
 
 #: event type (the `event` field of a message) → its routing key on `gridbus.events`
 EVENT_ROUTING_KEYS: dict[str, str] = {
@@ -50,6 +55,10 @@ EVENT_ROUTING_KEYS: dict[str, str] = {
     "deadline_warning": RK_DEADLINE_WARNING,
     "deadline_breached": RK_DEADLINE_BREACHED,
     "notification_failed": RK_NOTIFICATION_FAILED,
+    "case_recorded": RK_CASE_RECORDED,
+    "clocks_recorded": RK_CLOCKS_RECORDED,
+    "notification_sent": RK_NOTIFICATION_SENT,
+    "apikey_recorded": RK_APIKEY_RECORDED,
 }
 
 
@@ -98,6 +107,7 @@ Q_BRIDGE_INBOUND = "bridge.inbound"  # city-platform tasks (CloudEvents) to take
 #: the case events the bridge forwards to the city platform
 BRIDGE_EVENT_KEYS: tuple[str, ...] = (RK_CASE_REGISTERED, RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_UPDATED,
                                       RK_CASE_ESCALATED)
+Q_ARCHIVER = "archiver.record"
 
 #: back-off of failed notifications: delay queues whose TTL dead-letters back to work
 NOTIFIER_RETRY_DELAYS_S: tuple[int, ...] = (10, 60, 300, 1800)
@@ -161,6 +171,7 @@ def _work_queue_args(name: str) -> dict[str, Any]:
 
 
 def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Topology:
+    department_codes = list(department_codes)  # read twice below
     exchanges = (
         Exchange(EX_REPORTS, doc="Reports from the grid app (key `report.submitted`)."),
         Exchange(EX_REPLIES, doc="Department replies (key `reply.<dept>`, user_id checked)."),
@@ -240,11 +251,18 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
              [(EX_EVENTS, k) for k in BRIDGE_EVENT_KEYS])
         work(Q_BRIDGE_INBOUND, "City-platform tasks (CloudEvents, e.g. 12345 hotline) to take in as reports.",
              [(EX_REPORTS, RK_CITY_TASK)])
+    # The complete record: every event, the records of what intake, sla and notifier
+    # stored (`record.*`) and every dispatch order. The archiver writes it to PostgreSQL;
+    # the stream keeps it for audit and for `gridbus rebuild` (the tail not yet archived).
+    # Orders by department key, not `#`: an order for a department without a queue must stay
+    # unroutable (the publisher's mandatory flag turns that into an error).
+    record = [(EX_EVENTS, "#"), *((EX_DISPATCH, f"dept.{dept}.#") for dept in department_codes)]
+    work(Q_ARCHIVER, "The complete record, written to PostgreSQL by the archiver.", record)
     queues.append(
-        Queue(Q_AUDIT, "Every event, kept for audit and replay.", "stream",
-              {"x-queue-type": "stream", "x-max-age": "400D"})
+        Queue(Q_AUDIT, "The complete record (every event, record and order), kept for audit and replay.",
+              "stream", {"x-queue-type": "stream", "x-max-age": "400D"})
     )
-    bindings.append(Binding(EX_EVENTS, Q_AUDIT, "#"))
+    bindings.extend(Binding(ex, Q_AUDIT, key) for ex, key in record)
     return Topology(exchanges, tuple(queues), tuple(bindings))
 
 

@@ -39,4 +39,18 @@ def status() -> None:
         click.echo(f"{m.version:04d}_{m.name}  {'applied' if m.version in done else 'pending'}")
 
 
-COMMANDS += [db_group]
+@click.command("retention")
+@click.option("--hot-days", type=float, default=None, help="Instead of CASE_HOT_DAYS (0: every finished case).")
+def retention(hot_days: float | None) -> None:
+    """Move finished cases past CASE_HOT_DAYS out of Redis now (the archiver does it every 10 minutes)."""
+    from services.archiver import db
+    from services.archiver.retention import evict
+    from shared.redisdb import connect
+
+    settings = get_settings()
+    with db.connect(settings.database_url) as conn:
+        done = evict(conn, connect(settings), settings.case_hot_days if hot_days is None else hot_days)
+    click.echo(f"evicted {done.evicted}, already gone {done.absent}, changed since archived {done.changed}")
+
+
+COMMANDS += [db_group, retention]

@@ -21,14 +21,16 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Mapping
+from typing import Any, Mapping
 
 import redis
 
 from shared import redis_keys as keys
+from shared.models import ApiKeyRecorded
 
 KEY_PREFIX = "gbk_"
 _KEY = re.compile(r"^gbk_([0-9a-f]{12})\.([A-Za-z0-9_\-]{20,128})$")
@@ -133,9 +135,18 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
     pipe = client.pipeline()
     pipe.hset(keys.api_key(key_id, prefix), mapping=fields)
     pipe.sadd(keys.api_keys(prefix), key_id)
+    _record(pipe, ApiKeyRecorded(message_id=f"apikey:{key_id}:created", case_id="", correlation_id=key_id,
+                                 key_id=key_id, role=role.value, dept=dept, name=name,
+                                 secret_sha256=fields["secret_sha256"], created_at=now), prefix)
     pipe.execute()
     info = KeyInfo(key_id, role, dept or None, name, now, None, None, street or None)
     return f"{KEY_PREFIX}{key_id}.{secret}", info
+
+
+def _record(pipe: Any, record: ApiKeyRecorded, prefix: str | None) -> None:
+    """The archive's copy, in intake's outbox in the same transaction (its relay publishes it)."""
+    pipe.hset(keys.outbox(prefix), record.message_id, record.model_dump_json())
+    pipe.zadd(keys.outbox_times(prefix), {record.message_id: time.time()})
 
 
 def _dt(value: str | bytes | None) -> datetime | None:
@@ -171,12 +182,17 @@ def list_keys(client: redis.Redis) -> list[KeyInfo]:
 def revoke_key(client: redis.Redis, key_id: str) -> bool:
     """Revoke at once (the next request with it gets 401). False if there is no such key."""
     key_id = key_id.removeprefix(KEY_PREFIX).split(".", 1)[0]
-    if not client.exists(keys.api_key(key_id)):
+    h = _decoded(client.hgetall(keys.api_key(key_id)))
+    if not h:
         return False
+    now = _now()
     # the hash of the secret goes too: a revoked key can never be revived by a bug
     pipe = client.pipeline()
-    pipe.hset(keys.api_key(key_id), "revoked_at", _now().isoformat())
+    pipe.hset(keys.api_key(key_id), "revoked_at", now.isoformat())
     pipe.hdel(keys.api_key(key_id), "secret_sha256")
+    _record(pipe, ApiKeyRecorded(message_id=f"apikey:{key_id}:revoked", case_id="", correlation_id=key_id,
+                                 key_id=key_id, role=h["role"], dept=h.get("dept") or None, name=h.get("name", ""),
+                                 created_at=_dt(h.get("created_at")) or now, revoked_at=now), None)
     pipe.execute()
     return True
 

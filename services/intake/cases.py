@@ -131,7 +131,7 @@ class Registrar:
                                      index_location=original is None and report.handled_on_site is None)
         if not result.created:  # another request with the same key won the race
             return Registered(result.case_id, False)
-        events = [event]
+        events = [event, *([result.record] if result.record else [])]
         if original is not None:
             events += self._link(original, case_id)
         if report.handled_on_site is not None and not drawn_for_verification(case_id, self.onsite_sample_rate):

@@ -30,6 +30,7 @@ from services.intake.replies import (
     apply_suspension_decision,
     apply_verification,
 )
+from shared.archive import ArchiveReader
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
 from shared import metrics, topology
@@ -53,12 +54,13 @@ class Domain(DependencyProvider):
         self.grid = load_grid()
         self.duplicates = load_duplicate_policy()
         self.settings = settings
+        self.archive = ArchiveReader(settings.database_url)  # connects on first use only
 
     def get_dependency(self, worker_ctx: Any) -> "Domain":
         return self
 
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
-        store = CaseStore(client, self.settings.district_code)
+        store = CaseStore(client, self.settings.district_code, self.archive)
         return store, Registrar(store, self.catalog, self.grid, self.settings.timezone, self.duplicates,
                                 self.settings.onsite_verify_sample_rate)
 

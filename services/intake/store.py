@@ -14,13 +14,16 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import redis
 
 from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES
-from shared.models import Case, Envelope
+from shared.models import Case, CaseRecorded, Envelope
+
+if TYPE_CHECKING:
+    from shared.archive import ArchiveReader
 
 _REGISTER = """
 local existing = redis.call('GET', KEYS[1])
@@ -36,6 +39,8 @@ end
 if ARGV[10] == '1' then
   redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
 end
+redis.call('HSET', KEYS[4], ARGV[11], ARGV[12])
+redis.call('ZADD', KEYS[5], ARGV[6], ARGV[11])
 return {1, ARGV[1]}
 """
 
@@ -61,6 +66,13 @@ def _open_flag(case: Case) -> str:
     return "0" if case.status in FINAL_STATES else "1"
 
 
+def record_of(case: Case, idempotency_key: str | None = None) -> CaseRecorded:
+    """The archive's copy of the case as stored now (one per version: a repeat has the same id)."""
+    return CaseRecorded(message_id=f"case:{case.case_id}:v{case.version}", case_id=case.case_id,
+                        correlation_id=case.correlation_id, occurred_at=case.updated_at, version=case.version,
+                        idempotency_key=idempotency_key, case=case)
+
+
 class CaseNotFound(KeyError):
     pass
 
@@ -73,12 +85,15 @@ class VersionConflict(RuntimeError):
 class Registration:
     case_id: str
     created: bool
+    record: CaseRecorded | None = None  # in the outbox with the event: publish it too
 
 
 class CaseStore:
-    def __init__(self, client: redis.Redis, district: str) -> None:
+    def __init__(self, client: redis.Redis, district: str, archive: "ArchiveReader | None" = None) -> None:
+        """`archive`: where cases that left Redis (CASE_HOT_DAYS after closing) are read from."""
         self.r = client
         self.district = district
+        self.archive = archive
         self._register = client.register_script(_REGISTER)
         self._cas = client.register_script(_COMPARE_AND_SET)
 
@@ -101,20 +116,24 @@ class CaseStore:
     # ------------------------------------------------------------------ writes
     def register(self, report_id: str, case: Case, event: Envelope, index_location: bool = True) -> Registration:
         """Store a new case and its first event, unless the report (idempotency key) is
-        known; an open case also enters its category's geo index."""
+        known; an open case also enters its category's geo index. The case's record for the
+        archive goes into the outbox with the event."""
         lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
+        record = record_of(case, report_id)
         created, case_id = self._register(
             keys=[keys.report_index(report_id), keys.case(case.case_id), keys.cases_by_time(),
                   keys.outbox(), keys.outbox_times(), keys.open_cases_geo(case.category), keys.open_cases()],
             args=[case.case_id, case.model_dump_json(), case.registered_at.timestamp(),
                   event.message_id, event.model_dump_json(), time.time(), case.version, lon, lat,
-                  _open_flag(case)],
+                  _open_flag(case), record.message_id, record.model_dump_json()],
         )
-        return Registration(case_id=case_id, created=bool(created))
+        return Registration(case_id=case_id, created=bool(created), record=record if created else None)
 
     def save(self, case: Case, expected_version: int, events: list[Envelope]) -> Case:
-        """Compare-and-set: store `case` (version bumped) and its events, atomically."""
+        """Compare-and-set: store `case` (version bumped) and its events, atomically. The
+        case's record for the archive is put first in `events` (the caller publishes them all)."""
         case.version = expected_version + 1
+        events.insert(0, record_of(case))
         args: list[object] = [expected_version, case.model_dump_json(), time.time(), _open_flag(case),
                               case.registered_at.timestamp(), case.case_id]
         for e in events:
@@ -131,7 +150,10 @@ class CaseStore:
     def get(self, case_id: str) -> Case:
         doc = self.r.hget(keys.case(case_id), "doc")
         if doc is None:
-            raise CaseNotFound(case_id)
+            archived = self.archive.get(case_id) if self.archive is not None else None
+            if archived is None:
+                raise CaseNotFound(case_id)
+            return archived
         return Case.model_validate_json(doc)
 
     def get_many(self, case_ids: list[str]) -> list[Case | None]:
@@ -139,7 +161,12 @@ class CaseStore:
         pipe = self.r.pipeline(transaction=False)
         for case_id in case_ids:
             pipe.hget(keys.case(case_id), "doc")
-        return [Case.model_validate_json(doc) if doc else None for doc in pipe.execute()]
+        found = [Case.model_validate_json(doc) if doc else None for doc in pipe.execute()]
+        missing = [cid for cid, c in zip(case_ids, found) if c is None]
+        if missing and self.archive is not None:  # listed, but gone from Redis: read from the archive
+            archived = self.archive.get_many(missing)
+            found = [c if c is not None else archived.get(cid) for cid, c in zip(case_ids, found)]
+        return found
 
     # ------------------------------------------------------------------ outbox
     def open_case_ids(self) -> list[str]:

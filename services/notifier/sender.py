@@ -31,7 +31,7 @@ from services.notifier.subscriptions import NotifyFile
 from shared import metrics, topology
 from shared import redis_keys as keys
 from shared.bus import Bus, Outgoing
-from shared.models import Case, Envelope, NotificationFailed
+from shared.models import Case, Envelope, NotificationFailed, NotificationSent
 from shared.nameko_ext import dead_letter
 
 log = structlog.get_logger("gridbus.notifier")
@@ -160,13 +160,13 @@ class Notifier:
                    else f"no {channel} address for {delivery.recipient}")
             if delivery.fallbacks:
                 self._fallback(delivery, why)
-                self.state.finish(did, "no_address", delivery, "fallback")
+                self._finish(delivery, "no_address", "fallback")
                 return "fallback"
             if disabled:
                 log.debug("delivery_channel_disabled", **log_ctx)
             else:
                 log.warning("delivery_no_address", **log_ctx)
-            self.state.finish(did, "no_address", delivery)
+            self._finish(delivery, "no_address")
             return "no_address"
         started = time.perf_counter()
         outcome: DeliveryOutcome = send(outgoing(delivery, address.to, address.secret, address.mentions),
@@ -175,7 +175,7 @@ class Notifier:
         metrics.NOTIFICATIONS.labels(channel, outcome.kind).inc()
         step = next_step(delivery, outcome)
         if step.action == "delivered":
-            self.state.finish(did, "delivered", delivery)
+            self._finish(delivery, "delivered")
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "delivered").inc()
             metrics.NOTIFICATION_DELIVERY_LATENCY.labels(channel).observe(
                 max(0.0, time.time() - delivery.first_attempt_at.timestamp()))
@@ -190,6 +190,15 @@ class Notifier:
             return f"retry:{step.delay_s}"
         return self._dead(delivery, step.reason, step.kind, log_ctx)
 
+    def _finish(self, delivery: Delivery, how: str, detail: str = "") -> None:
+        """The done marker, after the archive's record of it is confirmed by the broker (a
+        failed publish leaves the delivery unfinished: redelivered, at most one resend)."""
+        self.bus.publish_event(NotificationSent(
+            message_id=f"sent:{delivery.delivery_id}", case_id=delivery.case_id,
+            correlation_id=delivery.correlation_id, delivery_id=delivery.delivery_id, source_event=delivery.event,
+            channel=delivery.channel.value, recipient=delivery.recipient, outcome=how))
+        self.state.finish(delivery.delivery_id, how, delivery, detail)
+
     def _dead(self, delivery: Delivery, reason: str, kind: str, log_ctx: dict[str, Any]) -> str:
         did, channel = delivery.delivery_id, delivery.channel.value
         note = f" (falling back to {delivery.fallbacks[0].value})" if delivery.fallbacks else ""
@@ -203,7 +212,7 @@ class Notifier:
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "dead").inc()
             if delivery.event != "notification_failed":  # a failure to report a failure must not loop
                 self.failed(delivery, reason)
-        self.state.finish(did, "dead", delivery, reason + note)
+        self._finish(delivery, "dead", reason + note)
         log.warning("delivery_dead", reason=reason, kind=kind, fallback=bool(delivery.fallbacks), **log_ctx)
         return f"dead:{kind}"
 
@@ -271,7 +280,7 @@ class Notifier:
                 dig = self.digest_for(recipient, ChannelName(channel), claimed.items)
                 self.publish(dig)
                 for item in claimed.items:
-                    self.state.finish(item.delivery_id, f"digest:{dig.delivery_id}", item)
+                    self._finish(item, f"digest:{dig.delivery_id}")
                 metrics.NOTIFICATION_DELIVERIES.labels(channel, "digested").inc(len(claimed.items))
                 log.info("digest_published", recipient=recipient, channel=channel, items=len(claimed.items),
                          delivery_id=dig.delivery_id)

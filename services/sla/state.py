@@ -126,6 +126,9 @@ class Order:
     late: bool = False            # its handle clock breached (not resolved on time)
 
 
+LATE_FIRING_S = 60.0  # a breach firing later than this after its due time says so in the escalation
+
+
 @dataclass
 class CaseClocks:
     case_id: str
@@ -601,6 +604,9 @@ class Engine:
         what = {ACK: "未按时签收 acknowledge deadline", HANDLE: "未按期处置 handling deadline",
                 ESCALATION: f"L{from_level} commander's limit"}[breached.kind]
         reason = f"{what} missed by {order.dept} at L{breached.level}{repeat}; new limit {limit}"
+        if breached.due is not None and now - breached.due > LATE_FIRING_S:
+            # e.g. it fell due while sla (or Redis, before `gridbus rebuild`) was down
+            reason += f"; fired {round(now - breached.due)} s after it was due"
         fx.events.append(CaseEscalated(
             message_id=f"escalated:{order.order_id}:{order.esc_step}", case_id=case.case_id,
             correlation_id=case.corr, occurred_at=dt_of(now), from_level=from_level, to_level=to_level,

@@ -18,6 +18,7 @@ it fires again when the lease expires. So a deadline fires once, and its event i
 """
 from __future__ import annotations
 
+import base64
 import json
 import time
 import zlib
@@ -32,7 +33,7 @@ from services.sla.codec import pack_doc, pack_history, pack_log, unpack_doc, unp
 from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from services.sla.timers import Claimed, TimerStore, binary_twin
 from shared import redis_keys as keys
-from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, Envelope, parse_event
+from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, ClocksRecorded, Envelope, parse_event
 
 SEEN_TTL_S = 45 * 24 * 3600
 KEEP_CLOSED_S = 90 * 24 * 3600  # a finished case's clocks stay readable (explain, re-dispatch) this long
@@ -310,6 +311,15 @@ class SlaStore:
                 for name, due in fx.arm:
                     arm += [repr(due), name]
                 cancel += fx.cancel
+                # the archive's copy of what this commit decides (a commit retried after a
+                # conflict replaces the record it made before)
+                fx.events = [e for e in fx.events if not isinstance(e, ClocksRecorded)]
+                fx.events.append(ClocksRecorded(
+                    case_id=op.case_id, correlation_id=case.corr or op.case_id, committed_at=now,
+                    live=bool(case.live()), doc=base64.b64encode(doc).decode(),
+                    history=base64.b64encode(hist).decode() if op.with_history else None,
+                    ledger=list(fx.ledger), ledger_ended=[(lid, at) for lid, at in fx.ledger_end],
+                    counts=[(p, sc, k, c, n) for p, sc, k, c, n in fx.counts]))
                 for event in fx.events:
                     outbox += [event.message_id, event.model_dump_json()]
                 for entry in fx.ledger:
@@ -442,6 +452,10 @@ class SlaStore:
         for _ in range(retries):
             if not changed:
                 at = time.time()
+                for op in batch.live():  # the commit's record rides with the case's last firing
+                    records = [e for e in op.fx.events if isinstance(e, ClocksRecorded)]
+                    if records and op.fired:
+                        op.fired[-1].effects.events.extend(records)
                 fired = [f for op in batch.ops.values() for f in op.fired]
                 for f in fired:
                     f.committed = at

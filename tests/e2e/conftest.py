@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import threading
 import time
 import uuid
@@ -17,7 +18,9 @@ import pika
 import pika.exceptions
 import pytest
 import redis
+from psycopg.conninfo import make_conninfo
 
+from services.archiver import db
 from services.demo import wait_until_ready
 from services.intake.auth import Role, create_key
 from services.notifier.signing import verify
@@ -88,17 +91,23 @@ def stack_key(env: dict[str, str], role: Role, dept: str | None = None, street: 
 
 
 @pytest.fixture(scope="package")
-def stack(vhost_factory: Vhosts, redis_url: str,
+def stack(vhost_factory: Vhosts, redis_url: str, pg_dsn: str,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    with running_stack(vhost_factory, redis_url, tmp_path_factory) as running:
+    with running_stack(vhost_factory, redis_url, tmp_path_factory, pg_dsn=pg_dsn) as running:
         yield running
 
 
 @contextlib.contextmanager
 def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory,
-                  tag: str = "e2e", sms: bool = True) -> Iterator[dict[str, Any]]:
-    """The four services on a fresh vhost and Redis key prefix, with the webhook sink
-    (and, with `sms`, the sink as an SMS provider that refuses every message)."""
+                  tag: str = "e2e", sms: bool = True, pg_dsn: str | None = None) -> Iterator[dict[str, Any]]:
+    """The services on a fresh vhost and Redis key prefix, with the webhook sink (and, with
+    `sms`, the sink as an SMS provider that refuses every message); the archive in `pg_dsn`,
+    else in a database of its own, dropped at the end."""
+    own_db = None
+    if pg_dsn is None:
+        base = os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres")
+        own_db = pg_dsn = make_conninfo(base, dbname=f"gridbus_test_{uuid.uuid4().hex[:10]}")
+        db.prepare(own_db)
     vhost = vhost_factory.make(tag)
     config_dir = copy_config(tmp_path_factory.mktemp("config"))
     (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
@@ -108,7 +117,8 @@ def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytes
         "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
         "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
         "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()), "WEBHOOK_SECRET": SECRET,
+        "NOTIFIER_METRICS_PORT": str(free_port()), "ARCHIVER_METRICS_PORT": str(free_port()),
+        "DATABASE_URL": pg_dsn, "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
         "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink.port}/sms" if sms else "",
     }
@@ -135,6 +145,8 @@ def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytes
         sink.close()
         print(log_path.read_text()[-5000:])
         vhost_factory.drop(vhost)
+        if own_db is not None:
+            db.drop_database(own_db)
 
 
 _SLOTS = itertools.count()

@@ -1,0 +1,233 @@
+"""`gridbus rebuild`: Redis restored from the archive after it lost everything.
+
+Steps (each idempotent: run it twice, or on a Redis that kept part of its data, and
+nothing newer is overwritten):
+
+1. **Catch up**: the tail of the `gridbus.audit` stream that the archive has not seen yet
+   (from an hour before the newest archived message) is archived first, through the same
+   writer as the archiver — so what was published but not yet written is not missed.
+2. **Cases**: every open case, and every finished one updated within CASE_HOT_DAYS, gets
+   its document back (only where Redis has no newer version), with the open-case set and
+   the duplicate geo index; every archived case keeps its place in the listing index and
+   its idempotency key (a repeated report still finds its case, also once evicted).
+3. **Case numbers**: each day's counter is raised to the highest serial archived for that
+   day, so no case id is ever handed out twice.
+4. **SLA**: every clock document (running and paused clocks as timer sources, finished
+   ones for `gridbus sla explain`) with its history, the accountability ledger, the
+   indicator counters and the count-once markers; then the timers are armed from the
+   documents (as sla does at start). A deadline that passed meanwhile fires at once,
+   once, and its escalation says how late it fired.
+5. **Notifier**: the done-markers of finished deliveries (so nothing is sent again) and
+6. **API keys** (hashes only).
+
+What Redis held but never reached the broker (its last second of writes on a crash with
+`appendfsync everysec`) cannot be restored by anything; see README.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+import redis
+
+from services.archiver.writer import Unarchivable, archive
+from services.notifier.deliveries import SENT_TTL_S
+from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, bucket_of
+from shared import redis_keys as keys
+from shared.lifecycle import FINAL_STATES, OPEN_STATES
+from shared.models import CaseStatus
+
+CATCH_UP_MARGIN = timedelta(hours=1)
+CASE_SEQUENCE_TTL_S = 3 * 86400  # as intake's (services/intake/store.py)
+BATCH = 500
+
+# A case document goes back only where Redis has none or an older version.
+_PUT_CASE = """
+local v = redis.call('HGET', KEYS[1], 'version')
+if v and tonumber(v) >= tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'version', ARGV[2])
+return 1
+"""
+
+# A counter only ever goes up.
+_RAISE = """
+local v = tonumber(redis.call('GET', KEYS[1]) or '0')
+if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+Progress = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
+
+
+def _plain(items: Iterable[Any], desc: str, total: int | None) -> Iterable[Any]:
+    return items
+
+
+@dataclass
+class RebuildReport:
+    tail: int = 0
+    cases: int = 0
+    documents: int = 0
+    open: int = 0
+    geo: int = 0
+    counters: int = 0
+    clocks: int = 0
+    live_clocks: int = 0
+    ledger: int = 0
+    indicators: int = 0
+    notifications: int = 0
+    api_keys: int = 0
+    timers: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"{name}: {value}" for name, value in vars(self).items() if name != "notes"] + self.notes
+
+
+def catch_up(conn: psycopg.Connection, events: Iterable[dict[str, Any]], tz: ZoneInfo) -> int:
+    """Archive what the stream has and the archive does not (repeats change nothing)."""
+    n = 0
+    for body in events:
+        try:
+            if archive(conn, body, tz).new:
+                n += 1
+        except Unarchivable:
+            continue
+    return n
+
+
+def catch_up_offset(conn: psycopg.Connection) -> datetime | str:
+    """Where to start reading the stream: an hour before the newest archived message."""
+    row = conn.execute("SELECT max(archived_at) FROM journal").fetchone()
+    return (row[0] - CATCH_UP_MARGIN) if row and row[0] else "first"
+
+
+def _rows(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    with conn.cursor(name=f"rebuild_{abs(hash(query))}") as cur:  # server side: a year does not fit in RAM
+        cur.itersize = 2000
+        cur.execute(query, params)
+        yield from cur
+
+
+def _count(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> int:
+    return int(conn.execute(f"SELECT count(*) FROM ({query}) q", params).fetchone()[0])
+
+
+def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: ZoneInfo,
+            progress: Progress = _plain, now: float | None = None) -> RebuildReport:
+    """Steps 2–6 (the caller arms the timers afterwards: `arm_timers`)."""
+    now = time.time() if now is None else now
+    report = RebuildReport()
+    put_case = client.register_script(_PUT_CASE)
+    raise_counter = client.register_script(_RAISE)
+    hot_since = datetime.fromtimestamp(now, timezone.utc) - timedelta(days=hot_days)
+
+    # -- cases
+    q = ("SELECT case_id, version, report_id, idempotency_key, status, category, registered_at, updated_at, "
+         "duplicate_of, doc::text, (doc->'location'->>'lat')::float, (doc->'location'->>'lon')::float "
+         "FROM cases ORDER BY registered_at, case_id")
+    pipe = client.pipeline(transaction=False)
+    for (case_id, version, report_id, idem, status, category, registered_at, updated_at, duplicate_of, doc,
+         lat, lon) in progress(_rows(conn, q), "cases", _count(conn, "SELECT 1 FROM cases")):
+        report.cases += 1
+        st = CaseStatus(status)
+        pipe.zadd(keys.cases_by_time(), {case_id: registered_at.timestamp()})
+        pipe.set(keys.report_index(idem or report_id), case_id, nx=True)
+        if st not in FINAL_STATES or updated_at >= hot_since:
+            put_case(keys=[keys.case(case_id)], args=[doc, version], client=pipe)
+            report.documents += 1
+        if st not in FINAL_STATES:
+            pipe.zadd(keys.open_cases(), {case_id: registered_at.timestamp()})
+            report.open += 1
+        if st in OPEN_STATES and duplicate_of is None:
+            pipe.geoadd(keys.open_cases_geo(category), (lon, lat, case_id))
+            report.geo += 1
+        if len(pipe) >= BATCH:
+            pipe.execute()
+    pipe.execute()
+    conn.execute("UPDATE cases SET evicted_at = NULL WHERE final AND updated_at >= %s AND evicted_at IS NOT NULL",
+                 (hot_since,))  # their documents are back in Redis
+
+    # -- case numbers: `<district>-<yyyymmdd>-<serial>`, counters of the last days only (they expire)
+    first_day = (datetime.fromtimestamp(now, tz) - timedelta(seconds=CASE_SEQUENCE_TTL_S)).strftime("%Y%m%d")
+    for district, day, serial in conn.execute(
+            "SELECT split_part(case_id, '-', 1), split_part(case_id, '-', 2), "
+            "max(split_part(case_id, '-', 3)::int) FROM cases WHERE split_part(case_id, '-', 2) >= %s "
+            "GROUP BY 1, 2", (first_day,)):
+        raise_counter(keys=[keys.case_sequence(district, day)], args=[serial, CASE_SEQUENCE_TTL_S])
+        report.counters += 1
+
+    # -- sla: clock documents and histories
+    keep_since = now - KEEP_CLOSED_S
+    pipe = client.pipeline(transaction=False)
+    q = "SELECT case_id, live, doc, history, committed_at FROM clocks WHERE live OR committed_at >= %s"
+    for case_id, live, doc, history, _at in progress(_rows(conn, q, (keep_since,)), "clocks",
+                                                      _count(conn, q, (keep_since,))):
+        report.clocks += 1
+        if live:
+            pipe.hsetnx(keys.sla_live(bucket_of(case_id)), case_id, bytes(doc))
+            report.live_clocks += 1
+        else:
+            pipe.set(keys.sla_case(case_id), bytes(doc), nx=True, ex=KEEP_CLOSED_S)
+        if history is not None:
+            pipe.set(keys.sla_history(case_id), bytes(history), nx=True)
+        if len(pipe) >= BATCH:
+            pipe.execute()
+    pipe.execute()
+
+    # -- the accountability ledger and the indicator counters
+    pipe = client.pipeline(transaction=False)
+    for breach_id, body, breached_at, done in progress(_rows(
+            conn, "SELECT l.breach_id, l.body::text, l.breached_at, e.done_at FROM ledger l "
+                  "LEFT JOIN ledger_ended e USING (breach_id)"), "ledger", None):
+        pipe.hsetnx(keys.sla_ledger(), breach_id, body)
+        pipe.zadd(keys.sla_ledger_by_time(), {breach_id: breached_at})
+        if done is not None:
+            pipe.hsetnx(keys.sla_ledger_ended(), breach_id, repr(float(done)))
+        report.ledger += 1
+        if len(pipe) >= BATCH:
+            pipe.execute()
+    for period, scope, key, counter, n in conn.execute(
+            "SELECT period, scope, key, counter, sum(n) FROM indicator_counts GROUP BY 1, 2, 3, 4"):
+        pipe.hset(keys.sla_indicators(period), f"{scope}|{key}|{counter}", int(n))
+        report.indicators += 1
+    seen_since = datetime.fromtimestamp(now - SEEN_TTL_S, timezone.utc)
+    for (message_id,) in conn.execute("SELECT message_id FROM journal WHERE kind = 'case_registered' "
+                                      "AND occurred_at >= %s", (seen_since,)):
+        pipe.set(keys.sla_seen(message_id), "1", nx=True, ex=SEEN_TTL_S)
+    pipe.execute()
+
+    # -- notifier done-markers (what was finished stays finished: no storm of re-sent messages)
+    pipe = client.pipeline(transaction=False)
+    sent_since = datetime.fromtimestamp(now - SENT_TTL_S, timezone.utc)
+    for delivery_id, outcome, finished_at in progress(_rows(
+            conn, "SELECT delivery_id, outcome, finished_at FROM notifications WHERE finished_at >= %s",
+            (sent_since,)), "notifications", None):
+        left = int(SENT_TTL_S - (now - finished_at.timestamp()))
+        if left > 0:
+            pipe.set(keys.delivery_sent(delivery_id), f"{outcome}:{int(finished_at.timestamp())}", nx=True, ex=left)
+            report.notifications += 1
+        if len(pipe) >= BATCH:
+            pipe.execute()
+    pipe.execute()
+
+    # -- API keys (the hash of the secret; revoked keys stay revoked)
+    for key_id, role, dept, name, sha, created_at, revoked_at in conn.execute(
+            "SELECT key_id, role, dept, name, secret_sha256, created_at, revoked_at FROM api_keys"):
+        if client.exists(keys.api_key(key_id)):
+            continue
+        fields = {"role": role, "dept": dept or "", "name": name, "created_at": created_at.isoformat()}
+        if revoked_at is not None:
+            fields["revoked_at"] = revoked_at.isoformat()
+        elif sha:
+            fields["secret_sha256"] = sha
+        client.hset(keys.api_key(key_id), mapping=fields)
+        client.sadd(keys.api_keys(), key_id)
+        report.api_keys += 1
+    return report
