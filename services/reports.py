@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 
 from services.sla.indicators import Indicators
-from services.sla.ledger import Period
+from shared.ledger import Period
 
 HIDDEN = ("liaison_phone",)
 
