@@ -285,7 +285,8 @@ class ConsoleApi:
             n["outcome_label"] = views.OUTCOME_LABELS.get(n["outcome"].split(":")[0], n["outcome"])
         return page("case.html.j2", status, nav="", **self._context(
             session, case=case, row=views.row_of(case, utcnow(), tz, names), names=names, local=views.local,
-            tzinfo=tz, labels=views.STATUS_LABELS, map=views.map_of(case, names.grid), notifications=notifications,
+            tzinfo=tz, labels=views.STATUS_LABELS, map=views.map_of(case, names.grid, 200, 150),
+            zoom=views.map_of(case, names.grid, 420, 300, span=0.006), notifications=notifications,
             departments=self._dispatchable(), form_id=_form_id(), notice=notice, error=error,
             modes=views.MODE_LABELS))
 

@@ -224,26 +224,32 @@ class MapView:
     inside: bool
 
 
-def map_of(case: Case, grid: GridRegistry, width: int = 420, height: int = 300) -> MapView:
+def map_of(case: Case, grid: GridRegistry, width: int = 420, height: int = 300,
+           span: float | None = None) -> MapView:
     """The district outline, the patches that have polygons (the case's highlighted) and
     the report's position, projected plainly (lon → x, lat → y) into an SVG box: no map
-    tiles, the console works without network."""
+    tiles, the console works without network. `span` (degrees): only the neighbourhood,
+    that far around the report (and its whole patch); None: the whole district."""
     ring = list(grid.boundary.exterior.coords)
-    lons = [p[0] for p in ring] + [case.location.lon]
-    lats = [p[1] for p in ring] + [case.location.lat]
+    outlines = grid.outlines()
+    lat, lon = case.location.lat, case.location.lon
+    if span is None:
+        lons, lats = [p[0] for p in ring] + [lon], [p[1] for p in ring] + [lat]
+    else:
+        mine = [pt for code, pts in outlines if code == case.grid for pt in pts]
+        lons = [lon - span, lon + span] + [p[0] for p in mine]
+        lats = [lat - span * 0.7, lat + span * 0.7] + [p[1] for p in mine]
     lo_x, hi_x, lo_y, hi_y = min(lons), max(lons), min(lats), max(lats)
     pad = 10
-    sx = (width - 2 * pad) / ((hi_x - lo_x) or 1e-6)
-    sy = (height - 2 * pad) / ((hi_y - lo_y) or 1e-6)
-    s = min(sx, sy)
+    s = min((width - 2 * pad) / ((hi_x - lo_x) or 1e-6), (height - 2 * pad) / ((hi_y - lo_y) or 1e-6))
 
-    def xy(lon: float, lat: float) -> tuple[float, float]:
-        return round(pad + (lon - lo_x) * s, 1), round(pad + (hi_y - lat) * s, 1)
+    def xy(x_lon: float, y_lat: float) -> tuple[float, float]:
+        return round(pad + (x_lon - lo_x) * s, 1), round(pad + (hi_y - y_lat) * s, 1)
 
     def path(points: list[tuple[float, float]]) -> str:
-        return " ".join(f"{x},{y}" for x, y in (xy(lon, lat) for lon, lat in points))
+        return " ".join(f"{x},{y}" for x, y in (xy(p_lon, p_lat) for p_lon, p_lat in points))
 
-    patches = [{"code": code, "points": path(points), "mine": code == case.grid} for code, points in grid.outlines()]
-    x, y = xy(case.location.lon, case.location.lat)
+    patches = [{"code": code, "points": path(points), "mine": code == case.grid} for code, points in outlines]
+    x, y = xy(lon, lat)
     return MapView(width, round(2 * pad + (hi_y - lo_y) * s) or height, path(ring), patches, x, y,
-                   grid.in_district(case.location.lat, case.location.lon))
+                   grid.in_district(lat, lon))

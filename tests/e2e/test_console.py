@@ -107,7 +107,7 @@ def test_console_login_board_dispatch_timeline(stack: dict[str, Any], page: Any)
     page.goto(f"{base}/console/cases/{case_id}")
     timeline = page.inner_text("#timeline")
     assert "dispatched by hand" in timeline and "经现场核实为市政井盖" in timeline
-    assert page.locator("svg circle.pin").count() == 1
+    assert page.locator("svg circle.pin").count() == 2  # the neighbourhood and the district
     assert "市政" in page.inner_text("table.cases")
     # every notification of the case: at least the grid station's webhook (to the test's sink)
 

@@ -109,3 +109,13 @@ def test_login_redirects_stay_inside_the_console() -> None:
     assert _safe_next("/console/cases/1") == "/console/cases/1"
     for bad in ("https://evil.example/", "//evil.example", "/v1/cases", None, "/console\\@evil"):
         assert _safe_next(bad) == "/console/board"
+
+
+def test_the_neighbourhood_map_centres_the_report_and_holds_its_patch() -> None:
+    c = case(1, ["lighting"]).model_copy(update={"grid": "450305001001001"})
+    m = views.map_of(c, GRID, 420, 300, span=0.006)
+    assert abs(m.x - 210) < 15 and abs(m.y - m.height / 2) < 15
+    mine = next(p for p in m.patches if p["mine"])
+    for pt in mine["points"].split():
+        x, y = map(float, pt.split(","))
+        assert 0 <= x <= m.width and 0 <= y <= m.height
