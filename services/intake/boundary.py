@@ -256,7 +256,7 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes:
     """The whole body, chunked or with a Content-Length, refusing (413) anything above
     `limit` without reading more than limit + 1 bytes. Under eventlet's WSGI server a
     chunked request has no CONTENT_LENGTH and werkzeug would hand out an empty stream
-    (DESIGN §10): read eventlet's own input, which decodes chunks."""
+    (docs/design.md §10): read eventlet's own input, which decodes chunks."""
     stream = environ["wsgi.input"]
     length = environ.get("CONTENT_LENGTH") or ""
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()

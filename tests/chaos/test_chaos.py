@@ -33,7 +33,7 @@ def _runnable() -> str:
     if not shutil.which("redis-server"):
         return "no redis-server to start a private Redis"
     if os.geteuid() != 0:
-        return "a private RabbitMQ node is started as root (DESIGN §10)"
+        return "a private RabbitMQ node is started as root (docs/design.md §10)"
     return ""
 
 
