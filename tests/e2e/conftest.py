@@ -130,6 +130,9 @@ def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytes
         wait_until_ready(settings, procs, timeout=60)
         params = pika.URLParameters(vhost)
         params.connection_attempts, params.retry_delay = 5, 2  # a busy broker accepts slowly
+        # the tests poll this connection only now and then (a browser test runs for a minute
+        # meanwhile): without heartbeats the broker does not drop it as dead
+        params.heartbeat = 0
         conn = pika.BlockingConnection(params)
         grid_app = stack_key(env, Role.grid_app)
         yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
