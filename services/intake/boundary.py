@@ -16,7 +16,8 @@ an unauthenticated client never makes intake read its body.
 
 Every exception, raised before the worker or by the handler, becomes a JSON answer
 through `ERRORS` (the mapped-errors table): 4xx naming the field, 503 with Retry-After
-when Redis or the broker is unavailable, and for anything unexpected a 500 carrying an
+when Redis or the broker is unavailable (`shared.resilience.transient_dependency`, the
+consumers' own test, `DependencyUnavailable` included), and for anything unexpected a 500 carrying an
 error id that is logged with the traceback. Handlers never see nameko's own error
 logging: the wrapper answers before nameko would log.
 
@@ -33,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 import eventlet
-import redis
 import structlog
 from eventlet.event import Event
 from eventlet.semaphore import Semaphore
@@ -52,6 +52,7 @@ from shared import metrics
 from shared.config import get_settings
 from shared.lifecycle import IllegalTransition
 from shared.redisdb import connect
+from shared.resilience import transient_dependency
 
 log = structlog.get_logger("gridbus.intake.http")
 JSON_TYPE = "application/json; charset=utf-8"
@@ -112,29 +113,9 @@ class Problem:
     errors: list[FieldError] | None = None
 
 
-def _dependency_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions meaning Redis or the broker is unavailable, not that the request is bad."""
-    import amqp.exceptions
-    import kombu.exceptions
-
-    types: list[type[BaseException]] = [redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
-                                        kombu.exceptions.OperationalError, amqp.exceptions.ConnectionError,
-                                        ConnectionError, TimeoutError]
-    try:  # shared/errors.py (issue 10): the one "a dependency is down" type, once it exists
-        from shared.errors import DependencyUnavailable  # type: ignore[import-not-found]
-
-        types.append(DependencyUnavailable)
-    except ImportError:
-        pass
-    return tuple(types)
-
-
-DEPENDENCY_ERRORS = _dependency_errors()
-
-
-def _unavailable(exc: BaseException) -> Problem:
+def _unavailable(exc: BaseException, dependency: str) -> Problem:
     metrics.HTTP_DEPENDENCY_UNAVAILABLE.inc()
-    log.warning("http_dependency_unavailable", error=type(exc).__name__, message=str(exc))
+    log.warning("http_dependency_unavailable", dependency=dependency, error=type(exc).__name__, message=str(exc))
     return Problem(503, "", "a dependency of intake is unavailable; retry later",
                    {"Retry-After": str(RETRY_AFTER_S)})
 
@@ -158,7 +139,6 @@ ERRORS: tuple[tuple[tuple[type[BaseException], ...], Callable[[Any], Problem]], 
     ((NotAssigned,), lambda e: Problem(403, "case_id", str(e))),
     ((open311.Open311Error,), lambda e: Problem(e.status, "", e.description)),
     ((VersionConflict,), lambda e: Problem(503, "", "the case changed meanwhile; retry", {"Retry-After": "1"})),
-    (DEPENDENCY_ERRORS, _unavailable),
     ((HTTPException,), _http_exception),
 )
 
@@ -167,6 +147,11 @@ def problem_of(exc: BaseException, request: Request | None = None) -> Problem:
     for types, make in ERRORS:
         if isinstance(exc, types):
             return make(exc)
+    # Redis, the broker, PostgreSQL down or busy (shared/resilience.py decides, for the
+    # consumers too): the request may succeed later
+    dependency = transient_dependency(exc)
+    if dependency:
+        return _unavailable(exc, dependency)
     error_id = uuid.uuid4().hex[:12]
     metrics.HTTP_UNEXPECTED_ERRORS.inc()
     log.error("http_unexpected_error", error_id=error_id, path=request.path if request else None,

@@ -18,6 +18,9 @@ from services.intake.validation import FieldError, InvalidInput
 from shared.lifecycle import Action, next_status
 from shared.models import (
     Assignment,
+    CleanStr,
+    Text,
+    Url,
     Case,
     CaseRedispatch,
     CaseStatus,
@@ -40,9 +43,9 @@ class Verification(BaseModel):
     """The grid's check of a resolution (`POST /v1/cases/{id}/verification`)."""
 
     result: str = Field(pattern="^(pass|fail)$")
-    note: str = Field("", max_length=2000)
-    photo_urls: list[str] = Field(default_factory=list, max_length=10)
-    verifier: str = Field("", max_length=64)
+    note: Text = Field("", max_length=2000)
+    photo_urls: list[Url] = Field(default_factory=list, max_length=10)
+    verifier: CleanStr = Field("", max_length=64)
 
 
 def _check_required(reply: Reply) -> None:
@@ -142,7 +145,7 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
 class Cancellation(BaseModel):
     """The operations centre withdraws an invalid case (`POST /v1/cases/{id}/cancellation`)."""
 
-    reason: str = Field(min_length=2, max_length=500)
+    reason: Text = Field(min_length=2, max_length=500)
 
 
 def apply_cancellation(store: CaseStore, case_id: str, check: Cancellation, message_id: str,
@@ -160,8 +163,8 @@ class SuspensionDecision(BaseModel):
     (`POST /v1/cases/{id}/suspension`)."""
 
     decision: str = Field(pattern="^(approve|deny)$")
-    approver: str = Field(min_length=1, max_length=64, description="Who approved or denied (name or id)")
-    note: str = Field("", max_length=500)
+    approver: CleanStr = Field(min_length=1, max_length=64, description="Who approved or denied (name or id)")
+    note: Text = Field("", max_length=500)
 
 
 class NoSuspensionRequested(ValueError):
