@@ -49,14 +49,14 @@ from bench.common import (
     REPO,
     bench_config_dir,
     cpu_seconds,
-    machine_busy_seconds,
-    runqueue_wait_seconds,
     delete_redis_prefix,
     envelope,
     infrastructure_pids,
     latency_summary,
+    machine_busy_seconds,
     make_report,
     mgmt_client,
+    runqueue_wait_seconds,
     sample_reports,
     slope_per_s,
     throwaway_vhost,
@@ -481,7 +481,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
             if not ready.wait(30):
                 raise RuntimeError("the department consumer did not start")
 
-            pids = {name: p.pid for name, p in zip(SERVICES, procs)}
+            pids = {name: p.pid for name, p in zip(SERVICES, procs, strict=False)}
             pids.update(infrastructure_pids(mgmt_url, redis_url))
             import os
 
@@ -498,7 +498,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
 
             profilers: dict[str, tuple[subprocess.Popen, Path]] = {}
             if profile:
-                for name, p in zip(SERVICES, procs):
+                for name, p in zip(SERVICES, procs, strict=False):
                     path = results_dir / f"pipeline-{run_tag}-{name}.pyspy.txt"
                     pp = prof.start(p.pid, duration, path)
                     if pp is not None:
@@ -532,7 +532,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
                     bar.set_postfix(accepted=load.n_accepted, dispatched=matched.value,
                                     errors=sum(load.errors.values()), refresh=False)
                     bar.refresh()
-                dead = [name for name, p in zip(SERVICES, procs) if p.poll() is not None]
+                dead = [name for name, p in zip(SERVICES, procs, strict=False) if p.poll() is not None]
                 if dead:
                     echo(f"service(s) exited during the run: {dead}")
                     break
@@ -561,7 +561,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
             except queue_mod.Empty:
                 records = []
             consumer.join(10)
-            for name, (pp, _path) in profilers.items():
+            for _name, (pp, _path) in profilers.items():
                 try:
                     pp.wait(timeout=30)
                 except subprocess.TimeoutExpired:
@@ -571,7 +571,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
             ports = {s: settings.metrics_port(s) for s in SERVICES}
             result["service_metrics"] = scrape_service_metrics(ports)
             result["webhooks_received"] = sink_hits.value
-            result["service_exits"] = {name: p.returncode for name, p in zip(SERVICES, procs)
+            result["service_exits"] = {name: p.returncode for name, p in zip(SERVICES, procs, strict=False)
                                        if p.poll() is not None}
             stop_all(procs)
             procs = []

@@ -10,14 +10,13 @@ import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 from typing import Callable, Sequence
 from urllib.parse import urlparse
+from zoneinfo import ZoneInfo
 
 import httpx
 
 from shared.config import Settings, reset_settings
-
 
 DEMO_REPORTS: list[dict] = [
     {"category": "03005", "description": "辰山社区辰山路口垃圾箱满溢，垃圾散落地面",
@@ -163,8 +162,7 @@ def _describe(case: dict, tz: ZoneInfo) -> str:
 
 
 def _stashed_key(settings: Settings, role: str, stash_name: str, name: str) -> str:
-    from services.intake.auth import Role, authenticate_key, create_key
-    from services.intake.auth import AuthError
+    from services.intake.auth import AuthError, Role, authenticate_key, create_key
     from shared.redisdb import connect
 
     client = connect(settings)

@@ -267,15 +267,15 @@ def rebuild(catch_up: bool, quiet: bool) -> None:
 
     from tqdm import tqdm
 
-    from services.archiver import db
     from services import rebuild as rb
-    from shared.worktime import load_calendar
+    from services.archiver import db
     from services.sla.deadlines import Deadlines
-    from shared.policies import load_policies
     from shared.audit import read_audit
     from shared.departments import load_departments
     from shared.grid import load_grid
+    from shared.policies import load_policies
     from shared.redisdb import connect
+    from shared.worktime import load_calendar
 
     settings = get_settings()
     tz = ZoneInfo(settings.timezone)

@@ -191,7 +191,8 @@ REQUEST_BYTES_REJECTED = _counter("gridbus_request_too_large_total", "HTTP bodie
 HTTP_READ_TIMEOUTS = _counter("gridbus_http_read_timeouts_total",
                               "HTTP requests whose body did not arrive in time (408).", owner="intake")
 HTTP_RATE_LIMITED = _counter("gridbus_http_rate_limited_total", "HTTP requests refused with 429, by role.", ["role"],
-                             owner="intake", init=lambda k: [(r,) for r in ("grid_app", "department", "ops", "open311", "station")])
+                             owner="intake",
+                             init=lambda k: [(r,) for r in ("grid_app", "department", "ops", "open311", "station")])
 HTTP_DEPENDENCY_UNAVAILABLE = _counter(
     "gridbus_http_dependency_unavailable_total", "HTTP requests answered 503 because Redis or the broker was down.",
     owner="intake",
@@ -244,13 +245,14 @@ ESCALATIONS = _counter(
 SLA_OUTBOX_PENDING = _gauge("gridbus_sla_outbox_pending", "sla events decided but not yet confirmed by the broker.",
                             owner="sla")
 # This month's (Asia/Shanghai calendar month) indicators from sla's ledger, by `scope`
-# (dept | street; community | patch for on-site counts and 721 shares) and `key` (its code): recomputed from Redis, identical
-# in every sla replica (aggregate with max). Counts start at 0 for every known department
-# and street; a ratio with a zero denominator is not defined and has no series.
+# (dept | street; community | patch for on-site counts and 721 shares) and `key` (its code):
+# recomputed from Redis, identical in every sla replica (aggregate with max). Counts start at 0
+# for every known department and street; a ratio with a zero denominator is not defined and has no series.
 _MONTH = ["scope", "key"]
 SLA_MONTH_COUNTS = {
     "registered": _gauge("gridbus_sla_month_registered",
-                         "Cases registered in a street / cases a department received, this month.", _MONTH, owner="sla"),
+                         "Cases registered in a street / cases a department received, this month.", _MONTH,
+                         owner="sla"),
     "resolved": _gauge("gridbus_sla_month_resolved", "Resolutions this month.", _MONTH, owner="sla"),
     "resolved_on_time": _gauge("gridbus_sla_month_resolved_on_time",
                                "Resolutions before the handle deadline breached, this month.", _MONTH, owner="sla"),

@@ -173,7 +173,7 @@ def list_keys(client: redis.Redis) -> list[KeyInfo]:
     for key_id in ids:
         pipe.hgetall(keys.api_key(key_id))
     out = []
-    for key_id, h in zip(ids, pipe.execute()):
+    for key_id, h in zip(ids, pipe.execute(), strict=True):
         if h:
             out.append(_info(key_id, _decoded(h)))
     return sorted(out, key=lambda k: (k.created_at, k.key_id))

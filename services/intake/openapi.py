@@ -20,10 +20,19 @@ from services.intake.dispatching import ManualDispatch
 from services.intake.evaluation import EvaluationRequest
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
 from services.intake.replies import Cancellation, SuspensionDecision, Verification
-from shared.config import REPO_ROOT
 from services.intake.validation import IDEMPOTENCY_KEY
-from shared.models import (ATTRIBUTE_KEY, LINE_PATTERN, SOLID_LINE_PATTERN, TEXT_PATTERN, URL_PATTERN, Case,
-                           CaseStatus, Reply, Report)
+from shared.config import REPO_ROOT
+from shared.models import (
+    ATTRIBUTE_KEY,
+    LINE_PATTERN,
+    SOLID_LINE_PATTERN,
+    TEXT_PATTERN,
+    URL_PATTERN,
+    Case,
+    CaseStatus,
+    Reply,
+    Report,
+)
 
 DOC_PATH = REPO_ROOT / "docs" / "openapi.json"
 REF = "#/components/schemas/{model}"
@@ -251,7 +260,8 @@ def _paths() -> dict[str, Any]:
                 "422": E422,
             }}},
         "/v1/cases/{case_id}/dispatch": {"post": {
-            "tags": ["cases"], "summary": "Dispatch by hand (改派, take-over, hand-up): a new round to chosen departments",
+            "tags": ["cases"],
+            "summary": "Dispatch by hand (改派, take-over, hand-up): a new round to chosen departments",
             "description": "For a case in triage, disputed, rejected, escalated or wrongly assigned. Closes the "
                            "current round at once; router sends the orders (route `manual`, `lead` on the lead "
                            "department's) and sla starts fresh clocks. An ops key (the district's command "
@@ -404,8 +414,15 @@ IDEMPOTENCY_HEADER = {"name": "Idempotency-Key", "in": "header", "required": Fal
                       "description": "Same key from the same API key → the same result (scoped to the key)",
                       "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY.pattern, "maxLength": 40}}
 RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait", "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+
+
+def _date_or_time() -> dict[str, Any]:
+    return {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]}
+
+
 QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
-    "status@/v1/cases": {"type": "string", "pattern": "^({s})(,({s}))*$".format(s="|".join(c.value for c in CaseStatus))},
+    "status@/v1/cases": {"type": "string",
+                         "pattern": "^({s})(,({s}))*$".format(s="|".join(c.value for c in CaseStatus))},
     "dept@/v1/cases": {"type": "string", "pattern": "^[A-Za-z0-9]{1,20}$"},
     "grid@/v1/cases": {"type": "string", "pattern": "^[0-9]{1,15}$"},
     "category@/v1/cases": {"type": "string", "pattern": "^[0-9]{1,5}$"},
@@ -413,11 +430,11 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
     "until@/v1/cases": {"type": "string", "format": "date-time"},
     "cursor@/v1/cases": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,200}$",
                          "description": "only a `next_cursor` this API returned is valid (else 422)"},
-    "from@/v1/accountability": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
-    "to@/v1/accountability": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    "from@/v1/accountability": _date_or_time(),
+    "to@/v1/accountability": _date_or_time(),
     "repeated@/v1/accountability": {"type": "integer", "minimum": 1, "maximum": 1000000},
-    "from@/v1/reports/meeting": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
-    "to@/v1/reports/meeting": {"anyOf": [{"type": "string", "format": "date"}, {"type": "string", "format": "date-time"}]},
+    "from@/v1/reports/meeting": _date_or_time(),
+    "to@/v1/reports/meeting": _date_or_time(),
     "street@/v1/reports/meeting": {"type": "string", "pattern": "^[0-9]{9}$",
                                    "description": "required with an ops key; a station key's own street by default"},
     "start_date@/open311/v2/requests.json": {"type": "string", "format": "date-time"},
@@ -426,7 +443,8 @@ QUERY_SCHEMAS: dict[str, dict[str, Any]] = {
 }
 
 
-def _errors_response(description: str, headers: dict[str, Any] | None = None, open311_shape: bool = False) -> dict[str, Any]:
+def _errors_response(description: str, headers: dict[str, Any] | None = None,
+                     open311_shape: bool = False) -> dict[str, Any]:
     schema = O311_ERR if open311_shape else _ref("Errors")
     out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
     if headers:

@@ -30,10 +30,10 @@ from services.intake.replies import (
     apply_suspension_decision,
     apply_verification,
 )
-from shared.archive import ArchiveReader
 from services.intake.store import CaseNotFound, CaseStore
 from services.intake.validation import InvalidInput, parse
 from shared import metrics, topology
+from shared.archive import ArchiveReader
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid

@@ -162,10 +162,10 @@ class CaseStore:
         for case_id in case_ids:
             pipe.hget(keys.case(case_id), "doc")
         found = [Case.model_validate_json(doc) if doc else None for doc in pipe.execute()]
-        missing = [cid for cid, c in zip(case_ids, found) if c is None]
+        missing = [cid for cid, c in zip(case_ids, found, strict=True) if c is None]
         if missing and self.archive is not None:  # listed, but gone from Redis: read from the archive
             archived = self.archive.get_many(missing)
-            found = [c if c is not None else archived.get(cid) for cid, c in zip(case_ids, found)]
+            found = [c if c is not None else archived.get(cid) for cid, c in zip(case_ids, found, strict=True)]
         return found
 
     # ------------------------------------------------------------------ outbox
@@ -182,7 +182,7 @@ class CaseStore:
         ids = self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit)
         if not ids:
             return
-        for message_id, body in zip(ids, self.r.hmget(keys.outbox(), ids)):
+        for message_id, body in zip(ids, self.r.hmget(keys.outbox(), ids), strict=True):
             if body is None:
                 self.r.zrem(keys.outbox_times(), message_id)
                 continue

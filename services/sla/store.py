@@ -404,7 +404,7 @@ class SlaStore:
         for c in claimed:
             by_case[parse_timer(c.timer_id)[0]].append(c)
         batch = FireBatch(claimed, by_case, now)
-        batch.raws = dict(zip(by_case, (raw for raw, _h in self.read(list(by_case)))))
+        batch.raws = dict(zip(by_case, (raw for raw, _h in self.read(list(by_case))), strict=True))
         return batch
 
     def fire_decide(self, batch: FireBatch) -> None:
@@ -461,7 +461,7 @@ class SlaStore:
                     f.committed = at
                 return fired
             todo = [op.case_id for op in changed]
-            for case_id, (raw, _h) in zip(todo, self.read(todo)):
+            for case_id, (raw, _h) in zip(todo, self.read(todo), strict=True):
                 batch.ops[case_id] = self._decide_fire(case_id, batch.by_case[case_id], raw, batch.now)
             changed = self._commit(batch.live(), done=[c.timer_id for c in batch.claimed])
         raise RuntimeError(f"sla: {len(changed)} case(s) kept changing under {retries} attempts")
@@ -520,7 +520,7 @@ class SlaStore:
             chunk = legacy[i:i + batch]
             timers = []
             moved = []
-            for case_id, (raw, _h) in zip(chunk, self.read(chunk)):
+            for case_id, (raw, _h) in zip(chunk, self.read(chunk), strict=True):
                 if raw is None or raw[:1] != b"{":
                     moved.append(case_id)  # gone, or already in its bucket (counted above)
                     continue

@@ -83,7 +83,8 @@ def _env(amqp: str, redis_url: str, config_dir: Path, **more: str) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def hostile(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def hostile(vhost_factory: Vhosts, redis_url: str,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     vhost = vhost_factory.make("hostile")
     config_dir = copy_config(tmp_path_factory.mktemp("hostile-config"))
     env = _env(vhost, redis_url, config_dir)
@@ -221,14 +222,14 @@ def test_bad_idempotency_key_is_422(hostile: dict[str, Any], key: str) -> None:
 def test_idempotency_key_is_scoped_to_the_api_key(hostile: dict[str, Any]) -> None:
     base, keys = hostile["base"], hostile["keys"]
     key = f"k-{uuid.uuid4().hex[:8]}"
-    first = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}),
-                       timeout=5)
+    first = httpx.post(f"{base}/v1/reports", json=_report(),
+                       headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}), timeout=5)
     assert first.status_code == 202
     other = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["ops"], **{"Idempotency-Key": key}),
                        timeout=5)
     assert other.status_code == 202 and other.json()["case_id"] != first.json()["case_id"]
-    again = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}),
-                       timeout=5)
+    again = httpx.post(f"{base}/v1/reports", json=_report(),
+                       headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}), timeout=5)
     assert again.status_code == 200 and again.json()["case_id"] == first.json()["case_id"]
 
 
@@ -250,12 +251,15 @@ def test_extreme_dates_are_answered(hostile: dict[str, Any], path: str, params: 
 
 def test_other_departments_cases_look_missing(hostile: dict[str, Any]) -> None:
     base, keys = hostile["base"], hostile["keys"]
-    case_id = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"]), timeout=5).json()["case_id"]
+    case_id = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"]),
+                         timeout=5).json()["case_id"]
     assert _dispatched(hostile, case_id, 10)
     missing = "450305-20000101-999999"
     for method, suffix, body in (("GET", "", None), ("POST", "/replies", {"reply_id": "g1", "action": "acknowledge"})):
-        mine = httpx.request(method, f"{base}/v1/cases/{case_id}{suffix}", json=body, headers=bearer(keys["gas"]), timeout=5)
-        none = httpx.request(method, f"{base}/v1/cases/{missing}{suffix}", json=body, headers=bearer(keys["gas"]), timeout=5)
+        mine = httpx.request(method, f"{base}/v1/cases/{case_id}{suffix}", json=body, headers=bearer(keys["gas"]),
+                             timeout=5)
+        none = httpx.request(method, f"{base}/v1/cases/{missing}{suffix}", json=body, headers=bearer(keys["gas"]),
+                             timeout=5)
         assert mine.status_code == none.status_code == 404
         assert mine.text.replace(case_id, "ID") == none.text.replace(missing, "ID")
 
@@ -412,9 +416,10 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
                    headers=bearer(gk, **{"Content-Type": "text/plain"}))
     assert r.status_code == 415
     amqp_rejections = [
-        (topology.EX_REPORTS, topology.RK_REPORT, json.dumps(_with("attributes", {f"tel:{PHONE}": "x"})).encode(), None),
-        (topology.EX_REPORTS, topology.RK_REPORT, json.dumps({**_report(), "description": ""} | {"note": PHONE}).encode(),
-         None),
+        (topology.EX_REPORTS, topology.RK_REPORT,
+         json.dumps(_with("attributes", {f"tel:{PHONE}": "x"})).encode(), None),
+        (topology.EX_REPORTS, topology.RK_REPORT,
+         json.dumps({**_report(), "description": ""} | {"note": PHONE}).encode(), None),
         (topology.EX_REPORTS, topology.RK_REPORT, f"not json {PHONE}".encode(), "application/json"),
     ]
     marker = uuid.uuid4().hex
@@ -481,7 +486,8 @@ def test_fuzz(case: Any, hostile: dict[str, Any]) -> None:
         if isinstance(case.query, dict) and "cursor" in case.query:
             # opaque: only a cursor the API returned is valid (422 otherwise, documented)
             case.query["cursor"] = Position(0.0, "450305-20000101-000001").encode()
-        checks = [c for c in CHECKS if c is not positive_data_acceptance or (case.method, case.path) not in NOT_EXPRESSIBLE]
+        checks = [c for c in CHECKS
+                  if c is not positive_data_acceptance or (case.method, case.path) not in NOT_EXPRESSIBLE]
         COUNTS["requests"] += 1
         try:
             response = case.call_and_validate(base_url=hostile["base"], headers=headers, checks=checks, timeout=10)

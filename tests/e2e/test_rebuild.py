@@ -92,12 +92,12 @@ def rebuild_again(stack: Stack, client: redis.Redis) -> Any:
     from zoneinfo import ZoneInfo
 
     from services import rebuild as rb
-    from shared.worktime import load_calendar
     from services.sla.deadlines import Deadlines
-    from shared.policies import load_policies
     from shared.audit import read_audit
     from shared.departments import load_departments
     from shared.grid import load_grid
+    from shared.policies import load_policies
+    from shared.worktime import load_calendar
 
     with as_stack(stack):
         tz = ZoneInfo(stack.settings.timezone)

@@ -2,12 +2,10 @@
 sla (real Redis) and, through the records sla publishes, the archive (real PostgreSQL)."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 from zoneinfo import ZoneInfo
 
-import psycopg
 import pytest
 import redis
 
@@ -59,7 +57,8 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
                 d.handle(updated(cid, CaseStatus.resolved, CaseStatus.closed, "verify_pass", None), now=at + 700)
             elif i % 3 == 1:  # late: breaches and escalations, then resolved by enforcement, reworked
                 run(d, at, at + 3000, step=300)
-                d.handle(updated(cid, CaseStatus.dispatched, CaseStatus.acknowledged, "acknowledge", dept), now=at + 3100)
+                d.handle(updated(cid, CaseStatus.dispatched, CaseStatus.acknowledged, "acknowledge", dept),
+                         now=at + 3100)
                 d.handle(updated(cid, CaseStatus.acknowledged, CaseStatus.resolved, "resolve", dept,
                                  Mode721.enforcement), now=at + 3200)
                 d.handle(updated(cid, CaseStatus.resolved, CaseStatus.reopened, "verify_fail", None), now=at + 3300)
@@ -78,7 +77,7 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
         for month in ("2026-11", "2026-12"):
             from_redis = [i.as_dict() for i in indicators.load(redis_client, month)]
             from_sql = [i.as_dict() for i in reports.indicators(conn, month, month)]
-            for a, b in zip(from_redis, from_sql):
+            for a, b in zip(from_redis, from_sql, strict=True):
                 diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
                 assert not diff, (month, a["scope"], a["key"], diff)
             assert from_redis and from_sql == from_redis, month

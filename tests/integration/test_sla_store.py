@@ -13,10 +13,8 @@ from click.testing import CliRunner
 
 from services.intake.accountability_api import accountability_response
 from services.intake.auth import Role, create_key
-from shared.worktime import WorkCalendar
 from services.sla.commands import report, sla
 from services.sla.deadlines import Deadlines
-from shared.policies import load_policies
 from shared import redis_keys as keys
 from shared.models import (
     Assignment,
@@ -31,6 +29,8 @@ from shared.models import (
     Envelope,
     Mode721,
 )
+from shared.policies import load_policies
+from shared.worktime import WorkCalendar
 
 CST = timezone(timedelta(hours=8))
 GRID, STREET = "450305001001001", "450305001"
