@@ -6,6 +6,7 @@ import time
 
 import click
 
+from services.runner import SERVICE_CLASSES
 from shared.config import get_settings
 
 COMMANDS: list[click.Command] = []
@@ -55,7 +56,7 @@ def topology_definitions(vhost: str) -> None:
 
 @command
 @click.command("run")
-@click.argument("service", type=click.Choice(["intake", "router", "sla", "notifier", "archiver"]))
+@click.argument("service", type=click.Choice(list(SERVICE_CLASSES)))
 def run(service: str) -> None:
     """Run one service in the foreground (what a container runs)."""
     import os
@@ -90,7 +91,7 @@ def startup_warnings() -> list[str]:
 @click.option("--reset/--no-reset", default=True, show_default=True,
               help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
 def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
-    """Run the four services in the foreground, restarting any that dies (with back-off);
+    """Run the services (the bridge too when it is configured) in the foreground, restarting any that dies (with back-off);
     Ctrl-C or SIGTERM stops them all and waits for them.
 
     RabbitMQ, Redis or PostgreSQL not answering: started by Docker Compose where Docker

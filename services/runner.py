@@ -167,10 +167,10 @@ class Supervisor:
     starts the back-off again from 1 s), so that one failing service — which exits on
     purpose when it can no longer do its job — does not take the whole stack down."""
 
-    def __init__(self, services: Sequence[str] = tuple(SERVICE_CLASSES), env: dict[str, str] | None = None,
+    def __init__(self, services: Sequence[str] | None = None, env: dict[str, str] | None = None,
                  stdout: Any = None, echo: Callable[[str], None] = print, backoff_base: float = 1.0,
                  backoff_max: float = 30.0, stable_after: float = 60.0) -> None:
-        self.services = list(services)
+        self.services = list(services if services is not None else default_services(env))
         self.env, self.stdout, self.echo = env, stdout, echo
         self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after
         self.procs: dict[str, subprocess.Popen] = {}

@@ -39,7 +39,8 @@ def test_up_restarts_a_dead_child_and_leaves_nothing_behind_on_sigterm(vhost_fac
     vhost = vhost_factory.make("up")
     marker = f"upt{uuid.uuid4().hex[:10]}"
     ports = {k: str(free_port()) for k in ("INTAKE_HTTP_PORT", "INTAKE_METRICS_PORT", "ROUTER_METRICS_PORT",
-                                           "SLA_METRICS_PORT", "NOTIFIER_METRICS_PORT")}
+                                           "SLA_METRICS_PORT", "NOTIFIER_METRICS_PORT",
+                                           "ARCHIVER_METRICS_PORT", "BRIDGE_METRICS_PORT")}
     env = {**os.environ, "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": marker,
            "LOG_FORMAT": "json", **ports}
     log_path = tmp_path / "up.log"
@@ -50,7 +51,8 @@ def test_up_restarts_a_dead_child_and_leaves_nothing_behind_on_sigterm(vhost_fac
     try:
         assert wait_for(lambda: "gridbus is up" in text(), 90), text()[-4000:]
         started = dict(re.findall(r"(\w+) \(pid (\d+)\)", text().split("started ", 1)[1].splitlines()[0]))
-        assert set(started) == {"intake", "router", "sla", "notifier"}
+        # the bridge only runs where a city platform is configured
+        assert set(started) == {"intake", "router", "sla", "notifier", "archiver"}
         assert sorted(int(p) for p in started.values()) == sorted(p for p in processes_with(marker) if p != up.pid)
 
         os.kill(int(started["router"]), signal.SIGKILL)
