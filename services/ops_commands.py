@@ -91,8 +91,9 @@ def startup_warnings() -> list[str]:
 @click.option("--reset/--no-reset", default=True, show_default=True,
               help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
 def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
-    """Run the services (the bridge too when it is configured) in the foreground, restarting any that dies (with back-off);
-    Ctrl-C or SIGTERM stops them all and waits for them.
+    """Run the services (the bridge too when it is configured) in the foreground,
+    restarting any that dies (with back-off); Ctrl-C or SIGTERM stops them all and waits
+    for them.
 
     RabbitMQ, Redis or PostgreSQL not answering: started by Docker Compose where Docker
     exists, otherwise privately from the installed binaries (services/localservers.py)."""
