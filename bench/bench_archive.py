@@ -1,0 +1,282 @@
+"""The archive at a district's year: bytes per case in Redis and PostgreSQL, and how fast
+the reports over a month and a year answer from SQL with 365 k archived cases.
+
+    python -m bench.bench_archive [--cases 365000] [--sample 200] [--keep]
+
+1. A sample of cases goes through the real code: intake's Registrar and replies on the
+   real Redis (under a throwaway key prefix), sla's Deadlines fed intake's events (some
+   deadlines fire late: breaches, escalations, ledger), every event and record archived by
+   the archiver's writer into a throwaway PostgreSQL database. Redis bytes per open case
+   are measured here (MEMORY USAGE of every key of the prefix, divided by the cases).
+2. The sample's rows are replicated in SQL, spread over the 365 days of 2026 with fresh
+   ids, to `--cases` archived cases; then pg_total_relation_size per table, and the
+   reports (services/reports.py) timed: indicators and grades for a month and for the
+   year, the accountability ledger and its summary for a month and for the year.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+import psycopg
+import redis
+from psycopg.conninfo import make_conninfo
+
+TABLES = ("journal", "cases", "case_timeline", "case_assignments", "orders", "clocks", "ledger", "ledger_ended",
+          "indicator_counts", "notifications", "api_keys")
+
+
+def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float]:
+    """n cases through the real code; returns Redis bytes per open case (by part)."""
+    from services.archiver.writer import archive
+    from services.intake.cases import Registrar, apply_event
+    from services.intake.replies import Verification, apply_reply, apply_verification
+    from services.intake.store import CaseStore
+    from services.sla.deadlines import Deadlines
+    from shared import redis_keys as keys
+    from shared.catalog import load_catalog
+    from shared.config import get_settings
+    from shared.departments import load_departments
+    from shared.grid import load_grid
+    from shared.models import (
+        Assignment, CaseDispatched, NotificationSent, Reply, Report, summary_of,
+    )
+    from shared.policies import load_policies
+    from shared.worktime import load_calendar
+
+    settings = get_settings()
+    tz = ZoneInfo(settings.timezone)
+    store = CaseStore(r, settings.district_code)
+    registrar = Registrar(store, load_catalog(), load_grid(), settings.timezone)
+    published: list[Any] = []
+    sla = Deadlines(r, load_policies(), load_calendar(), published.append, grid=load_grid(),
+                    departments=load_departments())
+    sla.publish_many = published.extend
+    cells = [("450305001001001", 25.2800, 110.3120), ("450305003002001", 25.2590, 110.3330)]
+    ids: list[str] = []
+    out: list[Any] = []
+
+    def take(events: list[Any]) -> None:
+        out.extend(events)
+        for e in events:
+            if e.event in ("case_registered", "case_dispatched", "case_updated"):
+                sla.handle(e)
+
+    for i in range(n):
+        grid, lat, lon = cells[i % 2]
+        report = Report.model_validate({
+            "report_id": f"bench-{uuid.uuid4().hex[:12]}", "category": "01037", "severity": "normal",
+            "description": "穿山路连续三盏路灯不亮，夜间行人通行不便", "filing_condition": "连续3盏以上不亮",
+            "location": {"lat": lat + ((i // 2) % 20) * 0.0006, "lon": lon + ((i // 40) % 20) * 0.0006, "address": "七星区穿山路12号", "grid": grid},
+            "media_urls": ["https://img.example/before-1.jpg", "https://img.example/before-2.jpg"],
+            "reporter": {"id": f"g-{i % 50:04d}", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
+            "observed_at": datetime.now(timezone.utc).isoformat()})
+        reg = registrar.register(report)
+        take(reg.events)
+        case = store.get(reg.case_id)
+        now = datetime.now(timezone.utc)
+        a = Assignment(dept="lighting", street=case.street, level=5, route="lighting-by-street",
+                       sla_policy="default", order_id=f"{case.case_id}/1/lighting", dispatched_at=now,
+                       reason="01037 路灯 → lighting (street liaison)")
+        dispatched = CaseDispatched(case_id=case.case_id, correlation_id=case.correlation_id,
+                                    case=summary_of(case), assignments=[a])
+        out.append({"kind": "dispatch_order", "message_id": f"order:{a.order_id}", "case_id": case.case_id,
+                    "order_id": a.order_id, "dept": a.dept, "street": a.street, "level": a.level,
+                    "occurred_at": now.isoformat()})
+        sla.handle(dispatched)
+        out.append(dispatched)
+        _, events, _ = apply_event(store, dispatched)
+        take(events)
+        ids.append(case.case_id)
+
+    # Redis bytes of n open (dispatched) cases, the outbox aside (drained once published)
+    prefix = settings.redis_key_prefix
+    r.delete(keys.outbox(), keys.outbox_times(), keys.sla_outbox(), keys.sla_outbox_times())
+    parts: dict[str, int] = {}
+    for key in r.scan_iter(f"{prefix}:*", count=1000):
+        part = key.decode().split(":")[1] if isinstance(key, bytes) else key.split(":")[1]
+        parts[part] = parts.get(part, 0) + int(r.memory_usage(key, samples=0) or 0)
+    per_case = {f"redis_{k}": v / n for k, v in sorted(parts.items())}
+    per_case["redis_total"] = sum(parts.values()) / n
+
+    for k, cid in enumerate(ids):  # then most are worked through; a quarter stay open and run late
+        if k % 4 == 3:
+            continue
+        _, ev, _ = apply_reply(store, cid, "lighting", Reply(reply_id=f"a-{cid}", action="acknowledge",
+                                                                note="已派人赶往现场"))
+        take(ev)
+        _, ev, _ = apply_reply(store, cid, "lighting", Reply(
+            reply_id=f"r-{cid}", action="resolve", mode=("service", "management", "enforcement")[k % 3],
+            note="已更换灯泡，恢复照明", evidence_urls=["https://img.example/after.jpg"]))
+        take(ev)
+        _, ev, _ = apply_verification(store, cid, Verification(result="pass", note="核查通过", verifier="g-0007"),
+                                      f"verify:{cid}", "grid_app:g-0007")
+        take(ev)
+    for step in range(1, 25):  # the open quarter breaches and escalates over the next days
+        sla.fire_due(now=time.time() + step * 4 * 3600)
+    for e in out + published:
+        body = e if isinstance(e, dict) else e.model_dump(mode="json")
+        archive(conn, body, tz)
+    for cid in ids:
+        for ch in ("webhook", "wecom", "sms"):
+            archive(conn, NotificationSent(message_id=f"sent:{cid}:{ch}", case_id=cid, correlation_id=cid,
+                                           delivery_id=uuid.uuid4().hex, source_event="case_dispatched", channel=ch,
+                                           recipient="liaison:lighting:450305001", outcome="delivered"
+                                           ).model_dump(mode="json"), tz)
+    return per_case
+
+
+def _replicate(conn: psycopg.Connection, sample: int, total: int) -> None:
+    """Copies of the sample, spread over 2026: copy k lives on day k·365/copies, ids fresh."""
+    copies = max(1, total // sample)
+    conn.execute("CREATE TEMP TABLE k AS SELECT g AS k, (timestamptz '2026-01-01 00:00+08' + "
+                 "((g - 1) * 365.0 / %s) * interval '1 day') AS day FROM generate_series(1, %s) g", (copies, copies))
+    conn.execute("""CREATE TEMP TABLE idmap AS SELECT c.case_id AS old, k.k, k.day,
+        extract(epoch FROM k.day - date_trunc('day', c.registered_at))::float8 AS shift,
+        '450305-' || to_char(k.day AT TIME ZONE 'Asia/Shanghai', 'YYYYMMDD') || '-' ||
+          lpad(((row_number() OVER (PARTITION BY k.k ORDER BY c.case_id)) + (k.k %% 3) * %s)::text, 6, '0') AS new
+        FROM cases c CROSS JOIN k""", (sample,))
+    conn.execute("CREATE INDEX ON idmap (old, k)")
+    s = "m.shift * interval '1 second'"
+    steps = [
+        f"""INSERT INTO cases SELECT m.new, version, report_id || ':' || m.k, idempotency_key || ':' || m.k, status,
+            category, severity, grid, street, registered_at + {s}, updated_at + {s}, final, resolution_mode,
+            resolved_at + {s}, duplicate_of, doc || jsonb_build_object('case_id', m.new), evicted_at
+            FROM cases c JOIN idmap m ON m.old = c.case_id""",
+        f"""INSERT INTO case_timeline SELECT m.new, seq, at + {s}, actor, action, from_status, to_status, note,
+            evidence_urls, message_id FROM case_timeline t JOIN idmap m ON m.old = t.case_id""",
+        f"""INSERT INTO case_assignments SELECT m.new, seq, order_id || ':' || m.k, dept, street, level, route,
+            sla_policy, mode, dispatched_at + {s}, ack_due + {s}, handle_due + {s}, active, acknowledged_at + {s},
+            resolved_at + {s}, rejected_reason FROM case_assignments t JOIN idmap m ON m.old = t.case_id""",
+        f"""INSERT INTO journal SELECT message_id || ':' || m.k, kind, m.new, occurred_at + {s}, archived_at, body
+            FROM journal j JOIN idmap m ON m.old = j.case_id""",
+        f"""INSERT INTO orders SELECT message_id || ':' || m.k, order_id || ':' || m.k, m.new, dept, street, level,
+            ack_due + {s}, handle_due + {s}, occurred_at + {s} FROM orders o JOIN idmap m ON m.old = o.case_id""",
+        """INSERT INTO clocks SELECT m.new, committed_at + m.shift, live, doc, history
+            FROM clocks c JOIN idmap m ON m.old = c.case_id""",
+        """INSERT INTO ledger SELECT breach_id || ':' || m.k, m.new, dept, street, breached_at + m.shift,
+            body || jsonb_build_object('id', breach_id || ':' || m.k, 'case_id', m.new,
+                                       'due', (body->>'due')::float8 + m.shift,
+                                       'breached_at', (body->>'breached_at')::float8 + m.shift)
+            FROM ledger l JOIN idmap m ON m.old = l.case_id""",
+        """INSERT INTO ledger_ended SELECT e.breach_id || ':' || m.k, done_at + m.shift
+            FROM ledger_ended e JOIN ledger l USING (breach_id) JOIN idmap m ON m.old = l.case_id""",
+        """INSERT INTO indicator_counts SELECT i.message_id || ':' || m.k, idx,
+            to_char((to_timestamp(0) + (extract(epoch FROM j.occurred_at) + m.shift) * interval '1 second')
+                    AT TIME ZONE 'Asia/Shanghai', 'YYYY-MM'), scope, key, counter, n
+            FROM indicator_counts i JOIN journal j USING (message_id) JOIN idmap m ON m.old = j.case_id""",
+        """INSERT INTO notifications SELECT delivery_id || ':' || m.k, m.new, event, channel, recipient, outcome,
+            finished_at + m.shift * interval '1 second' FROM notifications n JOIN idmap m ON m.old = n.case_id""",
+    ]
+    originals = [r[0] for r in conn.execute("SELECT case_id FROM cases")]
+    for sql in steps:
+        conn.execute(sql)
+    # the sample itself goes: what stays is `copies` spread copies
+    for t in ("case_timeline", "case_assignments", "orders", "clocks", "notifications"):
+        conn.execute(f"DELETE FROM {t} WHERE case_id = ANY(%s)", (originals,))
+    conn.execute("DELETE FROM indicator_counts WHERE message_id IN (SELECT message_id FROM journal "
+                 "WHERE case_id = ANY(%s))", (originals,))
+    conn.execute("DELETE FROM ledger_ended WHERE breach_id IN (SELECT breach_id FROM ledger WHERE case_id = ANY(%s))",
+                 (originals,))
+    for t in ("ledger", "journal"):
+        conn.execute(f"DELETE FROM {t} WHERE case_id = ANY(%s)", (originals,))
+    conn.execute("DELETE FROM cases WHERE case_id = ANY(%s)", (originals,))
+    conn.commit()
+    conn.autocommit = True
+    for t in TABLES:
+        conn.execute(f"VACUUM (ANALYZE) {t}")
+    conn.autocommit = False
+
+
+def _time(fn: Callable[[], Any], runs: int = 3) -> float:
+    took = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        took.append(time.perf_counter() - t)
+    return statistics.median(took) * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--cases", type=int, default=365_000)
+    ap.add_argument("--sample", type=int, default=200)
+    ap.add_argument("--keep", action="store_true", help="Keep the benchmark database.")
+    args = ap.parse_args()
+    prefix = f"bencharch{uuid.uuid4().hex[:6]}"
+    os.environ["REDIS_KEY_PREFIX"] = prefix
+    from services import reports
+    from services.archiver import db
+    from shared import ledger
+    from shared.config import get_settings, reset_settings
+
+    from shared.logs import configure_logging
+
+    reset_settings()
+    settings = get_settings()
+    configure_logging("console", "WARNING", service="bench")
+    dsn = make_conninfo(settings.database_url, dbname=f"gridbus_bench_{uuid.uuid4().hex[:8]}")
+    db.prepare(dsn)
+    r = redis.Redis.from_url(settings.redis_url)
+    try:
+        with db.connect(dsn) as conn:
+            t = time.perf_counter()
+            redis_bytes = _sample(r, conn, args.sample)
+            conn.commit()
+            print(f"sample: {args.sample} cases through intake, sla and the writer in {time.perf_counter() - t:.1f} s")
+            for k, v in redis_bytes.items():
+                print(f"  {k:<24} {v:8.0f} bytes per open case")
+            t = time.perf_counter()
+            _replicate(conn, args.sample, args.cases)
+            n = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
+            print(f"replicated to {n} cases over 2026 in {time.perf_counter() - t:.1f} s")
+            total = 0
+            for table in TABLES:
+                size, rows = conn.execute(f"SELECT pg_total_relation_size('{table}'), count(*) FROM {table}").fetchone()
+                total += size
+                print(f"  {table:<18} {rows:>10} rows {size / 2**20:9.1f} MiB {size / n:8.0f} bytes per case")
+            print(f"  {'all':<18} {'':>10}      {total / 2**20:9.1f} MiB {total / n:8.0f} bytes per case")
+            tz = ZoneInfo(settings.timezone)
+            month = ledger.Period.month("2026-06", tz)
+            year = ledger.Period(month.start - 151 * 86400, month.end + 184 * 86400)
+            timings = {
+                "indicators, a month (every dept and street)": lambda: reports.indicators(conn, "2026-06", "2026-06"),
+                "indicators, the year": lambda: reports.indicators(conn, "2026-01", "2026-12"),
+                "grades + 721 shares, the year, departments": lambda: [
+                    (i.grade, i.shares()) for i in reports.indicators(conn, "2026-01", "2026-12", scope="dept")],
+                "accountability ledger + summary, a month": lambda: ledger.summary(
+                    reports.ledger_entries(conn, month)),
+                "accountability ledger + summary, the year": lambda: ledger.summary(
+                    reports.ledger_entries(conn, year)),
+                "one department's ledger, the year": lambda: ledger.summary(
+                    reports.ledger_entries(conn, year, dept="lighting")),
+            }
+            for name, fn in timings.items():
+                print(f"  {name:<46} {_time(fn):8.1f} ms (median of 3)")
+            ind = {i.key: i for i in reports.indicators(conn, "2026-01", "2026-12", scope="dept")}
+            if "lighting" in ind:
+                i = ind["lighting"]
+                print(f"  lighting 2026: registered {i.c('registered')}, resolved {i.c('resolved')}, on time "
+                      f"{reports_pct(i.on_time_rate)}, grade {i.grade}, 721 {i.shares()}")
+    finally:
+        keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+        if not args.keep:
+            db.drop_database(dsn)
+        else:
+            print(f"kept {dsn}")
+
+
+def reports_pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+if __name__ == "__main__":
+    main()
