@@ -39,6 +39,68 @@ def status() -> None:
         click.echo(f"{m.version:04d}_{m.name}  {'applied' if m.version in done else 'pending'}")
 
 
+@db_group.command("grades")
+@click.option("--from", "start", required=True, metavar="YYYY[-MM]", help="First month (a year: its January).")
+@click.option("--to", "end", default=None, metavar="YYYY[-MM]", help="Last month (a year: its December); default --from.")
+@click.option("--scope", type=click.Choice(["dept", "street", "community", "patch"]), default=None)
+@click.option("--json", "as_json", is_flag=True)
+def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> None:
+    """Indicators, score, grade and 721 shares over any run of months, from the archive
+    (the same figures as `gridbus report grades` for one month)."""
+    import json
+
+    from services import reports
+    from services.archiver import db
+    from services.sla.indicators import MODES, pct
+
+    try:
+        lo, hi = reports.months(start, end or start)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    with db.connect(get_settings().database_url) as conn:
+        rows = reports.indicators(conn, lo, hi, scope)
+    if as_json:
+        click.echo(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
+        return
+    click.echo(f"indicators {lo} … {hi} (from the archive)")
+    for r in rows:
+        sh = r.shares()
+        click.echo(f"  {r.scope:<10}{r.key:<16}{r.c('registered'):>7}{r.c('resolved'):>7}{pct(r.on_time_rate):>8}"
+                   f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{r.c('breaches'):>7}"
+                   f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  " + "/".join(pct(sh[m]) for m in MODES))
+
+
+@db_group.command("accountability")
+@click.option("--from", "start", required=True, metavar="DATE", help="First day (local), e.g. 2026-01-01.")
+@click.option("--to", "end", required=True, metavar="DATE", help="Last day (local, inclusive).")
+@click.option("--dept", default=None)
+@click.option("--street", default=None)
+@click.option("--json", "as_json", is_flag=True, help="The entries (no phone numbers) and the summary as JSON.")
+def accountability(start: str, end: str, dept: str | None, street: str | None, as_json: bool) -> None:
+    """The accountability ledger over any period, from the archive: who missed deadlines repeatedly."""
+    import json
+    from zoneinfo import ZoneInfo
+
+    from services import reports
+    from services.archiver import db
+    from shared.ledger import Period, summary
+
+    try:
+        period = Period.parse(start, end, ZoneInfo(get_settings().timezone))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    with db.connect(get_settings().database_url) as conn:
+        rows = reports.ledger_entries(conn, period, dept, street)
+    s = summary(rows)
+    if as_json:
+        click.echo(json.dumps({"entries": [reports.public(e) for e in rows], **s}, ensure_ascii=False, indent=2))
+        return
+    click.echo(f"accountability {start} … {end}: {len(rows)} breaches (from the archive)")
+    for r in s["departments"]:
+        click.echo(f"  {r['dept']:<12}{r['breaches']:>7} breaches{r['cases']:>7} cases{r['still_open']:>6} open"
+                   f"{r['late_hours_total']:>10} h late{'  referral' if r['referral'] else ''}")
+
+
 @click.command("retention")
 @click.option("--hot-days", type=float, default=None, help="Instead of CASE_HOT_DAYS (0: every finished case).")
 def retention(hot_days: float | None) -> None:

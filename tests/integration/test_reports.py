@@ -103,3 +103,29 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
         gas = next(i for i in reports.indicators(conn, "2026-01", "2026-12", scope="dept") if i.key == "gas")
         assert gas.c("breaches") > 0 and gas.on_time_rate is not None and gas.grade in "ABCDE"
         assert all("liaison_phone" not in reports.public(e) for e in sql)
+
+    # the same from the command line, without phone numbers in the export
+    import json
+
+    from click.testing import CliRunner
+
+    from services.archiver.commands import db_group
+    from shared.config import reset_settings
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", pg_dsn)
+    reset_settings()
+    try:
+        out = CliRunner().invoke(db_group, ["grades", "--from", "2026", "--json"])
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.output) == summed
+        out = CliRunner().invoke(db_group, ["accountability", "--from", "2026-11-01", "--to", "2026-11-30", "--json"])
+        assert out.exit_code == 0, out.output
+        body = json.loads(out.output)
+        assert body["entries"] and "liaison_phone" not in out.output
+        counts = ("dept", "breaches", "cases", "acknowledge", "handle", "escalation", "still_open", "referral")
+        assert [{k: d[k] for k in counts} for d in body["departments"]] == \
+            [{k: d[k] for k in counts} for d in ledger.summary(red)["departments"]]  # how late: measured now
+    finally:
+        mp.undo()
+        reset_settings()
