@@ -4,7 +4,7 @@ Secrets and reporters' phone numbers never reach a log line: one redaction
 (`redact_processor`) masks every value under a sensitive key, every phone-number-looking
 digit run, API key secrets, Bearer tokens, `secret=`-style pairs and URL credentials. It
 runs on structlog's lines and, through the root logging handler, on every line of every
-other library (nameko logs worker errors with the standard `logging` module, DESIGN §10):
+other library (nameko logs worker errors with the standard `logging` module, docs/design.md §10):
 both go through the same processors, tracebacks included (rendered before redaction).
 
 An expected refusal (`shared.nameko_ext.Rejected`: the message is dead-lettered with its

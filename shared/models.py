@@ -473,7 +473,7 @@ class NotificationFailed(Envelope):
     attempts: int
 
 
-# ------------------------------------------------------------------ the record (DESIGN §11)
+# ------------------------------------------------------------------ the record (docs/design.md §11)
 # What the archiver needs beyond the lifecycle events, so that nothing about a case exists
 # only in Redis. Each goes out through its writer's outbox, like every event.
 

@@ -38,7 +38,7 @@ RK_DEADLINE_BREACHED = "deadline.breached"
 RK_NOTIFICATION_FAILED = "notification.failed"
 RK_DELIVERY = "delivery"
 RK_CITY_TASK = "citytask.received"  # on gridbus.reports: a city-platform task for the bridge to take in
-# the record (DESIGN §11): what the archiver needs beyond the lifecycle events
+# the record (docs/design.md §11): what the archiver needs beyond the lifecycle events
 RK_CASE_RECORDED = "record.case"
 RK_CLOCKS_RECORDED = "record.clocks"
 RK_NOTIFICATION_SENT = "record.notification"

@@ -51,7 +51,10 @@ def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> Non
 
     from services import reports
     from services.archiver import db
-    from services.sla.indicators import MODES, pct
+    from shared.models import Mode721
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
 
     try:
         lo, hi = reports.months(start, end or start)
@@ -67,7 +70,7 @@ def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> Non
         sh = r.shares()
         click.echo(f"  {r.scope:<10}{r.key:<16}{r.c('registered'):>7}{r.c('resolved'):>7}{pct(r.on_time_rate):>8}"
                    f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{r.c('breaches'):>7}"
-                   f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  " + "/".join(pct(sh[m]) for m in MODES))
+                   f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  " + "/".join(pct(sh[m.value]) for m in Mode721))
 
 
 @db_group.command("accountability")
