@@ -39,6 +39,8 @@ EVENT_DOCS = {
                        "indicator counts of that commit.",
     "notification_sent": "The record (archive): notifier finished a delivery (recipient id, channel, outcome).",
     "apikey_recorded": "The record (archive): an API key was created or revoked (its hash, never the secret).",
+    "dispatch_withdrawn": "A department's order was withdrawn (a dispatch by hand or a take-over relieved it, "
+                          "or a crossed round superseded it); router passes it on to the department's queue.",
 }
 
 
@@ -122,15 +124,19 @@ def build() -> dict[str, Any]:
             "dept.{dept}.{street}", topology.EX_DISPATCH,
             "router publishes one dispatch order per department and case. Each department's "
             "queue `dept.<code>` is bound with `dept.<code>.#`; a department may bind narrower "
-            "queues (one street).",
-            {"dispatchOrder": "DispatchOrder"}, {"dept": dept_param, "street": street_param}),
+            "queues (one street). When a commander dispatches the case elsewhere by hand, the "
+            "department's order is withdrawn: a `DispatchWithdrawn` (`kind` `dispatch_withdrawn`, "
+            "the order's `order_id`) on the same routing key. Tell the two apart by `kind`.",
+            {"dispatchOrder": "DispatchOrder", "dispatchWithdrawn": "DispatchWithdrawn"},
+            {"dept": dept_param, "street": street_param}),
         "departmentQueue": {
             "address": "dept.{dept}",
             "description": "The department's own quorum queue of dispatch orders (delivery limit "
             f"{topology.DELIVERY_LIMIT}, then dead-lettered to `dept.<code>.dead`). It is what a "
             "department consumes: read permission on this queue only.",
             "parameters": {"dept": dept_param},
-            "messages": {"dispatchOrder": {"$ref": "#/components/messages/DispatchOrder"}},
+            "messages": {"dispatchOrder": {"$ref": "#/components/messages/DispatchOrder"},
+                         "dispatchWithdrawn": {"$ref": "#/components/messages/DispatchWithdrawn"}},
             "bindings": {"amqp": {"is": "queue", "queue": {
                 "name": "dept.{dept}", "durable": True, "exclusive": False, "autoDelete": False,
                 "vhost": "/"}, "bindingVersion": "0.3.0"}},
@@ -149,6 +155,10 @@ def build() -> dict[str, Any]:
                               "summary": "router sends a dispatch order to a department.",
                               "bindings": SEND_BINDINGS,
                               "messages": [{"$ref": "#/channels/dispatch/messages/dispatchOrder"}]},
+        "sendDispatchWithdrawn": {"action": "send", "channel": {"$ref": "#/channels/dispatch"},
+                                  "summary": "router tells a department that its order was withdrawn.",
+                                  "bindings": SEND_BINDINGS,
+                                  "messages": [{"$ref": "#/channels/dispatch/messages/dispatchWithdrawn"}]},
     }
     messages: dict[str, Any] = {
         "Report": _message(models.Report, "Report", "A report from the grid app.", correlation=False),

@@ -122,11 +122,18 @@ class DepartmentConsumer:
     def on_message(self, ch, method, properties, body: bytes) -> None:
         try:
             order = json.loads(body)
-            if order.get("kind") != "dispatch_order" or "order_id" not in order or "case_id" not in order:
-                raise ValueError("not a dispatch order")
+            if order.get("kind") not in ("dispatch_order", "dispatch_withdrawn") \
+                    or "order_id" not in order or "case_id" not in order:
+                raise ValueError("not a dispatch order or withdrawal")
         except ValueError as exc:
             log.error("unreadable message %s: %s", properties.message_id, exc)
             ch.basic_reject(method.delivery_tag, requeue=False)   # -> dept.<code>.dead
+            return
+        if order["kind"] == "dispatch_withdrawn":
+            # the command centre dispatched the case elsewhere: stop work, never reply to it
+            log.info("order %s withdrawn by %s: %s", order["order_id"], order.get("by"), order.get("note"))
+            self.handled.add(order["order_id"])
+            ch.basic_ack(method.delivery_tag)
             return
         try:
             if order["order_id"] in self.handled:

@@ -362,6 +362,25 @@ class DispatchOrder(Envelope):
     note: str = Field("", description="The dispatcher's instruction, for a dispatch by hand")
 
 
+class DispatchWithdrawn(Envelope):
+    """A department's order was withdrawn (撤回): a commander dispatched the case by hand
+    (改派, a take-over), or a crossed round superseded it. intake emits it as an event when
+    it closes the order; router puts it on the relieved department's queue (the same
+    routing key as the order), the notifier tells its liaison. Stop work on `order_id`:
+    replies to it are refused from now on."""
+
+    event: Literal["dispatch_withdrawn"] = "dispatch_withdrawn"
+    kind: Literal["dispatch_withdrawn"] = "dispatch_withdrawn"
+    order_id: str = Field(description="The withdrawn order")
+    dept: str
+    street: str
+    level: int = Field(ge=1, le=5, description="The grid level the order was supervised at")
+    round_no: int = Field(description="The round that replaces it")
+    by: str = Field("", description="Who withdrew it (the dispatcher by hand; `router` for a superseded round)")
+    note: str = Field("", description="Why")
+    case: CaseSummary
+
+
 class CaseDispatched(Envelope):
     event: Literal["case_dispatched"] = "case_dispatched"
     case: CaseSummary
@@ -557,6 +576,7 @@ EVENT_MODELS: dict[str, type[Envelope]] = {
         CaseUnroutable,
         CaseUpdated,
         CaseRedispatch,
+        DispatchWithdrawn,
         DeadlineWarning,
         DeadlineBreached,
         CaseEscalated,

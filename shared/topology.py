@@ -32,6 +32,7 @@ RK_CASE_DISPATCHED = "case.dispatched"
 RK_CASE_UNROUTABLE = "case.unroutable"
 RK_CASE_UPDATED = "case.updated"
 RK_CASE_REDISPATCH = "case.redispatch"
+RK_DISPATCH_WITHDRAWN = "dispatch.withdrawn"  # on gridbus.events; router forwards it to the department's queue
 RK_CASE_ESCALATED = "case.escalated"
 RK_DEADLINE_WARNING = "deadline.warning"
 RK_DEADLINE_BREACHED = "deadline.breached"
@@ -51,6 +52,7 @@ EVENT_ROUTING_KEYS: dict[str, str] = {
     "case_unroutable": RK_CASE_UNROUTABLE,
     "case_updated": RK_CASE_UPDATED,
     "case_redispatch": RK_CASE_REDISPATCH,
+    "dispatch_withdrawn": RK_DISPATCH_WITHDRAWN,
     "case_escalated": RK_CASE_ESCALATED,
     "deadline_warning": RK_DEADLINE_WARNING,
     "deadline_breached": RK_DEADLINE_BREACHED,
@@ -176,7 +178,7 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
         Exchange(EX_REPORTS, doc="Reports from the grid app (key `report.submitted`)."),
         Exchange(EX_REPLIES, doc="Department replies (key `reply.<dept>`, user_id checked)."),
         Exchange(EX_EVENTS, doc="Case lifecycle events (keys `case.*`, `deadline.*`)."),
-        Exchange(EX_DISPATCH, doc="Dispatch orders (key `dept.<dept>.<street>`)."),
+        Exchange(EX_DISPATCH, doc="Dispatch orders and their withdrawals (key `dept.<dept>.<street>`)."),
         Exchange(EX_NOTIFY, type="direct", doc="Notifier deliveries and their retries."),
         Exchange(EX_DEAD, doc="Dead letters, keyed by the name of the queue they left."),
     )
@@ -199,8 +201,8 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
         "Events that change case state, applied by intake (the only writer).",
         [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_ESCALATED)],
     )
-    work(Q_ROUTER_CASES, "Cases to route or route again.",
-         [(EX_EVENTS, RK_CASE_REGISTERED), (EX_EVENTS, RK_CASE_REDISPATCH)])
+    work(Q_ROUTER_CASES, "Cases to route or route again, and withdrawn orders to pass on to departments.",
+         [(EX_EVENTS, RK_CASE_REGISTERED), (EX_EVENTS, RK_CASE_REDISPATCH), (EX_EVENTS, RK_DISPATCH_WITHDRAWN)])
     work(
         Q_SLA_EVENTS,
         "Events that arm, stop or pause deadlines.",
@@ -218,6 +220,7 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
                 RK_CASE_ESCALATED,
                 RK_DEADLINE_WARNING,
                 RK_DEADLINE_BREACHED,
+                RK_DISPATCH_WITHDRAWN,
             )
         ],
     )

@@ -18,6 +18,7 @@ from shared.catalog import Catalog
 from shared.grid import GridError, GridRegistry, Placement
 from shared.lifecycle import Action, next_status
 from shared.models import (
+    Assignment,
     Case,
     CaseDispatched,
     CaseEscalated,
@@ -25,6 +26,7 @@ from shared.models import (
     CaseStatus,
     CaseUnroutable,
     CaseUpdated,
+    DispatchWithdrawn,
     Envelope,
     Mode721,
     Report,
@@ -259,6 +261,17 @@ def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation
     raise VersionConflict(case_id)
 
 
+def withdrawals(case: Case, closed: list[Assignment], round_no: int, by: str, note: str) -> list[DispatchWithdrawn]:
+    """The relieved departments' notices, one per closed order (ids derived from the
+    order: an order is withdrawn once, whatever repeats)."""
+    summary = summary_of(case)
+    return [DispatchWithdrawn(message_id=f"withdrawn:{a.order_id}", case_id=case.case_id,
+                              correlation_id=case.correlation_id, order_id=a.order_id, dept=a.dept,
+                              street=a.street or case.street, level=a.level, round_no=round_no, by=by,
+                              note=note, case=summary)
+            for a in closed]
+
+
 def _round_of(order_id: str) -> int:
     return int(order_id.rsplit("/", 2)[1]) if order_id.count("/") >= 2 else 1
 
@@ -270,7 +283,10 @@ def _apply_dispatched(event: CaseDispatched) -> Mutation:
             # rounds can cross (a re-route after "not ours" and a dispatch by hand): the later one stands
             stale = [a.model_copy(update={"active": False}) for a in event.assignments]
             case.assignments.extend(stale)
-            return Change(None, "router", f"round {event.round_no} superseded by round {latest}: not applied")
+            # its orders are already on the departments' queues: withdraw them
+            notices = withdrawals(case, stale, latest, "router", f"round {event.round_no} superseded by round {latest}")
+            return Change(None, "router", f"round {event.round_no} superseded by round {latest}: not applied",
+                          events=list(notices))
         for a in case.assignments:
             a.active = False
         case.assignments.extend(event.assignments)

@@ -23,12 +23,20 @@ from typing import Annotated
 from pydantic import Field, model_validator
 
 from services.intake.auth import Forbidden, Principal, Role
-from services.intake.cases import Change, transition
+from services.intake.cases import Change, transition, withdrawals
 from services.intake.store import CaseStore
 from services.intake.validation import FieldError, InvalidInput
 from shared.departments import GRID_STATION
 from shared.lifecycle import Action, next_status
-from shared.models import Case, CaseRedispatch, CleanStr, Envelope, RedispatchReason, Strict, summary_of
+from shared.models import (
+    Case,
+    CaseRedispatch,
+    CleanStr,
+    Envelope,
+    RedispatchReason,
+    Strict,
+    summary_of,
+)
 
 DISTRICT_LEVEL = 2
 STREET_LEVEL = 3
@@ -134,6 +142,8 @@ def apply_manual_dispatch(store: CaseStore, case_id: str, body: ManualDispatch, 
         was = ", ".join(f"{a.dept}@L{a.level}" for a in closed) or "—"
         note = (f"{kind} (round {round_no}) by {principal.actor}: to {', '.join(depts)} (lead {lead}) at L{level}; "
                 f"closes {was}. {body.note}")
-        return Change(None, principal.actor, note, events=[request], announce=True, reply_action="dispatch_requested")
+        withdrawn = withdrawals(case, closed, round_no, principal.actor, f"{kind}: {body.note}")
+        return Change(None, principal.actor, note, events=[*withdrawn, request], announce=True,
+                      reply_action="dispatch_requested")
 
     return transition(store, case_id, dispatch_message_id(body.dispatch_id), mutate)

@@ -18,7 +18,7 @@ from services.notifier.render import Renderer, context_from_event
 from services.notifier.subscriptions import URGENT_EVENTS, Facts, NotifyFile, Target, matches
 from shared.catalog import Catalog
 from shared.grid import GridRegistry, UnknownGrid
-from shared.models import Case, CaseEscalated, CaseUpdated, DeadlineEvent, Envelope
+from shared.models import Case, CaseDispatched, CaseEscalated, CaseUpdated, DeadlineEvent, DispatchWithdrawn, Envelope
 
 #: notification_failed has no template of its own in render.py's set: these texts say it.
 _FAILED_SUBJECT = "【通知失败】{case_id} {channel} → {recipient}"
@@ -54,7 +54,7 @@ class Planner:
                                ("grid", case.grid), ("street", case.street),
                                ("address", case.location.address), ("description", case.description)):
                 ctx.setdefault(key, value)
-            if not ctx.get("handle_due"):
+            if not ctx.get("handle_due") and not isinstance(event, DispatchWithdrawn):  # not the new round's
                 active = [a for a in case.assignments if a.active]
                 if active:
                     ctx.setdefault("ack_due", active[0].ack_due.isoformat() if active[0].ack_due else None)
@@ -85,7 +85,7 @@ class Planner:
     @staticmethod
     def _assignments(event: Envelope, case: Case | None) -> list[tuple[str, str, int]]:
         """(dept, street, level) the event concerns."""
-        if isinstance(event, DeadlineEvent):
+        if isinstance(event, (DeadlineEvent, DispatchWithdrawn)):
             return [(event.dept, event.street, event.level)]
         if isinstance(event, CaseEscalated):
             street = case.street if case else ""
@@ -102,10 +102,15 @@ class Planner:
     def facts(self, event: Envelope, case: Case | None, ctx: dict[str, Any]) -> Facts:
         name = getattr(event, "event", "")
         level = None
-        if isinstance(event, DeadlineEvent):
+        if isinstance(event, (DeadlineEvent, DispatchWithdrawn)):
             level = event.level
         elif isinstance(event, CaseEscalated):
             level = event.to_level
+        elif isinstance(event, CaseDispatched):
+            # the highest level now holding the case: a hand-up, a take-over or district
+            # triage puts it at level 2 (the district's commanders), a normal dispatch at 3–5
+            levels = [a.level for a in event.assignments if a.active]
+            level = min(levels) if levels else None
         return Facts(
             event=name,
             depts=tuple(d for d, _, _ in self._assignments(event, case)),

@@ -10,7 +10,7 @@ Context keys the templates understand (all optional except `case_id`; flat, so t
 notifier can fill them from any event — `context_from_event` does it for ours):
 case_id, event_id, severity, category, category_name, street, street_name,
 community_name, patch_name, grid, address, description, dept, dept_name, level,
-from_level, to_level, deadline (datetime or ISO text), deadline_kind (acknowledge |
+from_level, to_level, route (the first assignment's), by, order_id, deadline (datetime or ISO text), deadline_kind (acknowledge |
 handle), ack_due, handle_due, late_seconds, reason, from_status, to_status, note, mode,
 actor, recipient_name, items (digest: list of {case_id, subject, link}), link.
 """
@@ -184,6 +184,7 @@ def context_from_event(payload: Mapping[str, Any]) -> dict[str, Any]:
         context.setdefault("mode", first.get("mode"))
         context.setdefault("ack_due", first.get("ack_due"))
         context.setdefault("handle_due", first.get("handle_due"))
+        context.setdefault("route", first.get("route"))
         context["depts"] = [a.get("dept") for a in assignments]
     if "due_at" in payload:
         context.setdefault("deadline", payload["due_at"])

@@ -64,6 +64,7 @@ EVENT_NAMES = (
     "case_escalated",
     "case_updated",
     "case_unroutable",
+    "dispatch_withdrawn",
     "notification_failed",
 )
 #: never held for quiet hours or a rate limit

@@ -20,6 +20,7 @@ from shared.models import (
     CaseSummary,
     CaseUnroutable,
     DispatchOrder,
+    DispatchWithdrawn,
     Envelope,
     Mode721,
     RedispatchReason,
@@ -35,6 +36,11 @@ class DispatchPlan:
     orders: list[tuple[str, DispatchOrder]]  # (routing key, order)
     dispatched: CaseDispatched
     unroutable: CaseUnroutable | None
+
+
+def withdrawal_routing_key(notice: DispatchWithdrawn) -> str:
+    """A withdrawal goes where its order went: the department's routing key for the street."""
+    return dispatch_routing_key(notice.dept, notice.street)
 
 
 class Dispatcher:

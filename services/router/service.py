@@ -8,13 +8,14 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.router.compiler import load_routing_tree
-from services.router.dispatch import Dispatcher
+from services.router.dispatch import Dispatcher, withdrawal_routing_key
 from services.router.reload import TreeReloader
 from shared import metrics, topology
 from shared.bus import Outgoing
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.departments import GRID_STATION
+from shared.models import DispatchWithdrawn
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably, event_or_reject
 from shared.policies import load_policies
 from shared.worktime import load_calendar
@@ -53,6 +54,13 @@ class RouterService(GridbusService):
     @consume_reliably(topology.Q_ROUTER_CASES)
     def route_case(self, body: Any) -> None:
         event = event_or_reject(body)
+        if isinstance(event, DispatchWithdrawn):
+            # intake closed the order; the department hears it on its own queue
+            self.bus.publish_batch([Outgoing(topology.EX_DISPATCH, withdrawal_routing_key(event), event,
+                                             event.message_id, event.correlation_id, kind="dispatch_withdrawn")])
+            log.info("order_withdrawn", case_id=event.case_id, order_id=event.order_id, dept=event.dept,
+                     round=event.round_no)
+            return
         plan = self.routing.dispatcher.plan_event(event, max_rejections=get_settings().max_rejections)
         if plan is None:
             raise Rejected(f"router does not handle {type(event).__name__}", "invalid_event")

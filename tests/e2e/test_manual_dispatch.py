@@ -105,13 +105,52 @@ def test_escalated_case_taken_over_by_the_district(stack: dict[str, Any], stack_
     assert r.status_code == 403 and "escalated" in r.json()["errors"][0]["message"]
     r = dispatch(stack, ops, case_id, **take)
     assert r.status_code == 202, r.text
+    seen = []
     order = get_from_queue(stack["channel"], "dept.sanitation", case_id, timeout=5)
-    while order is not None and order["body"]["route"] != "manual":  # the first round's order
+    while order is not None and order["body"].get("route") != "manual":  # the first round's order, its withdrawal
+        seen.append(order["body"])
         order = get_from_queue(stack["channel"], "dept.sanitation", case_id, timeout=5)
     assert order is not None and order["body"]["level"] == 2
+    if not any(m["kind"] == "dispatch_withdrawn" for m in seen):  # it may come after the new order
+        later = get_from_queue(stack["channel"], "dept.sanitation", case_id, timeout=5)
+        seen.append(later["body"] if later else {})
+    withdrawn = [m for m in seen if m.get("kind") == "dispatch_withdrawn"]
+    assert [(m["order_id"], m["level"]) for m in withdrawn] == [(f"{case_id}/1/sanitation", 2)], seen
     case = wait_for(lambda: (c := case_of(stack, case_id))["timeline"][-1]["action"] == "reassign" and c, 10)
     assert case, case_of(stack, case_id)["timeline"]
     requested = next(t for t in case["timeline"] if t["action"] == "dispatch_requested")
     assert requested["note"].startswith("take-over at L2")
     active = [a for a in case["assignments"] if a["active"]]
     assert [(a["dept"], a["level"], a["route"]) for a in active] == [("sanitation", 2, "manual")]
+
+
+def test_the_relieved_department_is_told_its_order_was_withdrawn(stack: dict[str, Any],
+                                                                  stack_redis: redis.Redis) -> None:
+    ch = stack["channel"]
+    ops, _ = create_key(stack_redis, Role.ops)
+    lighting, _ = create_key(stack_redis, Role.department, "lighting")
+    case_id = new_case(stack)
+    first = get_from_queue(ch, "dept.lighting", case_id, timeout=5)
+    assert first is not None and first["body"]["kind"] == "dispatch_order"
+    wait_status(stack, case_id, "dispatched")
+    r = dispatch(stack, ops, case_id, dispatch_id="away-1", departments=["power"], note="属供电线路故障，改派供电")
+    assert r.status_code == 202, r.text
+    assert get_from_queue(ch, "dept.power", case_id, timeout=5) is not None
+
+    notice = get_from_queue(ch, "dept.lighting", case_id, timeout=5)
+    assert notice is not None, "the relieved department's queue got no withdrawal"
+    n = notice["body"]
+    assert (n["kind"], n["order_id"], n["dept"], n["round_no"]) == (
+        "dispatch_withdrawn", f"{case_id}/1/lighting", "lighting", 2)
+    assert n["by"].startswith("ops:") and "改派供电" in n["note"]
+    assert notice["props"].message_id == f"withdrawn:{case_id}/1/lighting"
+    assert reply(stack, lighting, case_id, "acknowledge").status_code == 403  # the order is no longer theirs
+
+    def told() -> list[dict[str, Any]]:
+        return [h for h in stack["sink"].received if h["path"] == "/hooks/lighting" and h["valid"]
+                and h["body"]["event"].get("event") == "dispatch_withdrawn"
+                and h["body"]["event"].get("case_id") == case_id]
+
+    hooks = wait_for(told, 10)
+    assert hooks, [(h["path"], h["body"]["event"].get("event")) for h in stack["sink"].received][-10:]
+    assert hooks[0]["body"]["event"]["order_id"] == f"{case_id}/1/lighting"

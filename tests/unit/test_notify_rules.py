@@ -27,6 +27,7 @@ from shared.models import (
     CaseSummary,
     CaseUpdated,
     DeadlineBreached,
+    DispatchWithdrawn,
     Location,
     ReporterRole,
     Severity,
@@ -82,7 +83,7 @@ def pairs(deliveries: list[Delivery]) -> set[tuple[str, str]]:
 def test_shipped_notify_yaml_covers_every_event(planner: Planner) -> None:
     events = {s.event for s in planner.notify.subscriptions}
     assert events == {"case_dispatched", "deadline_warning", "deadline_breached", "case_escalated",
-                      "case_updated", "case_unroutable", "notification_failed"}
+                      "case_updated", "case_unroutable", "dispatch_withdrawn", "notification_failed"}
 
 
 @pytest.mark.parametrize(("snippet", "line", "field", "message"), [
@@ -140,6 +141,54 @@ def test_urgent_dispatch_also_reaches_the_community_commanders(planner: Planner)
     commanders = {d.recipient for d in out if d.recipient.startswith("commander:")}
     assert commanders == {"commander:4:qx-l4-001001-liguodong", "commander:4:qx-l4-001001-zhouhuimin"}
     assert all(d.urgent for d in out)
+
+
+DISTRICT = {"commander:2:qx-l2-huanghaibo", "commander:2:qx-l2-tangliping", "commander:2:qx-l2-qinzhenhua",
+            "commander:2:qx-l2-liaoyonghong"}
+
+
+def at_level(level: int, dept: str, route: str, by: str = "", grid: str = GRID) -> CaseDispatched:
+    event = dispatched()
+    event.case.grid = grid
+    event.assignments = [Assignment(dept=dept, street="450305001", level=level, route=route, order_id="o-2",
+                                    dispatched_at=NOW)]
+    event.by = by
+    return event
+
+
+@pytest.mark.parametrize(("route", "by", "grid", "subject"), [
+    ("hand_up", "station:450305001:k1", GRID, "【上交区级】"),
+    ("manual", "ops:k2", GRID, "【区级接管】"),
+    ("district_triage", "", "450305", "【区级分拨】"),
+])
+def test_a_case_at_the_district_reaches_the_district_commanders(planner: Planner, route: str, by: str,
+                                                                 grid: str, subject: str) -> None:
+    dept = "cityman" if route == "manual" else "station"
+    out = planner.plan(at_level(2, dept, route, by, grid))
+    commanders = [d for d in out if d.recipient.startswith("commander:")]
+    assert {d.recipient for d in commanders} == DISTRICT
+    assert all(d.channel is ChannelName.dingtalk and d.fallbacks == [ChannelName.sms] for d in commanders)
+    assert commanders[0].subject.startswith(subject), commanders[0].subject
+    if route != "manual":
+        assert "区级指挥中心" in commanders[0].text
+
+
+def test_a_dispatch_at_the_street_does_not_reach_the_district(planner: Planner) -> None:
+    out = planner.plan(at_level(3, "cityman", "manual", "station:450305001:k1"))
+    assert not [d for d in out if d.recipient.startswith("commander:")]
+
+
+def test_a_withdrawn_order_reaches_the_relieved_liaison_and_webhook(planner: Planner) -> None:
+    event = DispatchWithdrawn(message_id="withdrawn:o-1", case_id="450305-20261127-000001", correlation_id="r-1",
+                              order_id="450305-20261127-000001/1/lighting", dept="lighting", street="450305001",
+                              level=3, round_no=2, by="ops:k2", note="改派: 属供电线路故障", case=summary())
+    out = planner.plan(event, CaseFacts(case=case()))
+    assert pairs(out) == {("liaison:lighting:450305001", "wecom"), ("dept:lighting", "webhook")}
+    liaison = next(d for d in out if d.channel is ChannelName.wecom)
+    assert liaison.subject == "【撤回】450305-20261127-000001 路灯（01037） 派遣已撤回"
+    assert "已撤回" in liaison.text and "请停止处置" in liaison.text and "属供电线路故障" in liaison.text
+    assert "期限" not in liaison.text  # not the new round's deadlines
+    assert liaison.fallbacks == [ChannelName.sms]
 
 
 def test_same_event_twice_plans_the_same_delivery_ids(planner: Planner) -> None:
