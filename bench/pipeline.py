@@ -36,7 +36,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 from urllib.parse import quote
 
 import httpx
@@ -453,7 +453,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
                 "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
                 "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
             }
-            settings = Settings(**{k.lower(): v for k, v in env.items()})
+            settings = Settings(**cast(dict[str, Any], {k.lower(): v for k, v in env.items()}))
             echo(f"starting the four services in vhost {vhost_name} (log: {log_path})")
             trace_out = results_dir / f"pipeline-{run_tag}-{{service}}.trace.json"
             if trace:  # the same services, with wall-clock timers around their calls

@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 from datetime import datetime, timedelta
-from typing import Callable, Sequence
+from typing import Callable, Sequence, cast
 from urllib.parse import urlparse
 from zoneinfo import ZoneInfo
 
@@ -167,7 +167,7 @@ def _stashed_key(settings: Settings, role: str, stash_name: str, name: str) -> s
 
     client = connect(settings)
     stash = f"{settings.redis_key_prefix}:demo:{stash_name}"
-    key = client.get(stash)
+    key = cast(str | None, client.get(stash))
     if key:
         try:
             authenticate_key(key, client)
@@ -195,7 +195,7 @@ def console_key(settings: Settings) -> str:
 def _previous_cases(settings: Settings) -> list[str]:
     from shared.redisdb import connect
 
-    return list(connect(settings).smembers(f"{settings.redis_key_prefix}:demo:cases"))
+    return list(cast(set[str], connect(settings).smembers(f"{settings.redis_key_prefix}:demo:cases")))
 
 
 def _remember_cases(settings: Settings, case_ids: list[str]) -> None:

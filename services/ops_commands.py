@@ -282,7 +282,7 @@ def rebuild(catch_up: bool, quiet: bool) -> None:
     settings = get_settings()
     tz = ZoneInfo(settings.timezone)
 
-    def progress(items, desc, total):  # type: ignore[no-untyped-def]
+    def progress(items, desc, total):
         return items if quiet else tqdm(items, desc=desc, total=total, unit=" rows", leave=True)
 
     db.prepare(settings.database_url)

@@ -116,7 +116,9 @@ def _rows(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) ->
 
 
 def _count(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> int:
-    return int(conn.execute(f"SELECT count(*) FROM ({query}) q", params).fetchone()[0])
+    row = conn.execute(f"SELECT count(*) FROM ({query}) q", params).fetchone()
+    assert row is not None  # count(*) always answers one row
+    return int(row[0])
 
 
 def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: ZoneInfo,

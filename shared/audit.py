@@ -3,6 +3,7 @@ kept by RabbitMQ (a stream queue) for audit and replay."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any, Iterator
 
 import pika
@@ -10,7 +11,7 @@ import pika
 from shared.topology import Q_AUDIT
 
 
-def read_audit(amqp_uri: str, offset: str | int = "first", case_id: str | None = None,
+def read_audit(amqp_uri: str, offset: str | int | datetime = "first", case_id: str | None = None,
                idle_timeout: float = 1.0, limit: int = 100_000) -> Iterator[dict[str, Any]]:
     """Events from the stream, oldest first, until nothing new arrives for `idle_timeout`.
 

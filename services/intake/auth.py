@@ -28,6 +28,7 @@ from enum import Enum
 from typing import Any, Mapping
 
 import redis
+from werkzeug.datastructures import Headers
 
 from shared import redis_keys as keys
 from shared.models import ApiKeyRecorded
@@ -127,7 +128,7 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = _now()
-    fields = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
+    fields: dict[Any, Any] = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
               "created_at": now.isoformat(), "street": street or ""}
     # 48-bit ids practically never clash; if one does, refuse rather than overwrite a key
     if client.exists(keys.api_key(key_id, prefix)):
@@ -161,7 +162,7 @@ def _info(key_id: str, h: Mapping[str, str]) -> KeyInfo:
                    h.get("street") or None)
 
 
-def _decoded(h: Mapping[object, object]) -> dict[str, str]:
+def _decoded(h: Mapping[Any, Any]) -> dict[str, str]:
     # callers may hand us a client with or without decode_responses
     return {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
             for k, v in h.items()}
@@ -198,7 +199,7 @@ def revoke_key(client: redis.Redis, key_id: str) -> bool:
 
 
 # -- checking a request ---------------------------------------------------------------
-def _header(headers: Mapping[str, str], name: str) -> str | None:
+def _header(headers: Mapping[str, str] | Headers, name: str) -> str | None:
     value = headers.get(name)
     if value is not None:
         return value
@@ -227,7 +228,7 @@ def authenticate_key(token: str | None, client: redis.Redis) -> Principal:
     return Principal(Role(h["role"]), h.get("dept") or None, key_id, h.get("street") or None)
 
 
-def authenticate(headers: Mapping[str, str], client: redis.Redis) -> Principal:
+def authenticate(headers: Mapping[str, str] | Headers, client: redis.Redis) -> Principal:
     """`Authorization: Bearer <key>` → Principal; Unauthorized (401) otherwise."""
     value = _header(headers, "Authorization")
     if not value:

@@ -26,11 +26,12 @@ Other intake mixins reuse all of it: decorate with `@api(...)`, read the caller 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 import eventlet
@@ -43,7 +44,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Request, Response
 
 from services.intake import open311
-from services.intake.auth import AuthError, Forbidden, Principal, Role, authenticate, authenticate_key, require
+from services.intake.auth import AuthError, Principal, Role, authenticate, authenticate_key, require
 from services.intake.ratelimit import RateLimiter
 from services.intake.replies import NoSuspensionRequested, NotAssigned
 from services.intake.store import CaseNotFound, VersionConflict
@@ -108,7 +109,7 @@ class Problem:
     status: int
     field: str
     message: str
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)  # `field` is a field name here
     body: Any = None  # a body of its own (409 illegal transition), else {"errors": [...]}
     errors: list[FieldError] | None = None
 
@@ -366,8 +367,10 @@ class ApiEntrypoint(HttpRequestHandler):
             return error_response(exc, request, self.style)
 
 
-def api(method: str, url: str, *, roles: Iterable[Role | str] = (), auth: str = "bearer",
-        body: str | None = None, style: str = "gridbus") -> Callable[[Callable[..., Response]], Callable[..., Response]]:
+def api(
+    method: str, url: str, *, roles: Iterable[Role | str] = (), auth: str = "bearer",
+    body: str | None = None, style: str = "gridbus",
+) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Decorate an intake HTTP handler (see the module docstring). `roles`: who may call
     (none: anybody); `auth`: "bearer" or "open311" (api_key parameter or Bearer);
     `body`: "json" or "form" for routes that take one; `style`: "open311" for Open311's

@@ -14,7 +14,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, cast
 
 import redis
 
@@ -99,7 +99,7 @@ class CaseStore:
 
     # ------------------------------------------------------------------ ids
     def existing_case_for(self, report_id: str) -> str | None:
-        return self.r.get(keys.report_index(report_id))
+        return cast(str | None, self.r.get(keys.report_index(report_id)))
 
     def next_case_id(self, local_day: datetime) -> str:
         """`450305-20261127-000123`: district, local registration day, daily serial.
@@ -134,7 +134,7 @@ class CaseStore:
         case's record for the archive is put first in `events` (the caller publishes them all)."""
         case.version = expected_version + 1
         events.insert(0, record_of(case))
-        args: list[object] = [expected_version, case.model_dump_json(), time.time(), _open_flag(case),
+        args: list[Any] = [expected_version, case.model_dump_json(), time.time(), _open_flag(case),
                               case.registered_at.timestamp(), case.case_id]
         for e in events:
             args += [e.message_id, e.model_dump_json()]
@@ -170,7 +170,7 @@ class CaseStore:
 
     # ------------------------------------------------------------------ outbox
     def open_case_ids(self) -> list[str]:
-        return self.r.zrange(keys.open_cases(), 0, -1)
+        return cast(list[str], self.r.zrange(keys.open_cases(), 0, -1))
 
     def outbox_done(self, message_id: str) -> None:
         pipe = self.r.pipeline()
@@ -179,7 +179,8 @@ class CaseStore:
         pipe.execute()
 
     def outbox_older_than(self, age_s: float, limit: int = 200) -> Iterator[tuple[str, dict]]:
-        ids = self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit)
+        ids = cast(list[str],
+                   self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit))
         if not ids:
             return
         for message_id, body in zip(ids, self.r.hmget(keys.outbox(), ids), strict=True):
@@ -193,5 +194,5 @@ class CaseStore:
 
     def outbox_oldest_age(self, now: float | None = None) -> float:
         """Seconds since the oldest outbox entry was stored (0 when empty)."""
-        oldest = self.r.zrange(keys.outbox_times(), 0, 0, withscores=True)
+        oldest = cast(list[tuple[str, float]], self.r.zrange(keys.outbox_times(), 0, 0, withscores=True))
         return max(0.0, (time.time() if now is None else now) - oldest[0][1]) if oldest else 0.0

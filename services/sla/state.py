@@ -189,7 +189,7 @@ class CaseClocks:
 
 
 _DEFAULTS = {f.name: f.default for cls in (Clock, Order) for f in cls.__dataclass_fields__.values()
-             if not callable(f.default) and f.default is not f.default_factory}  # type: ignore[misc]
+             if not callable(f.default) and f.default is not f.default_factory}
 
 
 def _order_of(case_id: str, clock_id: str) -> str:

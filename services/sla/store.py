@@ -24,7 +24,7 @@ import time
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 import msgpack
 import redis
@@ -181,7 +181,7 @@ def load_case(client: redis.Redis, case_id: str) -> CaseClocks | None:
     if raw is None:
         return None
     case = unpack_doc(case_id, raw)
-    unpack_history(case, b.get(keys.sla_history(case_id)))
+    unpack_history(case, cast(bytes | None, b.get(keys.sla_history(case_id))))
     return case
 
 
@@ -494,7 +494,7 @@ class SlaStore:
 
     def outbox_oldest_age(self, now: float | None = None) -> float:
         """Seconds since the oldest outbox entry was stored (0 when empty)."""
-        oldest = self.r.zrange(keys.sla_outbox_times(), 0, 0, withscores=True)
+        oldest = cast(list[tuple[str, float]], self.r.zrange(keys.sla_outbox_times(), 0, 0, withscores=True))
         return max(0.0, (time.time() if now is None else now) - oldest[0][1]) if oldest else 0.0
 
     # ------------------------------------------------------------------ rebuild
