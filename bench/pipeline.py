@@ -464,7 +464,7 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
                                           env={**os.environ, **env, "BENCH_TRACE_OUT": str(trace_out)},
                                           stdout=log_file, stderr=log_file) for name in SERVICES]
             else:
-                procs = start_all(env=env, stdout=log_file)
+                procs = start_all(env=env, stdout=log_file.fileno())
             t_start = wall()
             wait_until_ready(settings, procs, timeout=90)
             result["startup_s"] = round(wall() - t_start, 2)

@@ -29,7 +29,8 @@ EVENT_DOCS = {
     "case_registered": "intake registered a new case (router routes it).",
     "case_dispatched": "router sent dispatch orders to department(s).",
     "case_unroutable": "No routing rule matched: the case went to the street's grid station (triage).",
-    "case_updated": "A case changed state (acknowledged, in progress, suspended, rejected, resolved, closed, reopened, …).",
+    "case_updated": "A case changed state (acknowledged, in progress, suspended, rejected, resolved, closed, "
+                    "reopened, …).",
     "case_escalated": "A breached deadline escalated the case one grid level up.",
     "deadline_warning": "A deadline is close (a fraction of it has elapsed).",
     "deadline_breached": "A deadline passed without the matching reply.",

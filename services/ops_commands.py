@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TypeVar
 
 import click
 
 from services.runner import SERVICE_CLASSES
 from shared.config import get_settings
 
+C = TypeVar("C", bound=click.Command)  # a command or a group: the decorator gives it back as it is
+
 COMMANDS: list[click.Command] = []
 
 
-def command(fn: click.Command) -> click.Command:
+def command(fn: C) -> C:
     COMMANDS.append(fn)
     return fn
 

@@ -224,7 +224,7 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
             "SELECT key_id, role, dept, name, secret_sha256, created_at, revoked_at FROM api_keys"):
         if client.exists(keys.api_key(key_id)):
             continue
-        fields = {"role": role, "dept": dept or "", "name": name, "created_at": created_at.isoformat()}
+        fields: dict[Any, Any] = {"role": role, "dept": dept or "", "name": name, "created_at": created_at.isoformat()}
         if revoked_at is not None:
             fields["revoked_at"] = revoked_at.isoformat()
         elif sha:

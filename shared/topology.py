@@ -270,9 +270,8 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
 
 
 def default_topology() -> Topology:
-    from shared.departments import load_department_codes
-
     from shared.config import get_settings
+    from shared.departments import load_department_codes
 
     return build_topology(load_department_codes(), bridge=get_settings().bridge_enabled)
 

@@ -41,7 +41,8 @@ def status() -> None:
 
 @db_group.command("grades")
 @click.option("--from", "start", required=True, metavar="YYYY[-MM]", help="First month (a year: its January).")
-@click.option("--to", "end", default=None, metavar="YYYY[-MM]", help="Last month (a year: its December); default --from.")
+@click.option("--to", "end", default=None, metavar="YYYY[-MM]",
+              help="Last month (a year: its December); default --from.")
 @click.option("--scope", type=click.Choice(["dept", "street", "community", "patch"]), default=None)
 @click.option("--json", "as_json", is_flag=True)
 def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> None:
@@ -70,7 +71,8 @@ def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> Non
         sh = r.shares()
         click.echo(f"  {r.scope:<10}{r.key:<16}{r.c('registered'):>7}{r.c('resolved'):>7}{pct(r.on_time_rate):>8}"
                    f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{r.c('breaches'):>7}"
-                   f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  " + "/".join(pct(sh[m.value]) for m in Mode721))
+                   f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  "
+                   + "/".join(pct(sh[m.value]) for m in Mode721))
 
 
 @db_group.command("accountability")

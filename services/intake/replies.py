@@ -18,18 +18,18 @@ from services.intake.validation import FieldError, InvalidInput
 from shared.lifecycle import Action, next_status
 from shared.models import (
     Assignment,
-    CleanStr,
-    Text,
-    Url,
     Case,
     CaseRedispatch,
     CaseStatus,
+    CleanStr,
     Envelope,
     RedispatchReason,
     Reply,
     ReplyAction,
     Resolution,
     SuspensionRequest,
+    Text,
+    Url,
     summary_of,
     utcnow,
 )

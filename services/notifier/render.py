@@ -10,9 +10,9 @@ Context keys the templates understand (all optional except `case_id`; flat, so t
 notifier can fill them from any event — `context_from_event` does it for ours):
 case_id, event_id, severity, category, category_name, street, street_name,
 community_name, patch_name, grid, address, description, dept, dept_name, level,
-from_level, to_level, route (the first assignment's), by, order_id, deadline (datetime or ISO text), deadline_kind (acknowledge |
-handle), ack_due, handle_due, late_seconds, reason, from_status, to_status, note, mode,
-actor, recipient_name, items (digest: list of {case_id, subject, link}), link.
+from_level, to_level, route (the first assignment's), by, order_id, deadline (datetime or ISO
+text), deadline_kind (acknowledge | handle), ack_due, handle_due, late_seconds, reason,
+from_status, to_status, note, mode, actor, recipient_name, items (digest: list of {case_id, subject, link}), link.
 """
 from __future__ import annotations
 

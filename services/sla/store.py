@@ -440,7 +440,7 @@ class SlaStore:
             try:
                 answer = conn.read_response()
             except redis.exceptions.NoScriptError:  # Redis lost its script cache: commit plainly
-                answer = self._commit_script(keys=self._commit_keys(), args=[batch.blob])
+                answer = self._commit_script(keys=self._commit_keys(), args=[cast(bytes, batch.blob)])
             except BaseException:
                 conn.disconnect()
                 raise

@@ -10,7 +10,7 @@ import redis
 
 from services.intake import open311
 from services.intake.auth import Forbidden, Unauthorized
-from services.intake.boundary import (BodyTooLarge, RateLimited, error_response, problem_of, read_body)
+from services.intake.boundary import BodyTooLarge, RateLimited, error_response, problem_of, read_body
 from services.intake.replies import NoSuspensionRequested, NotAssigned
 from services.intake.store import CaseNotFound, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
