@@ -215,6 +215,7 @@ class RabbitNode:
             "ERL_EPMD_ADDRESS": "127.0.0.1",
             "ERL_FLAGS": "-kernel inet_dist_use_interface {127,0,0,1}",
             "RABBITMQ_LOGS": str(d / "log" / f"{self.name}.log"),
+            "ERL_CRASH_DUMP": str(d / "log" / "erl_crash.dump"),  # not in the caller's directory
         }
 
     @property
@@ -234,7 +235,7 @@ class RabbitNode:
             self.prepare()
         self._start_epmd()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([RABBITMQ_SERVER], env=self._env, stdout=self.log, stderr=self.log,
+        self.proc = subprocess.Popen([RABBITMQ_SERVER], env=self._env, stdout=self.log, stderr=self.log, cwd=self.base,
                                      stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_raise_nofile)
         self.starts += 1
         if wait:
