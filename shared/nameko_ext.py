@@ -126,8 +126,9 @@ class ReliableConsumer(Consumer):
       after a capped exponential back-off (0.2 s doubling up to CONSUMER_RETRY_MAX_SECONDS),
       for as long as it takes. It is never requeued, so it never counts against the queue's
       delivery limit. Held messages wait outside the worker pool (HTTP and timers keep
-      their workers) and at most the prefetch count (= max_workers) are unacked per
-      consumer, so a stalled consumer takes nothing more from the broker: a pause;
+      their workers) and at most the prefetch count are unacked per consumer (nameko
+      2.14 sets each consumer's basic.qos to `max_workers`, 20 here; its PREFETCH_COUNT
+      key is not read), so a stalled consumer takes nothing more from the broker: a pause;
     - anything else (a bug) → tried BUG_ATTEMPTS times in all (earlier deliveries count),
       with the same back-off, then dead-lettered with the exception as the reason.
 
