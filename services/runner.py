@@ -29,8 +29,8 @@ OPTIONAL = ("bridge",)
 
 def run_service(name: str) -> int:
     """Run one service in this process until SIGTERM/SIGINT (eventlet already patched:
-    see services/serve.py). Returns the exit status: 0 after a signal, 1 when the service
-    can no longer do its job — its nameko container died (e.g. an extension's thread
+    see services/serve.py). Returns 0 after a signal; ends the process with status 1 when
+    the service can no longer do its job — its nameko container died (e.g. an extension's thread
     raised), or a fatal health check failed too long (consumers detached from the broker
     for CONSUMER_REATTACH_SECONDS, sla's tick loop stopped) — so that its supervisor
     restarts it instead of keeping a process that answers HTTP but consumes nothing."""
@@ -99,10 +99,13 @@ def run_service(name: str) -> int:
     why, detail = stopping.wait()
     if why == "failed":
         log.critical("service_failed", reason=detail, action="exiting so that the supervisor restarts it")
-        # unacked messages go back to the queue when the connection drops; no graceful stop
+        # unacked messages go back to the queue when the connection drops: no graceful stop,
+        # and no waiting on threads that may be what is stuck (a kill can hang in them)
         with eventlet.Timeout(3, False):
             runner.kill()
-        return 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     log.info("service_stopping")
     with eventlet.Timeout(20, False):
         runner.stop()

@@ -94,6 +94,24 @@ class ReliableQueueConsumer(QueueConsumer):
                                                     if isinstance(p, ReliableConsumer)))
         super().on_consume_ready(connection, channel, consumers, **kwargs)
 
+    def on_connection_revived(self) -> None:
+        """After a reconnect, declare the topology again before consuming: a broker that
+        came back without its queues (a node replaced without its data, a queue deleted by
+        hand) gets them back instead of refusing basic.consume forever. Idempotent; a
+        failure is logged and the reconnect loop tries again."""
+        super().on_connection_revived()
+        if not getattr(self, "_revived_before", False):
+            self._revived_before = True  # the first connection: TopologyDeclarer has just declared it
+            return
+        now = time.monotonic()
+        if now - getattr(self, "_redeclared_at", -REDECLARE_EVERY_S) < REDECLARE_EVERY_S:
+            return  # kombu reconnects about once a second: do not declare ~60 queues each time
+        self._redeclared_at = now
+        try:
+            topology.apply(self.amqp_uri)
+        except Exception as exc:
+            log.warning("topology_redeclare_failed", error=f"{type(exc).__name__}: {exc}"[:300])
+
     def on_connection_error(self, exc: Exception, interval: float) -> None:
         self.current_connection = self.current_channel = None
         super().on_connection_error(exc, interval)
@@ -276,6 +294,7 @@ class ReliableConsumer(Consumer):
         self._ack(message)
 
 
+REDECLARE_EVERY_S = 10.0
 #: tries of a message whose handler fails for a reason that is not a dependency (a bug)
 BUG_ATTEMPTS = topology.DELIVERY_LIMIT
 DEPENDENCIES = ("redis", "broker", "postgres", "http", "network")
