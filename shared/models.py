@@ -193,7 +193,7 @@ class Report(Strict):
     severity: Severity = Severity.normal
     filing_condition: CleanStr | None = Field(None, max_length=200)
     location: Location
-    attributes: dict[str, CleanStr] = Field(default_factory=dict, max_length=20)
+    attributes: dict[str, Annotated[CleanStr, Field(max_length=200)]] = Field(default_factory=dict, max_length=20)
     media_urls: list[Url] = Field(default_factory=list, max_length=10)
     reporter: Reporter
     observed_at: Instant

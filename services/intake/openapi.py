@@ -196,8 +196,9 @@ def _paths() -> dict[str, Any]:
                           "422": E422}}},
         "/v1/cases/{case_id}": {"get": {
             "tags": ["cases"], "summary": "One case with its assignments and timeline",
-            "description": "A department key sees only cases that were assigned to its department.",
-            **bearer("ops", "grid_app", "department"),
+            "description": "A department key sees only cases that were assigned to its department, a station "
+                           "key only cases of its street; any other answers 404, as a case that does not exist.",
+            **bearer("ops", "grid_app", "department", "station"),
             "parameters": [_path("case_id", "e.g. 450305-20261127-000123")],
             "responses": {"200": _body("CaseView", "The case"), "401": E401,
                           "403": _body("Errors", "Wrong role, or a department key for another's case"),
@@ -368,6 +369,7 @@ def _paths() -> dict[str, Any]:
         "/open311/v2/requests.json": {
             "post": {
                 "tags": ["open311"], "summary": "Open311: create a service request (becomes a case)",
+                "x-roles": ["open311"],  # api_key is a form field (or a Bearer header)
                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                                 "schema": {"type": "string", "maxLength": 40},
                                 "description": "A retried POST with the same key and api_key is the same request"}],
@@ -456,7 +458,7 @@ def _harden_paths(paths: dict[str, Any]) -> dict[str, Any]:
     for url, ops in paths.items():
         for op in ops.values():
             o311 = url.startswith("/open311/")
-            authed = bool(op.get("security"))
+            authed = bool(op.get("security")) or "x-roles" in op
             if o311 and authed:
                 op.setdefault("x-roles", ["open311", "ops"] if "get" in ops and op is ops.get("get") else ["open311"])
             params = op.setdefault("parameters", [])

@@ -98,3 +98,21 @@ def test_the_report_example_resolves_to_a_patch_without_naming_it() -> None:
     assert "grid" not in REPORT["location"]
     cell = load_grid().resolve(REPORT["location"]["lat"], REPORT["location"]["lon"])
     assert cell.code == "450305003002001"
+
+
+def test_every_operation_names_the_roles_its_entrypoint_admits() -> None:
+    """`x-roles` is what the boundary checks (services/intake/boundary.py), route by route."""
+    from services.intake.boundary import ApiEntrypoint
+    from services.intake.service import IntakeService
+
+    doc = openapi.document()
+    checked = 0
+    for _, fn in inspect.getmembers(IntakeService, inspect.isfunction):
+        for ext in getattr(fn, "nameko_entrypoints", ()):
+            if isinstance(ext, ApiEntrypoint) and "<path:" not in ext.url:
+                op = doc["paths"][re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", ext.url)][ext.method.lower()]
+                assert set(op.get("x-roles", [])) == {r.value for r in ext.roles}, ext.url
+                if ext.roles:
+                    assert {"403", "429", "503"} <= set(op["responses"]), ext.url
+                checked += 1
+    assert checked > 10
