@@ -36,11 +36,12 @@ def test_test_sh_runs_every_step_in_order(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "GRIDBUS_SKIP_DEPLOY_CHECKS"}
     out = subprocess.run([str(script), "tests/unit", "-x"], env=env, capture_output=True, text=True, check=True).stdout
     calls = [c.strip() for c in log.read_text().splitlines()]
-    assert [c.split()[0] for c in calls] == ["pip", "validate.sh", "python", "validate.sh"]
-    assert calls[1] == "validate.sh --install-only" and calls[3] == "validate.sh"
-    assert calls[2] == "python -m pytest -q tests/unit -x"
-    for n in range(1, 5):
-        assert f"== [{n}/4]" in out
+    assert [c.split()[0] for c in calls] == ["pip", "validate.sh", "python", "python", "python", "validate.sh"]
+    assert calls[1] == "validate.sh --install-only" and calls[5] == "validate.sh"
+    assert calls[2:4] == ["python -m ruff check .", "python -m mypy"]
+    assert calls[4] == "python -m pytest -q tests/unit -x"
+    for n in range(1, 6):
+        assert f"== [{n}/5]" in out
     assert "test.sh: done in" in out
 
 
@@ -48,7 +49,7 @@ def test_skip_deploy_checks_runs_only_pytest(tmp_path: Path) -> None:
     script, log = _checkout_with_stubs(tmp_path)
     out = subprocess.run([str(script)], env={**os.environ, "GRIDBUS_SKIP_DEPLOY_CHECKS": "1"},
                          capture_output=True, text=True, check=True).stdout
-    assert [c.split()[0] for c in log.read_text().splitlines()] == ["pip", "python"]
+    assert [c.split()[0] for c in log.read_text().splitlines()] == ["pip", "python", "python", "python"]
     assert "deploy tools: skipped (GRIDBUS_SKIP_DEPLOY_CHECKS=1)" in out
 
 
