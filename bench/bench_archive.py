@@ -20,7 +20,7 @@ import os
 import statistics
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -30,6 +30,13 @@ from psycopg.conninfo import make_conninfo
 
 TABLES = ("journal", "cases", "case_timeline", "case_assignments", "orders", "clocks", "ledger", "ledger_ended",
           "indicator_counts", "notifications", "api_keys")
+
+
+def _one(conn: psycopg.Connection, query: str) -> tuple[Any, ...]:
+    """The one row an aggregate query answers."""
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row
 
 
 def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float]:
@@ -45,7 +52,12 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
     from shared.departments import load_departments
     from shared.grid import load_grid
     from shared.models import (
-        Assignment, CaseDispatched, NotificationSent, Reply, Report, summary_of,
+        Assignment,
+        CaseDispatched,
+        NotificationSent,
+        Reply,
+        Report,
+        summary_of,
     )
     from shared.policies import load_policies
     from shared.worktime import load_calendar
@@ -73,7 +85,8 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
         report = Report.model_validate({
             "report_id": f"bench-{uuid.uuid4().hex[:12]}", "category": "01037", "severity": "normal",
             "description": "穿山路连续三盏路灯不亮，夜间行人通行不便", "filing_condition": "连续3盏以上不亮",
-            "location": {"lat": lat + ((i // 2) % 20) * 0.0006, "lon": lon + ((i // 40) % 20) * 0.0006, "address": "七星区穿山路12号", "grid": grid},
+            "location": {"lat": lat + ((i // 2) % 20) * 0.0006, "lon": lon + ((i // 40) % 20) * 0.0006,
+                         "address": "七星区穿山路12号", "grid": grid},
             "media_urls": ["https://img.example/before-1.jpg", "https://img.example/before-2.jpg"],
             "reporter": {"id": f"g-{i % 50:04d}", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
             "observed_at": datetime.now(timezone.utc).isoformat()})
@@ -215,7 +228,6 @@ def main() -> None:
     from services.archiver import db
     from shared import ledger
     from shared.config import get_settings, reset_settings
-
     from shared.logs import configure_logging
 
     reset_settings()
@@ -234,11 +246,11 @@ def main() -> None:
                 print(f"  {k:<24} {v:8.0f} bytes per open case")
             t = time.perf_counter()
             _replicate(conn, args.sample, args.cases)
-            n = conn.execute("SELECT count(*) FROM cases").fetchone()[0]
+            n = _one(conn, "SELECT count(*) FROM cases")[0]
             print(f"replicated to {n} cases over 2026 in {time.perf_counter() - t:.1f} s")
             total = 0
             for table in TABLES:
-                size, rows = conn.execute(f"SELECT pg_total_relation_size('{table}'), count(*) FROM {table}").fetchone()
+                size, rows = _one(conn, f"SELECT pg_total_relation_size('{table}'), count(*) FROM {table}")
                 total += size
                 print(f"  {table:<18} {rows:>10} rows {size / 2**20:9.1f} MiB {size / n:8.0f} bytes per case")
             print(f"  {'all':<18} {'':>10}      {total / 2**20:9.1f} MiB {total / n:8.0f} bytes per case")
