@@ -27,7 +27,7 @@ import redis
 from bench.chaos import checks
 from bench.chaos.load import HttpLoad
 from bench.chaos.nodes import NodeError, RabbitNode, RedisNode, release_all
-from bench.chaos.stack import SERVICES, Stack, WebhookSink, service_env
+from bench.chaos.stack import SERVICE_QUEUES, SERVICES, Stack, WebhookSink, service_env
 from bench.common import REPO, bench_config_dir, envelope
 from shared import deadletters
 
@@ -61,9 +61,13 @@ def default_faults(targets: tuple[str, ...] = TARGETS, first_s: float = 8.0, spa
     return [Fault(first_s + i * spacing_s, t, round(rnd.uniform(2.0, 3.0), 2)) for i, t in enumerate(targets)]
 
 
+#: the queues the run's four services consume (other consumers of the topology, such as
+#: the archiver with its PostgreSQL, are not part of this stack: their queues only fill)
+_STACK_QUEUES = frozenset(q for qs in SERVICE_QUEUES.values() for q in qs)
+
+
 def _work_queue(name: str) -> bool:
-    return not (name.startswith("dept.") or name.endswith(".dead") or name.startswith("notifier.retry.")
-                or name == "gridbus.audit")
+    return name in _STACK_QUEUES
 
 
 class ChaosRun:
