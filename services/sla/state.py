@@ -408,43 +408,78 @@ class Engine:
         to, frm = event.to_status, event.from_status
         case.status = to.value
         period = self.period(ts_of(event.occurred_at))
-        if event.rating:  # an evaluation: the street's and the resolving departments' satisfaction
-            fx.count(period, None, case.street, f"eval_{event.rating}")
-            for o in case.orders.values():
-                if o.active and o.resolved:
-                    fx.count(period, o.dept, None, f"eval_{event.rating}")
+        if event.rating:
+            self._evaluated(case, fx, period, event.rating)
         order = case.orders.get(event.order_id or "")
+        if order is not None:
+            self._replied(case, fx, order, event, period, now)
+        self._status_clocks(case, fx, order, frm, to, now)
+        self._count_status(case, fx, period, event, frm, to)
+        if to is CaseStatus.suspended or frm is CaseStatus.suspended or to in CLOCK_STOPPED_STATES \
+                or to is CaseStatus.reopened:
+            case.note(now, "status", to=to.value, action=event.action, dept=event.dept)
+        return fx
+
+    # -- the parts of `updated`, in the order it applies them
+
+    @staticmethod
+    def _evaluated(case: CaseClocks, fx: Effects, period: str, rating: str) -> None:
+        """An evaluation: the street's and the resolving departments' satisfaction."""
+        fx.count(period, None, case.street, f"eval_{rating}")
+        for o in case.orders.values():
+            if o.active and o.resolved:
+                fx.count(period, o.dept, None, f"eval_{rating}")
+
+    def _replied(self, case: CaseClocks, fx: Effects, order: Order, event: CaseUpdated, period: str,
+                 now: float) -> None:
+        """A department's reply on its own order."""
         action = event.action
-        if order is not None and action == "resolve":
-            order.resolved = ms(now)
-            order.mode = event.mode.value if event.mode else order.mode
-            fx.count(period, order.dept, None, "resolved")
-            if not order.late:
-                fx.count(period, order.dept, None, "resolved_on_time")
-            if event.mode:
-                fx.count(period, order.dept, None, f"mode_{event.mode.value}")
-            for c in case.order_clocks(order.order_id):
-                self._stop(case, fx, c, now, "resolved")
-            order.esc_done = order.esc_done or "resolved"
-            self._end_breaches(case, fx, order, (ACK, HANDLE, ESCALATION), now)
-        if order is not None and action in ("acknowledge", "progress") and order.acked is None:
+        if action == "resolve":
+            self._order_resolved(case, fx, order, event, period, now)
+        if action in ("acknowledge", "progress") and order.acked is None:
             order.acked = ms(now)
-        if order is not None and action in ("acknowledge", "progress", "resolve"):
+        if action in ("acknowledge", "progress", "resolve"):
+            self._order_acknowledged(case, fx, order, now)
+        if action == "reject":
+            self._order_rejected(case, fx, order, now)
+
+    def _order_resolved(self, case: CaseClocks, fx: Effects, order: Order, event: CaseUpdated, period: str,
+                        now: float) -> None:
+        order.resolved = ms(now)
+        order.mode = event.mode.value if event.mode else order.mode
+        fx.count(period, order.dept, None, "resolved")
+        if not order.late:
+            fx.count(period, order.dept, None, "resolved_on_time")
+        if event.mode:
+            fx.count(period, order.dept, None, f"mode_{event.mode.value}")
+        for c in case.order_clocks(order.order_id):
+            self._stop(case, fx, c, now, "resolved")
+        order.esc_done = order.esc_done or "resolved"
+        self._end_breaches(case, fx, order, (ACK, HANDLE, ESCALATION), now)
+
+    def _order_acknowledged(self, case: CaseClocks, fx: Effects, order: Order, now: float) -> None:
+        """签收 (or a reply that implies it): the acknowledge clock stops, and the escalation
+        clock too where the policy escalates only until acknowledged."""
+        for c in case.order_clocks(order.order_id):
+            if c.kind == ACK:
+                self._stop(case, fx, c, now, "acknowledged")
+        self._end_breaches(case, fx, order, (ACK,), now)
+        if self.policy(case, order).escalate_until == "acknowledged":
             for c in case.order_clocks(order.order_id):
-                if c.kind == ACK:
-                    self._stop(case, fx, c, now, "acknowledged")
-            self._end_breaches(case, fx, order, (ACK,), now)
-            if self.policy(case, order).escalate_until == "acknowledged":
-                for c in case.order_clocks(order.order_id):
-                    if c.kind == ESCALATION:
-                        self._stop(case, fx, c, now, "acknowledged (escalate_until)")
-                self._end_breaches(case, fx, order, (ESCALATION,), now)
-                order.esc_done = order.esc_done or "acknowledged"
-        if order is not None and action == "reject":
-            order.active = False
-            order.esc_done = order.esc_done or "rejected"
-            for c in case.order_clocks(order.order_id):
-                self._stop(case, fx, c, now, "rejected by the department")
+                if c.kind == ESCALATION:
+                    self._stop(case, fx, c, now, "acknowledged (escalate_until)")
+            self._end_breaches(case, fx, order, (ESCALATION,), now)
+            order.esc_done = order.esc_done or "acknowledged"
+
+    def _order_rejected(self, case: CaseClocks, fx: Effects, order: Order, now: float) -> None:
+        order.active = False
+        order.esc_done = order.esc_done or "rejected"
+        for c in case.order_clocks(order.order_id):
+            self._stop(case, fx, c, now, "rejected by the department")
+
+    def _status_clocks(self, case: CaseClocks, fx: Effects, order: Order | None, frm: CaseStatus | None,
+                       to: CaseStatus, now: float) -> None:
+        """What the case's new status does to its clocks: stop, pause or resume them."""
         if to in CLOCK_STOPPED_STATES:
             for c in case.live():
                 self._stop(case, fx, c, now, to.value)
@@ -465,6 +500,11 @@ class Engine:
         elif to is CaseStatus.rejected:
             for c in case.live():
                 self._stop(case, fx, c, now, "rejected")
+
+    @staticmethod
+    def _count_status(case: CaseClocks, fx: Effects, period: str, event: CaseUpdated, frm: CaseStatus | None,
+                      to: CaseStatus) -> None:
+        """The street's and departments' counts a status change adds (resolved, closed, rework)."""
         current = [o for o in case.orders.values() if o.active]
         if to is CaseStatus.resolved and frm is not CaseStatus.resolved:
             fx.count(period, None, case.street, "resolved")
@@ -484,10 +524,6 @@ class Engine:
             for o in current:
                 if o.resolved:
                     fx.count(period, o.dept, None, "rework")
-        if to is CaseStatus.suspended or frm is CaseStatus.suspended or to in CLOCK_STOPPED_STATES \
-                or to is CaseStatus.reopened:
-            case.note(now, "status", to=to.value, action=action, dept=event.dept)
-        return fx
 
     def on_site(self, event: CaseUpdated, now: float) -> tuple[CaseClocks, Effects]:
         """A case resolved on site when reported (就地处置): no clocks ever run, but it counts
