@@ -12,7 +12,7 @@ from services.intake.evaluation import EvaluationRequest, NotClosed, apply_evalu
 from services.intake.replies import Verification, apply_reply, apply_verification
 from services.intake.store import CaseStore
 from services.sla.state import CaseClocks, Engine, Order
-from shared.models import CaseRedispatch, CaseStatus, CaseUpdated, Reply, utcnow
+from shared.models import CaseRecorded, CaseRedispatch, CaseStatus, CaseUpdated, Reply, utcnow
 from tests.integration.test_manual_dispatch import dispatched
 from tests.unit.test_sla_engine import engine  # noqa: F401 (fixture)
 
@@ -40,7 +40,8 @@ def test_evaluation_only_after_closing_and_idempotent(redis_client: redis.Redis)
     case, events, applied = apply_evaluation(store, case_id, ev(note="很快", evaluator="w-1024"), "grid_app:k", WINDOW)
     assert applied and case.status is CaseStatus.closed
     assert [(e.rating, e.by) for e in case.evaluations] == [("satisfied", "grid_app:k:w-1024")]
-    [update] = events
+    record, update = events  # the archive's record of the new version comes first (CaseStore.save)
+    assert isinstance(record, CaseRecorded) and record.version == case.version
     assert isinstance(update, CaseUpdated) and (update.action, update.rating) == ("evaluate", "satisfied")
     _, again, applied2 = apply_evaluation(store, case_id, ev(), "grid_app:k", WINDOW)
     assert not applied2 and again == []
