@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     rate_limit_ops: str = Field("50/200", description="Requests per second / burst allowed per ops key.")
     rate_limit_open311: str = Field("5/30", description="Requests per second / burst allowed per open311 key.")
     rate_limit_station: str = Field("20/100", description="Requests per second / burst allowed per station key.")
+    rate_limit_city: str = Field("10/50", description="Requests per second / burst allowed per city key "
+                                 "(the city platform's task hand-over).")
 
     intake_metrics_port: int = Field(9101, description="Prometheus /metrics port of intake.")
     router_metrics_port: int = Field(9102, description="Prometheus /metrics port of router.")

@@ -83,7 +83,7 @@ def _histogram(name: str, doc: str, labels: Sequence[str] = (), *, owner: str | 
 
 
 # -- label domains of fixed vocabularies (the code's own values) -----------------------
-REPORT_CHANNELS = ("http", "amqp", "open311")
+REPORT_CHANNELS = ("http", "amqp", "open311", "city")
 REPORT_OUTCOMES = ("registered", "repeated", "invalid")
 PIPELINE_STAGES = ("dispatched", "acknowledged", "resolved")
 #: (action, on_time) pairs a reply can have: on time is only judged for acknowledge and resolve

@@ -21,7 +21,7 @@ import redis
 import structlog
 
 from services.bridge import cloud
-from services.bridge.crosswalk import Crosswalk
+from shared.crosswalk import Crosswalk
 from shared import metrics
 from shared import redis_keys as keys
 from shared.models import Report

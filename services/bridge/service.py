@@ -9,7 +9,7 @@ import pika
 import structlog
 from nameko.extensions import DependencyProvider
 
-from services.bridge.crosswalk import load_crosswalk
+from shared.crosswalk import load_crosswalk
 from services.bridge.forward import Forwarder, Targets
 from shared import topology
 from shared.bus import Bus

@@ -13,7 +13,9 @@ Roles:
 - `open311`: an Open311 GeoReport v2 client (creates and reads service requests);
 - `station`: a street's grid station (城市管理工作站, level-3 commanders), bound to its
   9-digit street code: dispatches by hand the cases of its street that have not been
-  escalated past it, and hands triage cases up to the district.
+  escalated past it, and hands triage cases up to the district;
+- `city`: the city platform (一网统管, the 12345 hotline): hands tasks over as
+  CloudEvents (`POST /v1/city/tasks`) and reads the cases that came from it.
 """
 from __future__ import annotations
 
@@ -44,6 +46,7 @@ class Role(str, Enum):
     ops = "ops"
     open311 = "open311"
     station = "station"
+    city = "city"
 
 
 ROLES = tuple(r.value for r in Role)

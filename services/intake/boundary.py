@@ -234,6 +234,11 @@ def _is_json(request: Request) -> bool:
     return request.mimetype == "application/json"
 
 
+def _is_cloudevent(request: Request) -> bool:
+    # structured mode is application/cloudevents+json (CloudEvents HTTP binding §3.2)
+    return request.mimetype in ("application/cloudevents+json", "application/json")
+
+
 def _is_form(request: Request) -> bool:
     return request.mimetype == "application/x-www-form-urlencoded"
 
@@ -288,7 +293,7 @@ class ApiEntrypoint(HttpRequestHandler):
         super().__init__(method, url, **kwargs)
         self.roles = tuple(Role(r) for r in roles)
         self.auth = auth if self.roles else "none"
-        self.body = body          # None, "json" or "form"
+        self.body = body          # None, "json", "form" or "cloudevents"
         self.style = style
 
     def start(self) -> None:
@@ -318,6 +323,9 @@ class ApiEntrypoint(HttpRequestHandler):
             raise UnsupportedMediaType("Content-Type must be application/json", "Content-Type")
         if self.body == "form" and not _is_form(request):
             raise UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded", "Content-Type")
+        if self.body == "cloudevents" and not _is_cloudevent(request):
+            raise UnsupportedMediaType("Content-Type must be application/cloudevents+json (a structured "
+                                       "CloudEvent)", "Content-Type")
         settings = self.gate.settings
         try:
             with eventlet.Timeout(settings.http_read_timeout_seconds):

@@ -1,6 +1,7 @@
 """The command centre's hands over HTTP, as a nameko mixin of `IntakeService`: dispatch
-by hand (`POST /v1/cases/{id}/dispatch`), evaluation (`POST /v1/cases/{id}/evaluation`)
-and the joint-meeting agenda (`GET /v1/reports/meeting`).
+by hand (`POST /v1/cases/{id}/dispatch`), evaluation (`POST /v1/cases/{id}/evaluation`),
+the joint-meeting agenda (`GET /v1/reports/meeting`) and the city platform's task
+hand-over (`POST /v1/city/tasks`).
 
 Entrypoints only: the rules are in dispatching.py, evaluation.py and
 services/intake/reports/meeting.py. Uses what IntakeService provides: `self.redis`, `self.bus`,
@@ -56,6 +57,23 @@ class CommandApi:
         log.info("dispatch_requested", case_id=case_id, by=who.actor, applied=applied,
                  departments=body.departments, hand_up=body.hand_up, level=body.level)
         return json_response(202 if applied else 200, case_answer(case, applied))
+
+    @api("POST", "/v1/city/tasks", roles=(Role.city, Role.ops), body="cloudevents")
+    def post_city_task(self, request: Request) -> Response:
+        """A city-platform task (12345 hotline …) handed over as a structured CloudEvent:
+        registered like any report, with `source` kept (the same task again: 200)."""
+        from services.intake.validation import FieldError, InvalidInput
+        from shared import metrics
+        from shared.citytasks import TaskInvalid, parse_task
+        from shared.crosswalk import load_crosswalk
+
+        try:
+            report = parse_task(request.get_data(), load_crosswalk())
+        except TaskInvalid as exc:
+            metrics.REPORTS_RECEIVED.labels("city", "invalid").inc()
+            raise InvalidInput([FieldError(f or "body", m) for f, m in exc.errors]) from None
+        status, body = self._register(report, "city", None)  # type: ignore[attr-defined]
+        return json_response(status, body)
 
     @api("POST", "/v1/cases/<string:case_id>/evaluation", roles=(Role.grid_app, Role.ops), body="json")
     def post_evaluation(self, request: Request, case_id: str) -> Response:

@@ -17,6 +17,7 @@ from pydantic.json_schema import models_json_schema
 
 from services.intake import open311, openapi_examples
 from services.intake.dispatching import ManualDispatch
+from shared.citytasks import CityTaskEvent
 from services.intake.evaluation import EvaluationRequest
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
 from services.intake.replies import Cancellation, SuspensionDecision, Verification
@@ -115,7 +116,7 @@ MODELS: list[type[BaseModel]] = [
     Report, ReportAccepted, Reply, Verification, Cancellation, SuspensionDecision, CaseAnswer, CaseView, CaseListItem,
     CasePage, Errors, IllegalTransitionError, CatalogTree, Health, NewServiceRequest, open311.Service,
     open311.ServiceDefinition, open311.ServiceRequest, open311.ServiceRequestCreated, open311.ErrorItem,
-    ManualDispatch, EvaluationRequest,
+    ManualDispatch, EvaluationRequest, CityTaskEvent,
 ]
 
 
@@ -197,8 +198,9 @@ def _paths() -> dict[str, Any]:
         "/v1/cases/{case_id}": {"get": {
             "tags": ["cases"], "summary": "One case with its assignments and timeline",
             "description": "A department key sees only cases that were assigned to its department, a station "
-                           "key only cases of its street; any other answers 404, as a case that does not exist.",
-            **bearer("ops", "grid_app", "department", "station"),
+                           "key only cases of its street, a city key only cases handed over by the city "
+                           "platform; any other answers 404, as a case that does not exist.",
+            **bearer("ops", "grid_app", "department", "station", "city"),
             "parameters": [_path("case_id", "e.g. 450305-20261127-000123")],
             "responses": {"200": _body("CaseView", "The case"), "401": E401,
                           "403": _body("Errors", "Wrong role, or a department key for another's case"),
@@ -281,6 +283,27 @@ def _paths() -> dict[str, Any]:
                 "409": _body("IllegalTransitionError", "Not in a state that can be re-dispatched"),
                 "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
                 "422": E422,
+            }}},
+        "/v1/city/tasks": {"post": {
+            "tags": ["reports"], "summary": "The city platform hands a task over (12345 hotline, 一网统管)",
+            "description": "A CloudEvents 1.0 event in structured mode (`application/cloudevents+json`; "
+                           "`application/json` is accepted too) whose `type` ends in `.task.created` and whose "
+                           "`data` is the task. Registered like any report (reporter role `citizen`), with "
+                           "`source` = {system, external_id}: every event of the case the bridge sends back "
+                           "carries `externalsystem`/`externalid`. `data.grid` in the city grid's numbering is "
+                           "translated by config/crosswalk.yaml. The same task again (same system and task id) "
+                           "answers 200 with the same body. Keys: role `city` (or `ops`).",
+            **bearer("city", "ops"),
+            "requestBody": {"required": True, "content": {"application/cloudevents+json": {
+                "schema": _ref("CityTaskEvent")}}},
+            "responses": {
+                "202": _body("ReportAccepted", "Registered: a new case"),
+                "200": _body("ReportAccepted", "This task was handed over before: the same case"),
+                "401": E401, "403": _body("Errors", "Not a city or ops key"),
+                "413": _body("Errors", "Body larger than MAX_REPORT_BYTES"),
+                "415": _body("Errors", "Not application/cloudevents+json"),
+                "422": _body("Errors", "Not a CloudEvent, not a task (`type`), or a task field (`data.*`) "
+                                       "or the report made from it is invalid; the field is named"),
             }}},
         "/v1/cases/{case_id}/evaluation": {"post": {
             "tags": ["cases"], "summary": "Evaluate (评价) a closed case: satisfied, basically satisfied, dissatisfied",

@@ -99,10 +99,21 @@ MEETING = Agenda(street="450305003", street_name="穿山街道", start=datetime.
 LEDGER = {"from": "2026-11-01T00:00:00+08:00", "to": "2026-11-27T18:00:00+08:00", "count": 0, "entries": [],
           "departments": [], "liaisons": []}
 
+CITY_TASK = {"specversion": "1.0", "id": "gl12345-evt-0042", "source": "urn:guilin:12345",
+             "type": "cn.gov.guilin.12345.task.created", "time": "2026-12-01T09:12:00+08:00",
+             "datacontenttype": "application/json",
+             "data": {"task_id": "GL20261201-0042", "system": "12345", "category": "03005",
+                      "description": "市民来电：辰山路垃圾箱破损", "lat": 25.2833, "lon": 110.3128,
+                      "address": "七星区辰山路88号", "grid": "GL-QX-01-0101",
+                      "citizen": {"name": "李女士", "phone": "13907730042"}}}
+
 # (method, path) → {"request": body example, "<status>": answer example}
 EXAMPLES: dict[tuple[str, str], dict[str, Any]] = {
     ("post", "/v1/reports"): {"request": REPORT, "202": ACCEPTED, "200": ACCEPTED, "422": ERRORS_422,
                               "401": ERRORS_401},
+    ("post", "/v1/city/tasks"): {"request": CITY_TASK, "202": ACCEPTED, "200": ACCEPTED, "422": {"errors": [
+        {"field": "data.category", "message": "String should match pattern '^\\d{5}$'"}]},
+                                 "401": ERRORS_401},
     ("get", "/v1/cases"): {"200": CASE_PAGE},
     ("get", "/v1/cases/{case_id}"): {"200": CASE},
     ("post", "/v1/cases/{case_id}/replies"): {"request": REPLIES, "200": answer("acknowledged", 4)},

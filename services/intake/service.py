@@ -109,7 +109,8 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
             raise
         return json_response(status, body)
 
-    @api("GET", "/v1/cases/<string:case_id>", roles=(Role.ops, Role.grid_app, Role.department, Role.station))
+    @api("GET", "/v1/cases/<string:case_id>",
+         roles=(Role.ops, Role.grid_app, Role.department, Role.station, Role.city))
     def get_case(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
         who = principal(request)
@@ -118,6 +119,8 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         if who.role is Role.department and all(a.dept != who.dept for a in case.assignments):
             raise CaseNotFound(case_id)
         if who.role is Role.station and case.street != who.street:
+            raise CaseNotFound(case_id)
+        if who.role is Role.city and case.source is None:  # the city platform reads what it handed over
             raise CaseNotFound(case_id)
         return json_response(200, case.model_dump(mode="json", exclude={"applied_messages"}))
 

@@ -20,7 +20,8 @@ from services.intake.store import CaseStore
 from services.runner import start_all, stop_all
 from shared import topology
 from tests.e2e.conftest import free_port, wait_for
-from tests.e2e.test_lifecycle import case_of
+from services.intake.auth import Role, create_key
+from tests.e2e.test_lifecycle import case_of, new_case, reply
 
 pytestmark = pytest.mark.e2e
 
@@ -141,6 +142,56 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         dead = wait_for(lambda: ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), auto_ack=True)[1], 10)
         assert dead is not None and "CloudEvents" in str(dead.headers)
         assert httpx.get(f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics", timeout=5).status_code == 200
+
+        # over HTTP: POST /v1/city/tasks with a city key, and status sync back on every event
+        city = {"Authorization": f"Bearer {create_key(stack_redis, Role.city)[0]}",
+                "Content-Type": "application/cloudevents+json"}
+        url = f"{stack['base']}/v1/city/tasks"
+        task = CloudEvent({"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345",
+                           "id": "gl12345-evt-0043"},
+                          {"task_id": "GL20261201-0043", "system": "12345", "category": "01037",
+                           "description": "市民来电：辰山路路灯不亮", "lat": 25.2841, "lon": 110.3139,
+                           "address": "七星区辰山路90号", "grid": "GL-QX-01-0101"})
+        _, raw = cloud.http_message(task)
+        first = httpx.post(url, content=raw, headers=city, timeout=5)
+        assert first.status_code == 202, first.text
+        again = httpx.post(url, content=raw, headers=city, timeout=5)
+        assert again.status_code == 200 and again.json() == first.json()  # the same task: the same case
+        http_case = first.json()["case_id"]
+        bad = json.loads(raw)
+        bad["data"]["category"] = "abc"
+        r = httpx.post(url, content=json.dumps(bad), headers=city, timeout=5)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "data.category", r.text
+        r = httpx.post(url, content=b'{"specversion": "1.0"}', headers=city, timeout=5)
+        assert r.status_code == 422 and "CloudEvents" in r.json()["errors"][0]["message"], r.text
+        assert httpx.post(url, content=raw, headers={**city, "Content-Type": "text/plain"},
+                          timeout=5).status_code == 415
+        assert httpx.post(url, content=raw, timeout=5, headers={
+            **stack["auth"], "Content-Type": "application/cloudevents+json"}).status_code == 403
+        # the city key reads what it handed over, and nothing else
+        seen = httpx.get(f"{stack['base']}/v1/cases/{http_case}", headers=city, timeout=5)
+        assert seen.status_code == 200 and seen.json()["source"]["external_id"] == "GL20261201-0043"
+        other = new_case(stack)
+        assert httpx.get(f"{stack['base']}/v1/cases/{other}", headers=city, timeout=5).status_code == 404
+
+        dispatched = wait_for(lambda: (c := case_of(stack, http_case))["status"] == "dispatched" and c, 10)
+        assert dispatched, case_of(stack, http_case)
+        dept = next(a["dept"] for a in dispatched["assignments"] if a["active"])
+        dept_key = create_key(stack_redis, Role.department, dept)[0]
+        assert reply(stack, dept_key, http_case, "acknowledge", note="已派人").status_code == 200
+
+        def synced() -> list[CloudEvent]:
+            mine = [cloud.parse(r["body"]) for r in sink.received if http_case.encode() in r["body"]]
+            mine = [e for e in mine if e.get_subject() == http_case]
+            return mine if any(e.get_type() == "cn.gridbus.case.updated" and
+                               e.get_data().get("to_status") == "acknowledged" for e in mine) else []
+
+        events = wait_for(synced, 20)
+        assert events, [r["body"][:200] for r in sink.received][-5:]
+        kinds = {e.get_type() for e in events}
+        assert {"cn.gridbus.case.registered", "cn.gridbus.case.dispatched", "cn.gridbus.case.updated"} <= kinds
+        for e in events:  # every status the city sees names its own task
+            assert (e.get_extension("externalsystem"), e.get_extension("externalid")) == ("12345", "GL20261201-0043")
         conn.close()
     finally:
         stop_all(procs)

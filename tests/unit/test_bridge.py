@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 
 from services.bridge import cloud
-from services.bridge.crosswalk import Crosswalk, load_crosswalk
+from shared.crosswalk import Crosswalk, load_crosswalk
 from services.bridge.forward import Forwarder, Targets
 from shared.nameko_ext import Rejected
 from shared.resilience import DependencyUnavailable

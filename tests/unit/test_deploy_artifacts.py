@@ -160,6 +160,25 @@ def test_prometheus_scrapes_each_service_on_its_configured_port():
     assert jobs["rabbitmq"]["static_configs"][0]["targets"] == ["rabbitmq:15692"]
 
 
+def test_the_bridge_is_deployed_on_its_port_when_configured():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    bridge = compose["services"]["bridge"]
+    port = Settings().bridge_metrics_port
+    assert bridge["command"] == ["run", "bridge"] and bridge["profiles"] == ["bridge"]
+    assert f"127.0.0.1:{port}/healthz" in " ".join(bridge["healthcheck"]["test"])
+    env = compose["x-gridbus-env"]
+    assert {"BRIDGE_HTTP_URL", "BRIDGE_AMQP_EXCHANGE"} <= set(env)  # the topology job declares its queues too
+    docs = [d for p in sorted((ROOT / "deploy/k8s").glob("*.yaml"))
+            for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gridbus-config")
+    assert config["data"]["BRIDGE_METRICS_PORT"] == str(port) and config["data"]["BRIDGE_HTTP_URL"]
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "bridge")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["run", "bridge"]
+    assert container["ports"] == [{"name": "metrics", "containerPort": port}]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+
+
 def test_compose_runs_the_four_services_and_mounts_existing_files():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
     services = compose["services"]
