@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from cloudevents.core.bindings import http as ce_http
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.crosswalk import Crosswalk
-from shared.models import Report
+from shared.models import CategoryCode, CleanStr, Coordinate, Instant, Line, Report, SolidText
 
 FORMAT = JSONFormat()
 TASK_TYPE_SUFFIX = ".task.created"
@@ -50,26 +50,32 @@ def parse(raw: bytes) -> CloudEvent:
 
 class Citizen(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    name: str = Field("", max_length=64)
-    phone: str = Field("", max_length=20)
+    name: CleanStr = Field("", max_length=64)
+    phone: str = Field("", max_length=20, description="Kept as digits, +, - and spaces")
 
 
 class CityTask(BaseModel):
-    """A city-platform task (e.g. a 12345 hotline case) as the city sends it."""
+    """A city-platform task (e.g. a 12345 hotline case) as the city sends it. The field
+    rules are those of the report it becomes (shared/models.py), so that the schema says
+    what is accepted."""
 
     model_config = ConfigDict(extra="ignore")
 
-    task_id: str = Field(min_length=1, max_length=100)
+    task_id: Line = Field(min_length=1, max_length=100)
     system: str = Field("12345", min_length=1, max_length=40, pattern=r"^[A-Za-z0-9_.\-]+$")
-    category: str = Field(pattern=r"^\d{5}$", description="GB/T 47678.5 code (the city platform uses the same)")
-    description: str = Field(min_length=1, max_length=2000)
-    lat: float
-    lon: float
-    address: str = Field("", max_length=200)
-    grid: str | None = Field(None, description="The cell in the city grid's numbering")
+    category: CategoryCode = Field(description="GB/T 47678.5 code (the city platform uses the same)")
+    description: SolidText = Field(min_length=1, max_length=2000)
+    lat: Coordinate = Field(ge=-90, le=90)
+    lon: Coordinate = Field(ge=-180, le=180)
+    address: CleanStr = Field("", max_length=200)
+    grid: CleanStr | None = Field(None, max_length=100, description="The cell in the city grid's numbering")
     urgent: bool = False
-    reported_at: AwareDatetime | None = None
+    reported_at: Instant | None = None
     citizen: Citizen = Field(default_factory=Citizen)
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
 
 
 class CityTaskEvent(BaseModel):
@@ -77,14 +83,17 @@ class CityTaskEvent(BaseModel):
     (`application/cloudevents+json`) whose `data` is a `CityTask`. The official SDK
     parses it (`parse`); this model states the shape for clients (OpenAPI)."""
 
-    model_config = ConfigDict(extra="allow")  # CloudEvents extension attributes
+    model_config = ConfigDict(extra="forbid")  # extension attributes are taken, not described
 
     specversion: Literal["1.0"]
-    id: str = Field(min_length=1, description="The city's event id")
-    source: str = Field(min_length=1, description="The city platform, e.g. urn:guilin:12345")
-    type: str = Field(pattern=r"\.task\.created$", description="Ends in `.task.created`")
-    time: AwareDatetime | None = None
-    datacontenttype: Literal["application/json"] | None = None
+    id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$", description="The city's event id")
+    source: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9_.:/\-]+$",
+                        description="The city platform (a URI), e.g. urn:guilin:12345")
+    type: str = Field(max_length=200, pattern=r"^[A-Za-z0-9_.\-]*\.task\.created$",
+                      description="Ends in `.task.created`")
+    # optional but never null (the SDK refuses a null attribute): absent by default, no default shown
+    time: Instant = Field(None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    datacontenttype: Literal["application/json"] = Field(None, json_schema_extra=_no_default)  # type: ignore[assignment]
     data: CityTask
 
 

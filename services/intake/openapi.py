@@ -599,6 +599,10 @@ def _harden_schemas(schemas: dict[str, Any]) -> dict[str, Any]:
         {"if": {"properties": {"action": {"const": "resolve"}}, "required": ["action"]},
          "then": {"required": ["mode"], "properties": {"mode": {"$ref": REF.format(model="Mode721")}}}},
     ]
+    task = schemas["CityTask"]  # a city task becomes a report: the same rules
+    task["properties"]["category"]["enum"] = codes
+    task["anyOf"] = [{"properties": {"lat": v["properties"]["lat"], "lon": v["properties"]["lon"]}}
+                     for v in _location_variants()]
     new = schemas["NewServiceRequest"]
     form = new["properties"]
     form["service_code"]["enum"] = codes
