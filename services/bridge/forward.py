@@ -21,9 +21,9 @@ import redis
 import structlog
 
 from services.bridge import cloud
-from shared.crosswalk import Crosswalk
 from shared import metrics
 from shared import redis_keys as keys
+from shared.crosswalk import Crosswalk
 from shared.models import Report
 from shared.nameko_ext import Rejected
 from shared.resilience import DependencyUnavailable

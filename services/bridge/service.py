@@ -9,11 +9,11 @@ import pika
 import structlog
 from nameko.extensions import DependencyProvider
 
-from shared.crosswalk import load_crosswalk
 from services.bridge.forward import Forwarder, Targets
 from shared import topology
 from shared.bus import Bus
 from shared.config import get_settings
+from shared.crosswalk import load_crosswalk
 from shared.nameko_ext import GridbusService, Rejected, consume_reliably
 from shared.redisdb import connect
 

@@ -17,11 +17,11 @@ from pydantic.json_schema import models_json_schema
 
 from services.intake import open311, openapi_examples
 from services.intake.dispatching import ManualDispatch
-from shared.citytasks import CityTaskEvent
 from services.intake.evaluation import EvaluationRequest
 from services.intake.queries import MAX_LIMIT, CaseListItem, CasePage
 from services.intake.replies import Cancellation, SuspensionDecision, Verification
 from services.intake.validation import IDEMPOTENCY_KEY
+from shared.citytasks import CityTaskEvent
 from shared.config import REPO_ROOT
 from shared.models import (
     ATTRIBUTE_KEY,

@@ -16,11 +16,11 @@ import redis
 from cloudevents.core.v1.event import CloudEvent
 
 from services.bridge import cloud
+from services.intake.auth import Role, create_key
 from services.intake.store import CaseStore
 from services.runner import start_all, stop_all
 from shared import topology
 from tests.e2e.conftest import free_port, wait_for
-from services.intake.auth import Role, create_key
 from tests.e2e.test_lifecycle import case_of, new_case, reply
 
 pytestmark = pytest.mark.e2e

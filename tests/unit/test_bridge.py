@@ -11,8 +11,8 @@ from typing import Any, Iterator
 import pytest
 
 from services.bridge import cloud
-from shared.crosswalk import Crosswalk, load_crosswalk
 from services.bridge.forward import Forwarder, Targets
+from shared.crosswalk import Crosswalk, load_crosswalk
 from shared.nameko_ext import Rejected
 from shared.resilience import DependencyUnavailable
 
