@@ -146,15 +146,17 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
 
 
 def _replicate(conn: psycopg.Connection, sample: int, total: int) -> None:
-    """Copies of the sample, spread over 2026: copy k lives on day k·365/copies, ids fresh."""
+    """Copies of the sample, spread over 2026: copy k lives on day k·365/copies, ids fresh
+    (serials from 500001, apart from the sample's own, which go at the end)."""
     copies = max(1, total // sample)
     conn.execute("CREATE TEMP TABLE k AS SELECT g AS k, (timestamptz '2026-01-01 00:00+08' + "
                  "((g - 1) * 365.0 / %s) * interval '1 day') AS day FROM generate_series(1, %s) g", (copies, copies))
     conn.execute("""CREATE TEMP TABLE idmap AS SELECT c.case_id AS old, k.k, k.day,
         extract(epoch FROM k.day - date_trunc('day', c.registered_at))::float8 AS shift,
         '450305-' || to_char(k.day AT TIME ZONE 'Asia/Shanghai', 'YYYYMMDD') || '-' ||
-          lpad(((row_number() OVER (PARTITION BY k.k ORDER BY c.case_id)) + (k.k %% 3) * %s)::text, 6, '0') AS new
-        FROM cases c CROSS JOIN k""", (sample,))
+          lpad((500000 + row_number() OVER (PARTITION BY (k.day AT TIME ZONE 'Asia/Shanghai')::date
+                                            ORDER BY k.k, c.case_id))::text, 6, '0') AS new
+        FROM cases c CROSS JOIN k""")
     conn.execute("CREATE INDEX ON idmap (old, k)")
     s = "m.shift * interval '1 second'"
     steps = [
