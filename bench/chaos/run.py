@@ -268,6 +268,24 @@ class ChaosRun:
             rows = api.get("/api/queues/%2F", params={"columns": "name,messages"}).json()
         return {r["name"]: int(r.get("messages") or 0) for r in rows}
 
+    def _queue_detail(self, queues: list[str]) -> dict[str, Any]:
+        """What the broker says of a queue that does not drain: ready vs unacked, consumers
+        (and on which channel/node), the quorum leader and members."""
+        out: dict[str, Any] = {}
+        cols = "messages_ready,messages_unacknowledged,consumers,leader,members,online,node,consumer_details"
+        try:
+            with self.mgmt() as api:
+                for q in queues:
+                    info = api.get(f"/api/queues/%2F/{q}", params={"columns": cols}).json()
+                    info["consumer_details"] = [
+                        {"channel": (c.get("channel_details") or {}).get("name"), "ack_required": c.get("ack_required"),
+                         "prefetch": c.get("prefetch_count"), "active": c.get("active")}
+                        for c in info.get("consumer_details") or []]
+                    out[q] = info
+        except (httpx.HTTPError, ValueError) as exc:
+            out["error"] = repr(exc)
+        return out
+
     def _registered_left(self, client: redis.Redis) -> int:
         assert self.load is not None
         ids = sorted({r.case_id for r in self.load.results if r.case_id})
@@ -324,6 +342,7 @@ class ChaosRun:
             later = self.queue_depths()
             stalled = {q: n for q, n in later.items() if _work_queue(q) and n and n >= depths.get(q, 0)}
             depths = later
+            self.stalled_detail = self._queue_detail(sorted(stalled))
         dept_queues = sorted(q for q in depths if q.startswith("dept.") and not q.endswith(".dead"))
         orders = checks.drain_orders(self.amqp_uri, dept_queues)
         dead = {q: deadletters.peek(self.amqp_uri, q) for q, n in depths.items()
@@ -346,6 +365,7 @@ class ChaosRun:
             "ok": (findings.ok() and not self.unhealthy and load["accepted"] == s.reports and not load["http_500"]
                    and not stalled),
             "stalled": stalled,
+            "stalled_detail": getattr(self, "stalled_detail", {}),
             "notifications_received": self.sink.hits if self.sink else 0,
             "findings": findings.to_dict(), "load": load, "unhealthy": self.unhealthy,
             "timeline": self.timeline, "services": self.stack.summary(),
