@@ -29,19 +29,21 @@ def chaos() -> None:
 @click.option("--runs", type=int, default=1, show_default=True, help="Repeat the run (fresh servers each time).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Restart delays (2-3 s) are drawn from it.")
 @click.option("--keep", is_flag=True, help="Keep the run's directory (logs) even when it passed.")
+@click.option("--log-level", default="WARNING", show_default=True, help="LOG_LEVEL of the services.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Result JSON [bench/results/chaos-<time>.json] (with --runs, one file per run).")
 def run_cmd(reports: int, rate: float, faults: str, first_s: float, spacing_s: float, drain_s: float,
-            runs: int, seed: int, keep: bool, out: str | None) -> None:
+            runs: int, seed: int, keep: bool, log_level: str, out: str | None) -> None:
     """Offer REPORTS at RATE/s to a supervised four-service stack on a private RabbitMQ node
     and Redis while killing each target once (restart 2-3 s later); then check that nothing
     accepted was lost, stuck, left without clocks, dispatched twice or dead-lettered for a
     transient reason, and that every killed piece came back healthy. Exit 1 on any finding."""
-    _run(ChaosRun, TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out)
+    _run(ChaosRun, TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out, log_level)
 
 
 def _run(cls: type[ChaosRun], allowed: tuple[str, ...], reports: int, rate: float, faults: str, first_s: float,
-         spacing_s: float, drain_s: float, runs: int, seed: int, keep: bool, out: str | None) -> None:
+         spacing_s: float, drain_s: float, runs: int, seed: int, keep: bool, out: str | None,
+         log_level: str = "WARNING") -> None:
     from bench.common import result_path, write_result
 
     targets = tuple(t.strip() for t in faults.split(",") if t.strip())
@@ -54,7 +56,7 @@ def _run(cls: type[ChaosRun], allowed: tuple[str, ...], reports: int, rate: floa
     kind = "chaos-cluster" if cls is not ChaosRun else "chaos"
     rows, all_ok = [], True
     for i in range(runs):
-        scenario = Scenario(reports=reports, rate=rate, drain_s=drain_s, seed=seed + i,
+        scenario = Scenario(reports=reports, rate=rate, drain_s=drain_s, seed=seed + i, log_level=log_level,
                             faults=default_faults(targets, first_s, spacing_s, seed + i))
         with cls(scenario, echo=click.echo, keep=keep) as run:
             result = run.execute()
@@ -80,15 +82,17 @@ def _run(cls: type[ChaosRun], allowed: tuple[str, ...], reports: int, rate: floa
 @click.option("--runs", type=int, default=1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--keep", is_flag=True, help="Keep the run's directory (logs) even when it passed.")
+@click.option("--log-level", default="WARNING", show_default=True, help="LOG_LEVEL of the services.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None)
 def cluster_cmd(reports: int, rate: float, faults: str, first_s: float, spacing_s: float, drain_s: float,
-                runs: int, seed: int, keep: bool, out: str | None) -> None:
+                runs: int, seed: int, keep: bool, log_level: str, out: str | None) -> None:
     """The same checks on a 3-node RabbitMQ cluster (behind a TCP balancer) and Redis
     master + replica + 3 Sentinels: one RabbitMQ node lost (20 s, then it rejoins) and the
     Redis master killed so that the Sentinels fail over, under load."""
     from bench.chaos.cluster import CLUSTER_TARGETS, ClusterRun
 
-    _run(ClusterRun, CLUSTER_TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out)
+    _run(ClusterRun, CLUSTER_TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out,
+         log_level)
 
 
 COMMANDS = [chaos]
