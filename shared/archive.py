@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 
 import psycopg
 
@@ -35,6 +36,20 @@ class ArchiveReader:
                 self._conn = None
                 raise
         return {cid: Case.model_validate(doc) for cid, doc in rows}
+
+    def registered_between(self, start: datetime, end: datetime) -> list[Case]:
+        """Every archived case registered in [start, end), oldest first (period reports)."""
+        with self._lock:
+            try:
+                rows = self._connection().execute(
+                    "SELECT doc FROM cases WHERE registered_at >= %s AND registered_at < %s "
+                    "ORDER BY registered_at, case_id", (start, end)).fetchall()
+            except psycopg.Error:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                raise
+        return [Case.model_validate(doc) for (doc,) in rows]
 
     def get(self, case_id: str) -> Case | None:
         return self.get_many([case_id]).get(case_id)

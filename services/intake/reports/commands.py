@@ -14,10 +14,13 @@ from shared.config import get_settings
 
 def _store():
     from services.intake.store import CaseStore
+    from shared.archive import ArchiveReader
     from shared.redisdb import connect
 
     settings = get_settings()
-    return CaseStore(connect(settings), settings.district_code)
+    # the archive too: a month older than the hot window is there only
+    archive = ArchiveReader(settings.database_url) if settings.database_url else None
+    return CaseStore(connect(settings), settings.district_code, archive)
 
 
 def month_bounds(month: str, tz: ZoneInfo) -> tuple[datetime, datetime]:
