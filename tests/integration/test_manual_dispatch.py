@@ -12,7 +12,15 @@ from services.intake.replies import NotAssigned, apply_reply
 from services.intake.store import CaseStore
 from services.intake.validation import InvalidInput
 from shared.lifecycle import IllegalTransition
-from shared.models import Assignment, CaseDispatched, CaseRedispatch, CaseStatus, Reply, summary_of
+from shared.models import (
+    Assignment,
+    CaseDispatched,
+    CaseRedispatch,
+    CaseStatus,
+    DispatchWithdrawn,
+    Reply,
+    summary_of,
+)
 from tests.integration.test_case_store import NOW, register
 
 pytestmark = pytest.mark.integration
@@ -55,6 +63,11 @@ def test_station_redispatches_a_case_of_its_street(redis_client: redis.Redis) ->
     assert (request.reason.value, request.round_no, request.departments, request.lead, request.level) == \
         ("manual", 2, ["power", "lighting"], "power", 3)
     assert request.by == STATION.actor and "属供电线路故障" in case.timeline[-1].note
+    # the relieved department is told: one withdrawal of its order, derived id, on intake's outbox
+    withdrawn = [e for e in events if isinstance(e, DispatchWithdrawn)]
+    assert [(w.order_id, w.dept, w.street, w.round_no, w.by) for w in withdrawn] == [
+        (f"{case_id}/1/lighting", "lighting", "450305001", 2, STATION.actor)]
+    assert withdrawn[0].message_id == f"withdrawn:{case_id}/1/lighting" and "属供电线路故障" in withdrawn[0].note
     with pytest.raises(NotAssigned):  # the relieved department can no longer reply
         apply_reply(store, case_id, "lighting", Reply(reply_id="l1", action="acknowledge"))
     # the same dispatch id again: nothing new
@@ -118,8 +131,15 @@ def test_rounds_that_cross_keep_the_later_one(redis_client: redis.Redis) -> None
     # the re-route (round 2) is on its way; a commander dispatches by hand meanwhile (round 3)
     _, events, _ = apply_manual_dispatch(store, case_id, body(departments=["cityman"], lead=None), OPS, DEPTS)
     assert next(e for e in events if isinstance(e, CaseRedispatch)).round_no == 3
+    assert not [e for e in events if isinstance(e, DispatchWithdrawn)]  # sanitation gave it back itself
     dispatched(store, ["cityman"], round_no=3, case_id=case_id, by=OPS.actor)
-    dispatched(store, ["power"], round_no=2, case_id=case_id)  # arrives late: superseded
+    case = store.get(case_id)
+    late = CaseDispatched(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case), round_no=2,
+                          assignments=[Assignment(dept="power", street="450305001", level=3,
+                                                  order_id=f"{case_id}/2/power", dispatched_at=NOW)])
+    _, events, _ = apply_event(store, late)  # arrives late: superseded, its order withdrawn
+    assert [(e.order_id, e.round_no, e.by) for e in events if isinstance(e, DispatchWithdrawn)] == [
+        (f"{case_id}/2/power", 3, "router")]
     case = store.get(case_id)
     assert [a.dept for a in case.assignments if a.active] == ["cityman"]
     assert "superseded" in case.timeline[-1].note
