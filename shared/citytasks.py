@@ -93,7 +93,7 @@ class CityTaskEvent(BaseModel):
                       description="Ends in `.task.created`")
     # optional but never null (the SDK refuses a null attribute): absent by default, no default shown
     time: Instant = Field(None, json_schema_extra=_no_default)  # type: ignore[assignment]
-    datacontenttype: Literal["application/json"] = Field(None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    datacontenttype: Literal["application/json"] = Field(None, json_schema_extra=_no_default)  # type: ignore[arg-type]
     data: CityTask
 
 
