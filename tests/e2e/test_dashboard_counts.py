@@ -12,7 +12,6 @@ Run with `-s` to see the figures.
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -20,14 +19,13 @@ from typing import Any, Iterator
 
 import httpx
 import pytest
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.intake.auth import Role
 from shared import metrics
 from tests.conftest import wait_for
 from tests.e2e.conftest import report, running_stack, spread_location, stack_key
-from tests.integration.test_prometheus_scrape import ALERTS, PROMETHEUS, _api, _free_port, _wait_for
+from tests.integration.test_prometheus_scrape import PROMETHEUS, _api, _wait_for, running_prometheus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: "
                                                   "deploy/ci/validate.sh --install-only")]
@@ -95,32 +93,15 @@ def fresh(vhost_factory: Any, redis_url: str, tmp_path_factory: pytest.TempPathF
 
 @pytest.fixture(scope="module")
 def prometheus(fresh: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    work = tmp_path_factory.mktemp("prometheus-dash")
     settings = fresh["settings"]
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": s, "static_configs": [{"targets": [f"127.0.0.1:{settings.metrics_port(s)}"]}]}
-                           for s in SERVICES],
-    }
-    (work / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = _free_port()
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_for("/-/ready", lambda: httpx.get(f"{base}/-/ready", timeout=2).status_code == 200, proc)
-
+    targets = {s: settings.metrics_port(s) for s in SERVICES}
+    with running_prometheus(tmp_path_factory.mktemp("prometheus-dash"), targets) as (base, proc):
         def scraped_twice() -> bool:  # every service up, with two samples already
             r = _api(base, "query", query="count_over_time(up[1m]) >= 2 and up == 1")["result"]
             return {x["metric"]["job"] for x in r} == set(SERVICES)
 
         _wait_for("two scrapes of each service", scraped_twice, proc)
         yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def _last_scrape(base: str, job: str) -> float:

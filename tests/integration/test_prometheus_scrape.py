@@ -8,9 +8,9 @@ as shared.metrics builds it — the same exposition the intake service serves.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from shared import metrics
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -34,12 +35,6 @@ pytestmark = [
 ]
 
 WAIT_S = 60.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_for(what: str, probe: Callable[[], Any], proc: subprocess.Popen) -> Any:
@@ -61,34 +56,28 @@ def _wait_for(what: str, probe: Callable[[], Any], proc: subprocess.Popen) -> An
 
 @pytest.fixture(scope="module")
 def target_port() -> int:
-    port = _free_port()
+    port = free_port()
     metrics.serve_metrics(metrics.Known("intake", entrypoints=("handle_report",)), port, host="127.0.0.1")
     return port
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, target_port: int) -> Iterator[tuple[str, subprocess.Popen]]:
-    work = tmp_path_factory.mktemp("prometheus")
+@contextmanager
+def running_prometheus(work: Path, targets: dict[str, int]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A real Prometheus in `work` scraping `targets` (job name → port on 127.0.0.1) every
+    second and evaluating deploy/prometheus/alerts.yml; yields (base URL, process) once it
+    is ready, and stops it on the way out."""
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
-        "scrape_configs": [
-            {"job_name": "intake", "static_configs": [{"targets": [f"127.0.0.1:{target_port}"]}]}
-        ],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
+                           for job, port in targets.items()],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     log = open(work / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={work / 'prometheus.yml'}",
-            f"--storage.tsdb.path={work / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    proc = subprocess.Popen([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for("/-/ready", lambda: httpx.get(f"{base}/-/ready", timeout=2).status_code == 200, proc)
@@ -101,6 +90,12 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, target_port: int) -> It
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory, target_port: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    with running_prometheus(tmp_path_factory.mktemp("prometheus"), {"intake": target_port}) as running:
+        yield running
 
 
 def _api(base: str, path: str, **params: Any) -> Any:
