@@ -146,8 +146,23 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         time.sleep(interval)
 
 
+class ServerProcess:
+    """What a server of our own can be asked, whatever it is: `proc` is the leader of its
+    process group (started with start_new_session)."""
+
+    proc: subprocess.Popen | None
+
+    def kill(self) -> None:
+        """kill -9 of the whole process group (a RabbitMQ node's epmd is not in it)."""
+        kill_group(self.proc, signal.SIGKILL)
+        self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
 @dataclass
-class RabbitNode:
+class RabbitNode(ServerProcess):
     """One RabbitMQ node of our own (management plugin on, for the HTTP API)."""
 
     base: Path
@@ -252,33 +267,11 @@ class RabbitNode:
             r = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/api/overview", auth=("guest", "guest"), timeout=2)
             return r.status_code == 200
 
-        def check() -> bool:
-            try:
-                return ready()
-            except NodeError:
-                raise
-            except Exception:
-                return False
-
-        t0 = time.monotonic()
-        while not check():
-            if time.monotonic() - t0 > timeout:
-                raise NodeError(f"rabbitmq node {self.nodename} not ready after {timeout:g} s")
-            time.sleep(0.25)
-        return time.monotonic() - t0
-
-    def kill(self) -> None:
-        """kill -9 of the whole node (not epmd: the machine's epmd would survive too)."""
-        kill_group(self.proc, signal.SIGKILL)
-        self.proc = None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return wait_until(ready, timeout, f"rabbitmq node {self.nodename}")
 
     def stop(self) -> None:
         """The end of a run: its data is thrown away, so no graceful shutdown is needed."""
-        kill_group(self.proc, signal.SIGKILL)
-        self.proc = None
+        self.kill()
         kill_group(self.epmd, signal.SIGKILL)
         self.epmd = None
 
@@ -287,7 +280,7 @@ class RabbitNode:
 
 
 @dataclass
-class RedisNode:
+class RedisNode(ServerProcess):
     """A redis-server of our own with AOF (appendfsync everysec), data in `base`."""
 
     base: Path
@@ -340,13 +333,5 @@ class RedisNode:
 
         return wait_until(ping, timeout, f"redis on {self.port}")
 
-    def kill(self) -> None:
-        kill_group(self.proc, signal.SIGKILL)
-        self.proc = None
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self) -> None:
-        kill_group(self.proc, signal.SIGKILL)
-        self.proc = None
+        self.kill()
