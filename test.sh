@@ -9,7 +9,7 @@
 #      Debian's prometheus/promtool (apt-get, ~100 MB), a tools venv (~150 MB) and the
 #      AsyncAPI CLI (npm, ~1.5 GB, about 2 minutes the first time) in $GRIDBUS_TOOLS
 #      (default ~/.cache/gridbus-ci)
-#   3. lint and types: ruff check, mypy (configured in pyproject.toml; under a minute)
+#   3. lint, format and types: ruff check, ruff format --check, mypy (configured in pyproject.toml; under a minute)
 #   4. pytest over tests/ (unit; integration and end-to-end against AMQP_URI / REDIS_URL)
 #   5. the deploy validators (deploy/ci/validate.sh)
 # Switches:
@@ -38,8 +38,9 @@ else
   step 2/5 "deploy tools: skipped (GRIDBUS_SKIP_DEPLOY_CHECKS=1)"
 fi
 
-step 3/5 "lint and types (ruff check, mypy)"
+step 3/5 "lint, format and types (ruff check, ruff format --check, mypy)"
 .venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
 .venv/bin/python -m mypy
 
 step 4/5 "pytest"

@@ -13,6 +13,7 @@ the reports over a month and a year answer from SQL with 365 k archived cases.
    reports (services/reports.py) timed: indicators and grades for a month and for the
    year, the accountability ledger and its summary for a month and for the year.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,19 @@ import psycopg
 import redis
 from psycopg.conninfo import make_conninfo
 
-TABLES = ("journal", "cases", "case_timeline", "case_assignments", "orders", "clocks", "ledger", "ledger_ended",
-          "indicator_counts", "notifications", "api_keys")
+TABLES = (
+    "journal",
+    "cases",
+    "case_timeline",
+    "case_assignments",
+    "orders",
+    "clocks",
+    "ledger",
+    "ledger_ended",
+    "indicator_counts",
+    "notifications",
+    "api_keys",
+)
 
 
 def _one(conn: psycopg.Connection, query: str) -> tuple[Any, ...]:
@@ -67,8 +79,9 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
     store = CaseStore(r, settings.district_code)
     registrar = Registrar(store, load_catalog(), load_grid(), settings.timezone)
     published: list[Any] = []
-    sla = Deadlines(r, load_policies(), load_calendar(), published.append, grid=load_grid(),
-                    departments=load_departments())
+    sla = Deadlines(
+        r, load_policies(), load_calendar(), published.append, grid=load_grid(), departments=load_departments()
+    )
     sla.publish_many = published.extend
     cells = [("450305001001001", 25.2800, 110.3120), ("450305003002001", 25.2590, 110.3330)]
     ids: list[str] = []
@@ -82,26 +95,53 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
 
     for i in range(n):
         grid, lat, lon = cells[i % 2]
-        report = Report.model_validate({
-            "report_id": f"bench-{uuid.uuid4().hex[:12]}", "category": "01037", "severity": "normal",
-            "description": "穿山路连续三盏路灯不亮，夜间行人通行不便", "filing_condition": "连续3盏以上不亮",
-            "location": {"lat": lat + ((i // 2) % 20) * 0.0006, "lon": lon + ((i // 40) % 20) * 0.0006,
-                         "address": "七星区穿山路12号", "grid": grid},
-            "media_urls": ["https://img.example/before-1.jpg", "https://img.example/before-2.jpg"],
-            "reporter": {"id": f"g-{i % 50:04d}", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
-            "observed_at": datetime.now(timezone.utc).isoformat()})
+        report = Report.model_validate(
+            {
+                "report_id": f"bench-{uuid.uuid4().hex[:12]}",
+                "category": "01037",
+                "severity": "normal",
+                "description": "穿山路连续三盏路灯不亮，夜间行人通行不便",
+                "filing_condition": "连续3盏以上不亮",
+                "location": {
+                    "lat": lat + ((i // 2) % 20) * 0.0006,
+                    "lon": lon + ((i // 40) % 20) * 0.0006,
+                    "address": "七星区穿山路12号",
+                    "grid": grid,
+                },
+                "media_urls": ["https://img.example/before-1.jpg", "https://img.example/before-2.jpg"],
+                "reporter": {"id": f"g-{i % 50:04d}", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
+                "observed_at": datetime.now(timezone.utc).isoformat(),
+            }
+        )
         reg = registrar.register(report)
         take(reg.events)
         case = store.get(reg.case_id)
         now = datetime.now(timezone.utc)
-        a = Assignment(dept="lighting", street=case.street, level=5, route="lighting-by-street",
-                       sla_policy="default", order_id=f"{case.case_id}/1/lighting", dispatched_at=now,
-                       reason="01037 路灯 → lighting (street liaison)")
-        dispatched = CaseDispatched(case_id=case.case_id, correlation_id=case.correlation_id,
-                                    case=summary_of(case), assignments=[a])
-        out.append({"kind": "dispatch_order", "message_id": f"order:{a.order_id}", "case_id": case.case_id,
-                    "order_id": a.order_id, "dept": a.dept, "street": a.street, "level": a.level,
-                    "occurred_at": now.isoformat()})
+        a = Assignment(
+            dept="lighting",
+            street=case.street,
+            level=5,
+            route="lighting-by-street",
+            sla_policy="default",
+            order_id=f"{case.case_id}/1/lighting",
+            dispatched_at=now,
+            reason="01037 路灯 → lighting (street liaison)",
+        )
+        dispatched = CaseDispatched(
+            case_id=case.case_id, correlation_id=case.correlation_id, case=summary_of(case), assignments=[a]
+        )
+        out.append(
+            {
+                "kind": "dispatch_order",
+                "message_id": f"order:{a.order_id}",
+                "case_id": case.case_id,
+                "order_id": a.order_id,
+                "dept": a.dept,
+                "street": a.street,
+                "level": a.level,
+                "occurred_at": now.isoformat(),
+            }
+        )
         sla.handle(dispatched)
         out.append(dispatched)
         _, events, _ = apply_event(store, dispatched)
@@ -121,15 +161,30 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
     for k, cid in enumerate(ids):  # then most are worked through; a quarter stay open and run late
         if k % 4 == 3:
             continue
-        _, ev, _ = apply_reply(store, cid, "lighting", Reply(reply_id=f"a-{cid}", action="acknowledge",
-                                                                note="已派人赶往现场"))
+        _, ev, _ = apply_reply(
+            store, cid, "lighting", Reply(reply_id=f"a-{cid}", action="acknowledge", note="已派人赶往现场")
+        )
         take(ev)
-        _, ev, _ = apply_reply(store, cid, "lighting", Reply(
-            reply_id=f"r-{cid}", action="resolve", mode=("service", "management", "enforcement")[k % 3],
-            note="已更换灯泡，恢复照明", evidence_urls=["https://img.example/after.jpg"]))
+        _, ev, _ = apply_reply(
+            store,
+            cid,
+            "lighting",
+            Reply(
+                reply_id=f"r-{cid}",
+                action="resolve",
+                mode=("service", "management", "enforcement")[k % 3],
+                note="已更换灯泡，恢复照明",
+                evidence_urls=["https://img.example/after.jpg"],
+            ),
+        )
         take(ev)
-        _, ev, _ = apply_verification(store, cid, Verification(result="pass", note="核查通过", verifier="g-0007"),
-                                      f"verify:{cid}", "grid_app:g-0007")
+        _, ev, _ = apply_verification(
+            store,
+            cid,
+            Verification(result="pass", note="核查通过", verifier="g-0007"),
+            f"verify:{cid}",
+            "grid_app:g-0007",
+        )
         take(ev)
     for step in range(1, 25):  # the open quarter breaches and escalates over the next days
         sla.fire_due(now=time.time() + step * 4 * 3600)
@@ -138,10 +193,20 @@ def _sample(r: redis.Redis, conn: psycopg.Connection, n: int) -> dict[str, float
         archive(conn, body, tz)
     for cid in ids:
         for ch in ("webhook", "wecom", "sms"):
-            archive(conn, NotificationSent(message_id=f"sent:{cid}:{ch}", case_id=cid, correlation_id=cid,
-                                           delivery_id=uuid.uuid4().hex, source_event="case_dispatched", channel=ch,
-                                           recipient="liaison:lighting:450305001", outcome="delivered"
-                                           ).model_dump(mode="json"), tz)
+            archive(
+                conn,
+                NotificationSent(
+                    message_id=f"sent:{cid}:{ch}",
+                    case_id=cid,
+                    correlation_id=cid,
+                    delivery_id=uuid.uuid4().hex,
+                    source_event="case_dispatched",
+                    channel=ch,
+                    recipient="liaison:lighting:450305001",
+                    outcome="delivered",
+                ).model_dump(mode="json"),
+                tz,
+            )
     return per_case
 
 
@@ -149,8 +214,11 @@ def _replicate(conn: psycopg.Connection, sample: int, total: int) -> None:
     """Copies of the sample, spread over 2026: copy k lives on day k·365/copies, ids fresh
     (serials from 500001, apart from the sample's own, which go at the end)."""
     copies = max(1, total // sample)
-    conn.execute("CREATE TEMP TABLE k AS SELECT g AS k, (timestamptz '2026-01-01 00:00+08' + "
-                 "((g - 1) * 365.0 / %s) * interval '1 day') AS day FROM generate_series(1, %s) g", (copies, copies))
+    conn.execute(
+        "CREATE TEMP TABLE k AS SELECT g AS k, (timestamptz '2026-01-01 00:00+08' + "
+        "((g - 1) * 365.0 / %s) * interval '1 day') AS day FROM generate_series(1, %s) g",
+        (copies, copies),
+    )
     conn.execute("""CREATE TEMP TABLE idmap AS SELECT c.case_id AS old, k.k, k.day,
         extract(epoch FROM k.day - date_trunc('day', c.registered_at))::float8 AS shift,
         '450305-' || to_char(k.day AT TIME ZONE 'Asia/Shanghai', 'YYYYMMDD') || '-' ||
@@ -195,10 +263,14 @@ def _replicate(conn: psycopg.Connection, sample: int, total: int) -> None:
     # the sample itself goes: what stays is `copies` spread copies
     for t in ("case_timeline", "case_assignments", "orders", "clocks", "notifications"):
         conn.execute(f"DELETE FROM {t} WHERE case_id = ANY(%s)", (originals,))
-    conn.execute("DELETE FROM indicator_counts WHERE message_id IN (SELECT message_id FROM journal "
-                 "WHERE case_id = ANY(%s))", (originals,))
-    conn.execute("DELETE FROM ledger_ended WHERE breach_id IN (SELECT breach_id FROM ledger WHERE case_id = ANY(%s))",
-                 (originals,))
+    conn.execute(
+        "DELETE FROM indicator_counts WHERE message_id IN (SELECT message_id FROM journal WHERE case_id = ANY(%s))",
+        (originals,),
+    )
+    conn.execute(
+        "DELETE FROM ledger_ended WHERE breach_id IN (SELECT breach_id FROM ledger WHERE case_id = ANY(%s))",
+        (originals,),
+    )
     for t in ("ledger", "journal"):
         conn.execute(f"DELETE FROM {t} WHERE case_id = ANY(%s)", (originals,))
     conn.execute("DELETE FROM cases WHERE case_id = ANY(%s)", (originals,))
@@ -263,21 +335,23 @@ def main() -> None:
                 "indicators, a month (every dept and street)": lambda: reports.indicators(conn, "2026-06", "2026-06"),
                 "indicators, the year": lambda: reports.indicators(conn, "2026-01", "2026-12"),
                 "grades + 721 shares, the year, departments": lambda: [
-                    (i.grade, i.shares()) for i in reports.indicators(conn, "2026-01", "2026-12", scope="dept")],
-                "accountability ledger + summary, a month": lambda: ledger.summary(
-                    reports.ledger_entries(conn, month)),
-                "accountability ledger + summary, the year": lambda: ledger.summary(
-                    reports.ledger_entries(conn, year)),
+                    (i.grade, i.shares()) for i in reports.indicators(conn, "2026-01", "2026-12", scope="dept")
+                ],
+                "accountability ledger + summary, a month": lambda: ledger.summary(reports.ledger_entries(conn, month)),
+                "accountability ledger + summary, the year": lambda: ledger.summary(reports.ledger_entries(conn, year)),
                 "one department's ledger, the year": lambda: ledger.summary(
-                    reports.ledger_entries(conn, year, dept="lighting")),
+                    reports.ledger_entries(conn, year, dept="lighting")
+                ),
             }
             for name, fn in timings.items():
                 print(f"  {name:<46} {_time(fn):8.1f} ms (median of 3)")
             ind = {i.key: i for i in reports.indicators(conn, "2026-01", "2026-12", scope="dept")}
             if "lighting" in ind:
                 i = ind["lighting"]
-                print(f"  lighting 2026: registered {i.c('registered')}, resolved {i.c('resolved')}, on time "
-                      f"{reports_pct(i.on_time_rate)}, grade {i.grade}, 721 {i.shares()}")
+                print(
+                    f"  lighting 2026: registered {i.c('registered')}, resolved {i.c('resolved')}, on time "
+                    f"{reports_pct(i.on_time_rate)}, grade {i.grade}, 721 {i.shares()}"
+                )
     finally:
         keys = list(r.scan_iter(f"{prefix}:*", count=1000))
         if keys:

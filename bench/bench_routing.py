@@ -9,6 +9,7 @@ grids and a few re-routings. The same inputs also go through a trivial router (o
 lookup by category) measured in the same run, so the figure comes with a ratio that does
 not depend on the machine's speed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,32 @@ from services.router.tree import Receiver, RoutingInput, RoutingTree
 from shared.catalog import load_catalog
 
 CST = timezone(timedelta(hours=8))
-GRIDS = ["450305001001001", "450305001001002", "450305001002001", "450305002001001", "450305002002001",
-         "450305003001001", "450305003002001", "450305004001001", "450305200201001", "450305400001001"]
+GRIDS = [
+    "450305001001001",
+    "450305001001002",
+    "450305001002001",
+    "450305002001001",
+    "450305002002001",
+    "450305003001001",
+    "450305003002001",
+    "450305004001001",
+    "450305200201001",
+    "450305400001001",
+]
 # share of reports by class (kind, class): events dominate, as on a real grid platform
-CLASS_WEIGHTS = {("matter", "06"): 30, ("matter", "09"): 22, ("matter", "07"): 8, ("matter", "08"): 8,
-                 ("matter", "10"): 2, ("component", "01"): 14, ("component", "02"): 5, ("component", "03"): 6,
-                 ("component", "04"): 3, ("component", "05"): 1, ("matter", "01"): 1}
+CLASS_WEIGHTS = {
+    ("matter", "06"): 30,
+    ("matter", "09"): 22,
+    ("matter", "07"): 8,
+    ("matter", "08"): 8,
+    ("matter", "10"): 2,
+    ("component", "01"): 14,
+    ("component", "02"): 5,
+    ("component", "03"): 6,
+    ("component", "04"): 3,
+    ("component", "05"): 1,
+    ("matter", "01"): 1,
+}
 OWNERS = ["cmcc", "unicom", "telecom", "cable", "中国移动"]
 
 
@@ -64,8 +85,9 @@ def dict_router(inputs: list[RoutingInput]) -> Callable[[RoutingInput], list[Rec
     """The baseline: a flat table from category to a fixed receiver list."""
     table: dict[tuple[str, str], list[Receiver]] = {}
     for inp in inputs:
-        table.setdefault((inp.category_kind, inp.category),
-                         [Receiver("station", "default", "service", 3, "root", "table")])
+        table.setdefault(
+            (inp.category_kind, inp.category), [Receiver("station", "default", "service", 3, "root", "table")]
+        )
 
     def route(inp: RoutingInput) -> list[Receiver]:
         return table.get((inp.category_kind, inp.category)) or []
@@ -107,11 +129,15 @@ def main(argv: list[str] | None = None) -> None:
     baseline = rate(dict_router(inputs), inputs, args.seconds)
     routed = rate(tree.route, inputs, args.seconds)
     print(f"tree: {tree.source} ({nodes} routes; first load {load_ms:.0f} ms, reload {reload_ms:.0f} ms)")
-    print(f"mix: {len(inputs)} inputs, {receivers / len(inputs):.2f} receivers per decision, "
-          f"{triaged / len(inputs):.1%} to the grid station")
+    print(
+        f"mix: {len(inputs)} inputs, {receivers / len(inputs):.2f} receivers per decision, "
+        f"{triaged / len(inputs):.1%} to the grid station"
+    )
     print(f"baseline dict lookup : {baseline:>12,.0f} decisions/s")
-    print(f"routing tree         : {routed:>12,.0f} decisions/s  ({routed / baseline:.3f} × baseline, "
-          f"{1e6 / routed:.2f} µs per decision; target ≥ 50,000/s: {'met' if routed >= 50_000 else 'NOT met'})")
+    print(
+        f"routing tree         : {routed:>12,.0f} decisions/s  ({routed / baseline:.3f} × baseline, "
+        f"{1e6 / routed:.2f} µs per decision; target ≥ 50,000/s: {'met' if routed >= 50_000 else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

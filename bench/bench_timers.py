@@ -22,6 +22,7 @@ figure also as a ratio against the baseline measured in the same run:
 
 Memory is `used_memory` of INFO memory before/after, so run it on an otherwise idle Redis.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -96,13 +97,19 @@ def main() -> None:
         # 2. sla timers -------------------------------------------------------------
         cases = n // 2
         due0 = time.time() + 10 * 86400
-        names = lambda i: (f"450305-20261127-{i:06d}|1/sanitation/a|w|1",  # noqa: E731
-                           f"450305-20261127-{i:06d}|1/sanitation/h|w|1")
+
+        def names(i: int) -> tuple[str, str]:
+            return (
+                f"450305-20261127-{i:06d}|1/sanitation/a|w|1",
+                f"450305-20261127-{i:06d}|1/sanitation/h|w|1",
+            )
+
         m0, t0 = used(r), time.perf_counter()
         for lo in range(0, cases, batch // 2):
             pipe = r.pipeline(transaction=False)
-            TimerStore.arm_in(pipe, [(name, due0 + i) for i in range(lo, min(cases, lo + batch // 2))
-                                     for name in names(i)])
+            TimerStore.arm_in(
+                pipe, [(name, due0 + i) for i in range(lo, min(cases, lo + batch // 2)) for name in names(i)]
+            )
             pipe.execute()
         out["arm_s"] = time.perf_counter() - t0
         out["timer_bytes"] = (used(r) - m0) / (2 * cases)
@@ -117,12 +124,29 @@ def main() -> None:
 
             def dispatched(case_id: str, at: datetime) -> CaseDispatched:
                 return CaseDispatched(
-                    message_id=f"dispatched:{case_id}:1", case_id=case_id, correlation_id=str(uuid.uuid4()),
-                    occurred_at=at, case=CaseSummary(category="06010", severity="normal", grid="450305001001001",
-                                                     street="450305001", registered_at=at),
-                    assignments=[Assignment(dept="sanitation", street="450305001", level=5, mode=Mode721.service,
-                                            sla_policy="cleaning", order_id=f"{case_id}/1/sanitation",
-                                            dispatched_at=at)])
+                    message_id=f"dispatched:{case_id}:1",
+                    case_id=case_id,
+                    correlation_id=str(uuid.uuid4()),
+                    occurred_at=at,
+                    case=CaseSummary(
+                        category="06010",
+                        severity="normal",
+                        grid="450305001001001",
+                        street="450305001",
+                        registered_at=at,
+                    ),
+                    assignments=[
+                        Assignment(
+                            dept="sanitation",
+                            street="450305001",
+                            level=5,
+                            mode=Mode721.service,
+                            sla_policy="cleaning",
+                            order_id=f"{case_id}/1/sanitation",
+                            dispatched_at=at,
+                        )
+                    ],
+                )
 
             template = "450305-20261127-TEMPLATE"
             case, _fx = d.engine.dispatched(None, dispatched(template, datetime.now(timezone.utc)), time.time())
@@ -193,8 +217,10 @@ def main() -> None:
                 assert r.zcount(keys.timers_due(), due2, due2) == args.burst
                 ctx = multiprocessing.get_context("spawn")
                 q = ctx.Queue()
-                procs = [ctx.Process(target=_replica, args=(str(sla_path), due2, args.burst, tick, q))
-                         for _ in range(args.replicas)]
+                procs = [
+                    ctx.Process(target=_replica, args=(str(sla_path), due2, args.burst, tick, q))
+                    for _ in range(args.replicas)
+                ]
                 for p in procs:
                     p.start()
                 parts = [q.get(timeout=120) for _ in procs]
@@ -211,43 +237,63 @@ def main() -> None:
     base_b, base_rate = out["baseline_bytes"], n / out["baseline_s"]
     mb = lambda b: b * n / 1e6  # noqa: E731
     print(f"Redis {r.info('server')['redis_version']} at {url}, throwaway prefix {prefix} (deleted)")
-    print(f"baseline  bare ZADD of {n:,} members 't<i>': {base_b:.1f} B/member ({mb(base_b):.1f} MB), "
-          f"{base_rate:,.0f} ZADD/s pipelined")
-    print(f"timers    {n:,} sla timers (2 per case): {out['timer_bytes']:.1f} B/timer "
-          f"({mb(out['timer_bytes']):.1f} MB) = {out['timer_bytes'] / base_b:.2f}× baseline; "
-          f"arm rate {n / out['arm_s']:,.0f}/s = {out['baseline_s'] / out['arm_s']:.2f}× baseline rate")
-    print(f"firing    {cases:,} firing documents ({out['doc_len']} B msgpack each) in live buckets: "
-          f"{out['doc_bytes_per_case']:.1f} B/case → with the timers {out['fire_bytes_per_timer']:.1f} B/timer "
-          f"({mb(out['fire_bytes_per_timer']):.1f} MB for {n:,} timers, "
-          f"{out['fire_bytes_per_timer'] / base_b:.2f}× baseline) [target ≤ 250 B/timer]")
-    print(f"history   {cases:,} histories ({out['hist_len']} B each: 1 message id, 1 log entry; not read to fire): "
-          f"{out['hist_bytes_per_case']:.1f} B/case → everything {out['total_bytes_per_timer']:.1f} B/timer "
-          f"({mb(out['total_bytes_per_timer']):.1f} MB, {out['total_bytes_per_timer'] / base_b:.2f}× baseline)")
-    def burst_line(who: str, st: dict[str, float]) -> str:
-        return (f"burst     {args.burst:,} due at once, fired through the claim path by {who}, lateness TO THE "
-                f"COMMIT: p50 {st['p50'] * 1000:.0f} ms, p99 {st['p99'] * 1000:.0f} ms, max {st['max'] * 1000:.0f} ms "
-                f"[target p99 < 1 s]; {st['fired']:,.0f} fired, {st['rate']:,.0f} timers/s committed "
-                f"= {st['rate'] / base_rate:.2f}× baseline ZADD rate")
+    print(
+        f"baseline  bare ZADD of {n:,} members 't<i>': {base_b:.1f} B/member ({mb(base_b):.1f} MB), "
+        f"{base_rate:,.0f} ZADD/s pipelined"
+    )
+    print(
+        f"timers    {n:,} sla timers (2 per case): {out['timer_bytes']:.1f} B/timer "
+        f"({mb(out['timer_bytes']):.1f} MB) = {out['timer_bytes'] / base_b:.2f}× baseline; "
+        f"arm rate {n / out['arm_s']:,.0f}/s = {out['baseline_s'] / out['arm_s']:.2f}× baseline rate"
+    )
+    print(
+        f"firing    {cases:,} firing documents ({out['doc_len']} B msgpack each) in live buckets: "
+        f"{out['doc_bytes_per_case']:.1f} B/case → with the timers {out['fire_bytes_per_timer']:.1f} B/timer "
+        f"({mb(out['fire_bytes_per_timer']):.1f} MB for {n:,} timers, "
+        f"{out['fire_bytes_per_timer'] / base_b:.2f}× baseline) [target ≤ 250 B/timer]"
+    )
+    print(
+        f"history   {cases:,} histories ({out['hist_len']} B each: 1 message id, 1 log entry; not read to fire): "
+        f"{out['hist_bytes_per_case']:.1f} B/case → everything {out['total_bytes_per_timer']:.1f} B/timer "
+        f"({mb(out['total_bytes_per_timer']):.1f} MB, {out['total_bytes_per_timer'] / base_b:.2f}× baseline)"
+    )
 
-    print(f"          (tick {settings.sla_tick_seconds} s as SLA_TICK_SECONDS: the first claim comes up to one tick "
-          f"after the due time, as in the service)")
+    def burst_line(who: str, st: dict[str, float]) -> str:
+        return (
+            f"burst     {args.burst:,} due at once, fired through the claim path by {who}, lateness TO THE "
+            f"COMMIT: p50 {st['p50'] * 1000:.0f} ms, p99 {st['p99'] * 1000:.0f} ms, max {st['max'] * 1000:.0f} ms "
+            f"[target p99 < 1 s]; {st['fired']:,.0f} fired, {st['rate']:,.0f} timers/s committed "
+            f"= {st['rate'] / base_rate:.2f}× baseline ZADD rate"
+        )
+
+    print(
+        f"          (tick {settings.sla_tick_seconds} s as SLA_TICK_SECONDS: the first claim comes up to one tick "
+        f"after the due time, as in the service)"
+    )
     print(burst_line("one process", out["one"]))
     if "many" in out:
-        print(burst_line(f"{args.replicas} replica processes (split {'/'.join(map(str, out['many_split']))})",
-                         out["many"]))
+        print(
+            burst_line(
+                f"{args.replicas} replica processes (split {'/'.join(map(str, out['many_split']))})", out["many"]
+            )
+        )
     sink_rate = out["sink_events"] / out["sink_s"]
-    print(f"publish   (after the commit, apart) in-memory sink: {out['sink_events']:,} events at {sink_rate:,.0f}/s "
-          f"= {sink_rate / base_rate:.2f}× baseline rate (outbox bookkeeping only)")
+    print(
+        f"publish   (after the commit, apart) in-memory sink: {out['sink_events']:,} events at {sink_rate:,.0f}/s "
+        f"= {sink_rate / base_rate:.2f}× baseline rate (outbox bookkeeping only)"
+    )
     if out["broker"] is None:
         print("publish   RabbitMQ: skipped")
     elif isinstance(out["broker"], str):
         print(f"publish   RabbitMQ: not measured ({out['broker']})")
     else:
         k, s = out["broker"]
-        print("publish   RabbitMQ through the confirmed Bus (batches of 200, one confirm round trip each), "
-              f"first {k:,} events: "
-              f"{k / s:,.0f}/s = {k / s / base_rate:.3f}× baseline rate → the burst's last event reaches the "
-              f"broker about {args.burst / (k / s):.1f} s after the due time per replica")
+        print(
+            "publish   RabbitMQ through the confirmed Bus (batches of 200, one confirm round trip each), "
+            f"first {k:,} events: "
+            f"{k / s:,.0f}/s = {k / s / base_rate:.3f}× baseline rate → the burst's last event reaches the "
+            f"broker about {args.burst / (k / s):.1f} s after the due time per replica"
+        )
 
 
 def _fire_burst(d: Any, due: float, expected: int, tick: float, deadline_s: float = 60.0) -> list[float]:
@@ -291,9 +337,13 @@ def _replica(sla_path: str, due: float, expected: int, tick: float, q: Any) -> N
 
 
 def _stats(lateness: list[float]) -> dict[str, float]:
-    return {"fired": len(lateness), "p50": statistics.median(lateness),
-            "p99": lateness[int(0.99 * (len(lateness) - 1))], "max": lateness[-1],
-            "rate": len(lateness) / max(lateness[-1], 1e-9)}  # from the due instant to the last commit
+    return {
+        "fired": len(lateness),
+        "p50": statistics.median(lateness),
+        "p99": lateness[int(0.99 * (len(lateness) - 1))],
+        "max": lateness[-1],
+        "rate": len(lateness) / max(lateness[-1], 1e-9),
+    }  # from the due instant to the last commit
 
 
 def _publish_to_broker(events: list[Any], settings: Any, limit: int = 3000) -> tuple[int, float] | str:

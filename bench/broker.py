@@ -13,6 +13,7 @@ in another process. Three ways of publishing are measured:
 "messages/s per hop" is count ÷ (last message consumed − first message published): the
 rate at which one hop moves messages end to end with publisher and consumer running.
 """
+
 from __future__ import annotations
 
 import collections
@@ -36,8 +37,9 @@ def payload(size: int) -> bytes:
 
 def properties(seq: int, run_tag: str) -> pika.BasicProperties:
     mid = f"bench-{run_tag}-{seq:07d}"
-    return pika.BasicProperties(content_type="application/json", content_encoding="utf-8", delivery_mode=2,
-                                message_id=mid, correlation_id=mid)
+    return pika.BasicProperties(
+        content_type="application/json", content_encoding="utf-8", delivery_mode=2, message_id=mid, correlation_id=mid
+    )
 
 
 # ------------------------------------------------------------------ async confirms
@@ -51,10 +53,19 @@ class AsyncConfirmPublisher:
     shared monotonic clock; nacked / returned messages are counted, not confirmed.
     """
 
-    def __init__(self, amqp_uri: str, exchange: str, routing_key: str, count: int,
-                 body_for: Callable[[int], tuple[bytes, pika.BasicProperties]],
-                 rate: float | None = None, window: int = 1000, mandatory: bool = True,
-                 deadline_s: float | None = None, on_progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        amqp_uri: str,
+        exchange: str,
+        routing_key: str,
+        count: int,
+        body_for: Callable[[int], tuple[bytes, pika.BasicProperties]],
+        rate: float | None = None,
+        window: int = 1000,
+        mandatory: bool = True,
+        deadline_s: float | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.params = pika.URLParameters(amqp_uri)
         self.exchange, self.routing_key, self.count = exchange, routing_key, count
         self.body_for, self.rate, self.window, self.mandatory = body_for, rate, window, mandatory
@@ -77,9 +88,12 @@ class AsyncConfirmPublisher:
 
     # -- lifecycle
     def run(self) -> "AsyncConfirmPublisher":
-        self._conn = pika.SelectConnection(self.params, on_open_callback=self._on_open,
-                                           on_open_error_callback=self._on_open_error,
-                                           on_close_callback=self._on_close)
+        self._conn = pika.SelectConnection(
+            self.params,
+            on_open_callback=self._on_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_close,
+        )
         self._conn.ioloop.start()
         return self
 
@@ -210,8 +224,9 @@ def _declare(ch: Any, queue: str) -> None:
     ch.queue_bind(queue, EXCHANGE, routing_key=queue)
 
 
-def run_mode(amqp_uri: str, mode: str, size: int, count: int, window: int = 1000,
-             timeout_s: float = 120.0) -> dict[str, Any]:
+def run_mode(
+    amqp_uri: str, mode: str, size: int, count: int, window: int = 1000, timeout_s: float = 120.0
+) -> dict[str, Any]:
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
     run_tag = uuid.uuid4().hex[:8]
@@ -229,8 +244,9 @@ def run_mode(amqp_uri: str, mode: str, size: int, count: int, window: int = 1000
             raise RuntimeError("the consumer process did not start")
         nacked = returned = 0
         if mode == "confirm_pipelined":
-            pub = AsyncConfirmPublisher(amqp_uri, EXCHANGE, queue, count,
-                                        lambda i: (body, properties(i, run_tag)), window=window).run()
+            pub = AsyncConfirmPublisher(
+                amqp_uri, EXCHANGE, queue, count, lambda i: (body, properties(i, run_tag)), window=window
+            ).run()
             if pub.error:
                 raise RuntimeError(pub.error)
             started, finished = pub.started_at, pub.finished_at
@@ -276,21 +292,41 @@ def run_mode(amqp_uri: str, mode: str, size: int, count: int, window: int = 1000
     }
 
 
-def run_broker_bench(amqp_uri: str, size: int, count: int, modes: tuple[str, ...] = MODES,
-                     window: int = 1000, echo: Callable[[str], None] | None = None) -> dict[str, Any]:
-    result: dict[str, Any] = {"size_bytes": size, "count": count, "queue_type": "quorum",
-                              "persistent": True, "modes": {}}
+def run_broker_bench(
+    amqp_uri: str,
+    size: int,
+    count: int,
+    modes: tuple[str, ...] = MODES,
+    window: int = 1000,
+    echo: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "size_bytes": size,
+        "count": count,
+        "queue_type": "quorum",
+        "persistent": True,
+        "modes": {},
+    }
     for mode in modes:
         r = run_mode(amqp_uri, mode, size, count, window=window)
         result["modes"][mode] = r
         if echo:
-            echo(f"  broker {mode:18s} publish {r['publish_per_s']:>8} msg/s   "
-                 f"hop (publish→consume) {r['hop_per_s']:>8} msg/s   ({count} × {r['size_bytes']} B)")
+            echo(
+                f"  broker {mode:18s} publish {r['publish_per_s']:>8} msg/s   "
+                f"hop (publish→consume) {r['hop_per_s']:>8} msg/s   ({count} × {r['size_bytes']} B)"
+            )
     return result
 
 
-def broker_main(amqp_uri: str, mgmt_url: str, size: int, count: int, modes: tuple[str, ...], window: int,
-                echo: Callable[[str], None]) -> dict[str, Any]:
+def broker_main(
+    amqp_uri: str,
+    mgmt_url: str,
+    size: int,
+    count: int,
+    modes: tuple[str, ...],
+    window: int,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
     """`gridbus bench broker`: the baseline alone, in its own throwaway vhost."""
     from bench.common import throwaway_vhost
 

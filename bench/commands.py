@@ -2,6 +2,7 @@
 
 Registered in services/cli.py from `bench.commands.COMMANDS`.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,20 +35,47 @@ COMMANDS.extend(CHAOS_COMMANDS)
 @click.option("--duration", type=float, default=20.0, show_default=True, help="Seconds of offering.")
 @click.option("--transport", type=click.Choice(["http", "amqp"]), default="http", show_default=True)
 @click.option("--concurrency", type=int, default=32, show_default=True, help="HTTP connections in the pool.")
-@click.option("--drain", "drain_s", type=float, default=None,
-              help="Seconds to wait after the window for outstanding orders [max(10, duration)].")
-@click.option("--broker-count", type=int, default=3000, show_default=True,
-              help="Messages per mode of the broker baseline run after the services stop.")
+@click.option(
+    "--drain",
+    "drain_s",
+    type=float,
+    default=None,
+    help="Seconds to wait after the window for outstanding orders [max(10, duration)].",
+)
+@click.option(
+    "--broker-count",
+    type=int,
+    default=3000,
+    show_default=True,
+    help="Messages per mode of the broker baseline run after the services stop.",
+)
 @click.option("--no-broker", is_flag=True, help="Skip the broker baseline (no ratio).")
 @click.option("--profile", is_flag=True, help="py-spy record every service during the window.")
-@click.option("--trace", is_flag=True,
-              help="Run the services under bench.trace: wall-clock timers around publish, Redis, parsing.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Result JSON file [bench/results/pipeline-<time>.json].")
+@click.option(
+    "--trace",
+    is_flag=True,
+    help="Run the services under bench.trace: wall-clock timers around publish, Redis, parsing.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Result JSON file [bench/results/pipeline-<time>.json].",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bar (for logs).")
-def pipeline_cmd(rate: float, duration: float, transport: str, concurrency: int, drain_s: float | None,
-                 broker_count: int, no_broker: bool, profile: bool, trace: bool, out: str | None,
-                 no_progress: bool) -> None:
+def pipeline_cmd(
+    rate: float,
+    duration: float,
+    transport: str,
+    concurrency: int,
+    drain_s: float | None,
+    broker_count: int,
+    no_broker: bool,
+    profile: bool,
+    trace: bool,
+    out: str | None,
+    no_progress: bool,
+) -> None:
     """Offer reports at RATE/s for DURATION s to a fresh four-service stack; measure
     throughput, latency to the department queue, backlog, errors, and the ratio to the
     raw broker measured in the same run."""
@@ -55,10 +83,22 @@ def pipeline_cmd(rate: float, duration: float, transport: str, concurrency: int,
     from bench.pipeline import run_pipeline, summary_lines
 
     s = _settings()
-    result = run_pipeline(rate=rate, duration=duration, transport=transport, amqp_uri=s.amqp_uri,
-                          mgmt_url=s.rabbitmq_management_url, redis_url=s.redis_url, concurrency=concurrency,
-                          drain_s=drain_s, broker_count=broker_count, with_broker=not no_broker,
-                          profile=profile, trace=trace, progress=not no_progress, echo=click.echo)
+    result = run_pipeline(
+        rate=rate,
+        duration=duration,
+        transport=transport,
+        amqp_uri=s.amqp_uri,
+        mgmt_url=s.rabbitmq_management_url,
+        redis_url=s.redis_url,
+        concurrency=concurrency,
+        drain_s=drain_s,
+        broker_count=broker_count,
+        with_broker=not no_broker,
+        profile=profile,
+        trace=trace,
+        progress=not no_progress,
+        echo=click.echo,
+    )
     path = write_result(result, result_path("pipeline", out))
     for line in summary_lines(result):
         click.echo(line)
@@ -66,16 +106,27 @@ def pipeline_cmd(rate: float, duration: float, transport: str, concurrency: int,
 
 
 @bench.command("broker")
-@click.option("--size", type=int, default=1500, show_default=True,
-              help="Message size in bytes (a dispatch order is about this size).")
+@click.option(
+    "--size",
+    type=int,
+    default=1500,
+    show_default=True,
+    help="Message size in bytes (a dispatch order is about this size).",
+)
 @click.option("--count", type=int, default=5000, show_default=True, help="Messages per mode.")
-@click.option("--mode", "modes", multiple=True,
-              type=click.Choice(["confirm_sync", "confirm_pipelined", "unconfirmed"]),
-              help="Modes to run (repeatable) [all].")
-@click.option("--window", type=int, default=1000, show_default=True,
-              help="Unconfirmed messages in flight for confirm_pipelined.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Result JSON file [bench/results/broker-<time>.json].")
+@click.option(
+    "--mode",
+    "modes",
+    multiple=True,
+    type=click.Choice(["confirm_sync", "confirm_pipelined", "unconfirmed"]),
+    help="Modes to run (repeatable) [all].",
+)
+@click.option(
+    "--window", type=int, default=1000, show_default=True, help="Unconfirmed messages in flight for confirm_pipelined."
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Result JSON file [bench/results/broker-<time>.json]."
+)
 def broker_cmd(size: int, count: int, modes: tuple[str, ...], window: int, out: str | None) -> None:
     """Raw pika publish → quorum queue → consume: messages/s per hop, persistent,
     with per-message confirms, pipelined confirms, and none."""

@@ -4,6 +4,7 @@ process CPU accounting, the machine description and the result file.
 Everything here targets the local broker and Redis only; nothing is left behind: a
 vhost created here is deleted by the same context manager, Redis keys by prefix.
 """
+
 from __future__ import annotations
 
 import json
@@ -49,6 +50,7 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, Any]:
     """p50/p95/p99/max/mean in milliseconds (None when there are no samples)."""
+
     def ms(v: float | None) -> float | None:
         return None if v is None else round(v * 1000.0, 2)
 
@@ -77,7 +79,9 @@ def slope_per_s(points: Sequence[tuple[float, float]]) -> float | None:
 
 # ------------------------------------------------------------------ sample messages
 SAMPLE_REPORT: dict[str, Any] = {
-    "category": "01037", "description": "羊角山社区穿山路连续三盏路灯不亮", "severity": "normal",
+    "category": "01037",
+    "description": "羊角山社区穿山路连续三盏路灯不亮",
+    "severity": "normal",
     "filing_condition": "连续3盏以上不亮",
     "location": {"lat": 25.2590, "lon": 110.3330, "address": "七星区穿山路12号", "grid": "450305003002001"},
     "reporter": {"id": "g-0007", "role": "grid_officer", "name": "网格员 黄", "phone": "13900000007"},
@@ -161,8 +165,10 @@ def git_describe() -> dict[str, Any]:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": run("rev-parse", "--short", "HEAD"),
-            "dirty_files": len([line for line in run("status", "--porcelain").splitlines() if line.strip()])}
+    return {
+        "commit": run("rev-parse", "--short", "HEAD"),
+        "dirty_files": len([line for line in run("status", "--porcelain").splitlines() if line.strip()]),
+    }
 
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -226,8 +232,11 @@ def infrastructure_pids(mgmt_url: str, redis_url: str) -> dict[str, int]:
 def mgmt_client(mgmt_url: str) -> httpx.Client:
     parsed = urlparse(mgmt_url)
     netloc = (parsed.hostname or "127.0.0.1") + (f":{parsed.port}" if parsed.port else "")
-    return httpx.Client(base_url=urlunparse((parsed.scheme or "http", netloc, "", "", "", "")),
-                        auth=(parsed.username or "guest", parsed.password or "guest"), timeout=10)
+    return httpx.Client(
+        base_url=urlunparse((parsed.scheme or "http", netloc, "", "", "", "")),
+        auth=(parsed.username or "guest", parsed.password or "guest"),
+        timeout=10,
+    )
 
 
 @contextmanager
@@ -243,11 +252,13 @@ def throwaway_vhost(amqp_uri: str, mgmt_url: str, prefix: str = "gridbus-bench")
         try:
             api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
         except httpx.HTTPError as exc:
-            raise SystemExit(f"RabbitMQ management API not usable at {mgmt_url}: {exc} "
-                             "(rabbitmq-plugins enable rabbitmq_management)") from None
+            raise SystemExit(
+                f"RabbitMQ management API not usable at {mgmt_url}: {exc} (rabbitmq-plugins enable rabbitmq_management)"
+            ) from None
         try:
-            api.put(f"/api/permissions/{quote(name, safe='')}/{user}",
-                    json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+            api.put(
+                f"/api/permissions/{quote(name, safe='')}/{user}", json={"configure": ".*", "write": ".*", "read": ".*"}
+            ).raise_for_status()
             uri = urlunparse(parsed._replace(path="/" + quote(name, safe="")))
             _wait_for_vhost(uri)
             yield uri, name

@@ -10,6 +10,7 @@ what a department waits), and when a polling client sees `dispatched`.
 `--old-readiness`: ready as soon as /healthz and /metrics answer (before the consumers
 attach), as `wait_until_ready` did before it also waited for the work queues' consumers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,16 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def report(i: int) -> dict:
-    return {"report_id": f"fo-{uuid.uuid4().hex[:10]}", "category": "01037", "description": "路灯不亮",
-            "severity": "normal", "filing_condition": "连续3盏以上不亮",
-            "location": {"lat": 25.20 + i * 0.003, "lon": 110.35, "address": "七星区辰山路", "grid": "450305001001001"},
-            "reporter": {"id": "w-1", "role": "grid_officer"}, "observed_at": "2026-11-27T09:30:00+08:00"}
+    return {
+        "report_id": f"fo-{uuid.uuid4().hex[:10]}",
+        "category": "01037",
+        "description": "路灯不亮",
+        "severity": "normal",
+        "filing_condition": "连续3盏以上不亮",
+        "location": {"lat": 25.20 + i * 0.003, "lon": 110.35, "address": "七星区辰山路", "grid": "450305001001001"},
+        "reporter": {"id": "w-1", "role": "grid_officer"},
+        "observed_at": "2026-11-27T09:30:00+08:00",
+    }
 
 
 def main() -> None:
@@ -50,13 +57,18 @@ def main() -> None:
     api = httpx.Client(base_url=f"{mgmt.scheme}://{mgmt.host}:{mgmt.port}", auth=(mgmt.username, mgmt.password))
     api.put(f"/api/vhosts/{vhost}").raise_for_status()
     user = httpx.URL(base_settings.amqp_uri).username or "guest"
-    api.put(f"/api/permissions/{vhost}/{user}",
-            json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+    api.put(
+        f"/api/permissions/{vhost}/{user}", json={"configure": ".*", "write": ".*", "read": ".*"}
+    ).raise_for_status()
     root = httpx.URL(base_settings.amqp_uri)
-    env = {"AMQP_URI": str(root.copy_with(path=f"/{vhost}")), "REDIS_URL": base_settings.redis_url,
-           "REDIS_KEY_PREFIX": f"bench{uuid.uuid4().hex[:6]}", "LOG_FORMAT": "json",
-           **{f"{s}_METRICS_PORT": str(free_port()) for s in ("INTAKE", "ROUTER", "SLA", "NOTIFIER")},
-           "INTAKE_HTTP_PORT": str(free_port())}
+    env = {
+        "AMQP_URI": str(root.copy_with(path=f"/{vhost}")),
+        "REDIS_URL": base_settings.redis_url,
+        "REDIS_KEY_PREFIX": f"bench{uuid.uuid4().hex[:6]}",
+        "LOG_FORMAT": "json",
+        **{f"{s}_METRICS_PORT": str(free_port()) for s in ("INTAKE", "ROUTER", "SLA", "NOTIFIER")},
+        "INTAKE_HTTP_PORT": str(free_port()),
+    }
     settings = Settings(**cast(dict[str, Any], {k.lower(): v for k, v in env.items()}))
     RESULTS.mkdir(exist_ok=True)
     log = open(RESULTS / "first_order.log", "w")
@@ -78,8 +90,11 @@ def main() -> None:
                 t2 = time.perf_counter()
                 at = {e["action"]: datetime.fromisoformat(e["at"]) for e in case["timeline"]}
                 server = (at["dispatch"] - datetime.fromisoformat(case["registered_at"])).total_seconds()
-                print(f"report {i + 1}: POST {1000 * (t1 - t0):.0f} ms, registered→dispatched {1000 * server:.0f} ms, "
-                      f"seen dispatched after {1000 * (t2 - t0):.0f} ms", flush=True)
+                print(
+                    f"report {i + 1}: POST {1000 * (t1 - t0):.0f} ms, registered→dispatched {1000 * server:.0f} ms, "
+                    f"seen dispatched after {1000 * (t2 - t0):.0f} ms",
+                    flush=True,
+                )
                 time.sleep(args.gap)
     finally:
         stop_all(procs)

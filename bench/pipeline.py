@@ -21,6 +21,7 @@ dispatch order for that report arriving at the department consumer; orders are m
 by their `correlation_id` (= the report's `report_id`) and, over HTTP, checked against
 the `case_id` of the 202 answer.
 """
+
 from __future__ import annotations
 
 import collections
@@ -96,8 +97,9 @@ def _serve_sink(port: int, hits: Any) -> None:
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
 
 
-def _consume_orders(amqp_uri: str, queues: list[str], prefix: str, ready: Any, stop: Any,
-                    matched: Any, out: Any) -> None:
+def _consume_orders(
+    amqp_uri: str, queues: list[str], prefix: str, ready: Any, stop: Any, matched: Any, out: Any
+) -> None:
     """The departments: consume every dept.* queue, note when each order arrived."""
     conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
     ch = conn.channel()
@@ -146,8 +148,17 @@ class HttpLoad:
     connection of the pool; a report that no connection could take within `duration +
     grace_s` is counted as not sent."""
 
-    def __init__(self, host: str, port: int, bodies: list[bytes], rate: float, duration: float,
-                 concurrency: int, grace_s: float = 5.0, api_key: str = "") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        bodies: list[bytes],
+        rate: float,
+        duration: float,
+        concurrency: int,
+        grace_s: float = 5.0,
+        api_key: str = "",
+    ) -> None:
         self.host, self.port, self.bodies, self.api_key = host, port, bodies, api_key
         self.rate, self.duration, self.concurrency, self.grace_s = rate, duration, concurrency, grace_s
         n = len(bodies)
@@ -243,20 +254,40 @@ class HttpLoad:
 class AmqpLoad:
     """Open-loop AMQP load on `gridbus.reports` with asynchronous publisher confirms."""
 
-    def __init__(self, amqp_uri: str, bodies: list[bytes], report_ids: list[str], rate: float,
-                 duration: float, grace_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        amqp_uri: str,
+        bodies: list[bytes],
+        report_ids: list[str],
+        rate: float,
+        duration: float,
+        grace_s: float = 5.0,
+    ) -> None:
         self.bodies, self.report_ids = bodies, report_ids
         self.duration = duration
         self.errors: collections.Counter[str] = collections.Counter()
-        self.pub = AsyncConfirmPublisher(amqp_uri, "gridbus.reports", "report.submitted", len(bodies),
-                                         self._body_for, rate=rate, window=5000, deadline_s=duration + grace_s)
+        self.pub = AsyncConfirmPublisher(
+            amqp_uri,
+            "gridbus.reports",
+            "report.submitted",
+            len(bodies),
+            self._body_for,
+            rate=rate,
+            window=5000,
+            deadline_s=duration + grace_s,
+        )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.t0 = 0.0
 
     def _body_for(self, i: int) -> tuple[bytes, pika.BasicProperties]:
         rid = self.report_ids[i]
-        return self.bodies[i], pika.BasicProperties(content_type="application/json", content_encoding="utf-8",
-                                                    delivery_mode=2, message_id=rid, correlation_id=rid)
+        return self.bodies[i], pika.BasicProperties(
+            content_type="application/json",
+            content_encoding="utf-8",
+            delivery_mode=2,
+            message_id=rid,
+            correlation_id=rid,
+        )
 
     def _run(self) -> None:
         try:
@@ -302,8 +333,9 @@ class Sampler:
     """Every `interval` s: queue depths (management API: messages / ready / unacked, and a
     passive declare for the ready count right now) and CPU seconds of each process."""
 
-    def __init__(self, amqp_uri: str, mgmt_url: str, vhost: str, pids: dict[str, int], t0: float,
-                 interval: float = 1.0) -> None:
+    def __init__(
+        self, amqp_uri: str, mgmt_url: str, vhost: str, pids: dict[str, int], t0: float, interval: float = 1.0
+    ) -> None:
         self.amqp_uri, self.mgmt_url, self.vhost, self.pids = amqp_uri, mgmt_url, vhost, pids
         self.t0, self.interval = t0, interval
         self.samples: list[dict[str, Any]] = []
@@ -334,14 +366,18 @@ class Sampler:
     def _sample(self, api: httpx.Client, conn: Any) -> dict[str, Any]:
         s: dict[str, Any] = {"t": round(wall() - self.t0, 2), "queues": {}, "ready_now": {}, "cpu_s": {}}
         try:
-            rows = api.get(f"/api/queues/{quote(self.vhost, safe='')}",
-                           params={"columns": "name,messages,messages_ready,messages_unacknowledged"}).json()
+            rows = api.get(
+                f"/api/queues/{quote(self.vhost, safe='')}",
+                params={"columns": "name,messages,messages_ready,messages_unacknowledged"},
+            ).json()
             for row in rows:
                 name = row.get("name", "")
                 if name in PIPELINE_QUEUES or name.endswith(".dead") or name.startswith("dept."):
-                    s["queues"][name] = {"messages": row.get("messages", 0),
-                                         "ready": row.get("messages_ready", 0),
-                                         "unacked": row.get("messages_unacknowledged", 0)}
+                    s["queues"][name] = {
+                        "messages": row.get("messages", 0),
+                        "ready": row.get("messages_ready", 0),
+                        "unacked": row.get("messages_unacknowledged", 0),
+                    }
         except (httpx.HTTPError, ValueError):
             pass
         try:
@@ -393,11 +429,24 @@ def scrape_service_metrics(ports: dict[str, int]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the run
-def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str, mgmt_url: str,
-                 redis_url: str, concurrency: int = 32, drain_s: float | None = None,
-                 broker_count: int = 3000, with_broker: bool = True, profile: bool = False, trace: bool = False,
-                 results_dir: Path | None = None, progress: bool = True,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+def run_pipeline(
+    *,
+    rate: float,
+    duration: float,
+    transport: str,
+    amqp_uri: str,
+    mgmt_url: str,
+    redis_url: str,
+    concurrency: int = 32,
+    drain_s: float | None = None,
+    broker_count: int = 3000,
+    with_broker: bool = True,
+    profile: bool = False,
+    trace: bool = False,
+    results_dir: Path | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
     from services.demo import wait_until_ready
     from services.runner import start_all, stop_all
     from shared.config import Settings
@@ -408,8 +457,16 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
     if rate <= 0 or duration <= 0:
         raise ValueError("rate and duration must be positive")
     drain_s = max(10.0, duration) if drain_s is None else drain_s
-    params = {"rate": rate, "duration": duration, "transport": transport, "concurrency": concurrency,
-              "drain_s": drain_s, "broker_count": broker_count, "profile": profile, "trace": trace}
+    params = {
+        "rate": rate,
+        "duration": duration,
+        "transport": transport,
+        "concurrency": concurrency,
+        "drain_s": drain_s,
+        "broker_count": broker_count,
+        "profile": profile,
+        "trace": trace,
+    }
     result = envelope("pipeline", params)
     run_tag = uuid.uuid4().hex[:8]
     prefix = f"bench{run_tag}"
@@ -443,12 +500,19 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
             helpers.append(sink)
 
             env = {
-                "AMQP_URI": vhost_uri, "RABBITMQ_MANAGEMENT_URL": mgmt_url, "REDIS_URL": redis_url,
-                "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
-                "LOG_FORMAT": "json", "LOG_LEVEL": "WARNING",
-                "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
-                "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
-                "NOTIFIER_METRICS_PORT": str(free_port()), "ARCHIVER_METRICS_PORT": str(free_port()),
+                "AMQP_URI": vhost_uri,
+                "RABBITMQ_MANAGEMENT_URL": mgmt_url,
+                "REDIS_URL": redis_url,
+                "REDIS_KEY_PREFIX": prefix,
+                "CONFIG_DIR": str(config_dir),
+                "LOG_FORMAT": "json",
+                "LOG_LEVEL": "WARNING",
+                "INTAKE_HTTP_PORT": str(free_port()),
+                "INTAKE_METRICS_PORT": str(free_port()),
+                "ROUTER_METRICS_PORT": str(free_port()),
+                "SLA_METRICS_PORT": str(free_port()),
+                "NOTIFIER_METRICS_PORT": str(free_port()),
+                "ARCHIVER_METRICS_PORT": str(free_port()),
                 "WEBHOOK_SECRET": "bench-secret",
                 "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
                 "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
@@ -460,22 +524,29 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
                 import os
                 import sys
 
-                procs = [subprocess.Popen([sys.executable, "-m", "bench.trace", name],
-                                          env={**os.environ, **env, "BENCH_TRACE_OUT": str(trace_out)},
-                                          stdout=log_file, stderr=log_file) for name in SERVICES]
+                procs = [
+                    subprocess.Popen(
+                        [sys.executable, "-m", "bench.trace", name],
+                        env={**os.environ, **env, "BENCH_TRACE_OUT": str(trace_out)},
+                        stdout=log_file,
+                        stderr=log_file,
+                    )
+                    for name in SERVICES
+                ]
             else:
                 procs = start_all(env=env, stdout=log_file.fileno())
             t_start = wall()
             wait_until_ready(settings, procs, timeout=90)
             result["startup_s"] = round(wall() - t_start, 2)
 
-            dept_queues = [q.name for q in default_topology().queues
-                           if q.kind == "work" and q.name.startswith("dept.")]
+            dept_queues = [q.name for q in default_topology().queues if q.kind == "work" and q.name.startswith("dept.")]
             ready, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
             matched = ctx.Value("l", 0)
-            consumer = ctx.Process(target=_consume_orders,
-                                   args=(vhost_uri, dept_queues, f"bench-{run_tag}-", ready, stop, matched, out),
-                                   daemon=True)
+            consumer = ctx.Process(
+                target=_consume_orders,
+                args=(vhost_uri, dept_queues, f"bench-{run_tag}-", ready, stop, matched, out),
+                daemon=True,
+            )
             consumer.start()
             helpers.append(consumer)
             if not ready.wait(30):
@@ -490,9 +561,15 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
             pids["sink"] = sink.pid or 0
 
             if transport == "http":
-                load: Any = HttpLoad(settings.intake_http_host, settings.intake_http_port, bodies, rate,
-                                     duration, concurrency,
-                                     api_key=bench_key(redis_url, prefix))
+                load: Any = HttpLoad(
+                    settings.intake_http_host,
+                    settings.intake_http_port,
+                    bodies,
+                    rate,
+                    duration,
+                    concurrency,
+                    api_key=bench_key(redis_url, prefix),
+                )
             else:
                 load = AmqpLoad(vhost_uri, bodies, report_ids, rate, duration)
 
@@ -529,8 +606,12 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
                     cpu1 = cpu_snapshot(pids)
                 if bar is not None:
                     bar.n = load.offered
-                    bar.set_postfix(accepted=load.n_accepted, dispatched=matched.value,
-                                    errors=sum(load.errors.values()), refresh=False)
+                    bar.set_postfix(
+                        accepted=load.n_accepted,
+                        dispatched=matched.value,
+                        errors=sum(load.errors.values()),
+                        refresh=False,
+                    )
                     bar.refresh()
                 dead = [name for name, p in zip(SERVICES, procs, strict=False) if p.poll() is not None]
                 if dead:
@@ -571,8 +652,9 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
             ports = {s: settings.metrics_port(s) for s in SERVICES}
             result["service_metrics"] = scrape_service_metrics(ports)
             result["webhooks_received"] = sink_hits.value
-            result["service_exits"] = {name: p.returncode for name, p in zip(SERVICES, procs, strict=False)
-                                       if p.poll() is not None}
+            result["service_exits"] = {
+                name: p.returncode for name, p in zip(SERVICES, procs, strict=False) if p.poll() is not None
+            }
             stop_all(procs)
             procs = []
             if trace:
@@ -582,8 +664,9 @@ def run_pipeline(*, rate: float, duration: float, transport: str, amqp_uri: str,
                     if path.exists():
                         result["trace"][name] = json.loads(path.read_text())
 
-            result.update(analyse(load, report_ids, records, t0, duration, t_end, sampler.samples,
-                                  cpu0, cpu1, transport))
+            result.update(
+                analyse(load, report_ids, records, t0, duration, t_end, sampler.samples, cpu0, cpu1, transport)
+            )
             if profilers:
                 result["profile"] = {}
                 for name, (_pp, path) in profilers.items():
@@ -634,9 +717,18 @@ def count_log_levels(path: Path) -> dict[str, int]:
     return dict(levels)
 
 
-def analyse(load: Any, report_ids: list[str], records: list[tuple[float, str, str, int]], t0: float,
-            duration: float, t_end: float, samples: list[dict[str, Any]], cpu0: dict[str, float | None],
-            cpu1: dict[str, float | None], transport: str) -> dict[str, Any]:
+def analyse(
+    load: Any,
+    report_ids: list[str],
+    records: list[tuple[float, str, str, int]],
+    t0: float,
+    duration: float,
+    t_end: float,
+    samples: list[dict[str, Any]],
+    cpu0: dict[str, float | None],
+    cpu1: dict[str, float | None],
+    transport: str,
+) -> dict[str, Any]:
     index = {rid: i for i, rid in enumerate(report_ids)}
     first_order: dict[int, float] = {}
     order_case: dict[int, str] = {}
@@ -670,8 +762,11 @@ def analyse(load: Any, report_ids: list[str], records: list[tuple[float, str, st
     in_win = [s for s in samples if 0 <= s["t"] <= duration + 0.5]
     for q in PIPELINE_QUEUES:
         pts = [(s["t"], s["ready_now"].get(q)) for s in in_win if s["ready_now"].get(q) is not None]
-        mg = [(s["t"], s["queues"].get(q, {}).get("messages")) for s in in_win
-              if s["queues"].get(q, {}).get("messages") is not None]
+        mg = [
+            (s["t"], s["queues"].get(q, {}).get("messages"))
+            for s in in_win
+            if s["queues"].get(q, {}).get("messages") is not None
+        ]
         g = slope_per_s(pts)
         backlog["growth_per_s"][q] = None if g is None else round(g, 1)
         backlog["max"][q] = max([v for _, v in pts] + [v for _, v in mg] + [0])
@@ -691,11 +786,16 @@ def analyse(load: Any, report_ids: list[str], records: list[tuple[float, str, st
     runq = {k.split(":", 1)[1]: cpu.pop(k)["seconds"] for k in list(cpu) if k.startswith("runq:")}
     if "machine" in cpu:
         ours = sum(v["seconds"] for k, v in cpu.items() if k != "machine")
-        cpu["other_processes"] = {"seconds": round(cpu["machine"]["seconds"] - ours, 2),
-                                  "share_of_one_core": round((cpu["machine"]["seconds"] - ours) / window, 3)}
+        cpu["other_processes"] = {
+            "seconds": round(cpu["machine"]["seconds"] - ours, 2),
+            "share_of_one_core": round((cpu["machine"]["seconds"] - ours) / window, 3),
+        }
     # per report that went the whole way (over AMQP many accepted reports are still queued)
-    per_report = {k: round(v["seconds"] / max(1, len(first_order)) * 1000, 3) for k, v in cpu.items()
-                  if k not in ("machine", "other_processes")}
+    per_report = {
+        k: round(v["seconds"] / max(1, len(first_order)) * 1000, 3)
+        for k, v in cpu.items()
+        if k not in ("machine", "other_processes")
+    }
 
     errors: dict[str, Any] = dict(load.errors)
     if getattr(load, "error_samples", None):
@@ -717,8 +817,11 @@ def analyse(load: Any, report_ids: list[str], records: list[tuple[float, str, st
             "per_s": round(len(first_order) / (last - t0), 1) if last and last > t0 else None,
             "drain_s": round(max(0.0, last - (t0 + duration)), 2) if last else None,
         },
-        "orders": {"count": len(records), "foreign": foreign,
-                   "mean_bytes": round(sum(sizes) / len(sizes)) if sizes else None},
+        "orders": {
+            "count": len(records),
+            "foreign": foreign,
+            "mean_bytes": round(sum(sizes) / len(sizes)) if sizes else None,
+        },
         "latency": {
             "accept_to_order": latency_summary(latencies),
             "submit_to_order": latency_summary(from_submit),
@@ -726,8 +829,7 @@ def analyse(load: Any, report_ids: list[str], records: list[tuple[float, str, st
             "generator_lag": latency_summary(lag),
         },
         "backlog": backlog,
-        "errors": {**errors, "undispatched": undispatched, "case_id_mismatch": case_mismatch,
-                   "dead_letters": dead},
+        "errors": {**errors, "undispatched": undispatched, "case_id_mismatch": case_mismatch, "dead_letters": dead},
         "cpu": cpu,
         "cpu_ms_per_report": per_report,
         "runqueue_wait_s": runq,
@@ -761,8 +863,10 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         f"p99 {lat['p99_ms']} ms  max {lat['max_ms']} ms",
         f"  latency submission → order in dept queue: p50 {sub['p50_ms']} ms  p95 {sub['p95_ms']} ms  "
         f"p99 {sub['p99_ms']} ms",
-        "  backlog growth /s: " + ", ".join(f"{q} {v}" for q, v in r["backlog"]["growth_per_s"].items())
-        + "   max: " + ", ".join(f"{q} {v}" for q, v in r["backlog"]["max"].items()),
+        "  backlog growth /s: "
+        + ", ".join(f"{q} {v}" for q, v in r["backlog"]["growth_per_s"].items())
+        + "   max: "
+        + ", ".join(f"{q} {v}" for q, v in r["backlog"]["max"].items()),
         "  CPU during the window (share of one core): "
         + ", ".join(f"{k} {v['share_of_one_core']}" for k, v in r["cpu"].items()),
         "  waiting for a CPU during the window (s): "
@@ -771,10 +875,15 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
     ]
     if "ratio" in r:
         b = r["broker"]["modes"]
-        lines.append("  broker per hop (same run, " + f"{r['broker']['size_bytes']} B): "
-                     + ", ".join(f"{m} {v['hop_per_s']}/s" for m, v in b.items()))
-        lines.append("  ratio pipeline ÷ broker hop: "
-                     + ", ".join(f"{k} {v}" for k, v in r["ratio"].items() if k.startswith("vs_")))
+        lines.append(
+            "  broker per hop (same run, "
+            + f"{r['broker']['size_bytes']} B): "
+            + ", ".join(f"{m} {v['hop_per_s']}/s" for m, v in b.items())
+        )
+        lines.append(
+            "  ratio pipeline ÷ broker hop: "
+            + ", ".join(f"{k} {v}" for k, v in r["ratio"].items() if k.startswith("vs_"))
+        )
     for name, tr in (r.get("trace") or {}).items():
         per = r["accepted"]["count"] or 1
         top = "; ".join(f"{k} {v['calls'] / per:.1f}×{v['mean_ms']} ms" for k, v in list(tr.items())[:4])

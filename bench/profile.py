@@ -6,6 +6,7 @@ functions that are on the CPU themselves ("self"), and how the samples split ove
 buckets that name the usual suspects: waiting for publisher confirms, Redis round trips,
 pydantic, JSON, logging, HTTP parsing, the eventlet hub.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,8 +19,17 @@ from typing import Any
 #: bucket → substrings of a frame (function + file) that put a sample in it; first match
 #: along the stack from the leaf upwards wins, so the most specific cause is counted.
 BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("publish_confirm_wait", ("confirm_publish", "wait_confirm", "_wait_for_confirm",
-                              "basic_publish_confirm", "wait (amqp/", "drain_events")),
+    (
+        "publish_confirm_wait",
+        (
+            "confirm_publish",
+            "wait_confirm",
+            "_wait_for_confirm",
+            "basic_publish_confirm",
+            "wait (amqp/",
+            "drain_events",
+        ),
+    ),
     ("redis", ("redis/",)),
     ("pydantic", ("pydantic",)),
     ("json", ("json/", "orjson", "model_dump_json")),
@@ -36,9 +46,24 @@ def start(pid: int, seconds: float, out: Path, rate: int = 97) -> subprocess.Pop
     if exe is None:
         return None
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", str(rate),
-         "--format", "raw", "--output", str(out), "--nonblocking"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, int(seconds))),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--output",
+            str(out),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 _COUNT = re.compile(r"^(.*) (\d+)$")
@@ -94,9 +119,13 @@ def summarize(text: str, top: int = 12) -> dict[str, Any]:
     def share(c: collections.Counter[str]) -> list[dict[str, Any]]:
         return [{"frame": k, "samples": v, "share": round(v / total, 3)} for k, v in c.most_common(top)]
 
-    interesting = collections.Counter({k: v for k, v in inclusive.items()
-                                       if any(s in k for s in ("services/", "shared/", "nameko/", "redis/",
-                                                               "pydantic", "kombu/", "amqp/"))})
+    interesting = collections.Counter(
+        {
+            k: v
+            for k, v in inclusive.items()
+            if any(s in k for s in ("services/", "shared/", "nameko/", "redis/", "pydantic", "kombu/", "amqp/"))
+        }
+    )
     return {
         "samples": total,
         "buckets": {k: {"samples": v, "share": round(v / total, 3)} for k, v in buckets.most_common()} if total else {},

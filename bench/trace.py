@@ -9,6 +9,7 @@ process; that is what a request experiences. Nested timers overlap (a Redis scri
 a command; a publish includes the confirm wait). Written as JSON to $BENCH_TRACE_OUT
 when the service stops.
 """
+
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
@@ -79,9 +80,15 @@ def install() -> list[str]:
 
 
 def dump(path: str) -> None:
-    out = {label: {"calls": int(c), "total_s": round(t, 4), "mean_ms": round(1000 * t / c, 3) if c else None,
-                   "max_ms": round(1000 * m, 2)}
-           for label, (c, t, m) in sorted(STATS.items(), key=lambda kv: -kv[1][1])}
+    out = {
+        label: {
+            "calls": int(c),
+            "total_s": round(t, 4),
+            "mean_ms": round(1000 * t / c, 3) if c else None,
+            "max_ms": round(1000 * m, 2),
+        }
+        for label, (c, t, m) in sorted(STATS.items(), key=lambda kv: -kv[1][1])
+    }
     with open(path, "w", encoding="utf-8") as f:
         json.dump(out, f, indent=2)
 

@@ -20,6 +20,7 @@ RabbitMQ dead-letters it to `dept.<code>.dead` for the operations centre.
 
 It also shows how to verify a gridbus webhook signature (`verify_webhook`).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ REPLIES_EXCHANGE = "gridbus.replies"
 
 
 # ----------------------------------------------------------------- webhook signatures
-def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, tolerance_s: int = 300,
-                   now: float | None = None) -> bool:
+def verify_webhook(
+    secret: str, headers: Mapping[str, str], body: bytes, tolerance_s: int = 300, now: float | None = None
+) -> bool:
     """True if `X-Gridbus-Signature` is `sha256=<hex HMAC-SHA256(secret, timestamp + "." + body)>`
     for the request's `X-Gridbus-Timestamp`, and that timestamp is within `tolerance_s`.
 
@@ -54,9 +56,8 @@ def verify_webhook(secret: str, headers: Mapping[str, str], body: bytes, toleran
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance_s:
         return False  # too old (a replay) or from the future
-    expected = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body,
-                        hashlib.sha256).hexdigest()
-    return hmac.compare_digest(given[len("sha256="):], expected)
+    expected = hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given[len("sha256=") :], expected)
 
 
 # ----------------------------------------------------------------- idempotency
@@ -91,20 +92,25 @@ class DepartmentConsumer:
         params.heartbeat = 30
         self.connection = pika.BlockingConnection(params)
         self.channel = self.connection.channel()
-        self.channel.confirm_delivery()           # basic_publish raises unless confirmed
+        self.channel.confirm_delivery()  # basic_publish raises unless confirmed
         self.channel.basic_qos(prefetch_count=10)
 
     def reply(self, order: dict, action: str, note: str, **extra: object) -> None:
-        body = {"reply_id": f"{self.dept}-{order['order_id']}-{action}",  # stable: a resend is a repeat
-                "case_id": order["case_id"], "action": action, "note": note, **extra}
+        body = {
+            "reply_id": f"{self.dept}-{order['order_id']}-{action}",  # stable: a resend is a repeat
+            "case_id": order["case_id"],
+            "action": action,
+            "note": note,
+            **extra,
+        }
         self.channel.basic_publish(
             exchange=REPLIES_EXCHANGE,
             routing_key=self.routing_key,
             body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
             properties=pika.BasicProperties(
                 content_type="application/json",
-                delivery_mode=2,                      # persistent
-                user_id=self.user,                    # checked by RabbitMQ
+                delivery_mode=2,  # persistent
+                user_id=self.user,  # checked by RabbitMQ
                 message_id=body["reply_id"],
                 correlation_id=order.get("correlation_id"),
                 timestamp=int(time.time()),
@@ -115,19 +121,28 @@ class DepartmentConsumer:
     def handle(self, order: dict) -> None:
         """Your system's work goes here: create a work ticket, then acknowledge."""
         case = order.get("case", {})
-        log.info("order %s case %s: %s %s (%s)", order["order_id"], order["case_id"],
-                 case.get("category"), case.get("address"), case.get("description"))
+        log.info(
+            "order %s case %s: %s %s (%s)",
+            order["order_id"],
+            order["case_id"],
+            case.get("category"),
+            case.get("address"),
+            case.get("description"),
+        )
         self.reply(order, "acknowledge", "已接单，派人处理")
 
     def on_message(self, ch, method, properties, body: bytes) -> None:
         try:
             order = json.loads(body)
-            if order.get("kind") not in ("dispatch_order", "dispatch_withdrawn") \
-                    or "order_id" not in order or "case_id" not in order:
+            if (
+                order.get("kind") not in ("dispatch_order", "dispatch_withdrawn")
+                or "order_id" not in order
+                or "case_id" not in order
+            ):
                 raise ValueError("not a dispatch order or withdrawal")
         except ValueError as exc:
             log.error("unreadable message %s: %s", properties.message_id, exc)
-            ch.basic_reject(method.delivery_tag, requeue=False)   # -> dept.<code>.dead
+            ch.basic_reject(method.delivery_tag, requeue=False)  # -> dept.<code>.dead
             return
         if order["kind"] == "dispatch_withdrawn":
             # the command centre dispatched the case elsewhere: stop work, never reply to it
@@ -173,12 +188,14 @@ class DepartmentConsumer:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dept", required=True, help="department code, e.g. gas")
-    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI"),
-                        help="amqp://dept-<code>:<password>@host:5672/%%2F (default: $AMQP_URI)")
+    parser.add_argument(
+        "--amqp-uri",
+        default=os.environ.get("AMQP_URI"),
+        help="amqp://dept-<code>:<password>@host:5672/%%2F (default: $AMQP_URI)",
+    )
     parser.add_argument("--state", type=Path, default=None, help="file of handled order ids")
     parser.add_argument("--max-messages", type=int, default=None, help="stop after this many")
-    parser.add_argument("--idle-exit", type=float, default=None,
-                        help="stop after this many seconds without a message")
+    parser.add_argument("--idle-exit", type=float, default=None, help="stop after this many seconds without a message")
     args = parser.parse_args()
     if not args.amqp_uri:
         parser.error("give --amqp-uri or set AMQP_URI")

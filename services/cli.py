@@ -3,6 +3,7 @@
 Each service folder may hold a `commands.py` exposing `COMMANDS: list[click.Command]`;
 they are added here, so a service's operator commands live beside its code.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,5 +1,6 @@
 """`gridbus dead list|show|replay`: the operator's tools for dead-letter queues
 (shared/deadletters.py does the work; replay is idempotent by message id)."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,10 @@ def _queue_arg(queue: str) -> str:
 
     name = dead_queue_of(queue)
     if name not in _dead_queues():
-        raise click.BadParameter(f"{queue!r} has no dead-letter queue in the topology "
-                                 f"(one of: {', '.join(q[:-5] for q in _dead_queues())})", param_hint="QUEUE")
+        raise click.BadParameter(
+            f"{queue!r} has no dead-letter queue in the topology (one of: {', '.join(q[:-5] for q in _dead_queues())})",
+            param_hint="QUEUE",
+        )
     return name
 
 

@@ -1,6 +1,7 @@
 """The demo: a few realistic reports from the pilot communities, fed to a running stack,
 and what happens to each printed as it happens. Also the checks `gridbus up` makes
 before it starts anything."""
+
 from __future__ import annotations
 
 import os
@@ -19,22 +20,42 @@ import httpx
 from shared.config import Settings, reset_settings
 
 DEMO_REPORTS: list[dict] = [
-    {"category": "03005", "description": "辰山社区辰山路口垃圾箱满溢，垃圾散落地面",
-     "filing_condition": "满溢", "severity": "normal",
-     "location": {"lat": 25.2800, "lon": 110.3120, "address": "七星区辰山路口", "grid": "450305001001001"},
-     "reporter": {"id": "w-1024", "role": "part_time", "name": "环卫工 李", "phone": "13800001024"}},
-    {"category": "01037", "description": "羊角山社区穿山路连续三盏路灯不亮",
-     "filing_condition": "连续3盏以上不亮", "severity": "normal",
-     "location": {"lat": 25.2590, "lon": 110.3330, "address": "七星区穿山路12号", "grid": "450305003002001"},
-     "reporter": {"id": "g-0007", "role": "grid_officer", "name": "网格员 黄", "phone": "13900000007"}},
-    {"category": "01002", "description": "辰山社区人行道污水井盖缺失，行人有坠落危险",
-     "filing_condition": "缺失、移位、开裂，存在安全隐患的", "severity": "urgent",
-     "location": {"lat": 25.2800, "lon": 110.3160, "address": "七星区辰山路8号旁人行道", "grid": "450305001001002"},
-     "reporter": {"id": "g-0003", "role": "grid_officer", "name": "网格员 莫", "phone": "13900000003"}},
-    {"category": "09009", "description": "羊角山社区小区门口机动车乱停放，堵塞消防通道",
-     "severity": "normal",
-     "location": {"lat": 25.2590, "lon": 110.3390, "address": "七星区羊角山路3号小区门口", "grid": "450305003002002"},
-     "reporter": {"id": "c-5521", "role": "citizen", "name": "", "phone": ""}},
+    {
+        "category": "03005",
+        "description": "辰山社区辰山路口垃圾箱满溢，垃圾散落地面",
+        "filing_condition": "满溢",
+        "severity": "normal",
+        "location": {"lat": 25.2800, "lon": 110.3120, "address": "七星区辰山路口", "grid": "450305001001001"},
+        "reporter": {"id": "w-1024", "role": "part_time", "name": "环卫工 李", "phone": "13800001024"},
+    },
+    {
+        "category": "01037",
+        "description": "羊角山社区穿山路连续三盏路灯不亮",
+        "filing_condition": "连续3盏以上不亮",
+        "severity": "normal",
+        "location": {"lat": 25.2590, "lon": 110.3330, "address": "七星区穿山路12号", "grid": "450305003002001"},
+        "reporter": {"id": "g-0007", "role": "grid_officer", "name": "网格员 黄", "phone": "13900000007"},
+    },
+    {
+        "category": "01002",
+        "description": "辰山社区人行道污水井盖缺失，行人有坠落危险",
+        "filing_condition": "缺失、移位、开裂，存在安全隐患的",
+        "severity": "urgent",
+        "location": {"lat": 25.2800, "lon": 110.3160, "address": "七星区辰山路8号旁人行道", "grid": "450305001001002"},
+        "reporter": {"id": "g-0003", "role": "grid_officer", "name": "网格员 莫", "phone": "13900000003"},
+    },
+    {
+        "category": "09009",
+        "description": "羊角山社区小区门口机动车乱停放，堵塞消防通道",
+        "severity": "normal",
+        "location": {
+            "lat": 25.2590,
+            "lon": 110.3390,
+            "address": "七星区羊角山路3号小区门口",
+            "grid": "450305003002002",
+        },
+        "reporter": {"id": "c-5521", "role": "citizen", "name": "", "phone": ""},
+    },
 ]
 
 
@@ -59,8 +80,11 @@ DEPENDENCY_HINTS = {
 
 
 def dependency_endpoints(settings: Settings) -> dict[str, tuple[str, int]]:
-    return {"rabbitmq": _endpoint(settings.amqp_uri, 5672), "redis": _endpoint(settings.redis_url, 6379),
-            "postgres": _endpoint(settings.database_url, 5432)}
+    return {
+        "rabbitmq": _endpoint(settings.amqp_uri, 5672),
+        "redis": _endpoint(settings.redis_url, 6379),
+        "postgres": _endpoint(settings.database_url, 5432),
+    }
 
 
 def missing_dependencies(settings: Settings) -> list[str]:
@@ -114,8 +138,12 @@ def queues_without_consumer(amqp_uri: str, queues: Sequence[str]) -> list[str]:
     return waiting
 
 
-def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], timeout: float = 60.0,
-                     services: Sequence[str] = ("intake", "router", "sla", "notifier", "archiver")) -> None:
+def wait_until_ready(
+    settings: Settings,
+    procs: Sequence[subprocess.Popen],
+    timeout: float = 60.0,
+    services: Sequence[str] = ("intake", "router", "sla", "notifier", "archiver"),
+) -> None:
     """Until intake answers /healthz, every service serves /metrics and every service's
     work queues have their consumer: /metrics answers before a service's consumers
     start, and a report sent then would wait in `router.cases` for the router."""
@@ -123,18 +151,24 @@ def wait_until_ready(settings: Settings, procs: Sequence[subprocess.Popen], time
 
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
     ports = [settings.metrics_port(s) for s in services]
-    work = {"intake": [topology.Q_INTAKE_REPORTS, topology.Q_INTAKE_EVENTS], "router": [topology.Q_ROUTER_CASES],
-            "sla": [topology.Q_SLA_EVENTS], "notifier": [topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES],
-            "archiver": [topology.Q_ARCHIVER]}
+    work = {
+        "intake": [topology.Q_INTAKE_REPORTS, topology.Q_INTAKE_EVENTS],
+        "router": [topology.Q_ROUTER_CASES],
+        "sla": [topology.Q_SLA_EVENTS],
+        "notifier": [topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES],
+        "archiver": [topology.Q_ARCHIVER],
+    }
     queues = [q for s in services for q in work.get(s, [])]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in procs):
             raise SystemExit("a service failed to start; see its log above")
         try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200 and all(
-                _reachable(settings.metrics_host, port) for port in ports
-            ) and not queues_without_consumer(settings.amqp_uri, queues):
+            if (
+                httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+                and all(_reachable(settings.metrics_host, port) for port in ports)
+                and not queues_without_consumer(settings.amqp_uri, queues)
+            ):
                 return
         except httpx.HTTPError:
             pass
@@ -156,8 +190,10 @@ def _describe(case: dict, tz: ZoneInfo) -> str:
         return case["status"]
     parts = []
     for a in active:
-        parts.append(f"{a['dept']} (level {a['level']}, route {a['route']}, 721 mode {a['mode']}; "
-                     f"acknowledge by {_local(a.get('ack_due'), tz)}, handle by {_local(a.get('handle_due'), tz)})")
+        parts.append(
+            f"{a['dept']} (level {a['level']}, route {a['route']}, 721 mode {a['mode']}; "
+            f"acknowledge by {_local(a.get('ack_due'), tz)}, handle by {_local(a.get('handle_due'), tz)})"
+        )
     return f"{case['status']} → " + "; ".join(parts)
 
 
@@ -216,14 +252,18 @@ def withdraw_previous(settings: Settings, client: httpx.Client, ops_key: str) ->
     withdrawn = 0
     auth = {"Authorization": f"Bearer {ops_key}"}
     for case_id in _previous_cases(settings):
-        r = client.post(f"/v1/cases/{case_id}/cancellation", json={"reason": "演示数据：新一轮演示前撤销"},
-                        headers={**auth, "Idempotency-Key": f"demo-reset:{case_id}"})
+        r = client.post(
+            f"/v1/cases/{case_id}/cancellation",
+            json={"reason": "演示数据：新一轮演示前撤销"},
+            headers={**auth, "Idempotency-Key": f"demo-reset:{case_id}"},
+        )
         withdrawn += r.status_code == 200 and r.json().get("applied", False)
     return withdrawn
 
 
-def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: float = 10.0,
-             reset: bool = True) -> list[dict]:
+def run_demo(
+    settings: Settings, echo: Callable[[str], None] = print, wait_s: float = 10.0, reset: bool = True
+) -> list[dict]:
     """POST the demo reports and follow each case until it is dispatched. With `reset`,
     the previous demo's open cases are withdrawn first, so each run dispatches anew."""
     base = f"http://{settings.intake_http_host}:{settings.intake_http_port}"
@@ -237,8 +277,11 @@ def run_demo(settings: Settings, echo: Callable[[str], None] = print, wait_s: fl
             if withdrawn:
                 echo(f"(withdrew {withdrawn} open case(s) of the previous demo run)")
         for i, template in enumerate(DEMO_REPORTS):
-            report = {**template, "report_id": f"demo-{uuid.uuid4().hex[:12]}",
-                      "observed_at": (now - timedelta(minutes=5 * (i + 1))).isoformat()}
+            report = {
+                **template,
+                "report_id": f"demo-{uuid.uuid4().hex[:12]}",
+                "observed_at": (now - timedelta(minutes=5 * (i + 1))).isoformat(),
+            }
             r = client.post("/v1/reports", json=report)
             if r.status_code >= 400:
                 echo(f"✗ {report['description'][:24]}…: HTTP {r.status_code} {r.text}")
@@ -270,7 +313,7 @@ def next_steps(settings: Settings, log_path: str | None) -> list[str]:
         "Next steps (another terminal, from this folder; PATH=$PWD/.venv/bin:$PATH):",
         f"  console      {base}/console   log in with the demo's ops key {console_key(settings)}",
         "               (or your own: gridbus keys create --role ops)",
-        f"  API          {base}/openapi.json   (README \"Try it\": a report, a case, a department reply)",
+        f'  API          {base}/openapi.json   (README "Try it": a report, a case, a department reply)',
         "  messages     gridbus sink   shows the messages people would get (set WEBHOOK_URL_TEMPLATE as it says)",
         "  audit        gridbus audit show --case <case_id>",
     ]
@@ -294,8 +337,10 @@ def wait_for_notifier(settings: Settings, timeout: float = 15.0) -> bool:
             conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_uri))
             try:
                 ch = conn.channel()
-                busy = sum(ch.queue_declare(q, passive=True).method.message_count
-                           for q in (topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES, topology.Q_SLA_EVENTS))
+                busy = sum(
+                    ch.queue_declare(q, passive=True).method.message_count
+                    for q in (topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES, topology.Q_SLA_EVENTS)
+                )
             finally:
                 conn.close()
         except pika.exceptions.AMQPError:

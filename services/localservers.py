@@ -8,6 +8,7 @@ log and epmd; bench/chaos/nodes.py's `RabbitNode`); never a machine's own server
 would have answered in the first place. When a binary is missing, `install_hint` says
 exactly what to install.
 """
+
 from __future__ import annotations
 
 import glob
@@ -46,10 +47,12 @@ def installed(name: str) -> bool:
 def install_hint(names: list[str]) -> str:
     pkgs = " ".join(PACKAGES[n] for n in names)
     variables = ", ".join({"rabbitmq": "AMQP_URI", "redis": "REDIS_URL", "postgres": "DATABASE_URL"}[n] for n in names)
-    return (f"To run them privately without Docker, install them: `sudo apt-get install -y {pkgs}` "
-            f"(Debian/Ubuntu), then run ./run.sh again; or install Docker; or point "
-            f"{variables} "
-            f"at running servers.")
+    return (
+        f"To run them privately without Docker, install them: `sudo apt-get install -y {pkgs}` "
+        f"(Debian/Ubuntu), then run ./run.sh again; or install Docker; or point "
+        f"{variables} "
+        f"at running servers."
+    )
 
 
 @dataclass
@@ -78,24 +81,59 @@ class PostgresNode:
             shutil.chown(self.base, "postgres")
             reach = subprocess.run(self._as_server_user(["test", "-w", str(self.base)]), capture_output=True)
             if reach.returncode != 0:
-                raise NodeError(f"the postgres user cannot reach {self.base} (a parent folder is private, e.g. "
-                                f"/root): run gridbus from a folder others may enter, or set DATABASE_URL")
+                raise NodeError(
+                    f"the postgres user cannot reach {self.base} (a parent folder is private, e.g. "
+                    f"/root): run gridbus from a folder others may enter, or set DATABASE_URL"
+                )
         if not (data / "PG_VERSION").exists():
-            subprocess.run(self._as_server_user([str(bindir / "initdb"), "-D", str(data), "-U", self.user,
-                                                 "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8"]),
-                           check=True, stdout=self.log, stderr=self.log)
+            subprocess.run(
+                self._as_server_user(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        self.user,
+                        "--auth=trust",
+                        "--encoding=UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                check=True,
+                stdout=self.log,
+                stderr=self.log,
+            )
         self.proc = subprocess.Popen(
-            self._as_server_user([str(bindir / "postgres"), "-D", str(data), "-p", str(self.port),
-                                  "-c", "listen_addresses=127.0.0.1", "-k", str(self.base)]),
-            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True)
+            self._as_server_user(
+                [
+                    str(bindir / "postgres"),
+                    "-D",
+                    str(data),
+                    "-p",
+                    str(self.port),
+                    "-c",
+                    "listen_addresses=127.0.0.1",
+                    "-k",
+                    str(self.base),
+                ]
+            ),
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         if not wait:
             return 0.0
 
         def accepting() -> bool:  # the port opens before recovery ends ("the database system is starting up")
             if self.proc is not None and self.proc.poll() is not None:
                 raise NodeError(f"postgres on {self.port} exited with {self.proc.returncode}")
-            return subprocess.run([str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-                                  capture_output=True).returncode == 0
+            return (
+                subprocess.run(
+                    [str(bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)], capture_output=True
+                ).returncode
+                == 0
+            )
 
         return wait_until(accepting, timeout, f"postgres on {self.port}")
 
@@ -121,8 +159,13 @@ class Private:
                 a, m = urlparse(amqp_uri), urlparse(mgmt_url)
                 if unquote(a.username or "guest") != "guest":
                     raise NodeError("a private RabbitMQ has only the guest user: use amqp://guest:guest@…")
-                node = RabbitNode(self.base / "rabbitmq", name="gridbus-local", amqp_port=a.port or 5672,
-                                  mgmt_port=m.port or 15672, log=log)
+                node = RabbitNode(
+                    self.base / "rabbitmq",
+                    name="gridbus-local",
+                    amqp_port=a.port or 5672,
+                    mgmt_port=m.port or 15672,
+                    log=log,
+                )
                 node.start(timeout=120)
                 self.started.append((name, node))
             elif name == "redis":
@@ -132,8 +175,9 @@ class Private:
                 self.started.append((name, node_r))
             elif name == "postgres":
                 d = urlparse(database_url)
-                node_p = PostgresNode(self.base / "postgres", port=d.port or 5432,
-                                      user=unquote(d.username or "postgres"), log=log)
+                node_p = PostgresNode(
+                    self.base / "postgres", port=d.port or 5432, user=unquote(d.username or "postgres"), log=log
+                )
                 node_p.start()
                 self.started.append((name, node_p))
 

@@ -1,4 +1,5 @@
 """Cross-service operator commands: topology, running the stack, the demo."""
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,11 @@ def topology() -> None:
 
 
 @topology.command("apply")
-@click.option("--users/--no-users", default=True,
-              help="Also create each department's RabbitMQ user with its permissions (management API).")
+@click.option(
+    "--users/--no-users",
+    default=True,
+    help="Also create each department's RabbitMQ user with its permissions (management API).",
+)
 def topology_apply(users: bool) -> None:
     """Declare every exchange, queue and binding, and the departments' users (idempotent).
 
@@ -89,10 +93,18 @@ def startup_warnings() -> list[str]:
 @click.command("up")
 @click.option("--demo", is_flag=True, help="Feed the demo reports once the stack is up.")
 @click.option("--exit-after-demo", is_flag=True, help="Stop the stack after the demo (for scripts).")
-@click.option("--log-file", default=".gridbus/services.log", show_default=True,
-              help="Where the services' logs go ('-': this terminal).")
-@click.option("--reset/--no-reset", default=True, show_default=True,
-              help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
+@click.option(
+    "--log-file",
+    default=".gridbus/services.log",
+    show_default=True,
+    help="Where the services' logs go ('-': this terminal).",
+)
+@click.option(
+    "--reset/--no-reset",
+    default=True,
+    show_default=True,
+    help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.",
+)
 def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     """Run the services (the bridge too when it is configured) in the foreground,
     restarting any that dies (with back-off); Ctrl-C or SIGTERM stops them all and waits
@@ -115,17 +127,20 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     if absent:
         problems.append(localservers.install_hint(absent))
     problems += demo_mod.busy_ports(settings)
-    if absent or problems[len(missing):]:
+    if absent or problems[len(missing) :]:
         for p in problems:
             click.echo(p, err=True)
         raise SystemExit(2)
     private = localservers.Private(Path(".gridbus/data"))
     if missing:
-        click.echo(f"{', '.join(missing)} not answering and no Docker: starting private server(s) from the installed "
-                   f"binaries, data in {private.base}/ (log {private.log_path}); they stop with gridbus")
+        click.echo(
+            f"{', '.join(missing)} not answering and no Docker: starting private server(s) from the installed "
+            f"binaries, data in {private.base}/ (log {private.log_path}); they stop with gridbus"
+        )
         try:
-            private.start(missing, settings.amqp_uri, settings.rabbitmq_management_url, settings.redis_url,
-                          settings.database_url)
+            private.start(
+                missing, settings.amqp_uri, settings.rabbitmq_management_url, settings.redis_url, settings.database_url
+            )
             if "postgres" in missing:
                 from services.archiver import db
 
@@ -142,8 +157,9 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
     if log_file != "-":
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         log_handle = open(log_file, "a", encoding="utf-8")
-    supervisor = Supervisor(stdout=log_handle.fileno() if log_handle else None,
-                            echo=lambda line: click.echo(line, err=True))
+    supervisor = Supervisor(
+        stdout=log_handle.fileno() if log_handle else None, echo=lambda line: click.echo(line, err=True)
+    )
     try:
         procs = supervisor.start()
         click.echo("started " + ", ".join(f"{n} (pid {p})" for n, p in supervisor.pids().items()), err=True)
@@ -155,9 +171,11 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
                 tail = Path(log_file).read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
                 click.echo("\n".join(tail), err=True)
             raise
-        click.echo(f"gridbus is up: intake API http://{settings.intake_http_host}:{settings.intake_http_port}, "
-                   f"console /console, metrics on :{settings.intake_metrics_port}-{settings.notifier_metrics_port}"
-                   f"{f', service logs in {log_file}' if log_handle else ''}. Ctrl-C stops.")
+        click.echo(
+            f"gridbus is up: intake API http://{settings.intake_http_host}:{settings.intake_http_port}, "
+            f"console /console, metrics on :{settings.intake_metrics_port}-{settings.notifier_metrics_port}"
+            f"{f', service logs in {log_file}' if log_handle else ''}. Ctrl-C stops."
+        )
         if demo:
             demo_mod.run_demo(settings, echo=click.echo, reset=reset)
             click.echo("")
@@ -182,8 +200,12 @@ def up(demo: bool, exit_after_demo: bool, log_file: str, reset: bool) -> None:
 
 @command
 @click.command("demo")
-@click.option("--reset/--no-reset", default=True, show_default=True,
-              help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.")
+@click.option(
+    "--reset/--no-reset",
+    default=True,
+    show_default=True,
+    help="Withdraw the previous demo's open cases first, so that the demo dispatches anew.",
+)
 def demo(reset: bool) -> None:
     """Feed a running stack a few realistic reports and print what happens to each."""
     from services import demo as demo_mod
@@ -251,18 +273,26 @@ def audit_show(case_id: str | None, offset: str, as_json: bool) -> None:
             click.echo(json.dumps(event, ensure_ascii=False))
             continue
         what = event.get("event", "?")
-        detail = {k: event[k] for k in ("to_status", "action", "actor", "dept", "deadline", "from_level", "to_level",
-                                         "reason", "note") if event.get(k) not in (None, "", [])}
+        detail = {
+            k: event[k]
+            for k in ("to_status", "action", "actor", "dept", "deadline", "from_level", "to_level", "reason", "note")
+            if event.get(k) not in (None, "", [])
+        }
         if what == "case_dispatched":
             detail["to"] = [f"{a['dept']}@L{a['level']}" for a in event.get("assignments", [])]
-        click.echo(f"{event.get('occurred_at', '')[:19]}  {event.get('case_id', '')}  {what:<18} "
-                   f"{json.dumps(detail, ensure_ascii=False)}")
+        click.echo(
+            f"{event.get('occurred_at', '')[:19]}  {event.get('case_id', '')}  {what:<18} "
+            f"{json.dumps(detail, ensure_ascii=False)}"
+        )
 
 
 @command
 @click.command("rebuild")
-@click.option("--catch-up/--no-catch-up", default=True,
-              help="First archive the tail of the gridbus.audit stream the archive has not seen.")
+@click.option(
+    "--catch-up/--no-catch-up",
+    default=True,
+    help="First archive the tail of the gridbus.audit stream the archive has not seen.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def rebuild(catch_up: bool, quiet: bool) -> None:
     """Restore Redis from the archive after it lost everything (idempotent; run with the
@@ -298,8 +328,9 @@ def rebuild(catch_up: bool, quiet: bool) -> None:
         report = rb.restore(conn, client, settings.case_hot_days, tz, progress)
         report.tail = tail
         conn.commit()
-    deadlines = Deadlines(client, load_policies(), load_calendar(), lambda _e: None, grid=load_grid(),
-                          departments=load_departments())
+    deadlines = Deadlines(
+        client, load_policies(), load_calendar(), lambda _e: None, grid=load_grid(), departments=load_departments()
+    )
     _cases, report.timers = deadlines.rebuild()
     for line in report.lines():
         click.echo(line)

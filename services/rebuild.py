@@ -23,6 +23,7 @@ nothing newer is overwritten):
 What Redis held but never reached the broker (its last second of writes on a crash with
 `appendfsync everysec`) cannot be restored by anything; see README.
 """
+
 from __future__ import annotations
 
 import time
@@ -121,8 +122,14 @@ def _count(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -
     return int(row[0])
 
 
-def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: ZoneInfo,
-            progress: Progress = _plain, now: float | None = None) -> RebuildReport:
+def restore(
+    conn: psycopg.Connection,
+    client: redis.Redis,
+    hot_days: int,
+    tz: ZoneInfo,
+    progress: Progress = _plain,
+    now: float | None = None,
+) -> RebuildReport:
     """Steps 2–6 (the caller arms the timers afterwards: `arm_timers`)."""
     now = time.time() if now is None else now
     report = RebuildReport()
@@ -131,12 +138,26 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
     hot_since = datetime.fromtimestamp(now, timezone.utc) - timedelta(days=hot_days)
 
     # -- cases
-    q = ("SELECT case_id, version, report_id, idempotency_key, status, category, registered_at, updated_at, "
-         "duplicate_of, doc::text, (doc->'location'->>'lat')::float, (doc->'location'->>'lon')::float "
-         "FROM cases ORDER BY registered_at, case_id")
+    q = (
+        "SELECT case_id, version, report_id, idempotency_key, status, category, registered_at, updated_at, "
+        "duplicate_of, doc::text, (doc->'location'->>'lat')::float, (doc->'location'->>'lon')::float "
+        "FROM cases ORDER BY registered_at, case_id"
+    )
     pipe = client.pipeline(transaction=False)
-    for (case_id, version, report_id, idem, status, category, registered_at, updated_at, duplicate_of, doc,
-         lat, lon) in progress(_rows(conn, q), "cases", _count(conn, "SELECT 1 FROM cases")):
+    for (
+        case_id,
+        version,
+        report_id,
+        idem,
+        status,
+        category,
+        registered_at,
+        updated_at,
+        duplicate_of,
+        doc,
+        lat,
+        lon,
+    ) in progress(_rows(conn, q), "cases", _count(conn, "SELECT 1 FROM cases")):
         report.cases += 1
         st = CaseStatus(status)
         pipe.zadd(keys.cases_by_time(), {case_id: registered_at.timestamp()})
@@ -153,15 +174,18 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
         if len(pipe) >= BATCH:
             pipe.execute()
     pipe.execute()
-    conn.execute("UPDATE cases SET evicted_at = NULL WHERE final AND updated_at >= %s AND evicted_at IS NOT NULL",
-                 (hot_since,))  # their documents are back in Redis
+    conn.execute(
+        "UPDATE cases SET evicted_at = NULL WHERE final AND updated_at >= %s AND evicted_at IS NOT NULL", (hot_since,)
+    )  # their documents are back in Redis
 
     # -- case numbers: `<district>-<yyyymmdd>-<serial>`, counters of the last days only (they expire)
     first_day = (datetime.fromtimestamp(now, tz) - timedelta(seconds=CASE_SEQUENCE_TTL_S)).strftime("%Y%m%d")
     for district, day, serial in conn.execute(
-            "SELECT split_part(case_id, '-', 1), split_part(case_id, '-', 2), "
-            "max(split_part(case_id, '-', 3)::int) FROM cases WHERE split_part(case_id, '-', 2) >= %s "
-            "GROUP BY 1, 2", (first_day,)):
+        "SELECT split_part(case_id, '-', 1), split_part(case_id, '-', 2), "
+        "max(split_part(case_id, '-', 3)::int) FROM cases WHERE split_part(case_id, '-', 2) >= %s "
+        "GROUP BY 1, 2",
+        (first_day,),
+    ):
         raise_counter(keys=[keys.case_sequence(district, day)], args=[serial, CASE_SEQUENCE_TTL_S])
         report.counters += 1
 
@@ -169,8 +193,9 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
     keep_since = now - KEEP_CLOSED_S
     pipe = client.pipeline(transaction=False)
     q = "SELECT case_id, live, doc, history, committed_at FROM clocks WHERE live OR committed_at >= %s"
-    for case_id, live, doc, history, _at in progress(_rows(conn, q, (keep_since,)), "clocks",
-                                                      _count(conn, q, (keep_since,))):
+    for case_id, live, doc, history, _at in progress(
+        _rows(conn, q, (keep_since,)), "clocks", _count(conn, q, (keep_since,))
+    ):
         report.clocks += 1
         if live:
             pipe.hsetnx(keys.sla_live(bucket_of(case_id)), case_id, bytes(doc))
@@ -185,9 +210,15 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
 
     # -- the accountability ledger and the indicator counters
     pipe = client.pipeline(transaction=False)
-    for breach_id, body, breached_at, done in progress(_rows(
-            conn, "SELECT l.breach_id, l.body::text, l.breached_at, e.done_at FROM ledger l "
-                  "LEFT JOIN ledger_ended e USING (breach_id)"), "ledger", None):
+    for breach_id, body, breached_at, done in progress(
+        _rows(
+            conn,
+            "SELECT l.breach_id, l.body::text, l.breached_at, e.done_at FROM ledger l "
+            "LEFT JOIN ledger_ended e USING (breach_id)",
+        ),
+        "ledger",
+        None,
+    ):
         pipe.hsetnx(keys.sla_ledger(), breach_id, body)
         pipe.zadd(keys.sla_ledger_by_time(), {breach_id: breached_at})
         if done is not None:
@@ -196,21 +227,27 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
         if len(pipe) >= BATCH:
             pipe.execute()
     for period, scope, key, counter, n in conn.execute(
-            "SELECT period, scope, key, counter, sum(n) FROM indicator_counts GROUP BY 1, 2, 3, 4"):
+        "SELECT period, scope, key, counter, sum(n) FROM indicator_counts GROUP BY 1, 2, 3, 4"
+    ):
         pipe.hset(keys.sla_indicators(period), f"{scope}|{key}|{counter}", int(n))
         report.indicators += 1
     seen_since = datetime.fromtimestamp(now - SEEN_TTL_S, timezone.utc)
-    for (message_id,) in conn.execute("SELECT message_id FROM journal WHERE kind = 'case_registered' "
-                                      "AND occurred_at >= %s", (seen_since,)):
+    for (message_id,) in conn.execute(
+        "SELECT message_id FROM journal WHERE kind = 'case_registered' AND occurred_at >= %s", (seen_since,)
+    ):
         pipe.set(keys.sla_seen(message_id), "1", nx=True, ex=SEEN_TTL_S)
     pipe.execute()
 
     # -- notifier done-markers (what was finished stays finished: no storm of re-sent messages)
     pipe = client.pipeline(transaction=False)
     sent_since = datetime.fromtimestamp(now - SENT_TTL_S, timezone.utc)
-    for delivery_id, outcome, finished_at in progress(_rows(
-            conn, "SELECT delivery_id, outcome, finished_at FROM notifications WHERE finished_at >= %s",
-            (sent_since,)), "notifications", None):
+    for delivery_id, outcome, finished_at in progress(
+        _rows(
+            conn, "SELECT delivery_id, outcome, finished_at FROM notifications WHERE finished_at >= %s", (sent_since,)
+        ),
+        "notifications",
+        None,
+    ):
         left = int(SENT_TTL_S - (now - finished_at.timestamp()))
         if left > 0:
             pipe.set(keys.delivery_sent(delivery_id), f"{outcome}:{int(finished_at.timestamp())}", nx=True, ex=left)
@@ -221,7 +258,8 @@ def restore(conn: psycopg.Connection, client: redis.Redis, hot_days: int, tz: Zo
 
     # -- API keys (the hash of the secret; revoked keys stay revoked)
     for key_id, role, dept, name, sha, created_at, revoked_at in conn.execute(
-            "SELECT key_id, role, dept, name, secret_sha256, created_at, revoked_at FROM api_keys"):
+        "SELECT key_id, role, dept, name, secret_sha256, created_at, revoked_at FROM api_keys"
+    ):
         if client.exists(keys.api_key(key_id)):
             continue
         fields: dict[Any, Any] = {"role": role, "dept": dept or "", "name": name, "created_at": created_at.isoformat()}

@@ -9,6 +9,7 @@ Redis figures exactly, and a year is the sum of its months — which Redis only 
 its monthly hashes live. Reporters' phone numbers are in none of these tables; the
 liaison's phone of a ledger entry is dropped from every report.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -37,19 +38,29 @@ def months(start: str, end: str) -> tuple[str, str]:
 def indicators(conn: psycopg.Connection, first: str, last: str, scope: str | None = None) -> list[Indicators]:
     """Department and street indicators summed over the months `first`..`last` (YYYY-MM)."""
     by: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
-    q = ("SELECT scope, key, counter, sum(n)::bigint FROM indicator_counts WHERE period BETWEEN %s AND %s"
-         + (" AND scope = %s" if scope else "") + " GROUP BY 1, 2, 3")
+    q = (
+        "SELECT scope, key, counter, sum(n)::bigint FROM indicator_counts WHERE period BETWEEN %s AND %s"
+        + (" AND scope = %s" if scope else "")
+        + " GROUP BY 1, 2, 3"
+    )
     for sc, key, counter, n in conn.execute(q, (first, last, scope) if scope else (first, last)):
         by[(sc, key)][counter] = int(n)
     return [Indicators(sc, key, counts) for (sc, key), counts in sorted(by.items())]
 
 
-def ledger_entries(conn: psycopg.Connection, period: Period, dept: str | None = None, street: str | None = None,
-                   now: float | None = None) -> list[dict[str, Any]]:
+def ledger_entries(
+    conn: psycopg.Connection,
+    period: Period,
+    dept: str | None = None,
+    street: str | None = None,
+    now: float | None = None,
+) -> list[dict[str, Any]]:
     """The ledger entries breached within `period`, shaped as services/sla/ledger.entries gives them."""
     now = datetime.now().timestamp() if now is None else now
-    q = ("SELECT l.body, e.done_at FROM ledger l LEFT JOIN ledger_ended e USING (breach_id) "
-         "WHERE l.breached_at >= %s AND l.breached_at < %s")
+    q = (
+        "SELECT l.body, e.done_at FROM ledger l LEFT JOIN ledger_ended e USING (breach_id) "
+        "WHERE l.breached_at >= %s AND l.breached_at < %s"
+    )
     params: list[Any] = [period.start, period.end]
     if dept:
         q += " AND l.dept = %s"

@@ -1,6 +1,7 @@
 """Running services: one per process (`gridbus run <service>`), or all four
 (`gridbus up`) as supervised child processes: restarted with back-off when one dies,
 all stopped and waited for on Ctrl-C / SIGTERM."""
+
 from __future__ import annotations
 
 import importlib
@@ -54,8 +55,12 @@ def run_service(name: str) -> int:
     runner = ServiceRunner(settings.nameko_config())
     runner.add_service(service_cls)
     # served before the consumers start, with the known label sets at 0: the first event counts
-    serve_metrics(known_labels(name, next(iter(runner.containers))), settings.metrics_port(name), settings.metrics_host,
-                  health=HEALTH)
+    serve_metrics(
+        known_labels(name, next(iter(runner.containers))),
+        settings.metrics_port(name),
+        settings.metrics_host,
+        health=HEALTH,
+    )
 
     stopping = eventlet.event.Event()  # sends ("signal", signum) or ("failed", reason)
 
@@ -89,8 +94,11 @@ def run_service(name: str) -> int:
     started.send(True)
     eventlet.spawn(_watch_containers)
     eventlet.spawn(_watchdog)
-    log.info("service_started", metrics_port=settings.metrics_port(name),
-             http=f"{settings.intake_http_host}:{settings.intake_http_port}" if name == "intake" else None)
+    log.info(
+        "service_started",
+        metrics_port=settings.metrics_port(name),
+        http=f"{settings.intake_http_host}:{settings.intake_http_port}" if name == "intake" else None,
+    )
     while not stopping.ready():
         try:
             stopping.wait()
@@ -125,9 +133,14 @@ def known_labels(name: str, container: object) -> "Known":
     from shared.metrics import Known
 
     entrypoints = sorted({e.method_name for e in getattr(container, "entrypoints", ())})
-    return Known(service=name, entrypoints=tuple(entrypoints), depts=tuple(load_department_codes()),
-                 streets=tuple(load_grid().streets), category_classes=tuple(load_catalog().class_codes()),
-                 channels=tuple(c.value for c in ChannelName))
+    return Known(
+        service=name,
+        entrypoints=tuple(entrypoints),
+        depts=tuple(load_department_codes()),
+        streets=tuple(load_grid().streets),
+        category_classes=tuple(load_catalog().class_codes()),
+        channels=tuple(c.value for c in ChannelName),
+    )
 
 
 def default_services(env: dict[str, str] | None = None) -> tuple[str, ...]:
@@ -137,13 +150,20 @@ def default_services(env: dict[str, str] | None = None) -> tuple[str, ...]:
     return tuple(n for n in SERVICE_CLASSES if n not in OPTIONAL or (n == "bridge" and bridge))
 
 
-def start_all(services: Sequence[str] | None = None, env: dict[str, str] | None = None,
-              stdout: int | None = None) -> list[subprocess.Popen]:
+def start_all(
+    services: Sequence[str] | None = None, env: dict[str, str] | None = None, stdout: int | None = None
+) -> list[subprocess.Popen]:
     """Start each service as its own child process (default: `default_services`)."""
     procs = []
     for name in services if services is not None else default_services(env):
-        procs.append(subprocess.Popen([sys.executable, "-m", "services.serve", name],
-                                      env={**os.environ, **(env or {})}, stdout=stdout, stderr=stdout))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "services.serve", name],
+                env={**os.environ, **(env or {})},
+                stdout=stdout,
+                stderr=stdout,
+            )
+        )
     return procs
 
 
@@ -170,9 +190,16 @@ class Supervisor:
     starts the back-off again from 1 s), so that one failing service — which exits on
     purpose when it can no longer do its job — does not take the whole stack down."""
 
-    def __init__(self, services: Sequence[str] | None = None, env: dict[str, str] | None = None,
-                 stdout: Any = None, echo: Callable[[str], None] = print, backoff_base: float = 1.0,
-                 backoff_max: float = 30.0, stable_after: float = 60.0) -> None:
+    def __init__(
+        self,
+        services: Sequence[str] | None = None,
+        env: dict[str, str] | None = None,
+        stdout: Any = None,
+        echo: Callable[[str], None] = print,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        stable_after: float = 60.0,
+    ) -> None:
         self.services = list(services if services is not None else default_services(env))
         self.env, self.stdout, self.echo = env, stdout, echo
         self.backoff_base, self.backoff_max, self.stable_after = backoff_base, backoff_max, stable_after

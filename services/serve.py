@@ -4,6 +4,7 @@ eventlet must patch the standard library before anything else is imported (namek
 needs green sockets and threads), so this module does that first and only then loads
 gridbus. `gridbus run <service>` execs it.
 """
+
 import warnings
 
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")

@@ -1,5 +1,6 @@
 """Reading cases back from the archive: what intake serves once a case has left Redis
 (CASE_HOT_DAYS after it closed). Not on the hot path: only cases Redis no longer has."""
+
 from __future__ import annotations
 
 import threading
@@ -28,8 +29,11 @@ class ArchiveReader:
             return {}
         with self._lock:
             try:
-                rows = self._connection().execute("SELECT case_id, doc FROM cases WHERE case_id = ANY(%s)",
-                                                  (case_ids,)).fetchall()
+                rows = (
+                    self._connection()
+                    .execute("SELECT case_id, doc FROM cases WHERE case_id = ANY(%s)", (case_ids,))
+                    .fetchall()
+                )
             except psycopg.Error:
                 if self._conn is not None:
                     self._conn.close()
@@ -41,9 +45,15 @@ class ArchiveReader:
         """Every archived case registered in [start, end), oldest first (period reports)."""
         with self._lock:
             try:
-                rows = self._connection().execute(
-                    "SELECT doc FROM cases WHERE registered_at >= %s AND registered_at < %s "
-                    "ORDER BY registered_at, case_id", (start, end)).fetchall()
+                rows = (
+                    self._connection()
+                    .execute(
+                        "SELECT doc FROM cases WHERE registered_at >= %s AND registered_at < %s "
+                        "ORDER BY registered_at, case_id",
+                        (start, end),
+                    )
+                    .fetchall()
+                )
             except psycopg.Error:
                 if self._conn is not None:
                     self._conn.close()

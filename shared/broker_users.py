@@ -8,6 +8,7 @@ Each department `<code>` gets the user `dept-<code>` that may:
 intake trusts the broker-validated `user_id` of a reply, so a department cannot reply
 as another one.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,9 @@ class UserResult:
 def _client(management_url: str) -> httpx.Client:
     parsed = urlparse(management_url)
     base = f"{parsed.scheme}://{parsed.hostname}:{parsed.port or 15672}"
-    return httpx.Client(base_url=base, auth=(unquote(parsed.username or "guest"), unquote(parsed.password or "guest")),
-                        timeout=10)
+    return httpx.Client(
+        base_url=base, auth=(unquote(parsed.username or "guest"), unquote(parsed.password or "guest")), timeout=10
+    )
 
 
 def vhost_of(amqp_uri: str) -> str:
@@ -62,17 +64,24 @@ def apply_users(management_url: str, amqp_uri: str, departments: list[str]) -> l
             generated = None
             if given is not None or not exists:
                 password = given or (generated := secrets.token_urlsafe(18))
-                api.put(f"/api/users/{quote(user, safe='')}",
-                        json={"password": password, "tags": ""}).raise_for_status()
-            api.put(f"/api/permissions/{vhost}/{quote(user, safe='')}", json={
-                "configure": "^$",
-                "write": f"^{re.escape(EX_REPLIES)}$",
-                "read": f"^{re.escape(dept_queue(dept))}$",
-            }).raise_for_status()
-            api.put(f"/api/topic-permissions/{vhost}/{quote(user, safe='')}", json={
-                "exchange": EX_REPLIES,
-                "write": f"^{re.escape(reply_routing_key(dept))}$",
-                "read": "^$",
-            }).raise_for_status()
+                api.put(
+                    f"/api/users/{quote(user, safe='')}", json={"password": password, "tags": ""}
+                ).raise_for_status()
+            api.put(
+                f"/api/permissions/{vhost}/{quote(user, safe='')}",
+                json={
+                    "configure": "^$",
+                    "write": f"^{re.escape(EX_REPLIES)}$",
+                    "read": f"^{re.escape(dept_queue(dept))}$",
+                },
+            ).raise_for_status()
+            api.put(
+                f"/api/topic-permissions/{vhost}/{quote(user, safe='')}",
+                json={
+                    "exchange": EX_REPLIES,
+                    "write": f"^{re.escape(reply_routing_key(dept))}$",
+                    "read": "^$",
+                },
+            ).raise_for_status()
             results.append(UserResult(dept, user, not exists, generated))
     return results

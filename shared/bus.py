@@ -4,6 +4,7 @@ A message that no queue would receive raises `Unroutable` instead of being silen
 confirmed and dropped, and a publish that the broker refuses raises too, so a caller
 acks its own input only after its output is safely queued.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,9 +73,13 @@ class _ConfirmChannel:
     def _open(self) -> None:
         u = self.uri
         self.connection = amqp.Connection(
-            host=f"{u.hostname or '127.0.0.1'}:{u.port or 5672}", userid=unquote(u.username or "guest"),
-            password=unquote(u.password or "guest"), virtual_host=unquote(u.path[1:]) if len(u.path) > 1 else "/",
-            connect_timeout=30, heartbeat=0)
+            host=f"{u.hostname or '127.0.0.1'}:{u.port or 5672}",
+            userid=unquote(u.username or "guest"),
+            password=unquote(u.password or "guest"),
+            virtual_host=unquote(u.path[1:]) if len(u.path) > 1 else "/",
+            connect_timeout=30,
+            heartbeat=0,
+        )
         self.connection.connect()
         self.channel = self.connection.channel()
         self.channel.confirm_select()
@@ -111,8 +116,9 @@ class _ConfirmChannel:
             self._open()
         self.pending, self.failed = set(), []
         for exchange, routing_key, body, properties in batch:
-            self.channel.basic_publish(amqp.Message(body, **properties), exchange=exchange,
-                                       routing_key=routing_key, mandatory=True)
+            self.channel.basic_publish(
+                amqp.Message(body, **properties), exchange=exchange, routing_key=routing_key, mandatory=True
+            )
             self.sequence += 1
             self.pending.add(self.sequence)
         deadline = time.monotonic() + timeout
@@ -195,8 +201,12 @@ class Bus:
             body = to_json_bytes(m.body)
             message_id = m.message_id or (m.body.message_id if isinstance(m.body, Envelope) else None)
             correlation_id = m.correlation_id or (m.body.correlation_id if isinstance(m.body, Envelope) else None)
-            properties: dict[str, Any] = {"content_type": "application/json", "content_encoding": "utf-8",
-                                          "delivery_mode": 2, "application_headers": dict(m.headers)}
+            properties: dict[str, Any] = {
+                "content_type": "application/json",
+                "content_encoding": "utf-8",
+                "delivery_mode": 2,
+                "application_headers": dict(m.headers),
+            }
             if message_id:
                 properties["message_id"] = message_id
             if correlation_id:

@@ -5,6 +5,7 @@ Components (管理部件) and matters (管理事项) share 5-digit codes in clas
 carries only the code; `Catalog.get(code)` then answers with the component where one
 exists, because in classes 01–05 a report is about the state of a managed component.
 """
+
 from __future__ import annotations
 
 import re
@@ -102,8 +103,9 @@ def parse_catalog(text: str, path: Path | str = "catalog.tsv") -> Catalog:
         cells = line.split("\t")
         if not header_seen:
             if tuple(cells) != COLUMNS:
-                raise ConfigError(path, lineno, "header",
-                                  f"expected columns {'/'.join(COLUMNS)}, got {'/'.join(cells)}")
+                raise ConfigError(
+                    path, lineno, "header", f"expected columns {'/'.join(COLUMNS)}, got {'/'.join(cells)}"
+                )
             header_seen = True
             continue
         if len(cells) != len(COLUMNS):
@@ -122,15 +124,20 @@ def parse_catalog(text: str, path: Path | str = "catalog.tsv") -> Catalog:
         local = origin == "local"
         if local and int(code[2:]) < LOCAL_SUBCLASS_MIN:
             raise ConfigError(
-                path, lineno, "code",
-                f"local extension {code} must use a subclass ≥ {LOCAL_SUBCLASS_MIN} (count down from 999)")
+                path,
+                lineno,
+                "code",
+                f"local extension {code} must use a subclass ≥ {LOCAL_SUBCLASS_MIN} (count down from 999)",
+            )
         if (kind, code) in seen:
             raise ConfigError(path, lineno, "code", f"duplicate {kind} {code} (first on line {seen[(kind, code)]})")
         seen[(kind, code)] = lineno
         known = class_names.setdefault((kind, class_code), (class_name, lineno))
         if known[0] != class_name:
             raise ConfigError(
-                path, lineno, "class_name",
+                path,
+                lineno,
+                "class_name",
                 f"{class_name!r} differs from {known[0]!r} given for {kind} class {class_code} on line {known[1]}",
             )
         categories.append(Category(code, kind, class_code, class_name, name, local))

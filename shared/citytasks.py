@@ -3,6 +3,7 @@ the official SDK, whose `type` ends in `.task.created` and whose `data` is a `Ci
 (e.g. a 12345 hotline case), becomes a gridbus report with `source` = {system,
 external_id} kept for status sync back. Shared by the bridge (AMQP `bridge.inbound`) and
 intake (`POST /v1/city/tasks`)."""
+
 from __future__ import annotations
 
 import re
@@ -87,10 +88,15 @@ class CityTaskEvent(BaseModel):
 
     specversion: Literal["1.0"]
     id: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:\-]+$", description="The city's event id")
-    source: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9_.:/\-]+$",
-                        description="The city platform (a URI), e.g. urn:guilin:12345")
-    type: str = Field(max_length=200, pattern=r"^[A-Za-z0-9_.\-]*\.task\.created$",
-                      description="Ends in `.task.created`")
+    source: str = Field(
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z][A-Za-z0-9+.\-]*:[A-Za-z0-9_.:/\-]+$",
+        description="The city platform (a URI), e.g. urn:guilin:12345",
+    )
+    type: str = Field(
+        max_length=200, pattern=r"^[A-Za-z0-9_.\-]*\.task\.created$", description="Ends in `.task.created`"
+    )
     # optional but never null (the SDK refuses a null attribute): absent by default, no default shown
     time: Instant = Field(None, json_schema_extra=_no_default)  # type: ignore[assignment]
     datacontenttype: Literal["application/json"] = Field(None, json_schema_extra=_no_default)  # type: ignore[arg-type]
@@ -113,11 +119,16 @@ def report_of(event: CloudEvent, crosswalk: Crosswalk) -> Report:
     when = task.reported_at or event.get_time() or datetime.now().astimezone()
     body = {
         "report_id": _ID.sub("_", f"{task.system}:{task.task_id}")[:64],
-        "category": task.category, "description": task.description,
+        "category": task.category,
+        "description": task.description,
         "severity": "urgent" if task.urgent else "normal",
         "location": {"lat": task.lat, "lon": task.lon, "address": task.address, **({"grid": grid} if grid else {})},
-        "reporter": {"id": task.system, "role": "citizen", "name": task.citizen.name,
-                     "phone": re.sub(r"[^0-9+\- ]", "", task.citizen.phone)},
+        "reporter": {
+            "id": task.system,
+            "role": "citizen",
+            "name": task.citizen.name,
+            "phone": re.sub(r"[^0-9+\- ]", "", task.citizen.phone),
+        },
         "observed_at": when.isoformat(),
         "source": {"system": task.system, "external_id": task.task_id},
     }

@@ -4,6 +4,7 @@ Every configuration variable gridbus understands is declared here, once, with it
 default for a developer's machine (RabbitMQ and Redis on localhost). The README's
 configuration table is generated from this class (`gridbus config`).
 """
+
 from __future__ import annotations
 
 import os
@@ -62,8 +63,11 @@ class Settings(BaseSettings):
 
     @classmethod
     def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return init_settings, env_settings, _SecretFiles(settings_cls), dotenv_settings, file_secret_settings
@@ -81,7 +85,8 @@ class Settings(BaseSettings):
         "", description="Comma-separated `host:port` of Redis Sentinels; when set, used instead of REDIS_URL."
     )
     redis_socket_timeout_seconds: float = Field(
-        10.0, description="A Redis command that gets no answer this long fails (a hung Redis is then an outage "
+        10.0,
+        description="A Redis command that gets no answer this long fails (a hung Redis is then an outage "
         "like a dead one: consumers hold their messages, /healthz says redis).",
     )
     redis_sentinel_master: str = Field("gridbus", description="Name of the master the Sentinels watch.")
@@ -112,17 +117,20 @@ class Settings(BaseSettings):
         10.0, description="Longest intake waits for a request's headers or its whole body (HTTP 408 after)."
     )
     intake_http_workers: int = Field(
-        10, description="nameko workers intake's HTTP requests may hold at once; the AMQP consumers keep "
-        "20 more of their own (a request's body is read before it takes one)."
+        10,
+        description="nameko workers intake's HTTP requests may hold at once; the AMQP consumers keep "
+        "20 more of their own (a request's body is read before it takes one).",
     )
     rate_limit_grid_app: str = Field(
-        "50/200", description="Requests per second / burst allowed per grid_app key (HTTP 429 above; 0: no limit).")
+        "50/200", description="Requests per second / burst allowed per grid_app key (HTTP 429 above; 0: no limit)."
+    )
     rate_limit_department: str = Field("20/100", description="Requests per second / burst allowed per department key.")
     rate_limit_ops: str = Field("50/200", description="Requests per second / burst allowed per ops key.")
     rate_limit_open311: str = Field("5/30", description="Requests per second / burst allowed per open311 key.")
     rate_limit_station: str = Field("20/100", description="Requests per second / burst allowed per station key.")
-    rate_limit_city: str = Field("10/50", description="Requests per second / burst allowed per city key "
-                                 "(the city platform's task hand-over).")
+    rate_limit_city: str = Field(
+        "10/50", description="Requests per second / burst allowed per city key (the city platform's task hand-over)."
+    )
 
     intake_metrics_port: int = Field(9101, description="Prometheus /metrics port of intake.")
     router_metrics_port: int = Field(9102, description="Prometheus /metrics port of router.")
@@ -135,40 +143,58 @@ class Settings(BaseSettings):
         2, description="After this many departments said 'not ours', a case goes to the grid station as 争议件."
     )
     onsite_verify_sample_rate: float = Field(
-        0.3, ge=0.0, le=1.0,
+        0.3,
+        ge=0.0,
+        le=1.0,
         description="Share of cases handled on site (就地处置) drawn for the grid's verification; the others "
         "are closed at once as not drawn. 1 verifies every one like any other case.",
     )
     evaluation_reopen_hours: float = Field(
-        168.0, ge=0.0, description="A dissatisfied evaluation this long after the closing still reopens the case.")
+        168.0, ge=0.0, description="A dissatisfied evaluation this long after the closing still reopens the case."
+    )
     grade_weights: str = Field(
         "on_time=0.4,closed=0.24,no_rework=0.16,satisfaction=0.2",
         description="Weights of the grade score's terms (services/sla/indicators.py); a term without data "
         "(no evaluations) drops out and the others are scaled up.",
     )
     grade_escalation_penalty: float = Field(
-        10.0, ge=0.0, description="Points off the grade score per unit of escalation rate.")
+        10.0, ge=0.0, description="Points off the grade score per unit of escalation rate."
+    )
     satisfaction_basic_credit: float = Field(
-        0.6, ge=0.0, le=1.0, description="How much a 'basically satisfied' evaluation counts towards the "
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="How much a 'basically satisfied' evaluation counts towards the "
         "satisfaction rate (satisfied counts 1, dissatisfied 0).",
     )
     meeting_hotspot_min: int = Field(
-        3, ge=2, description="Joint-meeting agenda: the same category in the same patch this many times in the "
-        "period is a recurring hot spot.")
+        3,
+        ge=2,
+        description="Joint-meeting agenda: the same category in the same patch this many times in the "
+        "period is a recurring hot spot.",
+    )
     meeting_merchant_min: int = Field(
-        2, ge=2, description="Joint-meeting agenda: a merchant (report attribute merchant_id) with this many "
-        "reports in the period is a 门前三包 repeat offender.")
+        2,
+        ge=2,
+        description="Joint-meeting agenda: a merchant (report attribute merchant_id) with this many "
+        "reports in the period is a 门前三包 repeat offender.",
+    )
     bridge_http_url: str = Field(
-        "", description="City-platform bridge: POST every case event as a CloudEvent (structured JSON) here.")
+        "", description="City-platform bridge: POST every case event as a CloudEvent (structured JSON) here."
+    )
     bridge_amqp_exchange: str = Field(
-        "", description="City-platform bridge: publish every case event as a CloudEvent to this topic exchange "
-        "(routing key = the event type) on BRIDGE_AMQP_URI.")
+        "",
+        description="City-platform bridge: publish every case event as a CloudEvent to this topic exchange "
+        "(routing key = the event type) on BRIDGE_AMQP_URI.",
+    )
     bridge_amqp_uri: str = Field("", description="Broker of BRIDGE_AMQP_EXCHANGE (default AMQP_URI).")
     bridge_source: str = Field(
-        "", description="CloudEvents `source` of outbound events (default `urn:gridbus:<DISTRICT_CODE>`).")
+        "", description="CloudEvents `source` of outbound events (default `urn:gridbus:<DISTRICT_CODE>`)."
+    )
     bridge_type_prefix: str = Field("cn.gridbus.", description="Prefix of outbound CloudEvent types.")
     bridge_http_tries: int = Field(
-        3, ge=1, description="HTTP attempts per event before the bridge holds it and retries with back-off.")
+        3, ge=1, description="HTTP attempts per event before the bridge holds it and retries with back-off."
+    )
     bridge_timeout_seconds: float = Field(5.0, description="HTTP timeout of one bridge delivery attempt.")
     bridge_metrics_port: int = Field(9106, description="Prometheus /metrics port of the bridge.")
     outbox_relay_seconds: float = Field(
@@ -179,30 +205,37 @@ class Settings(BaseSettings):
         30.0, description="How long a claimed timer may stay unpublished before it is re-armed."
     )
     consumer_retry_max_seconds: float = Field(
-        5.0, description="Longest pause between two tries of a message held while a dependency (Redis, the "
+        5.0,
+        description="Longest pause between two tries of a message held while a dependency (Redis, the "
         "broker) is down; held messages are tried again, never requeued, until it is back.",
     )
     consumer_reattach_seconds: float = Field(
-        120.0, description="A service whose consumers stay detached from the broker this long exits non-zero "
+        120.0,
+        description="A service whose consumers stay detached from the broker this long exits non-zero "
         "(its supervisor restarts it).",
     )
     reconcile_seconds: float = Field(
-        60.0, description="How often intake and sla look for disagreements left by a fault and repair them "
+        60.0,
+        description="How often intake and sla look for disagreements left by a fault and repair them "
         "(cases stuck in `registered`, dispatched orders without clocks).",
     )
     reconcile_after_seconds: float = Field(
-        60.0, description="A case is repaired only once it has been stuck this long (normal flow takes "
-        "well under a second).",
+        60.0,
+        description="A case is repaired only once it has been stuck this long (normal flow takes well under a second).",
     )
     reconcile_window_seconds: float = Field(
-        86400.0, description="The reconcilers look at open cases registered within this many seconds.",
+        86400.0,
+        description="The reconcilers look at open cases registered within this many seconds.",
     )
     sla_tick_stale_seconds: float = Field(
-        30.0, description="sla's /healthz fails, and the process exits, when its tick loop has not run for this long.",
+        30.0,
+        description="sla's /healthz fails, and the process exits, when its tick loop has not run for this long.",
     )
     notifier_timeout_seconds: float = Field(5.0, description="HTTP timeout of one delivery attempt.")
     webhook_secret: str = Field(
-        "change-me", json_schema_extra=SECRET, repr=False,
+        "change-me",
+        json_schema_extra=SECRET,
+        repr=False,
         description="Default HMAC secret of webhooks (department ones: GRIDBUS_SECRET_<DEPT> overrides it).",
     )
     webhook_url_template: str = Field(
@@ -210,9 +243,7 @@ class Settings(BaseSettings):
         description="If set, every department's webhook URL is this with `{dept}` filled in "
         "(handy for a single local sink); otherwise departments.yaml gives the URL.",
     )
-    public_base_url: str = Field(
-        "http://127.0.0.1:8000", description="Base URL used in links inside notifications."
-    )
+    public_base_url: str = Field("http://127.0.0.1:8000", description="Base URL used in links inside notifications.")
     grid_app_webhook_url: str = Field(
         "",
         description="Webhook of the grid app: reporters get status updates (resolved/closed/reopened) "
@@ -232,30 +263,68 @@ class Settings(BaseSettings):
 
     # -- notification channels (services/notifier/channels/); robots' URLs and secrets are
     # in config/notify.yaml as ${VARIABLE} references
-    smtp_host: str = Field("", validation_alias="GRIDBUS_SMTP_HOST", json_schema_extra=CHANNEL,
-                           description="Mail relay. Empty: the email channel is disabled (deliveries fall back "
-                           "to the next channel or count as no_address).")
-    smtp_port: int = Field(25, validation_alias="GRIDBUS_SMTP_PORT", json_schema_extra=CHANNEL,
-                           description="Port of the mail relay.")
-    smtp_starttls: bool = Field(False, validation_alias="GRIDBUS_SMTP_STARTTLS", json_schema_extra=CHANNEL,
-                                description="STARTTLS after connecting.")
-    smtp_ssl: bool = Field(False, validation_alias="GRIDBUS_SMTP_SSL", json_schema_extra=CHANNEL,
-                           description="Implicit TLS (port 465) instead of STARTTLS.")
-    smtp_ca_file: str = Field("", validation_alias="GRIDBUS_SMTP_CA_FILE", json_schema_extra=CHANNEL,
-                              description="Extra CA bundle to trust (a private relay); empty: the system store.")
-    smtp_user: str = Field("", validation_alias="GRIDBUS_SMTP_USER", json_schema_extra=CHANNEL,
-                           description="SMTP login; empty: none.")
-    smtp_password: SecretStr = Field(SecretStr(""), validation_alias="GRIDBUS_SMTP_PASSWORD",
-                                     json_schema_extra=CHANNEL_SECRET, description="SMTP password (never logged).")
-    mail_from: str = Field("gridbus@localhost", validation_alias="GRIDBUS_MAIL_FROM", json_schema_extra=CHANNEL,
-                           description="Sender of notification e-mails.")
-    sms_url: str = Field("", validation_alias="GRIDBUS_SMS_URL", json_schema_extra=CHANNEL,
-                         description="SMS provider endpoint. Empty: the sms channel is disabled (deliveries fall "
-                         "back to the next channel or count as no_address).")
-    sms_api_key: SecretStr = Field(SecretStr(""), validation_alias="GRIDBUS_SMS_API_KEY",
-                                   json_schema_extra=CHANNEL_SECRET, description="SMS provider API key (never logged).")
-    sms_sign: str = Field("七星城管", validation_alias="GRIDBUS_SMS_SIGN", json_schema_extra=CHANNEL,
-                          description="Signature (签名) the SMS provider puts on each message.")
+    smtp_host: str = Field(
+        "",
+        validation_alias="GRIDBUS_SMTP_HOST",
+        json_schema_extra=CHANNEL,
+        description="Mail relay. Empty: the email channel is disabled (deliveries fall back "
+        "to the next channel or count as no_address).",
+    )
+    smtp_port: int = Field(
+        25, validation_alias="GRIDBUS_SMTP_PORT", json_schema_extra=CHANNEL, description="Port of the mail relay."
+    )
+    smtp_starttls: bool = Field(
+        False,
+        validation_alias="GRIDBUS_SMTP_STARTTLS",
+        json_schema_extra=CHANNEL,
+        description="STARTTLS after connecting.",
+    )
+    smtp_ssl: bool = Field(
+        False,
+        validation_alias="GRIDBUS_SMTP_SSL",
+        json_schema_extra=CHANNEL,
+        description="Implicit TLS (port 465) instead of STARTTLS.",
+    )
+    smtp_ca_file: str = Field(
+        "",
+        validation_alias="GRIDBUS_SMTP_CA_FILE",
+        json_schema_extra=CHANNEL,
+        description="Extra CA bundle to trust (a private relay); empty: the system store.",
+    )
+    smtp_user: str = Field(
+        "", validation_alias="GRIDBUS_SMTP_USER", json_schema_extra=CHANNEL, description="SMTP login; empty: none."
+    )
+    smtp_password: SecretStr = Field(
+        SecretStr(""),
+        validation_alias="GRIDBUS_SMTP_PASSWORD",
+        json_schema_extra=CHANNEL_SECRET,
+        description="SMTP password (never logged).",
+    )
+    mail_from: str = Field(
+        "gridbus@localhost",
+        validation_alias="GRIDBUS_MAIL_FROM",
+        json_schema_extra=CHANNEL,
+        description="Sender of notification e-mails.",
+    )
+    sms_url: str = Field(
+        "",
+        validation_alias="GRIDBUS_SMS_URL",
+        json_schema_extra=CHANNEL,
+        description="SMS provider endpoint. Empty: the sms channel is disabled (deliveries fall "
+        "back to the next channel or count as no_address).",
+    )
+    sms_api_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias="GRIDBUS_SMS_API_KEY",
+        json_schema_extra=CHANNEL_SECRET,
+        description="SMS provider API key (never logged).",
+    )
+    sms_sign: str = Field(
+        "七星城管",
+        validation_alias="GRIDBUS_SMS_SIGN",
+        json_schema_extra=CHANNEL,
+        description="Signature (签名) the SMS provider puts on each message.",
+    )
 
     def webhook_secret_of(self, who: str) -> str:
         """The HMAC secret of one webhook: `GRIDBUS_SECRET_<WHO>` (a department code, GRIDAPP
@@ -284,9 +353,14 @@ class Settings(BaseSettings):
             "WEB_SERVER_ADDRESS": f"{self.intake_http_host}:{self.intake_http_port}",
             "serializer": "json",
             # city-platform tasks arrive as structured CloudEvents (services/bridge): JSON too
-            "SERIALIZERS": {"cloudevents": {"encoder": "json.dumps", "decoder": "json.loads",
-                                            "content_type": "application/cloudevents+json",
-                                            "content_encoding": "utf-8"}},
+            "SERIALIZERS": {
+                "cloudevents": {
+                    "encoder": "json.dumps",
+                    "decoder": "json.loads",
+                    "content_type": "application/cloudevents+json",
+                    "content_encoding": "utf-8",
+                }
+            },
             "ACCEPT": ["json", "cloudevents"],
             # the AMQP consumers' 20 plus intake's HTTP share (services/intake/boundary.py)
             "max_workers": 20 + self.intake_http_workers,

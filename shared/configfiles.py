@@ -1,5 +1,6 @@
 """Loading YAML configuration into pydantic models with errors that name file, line
 and field, so a bad file is a clear startup error rather than a traceback."""
+
 from __future__ import annotations
 
 import os

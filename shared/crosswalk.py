@@ -1,5 +1,6 @@
 """The grid-code crosswalk (config/crosswalk.yaml): gridbus's codes ↔ the city
 social-governance grid's codes, for the city-platform bridge."""
+
 from __future__ import annotations
 
 from functools import lru_cache

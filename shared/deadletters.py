@@ -14,6 +14,7 @@ has confirmed the copy is the dead letter acked. A replay interrupted between th
 leaves the message in the dead queue *and* in the work queue: replaying again delivers it
 twice, which the idempotent consumers drop by message id.
 """
+
 from __future__ import annotations
 
 import collections
@@ -33,19 +34,40 @@ REPLAYED_HEADER = "x-gridbus-replayed"
 DEAD_SUFFIX = ".dead"
 
 #: headers that describe the dead-lettering, not the message: not carried into a replay
-_DEATH_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-                  "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
-                  REASON_HEADER, ERROR_HEADER, SERVICE_HEADER)
+_DEATH_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-last-death-exchange",
+    "x-last-death-queue",
+    "x-last-death-reason",
+    "x-delivery-count",
+    REASON_HEADER,
+    ERROR_HEADER,
+    SERVICE_HEADER,
+)
 
 #: `x-gridbus-error` kinds that mean the message itself is bad (it will never succeed as
 #: it is), plus `delivery_failed`: the notifier gave up on a recipient by design after its
 #: own retries (alerted as GridbusNotificationsGivenUp). Anything else — `handler_error`,
 #: the broker's `delivery_limit` — is a failure around a message that may well be good:
 #: replay it once the cause is fixed (alert GridbusDeadLetteredForFailure).
-INPUT_ERRORS = frozenset({
-    "invalid", "invalid_event", "invalid_report", "invalid_reply", "invalid_delivery", "undecodable",
-    "illegal_transition", "no_user_id", "not_assigned", "unknown_case", "delivery_failed",
-})
+INPUT_ERRORS = frozenset(
+    {
+        "invalid",
+        "invalid_event",
+        "invalid_report",
+        "invalid_reply",
+        "invalid_delivery",
+        "undecodable",
+        "illegal_transition",
+        "no_user_id",
+        "not_assigned",
+        "unknown_case",
+        "delivery_failed",
+    }
+)
 
 
 def work_queue_of(queue: str) -> str:
@@ -84,8 +106,8 @@ def is_input_error(kind: str) -> bool:
 
 @dataclass
 class DeadLetter:
-    queue: str                 # the dead-letter queue it sits in
-    kind: str                  # error kind (`invalid_event`, `delivery_limit`, …)
+    queue: str  # the dead-letter queue it sits in
+    kind: str  # error kind (`invalid_event`, `delivery_limit`, …)
     reason: str
     message_id: str | None
     correlation_id: str | None
@@ -111,9 +133,16 @@ class DeadLetter:
             body: Any = self.body.decode("utf-8")
         except UnicodeDecodeError:
             body = repr(self.body)
-        return {"queue": self.queue, "source": self.source, "kind": self.kind, "reason": self.reason,
-                "message_id": self.message_id, "correlation_id": self.correlation_id,
-                "headers": {k: _plain(v) for k, v in self.headers.items()}, "body": body}
+        return {
+            "queue": self.queue,
+            "source": self.source,
+            "kind": self.kind,
+            "reason": self.reason,
+            "message_id": self.message_id,
+            "correlation_id": self.correlation_id,
+            "headers": {k: _plain(v) for k, v in self.headers.items()},
+            "body": body,
+        }
 
 
 def _plain(value: Any) -> Any:
@@ -145,8 +174,9 @@ def _take(channel: Any, queue: str, limit: int | None) -> Iterator[DeadLetter]:
         headers = dict(props.headers or {})
         kind, reason = reason_of(headers)
         n += 1
-        yield DeadLetter(queue, kind, reason, props.message_id, props.correlation_id, headers, body,
-                         props, method.delivery_tag)
+        yield DeadLetter(
+            queue, kind, reason, props.message_id, props.correlation_id, headers, body, props, method.delivery_tag
+        )
 
 
 def peek(amqp_uri: str, queue: str, limit: int | None = None, reason: str | None = None) -> list[DeadLetter]:
@@ -188,8 +218,8 @@ class ReplayResult:
     queue: str
     target: str
     replayed: list[str] = field(default_factory=list)  # message ids (or delivery tags) moved back
-    kept: int = 0                                      # read but not matching: left in the dead queue
-    failed: str = ""                                   # why the replay stopped early
+    kept: int = 0  # read but not matching: left in the dead queue
+    failed: str = ""  # why the replay stopped early
 
 
 def _replay_properties(dl: DeadLetter, user: str) -> pika.BasicProperties:
@@ -197,12 +227,21 @@ def _replay_properties(dl: DeadLetter, user: str) -> pika.BasicProperties:
     headers = {k: v for k, v in dl.headers.items() if k not in _DEATH_HEADERS}
     headers[REPLAYED_HEADER] = int(_text(dl.headers.get(REPLAYED_HEADER)) or 0) + 1
     return pika.BasicProperties(
-        content_type=p.content_type, content_encoding=p.content_encoding, headers=headers, delivery_mode=2,
-        priority=p.priority, correlation_id=p.correlation_id, reply_to=p.reply_to, message_id=p.message_id,
-        timestamp=p.timestamp or int(time.time()), type=p.type, app_id=p.app_id,
+        content_type=p.content_type,
+        content_encoding=p.content_encoding,
+        headers=headers,
+        delivery_mode=2,
+        priority=p.priority,
+        correlation_id=p.correlation_id,
+        reply_to=p.reply_to,
+        message_id=p.message_id,
+        timestamp=p.timestamp or int(time.time()),
+        type=p.type,
+        app_id=p.app_id,
         # the broker validates `user_id` against the connection's user: a department's reply
         # keeps it only when replayed as that department (an operator cannot forge it)
-        user_id=p.user_id if p.user_id == user else None)
+        user_id=p.user_id if p.user_id == user else None,
+    )
 
 
 def replay(amqp_uri: str, queue: str, reason: str | None = None, limit: int | None = None) -> ReplayResult:

@@ -4,6 +4,7 @@ The plan (§四(三)2) asks every partner to name one liaison (联络员) who ha
 street-level (level 3) share of its work; the notifier reaches that person, and the
 department's duty desk through its contacts.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache

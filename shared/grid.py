@@ -4,6 +4,7 @@ Levels: 1 city · 2 district · 3 street · 4 community · 5 patch. A patch's co
 level are the people of every cell on its path, so escalation one level up is a lookup.
 Polygons are WGS84 [lon, lat]; points on a shared edge resolve to the first patch listed.
 """
+
 from __future__ import annotations
 
 import re
@@ -261,8 +262,11 @@ class GridRegistry:
 
     def outside_message(self, lat: float, lon: float) -> str:
         where = self.neighbour_of(lat, lon)
-        tail = (f"; it lies in {where[1]} ({where[0]}): report it to that district's platform" if where
-                else "; the boundary data does not say which district holds it")
+        tail = (
+            f"; it lies in {where[1]} ({where[0]}): report it to that district's platform"
+            if where
+            else "; the boundary data does not say which district holds it"
+        )
         return f"location ({lat}, {lon}) is outside district {self.district_code} ({self.district_name}){tail}"
 
     def place(self, lat: float, lon: float, grid: str | None = None) -> Placement:
@@ -336,8 +340,9 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
     """Cross-field checks pydantic cannot see: codes nest, polygons are sane."""
     district = spec.district.code
     if not Polygon(spec.district.boundary).is_valid:
-        raise error_at(path, node, ("district", "boundary"),
-                       "district boundary polygon is not valid (self-intersecting?)")
+        raise error_at(
+            path, node, ("district", "boundary"), "district boundary polygon is not valid (self-intersecting?)"
+        )
     if spec.district.code[:4] != spec.city.code[:4]:
         raise error_at(path, node, ("district", "code"), f"{district} is not in city {spec.city.code}")
     boundary = Polygon(spec.district.boundary)
@@ -382,11 +387,13 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
                 if patch.polygon:
                     poly = Polygon(patch.polygon)
                     if not poly.is_valid or poly.area == 0:
-                        raise error_at(path, node, ploc + ("polygon",),
-                                       "polygon is not valid (self-intersecting or empty)")
+                        raise error_at(
+                            path, node, ploc + ("polygon",), "polygon is not valid (self-intersecting or empty)"
+                        )
                     if not boundary.covers(poly):
-                        raise error_at(path, node, ploc + ("polygon",),
-                                       f"polygon leaves the district {district} boundary")
+                        raise error_at(
+                            path, node, ploc + ("polygon",), f"polygon leaves the district {district} boundary"
+                        )
                     for other_loc, other in mapped:
                         if poly.intersection(other).area > 1e-12:
                             other_code = ".".join(map(str, other_loc))
@@ -397,8 +404,9 @@ def _check(spec: GridFile, path: Path, node: Any) -> None:
             for com in street.communities:
                 for patch in com.patches:
                     if patch.polygon and not outline.covers(Polygon(patch.polygon)):
-                        raise error_at(path, node, ("streets", i, "outline"),
-                                       f"outline does not cover its patch {patch.code}")
+                        raise error_at(
+                            path, node, ("streets", i, "outline"), f"outline does not cover its patch {patch.code}"
+                        )
 
 
 @lru_cache(maxsize=8)

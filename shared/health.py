@@ -11,6 +11,7 @@ the answer beside /metrics.
   channel and does not get it back, a tick loop that stopped), so that the supervisor
   (compose `restart:`, Kubernetes, `gridbus up`) restarts the service.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,8 +69,7 @@ class Health:
             cached = self._cached.get(local)
             if cached is not None and now - cached[0] < self.cache_s:
                 return cached[1], cached[2]
-            results = {name: check.run(now) for name, check in list(self.checks.items())
-                       if check.cheap or not local}
+            results = {name: check.run(now) for name, check in list(self.checks.items()) if check.cheap or not local}
             failing = sorted(n for n, (ok, _) in results.items() if not ok)
             body: dict[str, Any] = {
                 "status": "failing" if failing else "ok",
@@ -103,9 +103,14 @@ class Health:
             local = "local=1" in (environ.get("QUERY_STRING") or "").split("&")
             status, body = self.report(local=local)
             payload = json.dumps(body, ensure_ascii=False).encode()
-            start_response(f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
-                           [("Content-Type", "application/json; charset=utf-8"),
-                            ("Content-Length", str(len(payload))), ("Cache-Control", "no-store")])
+            start_response(
+                f"{status} {'OK' if status == 200 else 'Service Unavailable'}",
+                [
+                    ("Content-Type", "application/json; charset=utf-8"),
+                    ("Content-Length", str(len(payload))),
+                    ("Cache-Control", "no-store"),
+                ],
+            )
             return [payload]
 
         return wrapped

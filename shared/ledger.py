@@ -12,6 +12,7 @@ How late = (done, or now while still open) − due.
 `summary` groups entries by department and by (department, liaison) for the
 discipline-inspection referral (纪检监察移交): who missed deadlines repeatedly.
 """
+
 from __future__ import annotations
 
 import json
@@ -66,8 +67,9 @@ def _instant(text: str, tz: ZoneInfo, end: bool) -> datetime:
     return clamp_instant(value)  # year 1 or 9999: the ends of time, not an overflow
 
 
-def entries(client: redis.Redis, period: Period, dept: str | None = None, street: str | None = None,
-            now: float | None = None) -> list[dict[str, Any]]:
+def entries(
+    client: redis.Redis, period: Period, dept: str | None = None, street: str | None = None, now: float | None = None
+) -> list[dict[str, Any]]:
     ids = cast(list[str], client.zrangebyscore(keys.sla_ledger_by_time(), period.start, f"({period.end}"))
     if not ids:
         return []

@@ -5,6 +5,7 @@ and close → evaluate) as states, plus the side states of docs/design.md §6. A
 table does not allow from the current state raises `IllegalTransition`, which names the
 current state and what is allowed, and nothing changes.
 """
+
 from __future__ import annotations
 
 from enum import Enum
@@ -14,21 +15,21 @@ from shared.models import CaseStatus as S
 
 class Action(str, Enum):
     register = "register"
-    dispatch = "dispatch"          # first dispatch, re-route after reject, re-dispatch after reopen
-    escalate = "escalate"          # re-dispatch one grid level up (deadline breached)
-    acknowledge = "acknowledge"    # 签收
+    dispatch = "dispatch"  # first dispatch, re-route after reject, re-dispatch after reopen
+    escalate = "escalate"  # re-dispatch one grid level up (deadline breached)
+    acknowledge = "acknowledge"  # 签收
     progress = "progress"
-    suspend = "suspend"            # clock paused, with reason and approver
+    suspend = "suspend"  # clock paused, with reason and approver
     resume = "resume"
-    reject = "reject"              # department: not ours
+    reject = "reject"  # department: not ours
     resolve = "resolve"
     verify_pass = "verify_pass"
-    verify_fail = "verify_fail"    # → reopened, counts as rework
+    verify_fail = "verify_fail"  # → reopened, counts as rework
     mark_duplicate = "mark_duplicate"
     cancel = "cancel"
-    reassign = "reassign"          # 改派: a commander dispatches by hand (new round, previous one closed)
+    reassign = "reassign"  # 改派: a commander dispatches by hand (new round, previous one closed)
     resolve_on_site = "resolve_on_site"  # 就地处置: the reporter solved it when reporting; never dispatched
-    reopen = "reopen"              # the reporter was dissatisfied after closing (within the window)
+    reopen = "reopen"  # the reporter was dissatisfied after closing (within the window)
 
 
 _OPEN = frozenset({S.registered, S.dispatched, S.acknowledged, S.in_progress, S.suspended, S.rejected, S.reopened})
@@ -48,8 +49,10 @@ TRANSITIONS: dict[Action, tuple[frozenset[S], S | None]] = {
     Action.verify_fail: (frozenset({S.resolved}), S.reopened),
     Action.mark_duplicate: (frozenset({S.registered}), S.duplicate),
     Action.cancel: (_OPEN, S.cancelled),
-    Action.reassign: (frozenset({S.dispatched, S.acknowledged, S.in_progress, S.suspended, S.rejected, S.reopened}),
-                      S.dispatched),
+    Action.reassign: (
+        frozenset({S.dispatched, S.acknowledged, S.in_progress, S.suspended, S.rejected, S.reopened}),
+        S.dispatched,
+    ),
     Action.resolve_on_site: (frozenset({S.registered}), S.resolved),
     Action.reopen: (frozenset({S.closed}), S.reopened),
 }

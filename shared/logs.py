@@ -11,6 +11,7 @@ An expected refusal (`shared.nameko_ext.Rejected`: the message is dead-lettered 
 reason) is one structured WARNING line (`message_rejected`), not nameko's ERROR with a
 traceback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -69,8 +70,11 @@ class TameRejections(logging.Filter):
         worker = str(record.args[0]) if isinstance(record.args, tuple) and record.args else ""
         named = re.search(r"\[([\w.]+)\]", worker)  # "<WorkerContext [intake.consume_report] at 0x…>"
         structlog.get_logger("gridbus.messaging").warning(
-            "message_rejected", entrypoint=named.group(1) if named else worker,
-            error=getattr(exc, "error", ""), reason=getattr(exc, "reason", str(exc)))
+            "message_rejected",
+            entrypoint=named.group(1) if named else worker,
+            error=getattr(exc, "error", ""),
+            reason=getattr(exc, "reason", str(exc)),
+        )
         return False
 
 
@@ -96,11 +100,17 @@ def configure_logging(log_format: str = "console", level: str = "INFO", service:
     # every stdlib logger (nameko, kombu, eventlet, werkzeug, …) ends at this one handler
     handler = logging.StreamHandler(sys.stderr)
     handler.name = ROOT_HANDLER_NAME
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                    structlog.processors.format_exc_info, redact_processor, _renderer(log_format)],
-    ))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                redact_processor,
+                _renderer(log_format),
+            ],
+        )
+    )
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.name == ROOT_HANDLER_NAME or isinstance(h, logging.StreamHandler)]:
         root.removeHandler(old)

@@ -5,6 +5,7 @@ Every message the system sends derives from `Envelope`: a message id, a schema
 version, the case id at the top level, a correlation id (the report's id travels with
 the case from intake to the last notification), and a time-zone-aware timestamp.
 """
+
 from __future__ import annotations
 
 import re
@@ -66,7 +67,6 @@ URL_PATTERN = f"^https?://{_SOLID}+$"
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
-
 class _Rule:
     """A string rule checked by the server and shown in the JSON schema as a `pattern`
     (unless the field has a pattern of its own, which then applies as well)."""
@@ -93,8 +93,9 @@ def _rule(pattern: str, message: str) -> Any:
 CleanStr = Annotated[str, *_rule(LINE_PATTERN, "must not contain control characters (CR, LF and TAB included)")]
 Line = Annotated[str, *_rule(SOLID_LINE_PATTERN, "must not be blank or contain control characters (CR, LF, TAB)")]
 Text = Annotated[str, *_rule(TEXT_PATTERN, "must not contain control characters other than LF and TAB")]
-SolidText = Annotated[str, *_rule(SOLID_TEXT_PATTERN, "must not be blank or contain control characters other "
-                                                      "than LF and TAB")]
+SolidText = Annotated[
+    str, *_rule(SOLID_TEXT_PATTERN, "must not be blank or contain control characters other than LF and TAB")
+]
 Url = Annotated[str, Field(pattern=URL_PATTERN, max_length=500)]
 # a JSON number, never a boolean (`true` is not 1.0)
 Coordinate = Annotated[float, NoCoercion()]
@@ -198,7 +199,8 @@ class Report(Strict):
     reporter: Reporter
     observed_at: Instant
     handled_on_site: OnSiteHandling | None = Field(
-        None, description="Set when the reporter already solved it on the spot: registered resolved, never dispatched")
+        None, description="Set when the reporter already solved it on the spot: registered resolved, never dispatched"
+    )
     source: ExternalSource | None = Field(None, description="Set by the city-platform bridge for handed-over tasks")
 
     @field_validator("attributes")
@@ -305,8 +307,10 @@ class Case(BaseModel):
     )
     last_round: int = Field(0, description="The highest dispatch round requested so far")
     location_resolution: str = Field(
-        "patch", description="How the location was placed: patch (a mapped patch or the named patch code), "
-        "street (inside the district, in no mapped patch, in a street's outline), district (district triage)")
+        "patch",
+        description="How the location was placed: patch (a mapped patch or the named patch code), "
+        "street (inside the district, in no mapped patch, in a street's outline), district (district triage)",
+    )
     handled_on_site: OnSiteHandling | None = None
     evaluations: list[Evaluation] = Field(default_factory=list)
     source: ExternalSource | None = None
@@ -408,15 +412,17 @@ class CaseUpdated(Envelope):
     note: str = ""
     mode: Mode721 | None = None
     case: CaseSummary | None = Field(
-        None, description="The case's summary, when consumers cannot have seen it before (resolve_on_site)")
+        None, description="The case's summary, when consumers cannot have seen it before (resolve_on_site)"
+    )
     rating: Literal["satisfied", "basically_satisfied", "dissatisfied"] | None = Field(
-        None, description="action `evaluate` (and a reopening by it): the rating")
+        None, description="action `evaluate` (and a reopening by it): the rating"
+    )
 
 
 class RedispatchReason(str, Enum):
-    rejected = "rejected"   # a department said "not ours": route again without it
-    reopened = "reopened"   # verification failed: back to the same department(s)
-    manual = "manual"       # a commander dispatched by hand (改派, take-over, hand-up)
+    rejected = "rejected"  # a department said "not ours": route again without it
+    reopened = "reopened"  # verification failed: back to the same department(s)
+    manual = "manual"  # a commander dispatched by hand (改派, take-over, hand-up)
 
 
 class CaseRedispatch(Envelope):
@@ -521,7 +527,8 @@ class ClocksRecorded(Envelope):
     ledger: list[dict[str, Any]] = Field(default_factory=list)
     ledger_ended: list[tuple[str, float]] = Field(default_factory=list)
     counts: list[tuple[str, str, str, str, int]] = Field(
-        default_factory=list, description="(period, scope, key, counter, n) increments")
+        default_factory=list, description="(period, scope, key, counter, n) increments"
+    )
 
 
 class NotificationSent(Envelope):

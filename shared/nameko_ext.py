@@ -14,6 +14,7 @@
 - `TopologyDeclarer`: declares the whole topology when the service starts, before any
   consumer or publisher is used.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,6 @@ from shared.resilience import Stall, backoff_delay, transient_dependency
 log = structlog.get_logger("gridbus.messaging")
 
 
-
 class Rejected(Exception):
     """The message is invalid and will never succeed: dead-letter it with this reason."""
 
@@ -54,17 +54,38 @@ class Rejected(Exception):
 def kombu_queue(name: str) -> KQueue:
     """A kombu Queue declared exactly as the topology declares it (no argument clash)."""
     q = topology.default_topology().queue(name)
-    return KQueue(name, exchange=KExchange(topology.EX_DEAD, type="topic"), routing_key=name,
-                  durable=True, queue_arguments=q.arguments, no_declare=True)
+    return KQueue(
+        name,
+        exchange=KExchange(topology.EX_DEAD, type="topic"),
+        routing_key=name,
+        durable=True,
+        queue_arguments=q.arguments,
+        no_declare=True,
+    )
 
 
-def dead_letter(bus: Bus, queue: str, body: bytes, content_type: str | None, reason: str,
-                error: str, headers: dict[str, Any] | None = None, message_id: str | None = None) -> None:
+def dead_letter(
+    bus: Bus,
+    queue: str,
+    body: bytes,
+    content_type: str | None,
+    reason: str,
+    error: str,
+    headers: dict[str, Any] | None = None,
+    message_id: str | None = None,
+) -> None:
     """Publish a message to `<queue>.dead` with the reason; confirmed before returning."""
     hdrs = dict(headers or {})
     hdrs.update({REASON_HEADER: reason[:1000], ERROR_HEADER: error, SERVICE_HEADER: bus.service})
-    bus.publish(topology.EX_DEAD, queue, body, headers=hdrs, message_id=message_id,
-                content_type=content_type or "application/octet-stream", kind="dead")
+    bus.publish(
+        topology.EX_DEAD,
+        queue,
+        body,
+        headers=hdrs,
+        message_id=message_id,
+        content_type=content_type or "application/octet-stream",
+        kind="dead",
+    )
     metrics.DEAD_LETTERED.labels(bus.service, queue, error).inc()
 
 
@@ -90,8 +111,10 @@ class ReliableQueueConsumer(QueueConsumer):
 
     def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
         self.current_connection, self.current_channel = connection, channel
-        log.info("consumers_attached", queues=sorted(p.queue_name for p in self._providers
-                                                    if isinstance(p, ReliableConsumer)))
+        log.info(
+            "consumers_attached",
+            queues=sorted(p.queue_name for p in self._providers if isinstance(p, ReliableConsumer)),
+        )
         super().on_consume_ready(connection, channel, consumers, **kwargs)
 
     def on_connection_revived(self) -> None:
@@ -131,8 +154,12 @@ class ReliableQueueConsumer(QueueConsumer):
         """Whether `message` can still be acked: it came on the channel in use, still open.
         After a reconnect the broker has already given the message to someone again."""
         channel = getattr(message, "channel", None)
-        return (channel is not None and channel is self.current_channel and getattr(channel, "is_open", False)
-                and channel.connection is not None)
+        return (
+            channel is not None
+            and channel is self.current_channel
+            and getattr(channel, "is_open", False)
+            and channel.connection is not None
+        )
 
 
 class ReliableConsumer(Consumer):
@@ -187,13 +214,19 @@ class ReliableConsumer(Consumer):
     def handle_message(self, body: Any, message: Any) -> None:
         args = (body, dict(message.properties)) if self.with_properties else (body,)
         try:
-            self.container.spawn_worker(self, args, {}, context_data=self.unpack_message_headers(message),
-                                        handle_result=partial(self._handled, body, message))
+            self.container.spawn_worker(
+                self,
+                args,
+                {},
+                context_data=self.unpack_message_headers(message),
+                handle_result=partial(self._handled, body, message),
+            )
         except ContainerBeingKilled:
             self._requeue(message)
 
-    def _handled(self, body: Any, message: Any, worker_ctx: Any, result: Any = None,
-                 exc_info: Any = None) -> tuple[Any, Any]:
+    def _handled(
+        self, body: Any, message: Any, worker_ctx: Any, result: Any = None, exc_info: Any = None
+    ) -> tuple[Any, Any]:
         try:
             self._settle(body, message, exc_info)
         except Exception:  # never out of here: nameko would kill the container
@@ -219,8 +252,7 @@ class ReliableConsumer(Consumer):
         if tries < BUG_ATTEMPTS:
             self._again(body, message, held=False, attempt=tries)
             return
-        self._dead_letter(body, message, f"handler failed {tries} times: {type(exc).__name__}: {exc}",
-                          "handler_error")
+        self._dead_letter(body, message, f"handler failed {tries} times: {type(exc).__name__}: {exc}", "handler_error")
 
     def _again(self, body: Any, message: Any, held: bool, attempt: int | None = None) -> None:
         """Handle the message again after a back-off, unless its channel died meanwhile."""
@@ -232,8 +264,11 @@ class ReliableConsumer(Consumer):
             if held:
                 self.stall.release()
             if self.stopping or not self.queue_consumer.channel_alive(message):
-                log.info("held_message_released", queue=self.queue_name,
-                         reason="stopping" if self.stopping else "channel closed: the broker delivers it again")
+                log.info(
+                    "held_message_released",
+                    queue=self.queue_name,
+                    reason="stopping" if self.stopping else "channel closed: the broker delivers it again",
+                )
                 return
             try:
                 self.handle_message(body, message)
@@ -264,12 +299,21 @@ class ReliableConsumer(Consumer):
     def _dead_letter(self, body: Any, message: Any, reason: str, error: str) -> None:
         raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
         try:
-            dead_letter(self.bus, self.queue_name, raw, message.content_type, reason, error,
-                        headers=message.headers, message_id=message.properties.get("message_id"))
+            dead_letter(
+                self.bus,
+                self.queue_name,
+                raw,
+                message.content_type,
+                reason,
+                error,
+                headers=message.headers,
+                message_id=message.properties.get("message_id"),
+            )
         except Exception as exc:  # the broker is the dependency that is down: hold, then decide again
             if self.stall.hold(transient_dependency(exc) or "broker", exc):
-                metrics.CONSUMER_STALLS.labels(self.stall.service, self.queue_name,
-                                               transient_dependency(exc) or "broker").inc()
+                metrics.CONSUMER_STALLS.labels(
+                    self.stall.service, self.queue_name, transient_dependency(exc) or "broker"
+                ).inc()
             self._again(body, message, held=True)
             return
         self._ack(message)
@@ -278,8 +322,15 @@ class ReliableConsumer(Consumer):
         """Runs in the consumer's own thread (kombu's decode-error hook): must not raise."""
         raw = message.body if isinstance(message.body, bytes) else str(message.body).encode()
         try:
-            dead_letter(self.bus, self.queue_name, raw, message.content_type, f"undecodable body: {exc}",
-                        "undecodable", message_id=message.properties.get("message_id"))
+            dead_letter(
+                self.bus,
+                self.queue_name,
+                raw,
+                message.content_type,
+                f"undecodable body: {exc}",
+                "undecodable",
+                message_id=message.properties.get("message_id"),
+            )
         except Exception:
             log.exception("dead_letter_failed", queue=self.queue_name)
             delay = backoff_delay(_count(message, "_gridbus_holds"), cap=self.retry_cap)

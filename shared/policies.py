@@ -23,6 +23,7 @@ row, and not the strictest, which is usually a narrow special case). The emergen
 rows (紧急工作时) apply only when named, or when the severity is urgent and no row was
 named (the category's `urgent` limit).
 """
+
 from __future__ import annotations
 
 import re
@@ -319,8 +320,10 @@ def load_policies(path: Path | None = None) -> PolicyBook:
         for code in data["categories"]:
             if not isinstance(code, str):
                 raise error_at(
-                    path, node, ("categories", _key_text(node, code)),
-                    f"category key {code!r} must be quoted, e.g. \"01001\"",
+                    path,
+                    node,
+                    ("categories", _key_text(node, code)),
+                    f'category key {code!r} must be quoted, e.g. "01001"',
                 )
             if not _CODE.fullmatch(code):
                 raise error_at(path, node, ("categories", code), f"category key {code!r} {_CODE_RULE}")
@@ -328,7 +331,9 @@ def load_policies(path: Path | None = None) -> PolicyBook:
     for code, category in spec.categories.items():
         if category.base not in spec.policies:
             raise error_at(
-                path, node, ("categories", code, "base"),
+                path,
+                node,
+                ("categories", code, "base"),
                 f"unknown policy {category.base!r} (known: {sorted(spec.policies)})",
             )
     return PolicyBook(spec, path)

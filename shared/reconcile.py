@@ -6,6 +6,7 @@ services/intake/reconcile.py (cases stuck in `registered`) and services/sla/reco
 (dispatched orders without clocks). Outbox entries older than a threshold are the outbox
 relays' (intake and sla), which count what they re-publish as repairs too.
 """
+
 from __future__ import annotations
 
 import uuid

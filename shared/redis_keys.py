@@ -1,4 +1,5 @@
 """Every Redis key gridbus writes, named once. All keys start with REDIS_KEY_PREFIX."""
+
 from __future__ import annotations
 
 from shared.config import get_settings

@@ -1,5 +1,6 @@
 """The one way gridbus opens Redis: a plain URL, or Sentinel when REDIS_SENTINELS is set
 (Kubernetes: Redis with Sentinel), so a failover moves clients to the new master."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,6 +22,5 @@ def connect(settings: Settings | None = None, decode_responses: bool = True, **c
             host, _, port = item.strip().rpartition(":")
             nodes.append((host, int(port)))
         sentinel = Sentinel(nodes, socket_timeout=2.0)
-        return sentinel.master_for(settings.redis_sentinel_master, decode_responses=decode_responses,
-                                   **client_kwargs)
+        return sentinel.master_for(settings.redis_sentinel_master, decode_responses=decode_responses, **client_kwargs)
     return redis.Redis.from_url(settings.redis_url, decode_responses=decode_responses, **client_kwargs)

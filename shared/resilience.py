@@ -13,6 +13,7 @@ without a broker; shared/nameko_ext.py applies it to every consumer.
 - **bug** — anything else: tried a few times with back-off (an unclassified hiccup gets a
   chance), then dead-lettered with the exception as the reason.
 """
+
 from __future__ import annotations
 
 import random
@@ -47,13 +48,21 @@ def _broker_errors() -> tuple[type[BaseException], ...]:
     import amqp.exceptions
     import kombu.exceptions
 
-    errors: list[type[BaseException]] = [kombu.exceptions.OperationalError, amqp.exceptions.RecoverableConnectionError,
-                                         amqp.exceptions.ConnectionForced, amqp.exceptions.ConnectionError]
+    errors: list[type[BaseException]] = [
+        kombu.exceptions.OperationalError,
+        amqp.exceptions.RecoverableConnectionError,
+        amqp.exceptions.ConnectionForced,
+        amqp.exceptions.ConnectionError,
+    ]
     try:
         import pika.exceptions
 
-        errors += [pika.exceptions.AMQPConnectionError, pika.exceptions.StreamLostError,
-                   pika.exceptions.ConnectionClosed, pika.exceptions.ChannelWrongStateError]
+        errors += [
+            pika.exceptions.AMQPConnectionError,
+            pika.exceptions.StreamLostError,
+            pika.exceptions.ConnectionClosed,
+            pika.exceptions.ChannelWrongStateError,
+        ]
     except ImportError:  # pragma: no cover - pika is a dependency
         pass
     from shared.bus import PublishFailed
@@ -83,8 +92,17 @@ def _classes() -> list[tuple[str, tuple[type[BaseException], ...]]]:
     global _CLASSES
     if _CLASSES is None:
         _CLASSES = [
-            ("redis", (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError, rexc.ReadOnlyError,
-                       rexc.TryAgainError, rexc.ClusterDownError)),  # Sentinel errors subclass ConnectionError
+            (
+                "redis",
+                (
+                    rexc.ConnectionError,
+                    rexc.TimeoutError,
+                    rexc.BusyLoadingError,
+                    rexc.ReadOnlyError,
+                    rexc.TryAgainError,
+                    rexc.ClusterDownError,
+                ),
+            ),  # Sentinel errors subclass ConnectionError
             ("broker", _broker_errors()),
             ("postgres", _postgres_errors()),
             ("http", _http_errors()),
@@ -113,8 +131,9 @@ def transient_dependency(exc: BaseException) -> str | None:
     return None
 
 
-def backoff_delay(attempt: int, base: float = 0.2, cap: float = 5.0,
-                  rand: Callable[[], float] = random.random) -> float:
+def backoff_delay(
+    attempt: int, base: float = 0.2, cap: float = 5.0, rand: Callable[[], float] = random.random
+) -> float:
     """Seconds to wait before try `attempt + 1` (attempt ≥ 1): base·2^(attempt-1), at most
     `cap`, with ±20 % jitter so that held messages do not all knock at the same instant."""
     raw = min(cap, base * (2 ** max(0, attempt - 1)))
@@ -146,8 +165,13 @@ class Stall:
         if started:
             self.since, self.dependency = self.clock(), dependency
             self.episodes += 1
-            log.warning("consumer_stalled", service=self.service, queue=self.queue, dependency=dependency,
-                        error=f"{type(error).__name__}: {error}"[:300])
+            log.warning(
+                "consumer_stalled",
+                service=self.service,
+                queue=self.queue,
+                dependency=dependency,
+                error=f"{type(error).__name__}: {error}"[:300],
+            )
         self.on_change(self)
         return started
 
@@ -160,7 +184,13 @@ class Stall:
         """A message went through: the dependency is back."""
         if self.since is None:
             return
-        log.warning("consumer_recovered", service=self.service, queue=self.queue, dependency=self.dependency,
-                 stalled_s=round(self.clock() - self.since, 3), still_held=self.held)
+        log.warning(
+            "consumer_recovered",
+            service=self.service,
+            queue=self.queue,
+            dependency=self.dependency,
+            stalled_s=round(self.clock() - self.since, 3),
+            still_held=self.held,
+        )
         self.since, self.dependency = None, ""
         self.on_change(self)

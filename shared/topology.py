@@ -10,6 +10,7 @@ dead-lettering into `gridbus.dead`, routed by the source queue's name to `<queue
 A handler that keeps failing therefore ends up in a dead-letter queue rather than looping
 or being dropped (nameko's default is to ack and drop).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -18,12 +19,12 @@ from typing import Any, Iterable
 import pika
 
 # ------------------------------------------------------------------ exchanges
-EX_REPORTS = "gridbus.reports"    # grid app → intake
-EX_REPLIES = "gridbus.replies"    # departments → intake
-EX_EVENTS = "gridbus.events"      # lifecycle events between services
+EX_REPORTS = "gridbus.reports"  # grid app → intake
+EX_REPLIES = "gridbus.replies"  # departments → intake
+EX_EVENTS = "gridbus.events"  # lifecycle events between services
 EX_DISPATCH = "gridbus.dispatch"  # router → department queues
-EX_NOTIFY = "gridbus.notify"      # notifier's own work and retry queues
-EX_DEAD = "gridbus.dead"          # dead letters, keyed by the queue they came from
+EX_NOTIFY = "gridbus.notify"  # notifier's own work and retry queues
+EX_DEAD = "gridbus.dead"  # dead letters, keyed by the queue they came from
 
 # ------------------------------------------------------------------ routing keys
 RK_REPORT = "report.submitted"
@@ -83,7 +84,7 @@ def dept_user(dept: str) -> str:
 
 def dept_of_user(user: str | None) -> str | None:
     if user and user.startswith(DEPT_USER_PREFIX):
-        return user[len(DEPT_USER_PREFIX):]
+        return user[len(DEPT_USER_PREFIX) :]
     return None
 
 
@@ -104,11 +105,16 @@ Q_SLA_EVENTS = "sla.events"
 Q_NOTIFIER_EVENTS = "notifier.events"
 Q_NOTIFIER_DELIVERIES = "notifier.deliveries"
 Q_AUDIT = "gridbus.audit"
-Q_BRIDGE_EVENTS = "bridge.events"    # case events for the city platform (only when the bridge is enabled)
+Q_BRIDGE_EVENTS = "bridge.events"  # case events for the city platform (only when the bridge is enabled)
 Q_BRIDGE_INBOUND = "bridge.inbound"  # city-platform tasks (CloudEvents) to take in as reports
 #: the case events the bridge forwards to the city platform
-BRIDGE_EVENT_KEYS: tuple[str, ...] = (RK_CASE_REGISTERED, RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_UPDATED,
-                                      RK_CASE_ESCALATED)
+BRIDGE_EVENT_KEYS: tuple[str, ...] = (
+    RK_CASE_REGISTERED,
+    RK_CASE_DISPATCHED,
+    RK_CASE_UNROUTABLE,
+    RK_CASE_UPDATED,
+    RK_CASE_ESCALATED,
+)
 Q_ARCHIVER = "archiver.record"
 
 #: back-off of failed notifications: delay queues whose TTL dead-letters back to work
@@ -187,9 +193,7 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
 
     def work(name: str, doc: str, binds: Iterable[tuple[str, str]]) -> None:
         queues.append(Queue(name, doc, "work", _work_queue_args(name)))
-        queues.append(
-            Queue(dead_queue(name), f"Dead letters of `{name}`.", "dead", {"x-queue-type": "quorum"})
-        )
+        queues.append(Queue(dead_queue(name), f"Dead letters of `{name}`.", "dead", {"x-queue-type": "quorum"}))
         bindings.append(Binding(EX_DEAD, dead_queue(name), name))
         for exchange, key in binds:
             bindings.append(Binding(exchange, name, key))
@@ -201,8 +205,11 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
         "Events that change case state, applied by intake (the only writer).",
         [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UNROUTABLE, RK_CASE_ESCALATED)],
     )
-    work(Q_ROUTER_CASES, "Cases to route or route again, and withdrawn orders to pass on to departments.",
-         [(EX_EVENTS, RK_CASE_REGISTERED), (EX_EVENTS, RK_CASE_REDISPATCH), (EX_EVENTS, RK_DISPATCH_WITHDRAWN)])
+    work(
+        Q_ROUTER_CASES,
+        "Cases to route or route again, and withdrawn orders to pass on to departments.",
+        [(EX_EVENTS, RK_CASE_REGISTERED), (EX_EVENTS, RK_CASE_REDISPATCH), (EX_EVENTS, RK_DISPATCH_WITHDRAWN)],
+    )
     work(
         Q_SLA_EVENTS,
         "Events that arm, stop or pause deadlines.",
@@ -250,10 +257,16 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
             [(EX_DISPATCH, f"dept.{dept}.#")],
         )
     if bridge:  # a queue nobody reads would grow for ever: only with the bridge configured
-        work(Q_BRIDGE_EVENTS, "Case events for the city platform (CloudEvents out).",
-             [(EX_EVENTS, k) for k in BRIDGE_EVENT_KEYS])
-        work(Q_BRIDGE_INBOUND, "City-platform tasks (CloudEvents, e.g. 12345 hotline) to take in as reports.",
-             [(EX_REPORTS, RK_CITY_TASK)])
+        work(
+            Q_BRIDGE_EVENTS,
+            "Case events for the city platform (CloudEvents out).",
+            [(EX_EVENTS, k) for k in BRIDGE_EVENT_KEYS],
+        )
+        work(
+            Q_BRIDGE_INBOUND,
+            "City-platform tasks (CloudEvents, e.g. 12345 hotline) to take in as reports.",
+            [(EX_REPORTS, RK_CITY_TASK)],
+        )
     # The complete record: every event, the records of what intake, sla and notifier
     # stored (`record.*`) and every dispatch order. The archiver writes it to PostgreSQL;
     # the stream keeps it for audit and for `gridbus rebuild` (the tail not yet archived).
@@ -262,8 +275,12 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
     record = [(EX_EVENTS, "#"), *((EX_DISPATCH, f"dept.{dept}.#") for dept in department_codes)]
     work(Q_ARCHIVER, "The complete record, written to PostgreSQL by the archiver.", record)
     queues.append(
-        Queue(Q_AUDIT, "The complete record (every event, record and order), kept for audit and replay.",
-              "stream", {"x-queue-type": "stream", "x-max-age": "400D"})
+        Queue(
+            Q_AUDIT,
+            "The complete record (every event, record and order), kept for audit and replay.",
+            "stream",
+            {"x-queue-type": "stream", "x-max-age": "400D"},
+        )
     )
     bindings.extend(Binding(ex, Q_AUDIT, key) for ex, key in record)
     return Topology(exchanges, tuple(queues), tuple(bindings))
@@ -308,18 +325,30 @@ def definitions(topology: Topology, vhost: str = "/") -> dict[str, Any]:
     return {
         "vhosts": [{"name": vhost}],
         "exchanges": [
-            {"name": e.name, "vhost": vhost, "type": e.type, "durable": True,
-             "auto_delete": False, "internal": False, "arguments": {}}
+            {
+                "name": e.name,
+                "vhost": vhost,
+                "type": e.type,
+                "durable": True,
+                "auto_delete": False,
+                "internal": False,
+                "arguments": {},
+            }
             for e in topology.exchanges
         ],
         "queues": [
-            {"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False,
-             "arguments": q.arguments}
+            {"name": q.name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": q.arguments}
             for q in topology.queues
         ],
         "bindings": [
-            {"source": b.exchange, "vhost": vhost, "destination": b.queue,
-             "destination_type": "queue", "routing_key": b.routing_key, "arguments": {}}
+            {
+                "source": b.exchange,
+                "vhost": vhost,
+                "destination": b.queue,
+                "destination_type": "queue",
+                "routing_key": b.routing_key,
+                "arguments": {},
+            }
             for b in topology.bindings
         ],
     }

@@ -22,6 +22,7 @@ limit that runs out exactly at 12:00 is due at 12:00, not at 14:30.
 Working-time arithmetic is done in local wall-clock time; Asia/Shanghai has no DST, so
 this is exact there (a zone with DST would count wall-clock minutes inside windows).
 """
+
 from __future__ import annotations
 
 import itertools

@@ -8,6 +8,7 @@ Isolation: each session gets its own RabbitMQ vhost (created through the managem
 API, deleted at the end) and its own Redis key prefix, so tests never see each other's
 queues or keys, and never the developer's running stack.
 """
+
 from __future__ import annotations
 
 import os
@@ -100,8 +101,11 @@ def pg_dsn() -> Iterator[str]:
 def _mgmt(base: str) -> httpx.Client:
     parsed = urlparse(base)
     netloc = parsed.hostname + (f":{parsed.port}" if parsed.port else "")
-    return httpx.Client(base_url=urlunparse((parsed.scheme, netloc, "", "", "", "")),
-                        auth=(parsed.username or "guest", parsed.password or "guest"), timeout=10)
+    return httpx.Client(
+        base_url=urlunparse((parsed.scheme, netloc, "", "", "", "")),
+        auth=(parsed.username or "guest", parsed.password or "guest"),
+        timeout=10,
+    )
 
 
 class Vhosts:
@@ -119,12 +123,15 @@ class Vhosts:
         try:
             self.api.put(f"/api/vhosts/{quote(name, safe='')}").raise_for_status()
         except httpx.HTTPError as exc:
-            pytest.skip(f"RabbitMQ management API not reachable at {self.mgmt} ({exc}); "
-                        "enable it: rabbitmq-plugins enable rabbitmq_management")
+            pytest.skip(
+                f"RabbitMQ management API not reachable at {self.mgmt} ({exc}); "
+                "enable it: rabbitmq-plugins enable rabbitmq_management"
+            )
         self.live.append(name)
         user = self.parsed.username or "guest"
-        self.api.put(f"/api/permissions/{quote(name, safe='')}/{user}",
-                     json={"configure": ".*", "write": ".*", "read": ".*"}).raise_for_status()
+        self.api.put(
+            f"/api/permissions/{quote(name, safe='')}/{user}", json={"configure": ".*", "write": ".*", "read": ".*"}
+        ).raise_for_status()
         return urlunparse(self.parsed._replace(path="/" + quote(name, safe="")))
 
     def drop(self, uri: str) -> None:

@@ -1,4 +1,5 @@
 """`python -m bench.chaos …`: the same as `gridbus chaos run …`."""
+
 from bench.chaos.cli import chaos
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
   report of the run is valid, so the delivery limit or a dependency put it there);
 - every killed piece came back healthy (checked by the run, `unhealthy`).
 """
+
 from __future__ import annotations
 
 import collections
@@ -44,8 +45,15 @@ def parse_order(queue: str, props: Any, body: bytes) -> Order | None:
     order_id = msg.get("order_id", "")
     parts = order_id.split("/")
     round_no = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else 1
-    return Order(queue, props.message_id or msg.get("message_id"), order_id, msg.get("case_id", ""),
-                 msg.get("correlation_id") or props.correlation_id or "", msg.get("dept", ""), round_no)
+    return Order(
+        queue,
+        props.message_id or msg.get("message_id"),
+        order_id,
+        msg.get("case_id", ""),
+        msg.get("correlation_id") or props.correlation_id or "",
+        msg.get("dept", ""),
+        round_no,
+    )
 
 
 def drain_orders(amqp_uri: str, queues: Iterable[str]) -> list[Order]:
@@ -70,36 +78,57 @@ def drain_orders(amqp_uri: str, queues: Iterable[str]) -> list[Order]:
 @dataclass
 class Findings:
     accepted: int = 0
-    dispatched: int = 0                 # accepted cases with at least one order
-    lost: list[str] = field(default_factory=list)             # accepted case ids without an order
-    stuck: list[str] = field(default_factory=list)            # still `registered`
-    missing_cases: list[str] = field(default_factory=list)    # accepted, not in intake's store
-    missing_clocks: list[str] = field(default_factory=list)   # order ids without an armed clock
+    dispatched: int = 0  # accepted cases with at least one order
+    lost: list[str] = field(default_factory=list)  # accepted case ids without an order
+    stuck: list[str] = field(default_factory=list)  # still `registered`
+    missing_cases: list[str] = field(default_factory=list)  # accepted, not in intake's store
+    missing_clocks: list[str] = field(default_factory=list)  # order ids without an armed clock
     double_dispatch: list[str] = field(default_factory=list)
     dead: dict[str, dict[str, int]] = field(default_factory=dict)  # queue → kind → count
     dead_transient: int = 0
     dead_total: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
-    duplicates_linked: int = 0          # cases intake linked as near-duplicates (not dispatched)
+    duplicates_linked: int = 0  # cases intake linked as near-duplicates (not dispatched)
     orders: int = 0
-    order_copies: int = 0               # orders delivered more than once (same message id)
+    order_copies: int = 0  # orders delivered more than once (same message id)
 
     def ok(self) -> bool:
-        return not (self.lost or self.stuck or self.missing_cases or self.missing_clocks
-                    or self.double_dispatch or self.dead_transient)
+        return not (
+            self.lost
+            or self.stuck
+            or self.missing_cases
+            or self.missing_clocks
+            or self.double_dispatch
+            or self.dead_transient
+        )
 
     def table(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "dispatched": self.dispatched, "lost": len(self.lost),
-                "stuck": len(self.stuck), "missing_cases": len(self.missing_cases),
-                "missing_clocks": len(self.missing_clocks), "double_dispatch": len(self.double_dispatch),
-                "dead_transient": self.dead_transient, "dead_total": self.dead_total}
+        return {
+            "accepted": self.accepted,
+            "dispatched": self.dispatched,
+            "lost": len(self.lost),
+            "stuck": len(self.stuck),
+            "missing_cases": len(self.missing_cases),
+            "missing_clocks": len(self.missing_clocks),
+            "double_dispatch": len(self.double_dispatch),
+            "dead_transient": self.dead_transient,
+            "dead_total": self.dead_total,
+        }
 
     def to_dict(self, sample: int = 10) -> dict[str, Any]:
-        return {**self.table(), "ok": self.ok(), "statuses": self.statuses, "dead": self.dead,
-                "duplicates_linked": self.duplicates_linked, "orders": self.orders,
-                "order_copies": self.order_copies,
-                "samples": {k: getattr(self, k)[:sample] for k in
-                            ("lost", "stuck", "missing_cases", "missing_clocks", "double_dispatch")}}
+        return {
+            **self.table(),
+            "ok": self.ok(),
+            "statuses": self.statuses,
+            "dead": self.dead,
+            "duplicates_linked": self.duplicates_linked,
+            "orders": self.orders,
+            "order_copies": self.order_copies,
+            "samples": {
+                k: getattr(self, k)[:sample]
+                for k in ("lost", "stuck", "missing_cases", "missing_clocks", "double_dispatch")
+            },
+        }
 
 
 def case_docs(client: Any, prefix: str, case_ids: list[str]) -> dict[str, dict[str, Any] | None]:
@@ -108,7 +137,7 @@ def case_docs(client: Any, prefix: str, case_ids: list[str]) -> dict[str, dict[s
 
     out: dict[str, dict[str, Any] | None] = {}
     for start in range(0, len(case_ids), 500):
-        chunk = case_ids[start:start + 500]
+        chunk = case_ids[start : start + 500]
         pipe = client.pipeline(transaction=False)
         for cid in chunk:
             pipe.hget(_with_prefix(redis_keys.case(cid), prefix), "doc")
@@ -123,7 +152,7 @@ def _with_prefix(key: str, prefix: str) -> str:
     from shared.config import get_settings
 
     own = get_settings().redis_key_prefix
-    return prefix + key[len(own):] if key.startswith(own + ":") else key
+    return prefix + key[len(own) :] if key.startswith(own + ":") else key
 
 
 def armed_orders(client: Any, prefix: str, case_id: str) -> set[str] | None:
@@ -141,8 +170,14 @@ def armed_orders(client: Any, prefix: str, case_id: str) -> set[str] | None:
     return {c.order_id for c in doc.clocks.values() if c.state in ARMED}
 
 
-def evaluate(accepted: dict[str, list[str]], orders: list[Order], redis_text: Any, redis_bin: Any,
-             prefix: str, dead: dict[str, list[deadletters.DeadLetter]]) -> Findings:
+def evaluate(
+    accepted: dict[str, list[str]],
+    orders: list[Order],
+    redis_text: Any,
+    redis_bin: Any,
+    prefix: str,
+    dead: dict[str, list[deadletters.DeadLetter]],
+) -> Findings:
     """`accepted`: report id → every case id intake answered with (in order)."""
     f = Findings()
     f.accepted = len(accepted)

@@ -17,6 +17,7 @@ Ports: free ones of the reserved ranges (bench/chaos/nodes.py): AMQP and the bal
 5680-5689, management 15680-15689, distribution 25680-25689, one epmd 4380-4389, Redis
 and Sentinels 6390-6399 (all loopback).
 """
+
 from __future__ import annotations
 
 import functools
@@ -130,9 +131,17 @@ class Sentinels:
                 f"sentinel monitor {MASTER_NAME} 127.0.0.1 {self.master_port} 2\n"
                 f"sentinel down-after-milliseconds {MASTER_NAME} 2000\n"
                 f"sentinel failover-timeout {MASTER_NAME} 10000\n"
-                f"sentinel parallel-syncs {MASTER_NAME} 1\n")
-            self.procs.append(subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=self.log,
-                                               stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True))
+                f"sentinel parallel-syncs {MASTER_NAME} 1\n"
+            )
+            self.procs.append(
+                subprocess.Popen(
+                    ["redis-server", str(conf), "--sentinel"],
+                    stdout=self.log,
+                    stderr=self.log,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
         for p in self.ports:
             wait_until(functools.partial(port_open, p), 20, f"sentinel on {p}")
 
@@ -154,8 +163,8 @@ class ClusterRun(ChaosRun):
     """ChaosRun on a 3-node RabbitMQ cluster and Redis master + replica + 3 Sentinels."""
 
     targets = CLUSTER_TARGETS
-    victim = 2           # index of the RabbitMQ node that is lost
-    node_down_s = 20.0   # how long it stays lost before it is started again to rejoin
+    victim = 2  # index of the RabbitMQ node that is lost
+    node_down_s = 20.0  # how long it stays lost before it is started again to rejoin
 
     def start_servers(self) -> str:
         base = self.dir
@@ -164,9 +173,9 @@ class ClusterRun(ChaosRun):
         epmd = pick(EPMD_PORTS, taken)
         taken.add(epmd)
         nodes_conf = "cluster_formation.peer_discovery_backend = classic_config\n" + "".join(
-            f"cluster_formation.classic_config.nodes.{i + 1} = {n}@localhost\n" for i, n in enumerate(names))
-        self.nodes = [RabbitNode(base / n, name=n, epmd_port=epmd, log=self.log, extra_conf=nodes_conf)
-                      for n in names]
+            f"cluster_formation.classic_config.nodes.{i + 1} = {n}@localhost\n" for i, n in enumerate(names)
+        )
+        self.nodes = [RabbitNode(base / n, name=n, epmd_port=epmd, log=self.log, extra_conf=nodes_conf) for n in names]
         for n in self.nodes:
             n.prepare(taken)
             cookie = n.base / "home" / ".erlang.cookie"
@@ -202,9 +211,11 @@ class ClusterRun(ChaosRun):
         victim = self.nodes[self.victim]
         order = [victim.amqp_port] + [n.amqp_port for n in self.nodes if n is not victim]
         self.balancer = TcpBalancer(pick(AMQP_PORTS, taken), order)
-        return (f"rabbitmq cluster {', '.join(f'{n.nodename} :{n.amqp_port}' for n in self.nodes)} behind "
-                f":{self.balancer.port}; redis master :{self.redis.port}, replica :{self.replica.port}, "
-                f"sentinels :{', :'.join(map(str, sentinel_ports))}")
+        return (
+            f"rabbitmq cluster {', '.join(f'{n.nodename} :{n.amqp_port}' for n in self.nodes)} behind "
+            f":{self.balancer.port}; redis master :{self.redis.port}, replica :{self.replica.port}, "
+            f"sentinels :{', :'.join(map(str, sentinel_ports))}"
+        )
 
     def _clustered(self) -> bool:
         with self.mgmt() as api:
@@ -234,8 +245,11 @@ class ClusterRun(ChaosRun):
         return self.nodes[0].api()  # never the victim
 
     def redis_env(self) -> dict[str, str]:
-        return {"REDIS_URL": "", "REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinels.ports),
-                "REDIS_SENTINEL_MASTER": MASTER_NAME}
+        return {
+            "REDIS_URL": "",
+            "REDIS_SENTINELS": ",".join(f"127.0.0.1:{p}" for p in self.sentinels.ports),
+            "REDIS_SENTINEL_MASTER": MASTER_NAME,
+        }
 
     def redis_client(self, decode_responses: bool = True) -> redis.Redis:
         sentinel = Sentinel([("127.0.0.1", p) for p in self.sentinels.ports], socket_timeout=2)
@@ -258,8 +272,11 @@ class ClusterRun(ChaosRun):
             old.kill()
             self._note(fault=f"kill -9 redis master :{old.port}")
             t = time.monotonic()
-            wait_until(lambda: (self.sentinels.master() or ("", 0))[1] == new.port, 60,
-                       f"sentinels failing over to :{new.port}")
+            wait_until(
+                lambda: (self.sentinels.master() or ("", 0))[1] == new.port,
+                60,
+                f"sentinels failing over to :{new.port}",
+            )
             self._note(failover_to=new.port, after_s=round(time.monotonic() - t, 1))
             old.extra_args = ("--replicaof", "127.0.0.1", str(new.port))
             old.start()

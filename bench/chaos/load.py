@@ -3,6 +3,7 @@ sent again with the same report id (the idempotency key) after a connection erro
 timeout, a 5xx or a 429, with back-off, until intake answers 200/202 or `give_up_s` has
 passed. Every answer is recorded, so the checks can tell a 503 (retry later: fine) from a
 500, and a report answered with two different case ids (a double registration)."""
+
 from __future__ import annotations
 
 import collections
@@ -23,7 +24,7 @@ class ReportResult:
     case_ids: list[str] = field(default_factory=list)  # from every 200/202 answer
     statuses: list[str] = field(default_factory=list)  # every attempt: "202", "503", "ConnectError", …
     accepted_at: float | None = None
-    refused: str = ""                                  # a 4xx other than 429: the body
+    refused: str = ""  # a 4xx other than 429: the body
 
     @property
     def case_id(self) -> str | None:
@@ -31,8 +32,17 @@ class ReportResult:
 
 
 class HttpLoad:
-    def __init__(self, base_url: str, api_key: str, count: int, rate: float, run_tag: str,
-                 workers: int = 48, give_up_s: float = 300.0, timeout_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        count: int,
+        rate: float,
+        run_tag: str,
+        workers: int = 48,
+        give_up_s: float = 300.0,
+        timeout_s: float = 10.0,
+    ) -> None:
         self.base_url, self.api_key = base_url, api_key
         self.count, self.rate, self.workers, self.give_up_s = count, rate, workers, give_up_s
         templates = sample_reports()
@@ -44,10 +54,12 @@ class HttpLoad:
         self._queue: list[int] = []
         self._cv = threading.Condition()
         self._threads: list[threading.Thread] = []
-        self._client = httpx.Client(base_url=base_url, timeout=timeout_s,
-                                    headers={"Authorization": f"Bearer {api_key}",
-                                             "Content-Type": "application/json"},
-                                    limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers))
+        self._client = httpx.Client(
+            base_url=base_url,
+            timeout=timeout_s,
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
+            limits=httpx.Limits(max_connections=workers, max_keepalive_connections=workers),
+        )
         self._scheduled = 0
         self.t0 = 0.0
         self.stopped = threading.Event()
@@ -155,7 +167,8 @@ class HttpLoad:
     def summary(self) -> dict[str, Any]:
         accepted = [r for r in self.results if r.case_ids]
         return {
-            "offered": self.count, "accepted": len(accepted),
+            "offered": self.count,
+            "accepted": len(accepted),
             "refused": sum(1 for r in self.results if r.refused),
             "gave_up": sum(1 for r in self.results if not r.case_ids and not r.refused),
             "answers": dict(self.statuses),

@@ -7,6 +7,7 @@ epmd (on its own port, in the foreground so its PID is ours), as docs/design.md 
 Each server runs in a process group of its own, so a kill reaches every OS process of it
 (beam, erl_child_setup, inet_gethost) and nothing of it outlives the run.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -192,8 +193,12 @@ class RabbitNode(ServerProcess):
 
     def prepare(self, taken: set[int] | None = None) -> None:
         taken = taken if taken is not None else set()
-        for attr, ports in (("amqp_port", AMQP_PORTS), ("mgmt_port", MGMT_PORTS), ("dist_port", DIST_PORTS),
-                            ("epmd_port", EPMD_PORTS)):
+        for attr, ports in (
+            ("amqp_port", AMQP_PORTS),
+            ("mgmt_port", MGMT_PORTS),
+            ("dist_port", DIST_PORTS),
+            ("epmd_port", EPMD_PORTS),
+        ):
             if not getattr(self, attr):
                 setattr(self, attr, pick(ports, taken))
             taken.add(getattr(self, attr))
@@ -209,11 +214,12 @@ class RabbitNode(ServerProcess):
             # the run's own quorum queues and connections: never blocked on fd accounting
             "vm_memory_high_watermark.relative = 0.6\ndisk_free_limit.absolute = 50MB\n"
             # queue depths in the management API within a second (the run polls them)
-            "collect_statistics_interval = 1000\n"
-            + self.extra_conf)
+            "collect_statistics_interval = 1000\n" + self.extra_conf
+        )
         self._env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+            "LANG": "C.UTF-8",
+            "LC_ALL": "C.UTF-8",
             "HOME": str(d / "home"),
             "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
             "RABBITMQ_NODENAME": self.nodename,
@@ -240,8 +246,13 @@ class RabbitNode(ServerProcess):
     def _start_epmd(self) -> None:
         if self.epmd is not None and self.epmd.poll() is None:
             return
-        self.epmd = subprocess.Popen(["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
-                                     env=self._env, stdout=self.log, stderr=self.log, start_new_session=True)
+        self.epmd = subprocess.Popen(
+            ["epmd", "-port", str(self.epmd_port), "-address", "127.0.0.1"],
+            env=self._env,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
         wait_until(lambda: port_open(self.epmd_port), 10, f"epmd on {self.epmd_port}")
 
     def start(self, wait: bool = True, timeout: float = 90.0) -> float:
@@ -250,8 +261,16 @@ class RabbitNode(ServerProcess):
             self.prepare()
         self._start_epmd()
         t0 = time.monotonic()
-        self.proc = subprocess.Popen([RABBITMQ_SERVER], env=self._env, stdout=self.log, stderr=self.log, cwd=self.base,
-                                     stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_raise_nofile)
+        self.proc = subprocess.Popen(
+            [RABBITMQ_SERVER],
+            env=self._env,
+            stdout=self.log,
+            stderr=self.log,
+            cwd=self.base,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_raise_nofile,
+        )
         self.starts += 1
         if wait:
             self.wait_ready(timeout)
@@ -260,8 +279,9 @@ class RabbitNode(ServerProcess):
     def wait_ready(self, timeout: float = 90.0) -> float:
         def ready() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
-                raise NodeError(f"rabbitmq node {self.nodename} exited with {self.proc.returncode} "
-                                f"(log: {self.base / 'log'})")
+                raise NodeError(
+                    f"rabbitmq node {self.nodename} exited with {self.proc.returncode} (log: {self.base / 'log'})"
+                )
             if not port_open(self.amqp_port):
                 return False
             r = httpx.get(f"http://127.0.0.1:{self.mgmt_port}/api/overview", auth=("guest", "guest"), timeout=2)
@@ -308,10 +328,31 @@ class RedisNode(ServerProcess):
         self.base.mkdir(parents=True, exist_ok=True)
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--bind", "127.0.0.1", "--port", str(self.port),
-             "--dir", str(self.base), "--appendonly", "yes", "--appendfsync", self.appendfsync,
-             "--save", "", "--protected-mode", "no", "--daemonize", "no", *self.extra_args],
-            stdout=self.log, stderr=self.log, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.base),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                self.appendfsync,
+                "--save",
+                "",
+                "--protected-mode",
+                "no",
+                "--daemonize",
+                "no",
+                *self.extra_args,
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         self.starts += 1
         if wait:
             self.wait_ready(timeout)

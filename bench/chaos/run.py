@@ -7,6 +7,7 @@ bounded HTTP load, faults injected on a schedule, then the checks of bench/chaos
 Everything it starts (servers, services, epmd) is stopped when the block ends, whatever
 happened inside it; an `atexit` hook does the same if the interpreter exits first.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -36,8 +37,8 @@ TARGETS = (*SERVICES, "broker", "redis")
 
 @dataclass
 class Fault:
-    at_s: float              # seconds after the load started
-    target: str              # a service name, "broker" or "redis"
+    at_s: float  # seconds after the load started
+    target: str  # a service name, "broker" or "redis"
     restart_after_s: float = 2.5
 
 
@@ -46,16 +47,17 @@ class Scenario:
     reports: int = 3000
     rate: float = 25.0
     faults: list[Fault] = field(default_factory=list)
-    drain_s: float = 120.0         # longest wait after the load for the system to settle
-    recover_s: float = 90.0        # longest wait for a killed piece to be healthy again
-    workers: int = 48              # HTTP connections of the load
-    give_up_s: float = 300.0       # a report not accepted after this long is given up
+    drain_s: float = 120.0  # longest wait after the load for the system to settle
+    recover_s: float = 90.0  # longest wait for a killed piece to be healthy again
+    workers: int = 48  # HTTP connections of the load
+    give_up_s: float = 300.0  # a report not accepted after this long is given up
     seed: int = 0
     log_level: str = "WARNING"
 
 
-def default_faults(targets: tuple[str, ...] = TARGETS, first_s: float = 8.0, spacing_s: float = 15.0,
-                   seed: int = 0) -> list[Fault]:
+def default_faults(
+    targets: tuple[str, ...] = TARGETS, first_s: float = 8.0, spacing_s: float = 15.0, seed: int = 0
+) -> list[Fault]:
     """Each target once, `spacing_s` apart, restarted 2–3 s after its kill."""
     rnd = random.Random(seed)
     return [Fault(first_s + i * spacing_s, t, round(rnd.uniform(2.0, 3.0), 2)) for i, t in enumerate(targets)]
@@ -71,8 +73,9 @@ def _work_queue(name: str) -> bool:
 
 
 class ChaosRun:
-    def __init__(self, scenario: Scenario, echo: Callable[[str], None] = print, keep: bool = False,
-                 workdir: Path | None = None) -> None:
+    def __init__(
+        self, scenario: Scenario, echo: Callable[[str], None] = print, keep: bool = False, workdir: Path | None = None
+    ) -> None:
         self.s = scenario
         self.echo = echo
         self.keep = keep
@@ -148,8 +151,10 @@ class ChaosRun:
         th.join()
         if errors:
             raise errors[0]
-        return (f"rabbitmq {self.node.nodename} amqp :{self.node.amqp_port} mgmt :{self.node.mgmt_port}, "
-                f"redis :{self.redis.port} (AOF)")
+        return (
+            f"rabbitmq {self.node.nodename} amqp :{self.node.amqp_port} mgmt :{self.node.mgmt_port}, "
+            f"redis :{self.redis.port} (AOF)"
+        )
 
     def stop_servers(self) -> None:
         self.node.stop()
@@ -181,8 +186,9 @@ class ChaosRun:
         self.echo(f"servers up in {time.monotonic() - t:.1f} s: {what}")
         self.sink = WebhookSink()
         config_dir = bench_config_dir(REPO / "config", self.dir / "config")
-        self.env = service_env(self.amqp_uri, self.mgmt_url, self.redis_env(), self.prefix, config_dir,
-                               self.sink.port, self.s.log_level)
+        self.env = service_env(
+            self.amqp_uri, self.mgmt_url, self.redis_env(), self.prefix, config_dir, self.sink.port, self.s.log_level
+        )
         from services.intake.auth import Role, create_key
 
         client = self.redis_client()
@@ -278,9 +284,14 @@ class ChaosRun:
                 for q in queues:
                     info = api.get(f"/api/queues/%2F/{q}", params={"columns": cols}).json()
                     info["consumer_details"] = [
-                        {"channel": (c.get("channel_details") or {}).get("name"), "ack_required": c.get("ack_required"),
-                         "prefetch": c.get("prefetch_count"), "active": c.get("active")}
-                        for c in info.get("consumer_details") or []]
+                        {
+                            "channel": (c.get("channel_details") or {}).get("name"),
+                            "ack_required": c.get("ack_required"),
+                            "prefetch": c.get("prefetch_count"),
+                            "active": c.get("active"),
+                        }
+                        for c in info.get("consumer_details") or []
+                    ]
                     out[q] = info
         except (httpx.HTTPError, ValueError) as exc:
             out["error"] = repr(exc)
@@ -317,10 +328,19 @@ class ChaosRun:
         assert self.stack is not None
         s = self.s
         self.unhealthy = []
-        self.load = HttpLoad(f"http://127.0.0.1:{self.env['INTAKE_HTTP_PORT']}", self.api_key, s.reports, s.rate,
-                             run_tag=self.prefix, workers=s.workers, give_up_s=s.give_up_s)
-        self.echo(f"load: {s.reports} reports at {s.rate:g}/s; faults: "
-                  + ", ".join(f"{f.target}@{f.at_s:g}s" for f in s.faults))
+        self.load = HttpLoad(
+            f"http://127.0.0.1:{self.env['INTAKE_HTTP_PORT']}",
+            self.api_key,
+            s.reports,
+            s.rate,
+            run_tag=self.prefix,
+            workers=s.workers,
+            give_up_s=s.give_up_s,
+        )
+        self.echo(
+            f"load: {s.reports} reports at {s.rate:g}/s; faults: "
+            + ", ".join(f"{f.target}@{f.at_s:g}s" for f in s.faults)
+        )
         self.t0 = time.monotonic()
         self.load.start()
         faults = threading.Thread(target=self._faults, daemon=True, name="chaos-faults")
@@ -345,8 +365,7 @@ class ChaosRun:
             self.stalled_detail = self._queue_detail(sorted(stalled))
         dept_queues = sorted(q for q in depths if q.startswith("dept.") and not q.endswith(".dead"))
         orders = checks.drain_orders(self.amqp_uri, dept_queues)
-        dead = {q: deadletters.peek(self.amqp_uri, q) for q, n in depths.items()
-                if q.endswith(".dead") and n > 0}
+        dead = {q: deadletters.peek(self.amqp_uri, q) for q, n in depths.items() if q.endswith(".dead") and n > 0}
         accepted = {r.report_id: r.case_ids for r in self.load.results if r.case_ids}
         rt = self.redis_client()
         rb = self.redis_client(decode_responses=False)
@@ -357,29 +376,56 @@ class ChaosRun:
             rb.close()
         load = self.load.summary()
         result = envelope("chaos", {**asdict(s), "faults": [asdict(f) for f in s.faults]})
-        result.update({
-            "table": {**findings.table(), "http_5xx": load["http_5xx"], "http_500": load["http_500"],
-                      "unhealthy": len(self.unhealthy), "not_accepted": s.reports - load["accepted"],
-                      "backlog_left": sum(n for q, n in depths.items() if _work_queue(q)),
-                      "stalled_queues": len(stalled)},
-            "ok": (findings.ok() and not self.unhealthy and load["accepted"] == s.reports and not load["http_500"]
-                   and not stalled),
-            "stalled": stalled,
-            "stalled_detail": getattr(self, "stalled_detail", {}),
-            "notifications_received": self.sink.hits if self.sink else 0,
-            "findings": findings.to_dict(), "load": load, "unhealthy": self.unhealthy,
-            "timeline": self.timeline, "services": self.stack.summary(),
-            "work_queues_left": {q: n for q, n in depths.items() if _work_queue(q) and n},
-            "seconds": {"load": round(load_s, 1), "drain": round(drained, 1)},
-            "workdir": str(self.dir),
-        })
+        result.update(
+            {
+                "table": {
+                    **findings.table(),
+                    "http_5xx": load["http_5xx"],
+                    "http_500": load["http_500"],
+                    "unhealthy": len(self.unhealthy),
+                    "not_accepted": s.reports - load["accepted"],
+                    "backlog_left": sum(n for q, n in depths.items() if _work_queue(q)),
+                    "stalled_queues": len(stalled),
+                },
+                "ok": (
+                    findings.ok()
+                    and not self.unhealthy
+                    and load["accepted"] == s.reports
+                    and not load["http_500"]
+                    and not stalled
+                ),
+                "stalled": stalled,
+                "stalled_detail": getattr(self, "stalled_detail", {}),
+                "notifications_received": self.sink.hits if self.sink else 0,
+                "findings": findings.to_dict(),
+                "load": load,
+                "unhealthy": self.unhealthy,
+                "timeline": self.timeline,
+                "services": self.stack.summary(),
+                "work_queues_left": {q: n for q, n in depths.items() if _work_queue(q) and n},
+                "seconds": {"load": round(load_s, 1), "drain": round(drained, 1)},
+                "workdir": str(self.dir),
+            }
+        )
         if not result["ok"]:
             self.failed = True  # keep the logs
         return result
 
 
-TABLE_COLUMNS = ("accepted", "dispatched", "lost", "stuck", "missing_clocks", "double_dispatch", "dead_transient",
-                 "http_5xx", "http_500", "unhealthy", "backlog_left", "stalled_queues")
+TABLE_COLUMNS = (
+    "accepted",
+    "dispatched",
+    "lost",
+    "stuck",
+    "missing_clocks",
+    "double_dispatch",
+    "dead_transient",
+    "http_5xx",
+    "http_500",
+    "unhealthy",
+    "backlog_left",
+    "stalled_queues",
+)
 
 
 def table_row(result: dict[str, Any], label: str = "") -> str:

@@ -2,6 +2,7 @@
 container runtime would: a service that exits (or is killed) is started again after a
 short back-off. Each runs in its own process group so that `kill -9` reaches it whole.
 """
+
 from __future__ import annotations
 
 import os
@@ -98,8 +99,9 @@ class Stack:
     or a Deployment does) after `backoff_s`; `kill()` restarts after `restart_after_s`.
     """
 
-    def __init__(self, env: dict[str, str], log: IO[bytes], mgmt: Callable[[], httpx.Client],
-                 backoff_s: float = 2.0) -> None:
+    def __init__(
+        self, env: dict[str, str], log: IO[bytes], mgmt: Callable[[], httpx.Client], backoff_s: float = 2.0
+    ) -> None:
         self.env = env
         self.log = log
         self.mgmt = mgmt
@@ -112,9 +114,15 @@ class Stack:
 
     # ------------------------------------------------------------------ processes
     def _spawn(self, svc: Service) -> None:
-        svc.proc = subprocess.Popen([sys.executable, "-m", "services.serve", svc.name], cwd=str(REPO),
-                                    env={**os.environ, **self.env}, stdout=self.log, stderr=self.log,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        svc.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.serve", svc.name],
+            cwd=str(REPO),
+            env={**os.environ, **self.env},
+            stdout=self.log,
+            stderr=self.log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         svc.starts += 1
         svc.restart_at = None
         self.events.append((time.monotonic(), svc.name, f"started pid {svc.proc.pid}"))
@@ -218,25 +226,40 @@ class Stack:
             time.sleep(0.5)
 
     def summary(self) -> dict[str, dict[str, Any]]:
-        return {n: {"starts": s.starts, "kills": s.kills, "exits_on_its_own": s.exits}
-                for n, s in self.services.items()}
+        return {
+            n: {"starts": s.starts, "kills": s.kills, "exits_on_its_own": s.exits} for n, s in self.services.items()
+        }
 
 
-def service_env(amqp_uri: str, mgmt_url: str, redis_env: dict[str, str], prefix: str, config_dir: Path,
-                sink_port: int, log_level: str = "WARNING") -> dict[str, str]:
+def service_env(
+    amqp_uri: str,
+    mgmt_url: str,
+    redis_env: dict[str, str],
+    prefix: str,
+    config_dir: Path,
+    sink_port: int,
+    log_level: str = "WARNING",
+) -> dict[str, str]:
     """The environment of a chaos stack: private servers, free ports, its own config copy.
     `redis_env`: REDIS_URL, or REDIS_SENTINELS (and REDIS_SENTINEL_MASTER)."""
     return {
-        "AMQP_URI": amqp_uri, "RABBITMQ_MANAGEMENT_URL": mgmt_url, **redis_env,
-        "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
-        "LOG_FORMAT": "json", "LOG_LEVEL": log_level,
-        "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
+        "AMQP_URI": amqp_uri,
+        "RABBITMQ_MANAGEMENT_URL": mgmt_url,
+        **redis_env,
+        "REDIS_KEY_PREFIX": prefix,
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": log_level,
+        "INTAKE_HTTP_PORT": str(free_port()),
+        "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()),
+        "SLA_METRICS_PORT": str(free_port()),
         "NOTIFIER_METRICS_PORT": str(free_port()),
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
         "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink_port}/sms",
         "GRIDBUS_WECOM_ROBOT_URL": f"http://127.0.0.1:{sink_port}/wecom",
         "GRIDBUS_DINGTALK_ROBOT_URL": f"http://127.0.0.1:{sink_port}/dingtalk",
         "GRIDBUS_OPS_WEBHOOK_URL": f"http://127.0.0.1:{sink_port}/ops",
-        "GRID_APP_WEBHOOK_URL": "", "PROMETHEUS_DISABLE_CREATED_SERIES": "1",
+        "GRID_APP_WEBHOOK_URL": "",
+        "PROMETHEUS_DISABLE_CREATED_SERIES": "1",
     }

@@ -1,4 +1,5 @@
 """The archiver's state outside nameko: a few PostgreSQL connections and the lag."""
+
 from __future__ import annotations
 
 import queue

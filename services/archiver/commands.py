@@ -1,4 +1,5 @@
 """`gridbus db migrate|status`: the archive's PostgreSQL schema."""
+
 from __future__ import annotations
 
 import click
@@ -41,8 +42,9 @@ def status() -> None:
 
 @db_group.command("grades")
 @click.option("--from", "start", required=True, metavar="YYYY[-MM]", help="First month (a year: its January).")
-@click.option("--to", "end", default=None, metavar="YYYY[-MM]",
-              help="Last month (a year: its December); default --from.")
+@click.option(
+    "--to", "end", default=None, metavar="YYYY[-MM]", help="Last month (a year: its December); default --from."
+)
 @click.option("--scope", type=click.Choice(["dept", "street", "community", "patch"]), default=None)
 @click.option("--json", "as_json", is_flag=True)
 def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> None:
@@ -69,10 +71,11 @@ def grades(start: str, end: str | None, scope: str | None, as_json: bool) -> Non
     click.echo(f"indicators {lo} … {hi} (from the archive)")
     for r in rows:
         sh = r.shares()
-        click.echo(f"  {r.scope:<10}{r.key:<16}{r.c('registered'):>7}{r.c('resolved'):>7}{pct(r.on_time_rate):>8}"
-                   f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{r.c('breaches'):>7}"
-                   f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  "
-                   + "/".join(pct(sh[m.value]) for m in Mode721))
+        click.echo(
+            f"  {r.scope:<10}{r.key:<16}{r.c('registered'):>7}{r.c('resolved'):>7}{pct(r.on_time_rate):>8}"
+            f"{pct(r.closed_rate):>8}{pct(r.rework_rate):>8}{r.c('breaches'):>7}"
+            f"{'-' if r.score is None else r.score:>7}{r.grade:>4}  " + "/".join(pct(sh[m.value]) for m in Mode721)
+        )
 
 
 @db_group.command("accountability")
@@ -102,8 +105,10 @@ def accountability(start: str, end: str, dept: str | None, street: str | None, a
         return
     click.echo(f"accountability {start} … {end}: {len(rows)} breaches (from the archive)")
     for r in s["departments"]:
-        click.echo(f"  {r['dept']:<12}{r['breaches']:>7} breaches{r['cases']:>7} cases{r['still_open']:>6} open"
-                   f"{r['late_hours_total']:>10} h late{'  referral' if r['referral'] else ''}")
+        click.echo(
+            f"  {r['dept']:<12}{r['breaches']:>7} breaches{r['cases']:>7} cases{r['still_open']:>6} open"
+            f"{r['late_hours_total']:>10} h late{'  referral' if r['referral'] else ''}"
+        )
 
 
 @click.command("retention")

@@ -5,6 +5,7 @@ order, each in its own transaction together with its row in `schema_migrations`,
 advisory lock so that several replicas starting at once apply each file exactly once.
 A small runner rather than alembic: the schema is plain SQL and nothing here uses an ORM.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,8 +72,10 @@ def drop_database(dsn: str) -> None:
 
 
 def applied(conn: psycopg.Connection) -> list[int]:
-    conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
-                 "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())")
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, "
+        "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+    )
     if not conn.autocommit:
         conn.commit()
     return [r[0] for r in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
@@ -91,8 +94,7 @@ def migrate(dsn: str, folder: Path = MIGRATIONS_DIR) -> list[Migration]:
                     continue
                 with conn.transaction():
                     conn.execute(m.path.read_text(encoding="utf-8"))
-                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                                 (m.version, m.name))
+                    conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)", (m.version, m.name))
                 done.append(m)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))

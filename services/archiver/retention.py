@@ -7,6 +7,7 @@ intake reads it from the archive (services/intake/store.py). The deletion compar
 version in Redis with the archived one in the same Lua call: a case changed meanwhile
 (or not archived yet) stays. Safe with several archivers (each step is idempotent).
 """
+
 from __future__ import annotations
 
 import time
@@ -32,22 +33,25 @@ return 1
 @dataclass
 class Evicted:
     evicted: int = 0
-    absent: int = 0    # not in Redis (already gone, or never restored by a rebuild)
-    changed: int = 0   # Redis has another version than the archive: left for later
+    absent: int = 0  # not in Redis (already gone, or never restored by a rebuild)
+    changed: int = 0  # Redis has another version than the archive: left for later
 
 
-def evict(conn: psycopg.Connection, client: redis.Redis, hot_days: float, now: float | None = None,
-          limit: int = 5000) -> Evicted:
+def evict(
+    conn: psycopg.Connection, client: redis.Redis, hot_days: float, now: float | None = None, limit: int = 5000
+) -> Evicted:
     now = time.time() if now is None else now
     cutoff = datetime.fromtimestamp(now, timezone.utc) - timedelta(days=hot_days)
     script = client.register_script(_EVICT)
     out = Evicted()
-    rows = conn.execute("SELECT case_id, version, category FROM cases WHERE final AND evicted_at IS NULL "
-                        "AND updated_at < %s ORDER BY updated_at LIMIT %s", (cutoff, limit)).fetchall()
+    rows = conn.execute(
+        "SELECT case_id, version, category FROM cases WHERE final AND evicted_at IS NULL "
+        "AND updated_at < %s ORDER BY updated_at LIMIT %s",
+        (cutoff, limit),
+    ).fetchall()
     done: list[str] = []
     for case_id, version, category in rows:
-        r = script(keys=[keys.case(case_id), keys.open_cases(), keys.open_cases_geo(category)],
-                   args=[version, case_id])
+        r = script(keys=[keys.case(case_id), keys.open_cases(), keys.open_cases_geo(category)], args=[version, case_id])
         if r == -1:
             out.changed += 1
             continue

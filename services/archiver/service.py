@@ -1,4 +1,5 @@
 """archiver: the nameko shell around writer.py (the record → PostgreSQL) and retention.py."""
+
 from __future__ import annotations
 
 from typing import Any

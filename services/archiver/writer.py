@@ -15,6 +15,7 @@ give the same rows. The derived tables are then written in the same transaction:
 
 The caller acks the message only after `archive` returned (the commit is done).
 """
+
 from __future__ import annotations
 
 import json
@@ -55,8 +56,11 @@ def _slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     if kind == "case_recorded":
         case = body.get("case") or {}
         timeline = case.get("timeline") or []
-        return {**{k: v for k, v in body.items() if k != "case"},
-                "status": case.get("status"), "last": timeline[-1] if timeline else None}
+        return {
+            **{k: v for k, v in body.items() if k != "case"},
+            "status": case.get("status"),
+            "last": timeline[-1] if timeline else None,
+        }
     if kind == "clocks_recorded":
         return {k: v for k, v in body.items() if k not in ("doc", "history")}
     return body
@@ -95,7 +99,8 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
         claimed = conn.execute(
             "INSERT INTO journal (message_id, kind, case_id, occurred_at, body) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (message_id) DO NOTHING RETURNING 1",
-            (message_id, kind, body.get("case_id") or None, when, Jsonb(_slim(kind, body)))).fetchone()
+            (message_id, kind, body.get("case_id") or None, when, Jsonb(_slim(kind, body))),
+        ).fetchone()
         if claimed is None:
             return Outcome(message_id, kind, when, False)
         if isinstance(parsed, CaseRecorded):
@@ -104,12 +109,23 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
             _clocks(conn, parsed)
         elif isinstance(parsed, CaseRegistered):
             period = parsed.occurred_at.astimezone(tz).strftime("%Y-%m")
-            conn.execute("INSERT INTO indicator_counts VALUES (%s, 0, %s, 'street', %s, 'registered', 1)",
-                         (message_id, period, parsed.case.street))
+            conn.execute(
+                "INSERT INTO indicator_counts VALUES (%s, 0, %s, 'street', %s, 'registered', 1)",
+                (message_id, period, parsed.case.street),
+            )
         elif isinstance(parsed, NotificationSent):
-            conn.execute("INSERT INTO notifications VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                         (parsed.delivery_id, parsed.case_id, parsed.source_event, parsed.channel,
-                          parsed.recipient, parsed.outcome, parsed.occurred_at))
+            conn.execute(
+                "INSERT INTO notifications VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (
+                    parsed.delivery_id,
+                    parsed.case_id,
+                    parsed.source_event,
+                    parsed.channel,
+                    parsed.recipient,
+                    parsed.outcome,
+                    parsed.occurred_at,
+                ),
+            )
         elif isinstance(parsed, ApiKeyRecorded):
             _api_key(conn, parsed)
         elif kind == "dispatch_order":
@@ -133,28 +149,77 @@ def _case(conn: psycopg.Connection, rec: CaseRecorded) -> None:
              idempotency_key = COALESCE(cases.idempotency_key, EXCLUDED.idempotency_key)
            WHERE EXCLUDED.version > cases.version
            RETURNING 1""",
-        (c.case_id, c.version, c.report_id, rec.idempotency_key, c.status.value, c.category, c.severity.value,
-         c.grid, c.street, c.registered_at, c.updated_at, c.status in FINAL_STATES,
-         res.mode.value if res else None, res.at if res else None, c.duplicate_of,
-         Jsonb(c.model_dump(mode="json")))).fetchone()
+        (
+            c.case_id,
+            c.version,
+            c.report_id,
+            rec.idempotency_key,
+            c.status.value,
+            c.category,
+            c.severity.value,
+            c.grid,
+            c.street,
+            c.registered_at,
+            c.updated_at,
+            c.status in FINAL_STATES,
+            res.mode.value if res else None,
+            res.at if res else None,
+            c.duplicate_of,
+            Jsonb(c.model_dump(mode="json")),
+        ),
+    ).fetchone()
     if won is None:
         if rec.idempotency_key:  # an older record (registration) arriving late still names the key
-            conn.execute("UPDATE cases SET idempotency_key = %s WHERE case_id = %s AND idempotency_key IS NULL",
-                         (rec.idempotency_key, c.case_id))
+            conn.execute(
+                "UPDATE cases SET idempotency_key = %s WHERE case_id = %s AND idempotency_key IS NULL",
+                (rec.idempotency_key, c.case_id),
+            )
         return
     conn.execute("DELETE FROM case_timeline WHERE case_id = %s", (c.case_id,))
     conn.execute("DELETE FROM case_assignments WHERE case_id = %s", (c.case_id,))
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO case_timeline VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(c.case_id, i, t.at, t.actor, t.action, t.from_status.value if t.from_status else None,
-              t.to_status.value if t.to_status else None, t.note, Jsonb(t.evidence_urls), t.message_id)
-             for i, t in enumerate(c.timeline)])
+            [
+                (
+                    c.case_id,
+                    i,
+                    t.at,
+                    t.actor,
+                    t.action,
+                    t.from_status.value if t.from_status else None,
+                    t.to_status.value if t.to_status else None,
+                    t.note,
+                    Jsonb(t.evidence_urls),
+                    t.message_id,
+                )
+                for i, t in enumerate(c.timeline)
+            ],
+        )
         cur.executemany(
             "INSERT INTO case_assignments VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            [(c.case_id, i, a.order_id, a.dept, a.street, a.level, a.route, a.sla_policy, a.mode.value,
-              a.dispatched_at, a.ack_due, a.handle_due, a.active, a.acknowledged_at, a.resolved_at,
-              a.rejected_reason) for i, a in enumerate(c.assignments)])
+            [
+                (
+                    c.case_id,
+                    i,
+                    a.order_id,
+                    a.dept,
+                    a.street,
+                    a.level,
+                    a.route,
+                    a.sla_policy,
+                    a.mode.value,
+                    a.dispatched_at,
+                    a.ack_due,
+                    a.handle_due,
+                    a.active,
+                    a.acknowledged_at,
+                    a.resolved_at,
+                    a.rejected_reason,
+                )
+                for i, a in enumerate(c.assignments)
+            ],
+        )
 
 
 def _clocks(conn: psycopg.Connection, rec: ClocksRecorded) -> None:
@@ -167,18 +232,27 @@ def _clocks(conn: psycopg.Connection, rec: ClocksRecorded) -> None:
            ON CONFLICT (case_id) DO UPDATE SET committed_at = EXCLUDED.committed_at, live = EXCLUDED.live,
              doc = EXCLUDED.doc, history = COALESCE(EXCLUDED.history, clocks.history)
            WHERE EXCLUDED.committed_at > clocks.committed_at""",
-        (rec.case_id, rec.committed_at, rec.live, doc, hist))
+        (rec.case_id, rec.committed_at, rec.live, doc, hist),
+    )
     with conn.cursor() as cur:
         if rec.ledger:
-            cur.executemany("INSERT INTO ledger VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                            [(e["id"], e["case_id"], e["dept"], e["street"], float(e["breached_at"]), Jsonb(e))
-                             for e in rec.ledger])
+            cur.executemany(
+                "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                [
+                    (e["id"], e["case_id"], e["dept"], e["street"], float(e["breached_at"]), Jsonb(e))
+                    for e in rec.ledger
+                ],
+            )
         if rec.ledger_ended:
-            cur.executemany("INSERT INTO ledger_ended VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                            [(lid, at) for lid, at in rec.ledger_ended])
+            cur.executemany(
+                "INSERT INTO ledger_ended VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                [(lid, at) for lid, at in rec.ledger_ended],
+            )
         if rec.counts:
-            cur.executemany("INSERT INTO indicator_counts VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                            [(rec.message_id, i, p, sc, k, c, n) for i, (p, sc, k, c, n) in enumerate(rec.counts)])
+            cur.executemany(
+                "INSERT INTO indicator_counts VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                [(rec.message_id, i, p, sc, k, c, n) for i, (p, sc, k, c, n) in enumerate(rec.counts)],
+            )
 
 
 def _api_key(conn: psycopg.Connection, rec: ApiKeyRecorded) -> None:
@@ -188,14 +262,31 @@ def _api_key(conn: psycopg.Connection, rec: ApiKeyRecorded) -> None:
              revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at),
              secret_sha256 = CASE WHEN COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at) IS NULL
                                   THEN COALESCE(api_keys.secret_sha256, EXCLUDED.secret_sha256) END""",
-        (rec.key_id, rec.role, rec.dept, rec.name, None if rec.revoked_at else rec.secret_sha256,
-         rec.created_at, rec.revoked_at))
+        (
+            rec.key_id,
+            rec.role,
+            rec.dept,
+            rec.name,
+            None if rec.revoked_at else rec.secret_sha256,
+            rec.created_at,
+            rec.revoked_at,
+        ),
+    )
 
 
 def _order(conn: psycopg.Connection, message_id: str, body: dict[str, Any], when: datetime) -> None:
     try:
-        values = (message_id, str(body["order_id"]), str(body["case_id"]), str(body["dept"]), str(body["street"]),
-                  int(body["level"]), body.get("ack_due"), body.get("handle_due"), when)
+        values = (
+            message_id,
+            str(body["order_id"]),
+            str(body["case_id"]),
+            str(body["dept"]),
+            str(body["street"]),
+            int(body["level"]),
+            body.get("ack_due"),
+            body.get("handle_due"),
+            when,
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise Unarchivable(f"dispatch order without {exc}") from None
     conn.execute("INSERT INTO orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", values)

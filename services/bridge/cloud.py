@@ -14,6 +14,7 @@ Inbound (shared/citytasks.py, used by this bridge's queue and by intake's
 `POST /v1/city/tasks`): a city-platform task as a CloudEvent whose `type` ends in
 `.task.created`; its `data` becomes a gridbus report with `source` = {system, external_id}.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -25,20 +26,34 @@ from cloudevents.core.v1.event import CloudEvent
 
 from shared.citytasks import FORMAT, TASK_TYPE_SUFFIX, CityTask, parse, report_of
 
-__all__ = ["FORMAT", "TASK_TYPE_SUFFIX", "CityTask", "CloudEvent", "amqp_message", "http_message", "outbound",
-           "parse", "report_of"]
+__all__ = [
+    "FORMAT",
+    "TASK_TYPE_SUFFIX",
+    "CityTask",
+    "CloudEvent",
+    "amqp_message",
+    "http_message",
+    "outbound",
+    "parse",
+    "report_of",
+]
 
 
 def event_type(prefix: str, event_name: str) -> str:
     return prefix + event_name.replace("_", ".")
 
 
-def outbound(body: dict[str, Any], source: str, prefix: str, citygrid: str | None = None,
-             external: tuple[str, str] | None = None) -> CloudEvent:
+def outbound(
+    body: dict[str, Any], source: str, prefix: str, citygrid: str | None = None, external: tuple[str, str] | None = None
+) -> CloudEvent:
     attributes: dict[str, Any] = {
-        "id": body["message_id"], "source": source, "type": event_type(prefix, body["event"]),
-        "subject": body["case_id"], "time": datetime.fromisoformat(body["occurred_at"]),
-        "datacontenttype": "application/json", "correlationid": body.get("correlation_id", ""),
+        "id": body["message_id"],
+        "source": source,
+        "type": event_type(prefix, body["event"]),
+        "subject": body["case_id"],
+        "time": datetime.fromisoformat(body["occurred_at"]),
+        "datacontenttype": "application/json",
+        "correlationid": body.get("correlation_id", ""),
     }
     if external is not None:
         attributes["externalsystem"], attributes["externalid"] = external

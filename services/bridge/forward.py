@@ -10,6 +10,7 @@ BRIDGE_AMQP_EXCHANGE with the event type as routing key; unroutable or unconfirm
 held the same way. An event is acked only when every configured target has it; a retry
 after a partial success sends the same CloudEvent `id` again (receivers drop repeats).
 """
+
 from __future__ import annotations
 
 import time
@@ -46,9 +47,15 @@ class Targets:
 
 
 class Forwarder:
-    def __init__(self, client: redis.Redis, crosswalk: Crosswalk, targets: Targets,
-                 http: httpx.Client | None = None, amqp_publish: AmqpPublish | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        crosswalk: Crosswalk,
+        targets: Targets,
+        http: httpx.Client | None = None,
+        amqp_publish: AmqpPublish | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.r = client
         self.crosswalk = crosswalk
         self.targets = targets
@@ -70,8 +77,10 @@ class Forwarder:
             self.r.hset(key, mapping=fields)
             self.r.expire(key, KEEP_S)
         stored = self.r.hgetall(key)
-        known = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-                 for k, v in stored.items()}
+        known = {
+            (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+            for k, v in stored.items()
+        }
         grid = known.get("grid") or None
         external = (known["system"], known["external_id"]) if known.get("external_id") else None
         return (self.crosswalk.to_city(grid) if grid else None), external
@@ -91,8 +100,13 @@ class Forwarder:
                 metrics.BRIDGE_EVENTS_OUT.labels("amqp", "retried").inc()
                 raise DependencyUnavailable("city-amqp", f"{type(exc).__name__}: {exc}") from exc
             metrics.BRIDGE_EVENTS_OUT.labels("amqp", "delivered").inc()
-        log.info("event_bridged", case_id=body["case_id"], type=event.get_type(), id=event.get_id(),
-                 external=external[1] if external else None)
+        log.info(
+            "event_bridged",
+            case_id=body["case_id"],
+            type=event.get_type(),
+            id=event.get_id(),
+            external=external[1] if external else None,
+        )
         return event
 
     def _post(self, event: cloud.CloudEvent) -> None:

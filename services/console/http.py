@@ -9,6 +9,7 @@ authorisation, validation, state machine, outbox and logs as a client of the API
 
 Uses what IntakeService provides: `self.redis`, `self.domain`, and the endpoint methods.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,14 +39,15 @@ from shared.models import Case, utcnow
 
 log = structlog.get_logger("gridbus.console")
 HERE = Path(__file__).resolve().parent
-TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True,
-                        lstrip_blocks=True)
+TEMPLATES = Environment(
+    loader=FileSystemLoader(HERE / "templates"), autoescape=True, trim_blocks=True, lstrip_blocks=True
+)
 STATIC = {"console.css": "text/css; charset=utf-8", "console.js": "text/javascript; charset=utf-8"}
 CONSOLE_ROLES = ("ops", "station")
 HEADERS = {
     "Content-Type": "text/html; charset=utf-8",
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-                               "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
@@ -67,8 +69,11 @@ class ConsoleNames(DependencyProvider):
         from shared.departments import load_departments
         from shared.grid import load_grid
 
-        self.names = views.Names(grid=load_grid(), depts={d.code: d.name for d in load_departments()},
-                                 categories={c.code: c.name for c in load_catalog()})
+        self.names = views.Names(
+            grid=load_grid(),
+            depts={d.code: d.name for d in load_departments()},
+            categories={c.code: c.name for c in load_catalog()},
+        )
 
     def get_dependency(self, worker_ctx: Any) -> views.Names:
         return self.names
@@ -90,19 +95,28 @@ def action_body(action: str, form: Any) -> dict[str, Any]:
     """A console form → the JSON body of the API endpoint it calls. The form's one-time
     id is the idempotency key, so a double click applies once."""
     if action == "dispatch":
-        body: dict[str, Any] = {"dispatch_id": form.get("form_id", ""), "departments": form_fields(form, "dept"),
-                                "note": form.get("note", "").strip()}
+        body: dict[str, Any] = {
+            "dispatch_id": form.get("form_id", ""),
+            "departments": form_fields(form, "dept"),
+            "note": form.get("note", "").strip(),
+        }
         if form.get("level", "").strip():
             body["level"] = int(form["level"]) if form["level"].isdigit() else form["level"]
         if form.get("hand_up"):
             body["hand_up"] = True
         return body
     if action == "verification":
-        return {"result": form.get("result", ""), "note": form.get("note", "").strip(),
-                "verifier": form.get("verifier", "").strip()}
+        return {
+            "result": form.get("result", ""),
+            "note": form.get("note", "").strip(),
+            "verifier": form.get("verifier", "").strip(),
+        }
     if action == "suspension":
-        return {"decision": form.get("decision", ""), "approver": form.get("approver", "").strip(),
-                "note": form.get("note", "").strip()}
+        return {
+            "decision": form.get("decision", ""),
+            "approver": form.get("approver", "").strip(),
+            "note": form.get("note", "").strip(),
+        }
     return {"reason": form.get("reason", "").strip()}
 
 
@@ -146,24 +160,40 @@ class ConsoleApi:
         who = session.principal.role.value
         if street:
             who += f" · {self.console_names.grid.name_of(street) or street}"
-        return {"who": who, "key_id": session.principal.key_id, "csrf": session.csrf, "tz": get_settings().timezone,
-                **more}
+        return {
+            "who": who,
+            "key_id": session.principal.key_id,
+            "csrf": session.csrf,
+            "tz": get_settings().timezone,
+            **more,
+        }
 
     def _open_cases(self) -> list[Case]:
         store, _ = self.domain.for_client(self.redis)
         ids = store.open_case_ids()
-        return [c for i in range(0, len(ids), 500) for c in store.get_many(ids[i:i + 500]) if c is not None]
+        return [c for i in range(0, len(ids), 500) for c in store.get_many(ids[i : i + 500]) if c is not None]
 
-    def _call_api(self, session: Session, method: str, path: str, body: dict[str, Any] | None = None,
-                  idempotency_key: str | None = None, *args: str) -> tuple[int, Any]:
+    def _call_api(
+        self,
+        session: Session,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        *args: str,
+    ) -> tuple[int, Any]:
         """Call an API endpoint method as a client with this session's key would."""
         headers = {"Authorization": f"Bearer {session.key}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-        environ = EnvironBuilder(path=path, method="GET" if body is None else "POST", headers=list(headers.items()),
-                                 data=data,
-                                 content_type="application/json" if data is not None else None).get_environ()
+        environ = EnvironBuilder(
+            path=path,
+            method="GET" if body is None else "POST",
+            headers=list(headers.items()),
+            data=data,
+            content_type="application/json" if data is not None else None,
+        ).get_environ()
         resp = getattr(self, method)(Request(environ), *args)
         raw = resp.get_data()
         try:
@@ -192,9 +222,15 @@ class ConsoleApi:
             return page("login.html.j2", 401, next=target, error=f"登录失败：{exc.message}")
         log.info("console_login", key_id=session.principal.key_id, role=session.principal.role.value)
         resp = redirect(target)
-        resp.set_cookie(sessions.COOKIE, session.cookie_value, max_age=sessions.SESSION_TTL_S, path="/console",
-                        httponly=True, samesite="Strict",
-                        secure=get_settings().public_base_url.startswith("https://"))
+        resp.set_cookie(
+            sessions.COOKIE,
+            session.cookie_value,
+            max_age=sessions.SESSION_TTL_S,
+            path="/console",
+            httponly=True,
+            samesite="Strict",
+            secure=get_settings().public_base_url.startswith("https://"),
+        )
         return resp
 
     @http("POST", "/console/logout")
@@ -213,15 +249,17 @@ class ConsoleApi:
     def console_static(self, request: Request, name: str) -> Response:
         if name not in STATIC:
             return Response("not found", status=404)
-        return Response((HERE / "static" / name).read_bytes(),
-                        headers={"Content-Type": STATIC[name], "Cache-Control": "max-age=300",
-                                 "X-Content-Type-Options": "nosniff"})
+        return Response(
+            (HERE / "static" / name).read_bytes(),
+            headers={"Content-Type": STATIC[name], "Cache-Control": "max-age=300", "X-Content-Type-Options": "nosniff"},
+        )
 
     # ------------------------------------------------------------------ pages
     @http("GET", "/console/board")
     def console_board(self, request: Request) -> Response:
         def render(session: Session) -> Response:
             return page("board.html.j2", nav="board", **self._context(session, board=self._board(session)))
+
         return self._logged_in(request, render)
 
     @http("GET", "/console/board/live")
@@ -239,11 +277,21 @@ class ConsoleApi:
     @http("GET", "/console/triage")
     def console_triage(self, request: Request) -> Response:
         def render(session: Session) -> Response:
-            queues = views.triage_rows(self._open_cases(), utcnow(), self._tz(), self.console_names,
-                                       self._street(session))
-            return page("triage.html.j2", nav="triage", **self._context(
-                session, queues=queues, departments=self._dispatchable(), form_id=_form_id(),
-                notice=_notice(request)))
+            queues = views.triage_rows(
+                self._open_cases(), utcnow(), self._tz(), self.console_names, self._street(session)
+            )
+            return page(
+                "triage.html.j2",
+                nav="triage",
+                **self._context(
+                    session,
+                    queues=queues,
+                    departments=self._dispatchable(),
+                    form_id=_form_id(),
+                    notice=_notice(request),
+                ),
+            )
+
         return self._logged_in(request, render)
 
     def _dispatchable(self) -> list[tuple[str, str]]:
@@ -260,20 +308,33 @@ class ConsoleApi:
                 error, month = f"月份格式应为 YYYY-MM（收到 {month[:20]}）", current_period(self._tz())
             rows = load_indicators(self.redis, month)
             names = self.console_names
-            return page("league.html.j2", 422 if error else 200, nav="league", **self._context(
-                session, month=month, error=error, target=views.TARGET_721_TEXT, modes=views.MODE_LABELS,
-                depts=views.league(rows, "dept", names.depts),
-                streets=views.league(rows, "street", dict(names.grid.streets))))
+            return page(
+                "league.html.j2",
+                422 if error else 200,
+                nav="league",
+                **self._context(
+                    session,
+                    month=month,
+                    error=error,
+                    target=views.TARGET_721_TEXT,
+                    modes=views.MODE_LABELS,
+                    depts=views.league(rows, "dept", names.depts),
+                    streets=views.league(rows, "street", dict(names.grid.streets)),
+                ),
+            )
+
         return self._logged_in(request, render)
 
     @http("GET", "/console/cases/<string:case_id>")
     def console_case(self, request: Request, case_id: str) -> Response:
         def render(session: Session) -> Response:
             return self._case_page(session, case_id, notice=_notice(request))
+
         return self._logged_in(request, render)
 
-    def _case_page(self, session: Session, case_id: str, status: int = 200, notice: str = "",
-                   error: str = "") -> Response:
+    def _case_page(
+        self, session: Session, case_id: str, status: int = 200, notice: str = "", error: str = ""
+    ) -> Response:
         code, body = self._call_api(session, "get_case", f"/v1/cases/{case_id}", None, None, case_id)
         if code != 200:
             return page("error.html.j2", code, nav="", **self._context(session, message=error_text(body)))
@@ -283,12 +344,28 @@ class ConsoleApi:
         for n in notifications:
             n["when"] = views.local(datetime.fromtimestamp(n["at"], tz), tz)
             n["outcome_label"] = views.OUTCOME_LABELS.get(n["outcome"].split(":")[0], n["outcome"])
-        return page("case.html.j2", status, nav="", **self._context(
-            session, case=case, row=views.row_of(case, utcnow(), tz, names), names=names, local=views.local,
-            tzinfo=tz, labels=views.STATUS_LABELS, map=views.map_of(case, names.grid, 200, 150),
-            zoom=views.map_of(case, names.grid, 420, 300, span=0.006), notifications=notifications,
-            departments=self._dispatchable(), form_id=_form_id(), notice=notice, error=error,
-            modes=views.MODE_LABELS))
+        return page(
+            "case.html.j2",
+            status,
+            nav="",
+            **self._context(
+                session,
+                case=case,
+                row=views.row_of(case, utcnow(), tz, names),
+                names=names,
+                local=views.local,
+                tzinfo=tz,
+                labels=views.STATUS_LABELS,
+                map=views.map_of(case, names.grid, 200, 150),
+                zoom=views.map_of(case, names.grid, 420, 300, span=0.006),
+                notifications=notifications,
+                departments=self._dispatchable(),
+                form_id=_form_id(),
+                notice=notice,
+                error=error,
+                modes=views.MODE_LABELS,
+            ),
+        )
 
     # ------------------------------------------------------------------ actions
     @http("POST", "/console/cases/<string:case_id>/<string:action>")
@@ -300,14 +377,21 @@ class ConsoleApi:
         if action not in ACTIONS:
             return Response("unknown action", status=404)
         if not _same_origin(request) or not sessions.csrf_ok(session, request.form.get("csrf")):
-            return page("error.html.j2", 403, nav="",
-                        **self._context(session, message="表单已过期或来源不符，请刷新页面后重试"))
+            return page(
+                "error.html.j2", 403, nav="", **self._context(session, message="表单已过期或来源不符，请刷新页面后重试")
+            )
         method, label = ACTIONS[action]
         if not hasattr(self, method):
             return page("error.html.j2", 501, nav="", **self._context(session, message=f"本版本不支持{label}"))
         form_id = request.form.get("form_id") or secrets.token_hex(8)
-        code, body = self._call_api(session, method, f"/v1/cases/{case_id}/{action}", action_body(action, request.form),
-                                    f"console:{form_id}", case_id)
+        code, body = self._call_api(
+            session,
+            method,
+            f"/v1/cases/{case_id}/{action}",
+            action_body(action, request.form),
+            f"console:{form_id}",
+            case_id,
+        )
         log.info("console_action", case_id=case_id, action=action, status=code, key_id=session.principal.key_id)
         if code >= 400:
             return self._case_page(session, case_id, status=code, error=f"{label}未成功：{error_text(body)}")

@@ -10,6 +10,7 @@ the cookie worthless even if a copy of it survives.
 CSRF: every form carries the session's token (synchronizer token), compared in constant
 time; SameSite=Strict already keeps other sites' forms from sending the cookie at all.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -51,8 +52,9 @@ def log_in(client: redis.Redis, key: str, may_use: tuple[str, ...]) -> Session:
     session_id, csrf = secrets.token_urlsafe(18), secrets.token_urlsafe(24)
     name = keys.console_session(session_id)
     pipe = client.pipeline(transaction=True)
-    pipe.hset(name, mapping={"key_id": principal.key_id, "csrf": csrf,
-                             "created_at": datetime.now(timezone.utc).isoformat()})
+    pipe.hset(
+        name, mapping={"key_id": principal.key_id, "csrf": csrf, "created_at": datetime.now(timezone.utc).isoformat()}
+    )
     pipe.expire(name, SESSION_TTL_S)
     pipe.execute()
     return Session(session_id, key.strip(), csrf, principal)

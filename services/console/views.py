@@ -4,6 +4,7 @@ the board, the triage queue, suspension requests, the league table and a case's 
 Everything here reads; nothing changes state (the console's actions call intake's API
 endpoints, see services/console/http.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -17,10 +18,18 @@ from shared.grid import GridRegistry
 from shared.models import Assignment, Case, CaseStatus
 
 STATUS_LABELS = {
-    CaseStatus.reported: "已上报", CaseStatus.registered: "已立案", CaseStatus.dispatched: "已派遣",
-    CaseStatus.acknowledged: "已签收", CaseStatus.in_progress: "处置中", CaseStatus.resolved: "已处置待核查",
-    CaseStatus.closed: "已结案", CaseStatus.rejected: "已退回", CaseStatus.reopened: "返工",
-    CaseStatus.suspended: "挂起", CaseStatus.duplicate: "重复件", CaseStatus.cancelled: "已作废",
+    CaseStatus.reported: "已上报",
+    CaseStatus.registered: "已立案",
+    CaseStatus.dispatched: "已派遣",
+    CaseStatus.acknowledged: "已签收",
+    CaseStatus.in_progress: "处置中",
+    CaseStatus.resolved: "已处置待核查",
+    CaseStatus.closed: "已结案",
+    CaseStatus.rejected: "已退回",
+    CaseStatus.reopened: "返工",
+    CaseStatus.suspended: "挂起",
+    CaseStatus.duplicate: "重复件",
+    CaseStatus.cancelled: "已作废",
 }
 MODE_LABELS = {"service": "服务", "management": "管理", "enforcement": "执法"}
 OUTCOME_LABELS = {"delivered": "已送达", "no_address": "无地址", "dead": "发送失败"}
@@ -76,12 +85,20 @@ def row_of(case: Case, now: datetime, tz: ZoneInfo, names: "Names") -> CaseRow:
     dues = [a.handle_due for a in act if a.handle_due is not None and a.resolved_at is None]
     req = case.suspension_request
     return CaseRow(
-        case_id=case.case_id, status=case.status.value, status_label=STATUS_LABELS[case.status],
-        category=names.category(case.category), description=case.description[:60],
-        street=names.grid.name_of(case.street) or case.street, grid=names.grid.name_of(case.grid) or case.grid,
-        depts="、".join(names.dept(a.dept) for a in act) or "—", due=local(min(dues), tz) if dues else "",
-        registered=local(case.registered_at, tz), overdue=any(overdue(a, now) for a in act),
-        escalated=escalated(case), disputed=case.disputed, triage=in_triage(case),
+        case_id=case.case_id,
+        status=case.status.value,
+        status_label=STATUS_LABELS[case.status],
+        category=names.category(case.category),
+        description=case.description[:60],
+        street=names.grid.name_of(case.street) or case.street,
+        grid=names.grid.name_of(case.grid) or case.grid,
+        depts="、".join(names.dept(a.dept) for a in act) or "—",
+        due=local(min(dues), tz) if dues else "",
+        registered=local(case.registered_at, tz),
+        overdue=any(overdue(a, now) for a in act),
+        escalated=escalated(case),
+        disputed=case.disputed,
+        triage=in_triage(case),
         suspension_request=f"{names.dept(req.dept)}：{req.reason}" if req else "",
     )
 
@@ -119,8 +136,9 @@ class Board:
     street_totals: dict[str, Cell] = field(default_factory=dict)
 
 
-def board(cases: Iterable[Case], now: datetime, tz: ZoneInfo, names: Names, street: str | None = None,
-          recent: int = 12) -> Board:
+def board(
+    cases: Iterable[Case], now: datetime, tz: ZoneInfo, names: Names, street: str | None = None, recent: int = 12
+) -> Board:
     """Open cases by street × department (a jointly dispatched case counts for each of its
     departments, one not yet dispatched under `未派遣`), and the tiles: open, overdue,
     escalated, triage, disputed, awaiting verification, suspension requests."""
@@ -155,12 +173,20 @@ def board(cases: Iterable[Case], now: datetime, tz: ZoneInfo, names: Names, stre
     order = [d for d in names.depts if d in depts_seen] + sorted(d for d in depts_seen if d not in names.depts)
     dept_cols = [(d, "未派遣" if d == NONE_DEPT else names.dept(d)) for d in order]
     rows.sort(key=lambda t: t[0], reverse=True)
-    return Board(now=local(now, tz), streets=streets, depts=dept_cols, cells=cells, totals=totals,
-                 recent=[r for _, r in rows[:recent]], street_totals=street_totals)
+    return Board(
+        now=local(now, tz),
+        streets=streets,
+        depts=dept_cols,
+        cells=cells,
+        totals=totals,
+        recent=[r for _, r in rows[:recent]],
+        street_totals=street_totals,
+    )
 
 
-def triage_rows(cases: Iterable[Case], now: datetime, tz: ZoneInfo, names: Names,
-                street: str | None = None) -> dict[str, list[CaseRow]]:
+def triage_rows(
+    cases: Iterable[Case], now: datetime, tz: ZoneInfo, names: Names, street: str | None = None
+) -> dict[str, list[CaseRow]]:
     """The grid station's work: cases to dispatch by hand (triage, disputed), resolutions
     to verify, suspension requests to decide."""
     out: dict[str, list[CaseRow]] = {"triage": [], "verify": [], "suspension": []}
@@ -201,12 +227,23 @@ def league(rows: Iterable[Indicators], scope: str, names: dict[str, str]) -> lis
         if r.scope != scope:
             continue
         shares = r.shares()
-        out.append(LeagueRow(
-            key=r.key, name=names.get(r.key, r.key), registered=r.c("registered"), resolved=r.c("resolved"),
-            on_time=pct(r.on_time_rate), closed=pct(r.closed_rate), rework=pct(r.rework_rate),
-            breaches=r.c("breaches"), escalations=r.c("escalations"),
-            score="-" if r.score is None else f"{r.score:.1f}", grade=r.grade,
-            shares={m: pct(shares[m]) for m in MODES}, sort_score=-1.0 if r.score is None else r.score))
+        out.append(
+            LeagueRow(
+                key=r.key,
+                name=names.get(r.key, r.key),
+                registered=r.c("registered"),
+                resolved=r.c("resolved"),
+                on_time=pct(r.on_time_rate),
+                closed=pct(r.closed_rate),
+                rework=pct(r.rework_rate),
+                breaches=r.c("breaches"),
+                escalations=r.c("escalations"),
+                score="-" if r.score is None else f"{r.score:.1f}",
+                grade=r.grade,
+                shares={m: pct(shares[m]) for m in MODES},
+                sort_score=-1.0 if r.score is None else r.score,
+            )
+        )
     return sorted(out, key=lambda x: (-x.sort_score, x.key))
 
 
@@ -224,8 +261,7 @@ class MapView:
     inside: bool
 
 
-def map_of(case: Case, grid: GridRegistry, width: int = 420, height: int = 300,
-           span: float | None = None) -> MapView:
+def map_of(case: Case, grid: GridRegistry, width: int = 420, height: int = 300, span: float | None = None) -> MapView:
     """The district outline, the patches that have polygons (the case's highlighted) and
     the report's position, projected plainly (lon → x, lat → y) into an SVG box: no map
     tiles, the console works without network. `span` (degrees): only the neighbourhood,
@@ -251,5 +287,6 @@ def map_of(case: Case, grid: GridRegistry, width: int = 420, height: int = 300,
 
     patches = [{"code": code, "points": path(points), "mine": code == case.grid} for code, points in outlines]
     x, y = xy(lon, lat)
-    return MapView(width, round(2 * pad + (hi_y - lo_y) * s) or height, path(ring), patches, x, y,
-                   grid.in_district(lat, lon))
+    return MapView(
+        width, round(2 * pad + (hi_y - lo_y) * s) or height, path(ring), patches, x, y, grid.in_district(lat, lon)
+    )

@@ -9,6 +9,7 @@ from which a department/liaison is flagged for referral, default 2).
 Answer 200: {"from", "to", "count", "entries": [...], "departments": [...], "liaisons": [...]};
 401/403 as every authenticated endpoint; 422 for a bad parameter.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -45,8 +46,16 @@ def accountability(client: Any, args: Any) -> Response:
     for e in rows:
         for k in ("due", "breached_at", "done"):
             e[k] = iso(e[k])
-    return json_response(200, {"from": iso(period.start), "to": iso(period.end), "count": len(rows),
-                               "entries": rows, **summary(rows, repeated)})
+    return json_response(
+        200,
+        {
+            "from": iso(period.start),
+            "to": iso(period.end),
+            "count": len(rows),
+            "entries": rows,
+            **summary(rows, repeated),
+        },
+    )
 
 
 def accountability_response(client: Any, args: Any, headers: Any) -> Response:

@@ -17,6 +17,7 @@ Roles:
 - `city`: the city platform (一网统管, the 12345 hotline): hands tasks over as
   CloudEvents (`POST /v1/city/tasks`) and reads the cases that came from it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -115,8 +116,14 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, name: str = "",
-               prefix: str | None = None, street: str | None = None) -> tuple[str, KeyInfo]:
+def create_key(
+    client: redis.Redis,
+    role: Role | str,
+    dept: str | None = None,
+    name: str = "",
+    prefix: str | None = None,
+    street: str | None = None,
+) -> tuple[str, KeyInfo]:
     """Create a key; returns (the full key — its only appearance —, its stored info).
     `prefix`: the Redis key prefix of another stack (default: this one's)."""
     role = Role(role)
@@ -131,17 +138,35 @@ def create_key(client: redis.Redis, role: Role | str, dept: str | None = None, n
     key_id = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     now = _now()
-    fields: dict[Any, Any] = {"secret_sha256": _digest(secret), "role": role.value, "dept": dept or "", "name": name,
-              "created_at": now.isoformat(), "street": street or ""}
+    fields: dict[Any, Any] = {
+        "secret_sha256": _digest(secret),
+        "role": role.value,
+        "dept": dept or "",
+        "name": name,
+        "created_at": now.isoformat(),
+        "street": street or "",
+    }
     # 48-bit ids practically never clash; if one does, refuse rather than overwrite a key
     if client.exists(keys.api_key(key_id, prefix)):
         raise RuntimeError("key id collision; try again")
     pipe = client.pipeline()
     pipe.hset(keys.api_key(key_id, prefix), mapping=fields)
     pipe.sadd(keys.api_keys(prefix), key_id)
-    _record(pipe, ApiKeyRecorded(message_id=f"apikey:{key_id}:created", case_id="", correlation_id=key_id,
-                                 key_id=key_id, role=role.value, dept=dept, name=name,
-                                 secret_sha256=fields["secret_sha256"], created_at=now), prefix)
+    _record(
+        pipe,
+        ApiKeyRecorded(
+            message_id=f"apikey:{key_id}:created",
+            case_id="",
+            correlation_id=key_id,
+            key_id=key_id,
+            role=role.value,
+            dept=dept,
+            name=name,
+            secret_sha256=fields["secret_sha256"],
+            created_at=now,
+        ),
+        prefix,
+    )
     pipe.execute()
     info = KeyInfo(key_id, role, dept or None, name, now, None, None, street or None)
     return f"{KEY_PREFIX}{key_id}.{secret}", info
@@ -160,15 +185,24 @@ def _dt(value: str | bytes | None) -> datetime | None:
 
 
 def _info(key_id: str, h: Mapping[str, str]) -> KeyInfo:
-    return KeyInfo(key_id, Role(h["role"]), h.get("dept") or None, h.get("name", ""),
-                   _dt(h["created_at"]) or _now(), _dt(h.get("last_used_at")), _dt(h.get("revoked_at")),
-                   h.get("street") or None)
+    return KeyInfo(
+        key_id,
+        Role(h["role"]),
+        h.get("dept") or None,
+        h.get("name", ""),
+        _dt(h["created_at"]) or _now(),
+        _dt(h.get("last_used_at")),
+        _dt(h.get("revoked_at")),
+        h.get("street") or None,
+    )
 
 
 def _decoded(h: Mapping[Any, Any]) -> dict[str, str]:
     # callers may hand us a client with or without decode_responses
-    return {(k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
-            for k, v in h.items()}
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in h.items()
+    }
 
 
 def list_keys(client: redis.Redis) -> list[KeyInfo]:
@@ -194,9 +228,21 @@ def revoke_key(client: redis.Redis, key_id: str) -> bool:
     pipe = client.pipeline()
     pipe.hset(keys.api_key(key_id), "revoked_at", now.isoformat())
     pipe.hdel(keys.api_key(key_id), "secret_sha256")
-    _record(pipe, ApiKeyRecorded(message_id=f"apikey:{key_id}:revoked", case_id="", correlation_id=key_id,
-                                 key_id=key_id, role=h["role"], dept=h.get("dept") or None, name=h.get("name", ""),
-                                 created_at=_dt(h.get("created_at")) or now, revoked_at=now), None)
+    _record(
+        pipe,
+        ApiKeyRecorded(
+            message_id=f"apikey:{key_id}:revoked",
+            case_id="",
+            correlation_id=key_id,
+            key_id=key_id,
+            role=h["role"],
+            dept=h.get("dept") or None,
+            name=h.get("name", ""),
+            created_at=_dt(h.get("created_at")) or now,
+            revoked_at=now,
+        ),
+        None,
+    )
     pipe.execute()
     return True
 

@@ -24,6 +24,7 @@ logging: the wrapper answers before nameko would log.
 Other intake mixins reuse all of it: decorate with `@api(...)`, read the caller with
 `principal(request)`, the body with `request.get_data()`, raise domain errors.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,7 +58,7 @@ from shared.resilience import transient_dependency
 
 log = structlog.get_logger("gridbus.intake.http")
 JSON_TYPE = "application/json; charset=utf-8"
-RETRY_AFTER_S = 2          # what a 503 tells clients to wait
+RETRY_AFTER_S = 2  # what a 503 tells clients to wait
 PRINCIPAL = "gridbus.principal"
 IDEMPOTENCY_HELP = "1–40 of A–Z a–z 0–9 _ . : -"
 ALL_METHODS = "GET,POST,PUT,PATCH,DELETE,HEAD,OPTIONS"
@@ -117,8 +118,7 @@ class Problem:
 def _unavailable(exc: BaseException, dependency: str) -> Problem:
     metrics.HTTP_DEPENDENCY_UNAVAILABLE.inc()
     log.warning("http_dependency_unavailable", dependency=dependency, error=type(exc).__name__, message=str(exc))
-    return Problem(503, "", "a dependency of intake is unavailable; retry later",
-                   {"Retry-After": str(RETRY_AFTER_S)})
+    return Problem(503, "", "a dependency of intake is unavailable; retry later", {"Retry-After": str(RETRY_AFTER_S)})
 
 
 def _http_exception(exc: HTTPException) -> Problem:
@@ -132,11 +132,24 @@ ERRORS: tuple[tuple[tuple[type[BaseException], ...], Callable[[Any], Problem]], 
     ((InvalidInput,), lambda e: Problem(422, e.errors[0].field if e.errors else "", str(e), errors=e.errors)),
     ((AuthError,), lambda e: Problem(e.status, "Authorization", e.message, e.headers())),
     ((CaseNotFound,), lambda e: Problem(404, "case_id", f"no case {e.args[0] if e.args else ''}")),
-    ((IllegalTransition,), lambda e: Problem(409, "action", str(e), body={
-        "error": "illegal_transition", "message": str(e), "current": e.current.value,
-        "allowed": [a.value for a in e.allowed]})),
-    ((NoSuspensionRequested,), lambda e: Problem(409, "decision", str(e), body={
-        "error": "no_suspension_requested", "message": str(e)})),
+    (
+        (IllegalTransition,),
+        lambda e: Problem(
+            409,
+            "action",
+            str(e),
+            body={
+                "error": "illegal_transition",
+                "message": str(e),
+                "current": e.current.value,
+                "allowed": [a.value for a in e.allowed],
+            },
+        ),
+    ),
+    (
+        (NoSuspensionRequested,),
+        lambda e: Problem(409, "decision", str(e), body={"error": "no_suspension_requested", "message": str(e)}),
+    ),
     ((NotAssigned,), lambda e: Problem(403, "case_id", str(e))),
     ((open311.Open311Error,), lambda e: Problem(e.status, "", e.description)),
     ((VersionConflict,), lambda e: Problem(503, "", "the case changed meanwhile; retry", {"Retry-After": "1"})),
@@ -155,15 +168,19 @@ def problem_of(exc: BaseException, request: Request | None = None) -> Problem:
         return _unavailable(exc, dependency)
     error_id = uuid.uuid4().hex[:12]
     metrics.HTTP_UNEXPECTED_ERRORS.inc()
-    log.error("http_unexpected_error", error_id=error_id, path=request.path if request else None,
-              method=request.method if request else None, exc_info=exc)
+    log.error(
+        "http_unexpected_error",
+        error_id=error_id,
+        path=request.path if request else None,
+        method=request.method if request else None,
+        exc_info=exc,
+    )
     return Problem(500, "", f"internal error {error_id}; it has been logged")
 
 
 def json_response(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
     """The one JSON answer of intake's HTTP API."""
-    resp = Response(json.dumps(body, ensure_ascii=False, default=str), status=status,
-                    content_type=JSON_TYPE)
+    resp = Response(json.dumps(body, ensure_ascii=False, default=str), status=status, content_type=JSON_TYPE)
     for k, v in (headers or {}).items():
         resp.headers[k] = v
     return resp
@@ -288,12 +305,20 @@ class ApiEntrypoint(HttpRequestHandler):
 
     gate = HttpGate()
 
-    def __init__(self, method: str, url: str, roles: Iterable[Role | str] = (), auth: str = "bearer",
-                 body: str | None = None, style: str = "gridbus", **kwargs: Any) -> None:
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        roles: Iterable[Role | str] = (),
+        auth: str = "bearer",
+        body: str | None = None,
+        style: str = "gridbus",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(method, url, **kwargs)
         self.roles = tuple(Role(r) for r in roles)
         self.auth = auth if self.roles else "none"
-        self.body = body          # None, "json", "form" or "cloudevents"
+        self.body = body  # None, "json", "form" or "cloudevents"
         self.style = style
 
     def start(self) -> None:
@@ -324,8 +349,9 @@ class ApiEntrypoint(HttpRequestHandler):
         if self.body == "form" and not _is_form(request):
             raise UnsupportedMediaType("Content-Type must be application/x-www-form-urlencoded", "Content-Type")
         if self.body == "cloudevents" and not _is_cloudevent(request):
-            raise UnsupportedMediaType("Content-Type must be application/cloudevents+json (a structured "
-                                       "CloudEvent)", "Content-Type")
+            raise UnsupportedMediaType(
+                "Content-Type must be application/cloudevents+json (a structured CloudEvent)", "Content-Type"
+            )
         settings = self.gate.settings
         try:
             with eventlet.Timeout(settings.http_read_timeout_seconds):
@@ -334,13 +360,16 @@ class ApiEntrypoint(HttpRequestHandler):
             if isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and "timed out" not in str(exc):
                 raise
             metrics.HTTP_READ_TIMEOUTS.inc()
-            raise RequestTimeout(f"body not received within {settings.http_read_timeout_seconds:g} s",
-                                 "", {"Connection": "close"}) from None
+            raise RequestTimeout(
+                f"body not received within {settings.http_read_timeout_seconds:g} s", "", {"Connection": "close"}
+            ) from None
         _buffer(request.environ, raw)
 
     def _admit(self, request: Request) -> None:
-        preauth = self.auth == "bearer" or (self.auth == "open311" and (
-            request.args.get("api_key") or request.headers.get("Authorization") or self.body is None))
+        preauth = self.auth == "bearer" or (
+            self.auth == "open311"
+            and (request.args.get("api_key") or request.headers.get("Authorization") or self.body is None)
+        )
         who: Principal | None = None
         if preauth:
             who = self._authenticate(request)
@@ -365,8 +394,9 @@ class ApiEntrypoint(HttpRequestHandler):
             try:
                 event = Event()
                 args, kwargs = self.get_entrypoint_parameters(request)
-                self.container.spawn_worker(self, args, kwargs, context_data={},
-                                            handle_result=functools.partial(self.handle_result, event))
+                self.container.spawn_worker(
+                    self, args, kwargs, context_data={}, handle_result=functools.partial(self.handle_result, event)
+                )
                 result = event.wait()
             finally:
                 self.gate.slots.release()
@@ -376,8 +406,13 @@ class ApiEntrypoint(HttpRequestHandler):
 
 
 def api(
-    method: str, url: str, *, roles: Iterable[Role | str] = (), auth: str = "bearer",
-    body: str | None = None, style: str = "gridbus",
+    method: str,
+    url: str,
+    *,
+    roles: Iterable[Role | str] = (),
+    auth: str = "bearer",
+    body: str | None = None,
+    style: str = "gridbus",
 ) -> Callable[[Callable[..., Response]], Callable[..., Response]]:
     """Decorate an intake HTTP handler (see the module docstring). `roles`: who may call
     (none: anybody); `auth`: "bearer" or "open311" (api_key parameter or Bearer);

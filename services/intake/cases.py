@@ -3,6 +3,7 @@
 Plain code over a `CaseStore`, a category catalog and a grid registry, so it can be
 tested without a broker; the nameko service only wires entrypoints to it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,15 @@ class Registered:
 
 
 class Registrar:
-    def __init__(self, store: CaseStore, catalog: Catalog, grid: GridRegistry, tz: str,
-                 duplicates: DuplicatePolicy | None = None, onsite_sample_rate: float = 1.0) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        catalog: Catalog,
+        grid: GridRegistry,
+        tz: str,
+        duplicates: DuplicatePolicy | None = None,
+        onsite_sample_rate: float = 1.0,
+    ) -> None:
         self.store = store
         self.catalog = catalog
         self.grid = grid
@@ -59,8 +67,7 @@ class Registrar:
         self.duplicates = duplicates or DuplicatePolicy()
         self.onsite_sample_rate = onsite_sample_rate
 
-    def register(self, report: Report, now: datetime | None = None,
-                 idempotency_key: str | None = None) -> Registered:
+    def register(self, report: Report, now: datetime | None = None, idempotency_key: str | None = None) -> Registered:
         """Register a report as a case. The same idempotency key (the `Idempotency-Key`
         header, else the report id) always gives the same case; a report repeating an
         open case nearby becomes its duplicate and is not dispatched again."""
@@ -74,13 +81,21 @@ class Registrar:
         try:
             place = self.grid.place(report.location.lat, report.location.lon, report.location.grid)
         except GridError as exc:
-            field = "location.grid" if report.location.grid and self.grid.in_district(
-                report.location.lat, report.location.lon) else "location"
+            field = (
+                "location.grid"
+                if report.location.grid and self.grid.in_district(report.location.lat, report.location.lon)
+                else "location"
+            )
             raise InvalidInput([FieldError(field, str(exc))]) from None
         now = now or utcnow()
         # a problem solved on the spot asks nobody for work: it repeats nothing
-        original = None if report.handled_on_site else find_original(
-            self.store.r, self.duplicates, report.category, report.location.lat, report.location.lon, now)
+        original = (
+            None
+            if report.handled_on_site
+            else find_original(
+                self.store.r, self.duplicates, report.category, report.location.lat, report.location.lon, now
+            )
+        )
         case_id = self.store.next_case_id(now.astimezone(self.tz))
         case = Case(
             case_id=case_id,
@@ -104,12 +119,23 @@ class Registrar:
             registered_at=now,
             updated_at=now,
             timeline=[
-                TimelineEntry(at=now, actor=f"reporter:{report.reporter.id}", action="report",
-                              from_status=None, to_status=CaseStatus.reported,
-                              note=report.description, evidence_urls=report.media_urls),
-                TimelineEntry(at=now, actor="intake", action=Action.register.value,
-                              from_status=CaseStatus.reported, to_status=CaseStatus.registered,
-                              note=f"{category.name} @ {_where(place)}"),
+                TimelineEntry(
+                    at=now,
+                    actor=f"reporter:{report.reporter.id}",
+                    action="report",
+                    from_status=None,
+                    to_status=CaseStatus.reported,
+                    note=report.description,
+                    evidence_urls=report.media_urls,
+                ),
+                TimelineEntry(
+                    at=now,
+                    actor="intake",
+                    action=Action.register.value,
+                    from_status=CaseStatus.reported,
+                    to_status=CaseStatus.registered,
+                    note=f"{category.name} @ {_where(place)}",
+                ),
             ],
         )
         case.source = report.source
@@ -117,20 +143,37 @@ class Registrar:
             event: Envelope = resolve_on_site(case, report, now)
         elif original is None:
             # one id per case: the reconciler publishes the same event again (services/intake/reconcile.py)
-            event = CaseRegistered(message_id=f"registered:{case_id}", case_id=case_id,
-                                   correlation_id=case.correlation_id, case=summary_of(case))
+            event = CaseRegistered(
+                message_id=f"registered:{case_id}",
+                case_id=case_id,
+                correlation_id=case.correlation_id,
+                case=summary_of(case),
+            )
         else:
             case.duplicate_of = original
             case.status = next_status(case.status, Action.mark_duplicate)
-            case.timeline.append(TimelineEntry(at=now, actor="intake", action=Action.mark_duplicate.value,
-                                               from_status=CaseStatus.registered, to_status=case.status,
-                                               note=f"repeats open case {original} nearby"))
-            event = CaseUpdated(case_id=case_id, correlation_id=case.correlation_id,
-                                from_status=CaseStatus.registered, to_status=case.status,
-                                action=Action.mark_duplicate.value, actor="intake",
-                                note=f"duplicate of {original}")
-        result = self.store.register(key, case, event,
-                                     index_location=original is None and report.handled_on_site is None)
+            case.timeline.append(
+                TimelineEntry(
+                    at=now,
+                    actor="intake",
+                    action=Action.mark_duplicate.value,
+                    from_status=CaseStatus.registered,
+                    to_status=case.status,
+                    note=f"repeats open case {original} nearby",
+                )
+            )
+            event = CaseUpdated(
+                case_id=case_id,
+                correlation_id=case.correlation_id,
+                from_status=CaseStatus.registered,
+                to_status=case.status,
+                action=Action.mark_duplicate.value,
+                actor="intake",
+                note=f"duplicate of {original}",
+            )
+        result = self.store.register(
+            key, case, event, index_location=original is None and report.handled_on_site is None
+        )
         if not result.created:  # another request with the same key won the race
             return Registered(result.case_id, False)
         events = [event, *([result.record] if result.record else [])]
@@ -146,17 +189,24 @@ class Registrar:
 
         def mutate(case: Case) -> Change:
             # published right behind resolve_on_site: sla may see this one first, so it carries the summary
-            return Change(Action.verify_pass, "intake:sampling",
-                          f"handled on site; not drawn for verification (sampling rate {rate:.0%})",
-                          with_summary=True, mode=case.resolution.mode if case.resolution else None)
+            return Change(
+                Action.verify_pass,
+                "intake:sampling",
+                f"handled on site; not drawn for verification (sampling rate {rate:.0%})",
+                with_summary=True,
+                mode=case.resolution.mode if case.resolution else None,
+            )
+
         _, events, _ = transition(self.store, case_id, f"sample:{case_id}", mutate)
         return events
 
     def _link(self, original: str, duplicate: str) -> list[Envelope]:
         """Record the duplicate on its original (the reporter then follows the original)."""
+
         def mutate(case: Case) -> Change:
             case.duplicates.append(duplicate)
             return Change(None, "intake", f"repeated by {duplicate}")
+
         _, events, _ = transition(self.store, original, f"dup:{duplicate}", mutate)
         return events
 
@@ -186,14 +236,31 @@ def resolve_on_site(case: Case, report: Report, now: datetime) -> CaseUpdated:
     actor = f"reporter:{report.reporter.id}"
     case.handled_on_site = onsite
     case.status = next_status(CaseStatus.registered, Action.resolve_on_site)
-    case.resolution = Resolution(mode=onsite.mode, result=onsite.note, evidence_urls=onsite.evidence_urls,
-                                 by=actor, at=now)
-    case.timeline.append(TimelineEntry(at=now, actor=actor, action=Action.resolve_on_site.value,
-                                       from_status=CaseStatus.registered, to_status=case.status, note=onsite.note,
-                                       evidence_urls=onsite.evidence_urls))
-    return CaseUpdated(case_id=case.case_id, correlation_id=case.correlation_id, from_status=CaseStatus.registered,
-                       to_status=case.status, action=Action.resolve_on_site.value, actor=actor, mode=onsite.mode,
-                       note=onsite.note, case=summary_of(case))
+    case.resolution = Resolution(
+        mode=onsite.mode, result=onsite.note, evidence_urls=onsite.evidence_urls, by=actor, at=now
+    )
+    case.timeline.append(
+        TimelineEntry(
+            at=now,
+            actor=actor,
+            action=Action.resolve_on_site.value,
+            from_status=CaseStatus.registered,
+            to_status=case.status,
+            note=onsite.note,
+            evidence_urls=onsite.evidence_urls,
+        )
+    )
+    return CaseUpdated(
+        case_id=case.case_id,
+        correlation_id=case.correlation_id,
+        from_status=CaseStatus.registered,
+        to_status=case.status,
+        action=Action.resolve_on_site.value,
+        actor=actor,
+        mode=onsite.mode,
+        note=onsite.note,
+        case=summary_of(case),
+    )
 
 
 # ---------------------------------------------------------------------- transitions
@@ -222,8 +289,9 @@ class Change:
 Mutation = Callable[[Case], Change]
 
 
-def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation,
-               retries: int = 8) -> tuple[Case, list[Envelope], bool]:
+def transition(
+    store: CaseStore, case_id: str, message_id: str, mutate: Mutation, retries: int = 8
+) -> tuple[Case, list[Envelope], bool]:
     """Apply one change to a case with optimistic concurrency; idempotent by message id.
 
     `mutate` edits a fresh copy of the case and says what it did; the state machine
@@ -242,18 +310,37 @@ def transition(store: CaseStore, case_id: str, message_id: str, mutate: Mutation
         now = utcnow()
         case.updated_at = now
         action_name = change.action.value if change.action else (change.reply_action or "note")
-        case.timeline.append(TimelineEntry(at=now, actor=change.actor, action=action_name,
-                                           from_status=from_status, to_status=case.status, note=change.note,
-                                           evidence_urls=change.evidence_urls, message_id=message_id))
+        case.timeline.append(
+            TimelineEntry(
+                at=now,
+                actor=change.actor,
+                action=action_name,
+                from_status=from_status,
+                to_status=case.status,
+                note=change.note,
+                evidence_urls=change.evidence_urls,
+                message_id=message_id,
+            )
+        )
         case.applied_messages = (case.applied_messages + [message_id])[-APPLIED_MESSAGES_KEPT:]
         events = list(change.events)
         if change.action is not None or change.announce:
-            events.append(CaseUpdated(case_id=case.case_id, correlation_id=case.correlation_id,
-                                      from_status=from_status, to_status=case.status,
-                                      action=change.reply_action or action_name, actor=change.actor,
-                                      dept=change.dept, order_id=change.order_id, note=change.note,
-                                      mode=change.mode, case=summary_of(case) if change.with_summary else None,
-                                      rating=change.rating))
+            events.append(
+                CaseUpdated(
+                    case_id=case.case_id,
+                    correlation_id=case.correlation_id,
+                    from_status=from_status,
+                    to_status=case.status,
+                    action=change.reply_action or action_name,
+                    actor=change.actor,
+                    dept=change.dept,
+                    order_id=change.order_id,
+                    note=change.note,
+                    mode=change.mode,
+                    case=summary_of(case) if change.with_summary else None,
+                    rating=change.rating,
+                )
+            )
         try:
             return store.save(case, expected, events), events, True
         except VersionConflict:
@@ -265,11 +352,22 @@ def withdrawals(case: Case, closed: list[Assignment], round_no: int, by: str, no
     """The relieved departments' notices, one per closed order (ids derived from the
     order: an order is withdrawn once, whatever repeats)."""
     summary = summary_of(case)
-    return [DispatchWithdrawn(message_id=f"withdrawn:{a.order_id}", case_id=case.case_id,
-                              correlation_id=case.correlation_id, order_id=a.order_id, dept=a.dept,
-                              street=a.street or case.street, level=a.level, round_no=round_no, by=by,
-                              note=note, case=summary)
-            for a in closed]
+    return [
+        DispatchWithdrawn(
+            message_id=f"withdrawn:{a.order_id}",
+            case_id=case.case_id,
+            correlation_id=case.correlation_id,
+            order_id=a.order_id,
+            dept=a.dept,
+            street=a.street or case.street,
+            level=a.level,
+            round_no=round_no,
+            by=by,
+            note=note,
+            case=summary,
+        )
+        for a in closed
+    ]
 
 
 def _round_of(order_id: str) -> int:
@@ -285,8 +383,12 @@ def _apply_dispatched(event: CaseDispatched) -> Mutation:
             case.assignments.extend(stale)
             # its orders are already on the departments' queues: withdraw them
             notices = withdrawals(case, stale, latest, "router", f"round {event.round_no} superseded by round {latest}")
-            return Change(None, "router", f"round {event.round_no} superseded by round {latest}: not applied",
-                          events=list(notices))
+            return Change(
+                None,
+                "router",
+                f"round {event.round_no} superseded by round {latest}: not applied",
+                events=list(notices),
+            )
         for a in case.assignments:
             a.active = False
         case.assignments.extend(event.assignments)
@@ -301,6 +403,7 @@ def _apply_dispatched(event: CaseDispatched) -> Mutation:
             action = Action.escalate
         prefix = "争议件 " if event.disputed else ""
         return Change(action, "router", f"{prefix}round {event.round_no}: dispatched to {depts}")
+
     return mutate
 
 
@@ -309,9 +412,11 @@ def apply_event(store: CaseStore, event: Envelope) -> tuple[Case, list[Envelope]
     if isinstance(event, CaseDispatched):
         mutate = _apply_dispatched(event)
     elif isinstance(event, CaseUnroutable):
+
         def mutate(case: Case) -> Change:
             return Change(None, "router", f"no rule matched, sent to the grid station for triage: {event.reason}")
     elif isinstance(event, CaseEscalated):
+
         def mutate(case: Case) -> Change:
             # the order stays the department's; it is now supervised one level up, with a fresh limit
             for a in case.assignments:
@@ -321,8 +426,12 @@ def apply_event(store: CaseStore, event: Envelope) -> tuple[Case, list[Envelope]
                         a.handle_due = event.new_due
             who = ", ".join(c.name for c in event.commanders) or "—"
             due = f"; due {event.new_due.isoformat()}" if event.new_due else ""
-            return Change(None, "sla", f"escalated L{event.from_level} → L{event.to_level} (step {event.step}): "
-                                       f"{event.reason}; 督办: {who}{due}")
+            return Change(
+                None,
+                "sla",
+                f"escalated L{event.from_level} → L{event.to_level} (step {event.step}): "
+                f"{event.reason}; 督办: {who}{due}",
+            )
     else:
         raise TypeError(f"intake does not apply {type(event).__name__}")
     return transition(store, event.case_id, event.message_id, mutate)

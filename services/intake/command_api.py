@@ -7,6 +7,7 @@ Entrypoints only: the rules are in dispatching.py, evaluation.py and
 services/intake/reports/meeting.py. Uses what IntakeService provides: `self.redis`, `self.bus`,
 `self.domain`.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -54,8 +55,15 @@ class CommandApi:
         body = parse(ManualDispatch, request.get_data())
         case, events, applied = apply_manual_dispatch(store, case_id, body, who, self.department_codes)
         publish_stored(self.bus, store, events)
-        log.info("dispatch_requested", case_id=case_id, by=who.actor, applied=applied,
-                 departments=body.departments, hand_up=body.hand_up, level=body.level)
+        log.info(
+            "dispatch_requested",
+            case_id=case_id,
+            by=who.actor,
+            applied=applied,
+            departments=body.departments,
+            hand_up=body.hand_up,
+            level=body.level,
+        )
         return json_response(202 if applied else 200, case_answer(case, applied))
 
     @api("POST", "/v1/city/tasks", roles=(Role.city, Role.ops), body="cloudevents")

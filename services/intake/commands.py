@@ -3,6 +3,7 @@
 The new key is printed once, on stdout alone (so `KEY=$(gridbus keys create …)` works);
 gridbus keeps only its hash and can never show it again.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -55,15 +56,19 @@ def create(role: str, dept: str | None, street: str | None, name: str) -> None:
 
         streets = load_grid().streets
         if street not in streets:
-            raise click.BadParameter(f"a station key needs --street, one of {', '.join(streets)}",
-                                     param_hint="--street")
+            raise click.BadParameter(
+                f"a station key needs --street, one of {', '.join(streets)}", param_hint="--street"
+            )
     elif street:
         raise click.BadParameter(f"a {role} key is not bound to a street", param_hint="--street")
     key, info = auth.create_key(_client(), role, dept, name, street=street)
     click.echo(key)
     scope = info.dept or info.street
-    click.echo(f"created key {info.key_id} ({info.role.value}{' ' + scope if scope else ''}); "
-               "store it now, it cannot be shown again", err=True)
+    click.echo(
+        f"created key {info.key_id} ({info.role.value}{' ' + scope if scope else ''}); "
+        "store it now, it cannot be shown again",
+        err=True,
+    )
 
 
 @keys.command("list")
@@ -71,8 +76,17 @@ def list_() -> None:
     """Every key: id, role, department, name, created, last used (never the secret)."""
     rows = [("ID", "ROLE", "DEPT", "NAME", "CREATED", "LAST USED", "STATE")]
     for k in auth.list_keys(_client()):
-        rows.append((k.key_id, k.role.value, k.dept or k.street or "-", k.name or "-", _when(k.created_at),
-                     _when(k.last_used_at), f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active"))
+        rows.append(
+            (
+                k.key_id,
+                k.role.value,
+                k.dept or k.street or "-",
+                k.name or "-",
+                _when(k.created_at),
+                _when(k.last_used_at),
+                f"revoked {_when(k.revoked_at)}" if k.revoked_at else "active",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

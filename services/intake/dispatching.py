@@ -16,6 +16,7 @@ a department that was just relieved can no longer reply); router turns the reque
 then applies through the state machine (`reassign`) and from which sla arms new clocks.
 Idempotent by the client's `dispatch_id`.
 """
+
 from __future__ import annotations
 
 from typing import Annotated
@@ -45,10 +46,15 @@ STREET_LEVEL = 3
 class ManualDispatch(Strict):
     """`POST /v1/cases/{case_id}/dispatch`."""
 
-    dispatch_id: CleanStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
-                                  description="The client's id of this dispatch: the idempotency key")
+    dispatch_id: CleanStr = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="The client's id of this dispatch: the idempotency key",
+    )
     departments: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,19}$")]] = Field(
-        default_factory=list, max_length=8, description="Departments of the new round (empty only with hand_up)")
+        default_factory=list, max_length=8, description="Departments of the new round (empty only with hand_up)"
+    )
     lead: str | None = Field(None, description="The lead (牵头) department; default the first one")
     level: int = Field(STREET_LEVEL, ge=1, le=5, description="Grid level supervising the new round")
     note: CleanStr = Field(min_length=2, max_length=1000, description="Why: goes into the timeline and the orders")
@@ -96,19 +102,25 @@ def authorize(principal: Principal, case: Case, body: ManualDispatch) -> None:
     if principal.role is not Role.station:
         raise Forbidden(f"role {principal.role.value} may not dispatch (needs ops or station)")
     if case.street != principal.street:
-        raise Forbidden(f"this key is the grid station of street {principal.street}; "
-                        f"case {case.case_id} is in street {case.street}")
+        raise Forbidden(
+            f"this key is the grid station of street {principal.street}; case {case.case_id} is in street {case.street}"
+        )
     level = supervising_level(case)
     if level is not None and level < STREET_LEVEL:
-        raise Forbidden(f"case {case.case_id} is escalated to level {level}: the commanders of that level "
-                        "(the district's command centre, an ops key) take it over")
+        raise Forbidden(
+            f"case {case.case_id} is escalated to level {level}: the commanders of that level "
+            "(the district's command centre, an ops key) take it over"
+        )
     if not body.hand_up and body.level < STREET_LEVEL:
-        raise Forbidden(f"a grid station dispatches at level {STREET_LEVEL} or below; "
-                        "hand the case up to the district instead (hand_up: true)")
+        raise Forbidden(
+            f"a grid station dispatches at level {STREET_LEVEL} or below; "
+            "hand the case up to the district instead (hand_up: true)"
+        )
 
 
-def apply_manual_dispatch(store: CaseStore, case_id: str, body: ManualDispatch, principal: Principal,
-                          known_departments: set[str]) -> tuple[Case, list[Envelope], bool]:
+def apply_manual_dispatch(
+    store: CaseStore, case_id: str, body: ManualDispatch, principal: Principal, known_departments: set[str]
+) -> tuple[Case, list[Envelope], bool]:
     """Record the request and close the current round. Raises Forbidden, InvalidInput,
     IllegalTransition (a case in a state that cannot be re-dispatched, e.g. resolved)."""
     unknown = [(i, d) for i, d in enumerate(body.departments) if d not in known_departments]
@@ -133,17 +145,34 @@ def apply_manual_dispatch(store: CaseStore, case_id: str, body: ManualDispatch, 
             lead = body.lead or body.departments[0]
             depts = [lead] + [d for d in body.departments if d != lead]
             level = body.level
-        kind = ("hand-up to the district" if body.hand_up
-                else f"take-over at L{level}" if held is not None and held < STREET_LEVEL else "改派")
+        kind = (
+            "hand-up to the district"
+            if body.hand_up
+            else f"take-over at L{level}"
+            if held is not None and held < STREET_LEVEL
+            else "改派"
+        )
         request = CaseRedispatch(
-            message_id=f"redispatch:{case.case_id}:{round_no}", case_id=case.case_id,
-            correlation_id=case.correlation_id, case=summary_of(case), reason=RedispatchReason.manual,
-            round_no=round_no, departments=depts, lead=lead, level=level, by=principal.actor, note=body.note)
+            message_id=f"redispatch:{case.case_id}:{round_no}",
+            case_id=case.case_id,
+            correlation_id=case.correlation_id,
+            case=summary_of(case),
+            reason=RedispatchReason.manual,
+            round_no=round_no,
+            departments=depts,
+            lead=lead,
+            level=level,
+            by=principal.actor,
+            note=body.note,
+        )
         was = ", ".join(f"{a.dept}@L{a.level}" for a in closed) or "—"
-        note = (f"{kind} (round {round_no}) by {principal.actor}: to {', '.join(depts)} (lead {lead}) at L{level}; "
-                f"closes {was}. {body.note}")
+        note = (
+            f"{kind} (round {round_no}) by {principal.actor}: to {', '.join(depts)} (lead {lead}) at L{level}; "
+            f"closes {was}. {body.note}"
+        )
         withdrawn = withdrawals(case, closed, round_no, principal.actor, f"{kind}: {body.note}")
-        return Change(None, principal.actor, note, events=[*withdrawn, request], announce=True,
-                      reply_action="dispatch_requested")
+        return Change(
+            None, principal.actor, note, events=[*withdrawn, request], announce=True, reply_action="dispatch_requested"
+        )
 
     return transition(store, case_id, dispatch_message_id(body.dispatch_id), mutate)

@@ -5,6 +5,7 @@ nearest open case of the same category within the class's radius, registered wit
 window; found → the new case is a `duplicate` of it. Cases that have closed or aged out
 are removed from the index when a search meets them, so the index needs no sweeper.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -37,12 +38,17 @@ def load_duplicate_policy(path: Path | None = None) -> DuplicatePolicy:
     return load_yaml_model(path, DuplicatePolicy)
 
 
-def find_original(client: redis.Redis, policy: DuplicatePolicy, category: str, lat: float, lon: float,
-                  now: datetime) -> str | None:
+def find_original(
+    client: redis.Redis, policy: DuplicatePolicy, category: str, lat: float, lon: float, now: datetime
+) -> str | None:
     """The nearest open case this report repeats, or None."""
     geo_key = keys.open_cases_geo(category)
-    candidates = cast(list[str], client.geosearch(geo_key, longitude=lon, latitude=lat,
-                                                  radius=policy.radius_for(category), unit="m", sort="ASC", count=10))
+    candidates = cast(
+        list[str],
+        client.geosearch(
+            geo_key, longitude=lon, latitude=lat, radius=policy.radius_for(category), unit="m", sort="ASC", count=10
+        ),
+    )
     oldest = now - timedelta(hours=policy.window_hours)
     for case_id in candidates:
         doc = client.hget(keys.case(case_id), "doc")

@@ -8,6 +8,7 @@ Every evaluation reaches sla as a `case_updated` (action `evaluate`, with the ra
 where it counts in the department's and street's satisfaction rate and so in the grade
 (services/sla/indicators.py). Idempotent by `evaluation_id`.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -37,8 +38,12 @@ Rating = Literal["satisfied", "basically_satisfied", "dissatisfied"]
 class EvaluationRequest(Strict):
     """`POST /v1/cases/{case_id}/evaluation`."""
 
-    evaluation_id: CleanStr = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$",
-                                    description="The client's id of this evaluation: the idempotency key")
+    evaluation_id: CleanStr = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="The client's id of this evaluation: the idempotency key",
+    )
     rating: Rating
     note: CleanStr = Field("", max_length=1000)
     evaluator: CleanStr = Field("", max_length=64, description="Who rates (the reporter's id, an operator)")
@@ -60,8 +65,9 @@ def closed_at(case: Case) -> datetime | None:
     return None
 
 
-def apply_evaluation(store: CaseStore, case_id: str, body: EvaluationRequest, actor: str,
-                     window: timedelta, now: datetime | None = None) -> tuple[Case, list[Envelope], bool]:
+def apply_evaluation(
+    store: CaseStore, case_id: str, body: EvaluationRequest, actor: str, window: timedelta, now: datetime | None = None
+) -> tuple[Case, list[Envelope], bool]:
     """Record the evaluation; reopen on dissatisfaction within `window` of the closing."""
 
     def mutate(case: Case) -> Change:
@@ -76,8 +82,9 @@ def apply_evaluation(store: CaseStore, case_id: str, body: EvaluationRequest, ac
         text = f"{body.rating}: {body.note}".rstrip(": ")
         if not reopen:
             late = " (after the reopening window)" if body.rating == "dissatisfied" and body.reopen else ""
-            return Change(None, who, f"evaluated {text}{late}", announce=True, reply_action="evaluate",
-                          rating=body.rating)
+            return Change(
+                None, who, f"evaluated {text}{late}", announce=True, reply_action="evaluate", rating=body.rating
+            )
         case.rework_count += 1
         depts = sorted({a.dept for a in case.assignments if a.active and a.resolved_at is not None})
         from services.intake.replies import _round_no  # the one round numbering
@@ -85,10 +92,21 @@ def apply_evaluation(store: CaseStore, case_id: str, body: EvaluationRequest, ac
         round_no = case.last_round = _round_no(case)
         case.resolution = None
         redispatch = CaseRedispatch(
-            message_id=f"redispatch:{case.case_id}:{round_no}", case_id=case.case_id,
-            correlation_id=case.correlation_id, case=summary_of(case), reason=RedispatchReason.reopened,
-            round_no=round_no, only=depts, note=f"reporter dissatisfied: {body.note}")
-        return Change(Action.reopen, who, f"evaluated {text}; reopened (rework #{case.rework_count})",
-                      events=[redispatch], rating=body.rating)
+            message_id=f"redispatch:{case.case_id}:{round_no}",
+            case_id=case.case_id,
+            correlation_id=case.correlation_id,
+            case=summary_of(case),
+            reason=RedispatchReason.reopened,
+            round_no=round_no,
+            only=depts,
+            note=f"reporter dissatisfied: {body.note}",
+        )
+        return Change(
+            Action.reopen,
+            who,
+            f"evaluated {text}; reopened (rework #{case.rework_count})",
+            events=[redispatch],
+            rating=body.rating,
+        )
 
     return transition(store, case_id, f"evaluate:{body.evaluation_id}", mutate)

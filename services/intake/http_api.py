@@ -7,6 +7,7 @@ serves them. The mixins use what IntakeService provides: `self.redis` (redis.Red
 `self.bus` (shared.bus.Bus) and `self.domain` (`.catalog`, `.settings`,
 `.for_client(redis) -> (CaseStore, Registrar)`).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -120,13 +121,22 @@ class Open311Api:
                     continue
         else:
             f = queries.CaseFilter(since=q.start, until=q.end)
-            cases, _, _ = queries.scan(store, f, limit=open311.MAX_RESULTS, max_scan=OPEN311_MAX_SCAN,
-                                       extra=q.matches)
-        return json_response(200, [open311.request_of(c, self.domain.catalog, self.open311_agencies, tz)
-                                   .model_dump(mode="json") for c in cases])
+            cases, _, _ = queries.scan(store, f, limit=open311.MAX_RESULTS, max_scan=OPEN311_MAX_SCAN, extra=q.matches)
+        return json_response(
+            200,
+            [
+                open311.request_of(c, self.domain.catalog, self.open311_agencies, tz).model_dump(mode="json")
+                for c in cases
+            ],
+        )
 
-    @api("GET", "/open311/v2/requests/<string:service_request_id>.json", roles=(Role.open311, Role.ops),
-         auth="open311", style="open311")
+    @api(
+        "GET",
+        "/open311/v2/requests/<string:service_request_id>.json",
+        roles=(Role.open311, Role.ops),
+        auth="open311",
+        style="open311",
+    )
     def open311_get_request(self, request: Request, service_request_id: str) -> Response:
         tz = ZoneInfo(self.domain.settings.timezone)
         store, _ = self.domain.for_client(self.redis)
@@ -134,5 +144,6 @@ class Open311Api:
             case = store.get(service_request_id)
         except CaseNotFound:
             raise open311.Open311Error(404, f"service_request_id {service_request_id} not found") from None
-        return json_response(200, [open311.request_of(case, self.domain.catalog, self.open311_agencies, tz)
-                                   .model_dump(mode="json")])
+        return json_response(
+            200, [open311.request_of(case, self.domain.catalog, self.open311_agencies, tz).model_dump(mode="json")]
+        )

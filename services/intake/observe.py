@@ -1,4 +1,5 @@
 """The operations centre's pipeline indicators, observed where intake applies changes."""
+
 from __future__ import annotations
 
 from datetime import datetime

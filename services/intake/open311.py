@@ -13,6 +13,7 @@ Field names are the spec's (http://wiki.open311.org/GeoReport_v2). Mapping choic
   is the API key's id, so every request can be traced to the key that made it.
 Errors are `[{"code": <HTTP status>, "description": …}]`.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,8 @@ from shared.catalog import Catalog, Category
 from shared.lifecycle import FINAL_STATES
 from shared.models import Case, CaseStatus, Report, clamp_instant, utcnow
 
-DEFAULT_WINDOW = timedelta(days=90)   # the spec's default and largest date range
-MAX_RESULTS = 1000                   # the spec's default result cap
+DEFAULT_WINDOW = timedelta(days=90)  # the spec's default and largest date range
+MAX_RESULTS = 1000  # the spec's default result cap
 
 STATUS_NOTES = {
     CaseStatus.reported: "已收到",
@@ -105,9 +106,13 @@ class ServiceRequest(BaseModel):
 # -- services -----------------------------------------------------------------------
 def service_of(c: Category) -> Service:
     kind = "部件" if c.kind == "component" else "事项"
-    return Service(service_code=c.code, service_name=c.name,
-                   description=f"{c.class_name} · {c.name}（{kind}{'，本地扩展' if c.local else ''}）",
-                   keywords=",".join(filter(None, [c.class_name, c.name, kind])), group=c.class_name)
+    return Service(
+        service_code=c.code,
+        service_name=c.name,
+        description=f"{c.class_name} · {c.name}（{kind}{'，本地扩展' if c.local else ''}）",
+        keywords=",".join(filter(None, [c.class_name, c.name, kind])),
+        group=c.class_name,
+    )
 
 
 def services(catalog: Catalog) -> list[Service]:
@@ -132,8 +137,13 @@ def _float(form: Mapping[str, str], name: str) -> float | None:
         raise Open311Error(400, f"{name} must be a number") from None
 
 
-def report_from_form(form: Mapping[str, str], key_id: str, catalog: Catalog,
-                     idempotency_key: str | None = None, now: datetime | None = None) -> Report:
+def report_from_form(
+    form: Mapping[str, str],
+    key_id: str,
+    catalog: Catalog,
+    idempotency_key: str | None = None,
+    now: datetime | None = None,
+) -> Report:
     """A POST requests.json form → our Report (Open311Error 400 naming what is wrong)."""
     code = form.get("service_code", "").strip()
     if not code:
@@ -167,8 +177,14 @@ def report_from_form(form: Mapping[str, str], key_id: str, catalog: Catalog,
         raise Open311Error(400, _describe(errors_of(exc))) from None
 
 
-_FORM_NAMES = {"location.lat": "lat", "location.lon": "long", "location.address": "address_string",
-               "media_urls[0]": "media_url", "reporter.name": "first_name/last_name", "reporter.phone": "phone"}
+_FORM_NAMES = {
+    "location.lat": "lat",
+    "location.lon": "long",
+    "location.address": "address_string",
+    "media_urls[0]": "media_url",
+    "reporter.name": "first_name/last_name",
+    "reporter.phone": "phone",
+}
 
 
 def _describe(errors: list[FieldError]) -> str:
@@ -181,8 +197,9 @@ def invalid_to_open311(exc: InvalidInput) -> Open311Error:
 
 
 def created(case_id: str) -> ServiceRequestCreated:
-    return ServiceRequestCreated(service_request_id=case_id,
-                                 service_notice=f"已受理，案件号 {case_id}；将派遣至责任部门按时限处置。")
+    return ServiceRequestCreated(
+        service_request_id=case_id, service_notice=f"已受理，案件号 {case_id}；将派遣至责任部门按时限处置。"
+    )
 
 
 def request_of(case: Case, catalog: Catalog, dept_names: Mapping[str, str], tz: tzinfo) -> ServiceRequest:
@@ -191,8 +208,11 @@ def request_of(case: Case, catalog: Catalog, dept_names: Mapping[str, str], tz: 
     agencies = list(dict.fromkeys(dept_names.get(a.dept, a.dept) for a in active))
     dues = [a.handle_due for a in active if a.handle_due is not None]
     expected = max(dues).astimezone(tz) if dues else None
-    notice = f"由{'、'.join(agencies)}处置" + (f"，应于 {expected:%Y-%m-%d %H:%M} 前办结" if expected else "") \
-        if agencies and case.status not in FINAL_STATES else ""
+    notice = (
+        f"由{'、'.join(agencies)}处置" + (f"，应于 {expected:%Y-%m-%d %H:%M} 前办结" if expected else "")
+        if agencies and case.status not in FINAL_STATES
+        else ""
+    )
     return ServiceRequest(
         service_request_id=case.case_id,
         status="closed" if case.status in FINAL_STATES else "open",
@@ -269,6 +289,10 @@ def parse_requests_query(args: Mapping[str, str], tz: tzinfo, now: datetime | No
     end = max(end, start)
     if end - start > DEFAULT_WINDOW:
         start = end - DEFAULT_WINDOW
-    return RequestsQuery(ids=_split(args.get("service_request_id")),
-                         service_codes=frozenset(_split(args.get("service_code"))),
-                         statuses=frozenset(statuses), start=start, end=end)
+    return RequestsQuery(
+        ids=_split(args.get("service_request_id")),
+        service_codes=frozenset(_split(args.get("service_code"))),
+        statuses=frozenset(statuses),
+        start=start,
+        end=end,
+    )

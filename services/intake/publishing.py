@@ -1,5 +1,6 @@
 """Getting stored events out, and registering a report end to end — shared by every
 entrypoint that takes reports (HTTP, AMQP, Open311)."""
+
 from __future__ import annotations
 
 import structlog
@@ -27,16 +28,30 @@ def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
         store.outbox_done(event.message_id)
 
 
-def register_report(bus: Bus, store: CaseStore, registrar: Registrar, report: Report, channel: str,
-                    idempotency_key: str | None = None, **log_fields: str) -> Registered:
+def register_report(
+    bus: Bus,
+    store: CaseStore,
+    registrar: Registrar,
+    report: Report,
+    channel: str,
+    idempotency_key: str | None = None,
+    **log_fields: str,
+) -> Registered:
     """Register (or recognise) a report, publish its events, count and log it.
     Raises InvalidInput for a report that cannot be accepted."""
     result = registrar.register(report, idempotency_key=idempotency_key)
     if result.created:
         publish_stored(bus, store, result.events)
         metrics.CASES_REGISTERED.labels(result.street, report.category[:2]).inc()
-        log.info("case_registered", case_id=result.case_id, category=report.category, status=result.status.value,
-                 duplicate_of=result.duplicate_of, channel=channel, **log_fields)
+        log.info(
+            "case_registered",
+            case_id=result.case_id,
+            category=report.category,
+            status=result.status.value,
+            duplicate_of=result.duplicate_of,
+            channel=channel,
+            **log_fields,
+        )
         outcome = "duplicate" if result.duplicate_of else "registered"
     else:
         log.info("report_repeated", case_id=result.case_id, report_id=report.report_id, channel=channel)

@@ -13,6 +13,7 @@ so the client simply continues — it never misses a case and never waits unboun
 The cursor is opaque to clients (base64 of the last examined position); it encodes a
 position, not an offset, so cases registered meanwhile neither shift nor repeat a page.
 """
+
 from __future__ import annotations
 
 import base64
@@ -69,10 +70,10 @@ class CasePage(BaseModel):
 class CaseFilter:
     statuses: frozenset[CaseStatus] = frozenset()
     dept: str | None = None
-    grid: str | None = None          # code prefix: a street, a community or one patch
-    category: str | None = None      # code prefix: "01" is the whole class, "01037" one code
-    since: datetime | None = None    # registered at or after
-    until: datetime | None = None    # registered at or before
+    grid: str | None = None  # code prefix: a street, a community or one patch
+    category: str | None = None  # code prefix: "01" is the whole class, "01037" one code
+    since: datetime | None = None  # registered at or after
+    until: datetime | None = None  # registered at or before
 
     def matches(self, case: Case) -> bool:
         if self.statuses and case.status not in self.statuses:
@@ -165,8 +166,9 @@ def parse_query(args: Mapping[str, str], tz: tzinfo) -> CaseQuery:
             errors.extend(exc.errors)
     if errors:
         raise InvalidInput(errors)
-    return CaseQuery(CaseFilter(frozenset(statuses), dept, grid, category, times["since"], times["until"]),
-                     after, limit)
+    return CaseQuery(
+        CaseFilter(frozenset(statuses), dept, grid, category, times["since"], times["until"]), after, limit
+    )
 
 
 def _positions(store: CaseStore, f: CaseFilter, after: Position | None) -> Iterator[Position]:
@@ -177,8 +179,10 @@ def _positions(store: CaseStore, f: CaseFilter, after: Position | None) -> Itera
     hi = f.until.timestamp() if f.until else "+inf"
     offset = 0
     while True:
-        rows = cast(list[tuple[str, float]],
-                    store.r.zrangebyscore(keys.cases_by_time(), lo, hi, start=offset, num=BATCH, withscores=True))
+        rows = cast(
+            list[tuple[str, float]],
+            store.r.zrangebyscore(keys.cases_by_time(), lo, hi, start=offset, num=BATCH, withscores=True),
+        )
         if not rows:
             return
         for member, score in rows:
@@ -194,9 +198,14 @@ def _positions(store: CaseStore, f: CaseFilter, after: Position | None) -> Itera
             offset = sum(1 for _, s in rows if s == last_score)
 
 
-def scan(store: CaseStore, f: CaseFilter, after: Position | None = None, limit: int = DEFAULT_LIMIT,
-         max_scan: int = MAX_SCAN, extra: Callable[[Case], bool] | None = None,
-         ) -> tuple[list[Case], Position | None, int]:
+def scan(
+    store: CaseStore,
+    f: CaseFilter,
+    after: Position | None = None,
+    limit: int = DEFAULT_LIMIT,
+    max_scan: int = MAX_SCAN,
+    extra: Callable[[Case], bool] | None = None,
+) -> tuple[list[Case], Position | None, int]:
     """Matching cases in order: (cases, where to continue or None when done, scanned).
 
     `extra` is one more condition a case must meet (Open311's own filters)."""
@@ -226,5 +235,6 @@ def _has_more(store: CaseStore, f: CaseFilter, pos: Position) -> bool:
 
 def list_cases(store: CaseStore, query: CaseQuery, max_scan: int = MAX_SCAN) -> CasePage:
     cases, cont, scanned = scan(store, query.filter, query.after, query.limit, max_scan)
-    return CasePage(items=[CaseListItem.of(c) for c in cases],
-                    next_cursor=cont.encode() if cont else None, scanned=scanned)
+    return CasePage(
+        items=[CaseListItem.of(c) for c in cases], next_cursor=cont.encode() if cont else None, scanned=scanned
+    )

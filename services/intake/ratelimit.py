@@ -6,6 +6,7 @@ one token; an empty bucket answers 429 with `Retry-After` (whole seconds until a
 back). Time is Redis's own clock (`TIME`), so several intake replicas share one bucket
 per key and need no synchronised clocks. A rate of 0 turns limiting off for that role.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ return {allowed, tostring(wait)}
 
 
 def parse_limit(text: str) -> tuple[float, int]:
-    """"20/100" → (20.0 per second, burst 100); "0" → off."""
+    """ "20/100" → (20.0 per second, burst 100); "0" → off."""
     rate_s, _, burst_s = text.strip().partition("/")
     rate = float(rate_s)
     burst = int(burst_s) if burst_s else max(1, math.ceil(rate))
@@ -71,5 +72,8 @@ class RateLimiter:
         wait = self.wait_seconds(principal.key_id, principal.role.value)
         if wait > 0:
             metrics.HTTP_RATE_LIMITED.labels(principal.role.value).inc()
-            raise RateLimited(f"rate limit of {principal.role.value} keys reached; retry later", "Authorization",
-                              {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise RateLimited(
+                f"rate limit of {principal.role.value} keys reached; retry later",
+                "Authorization",
+                {"Retry-After": str(max(1, math.ceil(wait)))},
+            )

@@ -8,6 +8,7 @@ Publishing the case's `case.registered` again repairs it: the event's id is the 
 round with the same order and event ids (derived from the case and the round), so the
 department and sla recognise a repeat and intake applies the dispatch it missed.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,32 +26,46 @@ log = structlog.get_logger("gridbus.intake")
 
 def registered_event(case: Case) -> CaseRegistered:
     """The case's one `case.registered` (the same id every time it is published)."""
-    return CaseRegistered(message_id=registered_message_id(case.case_id), case_id=case.case_id,
-                          correlation_id=case.correlation_id, case=summary_of(case),
-                          occurred_at=case.registered_at)
+    return CaseRegistered(
+        message_id=registered_message_id(case.case_id),
+        case_id=case.case_id,
+        correlation_id=case.correlation_id,
+        case=summary_of(case),
+        occurred_at=case.registered_at,
+    )
 
 
 def registered_message_id(case_id: str) -> str:
     return f"registered:{case_id}"
 
 
-def stuck_registered(store: CaseStore, after_s: float, window_s: float, now: float | None = None,
-                     limit: int = 500) -> list[Case]:
+def stuck_registered(
+    store: CaseStore, after_s: float, window_s: float, now: float | None = None, limit: int = 500
+) -> list[Case]:
     """Open cases registered between `window_s` and `after_s` seconds ago that are still
     `registered`, with no assignment and not a duplicate."""
     now = time.time() if now is None else now
     ids = cast(list[str], store.r.zrangebyscore(keys.open_cases(), now - window_s, now - after_s, start=0, num=limit))
     stuck = []
     for i in range(0, len(ids), 200):
-        for case in store.get_many(ids[i:i + 200]):
-            if (case is not None and case.status is CaseStatus.registered and not case.assignments
-                    and not case.duplicate_of):
+        for case in store.get_many(ids[i : i + 200]):
+            if (
+                case is not None
+                and case.status is CaseStatus.registered
+                and not case.assignments
+                and not case.duplicate_of
+            ):
                 stuck.append(case)
     return stuck
 
 
-def repair_stuck(store: CaseStore, publish: Callable[[list[CaseRegistered]], None], after_s: float,
-                 window_s: float, now: float | None = None) -> list[str]:
+def repair_stuck(
+    store: CaseStore,
+    publish: Callable[[list[CaseRegistered]], None],
+    after_s: float,
+    window_s: float,
+    now: float | None = None,
+) -> list[str]:
     """Publish `case.registered` again for every stuck case (at most MAX_REPAIRS_PER_CASE
     times each); returns the ids of the cases repaired."""
     now = time.time() if now is None else now
@@ -63,8 +78,13 @@ def repair_stuck(store: CaseStore, publish: Callable[[list[CaseRegistered]], Non
             continue
         events.append(registered_event(case))
         repaired.append(case.case_id)
-        log.warning("repair", case_id=case.case_id, kind="registered_reemitted", try_no=tries,
-                    stuck_s=round(now - case.registered_at.timestamp(), 1))
+        log.warning(
+            "repair",
+            case_id=case.case_id,
+            kind="registered_reemitted",
+            try_no=tries,
+            stuck_s=round(now - case.registered_at.timestamp(), 1),
+        )
     if events:
         publish(events)
     return repaired

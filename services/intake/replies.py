@@ -6,6 +6,7 @@ when the first department acknowledges and when the last one resolves. A departm
 that says "not ours" leaves the case; when nobody is left the case is `rejected` and
 re-routed without the departments that rejected it.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -84,8 +85,13 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
         a = _active_assignment(case, dept)
         now = utcnow()
         actor = f"dept:{dept}"
-        common: dict[str, Any] = dict(reply_action=reply.action.value, dept=dept, order_id=a.order_id,
-                                      evidence_urls=reply.evidence_urls, announce=True)
+        common: dict[str, Any] = dict(
+            reply_action=reply.action.value,
+            dept=dept,
+            order_id=a.order_id,
+            evidence_urls=reply.evidence_urls,
+            announce=True,
+        )
         note = reply.note or (reply.reason or "")
         if reply.action is ReplyAction.acknowledge:
             if a.acknowledged_at is not None:
@@ -108,8 +114,9 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
         if reply.action is ReplyAction.suspend:
             # only a request: the clock pauses when the operations centre approves it
             next_status(case.status, Action.suspend)
-            case.suspension_request = SuspensionRequest(dept=dept, reason=reply.reason or "", note=reply.note,
-                                                        requested_at=now, reply_id=reply.reply_id)
+            case.suspension_request = SuspensionRequest(
+                dept=dept, reason=reply.reason or "", note=reply.note, requested_at=now, reply_id=reply.reply_id
+            )
             return Change(None, actor, f"suspension requested: {reply.reason}. {reply.note}".strip(), **common)
         if reply.action is ReplyAction.reject:
             if case.status not in (CaseStatus.dispatched, CaseStatus.acknowledged):
@@ -122,9 +129,15 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
                 return Change(None, actor, f"not ours: {reply.reason}", **common)
             round_no = case.last_round = _round_no(case)
             redispatch = CaseRedispatch(
-                message_id=f"redispatch:{case.case_id}:{round_no}", case_id=case.case_id,
-                correlation_id=case.correlation_id, case=summary_of(case), reason=RedispatchReason.rejected,
-                round_no=round_no, exclude=list(case.rejected_by), note=reply.reason or "")
+                message_id=f"redispatch:{case.case_id}:{round_no}",
+                case_id=case.case_id,
+                correlation_id=case.correlation_id,
+                case=summary_of(case),
+                reason=RedispatchReason.rejected,
+                round_no=round_no,
+                exclude=list(case.rejected_by),
+                note=reply.reason or "",
+            )
             return Change(Action.reject, actor, f"not ours: {reply.reason}", events=[redispatch], **common)
         # resolve
         assert reply.mode is not None  # _check_required: a resolution names its 721 mode
@@ -135,8 +148,7 @@ def apply_reply(store: CaseStore, case_id: str, dept: str, reply: Reply) -> tupl
         pending = [x for x in case.assignments if x.active and x.resolved_at is None]
         if pending:
             return Change(None, actor, f"resolved its part ({reply.mode.value}): {note}", mode=reply.mode, **common)
-        case.resolution = Resolution(mode=reply.mode, result=note, evidence_urls=reply.evidence_urls,
-                                     by=actor, at=now)
+        case.resolution = Resolution(mode=reply.mode, result=note, evidence_urls=reply.evidence_urls, by=actor, at=now)
         return Change(Action.resolve, actor, note, mode=reply.mode, **common)
 
     return transition(store, case_id, reply_message_id(dept, reply.reply_id), mutate)
@@ -148,8 +160,9 @@ class Cancellation(BaseModel):
     reason: Text = Field(min_length=2, max_length=500)
 
 
-def apply_cancellation(store: CaseStore, case_id: str, check: Cancellation, message_id: str,
-                       actor: str) -> tuple[Case, list[Envelope], bool]:
+def apply_cancellation(
+    store: CaseStore, case_id: str, check: Cancellation, message_id: str, actor: str
+) -> tuple[Case, list[Envelope], bool]:
     def mutate(case: Case) -> Change:
         for a in case.assignments:
             a.active = False
@@ -171,8 +184,9 @@ class NoSuspensionRequested(ValueError):
     """There is no pending suspension request to decide (HTTP 409)."""
 
 
-def apply_suspension_decision(store: CaseStore, case_id: str, decision: SuspensionDecision, message_id: str,
-                              actor: str) -> tuple[Case, list[Envelope], bool]:
+def apply_suspension_decision(
+    store: CaseStore, case_id: str, decision: SuspensionDecision, message_id: str, actor: str
+) -> tuple[Case, list[Envelope], bool]:
     """approve → `suspended` (the clock pauses; the department resumes with a progress
     reply); deny → the request is dropped and work goes on."""
 
@@ -183,18 +197,30 @@ def apply_suspension_decision(store: CaseStore, case_id: str, decision: Suspensi
         case.suspension_request = None
         who = f"{actor} ({decision.approver})"
         if decision.decision == "deny":
-            return Change(None, who, f"suspension denied: {decision.note}".strip(), announce=True,
-                          reply_action="suspend_denied", dept=request.dept)
+            return Change(
+                None,
+                who,
+                f"suspension denied: {decision.note}".strip(),
+                announce=True,
+                reply_action="suspend_denied",
+                dept=request.dept,
+            )
         order = next((a.order_id for a in case.assignments if a.active and a.dept == request.dept), None)
-        return Change(Action.suspend, who, f"suspended on request of {request.dept}: {request.reason}; "
-                                           f"approved by {decision.approver}. {decision.note}".strip(),
-                      dept=request.dept, order_id=order)
+        return Change(
+            Action.suspend,
+            who,
+            f"suspended on request of {request.dept}: {request.reason}; "
+            f"approved by {decision.approver}. {decision.note}".strip(),
+            dept=request.dept,
+            order_id=order,
+        )
 
     return transition(store, case_id, message_id, mutate)
 
 
-def apply_verification(store: CaseStore, case_id: str, check: Verification, message_id: str,
-                       actor: str) -> tuple[Case, list[Envelope], bool]:
+def apply_verification(
+    store: CaseStore, case_id: str, check: Verification, message_id: str, actor: str
+) -> tuple[Case, list[Envelope], bool]:
     """pass → closed; fail → reopened and sent back to the department(s) that resolved it."""
 
     def mutate(case: Case) -> Change:
@@ -205,11 +231,22 @@ def apply_verification(store: CaseStore, case_id: str, check: Verification, mess
         depts = sorted({a.dept for a in case.assignments if a.active})
         round_no = case.last_round = _round_no(case)
         redispatch = CaseRedispatch(
-            message_id=f"redispatch:{case.case_id}:{round_no}", case_id=case.case_id,
-            correlation_id=case.correlation_id, case=summary_of(case), reason=RedispatchReason.reopened,
-            round_no=round_no, only=depts, note=check.note)
+            message_id=f"redispatch:{case.case_id}:{round_no}",
+            case_id=case.case_id,
+            correlation_id=case.correlation_id,
+            case=summary_of(case),
+            reason=RedispatchReason.reopened,
+            round_no=round_no,
+            only=depts,
+            note=check.note,
+        )
         case.resolution = None
-        return Change(Action.verify_fail, actor, f"rework #{case.rework_count}: {check.note}",
-                      events=[redispatch], evidence_urls=check.photo_urls)
+        return Change(
+            Action.verify_fail,
+            actor,
+            f"rework #{case.rework_count}: {check.note}",
+            events=[redispatch],
+            evidence_urls=check.photo_urls,
+        )
 
     return transition(store, case_id, message_id, mutate)

@@ -1,4 +1,5 @@
 """intake: the nameko shell. Entrypoints only; the logic lives in cases.py and store.py."""
+
 from __future__ import annotations
 
 import json
@@ -61,8 +62,14 @@ class Domain(DependencyProvider):
 
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
         store = CaseStore(client, self.settings.district_code, self.archive)
-        return store, Registrar(store, self.catalog, self.grid, self.settings.timezone, self.duplicates,
-                                self.settings.onsite_verify_sample_rate)
+        return store, Registrar(
+            store,
+            self.catalog,
+            self.grid,
+            self.settings.timezone,
+            self.duplicates,
+            self.settings.onsite_verify_sample_rate,
+        )
 
 
 def case_answer(case: Case, applied: bool) -> dict[str, Any]:
@@ -109,8 +116,7 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
             raise
         return json_response(status, body)
 
-    @api("GET", "/v1/cases/<string:case_id>",
-         roles=(Role.ops, Role.grid_app, Role.department, Role.station, Role.city))
+    @api("GET", "/v1/cases/<string:case_id>", roles=(Role.ops, Role.grid_app, Role.department, Role.station, Role.city))
     def get_case(self, request: Request, case_id: str) -> Response:
         store, _ = self.domain.for_client(self.redis)
         who = principal(request)
@@ -137,8 +143,15 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
             raise
         publish_stored(self.bus, store, events)
         observe(case, events)
-        log.info("reply_applied", case_id=case_id, dept=dept, action=reply.action.value,
-                 status=case.status.value, applied=applied, channel="http")
+        log.info(
+            "reply_applied",
+            case_id=case_id,
+            dept=dept,
+            action=reply.action.value,
+            status=case.status.value,
+            applied=applied,
+            channel="http",
+        )
         return json_response(200, case_answer(case, applied))
 
     @api("POST", "/v1/cases/<string:case_id>/verification", roles=(Role.grid_app, Role.ops), body="json")
@@ -147,8 +160,9 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         who = principal(request)
         check = parse(Verification, request.get_data())
         key = scoped_key(request, "verify") or f"verify:{check.result}:{check.verifier}:{check.note}"
-        case, events, applied = apply_verification(store, case_id, check, key,
-                                                   f"{who.actor}:{check.verifier}".rstrip(":"))
+        case, events, applied = apply_verification(
+            store, case_id, check, key, f"{who.actor}:{check.verifier}".rstrip(":")
+        )
         publish_stored(self.bus, store, events)
         log.info("verification_applied", case_id=case_id, result=check.result, status=case.status.value)
         return json_response(200, case_answer(case, applied))
@@ -215,8 +229,15 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
             raise Rejected(str(exc), "illegal_transition") from None
         publish_stored(self.bus, store, events)
         observe(case, events)
-        log.info("reply_applied", case_id=case_id, dept=dept, action=reply.action.value,
-                 status=case.status.value, applied=applied, channel="amqp")
+        log.info(
+            "reply_applied",
+            case_id=case_id,
+            dept=dept,
+            action=reply.action.value,
+            status=case.status.value,
+            applied=applied,
+            channel="amqp",
+        )
 
     @consume_reliably(topology.Q_INTAKE_EVENTS)
     def consume_event(self, body: Any) -> None:
@@ -235,7 +256,7 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
     def refresh_backlog(self) -> None:
         store, _ = self.domain.for_client(self.redis)
         ids = store.open_case_ids()
-        cases = [c for i in range(0, len(ids), 500) for c in store.get_many(ids[i:i + 500]) if c is not None]
+        cases = [c for i in range(0, len(ids), 500) for c in store.get_many(ids[i : i + 500]) if c is not None]
         publish_backlog(backlog(cases))
 
     # -------------------------------------------------------------- repair
@@ -246,8 +267,9 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         if not take_turn(self.redis, "intake", settings.reconcile_seconds):
             return
         store, _ = self.domain.for_client(self.redis)
-        repaired = repair_stuck(store, self.bus.publish_events, settings.reconcile_after_seconds,
-                                settings.reconcile_window_seconds)
+        repaired = repair_stuck(
+            store, self.bus.publish_events, settings.reconcile_after_seconds, settings.reconcile_window_seconds
+        )
         if repaired:
             metrics.REPAIRS.labels("intake", "registered_reemitted").inc(len(repaired))
 

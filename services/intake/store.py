@@ -8,6 +8,7 @@ accepted always gets its event out, at least once (consumers are idempotent).
 Every change after registration is a compare-and-set on the case's version: two
 concurrent writers cannot both win.
 """
+
 from __future__ import annotations
 
 import json
@@ -68,9 +69,15 @@ def _open_flag(case: Case) -> str:
 
 def record_of(case: Case, idempotency_key: str | None = None) -> CaseRecorded:
     """The archive's copy of the case as stored now (one per version: a repeat has the same id)."""
-    return CaseRecorded(message_id=f"case:{case.case_id}:v{case.version}", case_id=case.case_id,
-                        correlation_id=case.correlation_id, occurred_at=case.updated_at, version=case.version,
-                        idempotency_key=idempotency_key, case=case)
+    return CaseRecorded(
+        message_id=f"case:{case.case_id}:v{case.version}",
+        case_id=case.case_id,
+        correlation_id=case.correlation_id,
+        occurred_at=case.updated_at,
+        version=case.version,
+        idempotency_key=idempotency_key,
+        case=case,
+    )
 
 
 class CaseNotFound(KeyError):
@@ -121,11 +128,29 @@ class CaseStore:
         lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
         record = record_of(case, report_id)
         created, case_id = self._register(
-            keys=[keys.report_index(report_id), keys.case(case.case_id), keys.cases_by_time(),
-                  keys.outbox(), keys.outbox_times(), keys.open_cases_geo(case.category), keys.open_cases()],
-            args=[case.case_id, case.model_dump_json(), case.registered_at.timestamp(),
-                  event.message_id, event.model_dump_json(), time.time(), case.version, lon, lat,
-                  _open_flag(case), record.message_id, record.model_dump_json()],
+            keys=[
+                keys.report_index(report_id),
+                keys.case(case.case_id),
+                keys.cases_by_time(),
+                keys.outbox(),
+                keys.outbox_times(),
+                keys.open_cases_geo(case.category),
+                keys.open_cases(),
+            ],
+            args=[
+                case.case_id,
+                case.model_dump_json(),
+                case.registered_at.timestamp(),
+                event.message_id,
+                event.model_dump_json(),
+                time.time(),
+                case.version,
+                lon,
+                lat,
+                _open_flag(case),
+                record.message_id,
+                record.model_dump_json(),
+            ],
         )
         return Registration(case_id=case_id, created=bool(created), record=record if created else None)
 
@@ -134,12 +159,19 @@ class CaseStore:
         case's record for the archive is put first in `events` (the caller publishes them all)."""
         case.version = expected_version + 1
         events.insert(0, record_of(case))
-        args: list[Any] = [expected_version, case.model_dump_json(), time.time(), _open_flag(case),
-                              case.registered_at.timestamp(), case.case_id]
+        args: list[Any] = [
+            expected_version,
+            case.model_dump_json(),
+            time.time(),
+            _open_flag(case),
+            case.registered_at.timestamp(),
+            case.case_id,
+        ]
         for e in events:
             args += [e.message_id, e.model_dump_json()]
-        result = self._cas(keys=[keys.case(case.case_id), keys.outbox(), keys.outbox_times(), keys.open_cases()],
-                           args=args)
+        result = self._cas(
+            keys=[keys.case(case.case_id), keys.outbox(), keys.outbox_times(), keys.open_cases()], args=args
+        )
         if result == -1:
             raise CaseNotFound(case.case_id)
         if result == -2:
@@ -179,8 +211,9 @@ class CaseStore:
         pipe.execute()
 
     def outbox_older_than(self, age_s: float, limit: int = 200) -> Iterator[tuple[str, dict]]:
-        ids = cast(list[str],
-                   self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit))
+        ids = cast(
+            list[str], self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit)
+        )
         if not ids:
             return
         for message_id, body in zip(ids, self.r.hmget(keys.outbox(), ids), strict=True):

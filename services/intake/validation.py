@@ -1,4 +1,5 @@
 """Turning untrusted bytes into a `Report`, or into one error per bad field."""
+
 from __future__ import annotations
 
 import json

@@ -16,6 +16,7 @@ sits in a queue, a dead letter or a log line.
 Secrets: department webhooks `GRIDBUS_SECRET_<DEPT>` or WEBHOOK_SECRET, the grid app
 `GRIDBUS_SECRET_GRIDAPP`, the operations centre `GRIDBUS_SECRET_OPS` (then WEBHOOK_SECRET).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,9 @@ def commander_id(level: int, person: Commander) -> str:
 
 
 class AddressBook:
-    def __init__(self, departments: list[Department], grid: GridRegistry | None, notify: NotifyFile,
-                 settings: Settings) -> None:
+    def __init__(
+        self, departments: list[Department], grid: GridRegistry | None, notify: NotifyFile, settings: Settings
+    ) -> None:
         self.departments = {d.code: d for d in departments}
         self.notify = notify
         self.settings = settings

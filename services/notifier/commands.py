@@ -5,6 +5,7 @@ SMS account before a real case depends on it. Secrets (SMTP password, SMS API ke
 read from the environment or `*_FILE` only, never from the command line, where they
 would show in `ps` and the shell history.
 """
+
 from __future__ import annotations
 
 import uuid
@@ -83,8 +84,13 @@ def notify() -> None:
 @click.option("--secret", default=None, help="Webhook HMAC secret or DingTalk 加签 secret (SEC…).")
 @click.option("--event", type=click.Choice(EVENTS), default="case_dispatched", show_default=True)
 @click.option("--mention", "mentions", multiple=True, help="Phone or user id to @ (robots); repeatable.")
-@click.option("--templates", "templates", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Template override directory (default: <config dir>/notify_templates).")
+@click.option(
+    "--templates",
+    "templates",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Template override directory (default: <config dir>/notify_templates).",
+)
 @click.option("--smtp-host", default=None)
 @click.option("--smtp-port", type=int, default=None)
 @click.option("--smtp-starttls/--no-smtp-starttls", default=None)
@@ -173,8 +179,9 @@ COMMANDS.append(notify)
 @click.command("sink")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=int, default=8025, show_default=True)
-@click.option("--print-env", is_flag=True,
-              help="Only print the `export` lines that point a stack's channels here (for `eval`).")
+@click.option(
+    "--print-env", is_flag=True, help="Only print the `export` lines that point a stack's channels here (for `eval`)."
+)
 def sink(host: str, port: int, print_env: bool) -> None:
     """A local notification sink: prints every message people would get (webhooks,
     WeCom/DingTalk robots, SMS). Start the stack with the variables it prints."""
@@ -192,15 +199,17 @@ def sink(host: str, port: int, print_env: bool) -> None:
 
     def show(r: sink_mod.Received) -> None:
         check = {True: " ✓ signed", False: " ✗ BAD SIGNATURE", None: ""}[r.signed]
-        click.echo(f"{_time.strftime('%H:%M:%S')} {r.kind:<8} {r.path}{check}\n    "
-                   + r.text.replace("\n", "\n    "))
+        click.echo(f"{_time.strftime('%H:%M:%S')} {r.kind:<8} {r.path}{check}\n    " + r.text.replace("\n", "\n    "))
 
     try:
         server = sink_mod.serve(host, port, secret, show)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}; try --port") from None
-    click.echo(f"gridbus sink on {base}. Point a stack at it (before `./run.sh` or `gridbus up`):\n  "
-               + "\n  ".join(exports) + "\n(or: eval \"$(gridbus sink --print-env)\"). Ctrl-C stops.")
+    click.echo(
+        f"gridbus sink on {base}. Point a stack at it (before `./run.sh` or `gridbus up`):\n  "
+        + "\n  ".join(exports)
+        + '\n(or: eval "$(gridbus sink --print-env)"). Ctrl-C stops.'
+    )
     try:
         while True:
             _time.sleep(3600)

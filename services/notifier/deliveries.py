@@ -37,6 +37,7 @@ Delivery guarantees — the resend policy
   `notification_failed` event goes out (never for a failed `notification_failed`
   message itself, which would loop).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -62,8 +63,10 @@ class Delivery(BaseModel):
     event: str
     case_id: str
     correlation_id: str
-    recipient: str = Field(description="`liaison:<dept>:<street>`, `dept:<code>`, `commander:<level>:<id>`, "
-                                       "`ops`, `reporter:<id>`: resolved to an address at send time")
+    recipient: str = Field(
+        description="`liaison:<dept>:<street>`, `dept:<code>`, `commander:<level>:<id>`, "
+        "`ops`, `reporter:<id>`: resolved to an address at send time"
+    )
     channel: ChannelName
     subject: str
     text: str
@@ -85,10 +88,18 @@ def delivery_id(message_id: str, recipient: str, channel: ChannelName) -> str:
 
 
 def outgoing(delivery: Delivery, to: str, secret: str | None, mentions: tuple[str, ...] = ()) -> OutgoingMessage:
-    return OutgoingMessage(delivery_id=delivery.delivery_id, channel=delivery.channel, to=to,
-                           subject=delivery.subject, text=delivery.text, payload=delivery.payload,
-                           mentions=mentions, secret=secret, sms_template=delivery.sms_template,
-                           sms_params=delivery.sms_params)
+    return OutgoingMessage(
+        delivery_id=delivery.delivery_id,
+        channel=delivery.channel,
+        to=to,
+        subject=delivery.subject,
+        text=delivery.text,
+        payload=delivery.payload,
+        mentions=mentions,
+        secret=secret,
+        sms_template=delivery.sms_template,
+        sms_params=delivery.sms_params,
+    )
 
 
 @dataclass(frozen=True)
@@ -101,8 +112,9 @@ class NextStep:
     kind: str = ""  # dead: permanent | exhausted
 
 
-def next_step(delivery: Delivery, outcome: DeliveryOutcome,
-              delays: tuple[int, ...] = NOTIFIER_RETRY_DELAYS_S) -> NextStep:
+def next_step(
+    delivery: Delivery, outcome: DeliveryOutcome, delays: tuple[int, ...] = NOTIFIER_RETRY_DELAYS_S
+) -> NextStep:
     """Attempt n (1-based) that failed transiently waits delays[n-1]; a Retry-After longer than
     that picks the first delay queue at least as long (the longest if none is)."""
     if outcome.ok:
@@ -110,8 +122,7 @@ def next_step(delivery: Delivery, outcome: DeliveryOutcome,
     if not outcome.transient:
         return NextStep("dead", reason=f"permanent failure: {outcome.detail}", kind="permanent")
     if delivery.attempt > len(delays):
-        return NextStep("dead", reason=f"gave up after {delivery.attempt} attempts: {outcome.detail}",
-                        kind="exhausted")
+        return NextStep("dead", reason=f"gave up after {delivery.attempt} attempts: {outcome.detail}", kind="exhausted")
     delay = delays[delivery.attempt - 1]
     if outcome.retry_after and outcome.retry_after > delay:
         delay = next((d for d in delays if d >= outcome.retry_after), delays[-1])
@@ -144,9 +155,16 @@ class SendState:
         pipe = self.r.pipeline(transaction=True)
         pipe.set(self.keys.delivery_sent(did), f"{how}:{now}", ex=SENT_TTL_S)
         if delivery is not None and delivery.case_id:
-            entry = {"event": delivery.event, "recipient": delivery.recipient, "channel": delivery.channel.value,
-                     "subject": delivery.subject, "outcome": how, "detail": detail[:300],
-                     "attempt": delivery.attempt, "at": now}
+            entry = {
+                "event": delivery.event,
+                "recipient": delivery.recipient,
+                "channel": delivery.channel.value,
+                "subject": delivery.subject,
+                "outcome": how,
+                "detail": detail[:300],
+                "attempt": delivery.attempt,
+                "at": now,
+            }
             pipe.hset(self.keys.notify_case_log(delivery.case_id), did, json.dumps(entry, ensure_ascii=False))
             pipe.expire(self.keys.notify_case_log(delivery.case_id), SENT_TTL_S)
         pipe.execute()

@@ -13,6 +13,7 @@ The rate limit counts arrivals per fixed window (`per_minutes`) in a sorted set 
 by delivery id, so a redelivered message keeps its rank: the first `max` go out, the
 rest are held until the window ends and go out as one digest.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -109,23 +110,35 @@ class HoldStore:
     def claim(self, now: float, lease_s: float, limit: int = 100) -> list[ClaimedBucket]:
         prefix_held = keys.notify_held("")
         prefix_claimed = keys.notify_held_claimed("")
-        flat = self._claim(keys=[keys.notify_release(), keys.notify_release_leased()],
-                           args=[now, lease_s, limit, prefix_held, prefix_claimed])
+        flat = self._claim(
+            keys=[keys.notify_release(), keys.notify_release_leased()],
+            args=[now, lease_s, limit, prefix_held, prefix_claimed],
+        )
         out = []
         for i in range(0, len(flat), 2):
             raw = json.loads(flat[i + 1]) if flat[i + 1] not in ("{}", b"{}") else []
-            items = sorted((Delivery.model_validate_json(x) for x in raw),
-                           key=lambda d: (d.first_attempt_at, d.delivery_id))
+            items = sorted(
+                (Delivery.model_validate_json(x) for x in raw), key=lambda d: (d.first_attempt_at, d.delivery_id)
+            )
             out.append(ClaimedBucket(flat[i] if isinstance(flat[i], str) else flat[i].decode(), items))
         return out
 
     def done(self, bucket: str, now: float) -> None:
-        self._done(keys=[keys.notify_held_claimed(bucket), keys.notify_held(bucket),
-                         keys.notify_release_leased(), keys.notify_release()], args=[bucket, now])
+        self._done(
+            keys=[
+                keys.notify_held_claimed(bucket),
+                keys.notify_held(bucket),
+                keys.notify_release_leased(),
+                keys.notify_release(),
+            ],
+            args=[bucket, now],
+        )
 
     def held_count(self) -> int:
-        buckets = cast(set[str], set(self.r.zrange(keys.notify_release(), 0, -1))
-                       | set(self.r.zrange(keys.notify_release_leased(), 0, -1)))
+        buckets = cast(
+            set[str],
+            set(self.r.zrange(keys.notify_release(), 0, -1)) | set(self.r.zrange(keys.notify_release_leased(), 0, -1)),
+        )
         pipe = self.r.pipeline(transaction=False)
         for b in buckets:
             pipe.hlen(keys.notify_held(b))

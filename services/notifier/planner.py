@@ -6,6 +6,7 @@ on the same channel give one message. The delivery id is a hash of the event's m
 id, the recipient and the channel, so a repeated event plans the very same deliveries
 (which the sender then drops as already done).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,8 +23,10 @@ from shared.models import Case, CaseDispatched, CaseEscalated, CaseUpdated, Dead
 
 #: notification_failed has no template of its own in render.py's set: these texts say it.
 _FAILED_SUBJECT = "【通知失败】{case_id} {channel} → {recipient}"
-_FAILED_TEXT = ("案件 {case_id} 的通知未能送达：{recipient}（{channel}），已尝试 {attempts} 次。\n"
-                "原因：{reason}\n请核对联系方式或渠道配置，必要时电话通知。")
+_FAILED_TEXT = (
+    "案件 {case_id} 的通知未能送达：{recipient}（{channel}），已尝试 {attempts} 次。\n"
+    "原因：{reason}\n请核对联系方式或渠道配置，必要时电话通知。"
+)
 
 
 @dataclass
@@ -35,8 +38,14 @@ class CaseFacts:
 
 
 class Planner:
-    def __init__(self, notify: NotifyFile, addresses: AddressBook, renderer: Renderer,
-                 grid: GridRegistry | None = None, catalog: Catalog | None = None) -> None:
+    def __init__(
+        self,
+        notify: NotifyFile,
+        addresses: AddressBook,
+        renderer: Renderer,
+        grid: GridRegistry | None = None,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.notify = notify
         self.addresses = addresses
         self.renderer = renderer
@@ -50,9 +59,14 @@ class Planner:
         ctx = context_from_event(payload)
         case = facts.case
         if case is not None:
-            for key, value in (("category", case.category), ("severity", case.severity.value),
-                               ("grid", case.grid), ("street", case.street),
-                               ("address", case.location.address), ("description", case.description)):
+            for key, value in (
+                ("category", case.category),
+                ("severity", case.severity.value),
+                ("grid", case.grid),
+                ("street", case.street),
+                ("address", case.location.address),
+                ("description", case.description),
+            ):
                 ctx.setdefault(key, value)
             if not ctx.get("handle_due") and not isinstance(event, DispatchWithdrawn):  # not the new round's
                 active = [a for a in case.assignments if a.active]
@@ -70,8 +84,12 @@ class Planner:
         if self.grid is not None:
             cell = self.grid.cell(str(ctx.get("grid") or ""))
             if cell is not None:
-                ctx.update(street=cell.street, street_name=cell.street_name,
-                           community_name=cell.community_name, patch_name=cell.name)
+                ctx.update(
+                    street=cell.street,
+                    street_name=cell.street_name,
+                    community_name=cell.community_name,
+                    patch_name=cell.name,
+                )
             elif ctx.get("street"):
                 ctx.setdefault("street_name", self.grid.name_of(str(ctx["street"])))
         if ctx.get("dept"):
@@ -95,8 +113,7 @@ class Planner:
             assignments = case.assignments
         out = [(a.dept, a.street, a.level) for a in (assignments or []) if a.active]
         if isinstance(event, CaseUpdated) and event.dept:
-            out = [x for x in out if x[0] == event.dept] or [
-                (event.dept, case.street if case else "", 3)]
+            out = [x for x in out if x[0] == event.dept] or [(event.dept, case.street if case else "", 3)]
         return sorted(set(out))
 
     def facts(self, event: Envelope, case: Case | None, ctx: dict[str, Any]) -> Facts:
@@ -123,8 +140,9 @@ class Planner:
 
     # ------------------------------------------------------------------ recipients
 
-    def recipients(self, target: Target, event: Envelope, facts: Facts, cf: CaseFacts,
-                   grid_cell: str | None) -> list[tuple[str, str | None, dict[str, Any]]]:
+    def recipients(
+        self, target: Target, event: Envelope, facts: Facts, cf: CaseFacts, grid_cell: str | None
+    ) -> list[tuple[str, str | None, dict[str, Any]]]:
         """(recipient id, the department it is about, extra payload) for one target."""
         case = cf.case
         assigned = self._assignments(event, case)
@@ -151,13 +169,18 @@ class Planner:
             return [(commander_id(level, p), dept, {}) for p in people]
         if target.to == "reporter" and case is not None:
             out: list[tuple[str, str | None, dict[str, Any]]] = [
-                (f"reporter:{case.reporter_id}", None,
-                 {"reporter_id": case.reporter_id, "reporter_case_id": case.case_id})]
+                (
+                    f"reporter:{case.reporter_id}",
+                    None,
+                    {"reporter_id": case.reporter_id, "reporter_case_id": case.case_id},
+                )
+            ]
             if target.include_duplicates:
                 for reporter, dup_case in sorted(cf.duplicate_reporters.items()):
                     if reporter != case.reporter_id:
-                        out.append((f"reporter:{reporter}", None,
-                                    {"reporter_id": reporter, "reporter_case_id": dup_case}))
+                        out.append(
+                            (f"reporter:{reporter}", None, {"reporter_id": reporter, "reporter_case_id": dup_case})
+                        )
             return out
         return []
 
@@ -184,24 +207,46 @@ class Planner:
                     if (recipient, channel) in seen:
                         continue
                     seen.add((recipient, channel))
-                    out.append(self.delivery(event, recipient, channel, list(target.channels[1:]), ctx,
-                                             {**payload, **extra}, urgent))
+                    out.append(
+                        self.delivery(
+                            event, recipient, channel, list(target.channels[1:]), ctx, {**payload, **extra}, urgent
+                        )
+                    )
         return out
 
-    def delivery(self, event: Envelope, recipient: str, channel: ChannelName, fallbacks: list[ChannelName],
-                 ctx: dict[str, Any], payload: dict[str, Any], urgent: bool) -> Delivery:
+    def delivery(
+        self,
+        event: Envelope,
+        recipient: str,
+        channel: ChannelName,
+        fallbacks: list[ChannelName],
+        ctx: dict[str, Any],
+        payload: dict[str, Any],
+        urgent: bool,
+    ) -> Delivery:
         name = getattr(event, "event", "")
         subject, text, sms_template, sms_params = self.render(name, channel, recipient, ctx)
         return Delivery(
-            delivery_id=delivery_id(event.message_id, recipient, channel), event=name,
-            case_id=event.case_id, correlation_id=event.correlation_id, recipient=recipient,
-            channel=channel, subject=subject, text=text, payload=payload, fallbacks=fallbacks,
-            urgent=urgent, sms_template=sms_template, sms_params=sms_params, event_message_id=event.message_id,
+            delivery_id=delivery_id(event.message_id, recipient, channel),
+            event=name,
+            case_id=event.case_id,
+            correlation_id=event.correlation_id,
+            recipient=recipient,
+            channel=channel,
+            subject=subject,
+            text=text,
+            payload=payload,
+            fallbacks=fallbacks,
+            urgent=urgent,
+            sms_template=sms_template,
+            sms_params=sms_params,
+            event_message_id=event.message_id,
             context={k: v for k, v in ctx.items() if isinstance(v, (str, int, float, bool)) or v is None},
         )
 
-    def render(self, name: str, channel: ChannelName, recipient: str,
-               ctx: dict[str, Any]) -> tuple[str, str, str | None, dict[str, str]]:
+    def render(
+        self, name: str, channel: ChannelName, recipient: str, ctx: dict[str, Any]
+    ) -> tuple[str, str, str | None, dict[str, str]]:
         ctx = {**ctx, "recipient_name": self.addresses.name_of(recipient)}
         try:
             subject, text = self.renderer.render(name, channel, ctx)

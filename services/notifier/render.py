@@ -14,6 +14,7 @@ from_level, to_level, route (the first assignment's), by, order_id, deadline (da
 text), deadline_kind (acknowledge | handle), ack_due, handle_due, late_seconds, reason,
 from_status, to_status, note, mode, actor, recipient_name, items (digest: list of {case_id, subject, link}), link.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,9 +37,18 @@ ROBOTS = (ChannelName.wecom, ChannelName.dingtalk)
 
 LEVEL_NAMES = {1: "市级", 2: "区级", 3: "街道", 4: "社区", 5: "网格"}
 STATUS_NAMES = {
-    "reported": "已上报", "registered": "已立案", "dispatched": "已派遣", "acknowledged": "已签收",
-    "in_progress": "处置中", "resolved": "已处置", "closed": "已结案", "rejected": "已退回",
-    "reopened": "核查未通过，已重新派遣", "suspended": "已挂起", "duplicate": "重复案件", "cancelled": "已作废",
+    "reported": "已上报",
+    "registered": "已立案",
+    "dispatched": "已派遣",
+    "acknowledged": "已签收",
+    "in_progress": "处置中",
+    "resolved": "已处置",
+    "closed": "已结案",
+    "rejected": "已退回",
+    "reopened": "核查未通过，已重新派遣",
+    "suspended": "已挂起",
+    "duplicate": "重复案件",
+    "cancelled": "已作废",
 }
 MODE_NAMES = {"service": "服务", "management": "管理", "enforcement": "执法"}
 DEADLINE_KINDS = {"acknowledge": "签收", "handle": "处置"}

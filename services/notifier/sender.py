@@ -5,6 +5,7 @@ delivery happen at most once per id (see deliveries.py for the resend policy);
 `Notifier.flush` turns held messages into digests. The nameko service (service.py) only
 calls these from its entrypoints and timers.
 """
+
 from __future__ import annotations
 
 import time
@@ -49,9 +50,18 @@ def load_case(client: redis.Redis, case_id: str) -> Case | None:
 
 
 class Notifier:
-    def __init__(self, client: redis.Redis, bus: Bus, planner: Planner, addresses: AddressBook,
-                 notify: NotifyFile, channel_settings: ChannelSettings, *, tz: str = "Asia/Shanghai",
-                 lease_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        bus: Bus,
+        planner: Planner,
+        addresses: AddressBook,
+        notify: NotifyFile,
+        channel_settings: ChannelSettings,
+        *,
+        tz: str = "Asia/Shanghai",
+        lease_s: float = 30.0,
+    ) -> None:
         self.r = client
         self.bus = bus
         self.planner = planner
@@ -79,14 +89,23 @@ class Notifier:
     def on_event(self, event: Envelope) -> list[Delivery]:
         planned = self.planner.plan(event, self.case_facts(event.case_id))
         # one confirm round trip for the whole fan-out
-        self.bus.publish_batch([Outgoing(topology.EX_NOTIFY, topology.RK_DELIVERY, d, d.delivery_id, d.correlation_id,
-                                         "delivery") for d in planned])
+        self.bus.publish_batch(
+            [
+                Outgoing(topology.EX_NOTIFY, topology.RK_DELIVERY, d, d.delivery_id, d.correlation_id, "delivery")
+                for d in planned
+            ]
+        )
         return planned
 
     def publish(self, delivery: Delivery, routing_key: str = topology.RK_DELIVERY) -> None:
-        self.bus.publish(topology.EX_NOTIFY, routing_key, delivery, message_id=delivery.delivery_id,
-                         correlation_id=delivery.correlation_id,
-                         kind="delivery" if routing_key == topology.RK_DELIVERY else "retry")
+        self.bus.publish(
+            topology.EX_NOTIFY,
+            routing_key,
+            delivery,
+            message_id=delivery.delivery_id,
+            correlation_id=delivery.correlation_id,
+            kind="delivery" if routing_key == topology.RK_DELIVERY else "retry",
+        )
 
     # ------------------------------------------------------------------ one delivery
 
@@ -98,8 +117,13 @@ class Notifier:
         """
         now = time.time() if now is None else now
         did, channel = delivery.delivery_id, delivery.channel.value
-        log_ctx = {"case_id": delivery.case_id, "delivery_id": did, "channel": channel,
-                   "recipient": delivery.recipient, "attempt": delivery.attempt}
+        log_ctx = {
+            "case_id": delivery.case_id,
+            "delivery_id": did,
+            "channel": channel,
+            "recipient": delivery.recipient,
+            "attempt": delivery.attempt,
+        }
         if self.state.finished(did):
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "duplicate").inc()
             log.info("delivery_duplicate", **log_ctx)
@@ -137,17 +161,25 @@ class Notifier:
         reason, release_at = decision
         self.holds.hold(delivery, release_at)
         metrics.NOTIFICATION_DELIVERIES.labels(delivery.channel.value, "held").inc()
-        log.info("delivery_held", case_id=delivery.case_id, delivery_id=delivery.delivery_id,
-                 recipient=delivery.recipient, channel=delivery.channel.value, reason=reason,
-                 release_at=datetime.fromtimestamp(release_at, timezone.utc).isoformat())
+        log.info(
+            "delivery_held",
+            case_id=delivery.case_id,
+            delivery_id=delivery.delivery_id,
+            recipient=delivery.recipient,
+            channel=delivery.channel.value,
+            reason=reason,
+            release_at=datetime.fromtimestamp(release_at, timezone.utc).isoformat(),
+        )
         return f"held:{reason}"
 
     def _attempt(self, delivery: Delivery, log_ctx: dict[str, Any], now: float) -> str:
         did, channel = delivery.delivery_id, delivery.channel.value
         sends = self.state.count_send(did, delivery.attempt)
         if sends > MAX_SENDS_PER_ATTEMPT:
-            reason = (f"outcome unknown: sending was interrupted {sends - 1} times before the result was "
-                      f"recorded; not resending (at most one resend per attempt)")
+            reason = (
+                f"outcome unknown: sending was interrupted {sends - 1} times before the result was "
+                f"recorded; not resending (at most one resend per attempt)"
+            )
             return self._dead(delivery, reason, "unknown_outcome", log_ctx)
         if sends == MAX_SENDS_PER_ATTEMPT:
             log.warning("delivery_resend_after_crash", **log_ctx)
@@ -156,8 +188,11 @@ class Notifier:
         if address is None or not address.to:
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "no_address").inc()
             metrics.NOTIFICATIONS.labels(channel, "no_address").inc()
-            why = (f"{channel} disabled ({self.disabled[delivery.channel]} not set)" if disabled
-                   else f"no {channel} address for {delivery.recipient}")
+            why = (
+                f"{channel} disabled ({self.disabled[delivery.channel]} not set)"
+                if disabled
+                else f"no {channel} address for {delivery.recipient}"
+            )
             if delivery.fallbacks:
                 self._fallback(delivery, why)
                 self._finish(delivery, "no_address", "fallback")
@@ -169,8 +204,9 @@ class Notifier:
             self._finish(delivery, "no_address")
             return "no_address"
         started = time.perf_counter()
-        outcome: DeliveryOutcome = send(outgoing(delivery, address.to, address.secret, address.mentions),
-                                        self.channel_settings)
+        outcome: DeliveryOutcome = send(
+            outgoing(delivery, address.to, address.secret, address.mentions), self.channel_settings
+        )
         metrics.NOTIFICATION_LATENCY.labels(channel).observe(time.perf_counter() - started)
         metrics.NOTIFICATIONS.labels(channel, outcome.kind).inc()
         step = next_step(delivery, outcome)
@@ -178,7 +214,8 @@ class Notifier:
             self._finish(delivery, "delivered")
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "delivered").inc()
             metrics.NOTIFICATION_DELIVERY_LATENCY.labels(channel).observe(
-                max(0.0, time.time() - delivery.first_attempt_at.timestamp()))
+                max(0.0, time.time() - delivery.first_attempt_at.timestamp())
+            )
             log.info("delivered", **log_ctx)
             return "delivered"
         if step.action == "retry":
@@ -193,17 +230,32 @@ class Notifier:
     def _finish(self, delivery: Delivery, how: str, detail: str = "") -> None:
         """The done marker, after the archive's record of it is confirmed by the broker (a
         failed publish leaves the delivery unfinished: redelivered, at most one resend)."""
-        self.bus.publish_event(NotificationSent(
-            message_id=f"sent:{delivery.delivery_id}", case_id=delivery.case_id,
-            correlation_id=delivery.correlation_id, delivery_id=delivery.delivery_id, source_event=delivery.event,
-            channel=delivery.channel.value, recipient=delivery.recipient, outcome=how))
+        self.bus.publish_event(
+            NotificationSent(
+                message_id=f"sent:{delivery.delivery_id}",
+                case_id=delivery.case_id,
+                correlation_id=delivery.correlation_id,
+                delivery_id=delivery.delivery_id,
+                source_event=delivery.event,
+                channel=delivery.channel.value,
+                recipient=delivery.recipient,
+                outcome=how,
+            )
+        )
         self.state.finish(delivery.delivery_id, how, delivery, detail)
 
     def _dead(self, delivery: Delivery, reason: str, kind: str, log_ctx: dict[str, Any]) -> str:
         did, channel = delivery.delivery_id, delivery.channel.value
         note = f" (falling back to {delivery.fallbacks[0].value})" if delivery.fallbacks else ""
-        dead_letter(self.bus, topology.Q_NOTIFIER_DELIVERIES, delivery.model_dump_json().encode(),
-                    "application/json", reason + note, "delivery_failed", message_id=did)
+        dead_letter(
+            self.bus,
+            topology.Q_NOTIFIER_DELIVERIES,
+            delivery.model_dump_json().encode(),
+            "application/json",
+            reason + note,
+            "delivery_failed",
+            message_id=did,
+        )
         metrics.NOTIFICATION_DEAD.labels(channel, kind).inc()
         if delivery.fallbacks:
             self._fallback(delivery, reason)
@@ -224,30 +276,51 @@ class Notifier:
             nxt = self.digest_for(delivery.recipient, channel, items, fallbacks=delivery.fallbacks[1:])
         else:
             subject, text, sms_template, sms_params = self.planner.render(
-                delivery.event, channel, delivery.recipient, delivery.context)
-            nxt = delivery.model_copy(update={
-                "delivery_id": delivery_id(base_id, delivery.recipient, channel), "channel": channel,
-                "subject": subject, "text": text, "sms_template": sms_template, "sms_params": sms_params,
-                "attempt": 1, "fallbacks": delivery.fallbacks[1:]})
+                delivery.event, channel, delivery.recipient, delivery.context
+            )
+            nxt = delivery.model_copy(
+                update={
+                    "delivery_id": delivery_id(base_id, delivery.recipient, channel),
+                    "channel": channel,
+                    "subject": subject,
+                    "text": text,
+                    "sms_template": sms_template,
+                    "sms_params": sms_params,
+                    "attempt": 1,
+                    "fallbacks": delivery.fallbacks[1:],
+                }
+            )
         self.publish(nxt)
-        log.info("delivery_fallback", case_id=delivery.case_id, delivery_id=delivery.delivery_id,
-                 next_delivery_id=nxt.delivery_id, channel=channel.value, reason=reason)
+        log.info(
+            "delivery_fallback",
+            case_id=delivery.case_id,
+            delivery_id=delivery.delivery_id,
+            next_delivery_id=nxt.delivery_id,
+            channel=channel.value,
+            reason=reason,
+        )
 
     def failed(self, delivery: Delivery, reason: str) -> None:
         """notification_failed on the bus (the operations centre's dashboards, the audit
         stream) and straight into this notifier's own subscriptions for it."""
         event = NotificationFailed(
-            message_id=f"failed:{delivery.delivery_id}", case_id=delivery.case_id,
-            correlation_id=delivery.correlation_id, channel=delivery.channel.value,
-            recipient=delivery.recipient, reason=reason[:500], attempts=delivery.attempt)
+            message_id=f"failed:{delivery.delivery_id}",
+            case_id=delivery.case_id,
+            correlation_id=delivery.correlation_id,
+            channel=delivery.channel.value,
+            recipient=delivery.recipient,
+            reason=reason[:500],
+            attempts=delivery.attempt,
+        )
         self.bus.publish_event(event)
         for out in self.planner.plan(event, CaseFacts(case=load_case(self.r, delivery.case_id))):
             self.publish(out)
 
     # ------------------------------------------------------------------ digests
 
-    def digest_for(self, recipient: str, channel: ChannelName, items: list[Delivery],
-                   fallbacks: list[ChannelName] | None = None) -> Delivery:
+    def digest_for(
+        self, recipient: str, channel: ChannelName, items: list[Delivery], fallbacks: list[ChannelName] | None = None
+    ) -> Delivery:
         bucket = digests.digest_bucket(recipient, channel.value)
         first = items[0]
         entries = [{"case_id": d.case_id, "subject": d.subject} for d in items]
@@ -259,14 +332,26 @@ class Notifier:
             params_ctx = {**first.context, "case_id": f"{first.case_id}等{len(items)}件"}
             sms_params = self.planner.renderer.sms_params(params_ctx)
         return Delivery(
-            delivery_id=digests.digest_id(bucket, items), event="digest", case_id=first.case_id,
-            correlation_id=first.correlation_id, recipient=recipient, channel=channel, subject=subject,
-            text=text, urgent=True, sms_template=sms_template, sms_params=sms_params,
+            delivery_id=digests.digest_id(bucket, items),
+            event="digest",
+            case_id=first.case_id,
+            correlation_id=first.correlation_id,
+            recipient=recipient,
+            channel=channel,
+            subject=subject,
+            text=text,
+            urgent=True,
+            sms_template=sms_template,
+            sms_params=sms_params,
             fallbacks=list(first.fallbacks if fallbacks is None else fallbacks),
             first_attempt_at=min(d.first_attempt_at for d in items),
-            payload={"event": "digest", "case_id": first.case_id, "case_ids": [d.case_id for d in items],
-                     "delivery_ids": [d.delivery_id for d in items],
-                     "messages": [{"event": d.event, "case_id": d.case_id, "subject": d.subject} for d in items]},
+            payload={
+                "event": "digest",
+                "case_id": first.case_id,
+                "case_ids": [d.case_id for d in items],
+                "delivery_ids": [d.delivery_id for d in items],
+                "messages": [{"event": d.event, "case_id": d.case_id, "subject": d.subject} for d in items],
+            },
             items=[d.model_dump(mode="json") for d in items],
         )
 
@@ -282,8 +367,13 @@ class Notifier:
                 for item in claimed.items:
                     self._finish(item, f"digest:{dig.delivery_id}")
                 metrics.NOTIFICATION_DELIVERIES.labels(channel, "digested").inc(len(claimed.items))
-                log.info("digest_published", recipient=recipient, channel=channel, items=len(claimed.items),
-                         delivery_id=dig.delivery_id)
+                log.info(
+                    "digest_published",
+                    recipient=recipient,
+                    channel=channel,
+                    items=len(claimed.items),
+                    delivery_id=dig.delivery_id,
+                )
                 out.append(dig)
             self.holds.done(claimed.bucket, now)
         return out

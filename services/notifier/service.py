@@ -5,6 +5,7 @@ Entrypoints: `on_event` (queue notifier.events) fans an event out into deliverie
 `flush_digests` (timer, every replica; claims are atomic in Redis) sends held messages
 as digests; `poll_queues` (timer) reads the depth of the notifier's queues for metrics.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,16 +57,27 @@ class NotifierConfig(DependencyProvider):
         for channel in ChannelName:
             metrics.NOTIFY_CHANNEL_ENABLED.labels(channel.value).set(0 if channel in disabled else 1)
         if disabled:  # once, here: not one warning (or dead letter) per message
-            log.warning("channels_disabled", channels=sorted(c.value for c in disabled),
-                        enable_with=sorted(disabled.values()),
-                        effect="deliveries fall back to the next channel or count as no_address")
+            log.warning(
+                "channels_disabled",
+                channels=sorted(c.value for c in disabled),
+                enable_with=sorted(disabled.values()),
+                effect="deliveries fall back to the next channel or count as no_address",
+            )
 
     def get_dependency(self, worker_ctx: Any) -> NotifierConfig:
         return self
 
     def notifier(self, client: Any, bus: Bus) -> Notifier:
-        return Notifier(client, bus, self.planner, self.addresses, self.notify, self.channel_settings,
-                        tz=self.settings.timezone, lease_s=self.settings.notifier_send_lease_seconds)
+        return Notifier(
+            client,
+            bus,
+            self.planner,
+            self.addresses,
+            self.notify,
+            self.channel_settings,
+            tz=self.settings.timezone,
+            lease_s=self.settings.notifier_send_lease_seconds,
+        )
 
 
 class NotifierService(GridbusService):
@@ -78,8 +90,9 @@ class NotifierService(GridbusService):
     def on_event(self, body: Any) -> None:
         event = event_or_reject(body)
         planned = self.config.notifier(self.redis, self.bus).on_event(event)
-        log.info("event_planned", case_id=event.case_id, event_type=getattr(event, "event", ""),
-                 deliveries=len(planned))
+        log.info(
+            "event_planned", case_id=event.case_id, event_type=getattr(event, "event", ""), deliveries=len(planned)
+        )
 
     @consume_reliably(topology.Q_NOTIFIER_DELIVERIES)
     def deliver(self, body: Any) -> None:

@@ -11,6 +11,7 @@ with a fresh timestamp; receivers refuse timestamps more than `tolerance` second
 away from their clock. This module depends on the standard library only, so a
 receiver may copy it as is (docs/webhooks.md).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -9,6 +9,7 @@ operations centre's webhook), `/gridapp` (the grid app's webhook: reporters' upd
 checked with WEBHOOK_SECRET (docs/webhooks.md), as a department's receiver would.
 Phone numbers are masked in what it prints.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,10 @@ def describe(path: str, body: bytes, headers: dict[str, str], secret: str) -> tu
         return Received(route, kind, text, None), json.dumps({"errcode": 0, "errmsg": "ok"}).encode()
     if route == "/sms":
         params = ", ".join(f"{k}={v}" for k, v in (doc.get("params") or {}).items())
-        text = f"to {mask_phone(str(doc.get('phone', '')))} [{doc.get('sign_name', '')}] " \
-               f"template {doc.get('template_id')}: {params}"
+        text = (
+            f"to {mask_phone(str(doc.get('phone', '')))} [{doc.get('sign_name', '')}] "
+            f"template {doc.get('template_id')}: {params}"
+        )
         return Received(route, "sms", text, None), json.dumps({"code": "OK", "message_id": "sink"}).encode()
     signed = signing.verify(secret, headers, body, time.time()) if secret else None
     event = doc.get("event") if isinstance(doc, dict) else None

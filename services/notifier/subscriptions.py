@@ -43,6 +43,7 @@ reopened), `reporter_role`.
 Quiet hours and the rate limit never hold breaches, escalations, failures or urgent
 cases (`URGENT_EVENTS`, severity `urgent`), and never machines (webhooks).
 """
+
 from __future__ import annotations
 
 import os
@@ -266,14 +267,22 @@ def _check(spec: NotifyFile, path: Path, node: Any, departments: set[str] | None
                     raise error_at(path, node, ("subscriptions", i, "when", "dept"), f"unknown department {dept!r}")
         for j, target in enumerate(sub.notify):
             if departments is not None and target.dept and target.dept not in departments:
-                raise error_at(path, node, ("subscriptions", i, "notify", j, "dept"),
-                               f"unknown department {target.dept!r}")
+                raise error_at(
+                    path, node, ("subscriptions", i, "notify", j, "dept"), f"unknown department {target.dept!r}"
+                )
             if ChannelName.sms in target.channels and sub.event not in spec.sms_templates:
-                raise error_at(path, node, ("subscriptions", i, "notify", j, "channels"),
-                               f"sms used for {sub.event} but sms_templates has no {sub.event}")
+                raise error_at(
+                    path,
+                    node,
+                    ("subscriptions", i, "notify", j, "channels"),
+                    f"sms used for {sub.event} but sms_templates has no {sub.event}",
+                )
     uses_sms = any(ChannelName.sms in t.channels for s in spec.subscriptions for t in s.notify)
-    if uses_sms and (spec.rate_limit or spec.quiet_hours.defaults or spec.quiet_hours.recipients) \
-            and "digest" not in spec.sms_templates:
+    if (
+        uses_sms
+        and (spec.rate_limit or spec.quiet_hours.defaults or spec.quiet_hours.recipients)
+        and "digest" not in spec.sms_templates
+    ):
         raise error_at(path, node, ("sms_templates",), "messages held for a digest may go by sms: add `digest`")
 
 

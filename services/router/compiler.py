@@ -2,6 +2,7 @@
 catalog, departments and grid, category matchers are evaluated against the catalog once,
 and each route keeps, per category, only the children that could match it.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,20 @@ from shared.departments import GRID_STATION, Department, load_departments
 
 
 def _compile_interval(spec: TimeIntervalSpec) -> _Interval:
-    months = ("january", "february", "march", "april", "may", "june", "july", "august",
-              "september", "october", "november", "december")
+    months = (
+        "january",
+        "february",
+        "march",
+        "april",
+        "may",
+        "june",
+        "july",
+        "august",
+        "september",
+        "october",
+        "november",
+        "december",
+    )
     return _Interval(
         minutes=tuple((minutes_of_day(r.start), minutes_of_day(r.end)) for r in spec.times),
         weekdays=tuple(parse_ranges(spec.weekdays, WEEKDAYS, 0, 6, "weekday")),
@@ -71,8 +84,15 @@ def _describe(m: MatchSpec) -> str:
 
 
 class _Compiler:
-    def __init__(self, path: Path, node: Any, catalog: Catalog, dept_codes: set[str],
-                 intervals: dict[str, tuple[_Interval, ...]], grid: Any) -> None:
+    def __init__(
+        self,
+        path: Path,
+        node: Any,
+        catalog: Catalog,
+        dept_codes: set[str],
+        intervals: dict[str, tuple[_Interval, ...]],
+        grid: Any,
+    ) -> None:
         self.path, self.yaml_node, self.catalog = path, node, catalog
         self.dept_codes, self.intervals, self.grid = dept_codes, intervals, grid
         self.keys = [c.key for c in catalog]
@@ -113,8 +133,13 @@ class _Compiler:
             chosen = set(keys)
         return frozenset(chosen)
 
-    def compile(self, spec: RouteSpec, loc: tuple[Any, ...], parent: _Node | None,
-                reach: frozenset[tuple[str, str]] | None = None) -> _Node:
+    def compile(
+        self,
+        spec: RouteSpec,
+        loc: tuple[Any, ...],
+        parent: _Node | None,
+        reach: frozenset[tuple[str, str]] | None = None,
+    ) -> _Node:
         """Compile one route; `reach` is what earlier routes leave for it (None: everything)."""
         m = spec.match
         ml = loc + ("match",)
@@ -188,8 +213,13 @@ class _Compiler:
         if node.cats is None and parent is not None:
             node.cats = parent.cats
         node.has_runtime_matchers = bool(
-            node.grid_prefixes or node.severities or node.attrs or node.attrs_regex or node.attrs_absent
-            or node.active or node.inactive
+            node.grid_prefixes
+            or node.severities
+            or node.attrs
+            or node.attrs_regex
+            or node.attrs_absent
+            or node.active
+            or node.inactive
         )
         node.receivers = tuple(
             Receiver(d, node.sla_policy, node.mode, node.level, node.path, node.reason) for d in node.depts
@@ -208,8 +238,9 @@ class _Compiler:
         children: list[_Node] = []
         for i, child in enumerate(spec.routes):
             if child.name in names:
-                raise self.err(loc + ("routes", i, "name"),
-                               f"route name {child.name!r} repeats sibling #{names[child.name]}")
+                raise self.err(
+                    loc + ("routes", i, "name"), f"route name {child.name!r} repeats sibling #{names[child.name]}"
+                )
             names[child.name] = i
             children.append(self.compile(child, loc + ("routes", i), node, child_reach))
             taker = children[-1]
@@ -230,7 +261,8 @@ class _Compiler:
         relevant = node.cats if node.cats is not None else frozenset(self.keys)
         for key in relevant:
             cands = tuple(
-                c for c, s in zip(node.children, spec.routes, strict=True)
+                c
+                for c, s in zip(node.children, spec.routes, strict=True)
                 if not _looks_at_category(s.match) or key in c.cats  # type: ignore[operator]
             )
             if cands != node.uncategorised:

@@ -3,6 +3,7 @@
 Ids are derived, not random: a redelivered `case_registered` produces the very same
 orders and events, so departments and intake can recognise the repeat.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,14 @@ def withdrawal_routing_key(notice: DispatchWithdrawn) -> str:
 
 
 class Dispatcher:
-    def __init__(self, tree: RoutingTree, catalog: Catalog, policies: PolicyBook, calendar: WorkCalendar,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        tree: RoutingTree,
+        catalog: Catalog,
+        policies: PolicyBook,
+        calendar: WorkCalendar,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.tree = tree
         self.catalog = catalog
         self.policies = policies
@@ -60,14 +67,37 @@ class Dispatcher:
         if isinstance(event, CaseRegistered):
             return self.plan(event.case_id, event.correlation_id, event.case, now)
         if isinstance(event, CaseRedispatch) and event.reason is RedispatchReason.manual:
-            receivers = self.manual_receivers(event.case, now, event.departments, event.level or 3, event.by,
-                                              event.note, hand_up=event.departments == [GRID_STATION])
-            return self.plan(event.case_id, event.correlation_id, event.case, now, round_no=event.round_no,
-                             manual=receivers, lead=event.lead, by=event.by, note=event.note)
+            receivers = self.manual_receivers(
+                event.case,
+                now,
+                event.departments,
+                event.level or 3,
+                event.by,
+                event.note,
+                hand_up=event.departments == [GRID_STATION],
+            )
+            return self.plan(
+                event.case_id,
+                event.correlation_id,
+                event.case,
+                now,
+                round_no=event.round_no,
+                manual=receivers,
+                lead=event.lead,
+                by=event.by,
+                note=event.note,
+            )
         if isinstance(event, CaseRedispatch):
-            return self.plan(event.case_id, event.correlation_id, event.case, now, round_no=event.round_no,
-                             exclude=frozenset(event.exclude), only=frozenset(event.only),
-                             max_rejections=max_rejections)
+            return self.plan(
+                event.case_id,
+                event.correlation_id,
+                event.case,
+                now,
+                round_no=event.round_no,
+                exclude=frozenset(event.exclude),
+                only=frozenset(event.only),
+                max_rejections=max_rejections,
+            )
         return None
 
     def routing_input(self, case: CaseSummary, at: datetime, exclude: frozenset[str] = frozenset()) -> RoutingInput:
@@ -82,8 +112,14 @@ class Dispatcher:
             exclude_depts=exclude,
         )
 
-    def receivers(self, case: CaseSummary, now: datetime, exclude: frozenset[str] = frozenset(),
-                  only: frozenset[str] = frozenset(), max_rejections: int = 2) -> tuple[list[Receiver], bool]:
+    def receivers(
+        self,
+        case: CaseSummary,
+        now: datetime,
+        exclude: frozenset[str] = frozenset(),
+        only: frozenset[str] = frozenset(),
+        max_rejections: int = 2,
+    ) -> tuple[list[Receiver], bool]:
         """Who gets the case, and whether it is now disputed (争议件).
 
         `only` (a reopened case) keeps the departments that handled it before; `exclude`
@@ -92,14 +128,30 @@ class Dispatcher:
         """
         if len(case.grid) == 6 and not only:
             # placed in no street (location_resolution "district"): the district's triage places it
-            return [Receiver(dept=GRID_STATION, sla_policy="default", mode="management", level=2,
-                             route="district_triage", reason="location in no mapped patch or street outline")], False
+            return [
+                Receiver(
+                    dept=GRID_STATION,
+                    sla_policy="default",
+                    mode="management",
+                    level=2,
+                    route="district_triage",
+                    reason="location in no mapped patch or street outline",
+                )
+            ], False
         if only:
             chosen = [r for r in self.tree.route(self.routing_input(case, now)) if r.dept in only]
             known = {r.dept for r in chosen}
-            chosen += [Receiver(dept=d, sla_policy="default", mode="service", level=3, route="reopened",
-                                reason="verification failed: back to the department that resolved it")
-                       for d in sorted(only - known)]
+            chosen += [
+                Receiver(
+                    dept=d,
+                    sla_policy="default",
+                    mode="service",
+                    level=3,
+                    route="reopened",
+                    reason="verification failed: back to the department that resolved it",
+                )
+                for d in sorted(only - known)
+            ]
             return chosen, False
         if len(exclude) >= max_rejections:
             return [self._disputed(exclude)], True
@@ -110,11 +162,25 @@ class Dispatcher:
 
     @staticmethod
     def _disputed(exclude: frozenset[str]) -> Receiver:
-        return Receiver(dept=GRID_STATION, sla_policy="default", mode="management", level=3, route="dispute",
-                        reason=f"争议件: rejected by {', '.join(sorted(exclude))}")
+        return Receiver(
+            dept=GRID_STATION,
+            sla_policy="default",
+            mode="management",
+            level=3,
+            route="dispute",
+            reason=f"争议件: rejected by {', '.join(sorted(exclude))}",
+        )
 
-    def manual_receivers(self, case: CaseSummary, now: datetime, departments: list[str], level: int,
-                         by: str, note: str, hand_up: bool = False) -> list[Receiver]:
+    def manual_receivers(
+        self,
+        case: CaseSummary,
+        now: datetime,
+        departments: list[str],
+        level: int,
+        by: str,
+        note: str,
+        hand_up: bool = False,
+    ) -> list[Receiver]:
         """A dispatch by hand: the commander chose the departments and the level; each
         department keeps the SLA policy and 721 mode the tree gives it for this case
         (the default policy when the tree would not have sent it there)."""
@@ -123,15 +189,33 @@ class Dispatcher:
         out = []
         for dept in departments:
             tree = suggested.get(dept)
-            out.append(Receiver(dept=dept, sla_policy=tree.sla_policy if tree else "default",
-                                mode=tree.mode if tree else "management", level=level, route=route,
-                                reason=f"dispatched by hand by {by}: {note}"))
+            out.append(
+                Receiver(
+                    dept=dept,
+                    sla_policy=tree.sla_policy if tree else "default",
+                    mode=tree.mode if tree else "management",
+                    level=level,
+                    route=route,
+                    reason=f"dispatched by hand by {by}: {note}",
+                )
+            )
         return out
 
-    def plan(self, case_id: str, correlation_id: str, case: CaseSummary, now: datetime,
-             round_no: int = 1, exclude: frozenset[str] = frozenset(), only: frozenset[str] = frozenset(),
-             max_rejections: int = 2, manual: list[Receiver] | None = None, lead: str | None = None,
-             by: str = "", note: str = "") -> DispatchPlan:
+    def plan(
+        self,
+        case_id: str,
+        correlation_id: str,
+        case: CaseSummary,
+        now: datetime,
+        round_no: int = 1,
+        exclude: frozenset[str] = frozenset(),
+        only: frozenset[str] = frozenset(),
+        max_rejections: int = 2,
+        manual: list[Receiver] | None = None,
+        lead: str | None = None,
+        by: str = "",
+        note: str = "",
+    ) -> DispatchPlan:
         if manual is not None:
             receivers, disputed = manual, False
         else:
@@ -144,28 +228,60 @@ class Dispatcher:
             assignments.append(assignment)
             order = DispatchOrder(
                 message_id=f"order:{assignment.order_id}",
-                case_id=case_id, correlation_id=correlation_id, occurred_at=now,
-                order_id=assignment.order_id, dept=r.dept, street=case.street, level=r.level,
-                route=r.route, sla_policy=assignment.sla_policy, mode=assignment.mode, case=case,
-                ack_due=assignment.ack_due, handle_due=assignment.handle_due,
-                reply_to=f"{EX_REPLIES} / {reply_routing_key(r.dept)}", lead=assignment.lead, note=note,
+                case_id=case_id,
+                correlation_id=correlation_id,
+                occurred_at=now,
+                order_id=assignment.order_id,
+                dept=r.dept,
+                street=case.street,
+                level=r.level,
+                route=r.route,
+                sla_policy=assignment.sla_policy,
+                mode=assignment.mode,
+                case=case,
+                ack_due=assignment.ack_due,
+                handle_due=assignment.handle_due,
+                reply_to=f"{EX_REPLIES} / {reply_routing_key(r.dept)}",
+                lead=assignment.lead,
+                note=note,
             )
             orders.append((dispatch_routing_key(r.dept, case.street), order))
-        dispatched = CaseDispatched(message_id=f"dispatched:{case_id}:{round_no}", case_id=case_id,
-                                    correlation_id=correlation_id, occurred_at=now, case=case,
-                                    assignments=assignments, round_no=round_no, disputed=disputed, by=by, note=note)
+        dispatched = CaseDispatched(
+            message_id=f"dispatched:{case_id}:{round_no}",
+            case_id=case_id,
+            correlation_id=correlation_id,
+            occurred_at=now,
+            case=case,
+            assignments=assignments,
+            round_no=round_no,
+            disputed=disputed,
+            by=by,
+            note=note,
+        )
         unroutable = None
         if all(r.dept == GRID_STATION for r in receivers) and not disputed and manual is None:
-            unroutable = CaseUnroutable(message_id=f"unroutable:{case_id}:{round_no}", case_id=case_id,
-                                        correlation_id=correlation_id, occurred_at=now, case=case,
-                                        reason="; ".join(r.reason for r in receivers))
+            unroutable = CaseUnroutable(
+                message_id=f"unroutable:{case_id}:{round_no}",
+                case_id=case_id,
+                correlation_id=correlation_id,
+                occurred_at=now,
+                case=case,
+                reason="; ".join(r.reason for r in receivers),
+            )
         return DispatchPlan(orders, dispatched, unroutable)
 
     def _assignment(self, case_id: str, case: CaseSummary, r: Receiver, now: datetime, round_no: int) -> Assignment:
         policy = self.policies.for_case(case.category, case.filing_condition, case.severity.value, r.sla_policy)
         return Assignment(
-            dept=r.dept, street=case.street, level=r.level, route=r.route, sla_policy=r.sla_policy,
-            mode=Mode721(r.mode), order_id=f"{case_id}/{round_no}/{r.dept}", dispatched_at=now, reason=r.reason,
+            dept=r.dept,
+            street=case.street,
+            level=r.level,
+            route=r.route,
+            sla_policy=r.sla_policy,
+            mode=Mode721(r.mode),
+            order_id=f"{case_id}/{round_no}/{r.dept}",
+            dispatched_at=now,
+            reason=r.reason,
             ack_due=self.calendar.due(now, policy.ack_limit),
             handle_due=self.calendar.due(now, policy.handle_limit),
         )

@@ -5,6 +5,7 @@ assignment, so a route decision sees either the old tree or the new one, never a
 An invalid file keeps the old tree, is logged with file, line and field, and shows as
 `gridbus_routes_config_valid 0` until a valid file is loaded.
 """
+
 from __future__ import annotations
 
 import os

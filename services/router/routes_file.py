@@ -2,6 +2,7 @@
 nothing but the file itself. What the names in it refer to (catalog codes, departments,
 grid codes, interval names) is checked when it is compiled (compiler.py).
 """
+
 from __future__ import annotations
 
 import re
@@ -89,8 +90,20 @@ class TimeIntervalSpec(_Strict):
     @field_validator("months")
     @classmethod
     def _mon(cls, v: list[str]) -> list[str]:
-        names = ("january", "february", "march", "april", "may", "june", "july", "august",
-                 "september", "october", "november", "december")
+        names = (
+            "january",
+            "february",
+            "march",
+            "april",
+            "may",
+            "june",
+            "july",
+            "august",
+            "september",
+            "october",
+            "november",
+            "december",
+        )
         parse_ranges(v, names, 1, 12, "month")
         return v
 
@@ -110,7 +123,7 @@ def _quoted_codes(v: Any) -> Any:
         v = [v]
     for item in v or []:
         if not isinstance(item, str):
-            raise ValueError(f"{item!r}: quote category codes (\"01037\"), YAML drops leading zeros")
+            raise ValueError(f'{item!r}: quote category codes ("01037"), YAML drops leading zeros')
     return v
 
 

@@ -1,4 +1,5 @@
 """router: the nameko shell around dispatch.py."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,8 +31,9 @@ class DispatcherProvider(DependencyProvider):
     def setup(self) -> None:
         catalog = load_catalog()
         routes = get_settings().config_dir / "routes.yaml"
-        self.dispatcher = Dispatcher(load_routing_tree(routes, catalog=catalog), catalog, load_policies(),
-                                     load_calendar())
+        self.dispatcher = Dispatcher(
+            load_routing_tree(routes, catalog=catalog), catalog, load_policies(), load_calendar()
+        )
         self.reloader = TreeReloader(routes, lambda p: load_routing_tree(p, catalog=catalog), self._install)
         metrics.ROUTES_CONFIG_VALID.set(1)
 
@@ -56,10 +58,21 @@ class RouterService(GridbusService):
         event = event_or_reject(body)
         if isinstance(event, DispatchWithdrawn):
             # intake closed the order; the department hears it on its own queue
-            self.bus.publish_batch([Outgoing(topology.EX_DISPATCH, withdrawal_routing_key(event), event,
-                                             event.message_id, event.correlation_id, kind="dispatch_withdrawn")])
-            log.info("order_withdrawn", case_id=event.case_id, order_id=event.order_id, dept=event.dept,
-                     round=event.round_no)
+            self.bus.publish_batch(
+                [
+                    Outgoing(
+                        topology.EX_DISPATCH,
+                        withdrawal_routing_key(event),
+                        event,
+                        event.message_id,
+                        event.correlation_id,
+                        kind="dispatch_withdrawn",
+                    )
+                ]
+            )
+            log.info(
+                "order_withdrawn", case_id=event.case_id, order_id=event.order_id, dept=event.dept, round=event.round_no
+            )
             return
         plan = self.routing.dispatcher.plan_event(event, max_rejections=get_settings().max_rejections)
         if plan is None:
@@ -75,7 +88,11 @@ class RouterService(GridbusService):
             metrics.CASES_DISPATCHED.labels(order.dept, order.street).inc()
         if plan.unroutable is not None:
             metrics.CASES_UNROUTABLE.labels(event.case.street).inc()
-        log.info("case_routed", case_id=event.case_id, round=plan.dispatched.round_no,
-                 disputed=plan.dispatched.disputed,
-                 receivers=[f"{o.dept}@L{o.level}:{o.route}" for _, o in plan.orders],
-                 triage=any(o.dept == GRID_STATION for _, o in plan.orders))
+        log.info(
+            "case_routed",
+            case_id=event.case_id,
+            round=plan.dispatched.round_no,
+            disputed=plan.dispatched.disputed,
+            receivers=[f"{o.dept}@L{o.level}:{o.route}" for _, o in plan.orders],
+            triage=any(o.dept == GRID_STATION for _, o in plan.orders),
+        )

@@ -17,6 +17,7 @@ The file's model is routes_file.py; compiler.py compiles it once: category match
 load time, and each route keeps, per category, only the children that could match it, so
 a decision touches a handful of routes whatever the size of the tree.
 """
+
 from __future__ import annotations
 
 import re
@@ -156,8 +157,12 @@ class RoutingTree:
         self.intentionally_triaged = intentionally_triaged
         self.source = source
         self.time_intervals = dict(time_intervals or {})
-        self._station = root.receivers[0] if root.receivers else Receiver(
-            GRID_STATION, root.sla_policy, root.mode, root.level, ROOT, "no route matched: grid station triage"
+        self._station = (
+            root.receivers[0]
+            if root.receivers
+            else Receiver(
+                GRID_STATION, root.sla_policy, root.mode, root.level, ROOT, "no route matched: grid station triage"
+            )
         )
 
     # -- deciding

@@ -14,6 +14,7 @@
 
 A document from before this encoding (JSON, starts with `{`) is still read.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,24 @@ MODES = tuple(m.value for m in Mode721)  # stored by index, like STATUSES: the e
 
 # trailing positions at these defaults are left out
 _ORDER_DEFAULTS: tuple[Any, ...] = (
-    None, None, None, None, 0, None, [], 1, None, True, None, None, None, 0, 0, "", False)
+    None,
+    None,
+    None,
+    None,
+    0,
+    None,
+    [],
+    1,
+    None,
+    True,
+    None,
+    None,
+    None,
+    0,
+    0,
+    "",
+    False,
+)
 _CLOCK_DEFAULTS: tuple[Any, ...] = (None, 1, 0, None, None, None, None, 0, 0, False, None, 0, None, "", None, None)
 
 
@@ -97,7 +115,7 @@ def pack_doc(case: CaseClocks) -> bytes:
     orders = []
     for o in orders_in.values():
         oid = o.order_id
-        short = oid[len(cid) + 1:] if oid.startswith(cid + "/") else oid
+        short = oid[len(cid) + 1 :] if oid.startswith(cid + "/") else oid
         clocks = []
         for c in by_order.get(oid, ()):
             letter, token = LETTER[c.kind], c.token
@@ -105,32 +123,79 @@ def pack_doc(case: CaseClocks) -> bytes:
             if lid and lid == f"{cid}|{c.id}|{token}":
                 lid = 1
             due, warn_at, start, ended = c.due, c.warn_at, c.start, c.ended
-            head = [letter, token, _STATE_NO[c.state], c.limit, _pm(c.wf),
-                    None if due is None else round(due * 1000) - base,
-                    None if warn_at is None else round(warn_at * 1000) - base,
-                    None if start is None else round(start * 1000) - base]
-            if (c.used or c.warned or c.level != o.level or c.step or ended is not None or c.reason or lid
-                    or c.id != f"{short}/{letter}"):
-                head += [_num(c.used), c.warned, None if c.level == o.level else c.level, c.step,
-                         None if ended is None else round(ended * 1000) - base, c.reason, lid or None,
-                         None if c.id == f"{short}/{letter}" else c.id]
+            head = [
+                letter,
+                token,
+                _STATE_NO[c.state],
+                c.limit,
+                _pm(c.wf),
+                None if due is None else round(due * 1000) - base,
+                None if warn_at is None else round(warn_at * 1000) - base,
+                None if start is None else round(start * 1000) - base,
+            ]
+            if (
+                c.used
+                or c.warned
+                or c.level != o.level
+                or c.step
+                or ended is not None
+                or c.reason
+                or lid
+                or c.id != f"{short}/{letter}"
+            ):
+                head += [
+                    _num(c.used),
+                    c.warned,
+                    None if c.level == o.level else c.level,
+                    c.step,
+                    None if ended is None else round(ended * 1000) - base,
+                    c.reason,
+                    lid or None,
+                    None if c.id == f"{short}/{letter}" else c.id,
+                ]
             clocks.append(_trim(head, _CLOCK_DEFAULTS, 4))
         acked, resolved = o.acked, o.resolved
-        orders.append(_trim([
-            None if oid == f"{cid}/{o.round}/{o.dept}" else oid, o.dept, o.level, o.policy,
-            round(o.dispatched * 1000) - base, _MODE_NO.get(o.mode, o.mode), clocks, o.round,  # type: ignore[arg-type]
-            None if o.street == case.street else o.street, o.active,
-            None if acked is None else round(acked * 1000) - base,
-            None if resolved is None else round(resolved * 1000) - base,
-            o.esc_level, o.esc_step, o.esc_repeats, o.esc_done, o.late,
-        ], _ORDER_DEFAULTS, 4))
+        orders.append(
+            _trim(
+                [
+                    None if oid == f"{cid}/{o.round}/{o.dept}" else oid,
+                    o.dept,
+                    o.level,
+                    o.policy,
+                    round(o.dispatched * 1000) - base,
+                    _MODE_NO.get(o.mode, o.mode),  # type: ignore[arg-type]
+                    clocks,
+                    o.round,
+                    None if o.street == case.street else o.street,
+                    o.active,
+                    None if acked is None else round(acked * 1000) - base,
+                    None if resolved is None else round(resolved * 1000) - base,
+                    o.esc_level,
+                    o.esc_step,
+                    o.esc_repeats,
+                    o.esc_done,
+                    o.late,
+                ],
+                _ORDER_DEFAULTS,
+                4,
+            )
+        )
     g = case.grid
     grid: int | str = int(g) if g.isascii() and g.isdigit() and g[0] != "0" else g
     status = case.status
-    doc = [FORMAT, _corr(case.corr), case.cat, grid, base, orders,
-           None if case.sev == "normal" else case.sev,
-           None if status == "dispatched" else _STATUS_NO.get(status, status),
-           case.cond, None if case.street == g[:9] else case.street, strays or None]
+    doc = [
+        FORMAT,
+        _corr(case.corr),
+        case.cat,
+        grid,
+        base,
+        orders,
+        None if case.sev == "normal" else case.sev,
+        None if status == "dispatched" else _STATUS_NO.get(status, status),
+        case.cond,
+        None if case.street == g[:9] else case.street,
+        strays or None,
+    ]
     while doc[-1] is None:
         doc.pop()
     return msgpack.packb(doc, use_bin_type=True)
@@ -148,38 +213,103 @@ def unpack_doc(case_id: str, raw: bytes | str) -> CaseClocks:
     _fmt, corr, cat, grid, base, orders, sev, status, cond, street, strays = d
     grid = str(grid)
     street = street or grid[:9]
-    case = CaseClocks(case_id=case_id, corr=_uncorr(corr), cat=cat, sev=sev or "normal", cond=cond, grid=grid,
-                      street=street, status="dispatched" if status is None else
-                      STATUSES[status] if isinstance(status, int) else status)
+    case = CaseClocks(
+        case_id=case_id,
+        corr=_uncorr(corr),
+        cat=cat,
+        sev=sev or "normal",
+        cond=cond,
+        grid=grid,
+        street=street,
+        status="dispatched" if status is None else STATUSES[status] if isinstance(status, int) else status,
+    )
     case_orders, case_clocks, depts = case.orders, case.clocks, case.depts
     for ov in orders:
         if len(ov) < 17:
-            ov += _ORDER_DEFAULTS[len(ov):]
-        oid, dept, level, policy, disp, mode, clocks, rnd, ostreet, active, acked, resolved, \
-            esc_level, esc_step, esc_repeats, esc_done, late = ov
+            ov += _ORDER_DEFAULTS[len(ov) :]
+        (
+            oid,
+            dept,
+            level,
+            policy,
+            disp,
+            mode,
+            clocks,
+            rnd,
+            ostreet,
+            active,
+            acked,
+            resolved,
+            esc_level,
+            esc_step,
+            esc_repeats,
+            esc_done,
+            late,
+        ) = ov
         order_id = oid or f"{case_id}/{rnd}/{dept}"
-        order = Order(order_id, dept, ostreet or street, level, policy, rnd, (base + disp) / 1000, active,
-                      None if acked is None else (base + acked) / 1000,
-                      None if resolved is None else (base + resolved) / 1000,
-                      MODES[mode] if isinstance(mode, int) else mode, esc_level, esc_step, esc_repeats, esc_done,
-                      late)
+        order = Order(
+            order_id,
+            dept,
+            ostreet or street,
+            level,
+            policy,
+            rnd,
+            (base + disp) / 1000,
+            active,
+            None if acked is None else (base + acked) / 1000,
+            None if resolved is None else (base + resolved) / 1000,
+            MODES[mode] if isinstance(mode, int) else mode,
+            esc_level,
+            esc_step,
+            esc_repeats,
+            esc_done,
+            late,
+        )
         case_orders[order_id] = order
         if dept not in depts:
             depts.append(dept)
-        short = order_id[len(case_id) + 1:] if order_id.startswith(case_id + "/") else order_id
+        short = order_id[len(case_id) + 1 :] if order_id.startswith(case_id + "/") else order_id
         for cv in clocks:
             if len(cv) < 16:
-                cv += _CLOCK_DEFAULTS[len(cv):]
-            letter, token, state, limit, wf, due, warn_at, start, used, warned, clevel, step, ended, reason, \
-                lid, cid = cv
+                cv += _CLOCK_DEFAULTS[len(cv) :]
+            (
+                letter,
+                token,
+                state,
+                limit,
+                wf,
+                due,
+                warn_at,
+                start,
+                used,
+                warned,
+                clevel,
+                step,
+                ended,
+                reason,
+                lid,
+                cid,
+            ) = cv
             cid = cid or f"{short}/{letter}"
             case_clocks[cid] = Clock(
-                cid, order_id, KIND_OF[letter], level if clevel is None else clevel, limit,
-                wf / 1000 if isinstance(wf, int) else wf, None if start is None else (base + start) / 1000, used,
-                STATES[state], warned, token, step, None if due is None else (base + due) / 1000,
+                cid,
+                order_id,
+                KIND_OF[letter],
+                level if clevel is None else clevel,
+                limit,
+                wf / 1000 if isinstance(wf, int) else wf,
+                None if start is None else (base + start) / 1000,
+                used,
+                STATES[state],
+                warned,
+                token,
+                step,
+                None if due is None else (base + due) / 1000,
                 None if warn_at is None else (base + warn_at) / 1000,
-                None if ended is None else (base + ended) / 1000, reason,
-                f"{case_id}|{cid}|{token}" if lid == 1 else (lid or ""))
+                None if ended is None else (base + ended) / 1000,
+                reason,
+                f"{case_id}|{cid}|{token}" if lid == 1 else (lid or ""),
+            )
     for k, v in strays or []:
         case_clocks[k] = Clock(**v)
     return case

@@ -4,6 +4,7 @@
 callable (the service passes its confirmed, mandatory `Bus.publish_event`; tests pass a
 list's append). `now` is injectable everywhere, so tests drive it with a fake clock.
 """
+
 from __future__ import annotations
 
 import gc
@@ -45,14 +46,15 @@ def grid_commanders(grid: Any = None) -> Callable[[str, int], list[EscalationCom
     def commanders_of(cell: str, level: int) -> list[EscalationCommander]:
         if loaded[0] is None:
             from shared.grid import load_grid
+
             loaded[0] = load_grid()
         registry = loaded[0]
         try:
             people = registry.commanders(cell, level)
         except ValueError:
             return []
-        return [EscalationCommander(name=p.name, role=p.role, phone=p.phone, wecom_user=p.wecom_user)
-                for p in people]
+        return [EscalationCommander(name=p.name, role=p.role, phone=p.phone, wecom_user=p.wecom_user) for p in people]
+
     return commanders_of
 
 
@@ -63,12 +65,14 @@ def department_liaisons(departments: list[Any] | None = None) -> Callable[[str, 
     def liaison_of(dept: str, street: str) -> tuple[str, str]:
         if loaded[0] is None:
             from shared.departments import load_departments
+
             loaded[0] = load_departments()
         for d in loaded[0]:
             if d.code == dept:
                 person = d.liaison(street)
                 return (person.name, person.phone) if person else ("", "")
         return "", ""
+
     return liaison_of
 
 
@@ -88,13 +92,21 @@ def _one_by_one(publish: Publish) -> Callable[[list[Envelope]], None]:
     def publish_all(events: list[Envelope]) -> None:
         for event in events:
             publish(event)
+
     return publish_all
 
 
 class Deadlines:
-    def __init__(self, client: redis.Redis, policies: PolicyBook, calendar: WorkCalendar,
-                 publish: Publish, grid: Any = None, departments: list[Any] | None = None,
-                 publish_many: Callable[[list[Envelope]], None] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        policies: PolicyBook,
+        calendar: WorkCalendar,
+        publish: Publish,
+        grid: Any = None,
+        departments: list[Any] | None = None,
+        publish_many: Callable[[list[Envelope]], None] | None = None,
+    ) -> None:
         self.engine = Engine(policies, calendar, grid_commanders(grid), department_liaisons(departments))
         self.store = SlaStore(client, engine=self.engine)
         self.timers = self.store.timers
@@ -119,15 +131,21 @@ class Deadlines:
         else:
             return []
         if fx.arm or fx.cancel:
-            log.info("deadlines_changed", case_id=event.case_id, armed=len(fx.arm), cancelled=len(fx.cancel),
-                     by=getattr(event, "event", ""))
+            log.info(
+                "deadlines_changed",
+                case_id=event.case_id,
+                armed=len(fx.arm),
+                cancelled=len(fx.cancel),
+                by=getattr(event, "event", ""),
+            )
         _count_decided(fx.decided)
         return self._publish(fx.events)
 
     # -- timers
 
-    def fire_due(self, now: float | None = None, lease_s: float = 30.0, limit: int = 500,
-                 publish: bool = True) -> FireReport:
+    def fire_due(
+        self, now: float | None = None, lease_s: float = 30.0, limit: int = 500, publish: bool = True
+    ) -> FireReport:
         """Fire what is due at the start of this call (in batches of `limit`); timers
         that fall due meanwhile wait for the next tick, so a tick always ends.
 
@@ -147,8 +165,9 @@ class Deadlines:
             if collecting:
                 gc.enable()
 
-    def _fire_due(self, report: FireReport, due_by: float, now: float | None, lease_s: float, limit: int,
-                  publish: bool) -> FireReport:
+    def _fire_due(
+        self, report: FireReport, due_by: float, now: float | None, lease_s: float, limit: int, publish: bool
+    ) -> FireReport:
         # pipelined: while Redis runs batch k's commit, batch k+1 (claimed and read before
         # it was sent) is decided; a case in both is simply decided again (compare-and-commit)
         prev: FireBatch | None = None
@@ -205,9 +224,13 @@ class Deadlines:
             self.store.outbox_done([e.message_id for e in done])
         for event in done:
             if isinstance(event, (DeadlineWarning, DeadlineBreached, CaseEscalated)):
-                log.info(event.event, case_id=event.case_id, dept=event.dept,
-                         level=getattr(event, "to_level", getattr(event, "level", None)),
-                         step=getattr(event, "step", 0))
+                log.info(
+                    event.event,
+                    case_id=event.case_id,
+                    dept=event.dept,
+                    level=getattr(event, "to_level", getattr(event, "level", None)),
+                    step=getattr(event, "step", 0),
+                )
         return done
 
     def relay(self, older_than_s: float = 5.0) -> int:

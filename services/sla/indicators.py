@@ -52,6 +52,7 @@ with nothing registered, resolved or breached in the month has no score.
 721 shares: of resolutions by mode (service / management / enforcement), against the
 plan's target 70 / 20 / 10 (%).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -66,9 +67,22 @@ from shared import metrics
 from shared import redis_keys as keys
 from shared.models import Mode721
 
-COUNTERS = ("registered", "resolved", "resolved_on_time", "closed", "rework", "breaches", "escalations",
-            "mode_service", "mode_management", "mode_enforcement", "on_site",
-            "eval_satisfied", "eval_basically_satisfied", "eval_dissatisfied")
+COUNTERS = (
+    "registered",
+    "resolved",
+    "resolved_on_time",
+    "closed",
+    "rework",
+    "breaches",
+    "escalations",
+    "mode_service",
+    "mode_management",
+    "mode_enforcement",
+    "on_site",
+    "eval_satisfied",
+    "eval_basically_satisfied",
+    "eval_dissatisfied",
+)
 #: scopes kept for their 721 shares only (a patch or community is not graded)
 SHARE_ONLY_SCOPES = ("community", "patch")
 MODES = tuple(m.value for m in Mode721)
@@ -193,9 +207,15 @@ class Indicators:
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"scope": self.scope, "key": self.key}
         out.update({k: self.c(k) for k in COUNTERS})
-        out.update(on_time_rate=self.on_time_rate, closed_rate=self.closed_rate, rework_rate=self.rework_rate,
-                   escalation_rate=self.escalation_rate, satisfaction_rate=self.satisfaction_rate,
-                   score=self.score, grade=self.grade)
+        out.update(
+            on_time_rate=self.on_time_rate,
+            closed_rate=self.closed_rate,
+            rework_rate=self.rework_rate,
+            escalation_rate=self.escalation_rate,
+            satisfaction_rate=self.satisfaction_rate,
+            score=self.score,
+            grade=self.grade,
+        )
         out.update({f"share_{m}": v for m, v in self.shares().items()})
         return out
 
@@ -222,8 +242,14 @@ def refresh_gauges(client: redis.Redis, tz: ZoneInfo, depts: Iterable[str] = (),
     for scope, codes in (("dept", depts), ("street", streets)):
         for code in codes:
             rows.setdefault((scope, code), Indicators(scope, code))
-    gauges = (*metrics.SLA_MONTH_COUNTS.values(), *metrics.SLA_MONTH_RATIOS.values(), metrics.SLA_MONTH_SCORE,
-              metrics.SLA_MONTH_RESOLVED_BY_MODE, metrics.SLA_MONTH_SHARE, metrics.SLA_GRADE)
+    gauges = (
+        *metrics.SLA_MONTH_COUNTS.values(),
+        *metrics.SLA_MONTH_RATIOS.values(),
+        metrics.SLA_MONTH_SCORE,
+        metrics.SLA_MONTH_RESOLVED_BY_MODE,
+        metrics.SLA_MONTH_SHARE,
+        metrics.SLA_GRADE,
+    )
     for gauge in gauges:  # a new month starts empty: last month's rates must not linger
         gauge.clear()
     for row in rows.values():

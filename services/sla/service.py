@@ -1,4 +1,5 @@
 """sla: the nameko shell around deadlines.py (clocks, timers, escalation, ledger, indicators)."""
+
 from __future__ import annotations
 
 import time
@@ -40,9 +41,15 @@ class DeadlinesProvider(DependencyProvider):
         settings = get_settings()
         self.client = connect(settings)
         self.bus = Bus(self.container.config["AMQP_URI"], service=self.container.service_name)
-        self.deadlines = Deadlines(self.client, load_policies(), load_calendar(), self.bus.publish_event,
-                                   grid=load_grid(), departments=load_departments(),
-                                   publish_many=self.bus.publish_events)
+        self.deadlines = Deadlines(
+            self.client,
+            load_policies(),
+            load_calendar(),
+            self.bus.publish_event,
+            grid=load_grid(),
+            departments=load_departments(),
+            publish_many=self.bus.publish_events,
+        )
 
         # the tick loop must keep running: /healthz fails and the watchdog ends the
         # process once it has not run for SLA_TICK_STALE_SECONDS (a tick that fails because
@@ -114,15 +121,21 @@ class SlaService:
         client = self.deadlines.store.r
         if not take_turn(client, "sla", settings.reconcile_seconds):
             return
-        repaired = repair_missing(client, self.deadlines.store, lambda e: self._count(self.deadlines.handle(e)),
-                                  settings.reconcile_after_seconds, settings.reconcile_window_seconds)
+        repaired = repair_missing(
+            client,
+            self.deadlines.store,
+            lambda e: self._count(self.deadlines.handle(e)),
+            settings.reconcile_after_seconds,
+            settings.reconcile_window_seconds,
+        )
         if repaired:
             metrics.REPAIRS.labels("sla", "clocks_rearmed").inc(len(repaired))
 
     @timer(interval=INDICATORS_EVERY_S, eager=True)  # eager: counts read 0 from the start, not after 30 s
     def refresh_indicators(self) -> None:
-        refresh_gauges(self.deadlines.store.r, self.deadlines.engine.tz, depts=load_department_codes(),
-                       streets=load_grid().streets)
+        refresh_gauges(
+            self.deadlines.store.r, self.deadlines.engine.tz, depts=load_department_codes(), streets=load_grid().streets
+        )
 
     @staticmethod
     def _count(events: list[Any]) -> None:

@@ -26,6 +26,7 @@ policy's `warn_fraction` of the limit) and then the deadline. A timer is named
 `<case_id>|<clock_id>|<w|b>|<token>`; every change to a clock bumps its token, so a timer
 that was already claimed when the clock stopped is recognised as stale and dropped.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -85,21 +86,21 @@ def seen_id(message_id: str) -> str:
 class Clock:
     id: str
     order_id: str
-    kind: str                    # acknowledge | handle | escalation
-    level: int                   # grid level whose limit this is
-    limit: str                   # the whole limit of this clock (Limit text)
-    wf: float                    # warning fraction
-    start: float | None          # unix time the current running stretch began (None: not running)
-    used: float = 0.0            # amount of `limit` used before `start` (suspensions)
+    kind: str  # acknowledge | handle | escalation
+    level: int  # grid level whose limit this is
+    limit: str  # the whole limit of this clock (Limit text)
+    wf: float  # warning fraction
+    start: float | None  # unix time the current running stretch began (None: not running)
+    used: float = 0.0  # amount of `limit` used before `start` (suspensions)
     state: str = RUNNING
     warned: bool = False
     token: int = 1
-    step: int = 0                # escalation step (0: the department's own clock)
-    due: float | None = None     # current deadline (running clocks)
+    step: int = 0  # escalation step (0: the department's own clock)
+    due: float | None = None  # current deadline (running clocks)
     warn_at: float | None = None
-    ended: float | None = None   # when it stopped or breached
+    ended: float | None = None  # when it stopped or breached
     reason: str = ""
-    lid: str = ""                # ledger id of its breach
+    lid: str = ""  # ledger id of its breach
 
     @property
     def letter(self) -> str:
@@ -122,8 +123,8 @@ class Order:
     esc_level: int | None = None  # current escalation level (None: not escalated)
     esc_step: int = 0
     esc_repeats: int = 0
-    esc_done: str = ""            # why escalation ended ("" while it may go on)
-    late: bool = False            # its handle clock breached (not resolved on time)
+    esc_done: str = ""  # why escalation ended ("" while it may go on)
+    late: bool = False  # its handle clock breached (not resolved on time)
 
 
 LATE_FIRING_S = 60.0  # a breach firing later than this after its due time says so in the escalation
@@ -141,8 +142,8 @@ class CaseClocks:
     status: str = CaseStatus.dispatched.value
     orders: dict[str, Order] = field(default_factory=dict)
     clocks: dict[str, Clock] = field(default_factory=dict)
-    log: list[list[Any]] = field(default_factory=list)   # [ts, what, details] (history, not needed to fire)
-    seen: list[str] = field(default_factory=list)        # `seen_id`s of applied messages (not needed to fire)
+    log: list[list[Any]] = field(default_factory=list)  # [ts, what, details] (history, not needed to fire)
+    seen: list[str] = field(default_factory=list)  # `seen_id`s of applied messages (not needed to fire)
     depts: list[str] = field(default_factory=list)
 
     # -- (de)serialisation: compact JSON, kept in Redis as the source of the timers
@@ -173,8 +174,9 @@ class CaseClocks:
         d = dict(d)
         case_id, street = d["case_id"], d["street"]
         d["orders"] = {k: Order(order_id=k, **{"street": street, **v}) for k, v in d.get("orders", {}).items()}
-        d["clocks"] = {k: Clock(id=k, **{"order_id": _order_of(case_id, k), **v})
-                       for k, v in d.get("clocks", {}).items()}
+        d["clocks"] = {
+            k: Clock(id=k, **{"order_id": _order_of(case_id, k), **v}) for k, v in d.get("clocks", {}).items()
+        }
         return cls(**d)
 
     def note(self, now: float, what: str, **details: Any) -> None:
@@ -188,8 +190,12 @@ class CaseClocks:
         return [c for c in self.clocks.values() if c.state in (RUNNING, PAUSED)]
 
 
-_DEFAULTS = {f.name: f.default for cls in (Clock, Order) for f in cls.__dataclass_fields__.values()
-             if not callable(f.default) and f.default is not f.default_factory}
+_DEFAULTS = {
+    f.name: f.default
+    for cls in (Clock, Order)
+    for f in cls.__dataclass_fields__.values()
+    if not callable(f.default) and f.default is not f.default_factory
+}
 
 
 def _order_of(case_id: str, clock_id: str) -> str:
@@ -212,7 +218,7 @@ def parse_timer(name: str) -> tuple[str, str, str, int]:
 
 
 def clock_id(case_id: str, order_id: str, kind: str) -> str:
-    short = order_id[len(case_id) + 1:] if order_id.startswith(case_id + "/") else order_id
+    short = order_id[len(case_id) + 1 :] if order_id.startswith(case_id + "/") else order_id
     return f"{short}/{LETTER[kind]}"
 
 
@@ -248,8 +254,13 @@ class Effects:
 
 
 class Engine:
-    def __init__(self, policies: PolicyBook, calendar: WorkCalendar,
-                 commanders_of: CommandersOf | None = None, liaison_of: LiaisonOf | None = None) -> None:
+    def __init__(
+        self,
+        policies: PolicyBook,
+        calendar: WorkCalendar,
+        commanders_of: CommandersOf | None = None,
+        liaison_of: LiaisonOf | None = None,
+    ) -> None:
         self.policies = policies
         self.calendar = calendar
         self.tz: ZoneInfo = calendar.tz
@@ -319,8 +330,12 @@ class Engine:
         if clock.state not in (RUNNING, PAUSED):
             return
         self._unarm(case, fx, clock)
-        if (clock.kind == ACK and reason in ("acknowledged", "resolved")
-                or clock.kind == HANDLE and reason == "resolved"):
+        if (
+            clock.kind == ACK
+            and reason in ("acknowledged", "resolved")
+            or clock.kind == HANDLE
+            and reason == "resolved"
+        ):
             fx.decided.append((case.orders[clock.order_id].dept, clock.kind, "met"))
         clock.state, clock.ended, clock.reason = STOPPED, ms(now), reason
         clock.start = clock.due = clock.warn_at = None
@@ -357,8 +372,15 @@ class Engine:
         fx = Effects()
         if case is None:
             s = event.case
-            case = CaseClocks(case_id=event.case_id, corr=event.correlation_id, cat=s.category,
-                              sev=s.severity.value, cond=s.filing_condition, grid=s.grid, street=s.street)
+            case = CaseClocks(
+                case_id=event.case_id,
+                corr=event.correlation_id,
+                cat=s.category,
+                sev=s.severity.value,
+                cond=s.filing_condition,
+                grid=s.grid,
+                street=s.street,
+            )
         if seen_id(event.message_id) in case.seen:
             fx.stale = True
             return case, fx
@@ -378,15 +400,30 @@ class Engine:
         for a in event.assignments:
             if not a.active or a.order_id in case.orders:
                 continue
-            order = Order(order_id=a.order_id, dept=a.dept, street=a.street, level=a.level, policy=a.sla_policy,
-                          round=event.round_no, dispatched=round(ts_of(a.dispatched_at), 3), mode=a.mode.value)
+            order = Order(
+                order_id=a.order_id,
+                dept=a.dept,
+                street=a.street,
+                level=a.level,
+                policy=a.sla_policy,
+                round=event.round_no,
+                dispatched=round(ts_of(a.dispatched_at), 3),
+                mode=a.mode.value,
+            )
             case.orders[a.order_id] = order
             policy = self.policy(case, order)
             # each clock runs to the due time on the order (what the department was told);
             # the policy gives the limit the warning point and a resumed clock count on
             for kind, limit, due in ((ACK, policy.ack_limit, a.ack_due), (HANDLE, policy.handle_limit, a.handle_due)):
-                clock = Clock(id=clock_id(case.case_id, a.order_id, kind), order_id=a.order_id, kind=kind,
-                              level=a.level, limit=str(limit), wf=policy.warn_fraction, start=order.dispatched)
+                clock = Clock(
+                    id=clock_id(case.case_id, a.order_id, kind),
+                    order_id=a.order_id,
+                    kind=kind,
+                    level=a.level,
+                    limit=str(limit),
+                    wf=policy.warn_fraction,
+                    start=order.dispatched,
+                )
                 case.clocks[clock.id] = clock
                 self._start(case, fx, clock, due)
             case.note(now, "dispatched", dept=a.dept, level=a.level, policy=policy.name)
@@ -415,8 +452,12 @@ class Engine:
             self._replied(case, fx, order, event, period, now)
         self._status_clocks(case, fx, order, frm, to, now)
         self._count_status(case, fx, period, event, frm, to)
-        if to is CaseStatus.suspended or frm is CaseStatus.suspended or to in CLOCK_STOPPED_STATES \
-                or to is CaseStatus.reopened:
+        if (
+            to is CaseStatus.suspended
+            or frm is CaseStatus.suspended
+            or to in CLOCK_STOPPED_STATES
+            or to is CaseStatus.reopened
+        ):
             case.note(now, "status", to=to.value, action=event.action, dept=event.dept)
         return fx
 
@@ -430,8 +471,9 @@ class Engine:
             if o.active and o.resolved:
                 fx.count(period, o.dept, None, f"eval_{rating}")
 
-    def _replied(self, case: CaseClocks, fx: Effects, order: Order, event: CaseUpdated, period: str,
-                 now: float) -> None:
+    def _replied(
+        self, case: CaseClocks, fx: Effects, order: Order, event: CaseUpdated, period: str, now: float
+    ) -> None:
         """A department's reply on its own order."""
         action = event.action
         if action == "resolve":
@@ -443,8 +485,9 @@ class Engine:
         if action == "reject":
             self._order_rejected(case, fx, order, now)
 
-    def _order_resolved(self, case: CaseClocks, fx: Effects, order: Order, event: CaseUpdated, period: str,
-                        now: float) -> None:
+    def _order_resolved(
+        self, case: CaseClocks, fx: Effects, order: Order, event: CaseUpdated, period: str, now: float
+    ) -> None:
         order.resolved = ms(now)
         order.mode = event.mode.value if event.mode else order.mode
         fx.count(period, order.dept, None, "resolved")
@@ -477,8 +520,9 @@ class Engine:
         for c in case.order_clocks(order.order_id):
             self._stop(case, fx, c, now, "rejected by the department")
 
-    def _status_clocks(self, case: CaseClocks, fx: Effects, order: Order | None, frm: CaseStatus | None,
-                       to: CaseStatus, now: float) -> None:
+    def _status_clocks(
+        self, case: CaseClocks, fx: Effects, order: Order | None, frm: CaseStatus | None, to: CaseStatus, now: float
+    ) -> None:
         """What the case's new status does to its clocks: stop, pause or resume them."""
         if to in CLOCK_STOPPED_STATES:
             for c in case.live():
@@ -502,8 +546,9 @@ class Engine:
                 self._stop(case, fx, c, now, "rejected")
 
     @staticmethod
-    def _count_status(case: CaseClocks, fx: Effects, period: str, event: CaseUpdated, frm: CaseStatus | None,
-                      to: CaseStatus) -> None:
+    def _count_status(
+        case: CaseClocks, fx: Effects, period: str, event: CaseUpdated, frm: CaseStatus | None, to: CaseStatus
+    ) -> None:
         """The street's and departments' counts a status change adds (resolved, closed, rework)."""
         current = [o for o in case.orders.values() if o.active]
         if to is CaseStatus.resolved and frm is not CaseStatus.resolved:
@@ -532,8 +577,16 @@ class Engine:
         fx = Effects()
         s = event.case
         assert s is not None
-        case = CaseClocks(case_id=event.case_id, corr=event.correlation_id, cat=s.category, sev=s.severity.value,
-                          cond=s.filing_condition, grid=s.grid, street=s.street, status=event.to_status.value)
+        case = CaseClocks(
+            case_id=event.case_id,
+            corr=event.correlation_id,
+            cat=s.category,
+            sev=s.severity.value,
+            cond=s.filing_condition,
+            grid=s.grid,
+            street=s.street,
+            status=event.to_status.value,
+        )
         period = self.period(ts_of(event.occurred_at))
         counters = ["registered", "resolved", "resolved_on_time", "on_site"]
         if event.to_status is CaseStatus.closed:  # the closing overtook resolve_on_site
@@ -566,9 +619,17 @@ class Engine:
         order = case.orders[clock.order_id]
         policy = self.policy(case, order)
         deadline = DeadlineKind.acknowledge if clock.kind == ACK else DeadlineKind.handle
-        common = dict(case_id=case_id, correlation_id=case.corr, dept=order.dept, street=order.street,
-                      level=clock.level, order_id=order.order_id, deadline=deadline, step=clock.step,
-                      occurred_at=dt_of(now))
+        common = dict(
+            case_id=case_id,
+            correlation_id=case.corr,
+            dept=order.dept,
+            street=order.street,
+            level=clock.level,
+            order_id=order.order_id,
+            deadline=deadline,
+            step=clock.step,
+            occurred_at=dt_of(now),
+        )
         if phase == WARN:
             if clock.warned:
                 fx.stale = True
@@ -591,24 +652,41 @@ class Engine:
             order.late = True
         if clock.kind != ESCALATION:
             fx.decided.append((order.dept, clock.kind, "breached"))
-        fx.events.append(DeadlineBreached(message_id=f"breach:{name}", due_at=dt_of(due),
-                                          late_seconds=round(late, 3), liaison=liaison, **common))
+        fx.events.append(
+            DeadlineBreached(
+                message_id=f"breach:{name}", due_at=dt_of(due), late_seconds=round(late, 3), liaison=liaison, **common
+            )
+        )
         commanders = self.commanders_of(case.grid, clock.level) if clock.kind == ESCALATION else []
-        fx.ledger.append({
-            "id": clock.lid, "case_id": case_id, "order_id": order.order_id, "dept": order.dept,
-            "liaison": liaison, "liaison_phone": phone, "street": order.street, "grid": case.grid,
-            "category": case.cat, "level": clock.level, "clock": clock.kind, "step": clock.step,
-            "limit": clock.limit, "due": due, "breached_at": now,
-            "commanders": [c.name for c in commanders],
-        })
+        fx.ledger.append(
+            {
+                "id": clock.lid,
+                "case_id": case_id,
+                "order_id": order.order_id,
+                "dept": order.dept,
+                "liaison": liaison,
+                "liaison_phone": phone,
+                "street": order.street,
+                "grid": case.grid,
+                "category": case.cat,
+                "level": clock.level,
+                "clock": clock.kind,
+                "step": clock.step,
+                "limit": clock.limit,
+                "due": due,
+                "breached_at": now,
+                "commanders": [c.name for c in commanders],
+            }
+        )
         period = self.period(now)
         fx.count(period, order.dept, order.street, "breaches")
         case.note(now, "breached", clock=clock.id, level=clock.level, due=due, late=round(late, 3))
         self._escalate(case, fx, order, clock, policy, now)
         return fx
 
-    def _escalate(self, case: CaseClocks, fx: Effects, order: Order, breached: Clock, policy: Policy,
-                  now: float) -> None:
+    def _escalate(
+        self, case: CaseClocks, fx: Effects, order: Order, breached: Clock, policy: Policy, now: float
+    ) -> None:
         goal = order.acked if policy.escalate_until == "acknowledged" else order.resolved
         if goal is not None or order.resolved is not None or not order.active or order.esc_done:
             return
@@ -629,27 +707,57 @@ class Engine:
         limit = policy.step_limit(to_level)
         cid = clock_id(case.case_id, order.order_id, ESCALATION)
         old = case.clocks.get(cid)
-        clock = Clock(id=cid, order_id=order.order_id, kind=ESCALATION, level=to_level, limit=str(limit),
-                      wf=policy.warn_fraction, start=ms(now), step=order.esc_step,
-                      token=(old.token + 1) if old else 1)
+        clock = Clock(
+            id=cid,
+            order_id=order.order_id,
+            kind=ESCALATION,
+            level=to_level,
+            limit=str(limit),
+            wf=policy.warn_fraction,
+            start=ms(now),
+            step=order.esc_step,
+            token=(old.token + 1) if old else 1,
+        )
         case.clocks[cid] = clock
         self._start(case, fx, clock)
         assert clock.due is not None
         commanders = self.commanders_of(case.grid, to_level)
         repeat = f" (city limit repeat {order.esc_repeats}/{policy.repeat})" if from_level == 1 else ""
-        what = {ACK: "未按时签收 acknowledge deadline", HANDLE: "未按期处置 handling deadline",
-                ESCALATION: f"L{from_level} commander's limit"}[breached.kind]
+        what = {
+            ACK: "未按时签收 acknowledge deadline",
+            HANDLE: "未按期处置 handling deadline",
+            ESCALATION: f"L{from_level} commander's limit",
+        }[breached.kind]
         reason = f"{what} missed by {order.dept} at L{breached.level}{repeat}; new limit {limit}"
         if breached.due is not None and now - breached.due > LATE_FIRING_S:
             # e.g. it fell due while sla (or Redis, before `gridbus rebuild`) was down
             reason += f"; fired {round(now - breached.due)} s after it was due"
-        fx.events.append(CaseEscalated(
-            message_id=f"escalated:{order.order_id}:{order.esc_step}", case_id=case.case_id,
-            correlation_id=case.corr, occurred_at=dt_of(now), from_level=from_level, to_level=to_level,
-            dept=order.dept, reason=reason, order_id=order.order_id, step=order.esc_step,
-            commanders=commanders, new_due=dt_of(clock.due),
-            deadline=DeadlineKind.acknowledge if breached.kind == ACK else DeadlineKind.handle))
+        fx.events.append(
+            CaseEscalated(
+                message_id=f"escalated:{order.order_id}:{order.esc_step}",
+                case_id=case.case_id,
+                correlation_id=case.corr,
+                occurred_at=dt_of(now),
+                from_level=from_level,
+                to_level=to_level,
+                dept=order.dept,
+                reason=reason,
+                order_id=order.order_id,
+                step=order.esc_step,
+                commanders=commanders,
+                new_due=dt_of(clock.due),
+                deadline=DeadlineKind.acknowledge if breached.kind == ACK else DeadlineKind.handle,
+            )
+        )
         fx.count(self.period(now), order.dept, order.street, "escalations")
-        case.note(now, "escalated", order=order.order_id, step=order.esc_step, from_level=from_level,
-                  to_level=to_level, limit=str(limit), due=clock.due,
-                  commanders=[c.name for c in commanders])
+        case.note(
+            now,
+            "escalated",
+            order=order.order_id,
+            step=order.esc_step,
+            from_level=from_level,
+            to_level=to_level,
+            limit=str(limit),
+            due=clock.due,
+            commanders=[c.name for c in commanders],
+        )

@@ -16,6 +16,7 @@ events published (and removed from the outbox); a crash after the commit leaves 
 the outbox, which the relay publishes. A crash before the commit leaves the timer leased:
 it fires again when the lease expires. So a deadline fires once, and its event is never lost.
 """
+
 from __future__ import annotations
 
 import base64
@@ -37,7 +38,7 @@ from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, ClocksRec
 
 SEEN_TTL_S = 45 * 24 * 3600
 KEEP_CLOSED_S = 90 * 24 * 3600  # a finished case's clocks stay readable (explain, re-dispatch) this long
-LIVE_BUCKETS = 1024             # fixed: changing it needs a migration of the `sla:live:*` hashes
+LIVE_BUCKETS = 1024  # fixed: changing it needs a migration of the `sla:live:*` hashes
 RETRIES = 20
 
 _COUNT_ONCE = """
@@ -196,20 +197,22 @@ class Fired:
 @dataclass
 class _Op:
     """One case's part of a commit."""
+
     case_id: str
     case: CaseClocks | None
-    raw: bytes | None              # the document as read
+    raw: bytes | None  # the document as read
     fx: Effects
     hist_raw: bytes | None = None  # the history as read (events in)
-    with_history: bool = False     # compare and rewrite the history (events in) / append to it (firing)
-    logged: int = 0                # log entries the loaded document already had
-    legacy: bool = False           # a JSON document of before: its history moves out with this commit
+    with_history: bool = False  # compare and rewrite the history (events in) / append to it (firing)
+    logged: int = 0  # log entries the loaded document already had
+    legacy: bool = False  # a JSON document of before: its history moves out with this commit
     fired: list[Fired] = field(default_factory=list)
 
 
 @dataclass
 class FireBatch:
     """A claimed batch on its way through `SlaStore.fire_read` → `fire_decide` → (`fire_send`) → `fire_commit`."""
+
     claimed: list[Claimed]
     by_case: dict[str, list[Claimed]]
     now: float
@@ -243,8 +246,12 @@ class SlaStore:
         if self._prefix != keys.sla_case(""):  # the key prefix is a setting (tests change it)
             self._prefix, self._hist_prefix = keys.sla_case(""), keys.sla_history("")
             self._buckets = [keys.sla_live(b) for b in range(LIVE_BUCKETS)]
-        return [self._buckets[zlib.crc32(case_id.encode()) % LIVE_BUCKETS], case_id, self._prefix + case_id,
-                self._hist_prefix + case_id]
+        return [
+            self._buckets[zlib.crc32(case_id.encode()) % LIVE_BUCKETS],
+            case_id,
+            self._prefix + case_id,
+            self._hist_prefix + case_id,
+        ]
 
     def read(self, case_ids: list[str], history: bool = False) -> list[tuple[bytes | None, bytes | None]]:
         """(document, history) of each case, as stored (one round trip)."""
@@ -275,8 +282,15 @@ class SlaStore:
 
     @staticmethod
     def _commit_keys() -> list[str]:
-        return [keys.timers_due(), keys.timers_leased(), keys.sla_outbox(), keys.sla_outbox_times(),
-                keys.sla_ledger(), keys.sla_ledger_by_time(), keys.sla_ledger_ended()]
+        return [
+            keys.timers_due(),
+            keys.timers_leased(),
+            keys.sla_outbox(),
+            keys.sla_outbox_times(),
+            keys.sla_ledger(),
+            keys.sla_ledger_by_time(),
+            keys.sla_ledger_ended(),
+        ]
 
     def _commit_blob(self, ops: list[_Op], done: Iterable[str] = ()) -> bytes:
         now = time.time()
@@ -305,7 +319,7 @@ class SlaStore:
                 elif op.legacy:
                     mode, hist = mode + "A", pack_history(case)
                 elif len(case.log) > op.logged:
-                    mode, hist = mode + "A", pack_log(case.log[op.logged:])
+                    mode, hist = mode + "A", pack_log(case.log[op.logged :])
                 else:
                     mode += "-"
                 for name, due in fx.arm:
@@ -314,12 +328,19 @@ class SlaStore:
                 # the archive's copy of what this commit decides (a commit retried after a
                 # conflict replaces the record it made before)
                 fx.events = [e for e in fx.events if not isinstance(e, ClocksRecorded)]
-                fx.events.append(ClocksRecorded(
-                    case_id=op.case_id, correlation_id=case.corr or op.case_id, committed_at=now,
-                    live=bool(case.live()), doc=base64.b64encode(doc).decode(),
-                    history=base64.b64encode(hist).decode() if op.with_history else None,
-                    ledger=list(fx.ledger), ledger_ended=[(lid, at) for lid, at in fx.ledger_end],
-                    counts=[(p, sc, k, c, n) for p, sc, k, c, n in fx.counts]))
+                fx.events.append(
+                    ClocksRecorded(
+                        case_id=op.case_id,
+                        correlation_id=case.corr or op.case_id,
+                        committed_at=now,
+                        live=bool(case.live()),
+                        doc=base64.b64encode(doc).decode(),
+                        history=base64.b64encode(hist).decode() if op.with_history else None,
+                        ledger=list(fx.ledger),
+                        ledger_ended=[(lid, at) for lid, at in fx.ledger_end],
+                        counts=[(p, sc, k, c, n) for p, sc, k, c, n in fx.counts],
+                    )
+                )
                 for event in fx.events:
                     outbox += [event.message_id, event.model_dump_json()]
                 for entry in fx.ledger:
@@ -332,11 +353,27 @@ class SlaStore:
                 mode += "--"
             cases += self._where(op.case_id)
             cases += [mode, op.raw or b"", op.hist_raw or b"", doc, hist]
-        return _blob([repr(now), str(KEEP_CLOSED_S), cases, arm, cancel, list(done), outbox, ledger, ended,
-                      [x for (key, f), n in counts.items() for x in (key, f, str(n))]])
+        return _blob(
+            [
+                repr(now),
+                str(KEEP_CLOSED_S),
+                cases,
+                arm,
+                cancel,
+                list(done),
+                outbox,
+                ledger,
+                ended,
+                [x for (key, f), n in counts.items() for x in (key, f, str(n))],
+            ]
+        )
 
-    def transact(self, case_id: str, decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]],
-                 retries: int = RETRIES) -> Effects:
+    def transact(
+        self,
+        case_id: str,
+        decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]],
+        retries: int = RETRIES,
+    ) -> Effects:
         """Optimistic read-decide-commit of one case (retried when it changed meanwhile)."""
         for _ in range(retries):
             [(raw, hist)] = self.read([case_id], history=True)
@@ -365,12 +402,17 @@ class SlaStore:
                 # a case sla never saw dispatched (or long gone): nothing runs
                 return None, Effects(stale=True)
             return case, self.engine.updated(case, event, now)
+
         return self.transact(event.case_id, decide)
 
     def on_registered(self, event: CaseRegistered) -> bool:
         period = self.engine.period(event.occurred_at.timestamp())
-        return bool(self._count_once(keys=[keys.sla_seen(event.message_id), keys.sla_indicators(period)],
-                                     args=[SEEN_TTL_S, f"street|{event.case.street}|registered", 1]))
+        return bool(
+            self._count_once(
+                keys=[keys.sla_seen(event.message_id), keys.sla_indicators(period)],
+                args=[SEEN_TTL_S, f"street|{event.case.street}|registered", 1],
+            )
+        )
 
     # ------------------------------------------------------------------ firing
 
@@ -378,8 +420,14 @@ class SlaStore:
         case = unpack_doc(case_id, raw) if raw is not None else None
         merged = Effects(stale=True)
         # a document from before the history was kept apart brings its history along: append all of it
-        op = _Op(case_id, case, raw, merged, logged=0 if raw and raw[:1] == b"{" else len(case.log) if case else 0,
-                 legacy=bool(raw and raw[:1] == b"{"))
+        op = _Op(
+            case_id,
+            case,
+            raw,
+            merged,
+            logged=0 if raw and raw[:1] == b"{" else len(case.log) if case else 0,
+            legacy=bool(raw and raw[:1] == b"{"),
+        )
         for c in sorted(items, key=lambda c: c.due):
             fx = self.engine.fire(case, c.timer_id, now)
             op.fired.append(Fired(c.timer_id, c.due, fx))
@@ -485,8 +533,9 @@ class SlaStore:
         """Events stored more than `older_than_s` ago; taken for `older_than_s` (another
         replica's relay will not take them meanwhile)."""
         now = time.time()
-        bodies = self._outbox_take(keys=[keys.sla_outbox_times(), keys.sla_outbox()],
-                                   args=[now - older_than_s, now, limit])
+        bodies = self._outbox_take(
+            keys=[keys.sla_outbox_times(), keys.sla_outbox()], args=[now - older_than_s, now, limit]
+        )
         return [parse_event(json.loads(b)) for b in bodies]
 
     def outbox_size(self) -> int:
@@ -517,7 +566,7 @@ class SlaStore:
             armed += self.timers.arm_if_free(timers)
         legacy = [c for c in self.r.sscan_iter(keys.sla_open_cases(), count=1000)]
         for i in range(0, len(legacy), batch):
-            chunk = legacy[i:i + batch]
+            chunk = legacy[i : i + batch]
             timers = []
             moved = []
             for case_id, (raw, _h) in zip(chunk, self.read(chunk), strict=True):

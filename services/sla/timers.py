@@ -15,6 +15,7 @@
   clock's current one is stale and dropped. `arm_if_free` (the start-up rebuild) does
   not re-arm a timer that is currently leased.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,13 @@ def binary_twin(client: redis.Redis) -> redis.Redis:
 
     twin: redis.ConnectionPool
     if isinstance(pool, SentinelConnectionPool):
-        twin = SentinelConnectionPool(pool.service_name, pool.sentinel_manager, is_master=pool.is_master,
-                                      connection_class=pool.connection_class, **kwargs)
+        twin = SentinelConnectionPool(
+            pool.service_name,
+            pool.sentinel_manager,
+            is_master=pool.is_master,
+            connection_class=pool.connection_class,
+            **kwargs,
+        )
     else:
         twin = redis.ConnectionPool(connection_class=pool.connection_class, **kwargs)
     return redis.Redis(connection_pool=twin)
@@ -115,8 +121,10 @@ class TimerStore:
         return int(self._arm_if_free(keys=[keys.timers_due(), keys.timers_leased()], args=args) or 0)
 
     def claim(self, now: float, lease_s: float, limit: int = 500) -> list[Claimed]:
-        flat = msgpack.unpackb(self._claim(keys=[keys.timers_due(), keys.timers_leased()],
-                                           args=[repr(now), repr(lease_s), limit]), raw=False)
+        flat = msgpack.unpackb(
+            self._claim(keys=[keys.timers_due(), keys.timers_leased()], args=[repr(now), repr(lease_s), limit]),
+            raw=False,
+        )
         return [Claimed(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def pending(self) -> int:

@@ -7,6 +7,7 @@ healthy. The full version is `gridbus chaos run` (bench/README.md).
 
 Never touches the machine's broker or Redis: ports 5680-5689 / 15680-15689 / 25680-25689,
 epmd 4380-4389, Redis 6390-6399 (bench/chaos/nodes.py)."""
+
 from __future__ import annotations
 
 import json
@@ -40,17 +41,32 @@ def _runnable() -> str:
 @pytest.mark.skipif(bool(_runnable()), reason=_runnable() or "runnable")
 @pytest.mark.timeout(420)  # ~90 s on a quiet machine; the broker alone takes 12-15 s to come back
 def test_nothing_accepted_is_lost_when_every_piece_is_killed(tmp_path: Path) -> None:
-    scenario = Scenario(reports=REPORTS, rate=RATE, drain_s=60, recover_s=60, give_up_s=120,
-                        faults=default_faults(ORDER, first_s=2.0, spacing_s=2.5, seed=7))
+    scenario = Scenario(
+        reports=REPORTS,
+        rate=RATE,
+        drain_s=60,
+        recover_s=60,
+        give_up_s=120,
+        faults=default_faults(ORDER, first_s=2.0, spacing_s=2.5, seed=7),
+    )
     with ChaosRun(scenario, echo=print, workdir=tmp_path / "run") as run:
         result = run.execute()
     print(table_head())
     print(table_row(result, "short"))
     t, f = result["table"], result["findings"]
-    detail = json.dumps({"findings": f, "load": result["load"], "timeline": result["timeline"],
-                         "unhealthy": result["unhealthy"], "services": result["services"],
-                         "left": result["work_queues_left"], "stalled": result["stalled"]},
-                        ensure_ascii=False, indent=1)[:6000]
+    detail = json.dumps(
+        {
+            "findings": f,
+            "load": result["load"],
+            "timeline": result["timeline"],
+            "unhealthy": result["unhealthy"],
+            "services": result["services"],
+            "left": result["work_queues_left"],
+            "stalled": result["stalled"],
+        },
+        ensure_ascii=False,
+        indent=1,
+    )[:6000]
     assert [x["target"] for x in result["params"]["faults"]] == list(ORDER)
     assert not result["unhealthy"], f"a killed piece did not come back healthy: {detail}"
     assert t["accepted"] == REPORTS, f"reports not accepted in the end: {detail}"

@@ -2,6 +2,7 @@
 vhost and Redis key prefix, with a webhook sink that verifies signatures (and doubles as
 an SMS provider that refuses every message). One stack
 serves the whole session (starting it takes a few seconds)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -65,8 +66,9 @@ class Sink:
                     self.end_headers()
                     return
                 ok = verify(SECRET, dict(self.headers), body, time.time())
-                sink.received.append({"path": self.path, "valid": ok, "headers": dict(self.headers),
-                                      "body": json.loads(body)})
+                sink.received.append(
+                    {"path": self.path, "valid": ok, "headers": dict(self.headers), "body": json.loads(body)}
+                )
                 self.send_response(204 if ok else 401)
                 self.end_headers()
 
@@ -91,15 +93,22 @@ def stack_key(env: dict[str, str], role: Role, dept: str | None = None, street: 
 
 
 @pytest.fixture(scope="package")
-def stack(vhost_factory: Vhosts, redis_url: str, pg_dsn: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(
+    vhost_factory: Vhosts, redis_url: str, pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     with running_stack(vhost_factory, redis_url, tmp_path_factory, pg_dsn=pg_dsn) as running:
         yield running
 
 
 @contextlib.contextmanager
-def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory,
-                  tag: str = "e2e", sms: bool = True, pg_dsn: str | None = None) -> Iterator[dict[str, Any]]:
+def running_stack(
+    vhost_factory: Vhosts,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tag: str = "e2e",
+    sms: bool = True,
+    pg_dsn: str | None = None,
+) -> Iterator[dict[str, Any]]:
     """The services on a fresh vhost and Redis key prefix, with the webhook sink (and, with
     `sms`, the sink as an SMS provider that refuses every message); the archive in `pg_dsn`,
     else in a database of its own, dropped at the end."""
@@ -113,12 +122,20 @@ def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytes
     (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
     sink = Sink()
     env = {
-        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"{tag}{uuid.uuid4().hex[:8]}",
-        "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
-        "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()), "ARCHIVER_METRICS_PORT": str(free_port()),
-        "DATABASE_URL": pg_dsn, "WEBHOOK_SECRET": SECRET,
+        "AMQP_URI": vhost,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"{tag}{uuid.uuid4().hex[:8]}",
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "INTAKE_HTTP_PORT": str(free_port()),
+        "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()),
+        "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()),
+        "ARCHIVER_METRICS_PORT": str(free_port()),
+        "DATABASE_URL": pg_dsn,
+        "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
         "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink.port}/sms" if sms else "",
     }
@@ -135,9 +152,15 @@ def running_stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytes
         params.heartbeat = 0
         conn = pika.BlockingConnection(params)
         grid_app = stack_key(env, Role.grid_app)
-        yield {"settings": settings, "sink": sink, "channel": conn.channel(), "env": env,
-               "base": f"http://127.0.0.1:{settings.intake_http_port}", "log": log_path,
-               "auth": {"Authorization": f"Bearer {grid_app}"}}
+        yield {
+            "settings": settings,
+            "sink": sink,
+            "channel": conn.channel(),
+            "env": env,
+            "base": f"http://127.0.0.1:{settings.intake_http_port}",
+            "log": log_path,
+            "auth": {"Authorization": f"Bearer {grid_app}"},
+        }
         try:
             conn.close()
         except pika.exceptions.AMQPError:
@@ -160,14 +183,21 @@ def spread_location(grid: str = "450305001001001") -> dict[str, Any]:
     test reports are not near-duplicates of each other (intake links reports of the same
     category within tens of metres); the grid code pins the patch."""
     n = next(_SLOTS)
-    return {"lat": round(25.2000 + (n // 40) * 0.0012, 6), "lon": round(110.3500 + (n % 40) * 0.0012, 6),
-            "address": "七星区辰山路", "grid": grid}
+    return {
+        "lat": round(25.2000 + (n // 40) * 0.0012, 6),
+        "lon": round(110.3500 + (n % 40) * 0.0012, 6),
+        "address": "七星区辰山路",
+        "grid": grid,
+    }
 
 
 def report(**over: Any) -> dict[str, Any]:
     body = {
-        "report_id": f"e2e-{uuid.uuid4().hex[:10]}", "category": "01037",
-        "description": "穿山路连续三盏路灯不亮", "severity": "normal", "filing_condition": "连续3盏以上不亮",
+        "report_id": f"e2e-{uuid.uuid4().hex[:10]}",
+        "category": "01037",
+        "description": "穿山路连续三盏路灯不亮",
+        "severity": "normal",
+        "filing_condition": "连续3盏以上不亮",
         "location": spread_location(),
         "reporter": {"id": "w-1024", "role": "grid_officer", "name": "黄", "phone": "13800001024"},
         "observed_at": "2026-11-27T09:30:00+08:00",
@@ -183,6 +213,7 @@ def get_from_queue(channel: Any, queue: str, case_id: str, timeout: float) -> di
     """The next message for `case_id` on `queue`. Messages of other cases are taken off
     the queue too and kept here for whichever test asks for them (a requeued message
     would come back first and hide everything behind it)."""
+
     def poll() -> dict[str, Any] | None:
         waiting = _SEEN.get((queue, case_id))
         if waiting:
@@ -195,8 +226,6 @@ def get_from_queue(channel: Any, queue: str, case_id: str, timeout: float) -> di
         return None
 
     return wait_for(poll, timeout, interval=0.01)
-
-
 
 
 @pytest.fixture()

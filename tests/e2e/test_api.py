@@ -1,5 +1,6 @@
 """End to end: the case query API, API keys and Open311 GeoReport v2 against the real
 stack (the four services as processes, real RabbitMQ and Redis)."""
+
 from __future__ import annotations
 
 import itertools
@@ -53,8 +54,9 @@ def post_reports(stack: dict[str, Any], n: int, grid: str = "450305001001001") -
     """n reports of a dark street lamp, each at its own place (not near-duplicates)."""
     ids = []
     for _ in range(n):
-        r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=spread_location(grid)),
-                       headers=stack["auth"], timeout=5)
+        r = httpx.post(
+            f"{stack['base']}/v1/reports", json=report(location=spread_location(grid)), headers=stack["auth"], timeout=5
+        )
         assert r.status_code == 202, r.text
         ids.append(r.json()["case_id"])
     return ids
@@ -84,8 +86,10 @@ def test_listing_needs_a_key_with_a_listing_role(stack: dict[str, Any], keys: di
     assert r.json()["errors"][0]["field"] == "Authorization"
     assert get(stack, "/v1/cases", "gbk_000000000000." + "A" * 43).status_code == 401
     assert get(stack, "/v1/cases", keys["revoked"]).status_code == 401
-    assert httpx.get(f"{stack['base']}/v1/cases", headers={"Authorization": f"Basic {keys['ops']}"},
-                     timeout=5).status_code == 401
+    assert (
+        httpx.get(f"{stack['base']}/v1/cases", headers={"Authorization": f"Basic {keys['ops']}"}, timeout=5).status_code
+        == 401
+    )
     assert get(stack, "/v1/cases", keys["open311"]).status_code == 403
     assert get(stack, "/v1/cases", keys["gas"], dept="lighting").status_code == 403
     for role in ("ops", "grid_app", "lighting"):
@@ -104,17 +108,16 @@ def test_pages_filters_and_department_scope(stack: dict[str, Any], keys: dict[st
     assert [i for p in pages for i in p] == lamps + other_patch  # registration order
 
     assert [i for p in all_pages(stack, keys["grid_app"], since=since, grid="450305001002") for i in p] == other_patch
-    assert [i for p in all_pages(stack, keys["ops"], since=since, grid="450305001001001", limit=2)
-            for i in p] == lamps
+    assert [i for p in all_pages(stack, keys["ops"], since=since, grid="450305001001001", limit=2) for i in p] == lamps
     assert all_pages(stack, keys["ops"], since=since, category="02") == [[]]
 
     # router dispatches every one of them to lighting (asynchronously)
     def dispatched() -> list[str]:
-        return [i for p in all_pages(stack, keys["ops"], since=since, status="dispatched", dept="lighting")
-                for i in p]
+        return [i for p in all_pages(stack, keys["ops"], since=since, status="dispatched", dept="lighting") for i in p]
 
     assert wait_for(lambda: dispatched() == lamps + other_patch, timeout=10), [
-        (c["case_id"], c["status"]) for c in get(stack, "/v1/cases", keys["ops"], since=since).json()["items"]]
+        (c["case_id"], c["status"]) for c in get(stack, "/v1/cases", keys["ops"], since=since).json()["items"]
+    ]
     assert all_pages(stack, keys["ops"], since=since, status="registered") == [[]]
 
     # a department sees its own cases, and only those
@@ -136,9 +139,16 @@ def test_open311_round_trip(stack: dict[str, Any], keys: dict[str, str]) -> None
     assert r.status_code == 404 and r.json()[0]["code"] == 404
 
     lat, lon = open311_point()
-    form = {"api_key": keys["open311"], "service_code": "01037", "lat": lat, "long": lon,
-            "address_string": "七星区辰山路路口", "description": "路灯整夜不亮", "first_name": "李",
-            "media_url": "https://img.example/lamp.jpg"}
+    form = {
+        "api_key": keys["open311"],
+        "service_code": "01037",
+        "lat": lat,
+        "long": lon,
+        "address_string": "七星区辰山路路口",
+        "description": "路灯整夜不亮",
+        "first_name": "李",
+        "media_url": "https://img.example/lamp.jpg",
+    }
     r = httpx.post(f"{base}/requests.json", data=form, timeout=5)
     assert r.status_code == 201, r.text
     [created] = r.json()
@@ -168,24 +178,32 @@ def test_open311_round_trip(stack: dict[str, Any], keys: dict[str, str]) -> None
     key_id = keys["open311"][4:].split(".", 1)[0]
     assert case["reporter_role"] == "citizen" and case["reporter_id"] == key_id
 
-    listed = httpx.get(f"{base}/requests.json", params={"api_key": keys["open311"], "service_request_id": sid},
-                       timeout=5).json()
+    listed = httpx.get(
+        f"{base}/requests.json", params={"api_key": keys["open311"], "service_request_id": sid}, timeout=5
+    ).json()
     assert [q["service_request_id"] for q in listed] == [sid]
-    listed = httpx.get(f"{base}/requests.json", params={"status": "open", "service_code": "01037"},
-                       headers=bearer(keys["ops"]), timeout=5).json()
+    listed = httpx.get(
+        f"{base}/requests.json",
+        params={"status": "open", "service_code": "01037"},
+        headers=bearer(keys["ops"]),
+        timeout=5,
+    ).json()
     assert sid in [q["service_request_id"] for q in listed]
-    closed = httpx.get(f"{base}/requests.json", params={"api_key": keys["open311"], "status": "closed"},
-                       timeout=5).json()
+    closed = httpx.get(
+        f"{base}/requests.json", params={"api_key": keys["open311"], "status": "closed"}, timeout=5
+    ).json()
     assert sid not in [q["service_request_id"] for q in closed]
 
 
 def test_open311_idempotency_key_repeats_the_same_request(stack: dict[str, Any], keys: dict[str, str]) -> None:
     lat, lon = open311_point()
     form = {"api_key": keys["open311"], "service_code": "01037", "lat": lat, "long": lon}
-    first = httpx.post(f"{stack['base']}/open311/v2/requests.json", data=form,
-                       headers={"Idempotency-Key": "retry-1"}, timeout=5)
-    again = httpx.post(f"{stack['base']}/open311/v2/requests.json", data=form,
-                       headers={"Idempotency-Key": "retry-1"}, timeout=5)
+    first = httpx.post(
+        f"{stack['base']}/open311/v2/requests.json", data=form, headers={"Idempotency-Key": "retry-1"}, timeout=5
+    )
+    again = httpx.post(
+        f"{stack['base']}/open311/v2/requests.json", data=form, headers={"Idempotency-Key": "retry-1"}, timeout=5
+    )
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()[0]["service_request_id"] == again.json()[0]["service_request_id"]
 
@@ -211,6 +229,9 @@ def test_open311_errors_are_code_description_lists(stack: dict[str, Any], keys: 
     assert httpx.get(url, timeout=5).status_code == 403
     r = httpx.get(url, params={"api_key": keys["open311"], "status": "pending"}, timeout=5)
     assert r.status_code == 400 and "status" in r.json()[0]["description"]
-    r = httpx.get(f"{stack['base']}/open311/v2/requests/450305-20000101-999999.json",
-                  params={"api_key": keys["open311"]}, timeout=5)
+    r = httpx.get(
+        f"{stack['base']}/open311/v2/requests/450305-20000101-999999.json",
+        params={"api_key": keys["open311"]},
+        timeout=5,
+    )
     assert r.status_code == 404 and r.json()[0]["code"] == 404

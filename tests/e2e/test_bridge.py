@@ -2,6 +2,7 @@
 a CloudEvent is taken in as a report (source and external id kept); the case's events go
 out as valid CloudEvents 1.0 (checked with the official SDK) to a real local HTTP server,
 carrying the city's task id and grid code for status sync back."""
+
 from __future__ import annotations
 
 import json
@@ -58,11 +59,14 @@ class CitySink:
         self.server.shutdown()
 
 
-def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, Any],
-                                                               stack_redis: redis.Redis) -> None:
+def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     sink = CitySink()
-    env = {**stack["env"], "BRIDGE_HTTP_URL": f"http://127.0.0.1:{sink.port}/gridbus/events",
-           "BRIDGE_AMQP_EXCHANGE": "city.events", "BRIDGE_METRICS_PORT": str(free_port())}
+    env = {
+        **stack["env"],
+        "BRIDGE_HTTP_URL": f"http://127.0.0.1:{sink.port}/gridbus/events",
+        "BRIDGE_AMQP_EXCHANGE": "city.events",
+        "BRIDGE_METRICS_PORT": str(free_port()),
+    }
     setup = pika.BlockingConnection(pika.URLParameters(stack["env"]["AMQP_URI"]))  # the city's side of AMQP
     sch = setup.channel()
     sch.exchange_declare("city.events", exchange_type="topic", durable=True)
@@ -77,24 +81,39 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
 
         def consuming() -> bool:
             try:
-                return all(channels[0].queue_declare(q, passive=True).method.consumer_count > 0
-                           for q in (topology.Q_BRIDGE_EVENTS, topology.Q_BRIDGE_INBOUND))
+                return all(
+                    channels[0].queue_declare(q, passive=True).method.consumer_count > 0
+                    for q in (topology.Q_BRIDGE_EVENTS, topology.Q_BRIDGE_INBOUND)
+                )
             except pika.exceptions.ChannelClosedByBroker:  # not declared yet
                 channels[0] = conn.channel()
                 return False
 
         assert wait_for(consuming, 60, interval=0.5), (stack["log"].parent / "bridge.log").read_text()[-3000:]
         ch = channels[0]
-        task = CloudEvent({"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345",
-                           "id": "gl12345-evt-0042"},
-                          {"task_id": "GL20261201-0042", "system": "12345", "category": "03005",
-                           "description": "市民来电：辰山路垃圾箱破损", "lat": 25.2833, "lon": 110.3128,
-                           "address": "七星区辰山路88号", "grid": "GL-QX-01-0101",
-                           "citizen": {"name": "李女士", "phone": "13907730042"}})
+        task = CloudEvent(
+            {"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345", "id": "gl12345-evt-0042"},
+            {
+                "task_id": "GL20261201-0042",
+                "system": "12345",
+                "category": "03005",
+                "description": "市民来电：辰山路垃圾箱破损",
+                "lat": 25.2833,
+                "lon": 110.3128,
+                "address": "七星区辰山路88号",
+                "grid": "GL-QX-01-0101",
+                "citizen": {"name": "李女士", "phone": "13907730042"},
+            },
+        )
         headers, body = cloud.http_message(task)
         ch.confirm_delivery()
-        ch.basic_publish(topology.EX_REPORTS, topology.RK_CITY_TASK, body,
-                         pika.BasicProperties(content_type=headers["content-type"], delivery_mode=2), mandatory=True)
+        ch.basic_publish(
+            topology.EX_REPORTS,
+            topology.RK_CITY_TASK,
+            body,
+            pika.BasicProperties(content_type=headers["content-type"], delivery_mode=2),
+            mandatory=True,
+        )
 
         store = CaseStore(stack_redis, "450305")
         case_id = wait_for(lambda: store.existing_case_for("12345:GL20261201-0042"), 15)
@@ -107,12 +126,17 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         assert case["grid"] == "450305001001001" and case["reporter_role"] == "citizen"  # crosswalked back
 
         def delivered() -> list[CloudEvent]:
-            events = [cloud.parse(r["body"]) for r in sink.received
-                      if r["headers"].get("Content-Type", r["headers"].get("content-type")) ==
-                      "application/cloudevents+json"]
+            events = [
+                cloud.parse(r["body"])
+                for r in sink.received
+                if r["headers"].get("Content-Type", r["headers"].get("content-type")) == "application/cloudevents+json"
+            ]
             mine = [e for e in events if e.get_subject() == case_id]
-            return mine if {e.get_type() for e in mine} >= {"cn.gridbus.case.registered",
-                                                             "cn.gridbus.case.dispatched"} else []
+            return (
+                mine
+                if {e.get_type() for e in mine} >= {"cn.gridbus.case.registered", "cn.gridbus.case.dispatched"}
+                else []
+            )
 
         events = wait_for(delivered, 20)
         assert events, [r["body"][:300] for r in sink.received]
@@ -121,6 +145,7 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
             assert e.get_extension("externalid") == "GL20261201-0042"
             assert e.get_extension("externalsystem") == "12345"
             assert e.get_data()["citygrid"] == "GL-QX-01-0101"
+
         # the same events on the city's AMQP exchange, structured mode, routing key = type
         def on_amqp() -> list[Any]:
             method, props, body = ch.basic_get("city.inbox", auto_ack=True)
@@ -132,26 +157,39 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         amqp = wait_for(on_amqp, 10)
         assert amqp and amqp[0][1] == "application/cloudevents+json", got
         assert amqp[0][2].get_extension("externalid") == "GL20261201-0042"
-        registered = next(r for r in sink.received if case_id.encode() in r["body"]
-                          and b"case.registered" in r["body"])
+        registered = next(r for r in sink.received if case_id.encode() in r["body"] and b"case.registered" in r["body"])
         print("CloudEvent as delivered:", json.dumps(json.loads(registered["body"]), ensure_ascii=False, indent=2))
         # a task that is not valid is dead-lettered with the reason, not lost
-        ch.basic_publish(topology.EX_REPORTS, topology.RK_CITY_TASK, b'{"specversion": "1.0"}',
-                         pika.BasicProperties(content_type="application/cloudevents+json", delivery_mode=2),
-                         mandatory=True)
+        ch.basic_publish(
+            topology.EX_REPORTS,
+            topology.RK_CITY_TASK,
+            b'{"specversion": "1.0"}',
+            pika.BasicProperties(content_type="application/cloudevents+json", delivery_mode=2),
+            mandatory=True,
+        )
         dead = wait_for(lambda: ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), auto_ack=True)[1], 10)
         assert dead is not None and "CloudEvents" in str(dead.headers)
         assert httpx.get(f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics", timeout=5).status_code == 200
 
         # over HTTP: POST /v1/city/tasks with a city key, and status sync back on every event
-        city = {"Authorization": f"Bearer {create_key(stack_redis, Role.city)[0]}",
-                "Content-Type": "application/cloudevents+json"}
+        city = {
+            "Authorization": f"Bearer {create_key(stack_redis, Role.city)[0]}",
+            "Content-Type": "application/cloudevents+json",
+        }
         url = f"{stack['base']}/v1/city/tasks"
-        task = CloudEvent({"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345",
-                           "id": "gl12345-evt-0043"},
-                          {"task_id": "GL20261201-0043", "system": "12345", "category": "01037",
-                           "description": "市民来电：辰山路路灯不亮", "lat": 25.2841, "lon": 110.3139,
-                           "address": "七星区辰山路90号", "grid": "GL-QX-01-0101"})
+        task = CloudEvent(
+            {"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345", "id": "gl12345-evt-0043"},
+            {
+                "task_id": "GL20261201-0043",
+                "system": "12345",
+                "category": "01037",
+                "description": "市民来电：辰山路路灯不亮",
+                "lat": 25.2841,
+                "lon": 110.3139,
+                "address": "七星区辰山路90号",
+                "grid": "GL-QX-01-0101",
+            },
+        )
         _, raw = cloud.http_message(task)
         first = httpx.post(url, content=raw, headers=city, timeout=5)
         assert first.status_code == 202, first.text
@@ -164,10 +202,15 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "data.category", r.text
         r = httpx.post(url, content=b'{"specversion": "1.0"}', headers=city, timeout=5)
         assert r.status_code == 422 and "CloudEvents" in r.json()["errors"][0]["message"], r.text
-        assert httpx.post(url, content=raw, headers={**city, "Content-Type": "text/plain"},
-                          timeout=5).status_code == 415
-        assert httpx.post(url, content=raw, timeout=5, headers={
-            **stack["auth"], "Content-Type": "application/cloudevents+json"}).status_code == 403
+        assert (
+            httpx.post(url, content=raw, headers={**city, "Content-Type": "text/plain"}, timeout=5).status_code == 415
+        )
+        assert (
+            httpx.post(
+                url, content=raw, timeout=5, headers={**stack["auth"], "Content-Type": "application/cloudevents+json"}
+            ).status_code
+            == 403
+        )
         # the city key reads what it handed over, and nothing else
         seen = httpx.get(f"{stack['base']}/v1/cases/{http_case}", headers=city, timeout=5)
         assert seen.status_code == 200 and seen.json()["source"]["external_id"] == "GL20261201-0043"
@@ -183,8 +226,14 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         def synced() -> list[CloudEvent]:
             mine = [cloud.parse(r["body"]) for r in sink.received if http_case.encode() in r["body"]]
             mine = [e for e in mine if e.get_subject() == http_case]
-            return mine if any(e.get_type() == "cn.gridbus.case.updated" and
-                               e.get_data().get("to_status") == "acknowledged" for e in mine) else []
+            return (
+                mine
+                if any(
+                    e.get_type() == "cn.gridbus.case.updated" and e.get_data().get("to_status") == "acknowledged"
+                    for e in mine
+                )
+                else []
+            )
 
         events = wait_for(synced, 20)
         assert events, [r["body"][:200] for r in sink.received][-5:]

@@ -4,6 +4,7 @@ itself, dispatch a triage case by hand from the triage queue, open its timeline.
 
 Screenshots of the board and the case page go to $CONSOLE_SCREENSHOTS when it is set
 (docs/screenshots/ holds the committed ones)."""
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,15 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # never download a browser: the system's chromium, headless, quiet (no network of its own)
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 TRIAGE_CATEGORY = "01023"  # 不明井盖: deliberately routed to the grid station (config/routes.yaml)
 
 
@@ -74,15 +82,22 @@ def test_console_login_board_dispatch_timeline(stack: dict[str, Any], page: Any)
 
     # a new report appears on the open board without reloading it (console.js refreshes)
     # inside the pilot patch 辰山社区第一片区 (its polygon in config/grid.yaml), so the map shows it there
-    body = report(category=TRIAGE_CATEGORY, description="辰山路口井盖权属不明，井盖松动", filing_condition=None,
-                  location={"lat": 25.2800, "lon": 110.3121, "address": "七星区辰山路口", "grid": "450305001001001"})
+    body = report(
+        category=TRIAGE_CATEGORY,
+        description="辰山路口井盖权属不明，井盖松动",
+        filing_condition=None,
+        location={"lat": 25.2800, "lon": 110.3121, "address": "七星区辰山路口", "grid": "450305001001001"},
+    )
     r = httpx.post(f"{base}/v1/reports", json=body, headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     case_id = r.json()["case_id"]
     row = page.wait_for_selector(f"#live tr[data-case='{case_id}']", timeout=20_000)
     # the router sends it to the grid station: the row says 待分拨 once that is applied
-    wait_for(lambda: "待分拨" in (page.query_selector(f"#live tr[data-case='{case_id}']") or row).inner_text(),
-             timeout=15, interval=0.5)
+    wait_for(
+        lambda: "待分拨" in (page.query_selector(f"#live tr[data-case='{case_id}']") or row).inner_text(),
+        timeout=15,
+        interval=0.5,
+    )
     assert int(page.inner_text("#t-triage")) >= 1
     shot(page, "board.png")
 
@@ -128,8 +143,11 @@ def test_console_refuses_forms_without_the_session_token(stack: dict[str, Any]) 
         created = httpx.post(f"{base}/v1/reports", json=report(), headers=stack["auth"], timeout=5).json()
         r = client.post(f"/console/cases/{created['case_id']}/cancellation", data={"reason": "测试"})
         assert r.status_code == 403
-        r = client.post(f"/console/cases/{created['case_id']}/cancellation",
-                        data={"reason": "测试", "csrf": "forged"}, headers={"Origin": "http://evil.example"})
+        r = client.post(
+            f"/console/cases/{created['case_id']}/cancellation",
+            data={"reason": "测试", "csrf": "forged"},
+            headers={"Origin": "http://evil.example"},
+        )
         assert r.status_code == 403
         case = httpx.get(f"{base}/v1/cases/{created['case_id']}", headers=stack["auth"], timeout=5).json()
         assert case["status"] != "cancelled"

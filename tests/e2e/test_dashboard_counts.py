@@ -9,6 +9,7 @@ adds nothing either), and what the panel shows is what the counters say. The Rab
 panels are left out (they read the broker's own per-queue gauges of every vhost).
 Run with `-s` to see the figures.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,8 +28,10 @@ from tests.conftest import wait_for
 from tests.e2e.conftest import report, running_stack, spread_location, stack_key
 from tests.integration.test_prometheus_scrape import PROMETHEUS, _api, _wait_for, running_prometheus
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: "
-                                                  "deploy/ci/validate.sh --install-only")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: deploy/ci/validate.sh --install-only"),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("intake", "router", "sla", "notifier")
@@ -37,8 +40,17 @@ CELLS = ("450305001001001", "450305002001001", "450305003001001", "4503050040010
 TRIAGE_CATEGORY = "01023"  # 不明井盖: routes.yaml sends it to the grid station on purpose
 #: panels whose value is a rate of something that has not happened yet: undefined, shown
 #: as the panel's noValue text ("–"), never a false 0 %
-UNDEFINED_BEFORE_TRAFFIC = {(13, "A"), (14, "A"), (15, "A"), (20, "A"), (20, "C"), (20, "E"),
-                            (21, "A"), (21, "B"), (21, "C")}
+UNDEFINED_BEFORE_TRAFFIC = {
+    (13, "A"),
+    (14, "A"),
+    (15, "A"),
+    (20, "A"),
+    (20, "C"),
+    (20, "E"),
+    (21, "A"),
+    (21, "B"),
+    (21, "C"),
+}
 #: count panels → the raw counter family and the label filter the panel applies
 COUNT_PANELS = {
     2: ("gridbus_reports_received_total", lambda labels: labels["outcome"] != "invalid"),
@@ -96,6 +108,7 @@ def prometheus(fresh: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     settings = fresh["settings"]
     targets = {s: settings.metrics_port(s) for s in SERVICES}
     with running_prometheus(tmp_path_factory.mktemp("prometheus-dash"), targets) as (base, proc):
+
         def scraped_twice() -> bool:  # every service up, with two samples already
             r = _api(base, "query", query="count_over_time(up[1m]) >= 2 and up == 1")["result"]
             return {x["metric"]["job"] for x in r} == set(SERVICES)
@@ -130,15 +143,18 @@ def test_panels_show_zero_before_traffic_then_the_exact_counts(fresh: dict[str, 
     empty = sorted(pid for pid, has in shows.items() if not has)
     assert len(shows) >= 15 and empty == [], f"panels with No data on a fresh stack: {empty}"
     assert nonzero == [], f"count panels not at 0 before traffic: {nonzero}"
-    print("\nbefore traffic: every count panel 0 —",
-          {pid: _query(base, expr)[0]["value"][1] for pid, _, expr in _panels() if pid in COUNT_PANELS})
+    print(
+        "\nbefore traffic: every count panel 0 —",
+        {pid: _query(base, expr)[0]["value"][1] for pid, _, expr in _panels() if pid in COUNT_PANELS},
+    )
 
     # ---------------------------------------------------------------- traffic
     lighting = stack_key(fresh["env"], Role.department, "lighting")
     routed, triaged = [], []
     for cell in CELLS * 2:
-        r = httpx.post(f"{fresh['base']}/v1/reports", json=report(location=spread_location(cell)),
-                       headers=fresh["auth"], timeout=5)
+        r = httpx.post(
+            f"{fresh['base']}/v1/reports", json=report(location=spread_location(cell)), headers=fresh["auth"], timeout=5
+        )
         assert r.status_code == 202, r.text
         routed.append(r.json()["case_id"])
     for cell in CELLS[:2]:
@@ -148,8 +164,9 @@ def test_panels_show_zero_before_traffic_then_the_exact_counts(fresh: dict[str, 
         triaged.append(r.json()["case_id"])
     again = httpx.post(f"{fresh['base']}/v1/reports", json={**body}, headers=fresh["auth"], timeout=5)
     assert again.status_code == 200  # the same report id: repeated, not a new case
-    bad = httpx.post(f"{fresh['base']}/v1/reports", json={**report(), "category": "nope"}, headers=fresh["auth"],
-                     timeout=5)
+    bad = httpx.post(
+        f"{fresh['base']}/v1/reports", json={**report(), "category": "nope"}, headers=fresh["auth"], timeout=5
+    )
     assert bad.status_code == 422
 
     def status(case_id: str) -> str:
@@ -157,14 +174,19 @@ def test_panels_show_zero_before_traffic_then_the_exact_counts(fresh: dict[str, 
 
     assert wait_for(lambda: all(status(c) == "dispatched" for c in routed), 30), [status(c) for c in routed]
     for case_id in routed[:3]:  # three acknowledged in time; the others miss the 3 s deadline
-        r = httpx.post(f"{fresh['base']}/v1/cases/{case_id}/replies", headers={"Authorization": f"Bearer {lighting}"},
-                       json={"reply_id": uuid.uuid4().hex[:12], "action": "acknowledge", "note": "收到"}, timeout=5)
+        r = httpx.post(
+            f"{fresh['base']}/v1/cases/{case_id}/replies",
+            headers={"Authorization": f"Bearer {lighting}"},
+            json={"reply_id": uuid.uuid4().hex[:12], "action": "acknowledge", "note": "收到"},
+            timeout=5,
+        )
         assert r.status_code == 200, r.text
 
     # until the compared counters have stood still for 4 s (breaches, escalations, notifications
     # done; the timers' own entrypoint counts never stand still and are not compared)
-    compared = {f for f, _ in COUNT_PANELS.values()} | {f for f, _ in BY_LABEL_PANELS.values()} \
-        | {"gridbus_replies_total"}
+    compared = (
+        {f for f, _ in COUNT_PANELS.values()} | {f for f, _ in BY_LABEL_PANELS.values()} | {"gridbus_replies_total"}
+    )
 
     def snapshot() -> dict[str, float]:
         out = {}
@@ -202,15 +224,18 @@ def test_panels_show_zero_before_traffic_then_the_exact_counts(fresh: dict[str, 
         for labels, v in raw[service][family]:
             key = tuple(labels[b] for b in by)
             expected[key] = expected.get(key, 0) + v
-        shown = {tuple(r["metric"][b] for b in by): float(r["value"][1])
-                 for r in _query(base, panels[(pid, "A")], at[service])}
+        shown = {
+            tuple(r["metric"][b] for b in by): float(r["value"][1])
+            for r in _query(base, panels[(pid, "A")], at[service])
+        }
         assert shown == expected, (pid, family)
         figures[pid] = (family, sum(shown.values()), sum(expected.values()))
     # acknowledged within deadline: the panel's ratio is the raw counters' ratio
     replies = raw["intake"]["gridbus_replies_total"]
     acks = sum(v for lb, v in replies if lb["dept"] == "lighting" and lb["action"] == "acknowledge")
-    on_time = sum(v for lb, v in replies if lb["dept"] == "lighting" and lb["action"] == "acknowledge"
-                  and lb["on_time"] == "yes")
+    on_time = sum(
+        v for lb, v in replies if lb["dept"] == "lighting" and lb["action"] == "acknowledge" and lb["on_time"] == "yes"
+    )
     shown = {r["metric"]["dept"]: float(r["value"][1]) for r in _query(base, panels[(15, "A")], at["intake"])}
     assert acks == 3 and shown == {"lighting": on_time / acks}
     print("after traffic (panel, family, shown, raw):")

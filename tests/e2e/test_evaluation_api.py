@@ -1,6 +1,7 @@
 """Evaluation through the real services: a closed case rated dissatisfied by the grid app
 within the window is reopened and sent back to the department that resolved it (a new
 order on its queue); a satisfied rating only records; an open case cannot be rated."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -29,12 +30,17 @@ def test_dissatisfied_reporter_reopens_the_case(stack: dict[str, Any], stack_red
     r = evaluate(stack, grid_app, case_id, evaluation_id="e-0", rating="satisfied")
     assert r.status_code == 409 and r.json()["current"] == "dispatched"
     reply(stack, lighting, case_id, "resolve", mode="service", note="已修复")
-    httpx.post(f"{stack['base']}/v1/cases/{case_id}/verification", headers=bearer(grid_app), timeout=5,
-               json={"result": "pass", "verifier": "g-1"})
+    httpx.post(
+        f"{stack['base']}/v1/cases/{case_id}/verification",
+        headers=bearer(grid_app),
+        timeout=5,
+        json={"result": "pass", "verifier": "g-1"},
+    )
     wait_status(stack, case_id, "closed")
 
-    r = evaluate(stack, grid_app, case_id, evaluation_id="e-1", rating="dissatisfied", note="第二天又不亮了",
-                 evaluator="w-1024")
+    r = evaluate(
+        stack, grid_app, case_id, evaluation_id="e-1", rating="dissatisfied", note="第二天又不亮了", evaluator="w-1024"
+    )
     assert r.status_code == 200 and r.json()["status"] == "reopened", r.text
     order = get_from_queue(stack["channel"], "dept.lighting", case_id, timeout=10)
     assert order is not None and order["body"]["order_id"] == f"{case_id}/2/lighting"

@@ -11,6 +11,7 @@ processes on a vhost and key prefix of their own, real RabbitMQ and Redis.
   `FUZZ_EXAMPLES` (default 10 per operation, deterministic) makes the run longer:
   `FUZZ_EXAMPLES=200 pytest tests/e2e/test_hostile.py -k fuzz -s` prints the counts.
 """
+
 from __future__ import annotations
 
 import copy
@@ -72,15 +73,24 @@ def _key(env: dict[str, str], role: Role, **kw: Any) -> str:
 
 def _env(amqp: str, redis_url: str, config_dir: Path, **more: str) -> dict[str, str]:
     return {
-        "AMQP_URI": amqp, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"hostile{uuid.uuid4().hex[:8]}",
-        "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
-        "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
+        "AMQP_URI": amqp,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"hostile{uuid.uuid4().hex[:8]}",
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "INTAKE_HTTP_PORT": str(free_port()),
+        "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()),
+        "SLA_METRICS_PORT": str(free_port()),
         "NOTIFIER_METRICS_PORT": str(free_port()),
         "HTTP_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
         # the fuzzing roles must not be slowed by their limits; the station's is tested
-        "RATE_LIMIT_GRID_APP": "2000/5000", "RATE_LIMIT_DEPARTMENT": "2000/5000", "RATE_LIMIT_OPS": "2000/5000",
-        "RATE_LIMIT_OPEN311": "2000/5000", "RATE_LIMIT_STATION": "1/2",
+        "RATE_LIMIT_GRID_APP": "2000/5000",
+        "RATE_LIMIT_DEPARTMENT": "2000/5000",
+        "RATE_LIMIT_OPS": "2000/5000",
+        "RATE_LIMIT_OPEN311": "2000/5000",
+        "RATE_LIMIT_STATION": "1/2",
         **more,
     }
 
@@ -96,8 +106,9 @@ def archive_dsn() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def hostile(vhost_factory: Vhosts, redis_url: str, archive_dsn: str,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def hostile(
+    vhost_factory: Vhosts, redis_url: str, archive_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     vhost = vhost_factory.make("hostile")
     config_dir = copy_config(tmp_path_factory.mktemp("hostile-config"))
     env = _env(vhost, redis_url, config_dir, DATABASE_URL=archive_dsn)
@@ -107,16 +118,26 @@ def hostile(vhost_factory: Vhosts, redis_url: str, archive_dsn: str,
     procs = start_all(("intake", "router"), env=env, stdout=log_file)
     try:
         wait_until_ready(settings, procs, timeout=60, services=("intake", "router"))
-        keys = {"grid_app": _key(env, Role.grid_app), "department": _key(env, Role.department, dept="lighting"),
-                "ops": _key(env, Role.ops), "open311": _key(env, Role.open311),
-                "gas": _key(env, Role.department, dept="gas"),
-                "station": _key(env, Role.station, street="450305001")}
+        keys = {
+            "grid_app": _key(env, Role.grid_app),
+            "department": _key(env, Role.department, dept="lighting"),
+            "ops": _key(env, Role.ops),
+            "open311": _key(env, Role.open311),
+            "gas": _key(env, Role.department, dept="gas"),
+            "station": _key(env, Role.station, street="450305001"),
+        }
         params = pika.URLParameters(vhost)
         params.connection_attempts, params.retry_delay = 5, 2
         conn = pika.BlockingConnection(params)
-        yield {"settings": settings, "env": env, "keys": keys, "log": log_path, "channel": conn.channel(),
-               "base": f"http://127.0.0.1:{settings.intake_http_port}",
-               "redis": redis.Redis.from_url(redis_url, decode_responses=True)}
+        yield {
+            "settings": settings,
+            "env": env,
+            "keys": keys,
+            "log": log_path,
+            "channel": conn.channel(),
+            "base": f"http://127.0.0.1:{settings.intake_http_port}",
+            "redis": redis.Redis.from_url(redis_url, decode_responses=True),
+        }
         try:
             conn.close()
         except pika.exceptions.AMQPError:  # idle through a long fuzzing run: the broker may have closed it
@@ -182,8 +203,9 @@ BAD_REPORTS = [
 
 
 @pytest.mark.parametrize("what, body, field", BAD_REPORTS, ids=[b[0] for b in BAD_REPORTS])
-def test_bad_report_is_422_naming_the_field(hostile: dict[str, Any], what: str, body: dict[str, Any],
-                                            field: str) -> None:
+def test_bad_report_is_422_naming_the_field(
+    hostile: dict[str, Any], what: str, body: dict[str, Any], field: str
+) -> None:
     r = httpx.post(f"{hostile['base']}/v1/reports", json=body, headers=bearer(hostile["keys"]["grid_app"]), timeout=5)
     assert r.status_code == 422, (what, r.status_code, r.text)
     fields = [e["field"] for e in r.json()["errors"]]
@@ -192,30 +214,41 @@ def test_bad_report_is_422_naming_the_field(hostile: dict[str, Any], what: str, 
 
 def _chunks(data: bytes, size: int = 100) -> Iterator[bytes]:
     for i in range(0, len(data), size):
-        yield data[i:i + size]
+        yield data[i : i + size]
 
 
 def test_chunked_bodies_are_read(hostile: dict[str, Any]) -> None:
     base, keys = hostile["base"], hostile["keys"]
     body = _report()
-    r = httpx.post(f"{base}/v1/reports", content=_chunks(json.dumps(body).encode()), timeout=5,
-                   headers=bearer(keys["grid_app"], **{"Content-Type": "application/json"}))
+    r = httpx.post(
+        f"{base}/v1/reports",
+        content=_chunks(json.dumps(body).encode()),
+        timeout=5,
+        headers=bearer(keys["grid_app"], **{"Content-Type": "application/json"}),
+    )
     assert r.request.headers.get("Transfer-Encoding") == "chunked"
     assert r.status_code == 202, r.text
     # a chunked reply is read too: an unknown case, so 404 (an unread body would be 422 "empty")
     reply = json.dumps({"reply_id": "r1", "action": "acknowledge"}).encode()
-    r = httpx.post(f"{base}/v1/cases/450305-20000101-999999/replies", content=_chunks(reply, 7), timeout=5,
-                   headers=bearer(keys["department"], **{"Content-Type": "application/json"}))
+    r = httpx.post(
+        f"{base}/v1/cases/450305-20000101-999999/replies",
+        content=_chunks(reply, 7),
+        timeout=5,
+        headers=bearer(keys["department"], **{"Content-Type": "application/json"}),
+    )
     assert r.status_code == 404, r.text
     big = b'{"x": "' + b"a" * (1 << 20) + b'"}'
     for content in (_chunks(big, 65536), big):  # 1 MB chunked or with a Content-Length: 413 both
-        r = httpx.post(f"{base}/v1/reports", content=content, timeout=10,
-                       headers=bearer(keys["grid_app"], **{"Content-Type": "application/json"}))
+        r = httpx.post(
+            f"{base}/v1/reports",
+            content=content,
+            timeout=10,
+            headers=bearer(keys["grid_app"], **{"Content-Type": "application/json"}),
+        )
         assert r.status_code == 413, r.text
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
-                                          "application/jsonx"])
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/jsonx"])
 def test_json_bodies_need_their_content_type(hostile: dict[str, Any], content_type: str | None) -> None:
     headers = bearer(hostile["keys"]["grid_app"])
     if content_type:
@@ -235,28 +268,37 @@ def test_bad_idempotency_key_is_422(hostile: dict[str, Any], key: str) -> None:
 def test_idempotency_key_is_scoped_to_the_api_key(hostile: dict[str, Any]) -> None:
     base, keys = hostile["base"], hostile["keys"]
     key = f"k-{uuid.uuid4().hex[:8]}"
-    first = httpx.post(f"{base}/v1/reports", json=_report(),
-                       headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}), timeout=5)
+    first = httpx.post(
+        f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}), timeout=5
+    )
     assert first.status_code == 202
-    other = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["ops"], **{"Idempotency-Key": key}),
-                       timeout=5)
+    other = httpx.post(
+        f"{base}/v1/reports", json=_report(), headers=bearer(keys["ops"], **{"Idempotency-Key": key}), timeout=5
+    )
     assert other.status_code == 202 and other.json()["case_id"] != first.json()["case_id"]
-    again = httpx.post(f"{base}/v1/reports", json=_report(),
-                       headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}), timeout=5)
+    again = httpx.post(
+        f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"], **{"Idempotency-Key": key}), timeout=5
+    )
     assert again.status_code == 200 and again.json()["case_id"] == first.json()["case_id"]
 
 
-@pytest.mark.parametrize("path, params, role", [
-    ("/open311/v2/requests.json", {"end_date": "0001-01-01"}, "open311"),
-    ("/open311/v2/requests.json", {"start_date": "9999-12-31"}, "open311"),
-    ("/open311/v2/requests.json", {"start_date": "0001-01-01T00:00:00", "end_date": "9999-12-31T23:59:59-23:59"},
-     "open311"),
-    ("/v1/accountability", {"from": "9999-12-31"}, "ops"),
-    ("/v1/accountability", {"to": "9999-12-31"}, "ops"),
-    ("/v1/accountability", {"from": "0001-01-01T00:00:00"}, "ops"),
-    ("/v1/accountability", {"from": "9999-12-31T23:59:59-23:59", "to": "0001-01-01"}, "ops"),
-    ("/v1/cases", {"since": "0001-01-01T00:00:00+23:59", "until": "9999-12-31T23:59:59-23:59"}, "ops"),
-])
+@pytest.mark.parametrize(
+    "path, params, role",
+    [
+        ("/open311/v2/requests.json", {"end_date": "0001-01-01"}, "open311"),
+        ("/open311/v2/requests.json", {"start_date": "9999-12-31"}, "open311"),
+        (
+            "/open311/v2/requests.json",
+            {"start_date": "0001-01-01T00:00:00", "end_date": "9999-12-31T23:59:59-23:59"},
+            "open311",
+        ),
+        ("/v1/accountability", {"from": "9999-12-31"}, "ops"),
+        ("/v1/accountability", {"to": "9999-12-31"}, "ops"),
+        ("/v1/accountability", {"from": "0001-01-01T00:00:00"}, "ops"),
+        ("/v1/accountability", {"from": "9999-12-31T23:59:59-23:59", "to": "0001-01-01"}, "ops"),
+        ("/v1/cases", {"since": "0001-01-01T00:00:00+23:59", "until": "9999-12-31T23:59:59-23:59"}, "ops"),
+    ],
+)
 def test_extreme_dates_are_answered(hostile: dict[str, Any], path: str, params: dict[str, str], role: str) -> None:
     r = httpx.get(f"{hostile['base']}{path}", params=params, headers=bearer(hostile["keys"][role]), timeout=5)
     assert r.status_code == 200, r.text
@@ -264,15 +306,18 @@ def test_extreme_dates_are_answered(hostile: dict[str, Any], path: str, params: 
 
 def test_other_departments_cases_look_missing(hostile: dict[str, Any]) -> None:
     base, keys = hostile["base"], hostile["keys"]
-    case_id = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"]),
-                         timeout=5).json()["case_id"]
+    case_id = httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(keys["grid_app"]), timeout=5).json()[
+        "case_id"
+    ]
     assert _dispatched(hostile, case_id, 10)
     missing = "450305-20000101-999999"
     for method, suffix, body in (("GET", "", None), ("POST", "/replies", {"reply_id": "g1", "action": "acknowledge"})):
-        mine = httpx.request(method, f"{base}/v1/cases/{case_id}{suffix}", json=body, headers=bearer(keys["gas"]),
-                             timeout=5)
-        none = httpx.request(method, f"{base}/v1/cases/{missing}{suffix}", json=body, headers=bearer(keys["gas"]),
-                             timeout=5)
+        mine = httpx.request(
+            method, f"{base}/v1/cases/{case_id}{suffix}", json=body, headers=bearer(keys["gas"]), timeout=5
+        )
+        none = httpx.request(
+            method, f"{base}/v1/cases/{missing}{suffix}", json=body, headers=bearer(keys["gas"]), timeout=5
+        )
         assert mine.status_code == none.status_code == 404
         assert mine.text.replace(case_id, "ID") == none.text.replace(missing, "ID")
 
@@ -303,8 +348,10 @@ def test_slow_clients_do_not_stop_intake(hostile: dict[str, Any]) -> None:
     a valid key (the worst case: they get as far as the body). Meanwhile /healthz
     answers, and a report over HTTP and one over AMQP are dispatched within 2 s each."""
     port, keys = hostile["settings"].intake_http_port, hostile["keys"]
-    head = (f"POST /v1/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {keys['grid_app']}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n")
+    head = (
+        f"POST /v1/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {keys['grid_app']}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    )
     slow = [_half_sent(port, head) for _ in range(40)]
     try:
         time.sleep(0.2)
@@ -317,8 +364,12 @@ def test_slow_clients_do_not_stop_intake(hostile: dict[str, Any]) -> None:
 
         body = _report()
         started = time.monotonic()
-        hostile["channel"].basic_publish(topology.EX_REPORTS, topology.RK_REPORT, json.dumps(body).encode(),
-                                         pika.BasicProperties(content_type="application/json", delivery_mode=2))
+        hostile["channel"].basic_publish(
+            topology.EX_REPORTS,
+            topology.RK_REPORT,
+            json.dumps(body).encode(),
+            pika.BasicProperties(content_type="application/json", delivery_mode=2),
+        )
         case_id = wait_for(lambda: _case_of(hostile, body["report_id"]), 2)
         assert case_id and _dispatched(hostile, case_id, 2 - (time.monotonic() - started))
         assert time.monotonic() - started < 2.0
@@ -335,8 +386,9 @@ def test_unauthenticated_bodies_are_never_read(hostile: dict[str, Any]) -> None:
     announced never arrives."""
     s = socket.create_connection(("127.0.0.1", hostile["settings"].intake_http_port), timeout=5)
     try:
-        s.sendall(b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                  b"Content-Length: 100000\r\n\r\n")
+        s.sendall(
+            b"POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+        )
         started = time.monotonic()
         assert s.recv(200).startswith(b"HTTP/1.1 401")
         assert time.monotonic() - started < 1.0
@@ -367,8 +419,10 @@ def test_redis_down_is_503_with_retry_after_never_202(vhost_factory: Vhosts, tmp
     if not server:
         pytest.skip("no redis-server binary for a Redis of this test's own")
     port = free_port()
-    own = subprocess.Popen([server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-                           stdout=subprocess.DEVNULL)
+    own = subprocess.Popen(
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
     vhost = vhost_factory.make("hostile503")
     (tmp_path / "config").mkdir()
     env = _env(vhost, f"redis://127.0.0.1:{port}/0", copy_config(tmp_path / "config"))
@@ -384,8 +438,10 @@ def test_redis_down_is_503_with_retry_after_never_202(vhost_factory: Vhosts, tmp
         assert httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(key), timeout=5).status_code == 202
         own.terminate()
         own.wait(10)
-        for r in (httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(key), timeout=10),
-                  httpx.get(f"{base}/healthz", timeout=10)):
+        for r in (
+            httpx.post(f"{base}/v1/reports", json=_report(), headers=bearer(key), timeout=10),
+            httpx.get(f"{base}/healthz", timeout=10),
+        ):
             assert r.status_code == 503, r.text
             assert int(r.headers["Retry-After"]) >= 1 and r.json()["errors"]
     finally:
@@ -414,8 +470,12 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
         ("POST", "/v1/reports", bearer(gk), {**_with("location.lat", f"{PHONE}"), "description": f"电话{PHONE}"}),
         ("POST", "/v1/reports", bearer(gk, **{"Idempotency-Key": f"{PHONE} {PHONE}"}), _report()),  # 422 header
         ("GET", f"/v1/cases/{PHONE}", bearer(keys["gas"]), None),  # 404
-        ("POST", f"/v1/cases/{PHONE}/replies", bearer(keys["gas"]), {"reply_id": PHONE, "action": "resolve",
-                                                                    "note": f"call {PHONE}"}),  # 422
+        (
+            "POST",
+            f"/v1/cases/{PHONE}/replies",
+            bearer(keys["gas"]),
+            {"reply_id": PHONE, "action": "resolve", "note": f"call {PHONE}"},
+        ),  # 422
         ("GET", "/open311/v2/requests.json", {}, {"api_key": f"gbk_0123456789ab.{PHONE}{PHONE}xx"}),  # 403
         ("GET", f"/v1/cases?dept={PHONE}x&since={PHONE}", bearer(keys["ops"]), None),  # 422
     ]
@@ -425,20 +485,38 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
         else:
             r = httpx.request(method, f"{base}{path}", json=body, headers=headers, timeout=5)
         assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
-    r = httpx.post(f"{base}/v1/reports", content=f"电话 {PHONE}".encode(), timeout=5,
-                   headers=bearer(gk, **{"Content-Type": "text/plain"}))
+    r = httpx.post(
+        f"{base}/v1/reports",
+        content=f"电话 {PHONE}".encode(),
+        timeout=5,
+        headers=bearer(gk, **{"Content-Type": "text/plain"}),
+    )
     assert r.status_code == 415
     amqp_rejections = [
-        (topology.EX_REPORTS, topology.RK_REPORT,
-         json.dumps(_with("attributes", {f"tel:{PHONE}": "x"})).encode(), None),
-        (topology.EX_REPORTS, topology.RK_REPORT,
-         json.dumps({**_report(), "description": ""} | {"note": PHONE}).encode(), None),
+        (
+            topology.EX_REPORTS,
+            topology.RK_REPORT,
+            json.dumps(_with("attributes", {f"tel:{PHONE}": "x"})).encode(),
+            None,
+        ),
+        (
+            topology.EX_REPORTS,
+            topology.RK_REPORT,
+            json.dumps({**_report(), "description": ""} | {"note": PHONE}).encode(),
+            None,
+        ),
         (topology.EX_REPORTS, topology.RK_REPORT, f"not json {PHONE}".encode(), "application/json"),
     ]
     marker = uuid.uuid4().hex
     for exchange, rk, body, ctype in amqp_rejections:
-        ch.basic_publish(exchange, rk, body, pika.BasicProperties(content_type=ctype or "application/json",
-                                                                  delivery_mode=2, message_id=f"{marker}-{len(body)}"))
+        ch.basic_publish(
+            exchange,
+            rk,
+            body,
+            pika.BasicProperties(
+                content_type=ctype or "application/json", delivery_mode=2, message_id=f"{marker}-{len(body)}"
+            ),
+        )
     dead = f"{topology.Q_INTAKE_REPORTS}.dead"
 
     def all_dead() -> bool:
@@ -460,16 +538,25 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------- fuzzing
 # The document the server serves (test_served_document_is_the_fuzzed_one checks that),
 # loaded at collection: schemathesis' lazy fixture loader does not run on pytest 9.
-FUZZ_CONFIG = SchemathesisConfig.from_dict({
-    "generation": {"mode": "positive", "max-examples": FUZZ_EXAMPLES, "deterministic": True,
-                   "no-shrink": True, "with-security-parameters": False},
-    # the coverage phase (boundary values of every parameter) is thorough and slow: on with FUZZ_COVERAGE=1
-    "phases": {"stateful": {"enabled": False}, "coverage": {"enabled": os.environ.get("FUZZ_COVERAGE") == "1"}},
-    "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large", "large_base_example"],
-    # a body's size in bytes (MAX_REPORT_BYTES, 413 documented) is the one limit a JSON
-    # schema cannot state: every other refusal of valid data is a failure
-    "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "413", "429"]}},
-})
+FUZZ_CONFIG = SchemathesisConfig.from_dict(
+    {
+        "generation": {
+            "mode": "positive",
+            "max-examples": FUZZ_EXAMPLES,
+            "deterministic": True,
+            "no-shrink": True,
+            "with-security-parameters": False,
+        },
+        # the coverage phase (boundary values of every parameter) is thorough and slow: on with FUZZ_COVERAGE=1
+        "phases": {"stateful": {"enabled": False}, "coverage": {"enabled": os.environ.get("FUZZ_COVERAGE") == "1"}},
+        "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large", "large_base_example"],
+        # a body's size in bytes (MAX_REPORT_BYTES, 413 documented) is the one limit a JSON
+        # schema cannot state: every other refusal of valid data is a failure
+        "checks": {
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "403", "404", "409", "413", "429"]}
+        },
+    }
+)
 # a copy: the fuzz test fills the real API key into generated bodies, and a body drawn from
 # an OpenAPI example is that example's own dict (it would change the served document too)
 fuzzed = schemathesis.openapi.from_dict(copy.deepcopy(document()), config=FUZZ_CONFIG)
@@ -479,8 +566,13 @@ def test_served_document_is_the_fuzzed_one(hostile: dict[str, Any]) -> None:
     assert httpx.get(f"{hostile['base']}/openapi.json", timeout=5).json() == json.loads(json.dumps(document()))
 
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          positive_data_acceptance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    positive_data_acceptance,
+]
 # the one cross-field rule of another owner's body a JSON schema cannot state (lead ∈
 # departments; departments empty iff hand_up): ManualDispatch (services/intake/dispatching.py)
 NOT_EXPRESSIBLE = {("POST", "/v1/cases/{case_id}/dispatch")}
@@ -504,15 +596,21 @@ def test_fuzz(case: Any, hostile: dict[str, Any]) -> None:
         if isinstance(case.query, dict) and "cursor" in case.query:
             # opaque: only a cursor the API returned is valid (422 otherwise, documented)
             case.query = {**case.query, "cursor": Position(0.0, "450305-20000101-000001").encode()}
-        checks = [c for c in CHECKS
-                  if c is not positive_data_acceptance or (case.method, case.path) not in NOT_EXPRESSIBLE]
+        checks = [
+            c for c in CHECKS if c is not positive_data_acceptance or (case.method, case.path) not in NOT_EXPRESSIBLE
+        ]
         COUNTS["requests"] += 1
         try:
             response = case.call_and_validate(base_url=hostile["base"], headers=headers, checks=checks, timeout=10)
         except Exception as exc:  # noqa: BLE001 — counted by kind, then the test fails
             text = str(exc)
-            kind = "5xx" if "Server error" in text or " 5" in text[:40] else \
-                "rejected_valid" if "accepted" in text else "schema_mismatch"
+            kind = (
+                "5xx"
+                if "Server error" in text or " 5" in text[:40]
+                else "rejected_valid"
+                if "accepted" in text
+                else "schema_mismatch"
+            )
             _failure(kind, case, role, exc)
         COUNTS[f"status_{response.status_code}"] += 1
         if response.status_code >= 500:
@@ -528,8 +626,18 @@ def test_fuzz_summary(hostile: dict[str, Any]) -> None:
     phones = re.compile(r"(?<!\d)1[3-9]\d{9}(?!\d)")
     hits = [ln for ln in lines if phones.search(ln) or any(s in ln for s in secrets_)]
     COUNTS["pii_hits_after_fuzz"] += len(hits)
-    summary = {k: COUNTS.get(k, 0) for k in ("requests", "5xx", "schema_mismatch", "rejected_valid", "auth_holes",
-                                             "pii_hits", "pii_hits_after_fuzz")}
+    summary = {
+        k: COUNTS.get(k, 0)
+        for k in (
+            "requests",
+            "5xx",
+            "schema_mismatch",
+            "rejected_valid",
+            "auth_holes",
+            "pii_hits",
+            "pii_hits_after_fuzz",
+        )
+    }
     summary["statuses"] = {k[7:]: v for k, v in sorted(COUNTS.items()) if k.startswith("status_")}
     print("\nFUZZ SUMMARY", json.dumps(summary))
     assert COUNTS["requests"] > 0, "the fuzz tests did not run"

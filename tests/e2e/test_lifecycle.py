@@ -1,5 +1,6 @@
 """The case lifecycle through the real services: replies over HTTP and AMQP, the grid's
 verification with rework, re-routing after "not ours", dispute, and refusals."""
+
 from __future__ import annotations
 
 import json
@@ -56,12 +57,23 @@ def test_full_cycle_with_rework(stack: dict[str, Any], stack_redis: redis.Redis)
     assert first.status_code == 200 and first.json()["status"] == "acknowledged" and first.json()["applied"]
     assert again.status_code == 200 and not again.json()["applied"]  # idempotent by reply id
 
-    r = reply(stack, lighting, case_id, "resolve", mode="service", note="已更换灯泡",
-              evidence_urls=["https://img.example/after.jpg"])
+    r = reply(
+        stack,
+        lighting,
+        case_id,
+        "resolve",
+        mode="service",
+        note="已更换灯泡",
+        evidence_urls=["https://img.example/after.jpg"],
+    )
     assert r.status_code == 200 and r.json()["status"] == "resolved"
 
-    r = httpx.post(f"{stack['base']}/v1/cases/{case_id}/verification", headers=bearer(grid_app), timeout=5,
-                   json={"result": "fail", "note": "仍有一盏不亮", "verifier": "g-0007"})
+    r = httpx.post(
+        f"{stack['base']}/v1/cases/{case_id}/verification",
+        headers=bearer(grid_app),
+        timeout=5,
+        json={"result": "fail", "note": "仍有一盏不亮", "verifier": "g-0007"},
+    )
     assert r.status_code == 200 and r.json()["status"] == "reopened"
     case = wait_status(stack, case_id, "dispatched")  # back to the same department, round 2
     assert case["rework_count"] == 1
@@ -70,17 +82,29 @@ def test_full_cycle_with_rework(stack: dict[str, Any], stack_redis: redis.Redis)
 
     assert reply(stack, lighting, case_id, "progress", note="处理中").json()["status"] == "in_progress"
     assert reply(stack, lighting, case_id, "resolve", mode="management", note="全部修复").status_code == 200
-    r = httpx.post(f"{stack['base']}/v1/cases/{case_id}/verification", headers=bearer(grid_app), timeout=5,
-                   json={"result": "pass", "note": "核查通过", "verifier": "g-0007"})
+    r = httpx.post(
+        f"{stack['base']}/v1/cases/{case_id}/verification",
+        headers=bearer(grid_app),
+        timeout=5,
+        json={"result": "pass", "note": "核查通过", "verifier": "g-0007"},
+    )
     assert r.json()["status"] == "closed"
 
     case = case_of(stack, case_id)
     assert case["resolution"]["mode"] == "management"
     steps = [(t["action"], t["to_status"]) for t in case["timeline"]]
-    assert steps == [("report", "reported"), ("register", "registered"), ("dispatch", "dispatched"),
-                     ("acknowledge", "acknowledged"), ("resolve", "resolved"), ("verify_fail", "reopened"),
-                     ("dispatch", "dispatched"), ("progress", "in_progress"), ("resolve", "resolved"),
-                     ("verify_pass", "closed")]
+    assert steps == [
+        ("report", "reported"),
+        ("register", "registered"),
+        ("dispatch", "dispatched"),
+        ("acknowledge", "acknowledged"),
+        ("resolve", "resolved"),
+        ("verify_fail", "reopened"),
+        ("dispatch", "dispatched"),
+        ("progress", "in_progress"),
+        ("resolve", "resolved"),
+        ("verify_pass", "closed"),
+    ]
 
     # a closed case refuses further replies with the state and what is allowed
     r = reply(stack, lighting, case_id, "progress", note="?")
@@ -98,16 +122,20 @@ def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     url = f"{stack['base']}/v1/cases/{case_id}/replies"
     body = {"reply_id": "x1", "action": "acknowledge"}
     assert httpx.post(url, json=body, timeout=5).status_code == 401
-    assert httpx.post(url, json=body, headers=bearer("gbk_000000000000.wrongwrongwrongwrongwrong"),
-                      timeout=5).status_code == 401
+    assert (
+        httpx.post(url, json=body, headers=bearer("gbk_000000000000.wrongwrongwrongwrongwrong"), timeout=5).status_code
+        == 401
+    )
     assert httpx.post(url, json=body, headers=bearer(grid_app), timeout=5).status_code == 403  # wrong role
     # never assigned to gas: answered exactly as a case that does not exist (no leak of ids)
     r = httpx.post(url, json=body, headers=bearer(gas), timeout=5)
-    missing = httpx.post(f"{stack['base']}/v1/cases/450305-20000101-999999/replies", json=body,
-                         headers=bearer(gas), timeout=5)
+    missing = httpx.post(
+        f"{stack['base']}/v1/cases/450305-20000101-999999/replies", json=body, headers=bearer(gas), timeout=5
+    )
     assert (r.status_code, missing.status_code) == (404, 404)
-    assert r.json()["errors"][0]["message"].replace(case_id, "X") == \
-        missing.json()["errors"][0]["message"].replace("450305-20000101-999999", "X")
+    assert r.json()["errors"][0]["message"].replace(case_id, "X") == missing.json()["errors"][0]["message"].replace(
+        "450305-20000101-999999", "X"
+    )
     big = {"reply_id": "x2", "action": "progress", "note": "很长" * 40000}
     r = httpx.post(url, json=big, headers=bearer(lighting), timeout=5)
     assert r.status_code == 413
@@ -115,11 +143,14 @@ def test_refusals(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
     r = reply(stack, lighting, case_id, "resolve", mode="teleport")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "mode"
-    r = httpx.post(f"{stack['base']}/v1/cases/{case_id}/verification", headers=bearer(grid_app), timeout=5,
-                   json={"result": "pass"})
+    r = httpx.post(
+        f"{stack['base']}/v1/cases/{case_id}/verification", headers=bearer(grid_app), timeout=5, json={"result": "pass"}
+    )
     assert r.status_code == 409 and r.json()["current"] == "dispatched"
-    assert httpx.post(f"{stack['base']}/v1/cases/nope/replies", json=body, headers=bearer(lighting),
-                      timeout=5).status_code == 404
+    assert (
+        httpx.post(f"{stack['base']}/v1/cases/nope/replies", json=body, headers=bearer(lighting), timeout=5).status_code
+        == 404
+    )
     # reading a case: its department may, another department may not, nobody without a key
     assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(lighting), timeout=5).status_code == 200
     assert httpx.get(f"{stack['base']}/v1/cases/{case_id}", headers=bearer(gas), timeout=5).status_code == 404
@@ -148,8 +179,9 @@ def test_rejection_reroutes_to_next_department_then_dispute(stack: dict[str, Any
     assert case["disputed"] is True and case["rejected_by"] == ["sanitation", "cityman"]
 
 
-def test_amqp_reply_trusts_user_id_not_body(stack: dict[str, Any], broker_uris: tuple[str, str],
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_amqp_reply_trusts_user_id_not_body(
+    stack: dict[str, Any], broker_uris: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("GRIDBUS_DEPT_PASSWORD_LIGHTING", "lighting-e2e")
     monkeypatch.setenv("GRIDBUS_DEPT_PASSWORD_GAS", "gas-e2e")
     vhost_uri = stack["env"]["AMQP_URI"]
@@ -164,9 +196,15 @@ def test_amqp_reply_trusts_user_id_not_body(stack: dict[str, Any], broker_uris: 
         ch = conn.channel()
         ch.confirm_delivery()
         dept = user.removeprefix("dept-")
-        ch.basic_publish(topology.EX_REPLIES, topology.reply_routing_key(dept), json.dumps(body).encode(),
-                         pika.BasicProperties(content_type="application/json", delivery_mode=2, user_id=user,
-                                              message_id=body["reply_id"]), mandatory=True)
+        ch.basic_publish(
+            topology.EX_REPLIES,
+            topology.reply_routing_key(dept),
+            json.dumps(body).encode(),
+            pika.BasicProperties(
+                content_type="application/json", delivery_mode=2, user_id=user, message_id=body["reply_id"]
+            ),
+            mandatory=True,
+        )
         conn.close()
 
     # gas is not assigned: its reply is dead-lettered with the reason
@@ -186,8 +224,11 @@ def test_amqp_reply_trusts_user_id_not_body(stack: dict[str, Any], broker_uris: 
     assert wait_for(poll, timeout=10)
     assert dead["x-gridbus-error"] == "not_assigned"
     # lighting acknowledges over AMQP
-    publish("dept-lighting", "lighting-e2e", {"case_id": case_id, "reply_id": "l-1", "action": "acknowledge",
-                                              "note": "收到"})
+    publish(
+        "dept-lighting",
+        "lighting-e2e",
+        {"case_id": case_id, "reply_id": "l-1", "action": "acknowledge", "note": "收到"},
+    )
     case = wait_status(stack, case_id, "acknowledged")
     assert case["timeline"][-1]["actor"] == "dept:lighting"
 
@@ -196,23 +237,35 @@ def test_near_duplicates_link_to_the_open_original(stack: dict[str, Any]) -> Non
     from tests.e2e.conftest import spread_location
 
     here = spread_location()
-    first = httpx.post(f"{stack['base']}/v1/reports", json=report(location=here), headers=stack["auth"],
-                       timeout=5).json()
+    first = httpx.post(
+        f"{stack['base']}/v1/reports", json=report(location=here), headers=stack["auth"], timeout=5
+    ).json()
     wait_status(stack, first["case_id"], "dispatched")
     near = {**here, "lat": here["lat"] + 0.0001}  # ~11 m away
-    r = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near),
-                   headers={"Idempotency-Key": "k-1", **stack["auth"]}, timeout=5)
+    r = httpx.post(
+        f"{stack['base']}/v1/reports",
+        json=report(location=near),
+        headers={"Idempotency-Key": "k-1", **stack["auth"]},
+        timeout=5,
+    )
     assert r.status_code == 202
     assert r.json() == {"case_id": r.json()["case_id"], "status": "duplicate", "duplicate_of": first["case_id"]}
-    again = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near),
-                       headers={"Idempotency-Key": "k-1", **stack["auth"]}, timeout=5)
+    again = httpx.post(
+        f"{stack['base']}/v1/reports",
+        json=report(location=near),
+        headers={"Idempotency-Key": "k-1", **stack["auth"]},
+        timeout=5,
+    )
     assert again.status_code == 200 and again.json() == r.json()  # same key, same answer
     dup = case_of(stack, r.json()["case_id"])
     assert dup["status"] == "duplicate" and dup["assignments"] == []
     assert r.json()["case_id"] in wait_for(lambda: case_of(stack, first["case_id"])["duplicates"], 5)
-    other = httpx.post(f"{stack['base']}/v1/reports", json=report(location=near, category="03005",
-                                                                   filing_condition=None),
-                       headers=stack["auth"], timeout=5)
+    other = httpx.post(
+        f"{stack['base']}/v1/reports",
+        json=report(location=near, category="03005", filing_condition=None),
+        headers=stack["auth"],
+        timeout=5,
+    )
     assert other.json()["status"] == "registered"  # another category at the same spot is its own case
 
 
@@ -231,8 +284,9 @@ def test_ops_cancels_an_invalid_case(stack: dict[str, Any], stack_redis: redis.R
     assert r.status_code == 409 and r.json()["current"] == "cancelled"
 
 
-def test_suspension_is_requested_by_the_department_and_approved_by_ops(stack: dict[str, Any],
-                                                                       stack_redis: redis.Redis) -> None:
+def test_suspension_is_requested_by_the_department_and_approved_by_ops(
+    stack: dict[str, Any], stack_redis: redis.Redis
+) -> None:
     ops, _ = create_key(stack_redis, Role.ops)
     lighting, _ = create_key(stack_redis, Role.department, "lighting")
     case_id = new_case(stack)
@@ -258,6 +312,7 @@ def test_suspension_is_requested_by_the_department_and_approved_by_ops(stack: di
 
     # a denied request leaves the case as it was
     reply(stack, lighting, case_id, "suspend", reason="人手不足")
-    r = httpx.post(url, json={"decision": "deny", "approver": "指挥中心", "note": "不予挂起"}, headers=bearer(ops),
-                   timeout=5)
+    r = httpx.post(
+        url, json={"decision": "deny", "approver": "指挥中心", "note": "不予挂起"}, headers=bearer(ops), timeout=5
+    )
     assert r.status_code == 200 and r.json()["status"] == "in_progress"

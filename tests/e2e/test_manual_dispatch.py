@@ -1,6 +1,7 @@
 """Dispatch by hand through the real services: a 争议件 dispatched by the operations
 centre reaches the chosen department's queue with fresh clocks; another street's grid
 station is refused; an escalated case is taken over by the district."""
+
 from __future__ import annotations
 
 import time
@@ -40,8 +41,13 @@ def test_disputed_case_dispatched_by_hand(stack: dict[str, Any], stack_redis: re
     disputed = wait_for(lambda: (c := case_of(stack, case_id))["disputed"] and c["status"] == "dispatched" and c, 10)
     assert disputed, case_of(stack, case_id)
 
-    body = {"dispatch_id": "cmd-1", "departments": ["housing", "cityman"], "lead": "housing", "level": 3,
-            "note": "物业管理区域内建筑垃圾：住建牵头，城管配合"}
+    body = {
+        "dispatch_id": "cmd-1",
+        "departments": ["housing", "cityman"],
+        "lead": "housing",
+        "level": 3,
+        "note": "物业管理区域内建筑垃圾：住建牵头，城管配合",
+    }
     r = dispatch(stack, other_station, case_id, **body)
     assert r.status_code == 403 and "450305003" in r.json()["errors"][0]["message"]
     assert dispatch(stack, station, case_id, **{**body, "departments": ["nosuch"], "lead": None}).status_code == 422
@@ -69,8 +75,11 @@ def test_disputed_case_dispatched_by_hand(stack: dict[str, Any], stack_redis: re
 
     # the new departments are told (their webhook, signed)
     def told() -> list[dict[str, Any]]:
-        return [h for h in stack["sink"].received if h["path"] == "/hooks/housing" and h["valid"]
-                and h["body"].get("event", {}).get("case_id") == case_id]
+        return [
+            h
+            for h in stack["sink"].received
+            if h["path"] == "/hooks/housing" and h["valid"] and h["body"].get("event", {}).get("case_id") == case_id
+        ]
 
     assert wait_for(told, 10), [h["path"] for h in stack["sink"].received][-10:]
 
@@ -99,8 +108,7 @@ def test_escalated_case_taken_over_by_the_district(stack: dict[str, Any], stack_
         return case if active and active[0]["level"] <= 2 else None
 
     assert wait_for(at_district, timeout=30, interval=0.25), case_of(stack, case_id)["timeline"]
-    take = {"dispatch_id": "take-1", "departments": ["sanitation"], "level": 2,
-            "note": "区指挥中心接管，环卫限时清运"}
+    take = {"dispatch_id": "take-1", "departments": ["sanitation"], "level": 2, "note": "区指挥中心接管，环卫限时清运"}
     r = dispatch(stack, station, case_id, **take)
     assert r.status_code == 403 and "escalated" in r.json()["errors"][0]["message"]
     r = dispatch(stack, ops, case_id, **take)
@@ -124,8 +132,9 @@ def test_escalated_case_taken_over_by_the_district(stack: dict[str, Any], stack_
     assert [(a["dept"], a["level"], a["route"]) for a in active] == [("sanitation", 2, "manual")]
 
 
-def test_the_relieved_department_is_told_its_order_was_withdrawn(stack: dict[str, Any],
-                                                                  stack_redis: redis.Redis) -> None:
+def test_the_relieved_department_is_told_its_order_was_withdrawn(
+    stack: dict[str, Any], stack_redis: redis.Redis
+) -> None:
     ch = stack["channel"]
     ops, _ = create_key(stack_redis, Role.ops)
     lighting, _ = create_key(stack_redis, Role.department, "lighting")
@@ -141,15 +150,24 @@ def test_the_relieved_department_is_told_its_order_was_withdrawn(stack: dict[str
     assert notice is not None, "the relieved department's queue got no withdrawal"
     n = notice["body"]
     assert (n["kind"], n["order_id"], n["dept"], n["round_no"]) == (
-        "dispatch_withdrawn", f"{case_id}/1/lighting", "lighting", 2)
+        "dispatch_withdrawn",
+        f"{case_id}/1/lighting",
+        "lighting",
+        2,
+    )
     assert n["by"].startswith("ops:") and "改派供电" in n["note"]
     assert notice["props"].message_id == f"withdrawn:{case_id}/1/lighting"
     assert reply(stack, lighting, case_id, "acknowledge").status_code == 403  # the order is no longer theirs
 
     def told() -> list[dict[str, Any]]:
-        return [h for h in stack["sink"].received if h["path"] == "/hooks/lighting" and h["valid"]
-                and h["body"]["event"].get("event") == "dispatch_withdrawn"
-                and h["body"]["event"].get("case_id") == case_id]
+        return [
+            h
+            for h in stack["sink"].received
+            if h["path"] == "/hooks/lighting"
+            and h["valid"]
+            and h["body"]["event"].get("event") == "dispatch_withdrawn"
+            and h["body"]["event"].get("case_id") == case_id
+        ]
 
     hooks = wait_for(told, 10)
     assert hooks, [(h["path"], h["body"]["event"].get("event")) for h in stack["sink"].received][-10:]

@@ -1,5 +1,6 @@
 """GET /v1/reports/meeting on the running intake: the fixture month's agenda for ops and
 the street's own station, in JSON, Markdown and CSV; another street's station is refused."""
+
 from __future__ import annotations
 
 from typing import Any

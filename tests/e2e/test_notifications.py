@@ -3,6 +3,7 @@ department's webhook signed and once, even when the event is published again; th
 liaison's robot is not configured in this stack, so the fallback (SMS) is tried, the
 provider refuses it for good, and the operations centre's `notification_failed` event
 comes out."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,11 @@ def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> No
     case_id = r.json()["case_id"]
 
     def hooks() -> list[dict[str, Any]]:
-        return [h for h in stack["sink"].received if h["body"]["event"].get("case_id") == case_id
-                and h["body"]["event"].get("event") == "case_dispatched"]
+        return [
+            h
+            for h in stack["sink"].received
+            if h["body"]["event"].get("case_id") == case_id and h["body"]["event"].get("event") == "case_dispatched"
+        ]
 
     assert wait_for(hooks, timeout=15), "no webhook for the dispatch"
     [hook] = hooks()
@@ -39,9 +43,13 @@ def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> No
 
     # the same event again (at-least-once upstream): no second message
     ch.confirm_delivery()
-    ch.basic_publish("gridbus.events", "case.dispatched", json.dumps(event, ensure_ascii=False).encode(),
-                     pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                          message_id=event["message_id"]), mandatory=True)
+    ch.basic_publish(
+        "gridbus.events",
+        "case.dispatched",
+        json.dumps(event, ensure_ascii=False).encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=event["message_id"]),
+        mandatory=True,
+    )
 
     # liaison: wecom (no robot URL here) → fallback sms (the provider refuses) → notification_failed.
     # Other recipients of the case may fail too, in any order: wait for this one.

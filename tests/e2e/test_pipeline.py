@@ -5,6 +5,7 @@ local HTTP sink, and a short acknowledge deadline produces exactly one
 `deadline_breached`. Bad input is refused with the field named, or dead-lettered with
 the reason.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ from shared.config import Settings
 from tests.e2e.conftest import get_from_queue, report, wait_for
 
 pytestmark = pytest.mark.e2e
+
 
 def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]) -> None:
     ch = stack["channel"]
@@ -38,8 +40,9 @@ def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]
     assert order["body"]["kind"] == "dispatch_order" and order["body"]["dept"] == "lighting"
     assert order["props"].delivery_mode == 2
 
-    hooks = wait_for(lambda: [h for h in stack["sink"].received
-                              if h["body"]["event"].get("case_id") == case_id], timeout=10)
+    hooks = wait_for(
+        lambda: [h for h in stack["sink"].received if h["body"]["event"].get("case_id") == case_id], timeout=10
+    )
     assert hooks, "no webhook reached the sink"
     assert all(h["valid"] for h in hooks)
     assert hooks[0]["path"] == "/hooks/lighting"
@@ -81,12 +84,20 @@ def test_http_errors_name_the_field(stack: dict[str, Any]) -> None:
     assert r.status_code == 422
     assert {"field": "location.lat"}.items() <= r.json()["errors"][0].items()
 
-    r = httpx.post(f"{stack['base']}/v1/reports", content=b"{nope", timeout=5,
-                   headers={"Content-Type": "application/json", **stack["auth"]})
+    r = httpx.post(
+        f"{stack['base']}/v1/reports",
+        content=b"{nope",
+        timeout=5,
+        headers={"Content-Type": "application/json", **stack["auth"]},
+    )
     assert r.status_code == 422 and "JSON" in r.json()["errors"][0]["message"]
 
-    r = httpx.post(f"{stack['base']}/v1/reports", content=b"x" * (stack["settings"].max_report_bytes + 1),
-                   headers={"Content-Type": "application/json", **stack["auth"]}, timeout=5)
+    r = httpx.post(
+        f"{stack['base']}/v1/reports",
+        content=b"x" * (stack["settings"].max_report_bytes + 1),
+        headers={"Content-Type": "application/json", **stack["auth"]},
+        timeout=5,
+    )
     assert r.status_code == 413
 
     # the grid app must present its key; another role may not report
@@ -103,12 +114,20 @@ def test_invalid_amqp_report_is_dead_lettered_with_reason(stack: dict[str, Any])
     ch.confirm_delivery()
     marker = uuid.uuid4().hex
     bad = report(report_id=f"bad-{marker}", category="lamp")
-    ch.basic_publish("gridbus.reports", "report.submitted", json.dumps(bad).encode(),
-                     pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=marker),
-                     mandatory=True)
-    ch.basic_publish("gridbus.reports", "report.submitted", b"\xff not json",
-                     pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                          message_id=marker + "-raw"), mandatory=True)
+    ch.basic_publish(
+        "gridbus.reports",
+        "report.submitted",
+        json.dumps(bad).encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=marker),
+        mandatory=True,
+    )
+    ch.basic_publish(
+        "gridbus.reports",
+        "report.submitted",
+        b"\xff not json",
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=marker + "-raw"),
+        mandatory=True,
+    )
 
     seen: dict[str, Any] = {}
 

@@ -2,6 +2,7 @@
 request with only lat/long outside the mapped patches is placed in its street and routed;
 a point in no street outline goes to the district's triage; outside the district the
 answer names the neighbouring district."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -20,8 +21,14 @@ pytestmark = pytest.mark.e2e
 def test_open311_lat_long_only_outside_the_patches_is_placed(stack: dict[str, Any], stack_redis: redis.Redis) -> None:
     key = auth.create_key(stack_redis, "open311")[0]
     # 穿山街道, in no mapped patch (羊角山's patches are further east)
-    form = {"api_key": key, "service_code": "01037", "lat": "25.2420", "long": "110.3210",
-            "description": "路灯不亮", "address_string": "穿山路口"}
+    form = {
+        "api_key": key,
+        "service_code": "01037",
+        "lat": "25.2420",
+        "long": "110.3210",
+        "description": "路灯不亮",
+        "address_string": "穿山路口",
+    }
     r = httpx.post(f"{stack['base']}/open311/v2/requests.json", data=form, timeout=5)
     assert r.status_code == 201, r.text
     case_id = r.json()[0]["service_request_id"]
@@ -31,14 +38,16 @@ def test_open311_lat_long_only_outside_the_patches_is_placed(stack: dict[str, An
     assert "placed in the street" in case["timeline"][1]["note"]
     assert [a["dept"] for a in case["assignments"]] == ["lighting"]  # the tree still routes it by category
 
-    outside = httpx.post(f"{stack['base']}/open311/v2/requests.json", timeout=5,
-                         data={**form, "lat": "25.2000", "long": "110.2500"})
+    outside = httpx.post(
+        f"{stack['base']}/open311/v2/requests.json", timeout=5, data={**form, "lat": "25.2000", "long": "110.2500"}
+    )
     assert outside.status_code == 400 and "象山区" in outside.json()[0]["description"]
 
 
 def test_point_in_no_street_goes_to_district_triage(stack: dict[str, Any]) -> None:
-    body = report(location={"lat": 25.1760, "lon": 110.4010, "address": "七星区南部"}, category="03005",
-                  filing_condition=None)
+    body = report(
+        location={"lat": 25.1760, "lon": 110.4010, "address": "七星区南部"}, category="03005", filing_condition=None
+    )
     r = httpx.post(f"{stack['base']}/v1/reports", json=body, headers=stack["auth"], timeout=5)
     assert r.status_code == 202, r.text
     case_id = r.json()["case_id"]

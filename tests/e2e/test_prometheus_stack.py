@@ -1,5 +1,6 @@
 """A real Prometheus scrapes the four running services and evaluates the alert rules
 against what they expose (after a report went through the pipeline)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,8 +11,10 @@ import pytest
 from tests.e2e.conftest import report, wait_for
 from tests.integration.test_prometheus_scrape import PROMETHEUS, _api, _wait_for, running_prometheus
 
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: "
-                                                  "deploy/ci/validate.sh --install-only")]
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(PROMETHEUS is None, reason="no `prometheus` binary: deploy/ci/validate.sh --install-only"),
+]
 SERVICES = ("intake", "router", "sla", "notifier")
 
 
@@ -36,8 +39,9 @@ def test_prometheus_scrapes_the_running_services(stack: dict[str, Any], tmp_path
 
         def evaluated() -> list:
             groups = _api(base, "rules")["groups"]
-            ok = all(r["health"] == "ok" and not r["lastEvaluation"].startswith("0001")
-                     for g in groups for r in g["rules"])
+            ok = all(
+                r["health"] == "ok" and not r["lastEvaluation"].startswith("0001") for g in groups for r in g["rules"]
+            )
             return groups if groups and ok else []
 
         assert _wait_for("the rules to evaluate", evaluated, proc)

@@ -5,6 +5,7 @@ archive catches up, the stack stops, every Redis key of the stack is deleted, `g
 rebuild` runs, the stack starts again — and every case reads the same, the clocks run
 with the same due times, finished notifications stay finished, and a new report gets a
 case id never used before."""
+
 from __future__ import annotations
 
 import os
@@ -53,8 +54,9 @@ class Stack:
 
 
 @pytest.fixture()
-def own_stack(vhost_factory: Vhosts, redis_url: str, pg_dsn: str,
-              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def own_stack(
+    vhost_factory: Vhosts, redis_url: str, pg_dsn: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
     vhost = vhost_factory.make("rebuild")
     dsn = make_conninfo(pg_dsn, dbname=f"gridbus_test_{uuid.uuid4().hex[:10]}")
     db.prepare(dsn)
@@ -62,12 +64,21 @@ def own_stack(vhost_factory: Vhosts, redis_url: str, pg_dsn: str,
     (config_dir / "sla.yaml").write_text(TEST_SLA, encoding="utf-8")
     sink = Sink()
     env = {
-        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"reb{uuid.uuid4().hex[:8]}",
-        "DATABASE_URL": dsn, "CONFIG_DIR": str(config_dir), "LOG_FORMAT": "json", "LOG_LEVEL": "INFO",
-        "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()), "ARCHIVER_METRICS_PORT": str(free_port()),
-        "WEBHOOK_SECRET": SECRET, "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
+        "AMQP_URI": vhost,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"reb{uuid.uuid4().hex[:8]}",
+        "DATABASE_URL": dsn,
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "INTAKE_HTTP_PORT": str(free_port()),
+        "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()),
+        "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()),
+        "ARCHIVER_METRICS_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
         "OUTBOX_RELAY_SECONDS": "0.5",
     }
     stack = Stack(env, config_dir / "services.log")
@@ -106,8 +117,9 @@ def rebuild_again(stack: Stack, client: redis.Redis) -> Any:
             report = rb.restore(conn, client, stack.settings.case_hot_days, tz)
             report.tail = tail
             conn.commit()
-        d = Deadlines(client, load_policies(), load_calendar(), lambda _e: None, grid=load_grid(),
-                      departments=load_departments())
+        d = Deadlines(
+            client, load_policies(), load_calendar(), lambda _e: None, grid=load_grid(), departments=load_departments()
+        )
         _c, report.timers = d.rebuild()
         return report
 
@@ -139,8 +151,14 @@ def quiet(stack: Stack, r: redis.Redis, dsn: str, case_ids: list[str], auth: dic
     conn = pika.BlockingConnection(pika.URLParameters(stack.env["AMQP_URI"]))
     try:
         ch = conn.channel()
-        for q in (topology.Q_ARCHIVER, topology.Q_INTAKE_EVENTS, topology.Q_SLA_EVENTS, topology.Q_NOTIFIER_EVENTS,
-                  topology.Q_NOTIFIER_DELIVERIES, topology.Q_ROUTER_CASES):
+        for q in (
+            topology.Q_ARCHIVER,
+            topology.Q_INTAKE_EVENTS,
+            topology.Q_SLA_EVENTS,
+            topology.Q_NOTIFIER_EVENTS,
+            topology.Q_NOTIFIER_DELIVERIES,
+            topology.Q_ROUTER_CASES,
+        ):
             ok = ch.queue_declare(q, passive=True)
             if ok.method.message_count or ok.method.consumer_count == 0:
                 return False
@@ -190,7 +208,7 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
 
     where = spread_location()
     states: dict[str, str] = {}
-    escalated = new_case(location=where)              # never acknowledged: escalates after 3 s
+    escalated = new_case(location=where)  # never acknowledged: escalates after 3 s
     states[escalated] = "dispatched"
     states[new_case(location=dict(where))] = "duplicate"  # repeats it nearby
     for target in ("acknowledged", "suspended", "resolved", "closed", "cancelled"):
@@ -198,21 +216,33 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
         states[cid] = target
         status_is(cid, "dispatched")
         if target == "cancelled":
-            resp = httpx.post(f"{stack.base}/v1/cases/{cid}/cancellation", json={"reason": "重复上报，无效"},
-                              headers=bearer(ops), timeout=5)
+            resp = httpx.post(
+                f"{stack.base}/v1/cases/{cid}/cancellation",
+                json={"reason": "重复上报，无效"},
+                headers=bearer(ops),
+                timeout=5,
+            )
             assert resp.status_code == 200, resp.text
             continue
         reply(cid, "acknowledge", note="已派人")
         if target == "suspended":
             reply(cid, "suspend", reason="等待供电公司停电检修")
-            resp = httpx.post(f"{stack.base}/v1/cases/{cid}/suspension", headers=bearer(ops), timeout=5,
-                              json={"decision": "approve", "approver": "指挥中心 李主任", "note": "同意"})
+            resp = httpx.post(
+                f"{stack.base}/v1/cases/{cid}/suspension",
+                headers=bearer(ops),
+                timeout=5,
+                json={"decision": "approve", "approver": "指挥中心 李主任", "note": "同意"},
+            )
             assert resp.status_code == 200, resp.text
         if target in ("resolved", "closed"):
             reply(cid, "resolve", mode="service", note="已修复", evidence_urls=["https://img.example/after.jpg"])
         if target == "closed":
-            resp = httpx.post(f"{stack.base}/v1/cases/{cid}/verification", headers=auth, timeout=5,
-                              json={"result": "pass", "note": "核查通过", "verifier": "g-0007"})
+            resp = httpx.post(
+                f"{stack.base}/v1/cases/{cid}/verification",
+                headers=auth,
+                timeout=5,
+                json={"result": "pass", "note": "核查通过", "verifier": "g-0007"},
+            )
             assert resp.status_code == 200, resp.text
     mark("cases made")
     for cid, status in states.items():
@@ -225,8 +255,9 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
     mark("quiet")
     with psycopg.connect(dsn) as pg:  # the reporters' phone number (tests/e2e/conftest.py report()) is nowhere
         for table in ("journal", "cases", "case_timeline", "orders", "ledger", "notifications"):
-            assert pg.execute(f"SELECT count(*) FROM {table} t WHERE t::text LIKE '%%13800001024%%'"
-                              ).fetchone() == (0,), table
+            assert pg.execute(f"SELECT count(*) FROM {table} t WHERE t::text LIKE '%%13800001024%%'").fetchone() == (
+                0,
+            ), table
         assert pg.execute("SELECT count(*) FROM journal WHERE kind = 'case_recorded'").fetchone()[0] > len(ids)
     before = {cid: case(cid) for cid in ids}
     due_before = dict(r.zrange(f"{prefix}:sla:due", 0, -1, withscores=True))
@@ -240,8 +271,14 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
     r.delete(*doomed)
     assert not list(r.scan_iter(f"{prefix}:*", count=1000))
 
-    out = subprocess.run([sys.executable, "-m", "services.cli", "rebuild"], cwd=REPO, capture_output=True,
-                         text=True, env={**os.environ, **stack.env}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "services.cli", "rebuild"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.env},
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     mark("rebuilt")
     assert "cases:" in out.stdout and "%" in out.stderr  # a report, and progress bars

@@ -1,6 +1,7 @@
 """A service whose container dies on purpose (tests/integration/test_resilience.py): a
 dependency provider that raises in `worker_setup`, which nameko answers by killing the
 container while the process lives on."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -2,6 +2,7 @@
 test can kill it while it holds the lease (tests/integration/test_sla_processes.py):
 `python -m tests.integration.paused_sla PAUSE`. The pause is patched in here, in the test
 process only; the production firing loop knows nothing of it."""
+
 import eventlet
 
 eventlet.monkey_patch()
@@ -22,8 +23,9 @@ _claim = TimerStore.claim
 def claim_then_pause(self: TimerStore, *args: Any, **kwargs: Any) -> list[Claimed]:
     claimed = _claim(self, *args, **kwargs)
     if claimed:
-        structlog.get_logger("gridbus.test").warning("test_pause_after_claim", seconds=PAUSE_S,
-                                                       timers=[c.timer_id for c in claimed])
+        structlog.get_logger("gridbus.test").warning(
+            "test_pause_after_claim", seconds=PAUSE_S, timers=[c.timer_id for c in claimed]
+        )
         time.sleep(PAUSE_S)
     return claimed
 

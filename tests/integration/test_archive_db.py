@@ -1,5 +1,6 @@
 """The archive's database: created when missing, migrations applied once, even by
 several replicas starting together (real PostgreSQL)."""
+
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
 """The archiver's writer on the real PostgreSQL: the same messages twice (or in another
 order, or from several replicas at once) give the same rows."""
+
 from __future__ import annotations
 
 import base64
@@ -33,17 +34,33 @@ pytestmark = pytest.mark.integration
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
-TABLES = ("journal", "cases", "case_timeline", "case_assignments", "orders", "clocks", "ledger", "ledger_ended",
-          "indicator_counts", "notifications", "api_keys")
+TABLES = (
+    "journal",
+    "cases",
+    "case_timeline",
+    "case_assignments",
+    "orders",
+    "clocks",
+    "ledger",
+    "ledger_ended",
+    "indicator_counts",
+    "notifications",
+    "api_keys",
+)
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every archive table, without the time it was archived."""
     out = {}
     for t in TABLES:
-        cols = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND column_name <> "
-            "'archived_at' ORDER BY ordinal_position", (t,))]
+        cols = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = %s AND column_name <> "
+                "'archived_at' ORDER BY ordinal_position",
+                (t,),
+            )
+        ]
         out[t] = conn.execute(f"SELECT {', '.join(cols)} FROM {t} ORDER BY 1, 2").fetchall()
     return out
 
@@ -59,26 +76,57 @@ def conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
 
 def case_versions(case_id: str) -> list[Case]:
     """A case through registration, dispatch, acknowledgement and resolution: each version as stored."""
-    base = Case(case_id=case_id, report_id=f"r-{case_id}", correlation_id=f"r-{case_id}",
-                status=CaseStatus.registered, version=1, category="01037", severity="normal",
-                description="路灯不亮", location=Location(lat=25.27, lon=110.32, grid="450305001001001"),
-                grid="450305001001001", street="450305001", reporter_id="w-1", reporter_role="grid_officer",
-                observed_at=T0, registered_at=T0, updated_at=T0,
-                timeline=[TimelineEntry(at=T0, actor="intake", action="register", to_status=CaseStatus.registered)])
+    base = Case(
+        case_id=case_id,
+        report_id=f"r-{case_id}",
+        correlation_id=f"r-{case_id}",
+        status=CaseStatus.registered,
+        version=1,
+        category="01037",
+        severity="normal",
+        description="路灯不亮",
+        location=Location(lat=25.27, lon=110.32, grid="450305001001001"),
+        grid="450305001001001",
+        street="450305001",
+        reporter_id="w-1",
+        reporter_role="grid_officer",
+        observed_at=T0,
+        registered_at=T0,
+        updated_at=T0,
+        timeline=[TimelineEntry(at=T0, actor="intake", action="register", to_status=CaseStatus.registered)],
+    )
     out = [base]
-    steps = [("dispatch", CaseStatus.dispatched), ("acknowledge", CaseStatus.acknowledged),
-             ("resolve", CaseStatus.resolved)]
+    steps = [
+        ("dispatch", CaseStatus.dispatched),
+        ("acknowledge", CaseStatus.acknowledged),
+        ("resolve", CaseStatus.resolved),
+    ]
     for i, (action, status) in enumerate(steps, start=1):
         c = out[-1].model_copy(deep=True)
         at = T0 + timedelta(minutes=10 * i)
         c.version, c.status, c.updated_at = c.version + 1, status, at
         if action == "dispatch":
-            c.assignments.append(Assignment(dept="lighting", street="450305001", level=5, order_id=f"{case_id}/1/l",
-                                            dispatched_at=at, handle_due=at + timedelta(hours=4)))
+            c.assignments.append(
+                Assignment(
+                    dept="lighting",
+                    street="450305001",
+                    level=5,
+                    order_id=f"{case_id}/1/l",
+                    dispatched_at=at,
+                    handle_due=at + timedelta(hours=4),
+                )
+            )
         if action == "resolve":
             c.resolution = Resolution(mode="management", by="lighting", at=at, evidence_urls=["https://x/after.jpg"])
-        c.timeline.append(TimelineEntry(at=at, actor="lighting", action=action, to_status=status,
-                                        evidence_urls=["https://x/after.jpg"] if action == "resolve" else []))
+        c.timeline.append(
+            TimelineEntry(
+                at=at,
+                actor="lighting",
+                action=action,
+                to_status=status,
+                evidence_urls=["https://x/after.jpg"] if action == "resolve" else [],
+            )
+        )
         out.append(c)
     return out
 
@@ -89,25 +137,80 @@ def messages() -> list[dict[str, Any]]:
         cid = f"450305-20261127-00000{n}"
         versions = case_versions(cid)
         msgs += [record_of(v, f"r-{cid}" if v.version == 1 else None).model_dump(mode="json") for v in versions]
-        msgs.append(CaseRegistered(case_id=cid, correlation_id="r", occurred_at=T0,
-                                   case=summary_of(versions[0])).model_dump(mode="json"))
+        msgs.append(
+            CaseRegistered(case_id=cid, correlation_id="r", occurred_at=T0, case=summary_of(versions[0])).model_dump(
+                mode="json"
+            )
+        )
         for k in range(2):
-            msgs.append(ClocksRecorded(
-                case_id=cid, correlation_id="r", committed_at=1000.0 + k, live=k == 0,
-                doc=base64.b64encode(f"doc{k}".encode()).decode(), history=None,
-                ledger=[{"id": f"{cid}:b{k}", "case_id": cid, "dept": "lighting", "street": "450305001",
-                         "breached_at": 1000.0 + k, "clock": "acknowledge"}],
-                ledger_ended=[(f"{cid}:b0", 1500.0)] if k else [],
-                counts=[("2026-11", "dept", "lighting", "resolved", 1)]).model_dump(mode="json"))
-        msgs.append({"kind": "dispatch_order", "message_id": f"order:{cid}", "case_id": cid, "order_id": f"{cid}/1/l",
-                     "dept": "lighting", "street": "450305001", "level": 5, "occurred_at": T0.isoformat()})
-        msgs.append(NotificationSent(message_id=f"sent:{cid}", case_id=cid, correlation_id="r", delivery_id=f"d{n}",
-                                     source_event="case_dispatched", channel="webhook", recipient="dept:lighting",
-                                     outcome="delivered").model_dump(mode="json"))
-    msgs.append(ApiKeyRecorded(message_id="apikey:k1:created", case_id="", correlation_id="k1", key_id="k1",
-                               role="ops", secret_sha256="ab" * 32, created_at=T0).model_dump(mode="json"))
-    msgs.append(ApiKeyRecorded(message_id="apikey:k1:revoked", case_id="", correlation_id="k1", key_id="k1",
-                               role="ops", created_at=T0, revoked_at=T0 + timedelta(days=1)).model_dump(mode="json"))
+            msgs.append(
+                ClocksRecorded(
+                    case_id=cid,
+                    correlation_id="r",
+                    committed_at=1000.0 + k,
+                    live=k == 0,
+                    doc=base64.b64encode(f"doc{k}".encode()).decode(),
+                    history=None,
+                    ledger=[
+                        {
+                            "id": f"{cid}:b{k}",
+                            "case_id": cid,
+                            "dept": "lighting",
+                            "street": "450305001",
+                            "breached_at": 1000.0 + k,
+                            "clock": "acknowledge",
+                        }
+                    ],
+                    ledger_ended=[(f"{cid}:b0", 1500.0)] if k else [],
+                    counts=[("2026-11", "dept", "lighting", "resolved", 1)],
+                ).model_dump(mode="json")
+            )
+        msgs.append(
+            {
+                "kind": "dispatch_order",
+                "message_id": f"order:{cid}",
+                "case_id": cid,
+                "order_id": f"{cid}/1/l",
+                "dept": "lighting",
+                "street": "450305001",
+                "level": 5,
+                "occurred_at": T0.isoformat(),
+            }
+        )
+        msgs.append(
+            NotificationSent(
+                message_id=f"sent:{cid}",
+                case_id=cid,
+                correlation_id="r",
+                delivery_id=f"d{n}",
+                source_event="case_dispatched",
+                channel="webhook",
+                recipient="dept:lighting",
+                outcome="delivered",
+            ).model_dump(mode="json")
+        )
+    msgs.append(
+        ApiKeyRecorded(
+            message_id="apikey:k1:created",
+            case_id="",
+            correlation_id="k1",
+            key_id="k1",
+            role="ops",
+            secret_sha256="ab" * 32,
+            created_at=T0,
+        ).model_dump(mode="json")
+    )
+    msgs.append(
+        ApiKeyRecorded(
+            message_id="apikey:k1:revoked",
+            case_id="",
+            correlation_id="k1",
+            key_id="k1",
+            role="ops",
+            created_at=T0,
+            revoked_at=T0 + timedelta(days=1),
+        ).model_dump(mode="json")
+    )
     return msgs
 
 
@@ -128,17 +231,21 @@ def test_same_messages_twice_and_in_any_order_give_the_same_rows(conn: psycopg.C
         archive(conn, m, TZ)
     assert snapshot(conn) == first
 
-    (version, status, mode, doc), = conn.execute(
-        "SELECT version, status, resolution_mode, doc FROM cases WHERE case_id = '450305-20261127-000000'")
+    ((version, status, mode, doc),) = conn.execute(
+        "SELECT version, status, resolution_mode, doc FROM cases WHERE case_id = '450305-20261127-000000'"
+    )
     assert (version, status, mode) == (4, "resolved", "management")  # the newest version won, whatever the order
     assert Case.model_validate(doc).timeline[-1].evidence_urls == ["https://x/after.jpg"]
-    assert conn.execute("SELECT idempotency_key FROM cases WHERE case_id = '450305-20261127-000000'"
-                        ).fetchone() == ("r-450305-20261127-000000",)
+    assert conn.execute("SELECT idempotency_key FROM cases WHERE case_id = '450305-20261127-000000'").fetchone() == (
+        "r-450305-20261127-000000",
+    )
     assert conn.execute("SELECT count(*) FROM case_timeline").fetchone() == (12,)
     assert conn.execute("SELECT live, doc FROM clocks ORDER BY case_id LIMIT 1").fetchone() == (False, b"doc1")
     assert conn.execute("SELECT revoked_at IS NOT NULL, secret_sha256 FROM api_keys").fetchone() == (True, None)
-    assert conn.execute("SELECT count(*), sum(n) FROM indicator_counts WHERE counter = 'registered'"
-                        ).fetchone() == (3, 3)
+    assert conn.execute("SELECT count(*), sum(n) FROM indicator_counts WHERE counter = 'registered'").fetchone() == (
+        3,
+        3,
+    )
 
 
 def test_several_archivers_at_once_give_the_same_rows(pg_dsn: str, conn: psycopg.Connection) -> None:
@@ -170,9 +277,16 @@ def test_several_archivers_at_once_give_the_same_rows(pg_dsn: str, conn: psycopg
     assert snapshot(conn) == expected
 
 
-@pytest.mark.parametrize("body", [b"not json", {"event": "case_updated"}, {"message_id": "x"},
-                                  {"message_id": "x", "event": "case_updated", "case_id": "c"},
-                                  {"message_id": "y", "kind": "dispatch_order", "case_id": "c"}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        {"event": "case_updated"},
+        {"message_id": "x"},
+        {"message_id": "x", "event": "case_updated", "case_id": "c"},
+        {"message_id": "y", "kind": "dispatch_order", "case_id": "c"},
+    ],
+)
 def test_what_can_never_be_archived_is_refused_and_leaves_nothing(conn: psycopg.Connection, body: Any) -> None:
     with pytest.raises(Unarchivable):
         archive(conn, body, TZ)

@@ -1,5 +1,6 @@
 """Departments' RabbitMQ users, on the real broker: each reads only its own queue and
 replies only as itself (permissions, topic permissions, validated user_id)."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ def test_department_cannot_reply_as_another(stack_env: dict[str, str], users: di
     try:
         ch = conn.channel()
         ch.confirm_delivery()
-        ch.basic_publish(topology.EX_REPLIES, "reply.gas", body,
-                         pika.BasicProperties(user_id="dept-gas", delivery_mode=2))
+        ch.basic_publish(
+            topology.EX_REPLIES, "reply.gas", body, pika.BasicProperties(user_id="dept-gas", delivery_mode=2)
+        )
         # another department's routing key: refused by the topic permission
         ch2 = conn.channel()
         ch2.confirm_delivery()

@@ -1,4 +1,5 @@
 """The case store on the real Redis: idempotent registration, compare-and-set, outbox."""
+
 from __future__ import annotations
 
 import threading
@@ -14,11 +15,24 @@ NOW = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
 
 
 def make_case(case_id: str, report_id: str) -> Case:
-    return Case(case_id=case_id, report_id=report_id, correlation_id=report_id, status=CaseStatus.registered,
-                version=1, category="01037", severity="normal", description="路灯不亮",
-                location=Location(lat=25.27, lon=110.32, grid="450305001001001"), grid="450305001001001",
-                street="450305001", reporter_id="w-1", reporter_role="grid_officer", observed_at=NOW,
-                registered_at=NOW, updated_at=NOW)
+    return Case(
+        case_id=case_id,
+        report_id=report_id,
+        correlation_id=report_id,
+        status=CaseStatus.registered,
+        version=1,
+        category="01037",
+        severity="normal",
+        description="路灯不亮",
+        location=Location(lat=25.27, lon=110.32, grid="450305001001001"),
+        grid="450305001001001",
+        street="450305001",
+        reporter_id="w-1",
+        reporter_role="grid_officer",
+        observed_at=NOW,
+        registered_at=NOW,
+        updated_at=NOW,
+    )
 
 
 def register(store: CaseStore, report_id: str) -> tuple[str, bool]:
@@ -53,8 +67,9 @@ def test_compare_and_set_lets_one_writer_win(redis_client: redis.Redis) -> None:
     case_id, _ = register(store, "r-cas")
     a, b = store.get(case_id), store.get(case_id)
     a.status = CaseStatus.dispatched
-    upd = CaseUpdated(case_id=case_id, correlation_id="r-cas", from_status="registered", to_status="dispatched",
-                      actor="t")
+    upd = CaseUpdated(
+        case_id=case_id, correlation_id="r-cas", from_status="registered", to_status="dispatched", actor="t"
+    )
     store.save(a, a.version, [upd])
     b.status = CaseStatus.cancelled
     with pytest.raises(VersionConflict):

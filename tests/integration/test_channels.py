@@ -4,6 +4,7 @@ plus how HTTP answers and transport failures become outcomes.
 
 No RabbitMQ or Redis needed: the servers run in threads on 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import json
@@ -421,8 +422,9 @@ def test_dingtalk_wrong_secret_is_permanent(http_server: Callable[[Responder], L
     assert "310000" in outcome.detail
 
 
-@pytest.mark.parametrize(("code", "transient", "retry_after"),
-                         [(130101, True, 60.0), (-1, True, None), (300001, False, None)])
+@pytest.mark.parametrize(
+    ("code", "transient", "retry_after"), [(130101, True, 60.0), (-1, True, None), (300001, False, None)]
+)
 def test_dingtalk_errcodes(
     http_server: Callable[[Responder], LocalHTTP], code: int, transient: bool, retry_after: float | None
 ) -> None:
@@ -481,9 +483,26 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
     )
     return cert, key
 
@@ -560,8 +579,9 @@ def test_email_starttls_demanded_but_not_offered(smtp_server: Callable[..., tupl
     assert (outcome.ok, outcome.transient) == (False, False) and sink.messages == []
 
 
-@pytest.mark.parametrize(("to", "transient", "status"),
-                         [("full@example.cn", True, 452), ("nobody@example.cn", False, 550)])
+@pytest.mark.parametrize(
+    ("to", "transient", "status"), [("full@example.cn", True, 452), ("nobody@example.cn", False, 550)]
+)
 def test_email_refused_recipient(
     smtp_server: Callable[..., tuple[MailSink, int]], to: str, transient: bool, status: int
 ) -> None:
@@ -710,20 +730,48 @@ def test_cli_failure_exits_non_zero(http_server: Callable[[Responder], LocalHTTP
 
 def test_cli_robots(http_server: Callable[[Responder], LocalHTTP]) -> None:
     wecom = http_server(wecom_robot)
-    result = run_cli("--channel", "wecom", "--to", f"{wecom.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
-                     "--event", "deadline_breached", "--mention", "zhangwei")
+    result = run_cli(
+        "--channel",
+        "wecom",
+        "--to",
+        f"{wecom.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
+        "--event",
+        "deadline_breached",
+        "--mention",
+        "zhangwei",
+    )
     assert result.exit_code == 0, result.output
     assert WECOM_KEY not in result.output  # the robot key is a secret
     ding = http_server(dingtalk_robot)
-    result = run_cli("--channel", "dingtalk", "--to", f"{ding.base}/robot/send?access_token={DING_TOKEN}",
-                     "--secret", DING_SECRET, "--mention", "13800001111")
+    result = run_cli(
+        "--channel",
+        "dingtalk",
+        "--to",
+        f"{ding.base}/robot/send?access_token={DING_TOKEN}",
+        "--secret",
+        DING_SECRET,
+        "--mention",
+        "13800001111",
+    )
     assert result.exit_code == 0, result.output
 
 
 def test_cli_email(smtp_server: Callable[..., tuple[MailSink, int]]) -> None:
     sink, port = smtp_server()
-    result = run_cli("--channel", "email", "--to", "ops@example.cn", "--smtp-host", "127.0.0.1",
-                     "--smtp-port", str(port), "--mail-from", "gridbus@qixing.example.cn", "--event", "case_escalated")
+    result = run_cli(
+        "--channel",
+        "email",
+        "--to",
+        "ops@example.cn",
+        "--smtp-host",
+        "127.0.0.1",
+        "--smtp-port",
+        str(port),
+        "--mail-from",
+        "gridbus@qixing.example.cn",
+        "--event",
+        "case_escalated",
+    )
     assert result.exit_code == 0, result.output
     assert sink.messages[0][2]["Subject"].startswith("【升级】450305-TEST-000001")
 
@@ -732,8 +780,17 @@ def test_cli_sms_reads_api_key_from_file(http_server: Callable[[Responder], Loca
     provider = http_server(sms_provider)
     key_file = tmp_path / "sms_key"
     key_file.write_text(SMS_KEY + "\n")
-    result = run_cli("--channel", "sms", "--to", "13800001111", "--sms-url", provider.base + "/v1/sms/send",
-                     "--sms-template", "SMS_465320002", env={"GRIDBUS_SMS_API_KEY_FILE": str(key_file)})
+    result = run_cli(
+        "--channel",
+        "sms",
+        "--to",
+        "13800001111",
+        "--sms-url",
+        provider.base + "/v1/sms/send",
+        "--sms-template",
+        "SMS_465320002",
+        env={"GRIDBUS_SMS_API_KEY_FILE": str(key_file)},
+    )
     assert result.exit_code == 0, result.output
     assert "138****1111" in result.output and "13800001111" not in result.output
     assert set(provider.received[0].json()["params"]) == {"case_id", "category", "place", "deadline"}

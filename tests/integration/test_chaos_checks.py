@@ -1,6 +1,7 @@
 """The chaos run's checks find each kind of defect in a real Redis (intake's case
 documents, sla's clock documents armed by the real Deadlines): a chaos test that passes
 means these were looked for and not found."""
+
 from __future__ import annotations
 
 import json
@@ -22,14 +23,24 @@ SLA = "defaults:\n  ack: 1h\n  urgent_ack: 15m\n  handle: 4h\n  ladder: [1h]\n  
 
 
 def _case(client: redis.Redis, case_id: str, status: str, orders: list[str]) -> None:
-    doc = {"case_id": case_id, "status": status,
-           "assignments": [{"order_id": o, "dept": o.split("/")[-1], "active": True} for o in orders]}
+    doc = {
+        "case_id": case_id,
+        "status": status,
+        "assignments": [{"order_id": o, "dept": o.split("/")[-1], "active": True} for o in orders],
+    }
     client.hset(keys.case(case_id), mapping={"doc": json.dumps(doc), "version": 1})
 
 
 def _order(case_id: str, report: str, dept: str = "sanitation", round_no: int = 1) -> Order:
-    return Order(f"dept.{dept}", f"order:{case_id}/{round_no}/{dept}", f"{case_id}/{round_no}/{dept}", case_id,
-                 report, dept, round_no)
+    return Order(
+        f"dept.{dept}",
+        f"order:{case_id}/{round_no}/{dept}",
+        f"{case_id}/{round_no}/{dept}",
+        case_id,
+        report,
+        dept,
+        round_no,
+    )
 
 
 def _arm(client: redis.Redis, tmp_path: Path, case_id: str, report: str) -> None:
@@ -39,10 +50,22 @@ def _arm(client: redis.Redis, tmp_path: Path, case_id: str, report: str) -> None
     path.write_text(SLA, encoding="utf-8")
     now = datetime.now(timezone.utc)
     event = CaseDispatched(
-        message_id=f"dispatched:{case_id}:1", case_id=case_id, correlation_id=report, occurred_at=now,
+        message_id=f"dispatched:{case_id}:1",
+        case_id=case_id,
+        correlation_id=report,
+        occurred_at=now,
         case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET, registered_at=now),
-        assignments=[Assignment(dept="sanitation", street=STREET, level=5, mode=Mode721.service,
-                                order_id=f"{case_id}/1/sanitation", dispatched_at=now)])
+        assignments=[
+            Assignment(
+                dept="sanitation",
+                street=STREET,
+                level=5,
+                mode=Mode721.service,
+                order_id=f"{case_id}/1/sanitation",
+                dispatched_at=now,
+            )
+        ],
+    )
     Deadlines(client, load_policies(path), WorkCalendar(), lambda e: None).handle(event, now=now.timestamp())
 
 
@@ -55,15 +78,26 @@ def test_each_defect_is_found(redis_client: redis.Redis, stack_env: dict[str, st
     _case(redis_client, noclock, "dispatched", [f"{noclock}/1/sanitation"])
     _case(redis_client, twice, "dispatched", [f"{twice}/1/sanitation"])
     _arm(redis_client, tmp_path, twice, "r-twice")
-    accepted = {"r-ok": [ok, ok], "r-stuck": [stuck], "r-noclock": [noclock], "r-gone": [gone],
-                "r-twice": [twice, "C-OTHER"]}
-    orders = [_order(ok, "r-ok"), _order(ok, "r-ok"),  # a redelivered copy is no double dispatch
-              _order(noclock, "r-noclock"), _order(twice, "r-twice"),
-              _order(twice, "r-twice", round_no=2)]  # the same department ordered again: double
-    dead = {"router.cases.dead": [
-        DeadLetter("router.cases.dead", "delivery_limit", "delivery_limit on router.cases", "m1", "r", {}, b"{}"),
-        DeadLetter("router.cases.dead", "invalid_event", "not a lifecycle event", "m2", "r", {}, b"{}"),
-    ]}
+    accepted = {
+        "r-ok": [ok, ok],
+        "r-stuck": [stuck],
+        "r-noclock": [noclock],
+        "r-gone": [gone],
+        "r-twice": [twice, "C-OTHER"],
+    }
+    orders = [
+        _order(ok, "r-ok"),
+        _order(ok, "r-ok"),  # a redelivered copy is no double dispatch
+        _order(noclock, "r-noclock"),
+        _order(twice, "r-twice"),
+        _order(twice, "r-twice", round_no=2),
+    ]  # the same department ordered again: double
+    dead = {
+        "router.cases.dead": [
+            DeadLetter("router.cases.dead", "delivery_limit", "delivery_limit on router.cases", "m1", "r", {}, b"{}"),
+            DeadLetter("router.cases.dead", "invalid_event", "not a lifecycle event", "m2", "r", {}, b"{}"),
+        ]
+    }
     binary = redis.Redis.from_url(stack_env["REDIS_URL"])
     try:
         f = evaluate(accepted, orders, redis_client, binary, prefix, dead)
@@ -85,7 +119,10 @@ def test_each_defect_is_found(redis_client: redis.Redis, stack_env: dict[str, st
 
 def test_orders_are_read_from_the_message() -> None:
     props = SimpleNamespace(message_id="order:C9/2/gas", correlation_id="r-9")
-    o = parse_order("dept.gas", props, json.dumps({"order_id": "C9/2/gas", "case_id": "C9", "dept": "gas",
-                                                   "correlation_id": "r-9"}).encode())
+    o = parse_order(
+        "dept.gas",
+        props,
+        json.dumps({"order_id": "C9/2/gas", "case_id": "C9", "dept": "gas", "correlation_id": "r-9"}).encode(),
+    )
     assert o is not None and (o.case_id, o.dept, o.round_no, o.correlation_id) == ("C9", "gas", 2, "r-9")
     assert parse_order("dept.gas", props, b"not json") is None

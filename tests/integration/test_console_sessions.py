@@ -1,5 +1,6 @@
 """Console sessions on the real Redis: a cookie is worthless after logging out or once
 its key is revoked; only ops and station keys may log in; the CSRF token is per session."""
+
 from __future__ import annotations
 
 import pytest

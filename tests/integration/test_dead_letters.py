@@ -2,6 +2,7 @@
 ways (a consumer's `dead_letter` with its reason, and the quorum queue's delivery limit),
 read without being taken away, replayed with their message ids, and removed from the
 dead queue only once the copy is confirmed."""
+
 from __future__ import annotations
 
 import json
@@ -52,9 +53,15 @@ def _poison(uri: str, message_id: str) -> None:
     conn, ch = _channel(uri)
     try:
         ch.confirm_delivery()
-        ch.basic_publish("", Q, json.dumps({"case_id": "450305-20261201-000777", "event": "case_registered"}),
-                         pika.BasicProperties(message_id=message_id, correlation_id="r-777", delivery_mode=2,
-                                              content_type="application/json"), mandatory=True)
+        ch.basic_publish(
+            "",
+            Q,
+            json.dumps({"case_id": "450305-20261201-000777", "event": "case_registered"}),
+            pika.BasicProperties(
+                message_id=message_id, correlation_id="r-777", delivery_mode=2, content_type="application/json"
+            ),
+            mandatory=True,
+        )
         for _ in range(topology.DELIVERY_LIMIT + 5):
             method, _props, _body = ch.basic_get(Q, auto_ack=False)
             if method is None:
@@ -67,9 +74,16 @@ def _poison(uri: str, message_id: str) -> None:
 
 def _refused(uri: str, message_id: str) -> None:
     """A message a consumer refused as invalid (the service's way)."""
-    dead_letter(Bus(uri, service="router"), Q, b'{"case_id": "450305-20261201-000888", "bogus": true}',
-                "application/json", "not a lifecycle event: event: field required", "invalid_event",
-                headers={"x-custom": "kept"}, message_id=message_id)
+    dead_letter(
+        Bus(uri, service="router"),
+        Q,
+        b'{"case_id": "450305-20261201-000888", "bogus": true}',
+        "application/json",
+        "not a lifecycle event: event: field required",
+        "invalid_event",
+        headers={"x-custom": "kept"},
+        message_id=message_id,
+    )
 
 
 def _run(*args: str) -> str:
@@ -99,8 +113,10 @@ def test_list_and_show_read_dead_letters_without_taking_them(uri: str) -> None:
     assert json.loads(invalid["body"])["bogus"] is True
     # reading took nothing away, and kept the order
     assert _depth(uri, DEAD) == 2
-    assert [m["message_id"] for m in (json.loads(x) for x in _run("show", DEAD, "--json").splitlines())] == \
-        ["m-limit", "m-invalid"]
+    assert [m["message_id"] for m in (json.loads(x) for x in _run("show", DEAD, "--json").splitlines())] == [
+        "m-limit",
+        "m-invalid",
+    ]
     only = [json.loads(x) for x in _run("show", Q, "--json", "--reason", "delivery_limit").splitlines()]
     assert [m["message_id"] for m in only] == ["m-limit"]
     text = _run("show", Q, "--limit", "1")

@@ -1,5 +1,6 @@
 """`gridbus up` as a real process with its four real children: a child killed with -9 is
 restarted (and healthy again), and `kill -TERM <gridbus up>` leaves no process behind."""
+
 from __future__ import annotations
 
 import os
@@ -34,19 +35,40 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
-def test_up_restarts_a_dead_child_and_leaves_nothing_behind_on_sigterm(vhost_factory: Vhosts, redis_url: str,
-                                                                       tmp_path: Path) -> None:
+def test_up_restarts_a_dead_child_and_leaves_nothing_behind_on_sigterm(
+    vhost_factory: Vhosts, redis_url: str, tmp_path: Path
+) -> None:
     vhost = vhost_factory.make("up")
     marker = f"upt{uuid.uuid4().hex[:10]}"
-    ports = {k: str(free_port()) for k in ("INTAKE_HTTP_PORT", "INTAKE_METRICS_PORT", "ROUTER_METRICS_PORT",
-                                           "SLA_METRICS_PORT", "NOTIFIER_METRICS_PORT",
-                                           "ARCHIVER_METRICS_PORT", "BRIDGE_METRICS_PORT")}
-    env = {**os.environ, "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": marker,
-           "LOG_FORMAT": "json", **ports}
+    ports = {
+        k: str(free_port())
+        for k in (
+            "INTAKE_HTTP_PORT",
+            "INTAKE_METRICS_PORT",
+            "ROUTER_METRICS_PORT",
+            "SLA_METRICS_PORT",
+            "NOTIFIER_METRICS_PORT",
+            "ARCHIVER_METRICS_PORT",
+            "BRIDGE_METRICS_PORT",
+        )
+    }
+    env = {
+        **os.environ,
+        "AMQP_URI": vhost,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": marker,
+        "LOG_FORMAT": "json",
+        **ports,
+    }
     log_path = tmp_path / "up.log"
     log = open(log_path, "w")
-    up = subprocess.Popen([sys.executable, "-m", "services.cli", "up", "--log-file", str(tmp_path / "services.log")],
-                          env=env, stdout=log, stderr=log, cwd=REPO)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "up", "--log-file", str(tmp_path / "services.log")],
+        env=env,
+        stdout=log,
+        stderr=log,
+        cwd=REPO,
+    )
     text = lambda: log_path.read_text(errors="replace")  # noqa: E731
     try:
         assert wait_for(lambda: "gridbus is up" in text(), 90), text()[-4000:]

@@ -3,6 +3,7 @@ the installed binaries, on the configured ports, data kept under the given folde
 stopped again; a missing binary gets the exact install command. (The private RabbitMQ
 node takes 20–60 s to boot here: checked by the documented `./run.sh` run in README's
 "Try it", not in CI.)"""
+
 from __future__ import annotations
 
 import shutil

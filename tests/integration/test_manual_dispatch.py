@@ -1,5 +1,6 @@
 """Dispatch by hand on the real Redis: who may, from which states, idempotency, the
 previous round closed at once, crossed rounds."""
+
 from __future__ import annotations
 
 import pytest
@@ -31,16 +32,23 @@ STATION = Principal(Role.station, None, "st0000000001", street="450305001")
 OTHER_STATION = Principal(Role.station, None, "st0000000002", street="450305003")
 
 
-def dispatched(store: CaseStore, depts: list[str], level: int = 3, round_no: int = 1, case_id: str | None = None,
-               by: str = "") -> str:
+def dispatched(
+    store: CaseStore, depts: list[str], level: int = 3, round_no: int = 1, case_id: str | None = None, by: str = ""
+) -> str:
     if case_id is None:
         case_id, _ = register(store, f"r-{id(depts)}-{len(store.r.keys('*'))}")
     case = store.get(case_id)
-    event = CaseDispatched(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case),
-                           round_no=round_no, by=by,
-                           assignments=[Assignment(dept=d, street="450305001", level=level,
-                                                   order_id=f"{case_id}/{round_no}/{d}", dispatched_at=NOW)
-                                        for d in depts])
+    event = CaseDispatched(
+        case_id=case_id,
+        correlation_id=case.correlation_id,
+        case=summary_of(case),
+        round_no=round_no,
+        by=by,
+        assignments=[
+            Assignment(dept=d, street="450305001", level=level, order_id=f"{case_id}/{round_no}/{d}", dispatched_at=NOW)
+            for d in depts
+        ],
+    )
     apply_event(store, event)
     return case_id
 
@@ -60,13 +68,19 @@ def test_station_redispatches_a_case_of_its_street(redis_client: redis.Redis) ->
     assert applied and not any(a.active for a in case.assignments)  # the old round is closed at once
     assert case.suspension_request is None  # the relieved department's request went with it
     request = next(e for e in events if isinstance(e, CaseRedispatch))
-    assert (request.reason.value, request.round_no, request.departments, request.lead, request.level) == \
-        ("manual", 2, ["power", "lighting"], "power", 3)
+    assert (request.reason.value, request.round_no, request.departments, request.lead, request.level) == (
+        "manual",
+        2,
+        ["power", "lighting"],
+        "power",
+        3,
+    )
     assert request.by == STATION.actor and "属供电线路故障" in case.timeline[-1].note
     # the relieved department is told: one withdrawal of its order, derived id, on intake's outbox
     withdrawn = [e for e in events if isinstance(e, DispatchWithdrawn)]
     assert [(w.order_id, w.dept, w.street, w.round_no, w.by) for w in withdrawn] == [
-        (f"{case_id}/1/lighting", "lighting", "450305001", 2, STATION.actor)]
+        (f"{case_id}/1/lighting", "lighting", "450305001", 2, STATION.actor)
+    ]
     assert withdrawn[0].message_id == f"withdrawn:{case_id}/1/lighting" and "属供电线路故障" in withdrawn[0].note
     with pytest.raises(NotAssigned):  # the relieved department can no longer reply
         apply_reply(store, case_id, "lighting", Reply(reply_id="l1", action="acknowledge"))
@@ -114,8 +128,9 @@ def test_states_and_hand_up(redis_client: redis.Redis) -> None:
         apply_manual_dispatch(store, case_id, body(dispatch_id="d-2"), OPS, DEPTS)
 
     triage = dispatched(store, ["station"])
-    case, events, _ = apply_manual_dispatch(store, triage, body(departments=[], lead=None, hand_up=True,
-                                                                 dispatch_id="up"), STATION, DEPTS)
+    case, events, _ = apply_manual_dispatch(
+        store, triage, body(departments=[], lead=None, hand_up=True, dispatch_id="up"), STATION, DEPTS
+    )
     request = next(e for e in events if isinstance(e, CaseRedispatch))
     assert (request.departments, request.level) == (["station"], 2)
     dispatched(store, ["station"], level=2, round_no=2, case_id=triage, by=STATION.actor)
@@ -134,12 +149,19 @@ def test_rounds_that_cross_keep_the_later_one(redis_client: redis.Redis) -> None
     assert not [e for e in events if isinstance(e, DispatchWithdrawn)]  # sanitation gave it back itself
     dispatched(store, ["cityman"], round_no=3, case_id=case_id, by=OPS.actor)
     case = store.get(case_id)
-    late = CaseDispatched(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case), round_no=2,
-                          assignments=[Assignment(dept="power", street="450305001", level=3,
-                                                  order_id=f"{case_id}/2/power", dispatched_at=NOW)])
+    late = CaseDispatched(
+        case_id=case_id,
+        correlation_id=case.correlation_id,
+        case=summary_of(case),
+        round_no=2,
+        assignments=[
+            Assignment(dept="power", street="450305001", level=3, order_id=f"{case_id}/2/power", dispatched_at=NOW)
+        ],
+    )
     _, events, _ = apply_event(store, late)  # arrives late: superseded, its order withdrawn
     assert [(e.order_id, e.round_no, e.by) for e in events if isinstance(e, DispatchWithdrawn)] == [
-        (f"{case_id}/2/power", 3, "router")]
+        (f"{case_id}/2/power", 3, "router")
+    ]
     case = store.get(case_id)
     assert [a.dept for a in case.assignments if a.active] == ["cityman"]
     assert "superseded" in case.timeline[-1].note

@@ -1,6 +1,7 @@
 """The joint-meeting agenda from a realistic fixture month (tests/meeting_month.py) on the
 real Redis: the planted hot spot is listed, with every other planted signal, in Markdown,
 CSV and JSON, from the command line too."""
+
 from __future__ import annotations
 
 import csv
@@ -47,10 +48,13 @@ def test_agenda_of_the_fixture_month(redis_client: redis.Redis) -> None:
     assert {"section": "hot_spot", "key": f"{HOT_PATCH}/{HOT_CATEGORY}"}.items() <= rows[0].items()
     assert {r["section"] for r in rows} == {"hot_spot", "disputed", "escalated", "rework", "overdue", "merchant"}
 
-    out = CliRunner().invoke(main, ["report", "meeting", "--street", STREET, "--from", "2026-11-01",
-                                    "--to", "2026-11-30", "--format", "json"])
+    out = CliRunner().invoke(
+        main,
+        ["report", "meeting", "--street", STREET, "--from", "2026-11-01", "--to", "2026-11-30", "--format", "json"],
+    )
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["hot_spots"][0]["cases"] == planted.hot_spot
-    bad = CliRunner().invoke(main, ["report", "meeting", "--street", "450305999", "--from", "2026-11-01",
-                                    "--to", "2026-11-30"])
+    bad = CliRunner().invoke(
+        main, ["report", "meeting", "--street", "450305999", "--from", "2026-11-01", "--to", "2026-11-30"]
+    )
     assert bad.exit_code != 0 and "not a street" in bad.output

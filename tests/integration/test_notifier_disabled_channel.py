@@ -6,6 +6,7 @@ letter, no `notification_failed`.
 
 The real notifier process on the real RabbitMQ and Redis, with a local webhook receiver.
 """
+
 from __future__ import annotations
 
 import json
@@ -67,10 +68,18 @@ def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPa
     hooks = Hooks()
     prefix = f"nof{uuid.uuid4().hex[:8]}"
     env = {
-        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
-        "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "NOTIFIER_METRICS_PORT": str(free_port()),
-        "WEBHOOK_SECRET": SECRET, "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
-        "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops", "GRIDBUS_SMS_URL": "", "GRIDBUS_SMTP_HOST": "",
+        "AMQP_URI": vhost,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "NOTIFIER_METRICS_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
+        "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops",
+        "GRIDBUS_SMS_URL": "",
+        "GRIDBUS_SMTP_HOST": "",
     }
     notifier = Stack(env, config_dir / "notifier.log")
     notifier.start()
@@ -132,31 +141,49 @@ def test_sms_without_a_provider_counts_as_no_address_not_a_dead_letter(stack: di
     for case_id in cases:
         store_case(stack, case_id)
         publish(stack, dispatched(case_id))
-        publish(stack, DeadlineBreached(case_id=case_id, correlation_id=f"r-{case_id}", dept="lighting",
-                                        street=STREET, level=3, order_id=f"o-{case_id}", deadline="acknowledge",
-                                        due_at=dispatched(case_id).occurred_at))
+        publish(
+            stack,
+            DeadlineBreached(
+                case_id=case_id,
+                correlation_id=f"r-{case_id}",
+                dept="lighting",
+                street=STREET,
+                level=3,
+                order_id=f"o-{case_id}",
+                deadline="acknowledge",
+                due_at=dispatched(case_id).occurred_at,
+            ),
+        )
     # the department's webhook goes out for each case: the notifier has handled them
     assert wait_for(lambda: all(hooks.for_case(c, "/hooks/lighting") for c in cases), 30)
 
     def settled() -> str:
         text = _metrics(stack)
-        done = (_sample(text, "gridbus_notification_deliveries_total", channel="sms", outcome="no_address") or 0) \
-            - (_sample(before, "gridbus_notification_deliveries_total", channel="sms", outcome="no_address") or 0)
+        done = (_sample(text, "gridbus_notification_deliveries_total", channel="sms", outcome="no_address") or 0) - (
+            _sample(before, "gridbus_notification_deliveries_total", channel="sms", outcome="no_address") or 0
+        )
         return text if done >= 6 else ""
 
     after = wait_for(settled, 20)
     assert after, "the six sms deliveries (three dispatches, three breaches) were not counted as no_address"
-    for name, labels in (("gridbus_notification_dead_letters_total", {"channel": "sms", "reason": "permanent"}),
-                         ("gridbus_notification_deliveries_total", {"channel": "sms", "outcome": "dead"}),
-                         ("gridbus_notifications_total", {"channel": "sms", "outcome": "permanent"}),
-                         ("gridbus_dead_lettered_total", {"service": "notifier", "queue": "notifier.deliveries",
-                                                          "reason": "delivery_failed"})):
+    for name, labels in (
+        ("gridbus_notification_dead_letters_total", {"channel": "sms", "reason": "permanent"}),
+        ("gridbus_notification_deliveries_total", {"channel": "sms", "outcome": "dead"}),
+        ("gridbus_notifications_total", {"channel": "sms", "outcome": "permanent"}),
+        (
+            "gridbus_dead_lettered_total",
+            {"service": "notifier", "queue": "notifier.deliveries", "reason": "delivery_failed"},
+        ),
+    ):
         assert (_sample(after, name, **labels) or 0) == (_sample(before, name, **labels) or 0), (name, labels)
     dead = stack["channel"].queue_declare("notifier.deliveries.dead", passive=True).method.message_count
     assert dead == 0
     assert not [h for c in cases for h in hooks.for_case(c, "/ops")]  # no notification_failed
-    warned = [e for e in _log_events(stack) if e.get("event") in ("delivery_no_address", "delivery_dead")
-              and e.get("case_id") in cases]
+    warned = [
+        e
+        for e in _log_events(stack)
+        if e.get("event") in ("delivery_no_address", "delivery_dead") and e.get("case_id") in cases
+    ]
     assert warned == []  # one line at start-up said it all
 
 
@@ -165,11 +192,22 @@ def test_a_disabled_first_channel_falls_back_to_the_next(stack: dict[str, Any]) 
     before = _metrics(stack)
     case_id = new_case_id()
     store_case(stack, case_id)
-    publish(stack, CaseEscalated(case_id=case_id, correlation_id=f"r-{case_id}", dept="lighting",
-                                 order_id=f"o-{case_id}", from_level=3, to_level=2, reason="deadline breached",
-                                 step=1))
+    publish(
+        stack,
+        CaseEscalated(
+            case_id=case_id,
+            correlation_id=f"r-{case_id}",
+            dept="lighting",
+            order_id=f"o-{case_id}",
+            from_level=3,
+            to_level=2,
+            reason="deadline breached",
+            step=1,
+        ),
+    )
     ops = wait_for(lambda: hooks.for_case(case_id, "/ops"), 20)
     assert ops and ops[0]["body"]["event"]["event"] == "case_escalated"  # email disabled → webhook
     labels = {"channel": "email", "reason": "permanent"}
-    assert (_sample(_metrics(stack), "gridbus_notification_dead_letters_total", **labels) or 0) == \
-        (_sample(before, "gridbus_notification_dead_letters_total", **labels) or 0)  # skipped, not failed
+    assert (_sample(_metrics(stack), "gridbus_notification_dead_letters_total", **labels) or 0) == (
+        _sample(before, "gridbus_notification_dead_letters_total", **labels) or 0
+    )  # skipped, not failed

@@ -1,6 +1,7 @@
 """Held messages on the real Redis: the rate limit ranks arrivals per window, a due
 bucket is claimed by exactly one flusher, and a flusher that dies is replaced by one
 that builds the very same digest (same items, same digest id)."""
+
 from __future__ import annotations
 
 import threading
@@ -14,9 +15,18 @@ from services.notifier.digest import HoldStore, digest_bucket, digest_id
 
 
 def item(n: int, recipient: str = "liaison:gas:450305003") -> Delivery:
-    return Delivery(delivery_id=f"d{n:03d}", event="case_dispatched", case_id=f"450305-20261127-{n:06d}",
-                    correlation_id="r", recipient=recipient, channel=ChannelName.wecom, subject=f"【派遣】{n}",
-                    text="t", payload={}, first_attempt_at=datetime(2026, 11, 27, tzinfo=timezone.utc))
+    return Delivery(
+        delivery_id=f"d{n:03d}",
+        event="case_dispatched",
+        case_id=f"450305-20261127-{n:06d}",
+        correlation_id="r",
+        recipient=recipient,
+        channel=ChannelName.wecom,
+        subject=f"【派遣】{n}",
+        text="t",
+        payload={},
+        first_attempt_at=datetime(2026, 11, 27, tzinfo=timezone.utc),
+    )
 
 
 def test_rate_rank_counts_each_delivery_once_per_window(redis_client: redis.Redis) -> None:

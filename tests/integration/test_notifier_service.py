@@ -7,6 +7,7 @@ Events are published to `gridbus.events` as the other services would; cases that
 notifier looks up are stored in Redis the way intake stores them. Waits are generous;
 the only time assertions are lower bounds the delay queues guarantee.
 """
+
 from __future__ import annotations
 
 import json
@@ -89,8 +90,15 @@ class Hooks:
             ok = signing.verify(SECRET, request.headers, request.body)
             body = request.json()
             case_id = body["event"].get("case_id", "")
-            outer.received.append({"at": time.time(), "path": request.path, "valid": ok,
-                                   "delivery": request.headers.get("X-Gridbus-Delivery"), "body": body})
+            outer.received.append(
+                {
+                    "at": time.time(),
+                    "path": request.path,
+                    "valid": ok,
+                    "delivery": request.headers.get("X-Gridbus-Delivery"),
+                    "body": body,
+                }
+            )
             if not ok:
                 return json_reply({"error": "bad signature"}, 401)
             script = outer.scripts.get(case_id)
@@ -106,8 +114,11 @@ class Hooks:
         self.http = LocalHTTP(respond).start()
 
     def for_case(self, case_id: str, path_prefix: str = "") -> list[dict[str, Any]]:
-        return [r for r in self.received
-                if r["body"]["event"].get("case_id") == case_id and r["path"].startswith(path_prefix)]
+        return [
+            r
+            for r in self.received
+            if r["body"]["event"].get("case_id") == case_id and r["path"].startswith(path_prefix)
+        ]
 
 
 # --------------------------------------------------------------------------- the stack
@@ -169,8 +180,12 @@ class Stack:
         self.log_file = open(log_path, "a")
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.serve", "notifier"],
-                                     env={**os.environ, **self.env}, stdout=self.log_file, stderr=self.log_file)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "services.serve", "notifier"],
+            env={**os.environ, **self.env},
+            stdout=self.log_file,
+            stderr=self.log_file,
+        )
         params = pika.URLParameters(self.env["AMQP_URI"])
 
         def consuming() -> bool:
@@ -181,8 +196,10 @@ class Stack:
                 return False
             try:
                 ch = conn.channel()
-                return all(ch.queue_declare(q, passive=True).method.consumer_count > 0
-                           for q in ("notifier.events", "notifier.deliveries"))
+                return all(
+                    ch.queue_declare(q, passive=True).method.consumer_count > 0
+                    for q in ("notifier.events", "notifier.deliveries")
+                )
             except pika.exceptions.AMQPError:
                 return False
             finally:
@@ -206,8 +223,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(vhost_factory: Vhosts, redis_url: str,
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     vhost = vhost_factory.make("notifier")
     config_dir = copy_config(tmp_path_factory.mktemp("notifier-config"))
     quiet_end = datetime.now(timezone.utc) + timedelta(seconds=45)
@@ -219,17 +235,29 @@ def stack(vhost_factory: Vhosts, redis_url: str,
     smtp.start()
     prefix = f"nit{uuid.uuid4().hex[:8]}"
     env = {
-        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "CONFIG_DIR": str(config_dir),
-        "LOG_FORMAT": "json", "LOG_LEVEL": "INFO", "NOTIFIER_METRICS_PORT": str(free_port()),
-        "WEBHOOK_SECRET": SECRET, "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
-        "GRID_APP_WEBHOOK_URL": f"{hooks.http.base}/gridapp", "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops",
+        "AMQP_URI": vhost,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+        "NOTIFIER_METRICS_PORT": str(free_port()),
+        "WEBHOOK_SECRET": SECRET,
+        "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
+        "GRID_APP_WEBHOOK_URL": f"{hooks.http.base}/gridapp",
+        "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops",
         "TEST_WECOM_URL": f"{wecom.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
         "TEST_WECOM_BAD_URL": f"{wecom.base}/cgi-bin/webhook/send?key=revoked",
-        "TEST_DING_URL": f"{ding.base}/robot/send?access_token={DING_TOKEN}", "TEST_DING_SECRET": DING_SECRET,
-        "GRIDBUS_SMS_URL": f"{sms.base}/v1/sms/send", "GRIDBUS_SMS_API_KEY": SMS_KEY,
-        "GRIDBUS_SMTP_HOST": "127.0.0.1", "GRIDBUS_SMTP_PORT": str(mail_port),
+        "TEST_DING_URL": f"{ding.base}/robot/send?access_token={DING_TOKEN}",
+        "TEST_DING_SECRET": DING_SECRET,
+        "GRIDBUS_SMS_URL": f"{sms.base}/v1/sms/send",
+        "GRIDBUS_SMS_API_KEY": SMS_KEY,
+        "GRIDBUS_SMTP_HOST": "127.0.0.1",
+        "GRIDBUS_SMTP_PORT": str(mail_port),
         "GRIDBUS_MAIL_FROM": "notify@gridbus.qixing.example.cn",
-        "NOTIFIER_SEND_LEASE_SECONDS": "3", "NOTIFIER_FLUSH_SECONDS": "0.5", "NOTIFIER_QUEUE_POLL_SECONDS": "1",
+        "NOTIFIER_SEND_LEASE_SECONDS": "3",
+        "NOTIFIER_FLUSH_SECONDS": "0.5",
+        "NOTIFIER_QUEUE_POLL_SECONDS": "1",
     }
     notifier = Stack(env, config_dir / "notifier.log")
     notifier.start()
@@ -238,8 +266,19 @@ def stack(vhost_factory: Vhosts, redis_url: str,
     ch.confirm_delivery()
     r = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        yield {"env": env, "hooks": hooks, "wecom": wecom, "ding": ding, "sms": sms, "mail": mail,
-               "channel": ch, "redis": r, "prefix": prefix, "notifier": notifier, "quiet_end": quiet_end}
+        yield {
+            "env": env,
+            "hooks": hooks,
+            "wecom": wecom,
+            "ding": ding,
+            "sms": sms,
+            "mail": mail,
+            "channel": ch,
+            "redis": r,
+            "prefix": prefix,
+            "notifier": notifier,
+            "quiet_end": quiet_end,
+        }
     finally:
         hooks.release.set()
         notifier.stop()
@@ -262,39 +301,82 @@ def new_case_id() -> str:
 
 
 def summary(severity: str = "normal") -> CaseSummary:
-    return CaseSummary(category="01037", severity=Severity(severity), grid=GRID, street=STREET,
-                       address="七星区辰山路8号", description="连续三盏路灯不亮",
-                       registered_at=datetime.now(timezone.utc))
+    return CaseSummary(
+        category="01037",
+        severity=Severity(severity),
+        grid=GRID,
+        street=STREET,
+        address="七星区辰山路8号",
+        description="连续三盏路灯不亮",
+        registered_at=datetime.now(timezone.utc),
+    )
 
 
 def dispatched(case_id: str, dept: str = "lighting", **kw: Any) -> CaseDispatched:
     now = datetime.now(timezone.utc)
-    return CaseDispatched(case_id=case_id, correlation_id=f"r-{case_id}", case=summary(),
-                          assignments=[Assignment(dept=dept, street=STREET, level=3, order_id=f"o-{case_id}",
-                                                  dispatched_at=now, ack_due=now + timedelta(hours=2),
-                                                  handle_due=now + timedelta(hours=24))], **kw)
+    return CaseDispatched(
+        case_id=case_id,
+        correlation_id=f"r-{case_id}",
+        case=summary(),
+        assignments=[
+            Assignment(
+                dept=dept,
+                street=STREET,
+                level=3,
+                order_id=f"o-{case_id}",
+                dispatched_at=now,
+                ack_due=now + timedelta(hours=2),
+                handle_due=now + timedelta(hours=24),
+            )
+        ],
+        **kw,
+    )
 
 
-def store_case(stack: dict[str, Any], case_id: str, reporter: str = "w-1024", duplicates: list[str] = (),
-               dept: str = "lighting") -> Case:
+def store_case(
+    stack: dict[str, Any], case_id: str, reporter: str = "w-1024", duplicates: list[str] = (), dept: str = "lighting"
+) -> Case:
     now = datetime.now(timezone.utc)
-    case = Case(case_id=case_id, report_id=f"rep-{case_id}", correlation_id=f"r-{case_id}",
-                status=CaseStatus.dispatched, category="01037", severity=Severity.normal,
-                description="连续三盏路灯不亮", location=Location(lat=25.28, lon=110.312, address="七星区辰山路8号",
-                                                          grid=GRID),
-                grid=GRID, street=STREET, reporter_id=reporter, reporter_role=ReporterRole.grid_officer,
-                observed_at=now, registered_at=now, updated_at=now, duplicates=list(duplicates),
-                assignments=[Assignment(dept=dept, street=STREET, level=3, order_id=f"o-{case_id}",
-                                        dispatched_at=now, handle_due=now + timedelta(hours=24))])
+    case = Case(
+        case_id=case_id,
+        report_id=f"rep-{case_id}",
+        correlation_id=f"r-{case_id}",
+        status=CaseStatus.dispatched,
+        category="01037",
+        severity=Severity.normal,
+        description="连续三盏路灯不亮",
+        location=Location(lat=25.28, lon=110.312, address="七星区辰山路8号", grid=GRID),
+        grid=GRID,
+        street=STREET,
+        reporter_id=reporter,
+        reporter_role=ReporterRole.grid_officer,
+        observed_at=now,
+        registered_at=now,
+        updated_at=now,
+        duplicates=list(duplicates),
+        assignments=[
+            Assignment(
+                dept=dept,
+                street=STREET,
+                level=3,
+                order_id=f"o-{case_id}",
+                dispatched_at=now,
+                handle_due=now + timedelta(hours=24),
+            )
+        ],
+    )
     stack["redis"].hset(f"{stack['prefix']}:case:{case_id}", mapping={"doc": case.model_dump_json(), "version": 1})
     return case
 
 
 def publish(stack: dict[str, Any], event: Envelope) -> None:
     stack["channel"].basic_publish(
-        "gridbus.events", EVENT_ROUTING_KEYS[getattr(event, "event")], event.model_dump_json().encode(),
+        "gridbus.events",
+        EVENT_ROUTING_KEYS[getattr(event, "event")],
+        event.model_dump_json().encode(),
         pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=event.message_id),
-        mandatory=True)
+        mandatory=True,
+    )
 
 
 def robot_texts(server: LocalHTTP) -> list[str]:
@@ -337,20 +419,33 @@ def test_each_channel_delivers_through_the_notifier(stack: dict[str, Any]) -> No
     assert hook and hook[0]["valid"] and hook[0]["body"]["event"]["event"] == "case_dispatched"
     assert hook[0]["delivery"] == hook[0]["body"]["delivery_id"]
     # WeCom robot: markdown naming the case, @ the lighting liaison of the street
-    wecom = wait_for(lambda: [r.json() for r in stack["wecom"].received
-                              if case_id in json.dumps(r.json(), ensure_ascii=False)], 20)
+    wecom = wait_for(
+        lambda: [r.json() for r in stack["wecom"].received if case_id in json.dumps(r.json(), ensure_ascii=False)], 20
+    )
     assert wecom and wecom[0]["msgtype"] == "markdown"
     assert "<@qx-lighting-001>" in wecom[0]["markdown"]["content"]
     assert "辰山社区" in wecom[0]["markdown"]["content"] and "投递编号" in wecom[0]["markdown"]["content"]
 
     # breach: SMS to the liaison (template + params), DingTalk (加签) @ the community commanders
     now = datetime.now(timezone.utc)
-    publish(stack, DeadlineBreached(case_id=case_id, correlation_id=f"r-{case_id}", dept="lighting", street=STREET,
-                                    level=3, order_id=f"o-{case_id}", deadline="acknowledge",
-                                    due_at=now - timedelta(minutes=30), late_seconds=1800))
+    publish(
+        stack,
+        DeadlineBreached(
+            case_id=case_id,
+            correlation_id=f"r-{case_id}",
+            dept="lighting",
+            street=STREET,
+            level=3,
+            order_id=f"o-{case_id}",
+            deadline="acknowledge",
+            due_at=now - timedelta(minutes=30),
+            late_seconds=1800,
+        ),
+    )
     sms = wait_for(lambda: [r.json() for r in stack["sms"].received if r.json()["params"]["case_id"] == case_id], 20)
     assert sms and sms[0]["phone"] == "19907737140" and sms[0]["template_id"] == "SMS_T_BREACHED"
     assert sms[0]["params"]["place"] == "辰山社区" and len(sms[0]["out_id"]) == 32
+
     def ding_for_case() -> list[dict[str, Any]]:
         return [r.json() for r in stack["ding"].received if case_id in json.dumps(r.json(), ensure_ascii=False)]
 
@@ -361,18 +456,34 @@ def test_each_channel_delivers_through_the_notifier(stack: dict[str, Any]) -> No
     assert ding[0]["markdown"]["title"].startswith(f"【已超时】{case_id}")
 
     # escalation: e-mail to the operations centre
-    publish(stack, CaseEscalated(case_id=case_id, correlation_id=f"r-{case_id}", from_level=3, to_level=2,
-                                 dept="lighting", reason="签收超时"))
+    publish(
+        stack,
+        CaseEscalated(
+            case_id=case_id, correlation_id=f"r-{case_id}", from_level=3, to_level=2, dept="lighting", reason="签收超时"
+        ),
+    )
     mail = wait_for(lambda: [m for _, _, m in stack["mail"].messages if case_id in str(m["Subject"])], 20)
     assert mail and mail[0]["Subject"].startswith(f"【升级】{case_id}") and mail[0]["X-Gridbus-Delivery"]
     assert mail[0]["To"] == "ops@qixing.example.cn"
 
     # resolved: the reporter, and the duplicate's reporter, through the grid app webhook
-    publish(stack, CaseUpdated(case_id=case_id, correlation_id=f"r-{case_id}", from_status=CaseStatus.in_progress,
-                               to_status=CaseStatus.resolved, actor="dept:lighting", dept="lighting", mode="service"))
+    publish(
+        stack,
+        CaseUpdated(
+            case_id=case_id,
+            correlation_id=f"r-{case_id}",
+            from_status=CaseStatus.in_progress,
+            to_status=CaseStatus.resolved,
+            actor="dept:lighting",
+            dept="lighting",
+            mode="service",
+        ),
+    )
     app = wait_for(lambda: len(hooks.for_case(case_id, "/gridapp")) >= 2 and hooks.for_case(case_id, "/gridapp"), 20)
     assert app and {(h["body"]["event"]["reporter_id"], h["body"]["event"]["reporter_case_id"]) for h in app} == {
-        ("w-1024", case_id), ("w-2048", dup_id)}
+        ("w-1024", case_id),
+        ("w-2048", dup_id),
+    }
     assert all(h["valid"] and h["body"]["event"]["to_status"] == "resolved" for h in app)
 
 
@@ -396,8 +507,9 @@ def test_503_then_success_and_429_retry_after_go_through_the_delay_queue(stack: 
     hooks.scripts[limited] = [("retry_after", 429, 8), 204]
     publish(stack, dispatched(busy, dept="cmcc"))
     publish(stack, dispatched(limited, dept="unicom"))
-    both = wait_for(lambda: len(hooks.for_case(busy, "/hooks/")) >= 2
-                    and len(hooks.for_case(limited, "/hooks/")) >= 2, 40)
+    both = wait_for(
+        lambda: len(hooks.for_case(busy, "/hooks/")) >= 2 and len(hooks.for_case(limited, "/hooks/")) >= 2, 40
+    )
     assert both, (hooks.for_case(busy), hooks.for_case(limited))
     for case_id, least in ((busy, 9.0), (limited, 8.0)):
         first, second = hooks.for_case(case_id, "/hooks/")[:2]
@@ -431,8 +543,12 @@ def test_permanent_failure_is_dead_lettered_and_the_operations_centre_told(stack
     case_id = new_case_id()
     hooks.scripts[case_id] = [410]
     publish(stack, dispatched(case_id, dept="telecom"))
-    ops = wait_for(lambda: [h for h in hooks.for_case(case_id, "/ops")
-                            if h["body"]["event"].get("event") == "notification_failed"], 20)
+    ops = wait_for(
+        lambda: [
+            h for h in hooks.for_case(case_id, "/ops") if h["body"]["event"].get("event") == "notification_failed"
+        ],
+        20,
+    )
     assert ops, "no notification_failed reached the operations centre"
     failed = ops[0]["body"]["event"]
     assert failed["recipient"] == "dept:telecom" and failed["channel"] == "webhook" and "410" in failed["reason"]
@@ -498,7 +614,14 @@ def test_metrics_show_outcomes_dead_letters_and_queue_depths(stack: dict[str, An
 
     text = wait_for(scrape, 20)
     assert text, "the queue-depth gauge was never set"
-    for queue in ("notifier.events", "notifier.deliveries", "notifier.deliveries.dead", "notifier.retry.10s",
-                  "notifier.retry.60s", "notifier.retry.300s", "notifier.retry.1800s"):
+    for queue in (
+        "notifier.events",
+        "notifier.deliveries",
+        "notifier.deliveries.dead",
+        "notifier.retry.10s",
+        "notifier.retry.60s",
+        "notifier.retry.300s",
+        "notifier.retry.1800s",
+    ):
         assert f'gridbus_notifier_queue_messages{{queue="{queue}"}}' in text
     assert "gridbus_notifications_held " in text

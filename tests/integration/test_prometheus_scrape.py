@@ -5,6 +5,7 @@ The target is a `prometheus_client` HTTP server started here, exposing intake's 
 as shared.metrics builds it — the same exposition the intake service serves.
 (The scrape of the four running services is added once `gridbus run` exists.)
 """
+
 from __future__ import annotations
 
 import shutil
@@ -29,8 +30,7 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         PROMETHEUS is None,
-        reason="no `prometheus` binary: `apt-get install -y prometheus` "
-        "(or `deploy/ci/validate.sh --install-only`)",
+        reason="no `prometheus` binary: `apt-get install -y prometheus` (or `deploy/ci/validate.sh --install-only`)",
     ),
 ]
 
@@ -69,15 +69,23 @@ def running_prometheus(work: Path, targets: dict[str, int]) -> Iterator[tuple[st
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]}
-                           for job, port in targets.items()],
+        "scrape_configs": [
+            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]} for job, port in targets.items()
+        ],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
     port = free_port()
     log = open(work / "prometheus.log", "wb")
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_for("/-/ready", lambda: httpx.get(f"{base}/-/ready", timeout=2).status_code == 200, proc)
@@ -121,14 +129,16 @@ def test_prometheus_scrapes_gridbus_metrics_and_evaluates_rules(prometheus: tupl
     up = _wait_for("up{job='intake'}", lambda: sample_of('up{job="intake"}'), proc)
     assert up[0]["value"][1] == "1"
     _wait_for("a gridbus counter", lambda: sample_of('gridbus_reports_received_total{outcome="registered"}'), proc)
-    _wait_for("the dead-letter series at 0",
-              lambda: sample_of('gridbus_dead_lettered_total{reason="scrape_test"}'), proc)
+    _wait_for(
+        "the dead-letter series at 0", lambda: sample_of('gridbus_dead_lettered_total{reason="scrape_test"}'), proc
+    )
 
     # every rule group loads and evaluates without error
     def groups_evaluated() -> list:
         groups = _api(base, "rules")["groups"]
-        done = all(r["health"] == "ok" and not r["lastEvaluation"].startswith("0001")
-                   for g in groups for r in g["rules"])
+        done = all(
+            r["health"] == "ok" and not r["lastEvaluation"].startswith("0001") for g in groups for r in g["rules"]
+        )
         return groups if groups and done else []
 
     groups = _wait_for("every rule evaluated", groups_evaluated, proc)
@@ -140,8 +150,13 @@ def test_prometheus_scrapes_gridbus_metrics_and_evaluates_rules(prometheus: tupl
 
     def dead_letter_alert() -> list:
         alerts = _api(base, "alerts")["alerts"]
-        return [a for a in alerts if a["labels"]["alertname"] == "GridbusDeadLettered"
-                and a["labels"].get("reason") == "scrape_test" and a["state"] == "firing"]
+        return [
+            a
+            for a in alerts
+            if a["labels"]["alertname"] == "GridbusDeadLettered"
+            and a["labels"].get("reason") == "scrape_test"
+            and a["state"] == "firing"
+        ]
 
     fired = _wait_for("GridbusDeadLettered to fire", dead_letter_alert, proc)
     assert fired[0]["labels"]["queue"] == "router.cases"

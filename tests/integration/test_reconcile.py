@@ -2,6 +2,7 @@
 `case.registered` again, a dispatched case planted without SLA clocks gets them with the
 deadlines the department was given; each repaired a bounded number of times, one replica
 a turn."""
+
 from __future__ import annotations
 
 import time
@@ -27,10 +28,14 @@ from shared.worktime import load_calendar
 pytestmark = pytest.mark.integration
 
 REPORT = {
-    "report_id": "rec-1", "category": "01037", "description": "穿山路连续三盏路灯不亮", "severity": "normal",
+    "report_id": "rec-1",
+    "category": "01037",
+    "description": "穿山路连续三盏路灯不亮",
+    "severity": "normal",
     "filing_condition": "连续3盏以上不亮",
     "location": {"lat": 25.2, "lon": 110.35, "address": "七星区辰山路", "grid": "450305001001001"},
-    "reporter": {"id": "w-1024", "role": "grid_officer"}, "observed_at": "2026-11-27T09:30:00+08:00",
+    "reporter": {"id": "w-1024", "role": "grid_officer"},
+    "observed_at": "2026-11-27T09:30:00+08:00",
 }
 
 
@@ -42,8 +47,9 @@ def test_a_case_stuck_in_registered_gets_its_one_event_again(redis_client: redis
     store = CaseStore(redis_client, "450305")
     reg = registrar(store)
     stuck = reg.register(Report.model_validate(REPORT))
-    fine = reg.register(Report.model_validate({**REPORT, "report_id": "rec-2",
-                                               "location": {**REPORT["location"], "lat": 25.25}}))
+    fine = reg.register(
+        Report.model_validate({**REPORT, "report_id": "rec-2", "location": {**REPORT["location"], "lat": 25.25}})
+    )
     original = [e for e in stuck.events if e.event == "case_registered"][0]
     assert original.message_id == f"registered:{stuck.case_id}"
     case = store.get(fine.case_id)  # this one was dispatched: nothing to repair
@@ -70,8 +76,18 @@ def test_a_dispatched_case_without_clocks_gets_them(redis_client: redis.Redis) -
     now = datetime.now(timezone.utc)
     ack_due, handle_due = now + timedelta(hours=1), now + timedelta(hours=4)
     order_id = f"{case.case_id}/1/lighting"
-    case.assignments = [Assignment(dept="lighting", street=case.street, level=4, route="lights", order_id=order_id,
-                                   dispatched_at=now, ack_due=ack_due, handle_due=handle_due)]
+    case.assignments = [
+        Assignment(
+            dept="lighting",
+            street=case.street,
+            level=4,
+            route="lights",
+            order_id=order_id,
+            dispatched_at=now,
+            ack_due=ack_due,
+            handle_due=handle_due,
+        )
+    ]
     case.status = CaseStatus.dispatched
     store.save(case, case.version, [])
 
@@ -80,13 +96,14 @@ def test_a_dispatched_case_without_clocks_gets_them(redis_client: redis.Redis) -
     apply = deadlines.handle
     later = time.time() + 120
     assert repair_missing(redis_client, deadlines.store, apply, after_s=60, window_s=86400) == []  # too young
-    assert repair_missing(redis_client, deadlines.store, apply, after_s=60, window_s=86400, now=later) == \
-        [case.case_id]
+    assert repair_missing(redis_client, deadlines.store, apply, after_s=60, window_s=86400, now=later) == [case.case_id]
     clocks = deadlines.store.load(case.case_id)
     assert clocks is not None and order_id in clocks.orders
     dues = sorted(c.due for c in clocks.clocks.values() if c.order_id == order_id and c.due is not None)
-    assert dues == [round(ack_due.timestamp(), 3), round(handle_due.timestamp(), 3)] or \
-        dues == [ack_due.timestamp(), handle_due.timestamp()]
+    assert dues == [round(ack_due.timestamp(), 3), round(handle_due.timestamp(), 3)] or dues == [
+        ack_due.timestamp(),
+        handle_due.timestamp(),
+    ]
     assert deadlines.timers.pending() >= 2
     # repaired: nothing more to do
     assert repair_missing(redis_client, deadlines.store, apply, after_s=60, window_s=86400, now=later) == []

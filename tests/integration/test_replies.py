@@ -1,5 +1,6 @@
 """Replies on the real Redis: concurrent replies cannot both win, replies are idempotent,
 joint dispatch keeps each department's part."""
+
 from __future__ import annotations
 
 import threading
@@ -26,9 +27,15 @@ T = datetime(2026, 11, 27, 2, tzinfo=timezone.utc)
 def dispatched_case(store: CaseStore, depts: list[str]) -> str:
     case_id, _ = register(store, f"r-{'-'.join(depts)}-{id(store)}")
     case = store.get(case_id)
-    event = CaseDispatched(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case),
-                           assignments=[Assignment(dept=d, street="450305001", level=3, order_id=f"{case_id}/1/{d}",
-                                                   dispatched_at=NOW) for d in depts])
+    event = CaseDispatched(
+        case_id=case_id,
+        correlation_id=case.correlation_id,
+        case=summary_of(case),
+        assignments=[
+            Assignment(dept=d, street="450305001", level=3, order_id=f"{case_id}/1/{d}", dispatched_at=NOW)
+            for d in depts
+        ],
+    )
     apply_event(store, event)
     return case_id
 
@@ -71,8 +78,7 @@ def test_joint_dispatch_resolves_when_the_last_department_does(redis_client: red
     case_id = dispatched_case(store, ["cityman", "market"])
     apply_reply(store, case_id, "cityman", Reply(reply_id="c1", action="acknowledge"))
     apply_reply(store, case_id, "market", Reply(reply_id="m1", action="acknowledge"))
-    case, events, _ = apply_reply(store, case_id, "cityman", Reply(reply_id="c2", action="resolve",
-                                                                     mode="enforcement"))
+    case, events, _ = apply_reply(store, case_id, "cityman", Reply(reply_id="c2", action="resolve", mode="enforcement"))
     assert case.status == CaseStatus.acknowledged  # market still working
     assert events[-1].dept == "cityman" and events[-1].order_id.endswith("/cityman")
     case, _, _ = apply_reply(store, case_id, "market", Reply(reply_id="m2", action="resolve", mode="management"))

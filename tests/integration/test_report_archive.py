@@ -1,6 +1,7 @@
 """Period reports read the PostgreSQL archive too: a case that has left Redis still
 counts in `gridbus report reporters` and the meeting agenda (real Redis, real PostgreSQL
 in a database of this session's own)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -29,8 +30,13 @@ def test_reports_read_cases_only_the_archive_still_has(redis_client: redis.Redis
     hot, cold = store.get(hot_id), store.get(cold_id)
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for case in (hot, cold):  # both archived, as the archiver does
-            archive(conn, CaseRecorded(case_id=case.case_id, correlation_id=case.correlation_id,
-                                       version=case.version, case=case).model_dump(mode="json"), TZ)
+            archive(
+                conn,
+                CaseRecorded(
+                    case_id=case.case_id, correlation_id=case.correlation_id, version=case.version, case=case
+                ).model_dump(mode="json"),
+                TZ,
+            )
     redis_client.delete(*redis_client.keys(f"*{cold_id}*"))  # evicted from Redis: the archive only
 
     start, end = cold.registered_at - timedelta(days=1), cold.registered_at + timedelta(days=1)

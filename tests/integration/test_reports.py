@@ -1,5 +1,6 @@
 """Reports from SQL equal sla's Redis figures on the same data: the same events drive
 sla (real Redis) and, through the records sla publishes, the archive (real PostgreSQL)."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -23,15 +24,30 @@ CST = ZoneInfo("Asia/Shanghai")
 TABLES = ("journal", "cases", "clocks", "ledger", "ledger_ended", "indicator_counts")
 
 
-def updated(case_id: str, frm: CaseStatus, to: CaseStatus, action: str, dept: str | None = "sanitation",
-            mode: Mode721 | None = None, n: int = 1) -> CaseUpdated:
-    return CaseUpdated(message_id=f"{case_id}:{action}:{n}", case_id=case_id, correlation_id=f"r-{case_id}",
-                       from_status=frm, to_status=to, action=action, actor="t", dept=dept, mode=mode,
-                       order_id=f"{case_id}/1/{dept}" if dept else None)
+def updated(
+    case_id: str,
+    frm: CaseStatus,
+    to: CaseStatus,
+    action: str,
+    dept: str | None = "sanitation",
+    mode: Mode721 | None = None,
+    n: int = 1,
+) -> CaseUpdated:
+    return CaseUpdated(
+        message_id=f"{case_id}:{action}:{n}",
+        case_id=case_id,
+        correlation_id=f"r-{case_id}",
+        from_status=frm,
+        to_status=to,
+        action=action,
+        actor="t",
+        dept=dept,
+        mode=mode,
+        order_id=f"{case_id}/1/{dept}" if dept else None,
+    )
 
 
-def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, tmp_path: Path,
-                                                     pg_dsn: str) -> None:
+def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, tmp_path: Path, pg_dsn: str) -> None:
     (tmp_path / "sla.yaml").write_text(SLA, encoding="utf-8")
     sink: list[Envelope] = []
     d = make(redis_client, tmp_path / "sla.yaml", sink)
@@ -44,23 +60,40 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
         for i in range(6):
             n += 1
             cid, at = f"R{n}", base + i * 60
-            reg = CaseRegistered(message_id=f"reg:{cid}", case_id=cid, correlation_id=f"r-{cid}",
-                                 occurred_at=datetime.fromtimestamp(at, CST), case=dispatched(cid, at).case)
+            reg = CaseRegistered(
+                message_id=f"reg:{cid}",
+                case_id=cid,
+                correlation_id=f"r-{cid}",
+                occurred_at=datetime.fromtimestamp(at, CST),
+                case=dispatched(cid, at).case,
+            )
             d.handle(reg, now=at)
             records.append(reg)  # intake publishes it; sla counted it in Redis
             d.handle(dispatched(cid, at, dept="gas" if i % 2 else "sanitation"), now=at)
             dept = "gas" if i % 2 else "sanitation"
             if i % 3 == 0:  # acknowledged in time, resolved, closed
                 d.handle(updated(cid, CaseStatus.dispatched, CaseStatus.acknowledged, "acknowledge", dept), now=at + 60)
-                d.handle(updated(cid, CaseStatus.acknowledged, CaseStatus.resolved, "resolve", dept,
-                                 Mode721.service if i else Mode721.management), now=at + 600)
+                d.handle(
+                    updated(
+                        cid,
+                        CaseStatus.acknowledged,
+                        CaseStatus.resolved,
+                        "resolve",
+                        dept,
+                        Mode721.service if i else Mode721.management,
+                    ),
+                    now=at + 600,
+                )
                 d.handle(updated(cid, CaseStatus.resolved, CaseStatus.closed, "verify_pass", None), now=at + 700)
             elif i % 3 == 1:  # late: breaches and escalations, then resolved by enforcement, reworked
                 run(d, at, at + 3000, step=300)
-                d.handle(updated(cid, CaseStatus.dispatched, CaseStatus.acknowledged, "acknowledge", dept),
-                         now=at + 3100)
-                d.handle(updated(cid, CaseStatus.acknowledged, CaseStatus.resolved, "resolve", dept,
-                                 Mode721.enforcement), now=at + 3200)
+                d.handle(
+                    updated(cid, CaseStatus.dispatched, CaseStatus.acknowledged, "acknowledge", dept), now=at + 3100
+                )
+                d.handle(
+                    updated(cid, CaseStatus.acknowledged, CaseStatus.resolved, "resolve", dept, Mode721.enforcement),
+                    now=at + 3200,
+                )
                 d.handle(updated(cid, CaseStatus.resolved, CaseStatus.reopened, "verify_fail", None), now=at + 3300)
         run(d, base, base + 4 * 3600, step=600)  # the rest breach and escalate
 
@@ -88,8 +121,9 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
             key = lambda e: e["id"]  # noqa: E731
             assert red and sorted(sql, key=key) == sorted(red, key=key), month
             assert ledger.summary(sql) == ledger.summary(red)
-            assert ledger.summary(reports.ledger_entries(conn, period, dept="gas", now=now)) == \
-                ledger.summary(ledger.entries(redis_client, period, dept="gas", now=now))
+            assert ledger.summary(reports.ledger_entries(conn, period, dept="gas", now=now)) == ledger.summary(
+                ledger.entries(redis_client, period, dept="gas", now=now)
+            )
 
         # a year is the sum of its months (Redis: add up the monthly hashes)
         year: dict[tuple[str, str], dict[str, int]] = {}
@@ -124,8 +158,9 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
         body = json.loads(out.output)
         assert body["entries"] and "liaison_phone" not in out.output
         counts = ("dept", "breaches", "cases", "acknowledge", "handle", "escalation", "still_open", "referral")
-        assert [{k: d[k] for k in counts} for d in body["departments"]] == \
-            [{k: d[k] for k in counts} for d in ledger.summary(red)["departments"]]  # how late: measured now
+        assert [{k: d[k] for k in counts} for d in body["departments"]] == [
+            {k: d[k] for k in counts} for d in ledger.summary(red)["departments"]
+        ]  # how late: measured now
     finally:
         mp.undo()
         reset_settings()

@@ -5,6 +5,7 @@ it on /healthz, and exits non-zero when it can no longer do its job.
 Each test runs the service as a process (`python -m services.serve …`) on a fresh vhost;
 the Redis that is stopped and restarted is our own `redis-server` on a free port (never
 the machine's)."""
+
 from __future__ import annotations
 
 import json
@@ -46,9 +47,24 @@ class ThrowawayRedis:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-             "--dir", str(self.workdir), "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--dir",
+                str(self.workdir),
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(port=self.port, socket_timeout=1)
 
         def up() -> bool:
@@ -82,8 +98,13 @@ class Service:
         self.metrics_port = int(env[f"{name.upper()}_METRICS_PORT"])
         self.log_path = log_path
         self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(argv or [sys.executable, "-m", "services.serve", name],
-                                     env={**os.environ, **env}, stdout=self.log, stderr=self.log, cwd=REPO)
+        self.proc = subprocess.Popen(
+            argv or [sys.executable, "-m", "services.serve", name],
+            env={**os.environ, **env},
+            stdout=self.log,
+            stderr=self.log,
+            cwd=REPO,
+        )
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -122,11 +143,18 @@ class Service:
 
 def service_env(vhost: str, redis_url: str, **extra: str) -> dict[str, str]:
     return {
-        "AMQP_URI": vhost, "REDIS_URL": redis_url, "REDIS_KEY_PREFIX": f"res{uuid.uuid4().hex[:8]}",
-        "LOG_FORMAT": "json", "INTAKE_HTTP_PORT": str(free_port()), "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()), "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()), "ARCHIVER_METRICS_PORT": str(free_port()),
-        "BRIDGE_METRICS_PORT": str(free_port()), **extra,
+        "AMQP_URI": vhost,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": f"res{uuid.uuid4().hex[:8]}",
+        "LOG_FORMAT": "json",
+        "INTAKE_HTTP_PORT": str(free_port()),
+        "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()),
+        "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()),
+        "ARCHIVER_METRICS_PORT": str(free_port()),
+        "BRIDGE_METRICS_PORT": str(free_port()),
+        **extra,
     }
 
 
@@ -140,11 +168,19 @@ def queue_depth(vhost: str, queue: str) -> int:
 
 def report(n: int) -> dict[str, Any]:
     return {
-        "report_id": f"res-{uuid.uuid4().hex[:10]}", "category": "01037", "description": "穿山路连续三盏路灯不亮",
-        "severity": "normal", "filing_condition": "连续3盏以上不亮",
-        "location": {"lat": round(25.2 + n * 0.002, 6), "lon": 110.35, "address": "七星区辰山路",
-                     "grid": "450305001001001"},
-        "reporter": {"id": "w-1024", "role": "grid_officer"}, "observed_at": "2026-11-27T09:30:00+08:00",
+        "report_id": f"res-{uuid.uuid4().hex[:10]}",
+        "category": "01037",
+        "description": "穿山路连续三盏路灯不亮",
+        "severity": "normal",
+        "filing_condition": "连续3盏以上不亮",
+        "location": {
+            "lat": round(25.2 + n * 0.002, 6),
+            "lon": 110.35,
+            "address": "七星区辰山路",
+            "grid": "450305001001001",
+        },
+        "reporter": {"id": "w-1024", "role": "grid_officer"},
+        "observed_at": "2026-11-27T09:30:00+08:00",
     }
 
 
@@ -154,9 +190,13 @@ def publish_reports(vhost: str, n: int) -> None:
         channel = conn.channel()
         channel.confirm_delivery()
         for i in range(n):
-            channel.basic_publish(topology.EX_REPORTS, topology.RK_REPORT, json.dumps(report(i)).encode(),
-                                  pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                                       message_id=uuid.uuid4().hex), mandatory=True)
+            channel.basic_publish(
+                topology.EX_REPORTS,
+                topology.RK_REPORT,
+                json.dumps(report(i)).encode(),
+                pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=uuid.uuid4().hex),
+                mandatory=True,
+            )
     finally:
         conn.close()
 
@@ -171,8 +211,9 @@ def close_connections(mgmt_api: httpx.Client, vhost: str) -> int:
     return len(conns)
 
 
-def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own_redis: ThrowawayRedis,
-                                                       mgmt_api: httpx.Client, tmp_path: Path) -> None:
+def test_a_redis_outage_holds_messages_and_loses_none(
+    vhost_factory: Vhosts, own_redis: ThrowawayRedis, mgmt_api: httpx.Client, tmp_path: Path
+) -> None:
     """Held messages survive their channel too: the connections are cut while Redis is
     down, the broker hands the messages out again, the service holds them again and stays
     up (acking on the dead channel would have killed its container). Then its queue is
@@ -189,18 +230,19 @@ def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own
 
         publish_reports(vhost, 6)
         # far longer than the old requeue loop needed to burn the delivery limit (milliseconds)
-        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 15), \
+        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 15), (
             intake.logs()
+        )
         time.sleep(4)
         assert queue_depth(vhost, topology.dead_queue(topology.Q_INTAKE_REPORTS)) == 0
         assert intake.metric("gridbus_consumer_stalls_total", queue="intake.reports", dependency="redis") == 1
         assert queue_depth(vhost, topology.Q_ROUTER_CASES) == 0
 
         assert wait_for(lambda: close_connections(mgmt_api, vhost), 10)
-        assert wait_for(lambda: intake.health()[1].get("checks", {}).get("consumers", {}).get("ok"), 30), \
+        assert wait_for(lambda: intake.health()[1].get("checks", {}).get("consumers", {}).get("ok"), 30), intake.logs()
+        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 20), (
             intake.logs()
-        assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 20), \
-            intake.logs()  # the same six, delivered again on the new channel, held again
+        )  # the same six, delivered again on the new channel, held again
         assert "held_message_released" in intake.logs()
 
         own_redis.start()  # same port, same AOF directory
@@ -228,11 +270,13 @@ def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own
         # kombu reconnects forever and consumes nothing; /healthz says so, and after
         # CONSUMER_REATTACH_SECONDS the process exits non-zero for its supervisor to restart.
         name = quote(unquote(urlparse(vhost).path[1:]), safe="")
-        mgmt_api.put(f"/api/permissions/{name}/guest",
-                     json={"configure": "^$", "write": ".*", "read": "^$"}).raise_for_status()
+        mgmt_api.put(
+            f"/api/permissions/{name}/guest", json={"configure": "^$", "write": ".*", "read": "^$"}
+        ).raise_for_status()
         # (the management API lists a new connection a few seconds late: close until it is gone)
-        assert wait_for(lambda: close_connections(mgmt_api, vhost) < 0 or intake.proc.poll() is not None, 45,
-                        interval=1), intake.logs()
+        assert wait_for(
+            lambda: close_connections(mgmt_api, vhost) < 0 or intake.proc.poll() is not None, 45, interval=1
+        ), intake.logs()
         intake.proc.wait(5)
         assert intake.proc.returncode == 1, intake.logs()
         assert "service_failed" in intake.logs()
@@ -241,31 +285,36 @@ def test_a_redis_outage_holds_messages_and_loses_none(vhost_factory: Vhosts, own
         vhost_factory.drop(vhost)
 
 
-CRASHY = '''
+CRASHY = """
 import eventlet
 eventlet.monkey_patch()
 import sys
 from services import runner
 runner.SERVICE_CLASSES["router"] = "tests.integration.crashing_service:CrashingService"
 sys.exit(runner.run_service("router"))
-'''
+"""
 
 
 def test_a_dead_container_ends_the_process(vhost_factory: Vhosts, redis_url: str, tmp_path: Path) -> None:
     """An exception in an extension kills the nameko container (nameko: "any unhandled
     exception … in the worker lifecycle"): the process must not live on without it."""
     vhost = vhost_factory.make("resil")
-    service = Service("router", service_env(vhost, redis_url), tmp_path / "crashy.log",
-                      argv=[sys.executable, "-c", CRASHY])
+    service = Service(
+        "router", service_env(vhost, redis_url), tmp_path / "crashy.log", argv=[sys.executable, "-c", CRASHY]
+    )
     try:
         assert wait_for(lambda: service.health()[0] == 200, 60), service.logs()
         conn = pika.BlockingConnection(pika.URLParameters(vhost))
         channel = conn.channel()
         channel.confirm_delivery()
         # first a bug: tried 5 times with back-off, then dead-lettered with the reason
-        channel.basic_publish(topology.EX_EVENTS, topology.RK_CASE_REGISTERED, b'{"bug": true}',
-                              pika.BasicProperties(content_type="application/json", message_id="bug-1"),
-                              mandatory=True)
+        channel.basic_publish(
+            topology.EX_EVENTS,
+            topology.RK_CASE_REGISTERED,
+            b'{"bug": true}',
+            pika.BasicProperties(content_type="application/json", message_id="bug-1"),
+            mandatory=True,
+        )
         dead = topology.dead_queue(topology.Q_ROUTER_CASES)
         got = wait_for(lambda: channel.basic_get(dead, auto_ack=True) if queue_depth(vhost, dead) else None, 20)
         assert got and got[0] is not None, service.logs()
@@ -273,8 +322,13 @@ def test_a_dead_container_ends_the_process(vhost_factory: Vhosts, redis_url: str
         assert reason.startswith("handler failed 5 times: KeyError"), reason
         assert got[1].headers["x-gridbus-error"] == "handler_error"
         assert service.proc.poll() is None
-        channel.basic_publish(topology.EX_EVENTS, topology.RK_CASE_REGISTERED, b'{"crash": true}',
-                              pika.BasicProperties(content_type="application/json"), mandatory=True)
+        channel.basic_publish(
+            topology.EX_EVENTS,
+            topology.RK_CASE_REGISTERED,
+            b'{"crash": true}',
+            pika.BasicProperties(content_type="application/json"),
+            mandatory=True,
+        )
         conn.close()
         service.proc.wait(30)
         assert service.proc.returncode == 1, service.logs()

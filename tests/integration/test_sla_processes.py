@@ -5,6 +5,7 @@
   replica is tests/integration/paused_sla.py, which pauses after claiming): a new replica fires that timer
   once, after the lease expires, and everything after it once.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,14 @@ def sla_env(stack_env: dict[str, str], tmp_path: Path) -> dict[str, str]:
         if f.is_file():
             shutil.copy(f, config / f.name)
     (config / "sla.yaml").write_text(SLA, encoding="utf-8")
-    return {**stack_env, "CONFIG_DIR": str(config), "SLA_LEASE_SECONDS": str(LEASE_S),
-            "SLA_TICK_SECONDS": "0.2", "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    return {
+        **stack_env,
+        "CONFIG_DIR": str(config),
+        "SLA_LEASE_SECONDS": str(LEASE_S),
+        "SLA_TICK_SECONDS": "0.2",
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "INFO",
+    }
 
 
 class Replicas:
@@ -128,14 +135,30 @@ def watch(channel: Any) -> str:
 def dispatch(channel: Any, case_id: str, level: int = 3) -> float:
     now = datetime.now(timezone.utc)
     ev = CaseDispatched(
-        message_id=f"dispatched:{case_id}:1", case_id=case_id, correlation_id=f"r-{case_id}", occurred_at=now,
-        case=CaseSummary(category="06010", severity="normal", grid="450305001001001", street="450305001",
-                         registered_at=now),
-        assignments=[Assignment(dept="sanitation", street="450305001", level=level, mode=Mode721.service,
-                                order_id=f"{case_id}/1/sanitation", dispatched_at=now)])
-    channel.basic_publish(topology.EX_EVENTS, topology.RK_CASE_DISPATCHED, ev.model_dump_json().encode(),
-                          pika.BasicProperties(content_type="application/json", delivery_mode=2,
-                                               message_id=ev.message_id))
+        message_id=f"dispatched:{case_id}:1",
+        case_id=case_id,
+        correlation_id=f"r-{case_id}",
+        occurred_at=now,
+        case=CaseSummary(
+            category="06010", severity="normal", grid="450305001001001", street="450305001", registered_at=now
+        ),
+        assignments=[
+            Assignment(
+                dept="sanitation",
+                street="450305001",
+                level=level,
+                mode=Mode721.service,
+                order_id=f"{case_id}/1/sanitation",
+                dispatched_at=now,
+            )
+        ],
+    )
+    channel.basic_publish(
+        topology.EX_EVENTS,
+        topology.RK_CASE_DISPATCHED,
+        ev.model_dump_json().encode(),
+        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=ev.message_id),
+    )
     return now.timestamp()
 
 
@@ -185,8 +208,9 @@ def test_two_replicas_fire_each_deadline_once_within_a_second(replicas: Replicas
     assert all(p.poll() is None for p in replicas.procs)
 
 
-def test_replica_killed_mid_lease_fires_once_after_the_lease(replicas: Replicas, channel: Any,
-                                                             sla_env: dict[str, str]) -> None:
+def test_replica_killed_mid_lease_fires_once_after_the_lease(
+    replicas: Replicas, channel: Any, sla_env: dict[str, str]
+) -> None:
     queue = watch(channel)
     client = redis.Redis.from_url(sla_env["REDIS_URL"], decode_responses=True)
     doomed = replicas.start(pause_after_claim=60)

@@ -1,6 +1,7 @@
 """sla on the real Redis with a controllable clock: escalation through the five levels,
 rebuild from stored state (idempotent, leaves leases alone), a lease that expires fires
 once, the outbox keeps events the broker refused, the ledger over HTTP and the CLI."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -72,15 +73,29 @@ def make(client: redis.Redis, path: Path, sink: list[Envelope] | None = None, fa
     return Deadlines(client, load_policies(path), WorkCalendar(), publish)
 
 
-def dispatched(case_id: str, at: float, level: int = 5, policy: str = "fast", dept: str = "sanitation",
-               round_no: int = 1) -> CaseDispatched:
+def dispatched(
+    case_id: str, at: float, level: int = 5, policy: str = "fast", dept: str = "sanitation", round_no: int = 1
+) -> CaseDispatched:
     when = datetime.fromtimestamp(at, timezone.utc)
     return CaseDispatched(
-        message_id=f"dispatched:{case_id}:{round_no}", case_id=case_id, correlation_id=f"r-{case_id}",
-        occurred_at=when, round_no=round_no,
+        message_id=f"dispatched:{case_id}:{round_no}",
+        case_id=case_id,
+        correlation_id=f"r-{case_id}",
+        occurred_at=when,
+        round_no=round_no,
         case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET, registered_at=when),
-        assignments=[Assignment(dept=dept, street=STREET, level=level, sla_policy=policy, mode=Mode721.service,
-                                order_id=f"{case_id}/{round_no}/{dept}", dispatched_at=when)])
+        assignments=[
+            Assignment(
+                dept=dept,
+                street=STREET,
+                level=level,
+                sla_policy=policy,
+                mode=Mode721.service,
+                order_id=f"{case_id}/{round_no}/{dept}",
+                dispatched_at=when,
+            )
+        ],
+    )
 
 
 def run(d: Deadlines, start: float, end: float, step: float = 30.0) -> None:
@@ -93,8 +108,15 @@ def run(d: Deadlines, start: float, end: float, step: float = 30.0) -> None:
 def test_escalation_through_redis_and_explain(redis_client: redis.Redis, policies_path: Path) -> None:
     sink: list[Envelope] = []
     d = make(redis_client, policies_path, sink)
-    d.handle(CaseRegistered(case_id="C1", correlation_id="r", occurred_at=datetime.fromtimestamp(T0, CST),
-                            case=dispatched("C1", T0).case), now=T0)
+    d.handle(
+        CaseRegistered(
+            case_id="C1",
+            correlation_id="r",
+            occurred_at=datetime.fromtimestamp(T0, CST),
+            case=dispatched("C1", T0).case,
+        ),
+        now=T0,
+    )
     d.handle(dispatched("C1", T0), now=T0)
     d.handle(dispatched("C1", T0), now=T0)  # redelivered: idempotent
     assert d.timers.pending() == 2
@@ -108,9 +130,19 @@ def test_escalation_through_redis_and_explain(redis_client: redis.Redis, policie
     assert redis_client.sismember(keys.sla_open_cases(), "C1") == 0
     assert not d.store.is_live("C1") and redis_client.ttl(keys.sla_case("C1")) > 0  # finished: kept, expiring
     # a case_updated for a long-finished case is harmless
-    d.handle(CaseUpdated(case_id="C1", correlation_id="r", from_status=CaseStatus.dispatched,
-                         to_status=CaseStatus.acknowledged, action="acknowledge", actor="x", dept="sanitation",
-                         order_id="C1/1/sanitation"), now=T0 + 5 * 3600)
+    d.handle(
+        CaseUpdated(
+            case_id="C1",
+            correlation_id="r",
+            from_status=CaseStatus.dispatched,
+            to_status=CaseStatus.acknowledged,
+            action="acknowledge",
+            actor="x",
+            dept="sanitation",
+            order_id="C1/1/sanitation",
+        ),
+        now=T0 + 5 * 3600,
+    )
     ind = redis_client.hgetall(keys.sla_indicators("2026-11"))
     assert ind["street|450305001|registered"] == "1" and ind["dept|sanitation|escalations"] == "5"
 
@@ -164,24 +196,49 @@ def test_suspend_resume_and_reopen_through_redis(redis_client: redis.Redis, poli
     d = make(redis_client, policies_path, sink)
     d.handle(dispatched("S1", T0), now=T0)
     upd = dict(case_id="S1", correlation_id="r", actor="x", dept="sanitation", order_id="S1/1/sanitation")
-    d.handle(CaseUpdated(from_status=CaseStatus.dispatched, to_status=CaseStatus.acknowledged,
-                         action="acknowledge", **upd), now=T0 + 60)
-    d.handle(CaseUpdated(from_status=CaseStatus.acknowledged, to_status=CaseStatus.suspended,
-                         action="suspend", **upd), now=T0 + 600)
+    d.handle(
+        CaseUpdated(from_status=CaseStatus.dispatched, to_status=CaseStatus.acknowledged, action="acknowledge", **upd),
+        now=T0 + 60,
+    )
+    d.handle(
+        CaseUpdated(from_status=CaseStatus.acknowledged, to_status=CaseStatus.suspended, action="suspend", **upd),
+        now=T0 + 600,
+    )
     assert d.timers.pending() == 0
     run(d, T0, T0 + 86400, step=600)
     assert sink == []
-    d.handle(CaseUpdated(from_status=CaseStatus.suspended, to_status=CaseStatus.in_progress,
-                         action="progress", **upd), now=T0 + 86400)
+    d.handle(
+        CaseUpdated(from_status=CaseStatus.suspended, to_status=CaseStatus.in_progress, action="progress", **upd),
+        now=T0 + 86400,
+    )
     [(name, due)] = redis_client.zrange(keys.timers_due(), 0, -1, withscores=True)
     assert due == T0 + 86400 + 1200  # 50 % of 1 h, 10 min of it already used
-    d.handle(CaseUpdated(from_status=CaseStatus.in_progress, to_status=CaseStatus.resolved,
-                         action="resolve", mode=Mode721.service, **upd), now=T0 + 86400 + 60)
-    d.handle(CaseUpdated(case_id="S1", correlation_id="r", actor="grid", from_status=CaseStatus.resolved,
-                         to_status=CaseStatus.reopened, action="verify_fail"), now=T0 + 86400 + 120)
+    d.handle(
+        CaseUpdated(
+            from_status=CaseStatus.in_progress,
+            to_status=CaseStatus.resolved,
+            action="resolve",
+            mode=Mode721.service,
+            **upd,
+        ),
+        now=T0 + 86400 + 60,
+    )
+    d.handle(
+        CaseUpdated(
+            case_id="S1",
+            correlation_id="r",
+            actor="grid",
+            from_status=CaseStatus.resolved,
+            to_status=CaseStatus.reopened,
+            action="verify_fail",
+        ),
+        now=T0 + 86400 + 120,
+    )
     d.handle(dispatched("S1", T0 + 86400 + 180, round_no=2), now=T0 + 86400 + 180)
     assert sorted(n.split("|")[1] for n in redis_client.zrange(keys.timers_due(), 0, -1)) == [
-        "2/sanitation/a", "2/sanitation/h"]
+        "2/sanitation/a",
+        "2/sanitation/h",
+    ]
 
 
 def test_ledger_over_http_and_cli(redis_client: redis.Redis, policies_path: Path) -> None:
@@ -203,8 +260,9 @@ def test_ledger_over_http_and_cli(redis_client: redis.Redis, policies_path: Path
     assert r.status_code == 200 and body["count"] == 3
     assert {x["dept"]: x["referral"] for x in body["departments"]} == {"gas": True, "water": False}
     assert body["entries"][0]["clock"] == "acknowledge" and body["entries"][0]["level"] == 3
-    only = json.loads(accountability_response(redis_client, {**args, "dept": "water"},
-                                              {"Authorization": f"Bearer {ops}"}).get_data())
+    only = json.loads(
+        accountability_response(redis_client, {**args, "dept": "water"}, {"Authorization": f"Bearer {ops}"}).get_data()
+    )
     assert only["count"] == 1
     out = CliRunner().invoke(report, ["accountability", "--month", "2026-11"])
     assert out.exit_code == 0 and "gas" in out.output and "YES" in out.output, out.output
@@ -214,8 +272,9 @@ def test_ledger_over_http_and_cli(redis_client: redis.Redis, policies_path: Path
     assert grades.exit_code == 0 and "gas" in grades.output, grades.output
 
 
-def test_a_case_changed_between_read_and_commit_is_decided_again(redis_client: redis.Redis,
-                                                                 policies_path: Path) -> None:
+def test_a_case_changed_between_read_and_commit_is_decided_again(
+    redis_client: redis.Redis, policies_path: Path
+) -> None:
     """The compare-and-commit: a batch read before an acknowledgement landed must not fire
     the acknowledge warning (fenced), and must not undo the acknowledgement."""
     sink: list[Envelope] = []
@@ -225,9 +284,19 @@ def test_a_case_changed_between_read_and_commit_is_decided_again(redis_client: r
     claimed = d.timers.claim(T0 + 301, lease_s=60)  # both ack warnings (50 % of 10 min)
     assert len(claimed) == 2
     batch = d.store.fire_read(claimed, T0 + 301)
-    d.handle(CaseUpdated(case_id="W1", correlation_id="r", actor="x", dept="sanitation", order_id="W1/1/sanitation",
-                         from_status=CaseStatus.dispatched, to_status=CaseStatus.acknowledged,
-                         action="acknowledge"), now=T0 + 300)
+    d.handle(
+        CaseUpdated(
+            case_id="W1",
+            correlation_id="r",
+            actor="x",
+            dept="sanitation",
+            order_id="W1/1/sanitation",
+            from_status=CaseStatus.dispatched,
+            to_status=CaseStatus.acknowledged,
+            action="acknowledge",
+        ),
+        now=T0 + 300,
+    )
     d.store.fire_decide(batch)
     fired = d.store.fire_commit(batch)
     events = [e for f in fired for e in f.effects.events if not isinstance(e, ClocksRecorded)]
@@ -248,17 +317,32 @@ def test_history_is_kept_apart_and_capped(redis_client: redis.Redis, policies_pa
     d.handle(dispatched("H1", T0), now=T0)
     upd = dict(case_id="H1", correlation_id="r", actor="x", dept="sanitation", order_id="H1/1/sanitation")
     for i in range(SEEN_KEPT + 20):  # suspend / resume over and over: every one is logged
-        frm, to = ((CaseStatus.dispatched, CaseStatus.suspended) if i % 2 == 0
-                   else (CaseStatus.suspended, CaseStatus.dispatched))
-        d.handle(CaseUpdated(from_status=frm, to_status=to, action="suspend" if i % 2 == 0 else "progress",
-                             message_id=f"m{i}", **upd), now=T0 + i)
+        frm, to = (
+            (CaseStatus.dispatched, CaseStatus.suspended)
+            if i % 2 == 0
+            else (CaseStatus.suspended, CaseStatus.dispatched)
+        )
+        d.handle(
+            CaseUpdated(
+                from_status=frm, to_status=to, action="suspend" if i % 2 == 0 else "progress", message_id=f"m{i}", **upd
+            ),
+            now=T0 + i,
+        )
     case = d.store.load("H1")
     assert case is not None
     assert len(case.seen) == SEEN_KEPT and case.seen[-1] == seen_id(f"m{SEEN_KEPT + 19}")
     assert len(case.log) <= LOG_KEPT and case.log[-1][1] == "status"
     before = len(redis_client.zrange(keys.timers_due(), 0, -1))
-    d.handle(CaseUpdated(from_status=CaseStatus.dispatched, to_status=CaseStatus.suspended, action="suspend",
-                         message_id=f"m{SEEN_KEPT + 19}", **upd), now=T0 + 999)  # redelivered: ignored
+    d.handle(
+        CaseUpdated(
+            from_status=CaseStatus.dispatched,
+            to_status=CaseStatus.suspended,
+            action="suspend",
+            message_id=f"m{SEEN_KEPT + 19}",
+            **upd,
+        ),
+        now=T0 + 999,
+    )  # redelivered: ignored
     assert len(redis_client.zrange(keys.timers_due(), 0, -1)) == before
     # the firing document holds none of it
     raw = d.store.b.hget(keys.sla_live(bucket_of("H1")), "H1")

@@ -1,5 +1,6 @@
 """Timers on the real Redis: claim is exclusive, leases expire back, the rebuild does
 not re-arm what is leased."""
+
 from __future__ import annotations
 
 import threading

@@ -1,5 +1,6 @@
 """API keys on the real Redis: only a hash is stored, 401 for anything not a live key,
 403 for the wrong role or department, and the `gridbus keys` commands."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,14 +37,17 @@ def test_only_the_hash_of_the_secret_is_stored(stack_env: dict[str, str], redis_
     assert redis_keys.api_key(info.key_id).startswith(stack_env["REDIS_KEY_PREFIX"] + ":")
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": ""},
-    {"Authorization": "Basic dXNlcjpwdw=="},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Bearer not-a-key"},
-    {"Authorization": "Bearer gbk_000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Basic dXNlcjpwdw=="},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer not-a-key"},
+        {"Authorization": "Bearer gbk_000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"},
+    ],
+)
 def test_missing_or_malformed_or_unknown_keys_are_401(redis_client: redis.Redis, headers: dict[str, str]) -> None:
     with pytest.raises(Unauthorized) as info:
         authenticate(headers, redis_client)
@@ -100,8 +104,9 @@ def test_require_checks_role_then_department() -> None:
 
 def test_keys_commands_create_list_revoke(stack_env: dict[str, str], redis_client: redis.Redis) -> None:
     runner = CliRunner()
-    out = runner.invoke(gridbus, ["keys", "create", "--role", "department", "--dept", "gas", "--name", "duty"],
-                        catch_exceptions=False)
+    out = runner.invoke(
+        gridbus, ["keys", "create", "--role", "department", "--dept", "gas", "--name", "duty"], catch_exceptions=False
+    )
     assert out.exit_code == 0, out.output
     key = out.stdout.strip()
     assert key.startswith("gbk_") and "\n" not in key
@@ -126,8 +131,9 @@ def test_keys_commands_create_list_revoke(stack_env: dict[str, str], redis_clien
 
 def test_station_keys_are_bound_to_a_street(stack_env: dict[str, str], redis_client: redis.Redis) -> None:
     runner = CliRunner()
-    out = runner.invoke(gridbus, ["keys", "create", "--role", "station", "--street", "450305003"],
-                        catch_exceptions=False)
+    out = runner.invoke(
+        gridbus, ["keys", "create", "--role", "station", "--street", "450305003"], catch_exceptions=False
+    )
     assert out.exit_code == 0, out.output
     who = authenticate(bearer(out.stdout.strip()), redis_client)
     assert (who.role, who.street, who.dept) == (Role.station, "450305003", None)

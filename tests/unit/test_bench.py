@@ -1,5 +1,6 @@
 """The pure parts of the benchmarks: statistics, sample messages, the result's shape.
 No broker, no timing assertions."""
+
 from __future__ import annotations
 
 import json
@@ -55,9 +56,11 @@ def test_broker_payload_has_the_asked_size() -> None:
 
 
 def test_profile_summary_buckets_collapsed_stacks() -> None:
-    raw = ("process 1:\"python\";thread (0x1);run (eventlet/hubs/hub.py:1);wait (eventlet/hubs/poll.py:2) 6\n"
-           "thread (0x1);post_report (services/intake/service.py:9);execute_command (redis/client.py:3) 3\n"
-           "thread (0x1);route (services/router/service.py:9);validate (pydantic/main.py:3) 1\n")
+    raw = (
+        'process 1:"python";thread (0x1);run (eventlet/hubs/hub.py:1);wait (eventlet/hubs/poll.py:2) 6\n'
+        "thread (0x1);post_report (services/intake/service.py:9);execute_command (redis/client.py:3) 3\n"
+        "thread (0x1);route (services/router/service.py:9);validate (pydantic/main.py:3) 1\n"
+    )
     s = prof.summarize(raw)
     assert s["samples"] == 10
     assert s["buckets"]["eventlet_hub"]["samples"] == 6
@@ -68,20 +71,40 @@ def test_profile_summary_buckets_collapsed_stacks() -> None:
 def fake_run() -> dict:
     """A tiny HTTP run: 4 reports offered, 3 accepted, 2 dispatched (one twice)."""
     load = types.SimpleNamespace(
-        offered=4, not_sent=0, n_accepted=3, errors={"http_503": 1}, error_samples={},
-        sent=[0.00, 0.25, 0.50, 0.75], accepted=[0.05, 0.30, 0.55, None], due=[0.0, 0.25, 0.5, 0.75],
-        case_ids=["c0", "c1", "c2", None])
+        offered=4,
+        not_sent=0,
+        n_accepted=3,
+        errors={"http_503": 1},
+        error_samples={},
+        sent=[0.00, 0.25, 0.50, 0.75],
+        accepted=[0.05, 0.30, 0.55, None],
+        due=[0.0, 0.25, 0.5, 0.75],
+        case_ids=["c0", "c1", "c2", None],
+    )
     ids = ["bench-t-0", "bench-t-1", "bench-t-2", "bench-t-3"]
-    records = [(0.10, "bench-t-0", "c0", 800), (0.12, "bench-t-0", "c0", 800), (0.50, "bench-t-1", "c1", 900),
-               (0.6, "someone-else", "cx", 700)]
-    samples = [{"t": t, "queues": {"router.cases": {"messages": 2 * t}, "router.cases.dead": {"messages": 0}},
-                "ready_now": {"router.cases": 2 * t}, "cpu_s": {}} for t in (0, 1, 2)]
+    records = [
+        (0.10, "bench-t-0", "c0", 800),
+        (0.12, "bench-t-0", "c0", 800),
+        (0.50, "bench-t-1", "c1", 900),
+        (0.6, "someone-else", "cx", 700),
+    ]
+    samples = [
+        {
+            "t": t,
+            "queues": {"router.cases": {"messages": 2 * t}, "router.cases.dead": {"messages": 0}},
+            "ready_now": {"router.cases": 2 * t},
+            "cpu_s": {},
+        }
+        for t in (0, 1, 2)
+    ]
     cpu0 = {"intake": 1.0, "machine": 10.0, "runq:intake": 0.5}
     cpu1 = {"intake": 1.5, "machine": 12.0, "runq:intake": 0.7}
     result = {"params": {"transport": "http", "duration": 2.0}, "report_bytes": 460}
     result.update(analyse(load, ids, records, 0.0, 2.0, 3.0, samples, cpu0, cpu1, "http"))
-    result["broker"] = {"size_bytes": 850, "modes": {"confirm_sync": {"hop_per_s": 500.0},
-                                                      "confirm_pipelined": {"hop_per_s": 4000.0}}}
+    result["broker"] = {
+        "size_bytes": 850,
+        "modes": {"confirm_sync": {"hop_per_s": 500.0}, "confirm_pipelined": {"hop_per_s": 4000.0}},
+    }
     result["ratio"] = ratios(result)
     return result
 
@@ -89,8 +112,19 @@ def fake_run() -> dict:
 def test_result_json_shape() -> None:
     r = fake_run()
     json.dumps(r)  # serialisable
-    for key in ("offered", "accepted", "dispatched", "orders", "latency", "backlog", "errors", "cpu",
-                "runqueue_wait_s", "broker", "ratio"):
+    for key in (
+        "offered",
+        "accepted",
+        "dispatched",
+        "orders",
+        "latency",
+        "backlog",
+        "errors",
+        "cpu",
+        "runqueue_wait_s",
+        "broker",
+        "ratio",
+    ):
         assert key in r
     assert r["accepted"] == {"count": 3, "per_s": 1.5}
     assert r["dispatched"]["count"] == 2 and r["dispatched"]["in_window"] == 2

@@ -1,5 +1,6 @@
 """intake's HTTP boundary without a server: the mapped-errors table and the bounded
 body read (the running server is tests/e2e/test_hostile.py)."""
+
 from __future__ import annotations
 
 import io
@@ -19,20 +20,23 @@ from shared.models import CaseStatus
 from shared.resilience import DependencyUnavailable
 
 
-@pytest.mark.parametrize("exc, status, field", [
-    (InvalidInput([FieldError("location.lat", "too big")]), 422, "location.lat"),
-    (Unauthorized("no key"), 401, "Authorization"),
-    (Forbidden("wrong role"), 403, "Authorization"),
-    (CaseNotFound("x"), 404, "case_id"),
-    (NotAssigned("not yours"), 403, "case_id"),
-    (BodyTooLarge("too big"), 413, ""),
-    (RateLimited("slow down", "Authorization", {"Retry-After": "3"}), 429, "Authorization"),
-    (redis.ConnectionError("refused"), 503, ""),
-    (redis.TimeoutError("slow"), 503, ""),
-    (redis.BusyLoadingError("loading"), 503, ""),
-    (DependencyUnavailable("broker", "publish refused"), 503, ""),
-    (VersionConflict("x"), 503, ""),
-])
+@pytest.mark.parametrize(
+    "exc, status, field",
+    [
+        (InvalidInput([FieldError("location.lat", "too big")]), 422, "location.lat"),
+        (Unauthorized("no key"), 401, "Authorization"),
+        (Forbidden("wrong role"), 403, "Authorization"),
+        (CaseNotFound("x"), 404, "case_id"),
+        (NotAssigned("not yours"), 403, "case_id"),
+        (BodyTooLarge("too big"), 413, ""),
+        (RateLimited("slow down", "Authorization", {"Retry-After": "3"}), 429, "Authorization"),
+        (redis.ConnectionError("refused"), 503, ""),
+        (redis.TimeoutError("slow"), 503, ""),
+        (redis.BusyLoadingError("loading"), 503, ""),
+        (DependencyUnavailable("broker", "publish refused"), 503, ""),
+        (VersionConflict("x"), 503, ""),
+    ],
+)
 def test_every_known_error_has_its_answer(exc: Exception, status: int, field: str) -> None:
     resp = error_response(exc)
     body = json.loads(resp.get_data())
@@ -72,7 +76,7 @@ class Chunks(io.RawIOBase):
         self.data, self.piece = data, piece
 
     def read(self, n: int = -1) -> bytes:
-        out, self.data = self.data[:min(n, self.piece)], self.data[min(n, self.piece):]
+        out, self.data = self.data[: min(n, self.piece)], self.data[min(n, self.piece) :]
         return out
 
 

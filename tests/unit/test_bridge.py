@@ -1,6 +1,7 @@
 """The bridge's pure parts and its delivery rules against a real local HTTP server: the
 crosswalk, CloudEvents out (valid per the SDK), city tasks in, and which answers are
 retried, held or refused for good."""
+
 from __future__ import annotations
 
 import threading
@@ -17,8 +18,14 @@ from shared.nameko_ext import Rejected
 from shared.resilience import DependencyUnavailable
 
 REPO = Path(__file__).resolve().parents[2]
-EVENT = {"message_id": "m-1", "event": "case_updated", "case_id": "450305-20261201-000007",
-         "occurred_at": "2026-12-01T09:00:00+08:00", "correlation_id": "12345:T-1", "to_status": "resolved"}
+EVENT = {
+    "message_id": "m-1",
+    "event": "case_updated",
+    "case_id": "450305-20261201-000007",
+    "occurred_at": "2026-12-01T09:00:00+08:00",
+    "correlation_id": "12345:T-1",
+    "to_status": "resolved",
+}
 
 
 def test_crosswalk_longest_prefix_and_reverse() -> None:
@@ -36,16 +43,26 @@ def test_outbound_is_a_valid_cloudevent_with_the_city_identity() -> None:
     headers, body = cloud.http_message(event)
     assert headers == {"content-type": "application/cloudevents+json"}
     back = cloud.parse(body)
-    assert (back.get_id(), back.get_type(), back.get_subject()) == ("m-1", "cn.gridbus.case.updated",
-                                                                     "450305-20261201-000007")
+    assert (back.get_id(), back.get_type(), back.get_subject()) == (
+        "m-1",
+        "cn.gridbus.case.updated",
+        "450305-20261201-000007",
+    )
     assert back.get_extension("externalid") == "T-1" and back.get_data()["citygrid"] == "GL-QX-01"
     with pytest.raises(ValueError, match="CloudEvents"):
         cloud.parse(b'{"id": "x"}')
 
 
 def task(**data: Any) -> cloud.CloudEvent:
-    body = {"task_id": "T-9", "category": "06010", "description": "市民来电", "lat": 25.28, "lon": 110.312,
-            "grid": "GL-QX-01-0101", **data}
+    body = {
+        "task_id": "T-9",
+        "category": "06010",
+        "description": "市民来电",
+        "lat": 25.28,
+        "lon": 110.312,
+        "grid": "GL-QX-01-0101",
+        **data,
+    }
     return cloud.CloudEvent({"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345"}, body)
 
 
@@ -100,18 +117,24 @@ def fake_redis() -> Iterator[Any]:
     yield Mem()
 
 
-@pytest.mark.parametrize("answers,outcome,posts", [
-    ([202], "delivered", 1),
-    ([503, 502, 200], "delivered", 3),     # retried within the tries
-    ([503, 503, 503], "held", 3),          # still down: held, tried again later
-    ([429, 204], "delivered", 2),          # throttled is not a refusal
-    ([400], "refused", 1),                 # refused for good: dead-lettered with the answer
-])
+@pytest.mark.parametrize(
+    "answers,outcome,posts",
+    [
+        ([202], "delivered", 1),
+        ([503, 502, 200], "delivered", 3),  # retried within the tries
+        ([503, 503, 503], "held", 3),  # still down: held, tried again later
+        ([429, 204], "delivered", 2),  # throttled is not a refusal
+        ([400], "refused", 1),  # refused for good: dead-lettered with the answer
+    ],
+)
 def test_delivery_rules(fake_redis: Any, answers: list[int], outcome: str, posts: int) -> None:
     platform = Platform(list(answers))
-    fw = Forwarder(fake_redis, Crosswalk(system="x"), Targets("urn:gridbus:450305", "cn.gridbus.",
-                                                              http_url=platform.url, http_tries=3),
-                   sleep=lambda s: None)
+    fw = Forwarder(
+        fake_redis,
+        Crosswalk(system="x"),
+        Targets("urn:gridbus:450305", "cn.gridbus.", http_url=platform.url, http_tries=3),
+        sleep=lambda s: None,
+    )
     try:
         if outcome == "delivered":
             fw.forward(EVENT)
@@ -128,11 +151,14 @@ def test_delivery_rules(fake_redis: Any, answers: list[int], outcome: str, posts
 
 
 def test_unreachable_platform_is_held(fake_redis: Any) -> None:
-    fw = Forwarder(fake_redis, Crosswalk(system="x"), Targets("s", "p.", http_url="http://127.0.0.1:9/x",
-                                                              http_tries=2, timeout_s=1), sleep=lambda s: None)
+    fw = Forwarder(
+        fake_redis,
+        Crosswalk(system="x"),
+        Targets("s", "p.", http_url="http://127.0.0.1:9/x", http_tries=2, timeout_s=1),
+        sleep=lambda s: None,
+    )
     with pytest.raises(DependencyUnavailable, match="ConnectError"):
         fw.forward(EVENT)
-
 
 
 def test_the_bridge_runs_and_has_queues_only_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,5 +175,6 @@ def test_the_bridge_runs_and_has_queues_only_when_configured(monkeypatch: pytest
     assert topology.Q_BRIDGE_EVENTS not in off and topology.Q_BRIDGE_INBOUND not in off
     bound = {(b.exchange, b.routing_key) for b in on.bindings if b.queue == topology.Q_BRIDGE_EVENTS}
     assert bound == {(topology.EX_EVENTS, k) for k in topology.BRIDGE_EVENT_KEYS}
-    assert (topology.EX_REPORTS, topology.RK_CITY_TASK) in {(b.exchange, b.routing_key) for b in on.bindings
-                                                            if b.queue == topology.Q_BRIDGE_INBOUND}
+    assert (topology.EX_REPORTS, topology.RK_CITY_TASK) in {
+        (b.exchange, b.routing_key) for b in on.bindings if b.queue == topology.Q_BRIDGE_INBOUND
+    }

@@ -1,4 +1,5 @@
 """The category catalog: the national standard in full, local extensions, file errors."""
+
 from __future__ import annotations
 
 import json
@@ -92,8 +93,11 @@ def test_load_is_cached_until_the_file_changes(tmp_path: Path) -> None:
     f.write_text(HEADER + "01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n", encoding="utf-8")
     first = load_catalog(f)
     assert load_catalog(f) is first
-    f.write_text(HEADER + "01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n"
-                 "01038\tcomponent\t01\t市政公用设施\t地灯\tnational\n", encoding="utf-8")
+    f.write_text(
+        HEADER + "01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n"
+        "01038\tcomponent\t01\t市政公用设施\t地灯\tnational\n",
+        encoding="utf-8",
+    )
     os.utime(f, ns=(1, 1))  # a different mtime even on a coarse clock
     second = load_catalog(f)
     assert len(second) == 2
@@ -106,10 +110,18 @@ def test_load_is_cached_until_the_file_changes(tmp_path: Path) -> None:
         ("01037\tthing\t01\t市政公用设施\t路灯\tnational\n", 2, "kind", "component"),
         ("01037\tcomponent\t02\t市政公用设施\t路灯\tnational\n", 2, "class_code", "does not match"),
         ("01037\tcomponent\t01\t市政公用设施\t路灯\n", 2, "", "6 tab-separated"),
-        ("01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n"
-         "01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n", 3, "code", "duplicate"),
-        ("01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n"
-         "01038\tcomponent\t01\t市政设施\t地灯\tnational\n", 3, "class_name", "differs"),
+        (
+            "01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n",
+            3,
+            "code",
+            "duplicate",
+        ),
+        (
+            "01037\tcomponent\t01\t市政公用设施\t路灯\tnational\n01038\tcomponent\t01\t市政设施\t地灯\tnational\n",
+            3,
+            "class_name",
+            "differs",
+        ),
         ("06100\tmatter\t06\t市容环境类\t新事项\tlocal\n", 2, "code", "999"),
         ("06999\tmatter\t06\t市容环境类\t新事项\tregional\n", 2, "origin", "national, local"),
     ],

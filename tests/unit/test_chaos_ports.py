@@ -1,5 +1,6 @@
 """Two fault runs on one machine never share a port: a port handed out by `pick` stays
 locked while its server is killed and restarted, until the run releases it or ends."""
+
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +11,13 @@ from tests.conftest import REPO
 
 
 def _elsewhere(code: str) -> str:
-    out = subprocess.run([sys.executable, "-c", f"from bench.chaos import nodes; print({code})"], cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", f"from bench.chaos import nodes; print({code})"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 

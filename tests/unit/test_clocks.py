@@ -1,6 +1,7 @@
 """The three SLA clocks against the real 2026 calendar (chinesecalendar) and a
 fabricated holidays.yaml. Fixed datetimes only: nothing sleeps, nothing reads the clock
 except the unknown-year warning at load, whose expectation is computed."""
+
 from __future__ import annotations
 
 import warnings
@@ -302,8 +303,11 @@ def test_holidays_yaml_takes_precedence(fake_holidays: Path) -> None:
     [
         ("years:\n  2027:\n    workdays: [someday]\n", 3, "years.2027.workdays.0"),
         ("years:\n  2027:\n    holidays:\n      - {start: 2027-10-07, end: 2027-10-01}\n", 4, "years.2027.holidays.0"),
-        ("years:\n  2027:\n    holidays:\n      - {start: 2027-10-01}\n    workdays: [2027-10-01]\n", 5,
-         "years.2027.workdays.0"),
+        (
+            "years:\n  2027:\n    holidays:\n      - {start: 2027-10-01}\n    workdays: [2027-10-01]\n",
+            5,
+            "years.2027.workdays.0",
+        ),
         ("years:\n  2027:\n    holidays:\n      - {start: 2028-01-01}\n", 4, "years.2027.holidays.0"),
         ("overrides:\n  - {date: 2027-01-01}\n", 2, "overrides.0.working"),
     ],

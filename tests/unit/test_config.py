@@ -1,5 +1,6 @@
 """The one settings object: every variable read once, secrets also from `<VARIABLE>_FILE`,
 the channels' settings taken from it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,7 +31,10 @@ def test_per_recipient_webhook_secrets(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("GRIDBUS_SECRET_OPS_FILE", str(ops))
     s = Settings()
     assert (s.webhook_secret_of("gas"), s.webhook_secret_of("ops"), s.webhook_secret_of("water")) == (
-        "gas-secret", "ops-secret", "default")
+        "gas-secret",
+        "ops-secret",
+        "default",
+    )
 
 
 def test_channel_settings_are_the_settings_objects(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,7 @@
 """The alert on dead letters for a failure names exactly the bad-input kinds that
 shared/deadletters.py (and `gridbus dead`, the chaos checks) treat as the sender's
 problem; and a dead letter's reason is read the two ways one gets there."""
+
 from __future__ import annotations
 
 import re
@@ -25,8 +26,10 @@ def test_failure_alert_excludes_exactly_the_input_kinds() -> None:
 
 
 def test_reason_of_a_refused_and_a_broker_dead_letter() -> None:
-    assert reason_of({"x-gridbus-error": b"invalid_event", "x-gridbus-reason": "not a lifecycle event"}) == \
-        ("invalid_event", "not a lifecycle event")
+    assert reason_of({"x-gridbus-error": b"invalid_event", "x-gridbus-reason": "not a lifecycle event"}) == (
+        "invalid_event",
+        "not a lifecycle event",
+    )
     kind, text = reason_of({"x-death": [{"reason": "delivery_limit", "queue": "router.cases", "count": 1}]})
     assert kind == "delivery_limit" and "router.cases" in text
     assert reason_of({}) == ("unknown", "")

@@ -1,4 +1,5 @@
 """Drift tests between the code and the deploy/docs artifacts generated from it or naming it."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -114,34 +115,66 @@ def test_queries_use_only_existing_metrics(source):
     exprs = _alert_exprs() if source == "alerts" else _dashboard_exprs()
     assert exprs
     known = _series_names()
-    unknown = {
-        (where, name) for where, expr in exprs for name in _referenced_gridbus(expr) if name not in known
-    }
+    unknown = {(where, name) for where, expr in exprs for name in _referenced_gridbus(expr) if name not in known}
     assert not unknown, f"{source} uses metrics that shared/metrics.py does not define: {sorted(unknown)}"
 
 
 def test_dashboard_references_only_gridbus_rabbitmq_and_up():
     """Any other metric family in a panel query is a typo or a metric nobody exports."""
     functions_and_keywords = {
-        "sum", "by", "without", "rate", "increase", "irate", "delta", "deriv", "histogram_quantile",
-        "clamp_min", "clamp_max", "or", "and", "unless", "on", "ignoring", "vector", "label_values",
-        "max", "min", "avg", "count", "round", "scalar", "le", "topk", "bottomk", "time", "hour", "day_of_week",
-        "label_replace", "absent", "offset", "bool", "group_left", "group_right",
+        "sum",
+        "by",
+        "without",
+        "rate",
+        "increase",
+        "irate",
+        "delta",
+        "deriv",
+        "histogram_quantile",
+        "clamp_min",
+        "clamp_max",
+        "or",
+        "and",
+        "unless",
+        "on",
+        "ignoring",
+        "vector",
+        "label_values",
+        "max",
+        "min",
+        "avg",
+        "count",
+        "round",
+        "scalar",
+        "le",
+        "topk",
+        "bottomk",
+        "time",
+        "hour",
+        "day_of_week",
+        "label_replace",
+        "absent",
+        "offset",
+        "bool",
+        "group_left",
+        "group_right",
     }
     bad = set()
     for where, expr in _dashboard_exprs() + _alert_exprs():
-        stripped = re.sub(r'"[^"]*"', '""', expr)          # drop string literals
-        stripped = re.sub(r"\{[^}]*\}", "{}", stripped)     # drop label matchers
+        stripped = re.sub(r'"[^"]*"', '""', expr)  # drop string literals
+        stripped = re.sub(r"\{[^}]*\}", "{}", stripped)  # drop label matchers
         stripped = re.sub(r"\([^()]*\)", lambda m: m.group(0), stripped)
-        stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)    # drop ranges
+        stripped = re.sub(r"\[[^\]]*\]", "[]", stripped)  # drop ranges
         for token in re.findall(r"\b[a-zA-Z_][a-zA-Z0-9_]*\b", stripped):
             if token in functions_and_keywords or token.startswith(("gridbus_", "rabbitmq_")):
                 continue
             if token == "up" or token.startswith("__"):
                 continue
-            if re.fullmatch(r"(dept|street|queue|service|entrypoint|error|channel|outcome|reason|deadline|"
-                            r"instance|job|exchange|kind|vhost|category_class|le|key|scope|indicator|grade|level|mode)",
-                            token):
+            if re.fullmatch(
+                r"(dept|street|queue|service|entrypoint|error|channel|outcome|reason|deadline|"
+                r"instance|job|exchange|kind|vhost|category_class|le|key|scope|indicator|grade|level|mode)",
+                token,
+            ):
                 continue  # a label name in `by (...)`
             bad.add((where, token))
     assert not bad, f"unexpected names in queries: {sorted(bad)}"
@@ -168,8 +201,12 @@ def test_the_bridge_is_deployed_on_its_port_when_configured():
     assert f"127.0.0.1:{port}/healthz" in " ".join(bridge["healthcheck"]["test"])
     env = compose["x-gridbus-env"]
     assert {"BRIDGE_HTTP_URL", "BRIDGE_AMQP_EXCHANGE"} <= set(env)  # the topology job declares its queues too
-    docs = [d for p in sorted((ROOT / "deploy/k8s").glob("*.yaml"))
-            for d in yaml.safe_load_all(p.read_text(encoding="utf-8")) if d]
+    docs = [
+        d
+        for p in sorted((ROOT / "deploy/k8s").glob("*.yaml"))
+        for d in yaml.safe_load_all(p.read_text(encoding="utf-8"))
+        if d
+    ]
     config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gridbus-config")
     assert config["data"]["BRIDGE_METRICS_PORT"] == str(port) and config["data"]["BRIDGE_HTTP_URL"]
     deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "bridge")

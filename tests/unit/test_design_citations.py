@@ -1,5 +1,6 @@
 """The code cites its contracts as `docs/design.md §N`, and every cited section exists
 there (the design document outside the repository is not something a reader has)."""
+
 import re
 
 from tests.conftest import REPO
@@ -24,7 +25,8 @@ def test_citations_name_docs_design_md_and_its_sections_exist() -> None:
         text = path.read_text(encoding="utf-8", errors="replace")
         if old_style.search(text):
             stale.append(str(path.relative_to(REPO)))
-        missing += [f"{path.relative_to(REPO)}: §{n}" for n in re.findall(r"docs/design\.md §(\d+)", text)
-                    if n not in sections]
+        missing += [
+            f"{path.relative_to(REPO)}: §{n}" for n in re.findall(r"docs/design\.md §(\d+)", text) if n not in sections
+        ]
     assert not stale, f"cite docs/design.md §N instead: {stale}"
     assert not missing, missing

@@ -1,4 +1,5 @@
 """The Qixing grid registry: codes, commanders by level, lat/lon lookup, file errors."""
+
 from __future__ import annotations
 
 import uuid
@@ -118,8 +119,23 @@ def test_every_street_has_a_liaison_of_every_department(grid: GridRegistry) -> N
 def test_all_three_carriers_are_departments() -> None:
     codes = {d.code for d in load_departments(DEFAULT_CONFIG_DIR / "departments.yaml")}
     assert {"cmcc", "unicom", "telecom", "cable", "station"} <= codes
-    assert {"cityman", "police", "natres", "ecology", "housing", "agri", "emergency", "market",
-            "municipal", "sanitation", "drainage", "water", "gas", "lighting", "power"} <= codes
+    assert {
+        "cityman",
+        "police",
+        "natres",
+        "ecology",
+        "housing",
+        "agri",
+        "emergency",
+        "market",
+        "municipal",
+        "sanitation",
+        "drainage",
+        "water",
+        "gas",
+        "lighting",
+        "power",
+    } <= codes
 
 
 # ------------------------------------------------------------------ bad files
@@ -175,7 +191,11 @@ def test_overlapping_polygons_are_refused(tmp_path: Path) -> None:
 def test_polygon_outside_the_district_is_refused(tmp_path: Path) -> None:
     def edit(d):
         d["streets"][0]["communities"][0]["patches"][0]["polygon"] = [
-            [110.1, 25.1], [110.2, 25.1], [110.2, 25.2], [110.1, 25.1]]
+            [110.1, 25.1],
+            [110.2, 25.1],
+            [110.2, 25.2],
+            [110.1, 25.1],
+        ]
 
     with pytest.raises(ConfigError, match="leaves the district"):
         load_grid(_variant(tmp_path, edit))

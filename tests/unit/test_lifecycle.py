@@ -1,4 +1,5 @@
 """Every action from every state: legal ones lead where the table says, illegal ones raise."""
+
 import pytest
 
 from shared.lifecycle import TRANSITIONS, Action, IllegalTransition, allowed_actions, next_status

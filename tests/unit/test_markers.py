@@ -1,4 +1,5 @@
 """The folder markers are applied to every collected test (see tests/conftest.py)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -8,8 +9,13 @@ from tests.conftest import REPO
 
 
 def _collected(marker_expr: str) -> set[str]:
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", marker_expr, "tests"],
-                         cwd=REPO, capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-m", marker_expr, "tests"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
     return {line.split("::")[0] for line in out.splitlines() if "::" in line}
 
 

@@ -1,4 +1,5 @@
 """Each service exports only its own metrics, with known label sets at 0 and no `_created`."""
+
 from __future__ import annotations
 
 from prometheus_client import generate_latest
@@ -6,8 +7,12 @@ from prometheus_client import generate_latest
 from shared import metrics
 from shared.metrics import Known
 
-KNOWN = dict(depts=("gas", "water"), streets=("450305001", "450305003"), category_classes=("01", "06"),
-             channels=("webhook", "sms"))
+KNOWN = dict(
+    depts=("gas", "water"),
+    streets=("450305001", "450305003"),
+    category_classes=("01", "06"),
+    channels=("webhook", "sms"),
+)
 
 
 def _exposed(service: str, entrypoints: tuple[str, ...] = ("on_event",)) -> str:
@@ -82,8 +87,11 @@ def test_docs_list_each_metric_under_the_service_that_exports_it():
     for metric, owner in metrics.declared():
         name = metric._name + ("_total" if isinstance(metric, Counter) else "")
         # a metric of several services (not all) may sit with the shared ones or with any owner
-        expected = {"Every service"} if metrics.EVERY in owner else set(owner) | (
-            {"Every service"} if len(owner) > 1 else set())
+        expected = (
+            {"Every service"}
+            if metrics.EVERY in owner
+            else set(owner) | ({"Every service"} if len(owner) > 1 else set())
+        )
         if section_of.get(name) not in expected:
             wrong.append((name, section_of.get(name), sorted(expected)))
     assert not wrong, f"docs/metrics.md: metric listed under another service's section (or missing): {wrong}"
@@ -100,8 +108,11 @@ def test_work_queue_panels_and_alert_count_only_the_services_work_queues():
     from shared import topology
 
     root = Path(__file__).resolve().parents[2]
-    work = {q.name for q in topology.build_topology(["gas", "water"]).queues
-            if q.kind == "work" and not q.name.startswith("dept.")}
+    work = {
+        q.name
+        for q in topology.build_topology(["gas", "water"]).queues
+        if q.kind == "work" and not q.name.startswith("dept.")
+    }
     every = {q.name for q in topology.build_topology(["gas", "water"]).queues}
     dash = json.loads((root / "deploy/grafana/dashboards/gridbus.json").read_text(encoding="utf-8"))
     exprs = [t["expr"] for p in dash["panels"] if p["title"].startswith("Work queues") for t in p["targets"]]

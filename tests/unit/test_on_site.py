@@ -1,6 +1,7 @@
 """就地处置 in sla's counts, with the closing arriving before or after resolve_on_site
 (intake publishes them back to back; consumers may take them in either order), and the
 verification draw."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -19,15 +20,33 @@ SUMMARY = CaseSummary(category="04009", severity="normal", grid=GRID, street=STR
 
 
 def resolved_on_site() -> CaseUpdated:
-    return CaseUpdated(message_id="m-resolve", case_id=CASE, correlation_id="r", occurred_at=AT,
-                       from_status=CaseStatus.registered, to_status=CaseStatus.resolved, action="resolve_on_site",
-                       actor="reporter:w-1", mode=Mode721.service, case=SUMMARY)
+    return CaseUpdated(
+        message_id="m-resolve",
+        case_id=CASE,
+        correlation_id="r",
+        occurred_at=AT,
+        from_status=CaseStatus.registered,
+        to_status=CaseStatus.resolved,
+        action="resolve_on_site",
+        actor="reporter:w-1",
+        mode=Mode721.service,
+        case=SUMMARY,
+    )
 
 
 def closed_by_sampling() -> CaseUpdated:
-    return CaseUpdated(message_id="m-close", case_id=CASE, correlation_id="r", occurred_at=AT,
-                       from_status=CaseStatus.resolved, to_status=CaseStatus.closed, action="verify_pass",
-                       actor="intake:sampling", mode=Mode721.service, case=SUMMARY)
+    return CaseUpdated(
+        message_id="m-close",
+        case_id=CASE,
+        correlation_id="r",
+        occurred_at=AT,
+        from_status=CaseStatus.resolved,
+        to_status=CaseStatus.closed,
+        action="verify_pass",
+        actor="intake:sampling",
+        mode=Mode721.service,
+        case=SUMMARY,
+    )
 
 
 def counts(*fxs: Effects) -> dict[tuple[str, str, str], int]:

@@ -1,4 +1,5 @@
 """Open311 GeoReport v2 ⇄ reports and cases: spec field names, status mapping, errors."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -13,9 +14,25 @@ from shared.models import EARLIEST, LATEST, Assignment, Case, CaseStatus, Locati
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
-SPEC_REQUEST_FIELDS = {"service_request_id", "status", "status_notes", "service_name", "service_code", "description",
-                       "agency_responsible", "service_notice", "requested_datetime", "updated_datetime",
-                       "expected_datetime", "address", "address_id", "zipcode", "lat", "long", "media_url"}
+SPEC_REQUEST_FIELDS = {
+    "service_request_id",
+    "status",
+    "status_notes",
+    "service_name",
+    "service_code",
+    "description",
+    "agency_responsible",
+    "service_notice",
+    "requested_datetime",
+    "updated_datetime",
+    "expected_datetime",
+    "address",
+    "address_id",
+    "zipcode",
+    "lat",
+    "long",
+    "media_url",
+}
 
 
 @pytest.fixture(scope="module")
@@ -24,25 +41,54 @@ def catalog() -> Catalog:
 
 
 def form(**over: str) -> dict[str, str]:
-    body = {"api_key": "k", "service_code": "01037", "lat": "25.28", "long": "110.312",
-            "address_string": "七星区辰山路", "description": "路灯不亮", "media_url": "https://x.example/1.jpg",
-            "first_name": "小", "last_name": "李", "phone": "13800001234"}
+    body = {
+        "api_key": "k",
+        "service_code": "01037",
+        "lat": "25.28",
+        "long": "110.312",
+        "address_string": "七星区辰山路",
+        "description": "路灯不亮",
+        "media_url": "https://x.example/1.jpg",
+        "first_name": "小",
+        "last_name": "李",
+        "phone": "13800001234",
+    }
     body.update(over)
     return {k: v for k, v in body.items() if v is not None}
 
 
 def case(status: CaseStatus = CaseStatus.dispatched, assignments: list[Assignment] | None = None) -> Case:
-    return Case(case_id="450305-20261127-000007", report_id="o311:x", correlation_id="o311:x", status=status,
-                category="01037", severity="normal", description="路灯不亮",
-                location=Location(lat=25.28, lon=110.312, address="七星区辰山路", grid="450305001001001"),
-                grid="450305001001001", street="450305001", reporter_id="k1", reporter_role="citizen",
-                observed_at=NOW, registered_at=NOW, updated_at=NOW + timedelta(minutes=5),
-                media_urls=["https://x.example/1.jpg"], assignments=assignments or [])
+    return Case(
+        case_id="450305-20261127-000007",
+        report_id="o311:x",
+        correlation_id="o311:x",
+        status=status,
+        category="01037",
+        severity="normal",
+        description="路灯不亮",
+        location=Location(lat=25.28, lon=110.312, address="七星区辰山路", grid="450305001001001"),
+        grid="450305001001001",
+        street="450305001",
+        reporter_id="k1",
+        reporter_role="citizen",
+        observed_at=NOW,
+        registered_at=NOW,
+        updated_at=NOW + timedelta(minutes=5),
+        media_urls=["https://x.example/1.jpg"],
+        assignments=assignments or [],
+    )
 
 
 def assignment(dept: str, due_hours: float, active: bool = True) -> Assignment:
-    return Assignment(dept=dept, street="450305001", level=3, order_id=f"o-{dept}", dispatched_at=NOW,
-                      handle_due=NOW + timedelta(hours=due_hours), active=active)
+    return Assignment(
+        dept=dept,
+        street="450305001",
+        level=3,
+        order_id=f"o-{dept}",
+        dispatched_at=NOW,
+        handle_due=NOW + timedelta(hours=due_hours),
+        active=active,
+    )
 
 
 def test_services_are_catalog_codes(catalog: Catalog) -> None:
@@ -50,8 +96,15 @@ def test_services_are_catalog_codes(catalog: Catalog) -> None:
     assert len(services) == len(catalog.codes())
     lamp = next(s for s in services if s.service_code == "01037")
     assert lamp.service_name == "路灯" and lamp.metadata is False and lamp.type == "realtime"
-    assert set(lamp.model_dump()) == {"service_code", "service_name", "description", "metadata", "type",
-                                      "keywords", "group"}
+    assert set(lamp.model_dump()) == {
+        "service_code",
+        "service_name",
+        "description",
+        "metadata",
+        "type",
+        "keywords",
+        "group",
+    }
     assert open311.service_definition(catalog, "01037").model_dump() == {"service_code": "01037", "attributes": []}
     with pytest.raises(Open311Error) as info:
         open311.service_definition(catalog, "99999")
@@ -73,23 +126,29 @@ def test_idempotency_key_gives_a_stable_report_id_per_api_key(catalog: Catalog) 
     b = open311.report_from_form(form(), "k1", catalog, idempotency_key="req-1")
     other = open311.report_from_form(form(), "k2", catalog, idempotency_key="req-1")
     assert a.report_id == b.report_id != other.report_id
-    assert open311.report_from_form(form(), "k1", catalog).report_id != open311.report_from_form(
-        form(), "k1", catalog).report_id
+    assert (
+        open311.report_from_form(form(), "k1", catalog).report_id
+        != open311.report_from_form(form(), "k1", catalog).report_id
+    )
     with pytest.raises(Open311Error):
         open311.report_from_form(form(), "k1", catalog, idempotency_key="bad key!")
 
 
-@pytest.mark.parametrize("over, status, words", [
-    ({"service_code": ""}, 400, "service_code"),
-    ({"service_code": "99999"}, 404, "99999"),
-    ({"lat": ""}, 400, "lat"),
-    ({"long": "east"}, 400, "long"),
-    ({"lat": "95"}, 400, "lat"),
-    ({"phone": "call me"}, 400, "phone"),
-    ({"media_url": "ftp://x/1.jpg"}, 400, "media_url"),
-])
-def test_bad_forms_are_errors_naming_the_spec_field(catalog: Catalog, over: dict[str, str], status: int,
-                                                    words: str) -> None:
+@pytest.mark.parametrize(
+    "over, status, words",
+    [
+        ({"service_code": ""}, 400, "service_code"),
+        ({"service_code": "99999"}, 404, "99999"),
+        ({"lat": ""}, 400, "lat"),
+        ({"long": "east"}, 400, "long"),
+        ({"lat": "95"}, 400, "lat"),
+        ({"phone": "call me"}, 400, "phone"),
+        ({"media_url": "ftp://x/1.jpg"}, 400, "media_url"),
+    ],
+)
+def test_bad_forms_are_errors_naming_the_spec_field(
+    catalog: Catalog, over: dict[str, str], status: int, words: str
+) -> None:
     with pytest.raises(Open311Error) as info:
         open311.report_from_form(form(**over), "k1", catalog)
     assert info.value.status == status
@@ -112,10 +171,17 @@ def test_a_dispatched_case_is_open_with_its_agencies_and_deadline(catalog: Catal
     assert "照明" in body["service_notice"]
 
 
-@pytest.mark.parametrize("status, expected", [
-    (CaseStatus.registered, "open"), (CaseStatus.resolved, "open"), (CaseStatus.reopened, "open"),
-    (CaseStatus.closed, "closed"), (CaseStatus.cancelled, "closed"), (CaseStatus.duplicate, "closed"),
-])
+@pytest.mark.parametrize(
+    "status, expected",
+    [
+        (CaseStatus.registered, "open"),
+        (CaseStatus.resolved, "open"),
+        (CaseStatus.reopened, "open"),
+        (CaseStatus.closed, "closed"),
+        (CaseStatus.cancelled, "closed"),
+        (CaseStatus.duplicate, "closed"),
+    ],
+)
 def test_only_final_states_are_closed(catalog: Catalog, status: CaseStatus, expected: str) -> None:
     req = open311.request_of(case(status), catalog, {}, TZ)
     assert req.status == expected and req.status_notes
@@ -129,34 +195,57 @@ def test_before_dispatch_nobody_is_responsible(catalog: Catalog) -> None:
 def test_requests_query_defaults_to_the_last_90_days() -> None:
     q = open311.parse_requests_query({}, TZ, now=NOW)
     assert (q.start, q.end) == (NOW - timedelta(days=90), NOW)
-    q = open311.parse_requests_query({"start_date": "2026-11-01T00:00:00+08:00", "status": "open,closed",
-                                      "service_code": "01037,01001", "service_request_id": "a, b"}, TZ, now=NOW)
+    q = open311.parse_requests_query(
+        {
+            "start_date": "2026-11-01T00:00:00+08:00",
+            "status": "open,closed",
+            "service_code": "01037,01001",
+            "service_request_id": "a, b",
+        },
+        TZ,
+        now=NOW,
+    )
     assert q.start == datetime(2026, 11, 1, tzinfo=TZ) and q.end == NOW
     assert q.statuses == {"open", "closed"} and q.service_codes == {"01037", "01001"} and q.ids == ["a", "b"]
 
 
-@pytest.mark.parametrize("args, words", [
-    ({"status": "pending"}, "status"),
-    ({"start_date": "last week"}, "start_date"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        ({"status": "pending"}, "status"),
+        ({"start_date": "last week"}, "start_date"),
+    ],
+)
 def test_bad_requests_query_is_400(args: dict[str, str], words: str) -> None:
     with pytest.raises(Open311Error) as info:
         open311.parse_requests_query(args, TZ, now=NOW)
     assert info.value.status == 400 and words in info.value.description
 
 
-@pytest.mark.parametrize("args, start, end", [
-    # a longer range is cut to the 90 days up to end_date; a reversed one is empty
-    ({"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-11-01T00:00:00Z"},
-     datetime(2026, 8, 3, tzinfo=timezone.utc), datetime(2026, 11, 1, tzinfo=timezone.utc)),
-    ({"start_date": "2026-11-02T00:00:00Z", "end_date": "2026-11-01T00:00:00Z"},
-     datetime(2026, 11, 2, tzinfo=timezone.utc), datetime(2026, 11, 2, tzinfo=timezone.utc)),
-    # the ends of time are clamped, never an overflow (issue 11: these were 500s)
-    ({"end_date": "0001-01-01"}, EARLIEST - timedelta(days=90), EARLIEST),
-    ({"start_date": "9999-12-31"}, LATEST, LATEST),
-    ({"start_date": "0001-01-01T00:00:00", "end_date": "9999-12-31T23:59:59+14:00"},
-     LATEST - timedelta(days=90), LATEST),
-])
+@pytest.mark.parametrize(
+    "args, start, end",
+    [
+        # a longer range is cut to the 90 days up to end_date; a reversed one is empty
+        (
+            {"start_date": "2026-01-01T00:00:00Z", "end_date": "2026-11-01T00:00:00Z"},
+            datetime(2026, 8, 3, tzinfo=timezone.utc),
+            datetime(2026, 11, 1, tzinfo=timezone.utc),
+        ),
+        (
+            {"start_date": "2026-11-02T00:00:00Z", "end_date": "2026-11-01T00:00:00Z"},
+            datetime(2026, 11, 2, tzinfo=timezone.utc),
+            datetime(2026, 11, 2, tzinfo=timezone.utc),
+        ),
+        # the ends of time are clamped, never an overflow (issue 11: these were 500s)
+        ({"end_date": "0001-01-01"}, EARLIEST - timedelta(days=90), EARLIEST),
+        ({"start_date": "9999-12-31"}, LATEST, LATEST),
+        (
+            {"start_date": "0001-01-01T00:00:00", "end_date": "9999-12-31T23:59:59+14:00"},
+            LATEST - timedelta(days=90),
+            LATEST,
+        ),
+    ],
+)
 def test_requests_query_ranges_are_limited_not_refused(args: dict[str, str], start: datetime, end: datetime) -> None:
     q = open311.parse_requests_query(args, TZ, now=NOW)
     assert (q.start, q.end) == (start, end)

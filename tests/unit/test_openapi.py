@@ -1,5 +1,6 @@
 """docs/openapi.json is the generator's output, is valid OpenAPI 3.1, and documents
 every HTTP entrypoint intake has."""
+
 from __future__ import annotations
 
 import inspect
@@ -29,14 +30,20 @@ def _routes() -> set[tuple[str, str]]:
     from services.intake.service import IntakeService
 
     routes = set()
-    fallback = {ext.url for _, fn in inspect.getmembers(FallbackApi, inspect.isfunction)
-                for ext in getattr(fn, "nameko_entrypoints", ())}
+    fallback = {
+        ext.url
+        for _, fn in inspect.getmembers(FallbackApi, inspect.isfunction)
+        for ext in getattr(fn, "nameko_entrypoints", ())
+    }
     for cls in (IntakeService,):
         for _, fn in inspect.getmembers(cls, inspect.isfunction):
             for ext in getattr(fn, "nameko_entrypoints", ()):
                 # the console's HTML pages (services/console/) are not part of the API
-                if isinstance(ext, HttpRequestHandler) and ext.url not in fallback \
-                        and not ext.url.startswith("/console"):
+                if (
+                    isinstance(ext, HttpRequestHandler)
+                    and ext.url not in fallback
+                    and not ext.url.startswith("/console")
+                ):
                     path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", ext.url)
                     routes.add((ext.method.upper(), path))
     return routes
@@ -77,17 +84,23 @@ def test_every_operation_has_examples_that_the_models_accept() -> None:
         assert any("example" in media for r in answers for media in r.get("content", {}).values()), (method, path)
         media_types = list(op.get("requestBody", {}).get("content", {}).values())
         assert all("example" in m or "examples" in m for m in media_types), (method, path)
-        checked = [(m["schema"], [m["example"]] if "example" in m else [e["value"] for e in m["examples"].values()])
-                   for m in media_types]
-        checked += [(m["schema"], [m["example"]]) for r in op["responses"].values()
-                    for m in r.get("content", {}).values() if "example" in m]
+        checked = [
+            (m["schema"], [m["example"]] if "example" in m else [e["value"] for e in m["examples"].values()])
+            for m in media_types
+        ]
+        checked += [
+            (m["schema"], [m["example"]])
+            for r in op["responses"].values()
+            for m in r.get("content", {}).values()
+            if "example" in m
+        ]
         for schema, values in checked:
             found = _model_of(schema)
             if found is None:
                 continue  # an inline schema (no model in the code)
             model, array = found
             for value in values:
-                for item in (value if array else [value]):
+                for item in value if array else [value]:
                     model.model_validate(item)
 
 

@@ -1,4 +1,5 @@
 """SLA policies: the shipped sla.yaml, policy resolution and file errors."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """README's configuration table is the settings object's (a new setting must be documented)."""
+
 from services.ops_commands import settings_table
 from tests.conftest import REPO
 

@@ -1,4 +1,5 @@
 """Notification templates: every event × channel renders, in Chinese, in local time."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -34,8 +35,10 @@ CONTEXT = {
     "from_status": "in_progress",
     "to_status": "resolved",
     "mode": "service",
-    "items": [{"case_id": CASE_ID, "subject": "【派遣】路灯"},
-              {"case_id": "450305-20261127-000124", "subject": "【派遣】井盖"}],
+    "items": [
+        {"case_id": CASE_ID, "subject": "【派遣】路灯"},
+        {"case_id": "450305-20261127-000124", "subject": "【派遣】井盖"},
+    ],
 }
 
 
@@ -106,7 +109,7 @@ def test_missing_optional_keys_render_cleanly(renderer: Renderer) -> None:
 def test_override_directory_wins_and_may_reuse_builtins(tmp_path: Path) -> None:
     (tmp_path / "case_dispatched.sms.j2").write_text(
         '{% import "_facts.j2" as f with context %}派单 {{ case_id }}\n\n'
-        '{{ case_id }} 请速签收，期限 {{ deadline | local }}\n',
+        "{{ case_id }} 请速签收，期限 {{ deadline | local }}\n",
         encoding="utf-8",
     )
     renderer = Renderer(tmp_path, public_base_url="http://x", timezone="Asia/Shanghai")
@@ -129,13 +132,23 @@ def test_context_from_a_real_event(renderer: Renderer) -> None:
         case_id=CASE_ID,
         correlation_id="r-1",
         case=CaseSummary(
-            category="01037", severity=Severity.urgent, grid="450305003001001", street="450305003",
-            address="七星区穿山路12号", registered_at=now,
+            category="01037",
+            severity=Severity.urgent,
+            grid="450305003001001",
+            street="450305003",
+            address="七星区穿山路12号",
+            registered_at=now,
         ),
         assignments=[
-            Assignment(dept="lighting", street="450305003", level=5, order_id="o-1", dispatched_at=now,
-                       ack_due=datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc),
-                       handle_due=datetime(2026, 11, 27, 5, 30, tzinfo=timezone.utc)),
+            Assignment(
+                dept="lighting",
+                street="450305003",
+                level=5,
+                order_id="o-1",
+                dispatched_at=now,
+                ack_due=datetime(2026, 11, 27, 2, 0, tzinfo=timezone.utc),
+                handle_due=datetime(2026, 11, 27, 5, 30, tzinfo=timezone.utc),
+            ),
         ],
     )
     context = context_from_event(event.model_dump(mode="json"))
@@ -144,5 +157,8 @@ def test_context_from_a_real_event(renderer: Renderer) -> None:
     assert subject == f"【紧急】【派遣】{CASE_ID} 01037"
     assert "签收期限：2026-11-27 10:00（周五）；处置期限：2026-11-27 13:30（周五）" in text
     assert renderer.sms_params(context) == {
-        "case_id": CASE_ID, "category": "01037", "place": "七星区穿山路12号", "deadline": "11-27 13:30",
+        "case_id": CASE_ID,
+        "category": "01037",
+        "place": "七星区穿山路12号",
+        "deadline": "11-27 13:30",
     }

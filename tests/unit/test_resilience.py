@@ -1,5 +1,6 @@
 """Transient or permanent (shared/resilience.py) and /healthz (shared/health.py), without a
 broker: the health endpoint is served by the real metrics server on a free port."""
+
 from __future__ import annotations
 
 import amqp.exceptions
@@ -17,41 +18,49 @@ from shared.resilience import DependencyUnavailable, Stall, backoff_delay, trans
 from tests.conftest import free_port
 
 
-@pytest.mark.parametrize("exc, dependency", [
-    (rexc.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), "redis"),
-    (rexc.TimeoutError("Timeout reading from socket"), "redis"),
-    (rexc.BusyLoadingError("Redis is loading the dataset in memory"), "redis"),
-    (rexc.ReadOnlyError("You can't write against a read only replica."), "redis"),
-    (rexc.ResponseError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
-     "redis"),
-    (rexc.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable"), "redis"),
-    (PublishFailed("3 of 3 messages unconfirmed after 30 s"), "broker"),
-    (PublishFailed("nacked by the broker (delivery tag 4)"), "broker"),
-    (kombu.exceptions.OperationalError("[Errno 111] Connection refused"), "broker"),
-    (amqp.exceptions.RecoverableConnectionError("connection already closed"), "broker"),
-    (amqp.exceptions.ConnectionForced("CONNECTION_FORCED - broker forced connection closure"), "broker"),
-    (pika.exceptions.AMQPConnectionError("connection refused"), "broker"),
-    (pika.exceptions.StreamLostError("Transport indicated EOF"), "broker"),
-    (httpx.ConnectError("All connection attempts failed"), "http"),
-    (ConnectionResetError(104, "Connection reset by peer"), "network"),
-    (BrokenPipeError(32, "Broken pipe"), "network"),
-    (TimeoutError("timed out"), "network"),
-    (DependencyUnavailable("redis", "loading"), "redis"),
-])
+@pytest.mark.parametrize(
+    "exc, dependency",
+    [
+        (rexc.ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."), "redis"),
+        (rexc.TimeoutError("Timeout reading from socket"), "redis"),
+        (rexc.BusyLoadingError("Redis is loading the dataset in memory"), "redis"),
+        (rexc.ReadOnlyError("You can't write against a read only replica."), "redis"),
+        (
+            rexc.ResponseError("MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'."),
+            "redis",
+        ),
+        (rexc.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable"), "redis"),
+        (PublishFailed("3 of 3 messages unconfirmed after 30 s"), "broker"),
+        (PublishFailed("nacked by the broker (delivery tag 4)"), "broker"),
+        (kombu.exceptions.OperationalError("[Errno 111] Connection refused"), "broker"),
+        (amqp.exceptions.RecoverableConnectionError("connection already closed"), "broker"),
+        (amqp.exceptions.ConnectionForced("CONNECTION_FORCED - broker forced connection closure"), "broker"),
+        (pika.exceptions.AMQPConnectionError("connection refused"), "broker"),
+        (pika.exceptions.StreamLostError("Transport indicated EOF"), "broker"),
+        (httpx.ConnectError("All connection attempts failed"), "http"),
+        (ConnectionResetError(104, "Connection reset by peer"), "network"),
+        (BrokenPipeError(32, "Broken pipe"), "network"),
+        (TimeoutError("timed out"), "network"),
+        (DependencyUnavailable("redis", "loading"), "redis"),
+    ],
+)
 def test_a_failing_dependency_is_transient(exc: BaseException, dependency: str) -> None:
     assert transient_dependency(exc) == dependency
 
 
-@pytest.mark.parametrize("exc", [
-    Rejected("not a lifecycle event", "invalid_event"),
-    ValueError("invalid literal for int()"),
-    KeyError("case_id"),
-    TypeError("unsupported operand"),
-    Unroutable("no queue bound for 'gridbus.dispatch' / 'dept.nosuchdept.450305001'"),
-    rexc.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
-    rexc.DataError("Invalid input of type: 'dict'"),
-    AssertionError(),
-])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        Rejected("not a lifecycle event", "invalid_event"),
+        ValueError("invalid literal for int()"),
+        KeyError("case_id"),
+        TypeError("unsupported operand"),
+        Unroutable("no queue bound for 'gridbus.dispatch' / 'dept.nosuchdept.450305001'"),
+        rexc.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        rexc.DataError("Invalid input of type: 'dict'"),
+        AssertionError(),
+    ],
+)
 def test_invalid_input_and_bugs_are_not_transient(exc: BaseException) -> None:
     assert transient_dependency(exc) is None
 
@@ -76,8 +85,9 @@ def test_a_wrapped_outage_is_still_an_outage() -> None:
 
 def test_backoff_doubles_and_is_capped() -> None:
     mid = lambda: 0.5  # noqa: E731 - no jitter
-    assert [backoff_delay(n, 0.2, 5.0, mid) for n in (1, 2, 3, 4, 5, 6, 30)] == \
-        pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0])
+    assert [backoff_delay(n, 0.2, 5.0, mid) for n in (1, 2, 3, 4, 5, 6, 30)] == pytest.approx(
+        [0.2, 0.4, 0.8, 1.6, 3.2, 5.0, 5.0]
+    )
     assert 0.8 * 5.0 <= backoff_delay(100, 0.2, 5.0) <= 1.2 * 5.0
 
 
@@ -111,8 +121,16 @@ def test_health_names_the_failing_check_and_caches_network_checks() -> None:
     health = Health(clock=lambda: now[0])
     health.register("consumers", lambda: (True, "consuming intake.events"), fatal_after=60)
     health.register("redis", redis_check, cheap=False)
-    assert health.report() == (200, {"status": "ok", "checks": {
-        "consumers": {"ok": True, "detail": "consuming intake.events"}, "redis": {"ok": True, "detail": "PONG"}}})
+    assert health.report() == (
+        200,
+        {
+            "status": "ok",
+            "checks": {
+                "consumers": {"ok": True, "detail": "consuming intake.events"},
+                "redis": {"ok": True, "detail": "PONG"},
+            },
+        },
+    )
     state["redis"] = False
     assert health.report()[0] == 200 and calls["redis"] == 1  # cached for a second
     now[0] = 1.5

@@ -1,5 +1,6 @@
 """The router's entrypoint without a broker (nameko.testing.worker_factory): the real
 routing tree, catalog, policies and calendar; the bus records what would be published."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -36,15 +37,24 @@ class RecordingBus:
 @pytest.fixture(scope="module")
 def routing() -> SimpleNamespace:
     catalog = load_catalog()
-    return SimpleNamespace(dispatcher=Dispatcher(load_routing_tree(catalog=catalog), catalog, load_policies(),
-                                                 load_calendar()))
+    return SimpleNamespace(
+        dispatcher=Dispatcher(load_routing_tree(catalog=catalog), catalog, load_policies(), load_calendar())
+    )
 
 
 def registered(category: str, attributes: dict[str, str] | None = None) -> dict[str, Any]:
-    return CaseRegistered(case_id="450305-20261127-000123", correlation_id="r-1", case=CaseSummary(
-        category=category, severity="normal", grid="450305001001001", street="450305001",
-        attributes=attributes or {}, registered_at=datetime(2026, 11, 27, 2, tzinfo=timezone.utc),
-    )).model_dump(mode="json")
+    return CaseRegistered(
+        case_id="450305-20261127-000123",
+        correlation_id="r-1",
+        case=CaseSummary(
+            category=category,
+            severity="normal",
+            grid="450305001001001",
+            street="450305001",
+            attributes=attributes or {},
+            registered_at=datetime(2026, 11, 27, 2, tzinfo=timezone.utc),
+        ),
+    ).model_dump(mode="json")
 
 
 def test_orders_go_out_before_the_dispatched_event(routing: SimpleNamespace) -> None:
@@ -82,7 +92,8 @@ def test_the_dispatch_time_comes_from_the_injected_clock() -> None:
     dispatcher = Dispatcher(load_routing_tree(catalog=catalog), catalog, policies, calendar, clock=lambda: friday)
     bus = RecordingBus()
     worker_factory(RouterService, bus=bus, routing=SimpleNamespace(dispatcher=dispatcher)).route_case(
-        registered("01037"))
+        registered("01037")
+    )
     order = bus.published[0][2]
     policy = policies.for_case("01037", None, "normal", order.sla_policy)
     assert order.occurred_at == friday

@@ -1,4 +1,5 @@
 """Routing tree reload: a valid file swaps in whole, an invalid one keeps the old tree."""
+
 from __future__ import annotations
 
 import os

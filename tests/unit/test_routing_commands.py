@@ -1,4 +1,5 @@
 """`gridbus routes test|show` and the checks that keep rule maintainers out of trouble."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,8 +20,18 @@ def run(*args: str):
 
 
 def test_routes_test_prints_path_and_receivers() -> None:
-    result = run("routes", "test", "--category", "01031", "--grid", "450305001001001",
-                 "--attr", "asset_owner=cmcc", "--at", "2026-11-27T10:00:00+08:00")
+    result = run(
+        "routes",
+        "test",
+        "--category",
+        "01031",
+        "--grid",
+        "450305001001001",
+        "--attr",
+        "asset_owner=cmcc",
+        "--at",
+        "2026-11-27T10:00:00+08:00",
+    )
     assert result.exit_code == 0, result.output
     out = result.output
     assert "component 01031 通信立杆" in out
@@ -54,9 +65,13 @@ def test_unknown_category_is_a_usage_error() -> None:
 
 def test_a_changed_file_can_be_tested_before_it_goes_live(tmp_path: Path) -> None:
     changed = tmp_path / "routes.yaml"
-    changed.write_text(ROUTES.read_text(encoding="utf-8").replace(
-        "      depts: [lighting]\n      sla_policy: lighting",
-        "      depts: [municipal]\n      sla_policy: lighting"), encoding="utf-8")
+    changed.write_text(
+        ROUTES.read_text(encoding="utf-8").replace(
+            "      depts: [lighting]\n      sla_policy: lighting",
+            "      depts: [municipal]\n      sla_policy: lighting",
+        ),
+        encoding="utf-8",
+    )
     live = run("routes", "test", "--category", "01037", "--verify", "lighting")
     assert live.exit_code == 0
     trial = run("routes", "test", "--routes", str(changed), "--category", "01037", "--verify", "lighting")
@@ -85,21 +100,24 @@ def test_routes_show_prints_the_tree() -> None:
 def test_a_route_hidden_by_an_earlier_one_is_refused(tmp_path: Path) -> None:
     text = ROUTES.read_text(encoding="utf-8")
     marker = "    # ---------------------------------------------------------------- 09 街面秩序\n"
-    hidden = marker + "    - {name: lamps_again, match: {category: [\"01037\"]}, depts: [municipal]}\n"
+    hidden = marker + '    - {name: lamps_again, match: {category: ["01037"]}, depts: [municipal]}\n'
     path = tmp_path / "routes.yaml"
     path.write_text(text.replace(marker, hidden), encoding="utf-8")
     with pytest.raises(ConfigError) as info:
         load_routing_tree(path)
     assert "never reached" in info.value.message and "root/lighting" in info.value.message
-    assert info.value.line == next(n for n, x in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
-                                   if "lamps_again" in x)
+    assert info.value.line == next(
+        n for n, x in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if "lamps_again" in x
+    )
 
 
 def test_a_conditional_earlier_route_does_not_hide_later_ones(tmp_path: Path) -> None:
     text = ROUTES.read_text(encoding="utf-8")
     marker = "    # ---------------------------------------------------------------- gas\n"
-    extra = ("    - {name: lamps_at_night, match: {category: [\"01037\"], active_time_intervals: [night]}, "
-             "depts: [municipal]}\n")
+    extra = (
+        '    - {name: lamps_at_night, match: {category: ["01037"], active_time_intervals: [night]}, '
+        "depts: [municipal]}\n"
+    )
     path = tmp_path / "routes.yaml"
     path.write_text(text.replace(marker, extra + marker), encoding="utf-8")
     tree = load_routing_tree(path)

@@ -2,6 +2,7 @@
 covering every class of the catalog, the carriers, joint dispatch, time windows,
 grid-specific rules and re-routing; and the rule that every category reaches a
 department deliberately."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -38,8 +39,15 @@ def tree(catalog: Catalog) -> RoutingTree:
     return load_routing_tree(DEFAULT_CONFIG_DIR / "routes.yaml", catalog=catalog)
 
 
-def case(code: str, kind: str = "matter", grid: str = PLAIN, severity: str = "normal", at: datetime = DAY,
-         exclude: tuple[str, ...] = (), **attrs: str) -> RoutingInput:
+def case(
+    code: str,
+    kind: str = "matter",
+    grid: str = PLAIN,
+    severity: str = "normal",
+    at: datetime = DAY,
+    exclude: tuple[str, ...] = (),
+    **attrs: str,
+) -> RoutingInput:
     return RoutingInput(code, kind, grid, severity, attrs, at, frozenset(exclude))
 
 
@@ -49,10 +57,16 @@ TABLE: list[tuple[str, RoutingInput, list[tuple[str, str, str, int]]]] = [
     # -- component classes 01–05
     ("C01 water manhole", case("01001", C), [("water", "manhole", "service", 3)]),
     ("C01 street light", case("01037", C), [("lighting", "lighting", "service", 3)]),
-    ("C01 street light, live wire", case("01037", C, hazard="漏电"),
-     [("lighting", "emergency", "service", 3), ("power", "emergency", "service", 3)]),
-    ("C01 gas manhole urgent", case("01011", C, severity="urgent"),
-     [("gas", "emergency", "service", 3), ("emergency", "emergency", "service", 3)]),
+    (
+        "C01 street light, live wire",
+        case("01037", C, hazard="漏电"),
+        [("lighting", "emergency", "service", 3), ("power", "emergency", "service", 3)],
+    ),
+    (
+        "C01 gas manhole urgent",
+        case("01011", C, severity="urgent"),
+        [("gas", "emergency", "service", 3), ("emergency", "emergency", "service", 3)],
+    ),
     ("C01 gas manhole", case("01011", C), [("gas", "manhole", "service", 3)]),
     ("C01 elevator", case("01076", C), [("market", "default", "service", 3)]),
     ("C01 fire hydrant", case("01013", C), [("emergency", "default", "service", 3)]),
@@ -64,14 +78,23 @@ TABLE: list[tuple[str, RoutingInput, list[tuple[str, str, str, int]]]] = [
     ("C04 street tree", case("04002", C), [("municipal", "default", "service", 3)]),
     ("C04 ancient tree", case("04001", C), [("natres", "default", "service", 3)]),
     ("C05 public-housing basement", case("05002", C), [("housing", "default", "service", 3)]),
-    ("C05 gas sales site (local)", case("05999", C),
-     [("gas", "default", "management", 3), ("market", "default", "management", 3)]),
+    (
+        "C05 gas sales site (local)",
+        case("05999", C),
+        [("gas", "default", "management", 3), ("market", "default", "management", 3)],
+    ),
     # -- matter classes 01–05 route like their components
     ("M01 drain grate", case("01004", M), [("drainage", "manhole", "service", 3)]),
-    ("M01 flood wall urgent", case("01071", M, severity="urgent"),
-     [("drainage", "urgent", "service", 3), ("emergency", "urgent", "service", 3)]),
-    ("M02 bridge urgent", case("02009", M, severity="urgent"),
-     [("municipal", "urgent", "service", 3), ("emergency", "urgent", "service", 3)]),
+    (
+        "M01 flood wall urgent",
+        case("01071", M, severity="urgent"),
+        [("drainage", "urgent", "service", 3), ("emergency", "urgent", "service", 3)],
+    ),
+    (
+        "M02 bridge urgent",
+        case("02009", M, severity="urgent"),
+        [("municipal", "urgent", "service", 3), ("emergency", "urgent", "service", 3)],
+    ),
     ("M03 toilet", case("03001", M), [("sanitation", "cleaning", "service", 3)]),
     ("M04 green space", case("04013", M), [("municipal", "default", "service", 3)]),
     ("M05 filling station", case("05003", M), [("emergency", "default", "service", 3)]),
@@ -82,50 +105,86 @@ TABLE: list[tuple[str, RoutingInput, list[tuple[str, str, str, int]]]] = [
     ("M06 illegal building, rural", case("06001", grid=CHAOYANG), [("natres", "default", "enforcement", 3)]),
     ("M06 poultry, rural", case("06038", grid=CHAOYANG), [("agri", "default", "service", 3)]),
     ("M06 poultry, town", case("06038"), [("cityman", "default", "management", 4)]),
-    ("M06 road spill", case("06014"),
-     [("sanitation", "cleaning", "service", 4), ("cityman", "enforcement", "enforcement", 4)]),
-    ("M06 sewage dumping", case("06030"),
-     [("drainage", "default", "service", 3), ("ecology", "default", "enforcement", 3)]),
+    (
+        "M06 road spill",
+        case("06014"),
+        [("sanitation", "cleaning", "service", 4), ("cityman", "enforcement", "enforcement", 4)],
+    ),
+    (
+        "M06 sewage dumping",
+        case("06030"),
+        [("drainage", "default", "service", 3), ("ecology", "default", "enforcement", 3)],
+    ),
     ("M06 road damage", case("06013"), [("municipal", "default", "service", 3)]),
     ("M06 drying on street, pilot", case("06007", grid=YANGJIAOSHAN), [("cityman", "default", "service", 5)]),
-    ("M06 garden damage (local)", case("06999"),
-     [("municipal", "repair", "service", 4), ("cityman", "default", "enforcement", 4)]),
+    (
+        "M06 garden damage (local)",
+        case("06999"),
+        [("municipal", "repair", "service", 4), ("cityman", "default", "enforcement", 4)],
+    ),
     ("M06 faded road marking", case("06016"), [("police", "default", "service", 3)]),
     # -- 07 宣传广告
     ("M07 fly-posting", case("07001"), [("cityman", "default", "enforcement", 4)]),
     ("M07 fly-posting, pilot", case("07001", grid=CHENSHAN), [("cityman", "default", "service", 5)]),
     ("M07 ad wording", case("07004"), [("market", "default", "management", 3)]),
     # -- 08 施工管理
-    ("M08 site dust", case("08004"),
-     [("housing", "default", "management", 3), ("ecology", "default", "enforcement", 3)]),
-    ("M08 building without permit", case("08016"),
-     [("natres", "enforcement", "enforcement", 2), ("cityman", "enforcement", "enforcement", 2)]),
+    (
+        "M08 site dust",
+        case("08004"),
+        [("housing", "default", "management", 3), ("ecology", "default", "enforcement", 3)],
+    ),
+    (
+        "M08 building without permit",
+        case("08016"),
+        [("natres", "enforcement", "enforcement", 2), ("cityman", "enforcement", "enforcement", 2)],
+    ),
     ("M08 interior renovation (local), office hours", case("08999"), [("housing", "default", "management", 3)]),
-    ("M08 interior renovation (local), Saturday", case("08999", at=SATURDAY),
-     [("cityman", "default", "management", 4)]),
-    ("M08 construction waste spill (local)", case("08998"),
-     [("sanitation", "cleaning", "service", 3), ("cityman", "enforcement", "enforcement", 4)]),
-    ("M08 digging without permit", case("08003"),
-     [("municipal", "enforcement", "enforcement", 3), ("cityman", "enforcement", "enforcement", 3)]),
+    (
+        "M08 interior renovation (local), Saturday",
+        case("08999", at=SATURDAY),
+        [("cityman", "default", "management", 4)],
+    ),
+    (
+        "M08 construction waste spill (local)",
+        case("08998"),
+        [("sanitation", "cleaning", "service", 3), ("cityman", "enforcement", "enforcement", 4)],
+    ),
+    (
+        "M08 digging without permit",
+        case("08003"),
+        [("municipal", "enforcement", "enforcement", 3), ("cityman", "enforcement", "enforcement", 3)],
+    ),
     # -- 09 街面秩序
     ("M09 street vending", case("09006"), [("cityman", "default", "management", 4)]),
     ("M09 street vending, pilot", case("09006", grid=CHENSHAN), [("cityman", "default", "service", 5)]),
     ("M09 illegal parking", case("09009"), [("police", "default", "enforcement", 4)]),
     ("M09 fire lane", case("09012"), [("emergency", "urgent", "enforcement", 3)]),
     ("M09 unlicensed food", case("09015"), [("market", "default", "management", 3)]),
-    ("M09 illegal gas sales (local): joint enforcement", case("09999"), [
-        ("cityman", "enforcement", "enforcement", 2), ("market", "enforcement", "enforcement", 2),
-        ("emergency", "default", "management", 3), ("gas", "default", "management", 3)]),
+    (
+        "M09 illegal gas sales (local): joint enforcement",
+        case("09999"),
+        [
+            ("cityman", "enforcement", "enforcement", 2),
+            ("market", "enforcement", "enforcement", 2),
+            ("emergency", "default", "management", 3),
+            ("gas", "default", "management", 3),
+        ],
+    ),
     ("M09 门前三包 (local)", case("09998"), [("cityman", "default", "service", 5)]),
     # -- 10 其他事项
-    ("M10 ice on road", case("10001"),
-     [("municipal", "urgent", "service", 3), ("sanitation", "urgent", "service", 3)]),
+    ("M10 ice on road", case("10001"), [("municipal", "urgent", "service", 3), ("sanitation", "urgent", "service", 3)]),
     ("M10 fallen cable, owner unknown", case("10002"), [("power", "emergency", "service", 3)]),
     ("M10 fallen cable, unicom", case("10002", asset_owner="unicom"), [("unicom", "emergency", "service", 3)]),
-    ("M10 carbon monoxide risk (local)", case("10999"),
-     [("gas", "urgent", "service", 3), ("emergency", "urgent", "service", 3)]),
-    ("M10 damaged facilities (local)", case("10998"),
-     [("municipal", "repair", "service", 3), ("cityman", "enforcement", "enforcement", 4)]),
+    (
+        "M10 carbon monoxide risk (local)",
+        case("10999"),
+        [("gas", "urgent", "service", 3), ("emergency", "urgent", "service", 3)],
+    ),
+    (
+        "M10 damaged facilities (local)",
+        case("10998"),
+        [("municipal", "repair", "service", 3), ("cityman", "enforcement", "enforcement", 4)],
+    ),
     # -- carriers: poles, manholes, boxes by asset owner
     ("carrier pole cmcc", case("01031", C, asset_owner="cmcc"), [("cmcc", "default", "service", 3)]),
     ("carrier pole unicom", case("01031", C, asset_owner="unicom"), [("unicom", "default", "service", 3)]),
@@ -140,16 +199,25 @@ TABLE: list[tuple[str, RoutingInput, list[tuple[str, str, str, int]]]] = [
     ("cross box telecom", case("01027", C, asset_owner="telecom"), [("telecom", "default", "service", 3)]),
     ("base station cable TV", case("01062", C, asset_owner="广电"), [("cable", "default", "service", 3)]),
     ("phone booth", case("01041", C), [("telecom", "default", "service", 3)]),
-    ("unauthorised lines + carrier", case("06008", asset_owner="cmcc"),
-     [("cityman", "default", "enforcement", 4), ("cmcc", "default", "enforcement", 4)]),
+    (
+        "unauthorised lines + carrier",
+        case("06008", asset_owner="cmcc"),
+        [("cityman", "default", "enforcement", 4), ("cmcc", "default", "enforcement", 4)],
+    ),
     # -- time windows
     ("noise by day", case("06028", at=DAY), [("cityman", "default", "management", 4)]),
     ("noise at night", case("06028", at=NIGHT), [("police", "default", "management", 3)]),
-    ("noise at night, given in UTC", case("06028", at=datetime(2026, 11, 27, 15, 0, tzinfo=timezone.utc)),
-     [("police", "default", "management", 3)]),
+    (
+        "noise at night, given in UTC",
+        case("06028", at=datetime(2026, 11, 27, 15, 0, tzinfo=timezone.utc)),
+        [("police", "default", "management", 3)],
+    ),
     ("construction noise by day", case("08001", at=DAY), [("housing", "default", "management", 3)]),
-    ("construction noise at night", case("08001", at=NIGHT),
-     [("ecology", "enforcement", "enforcement", 3), ("cityman", "enforcement", "enforcement", 3)]),
+    (
+        "construction noise at night",
+        case("08001", at=NIGHT),
+        [("ecology", "enforcement", "enforcement", 3), ("cityman", "enforcement", "enforcement", 3)],
+    ),
     ("barbecue at night: duty squad", case("06029", at=NIGHT), [("cityman", "default", "enforcement", 3)]),
     ("barbecue by day", case("06029", at=DAY), [("cityman", "default", "enforcement", 4)]),
     # -- deliberate triage
@@ -173,8 +241,9 @@ def test_table_covers_every_class_of_the_catalog(catalog: Catalog) -> None:
 def test_table_covers_every_local_extension(catalog: Catalog) -> None:
     covered = {(i.category_kind, i.category) for _, i, _ in TABLE}
     local = {(c.kind, c.code) for c in catalog if c.local}
-    missing = {k for k in local
-               if k not in covered and (("component" if k[0] == "matter" else "matter"), k[1]) not in covered}
+    missing = {
+        k for k in local if k not in covered and (("component" if k[0] == "matter" else "matter"), k[1]) not in covered
+    }
     assert not missing, sorted(missing)
 
 

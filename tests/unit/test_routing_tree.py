@@ -1,6 +1,7 @@
 """The routing-tree engine on small trees: Alertmanager semantics, matchers, exclusion,
 and configuration errors that name file, line and field. The shipped tree is tested in
 test_routing_table.py."""
+
 from __future__ import annotations
 
 import textwrap
@@ -19,8 +20,22 @@ from shared.grid import load_grid
 CST = timezone(timedelta(hours=8))
 DAY = datetime(2026, 11, 25, 10, 0, tzinfo=CST)  # a Wednesday
 NIGHT = datetime(2026, 11, 25, 23, 30, tzinfo=CST)
-DEPTS = ["station", "cityman", "police", "gas", "emergency", "market", "lighting", "power",
-         "cmcc", "unicom", "telecom", "sanitation", "municipal", "housing"]
+DEPTS = [
+    "station",
+    "cityman",
+    "police",
+    "gas",
+    "emergency",
+    "market",
+    "lighting",
+    "power",
+    "cmcc",
+    "unicom",
+    "telecom",
+    "sanitation",
+    "municipal",
+    "housing",
+]
 
 TREE = """\
 version: 1
@@ -103,8 +118,15 @@ def tree(tmp_path: Path, catalog: Catalog, grid) -> RoutingTree:
     return load_routing_tree(_write(tmp_path, TREE), catalog=catalog, departments=DEPTS, grid=grid)
 
 
-def inp(category: str, kind: str = "matter", grid: str = "450305002001001", severity: str = "normal",
-        at: datetime = DAY, exclude: tuple[str, ...] = (), **attrs: str) -> RoutingInput:
+def inp(
+    category: str,
+    kind: str = "matter",
+    grid: str = "450305002001001",
+    severity: str = "normal",
+    at: datetime = DAY,
+    exclude: tuple[str, ...] = (),
+    **attrs: str,
+) -> RoutingInput:
     return RoutingInput(category, kind, grid, severity, attrs, at, frozenset(exclude))
 
 
@@ -213,8 +235,10 @@ def test_everything_excluded_is_a_dispute_at_the_station(tree: RoutingTree) -> N
 
 
 def test_a_route_appearing_twice_in_a_fan_out_dispatches_once(tmp_path: Path, catalog: Catalog) -> None:
-    text = TREE.replace("- {name: market, continue: true, depts: [market]}",
-                        "- {name: market, continue: true, depts: [cityman, market]}")
+    text = TREE.replace(
+        "- {name: market, continue: true, depts: [market]}",
+        "- {name: market, continue: true, depts: [cityman, market]}",
+    )
     t = load_routing_tree(_write(tmp_path, text), catalog=catalog, departments=DEPTS)
     assert depts(t.route(inp("09999"))) == ["cityman", "market"]
 
@@ -266,29 +290,120 @@ def _line(text: str, needle: str) -> int:
 @pytest.mark.parametrize(
     "old, new, needle, field, words",
     [
-        ("depts: [cmcc]}", "depts: [cmc]}", "depts: [cmc]", "route.routes.0.routes.0.depts.0", "unknown department 'cmc'"),
-        ('category: ["09999"]', 'category: ["09997"]', '"09997"', "route.routes.3.match.category.0", "not a code of the catalog"),
-        ('category_prefix: ["02"]', 'category_prefix: ["11"]', '["11"]', "route.routes.2.match.category_prefix.0", "matches no catalog entry"),
-        ('category_regex: "010(37|38)"', 'category_regex: "010(37"', "010(37", "route.routes.1.match.category_regex", "invalid regex"),
-        ("active_time_intervals: [night]", "active_time_intervals: [nite]", "[nite]", "route.routes.4.routes.0.match.active_time_intervals.0", "unknown time interval"),
-        ('{start: "00:00", end: "06:00"}', '{start: "06:00", end: "01:00"}', '"06:00", end: "01:00"', "time_intervals.night.0.times.1", "must be before end"),
+        (
+            "depts: [cmcc]}",
+            "depts: [cmc]}",
+            "depts: [cmc]",
+            "route.routes.0.routes.0.depts.0",
+            "unknown department 'cmc'",
+        ),
+        (
+            'category: ["09999"]',
+            'category: ["09997"]',
+            '"09997"',
+            "route.routes.3.match.category.0",
+            "not a code of the catalog",
+        ),
+        (
+            'category_prefix: ["02"]',
+            'category_prefix: ["11"]',
+            '["11"]',
+            "route.routes.2.match.category_prefix.0",
+            "matches no catalog entry",
+        ),
+        (
+            'category_regex: "010(37|38)"',
+            'category_regex: "010(37"',
+            "010(37",
+            "route.routes.1.match.category_regex",
+            "invalid regex",
+        ),
+        (
+            "active_time_intervals: [night]",
+            "active_time_intervals: [nite]",
+            "[nite]",
+            "route.routes.4.routes.0.match.active_time_intervals.0",
+            "unknown time interval",
+        ),
+        (
+            '{start: "00:00", end: "06:00"}',
+            '{start: "06:00", end: "01:00"}',
+            '"06:00", end: "01:00"',
+            "time_intervals.night.0.times.1",
+            "must be before end",
+        ),
         ('["saturday:sunday"]', '["saturday:sundae"]', "sundae", "time_intervals.weekend.0.weekdays", "not valid"),
-        ('category: ["01031", "01007"]', 'category: [01031, "01007"]', "[01031,", "route.routes.0.match.category", "quote category codes"),
+        (
+            'category: ["01031", "01007"]',
+            'category: [01031, "01007"]',
+            "[01031,",
+            "route.routes.0.match.category",
+            "quote category codes",
+        ),
         ("mode: enforcement", "mode: force", "mode: force", "route.routes.3.mode", "service"),
         ("level: 2", "level: 7", "level: 7", "route.routes.3.level", "less than or equal to 5"),
-        ('intentionally_triaged: ["01023"]', 'intentionally_triaged: ["01016"]', "01016", "intentionally_triaged.0", "not a code"),
-        ("{name: market, continue", "{name: cityman, continue", "name: cityman, continue: true, depts: [market]", "route.routes.3.routes.1.name", "repeats sibling"),
-        ('{name: manhole, match: {category: ["01007"]}', '{name: manhole, match: {category: ["01037"]}', '"01037"]}, sla', "route.routes.0.routes.2.match", "can never match"),
-        ("  depts: [station]\n  sla_policy: default", "  depts: [cityman]\n  sla_policy: default", "depts: [cityman]", "route.depts", "station"),
-        ("  sla_policy: default\n  mode: service\n  level: 3\n", "  mode: service\n  level: 3\n", "route:", "route", "must set sla_policy"),
-        ('grid_prefix: ["450305001001"]', 'grid_prefix: ["450305009001"]', "450305009001", "route.routes.6.match.grid_prefix.0", "grid registry"),
-        ('grid_prefix: ["450305001001"]', 'grid_prefix: ["4503050"]', "4503050", "route.routes.6.match.grid_prefix", "6/9/12/15-digit"),
+        (
+            'intentionally_triaged: ["01023"]',
+            'intentionally_triaged: ["01016"]',
+            "01016",
+            "intentionally_triaged.0",
+            "not a code",
+        ),
+        (
+            "{name: market, continue",
+            "{name: cityman, continue",
+            "name: cityman, continue: true, depts: [market]",
+            "route.routes.3.routes.1.name",
+            "repeats sibling",
+        ),
+        (
+            '{name: manhole, match: {category: ["01007"]}',
+            '{name: manhole, match: {category: ["01037"]}',
+            '"01037"]}, sla',
+            "route.routes.0.routes.2.match",
+            "can never match",
+        ),
+        (
+            "  depts: [station]\n  sla_policy: default",
+            "  depts: [cityman]\n  sla_policy: default",
+            "depts: [cityman]",
+            "route.depts",
+            "station",
+        ),
+        (
+            "  sla_policy: default\n  mode: service\n  level: 3\n",
+            "  mode: service\n  level: 3\n",
+            "route:",
+            "route",
+            "must set sla_policy",
+        ),
+        (
+            'grid_prefix: ["450305001001"]',
+            'grid_prefix: ["450305009001"]',
+            "450305009001",
+            "route.routes.6.match.grid_prefix.0",
+            "grid registry",
+        ),
+        (
+            'grid_prefix: ["450305001001"]',
+            'grid_prefix: ["4503050"]',
+            "4503050",
+            "route.routes.6.match.grid_prefix",
+            "6/9/12/15-digit",
+        ),
         ("    - name: clean\n", "    - name: Clean!\n", "Clean!", "route.routes.7.name", "pattern"),
-        ("      depts: [sanitation]\n      level: 5", "      depts: [sanitation]\n      lvl: 5", "lvl: 5", "route.routes.6.lvl", "Extra inputs"),
+        (
+            "      depts: [sanitation]\n      level: 5",
+            "      depts: [sanitation]\n      lvl: 5",
+            "lvl: 5",
+            "route.routes.6.lvl",
+            "Extra inputs",
+        ),
     ],
 )
-def test_bad_files_name_line_and_field(tmp_path: Path, catalog: Catalog, grid, old: str, new: str,
-                                       needle: str, field: str, words: str) -> None:
+def test_bad_files_name_line_and_field(
+    tmp_path: Path, catalog: Catalog, grid, old: str, new: str, needle: str, field: str, words: str
+) -> None:
     assert old in TREE, old
     text = TREE.replace(old, new, 1)
     err = _error(tmp_path, catalog, text, grid=grid)
@@ -311,6 +426,8 @@ def test_not_yaml_and_missing_file(tmp_path: Path, catalog: Catalog) -> None:
 
 
 def test_unknown_time_zone(tmp_path: Path, catalog: Catalog) -> None:
-    text = TREE.replace('    - weekdays: ["saturday:sunday"]', '    - weekdays: ["saturday:sunday"]\n      location: Mars/Olympus')
+    text = TREE.replace(
+        '    - weekdays: ["saturday:sunday"]', '    - weekdays: ["saturday:sunday"]\n      location: Mars/Olympus'
+    )
     err = _error(tmp_path, catalog, text)
     assert err.field == "time_intervals.weekend.0.location" and "unknown time zone" in err.message

@@ -1,4 +1,5 @@
 """Webhook signatures: the receiver's `verify` against what the sender produces."""
+
 from __future__ import annotations
 
 import hashlib

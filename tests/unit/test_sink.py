@@ -1,5 +1,6 @@
 """`gridbus sink`: the real channel code delivers to it (webhook signed, robots, SMS) and
 it shows what each person would read; a webhook with a bad signature is refused."""
+
 from typing import Iterator
 
 import httpx
@@ -20,10 +21,17 @@ def running() -> Iterator[tuple[str, list[sink.Received]]]:
 
 
 def message(channel: ChannelName, to: str, **over: object) -> OutgoingMessage:
-    fields = dict(delivery_id="d1", channel=channel, to=to, subject="案件派遣",
-                  text="**新案件** 450305-20261127-000123 路灯不亮", secret=SECRET,
-                  payload={"event": "case_dispatched", "case_id": "450305-20261127-000123", "dept": "lighting"},
-                  sms_template="SMS_1", sms_params={"case_id": "450305-20261127-000123"})
+    fields = dict(
+        delivery_id="d1",
+        channel=channel,
+        to=to,
+        subject="案件派遣",
+        text="**新案件** 450305-20261127-000123 路灯不亮",
+        secret=SECRET,
+        payload={"event": "case_dispatched", "case_id": "450305-20261127-000123", "dept": "lighting"},
+        sms_template="SMS_1",
+        sms_params={"case_id": "450305-20261127-000123"},
+    )
     fields.update(over)
     return OutgoingMessage(**fields)  # type: ignore[arg-type]
 
@@ -45,6 +53,7 @@ def test_every_channel_is_delivered_and_shown(running: tuple[str, list[sink.Rece
 
 def test_a_badly_signed_webhook_is_refused(running: tuple[str, list[sink.Received]]) -> None:
     base, got = running
-    r = httpx.post(f"{base}/hooks/gas", content=b'{"event": {"event": "x"}}',
-                   headers={"X-Gridbus-Signature": "t=1,v1=00"})
+    r = httpx.post(
+        f"{base}/hooks/gas", content=b'{"event": {"event": "x"}}', headers={"X-Gridbus-Signature": "t=1,v1=00"}
+    )
     assert r.status_code == 401 and got[-1].signed is False

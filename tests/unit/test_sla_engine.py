@@ -1,6 +1,7 @@
 """sla's clock rules with a controllable clock (no Redis, no sleeping): warning → breach →
 escalation through all five grid levels and the city repeats, stop rules, suspend/resume
 on working hours across a weekend, reopen, joint dispatch, idempotency."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -90,25 +91,66 @@ class Sim:
             k = (period, scope, key, counter)
             self.counts[k] = self.counts.get(k, 0) + n
 
-    def dispatch(self, at: datetime, level: int = 5, policy: str = "default", round_no: int = 1,
-                 depts: tuple[str, ...] = ("sanitation",), dues: tuple[datetime, datetime] | None = None) -> None:
+    def dispatch(
+        self,
+        at: datetime,
+        level: int = 5,
+        policy: str = "default",
+        round_no: int = 1,
+        depts: tuple[str, ...] = ("sanitation",),
+        dues: tuple[datetime, datetime] | None = None,
+    ) -> None:
         ack_due, handle_due = dues or (None, None)
-        assignments = [Assignment(dept=d, street=STREET, level=level, sla_policy=policy, mode=Mode721.service,
-                                  order_id=f"{CASE}/{round_no}/{d}", dispatched_at=at,
-                                  ack_due=ack_due, handle_due=handle_due) for d in depts]
-        ev = CaseDispatched(message_id=f"dispatched:{CASE}:{round_no}", case_id=CASE, correlation_id="r-1",
-                            occurred_at=at, assignments=assignments, round_no=round_no,
-                            case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET,
-                                             registered_at=at))
+        assignments = [
+            Assignment(
+                dept=d,
+                street=STREET,
+                level=level,
+                sla_policy=policy,
+                mode=Mode721.service,
+                order_id=f"{CASE}/{round_no}/{d}",
+                dispatched_at=at,
+                ack_due=ack_due,
+                handle_due=handle_due,
+            )
+            for d in depts
+        ]
+        ev = CaseDispatched(
+            message_id=f"dispatched:{CASE}:{round_no}",
+            case_id=CASE,
+            correlation_id="r-1",
+            occurred_at=at,
+            assignments=assignments,
+            round_no=round_no,
+            case=CaseSummary(category="06010", severity="normal", grid=GRID, street=STREET, registered_at=at),
+        )
         self.case, fx = self.e.dispatched(self.case, ev, at.timestamp())
         self.apply(fx)
 
-    def update(self, at: datetime, frm: str, to: str, action: str = "", dept: str | None = None,
-               round_no: int = 1, mode: str | None = None, mid: str | None = None) -> None:
-        ev = CaseUpdated(case_id=CASE, correlation_id="r-1", occurred_at=at, from_status=CaseStatus(frm),
-                         to_status=CaseStatus(to), action=action, actor="t", dept=dept,
-                         order_id=f"{CASE}/{round_no}/{dept}" if dept else None,
-                         mode=Mode721(mode) if mode else None, **({"message_id": mid} if mid else {}))
+    def update(
+        self,
+        at: datetime,
+        frm: str,
+        to: str,
+        action: str = "",
+        dept: str | None = None,
+        round_no: int = 1,
+        mode: str | None = None,
+        mid: str | None = None,
+    ) -> None:
+        ev = CaseUpdated(
+            case_id=CASE,
+            correlation_id="r-1",
+            occurred_at=at,
+            from_status=CaseStatus(frm),
+            to_status=CaseStatus(to),
+            action=action,
+            actor="t",
+            dept=dept,
+            order_id=f"{CASE}/{round_no}/{dept}" if dept else None,
+            mode=Mode721(mode) if mode else None,
+            **({"message_id": mid} if mid else {}),
+        )
         assert self.case is not None
         self.apply(self.e.updated(self.case, ev, at.timestamp()))
 
@@ -138,16 +180,28 @@ def test_escalation_through_all_five_levels_then_city_repeats(engine: Engine) ->
     sim.dispatch(t0, level=5, policy="ladder_h")
     sim.run_until(t0 + timedelta(days=1))
     assert sim.kinds() == [
-        ("warn:acknowledge", 5, 0), ("breach:acknowledge", 5, 0),   # 签收 missed at 10 min
-        ("escalated", 5, 4),                                         # → community head, 40 min
-        ("warn:handle", 5, 0), ("warn:handle", 4, 1),
-        ("breach:handle", 4, 1), ("escalated", 4, 3),                # → street chief, 30 min
-        ("breach:handle", 5, 0),                                     # recorded, chain already running
-        ("warn:handle", 3, 2), ("breach:handle", 3, 2), ("escalated", 3, 2),   # → district, 20 min
-        ("warn:handle", 2, 3), ("breach:handle", 2, 3), ("escalated", 2, 1),   # → city, 10 min
-        ("warn:handle", 1, 4), ("breach:handle", 1, 4), ("escalated", 1, 1),   # city repeat 1
-        ("warn:handle", 1, 5), ("breach:handle", 1, 5), ("escalated", 1, 1),   # city repeat 2
-        ("warn:handle", 1, 6), ("breach:handle", 1, 6),                        # then it stops
+        ("warn:acknowledge", 5, 0),
+        ("breach:acknowledge", 5, 0),  # 签收 missed at 10 min
+        ("escalated", 5, 4),  # → community head, 40 min
+        ("warn:handle", 5, 0),
+        ("warn:handle", 4, 1),
+        ("breach:handle", 4, 1),
+        ("escalated", 4, 3),  # → street chief, 30 min
+        ("breach:handle", 5, 0),  # recorded, chain already running
+        ("warn:handle", 3, 2),
+        ("breach:handle", 3, 2),
+        ("escalated", 3, 2),  # → district, 20 min
+        ("warn:handle", 2, 3),
+        ("breach:handle", 2, 3),
+        ("escalated", 2, 1),  # → city, 10 min
+        ("warn:handle", 1, 4),
+        ("breach:handle", 1, 4),
+        ("escalated", 1, 1),  # city repeat 1
+        ("warn:handle", 1, 5),
+        ("breach:handle", 1, 5),
+        ("escalated", 1, 1),  # city repeat 2
+        ("warn:handle", 1, 6),
+        ("breach:handle", 1, 6),  # then it stops
     ]
     esc = [e for e in sim.events if isinstance(e, CaseEscalated)]
     assert [e.step for e in esc] == [1, 2, 3, 4, 5, 6]
@@ -162,8 +216,15 @@ def test_escalation_through_all_five_levels_then_city_repeats(engine: Engine) ->
     assert sim.case is not None and "exhausted" in sim.case.orders[f"{CASE}/1/sanitation"].esc_done
     # ledger: 8 breaches (ack, handle, 6 escalation limits), liaison and levels recorded
     assert [(e["clock"], e["level"]) for e in sim.ledger] == [
-        ("acknowledge", 5), ("escalation", 4), ("handle", 5), ("escalation", 3), ("escalation", 2),
-        ("escalation", 1), ("escalation", 1), ("escalation", 1)]
+        ("acknowledge", 5),
+        ("escalation", 4),
+        ("handle", 5),
+        ("escalation", 3),
+        ("escalation", 2),
+        ("escalation", 1),
+        ("escalation", 1),
+        ("escalation", 1),
+    ]
     assert {e["liaison"] for e in sim.ledger} == {"sanitation-liaison"}
     assert sim.counts[("2026-11", "dept", "sanitation", "escalations")] == 6
 
@@ -172,7 +233,7 @@ def test_resolution_stops_escalation_and_ends_ledger_entries(engine: Engine) -> 
     sim = Sim(engine)
     t0 = datetime(2026, 11, 28, 22, 0, tzinfo=CST)
     sim.dispatch(t0, level=3, policy="ladder_h")
-    sim.run_until(t0 + timedelta(minutes=15))             # ack breached → L2
+    sim.run_until(t0 + timedelta(minutes=15))  # ack breached → L2
     assert sim.kinds()[-1] == ("escalated", 3, 2)
     sim.update(t0 + timedelta(minutes=20), "dispatched", "acknowledged", "acknowledge", "sanitation")
     sim.run_until(t0 + timedelta(minutes=29))
@@ -338,8 +399,9 @@ def test_each_own_deadline_is_decided_once_escalation_steps_are_not(engine: Engi
     met.dispatch(t0, level=5, policy="ladder_h")
     met.update(t0 + timedelta(minutes=2), "dispatched", "acknowledged", "acknowledge", "sanitation")
     met.update(t0 + timedelta(minutes=20), "acknowledged", "resolved", "resolve", "sanitation", mode="service")
-    met.update(t0 + timedelta(minutes=21), "acknowledged", "resolved", "resolve", "sanitation", mode="service",
-               mid="again")  # a second resolve decides nothing more
+    met.update(
+        t0 + timedelta(minutes=21), "acknowledged", "resolved", "resolve", "sanitation", mode="service", mid="again"
+    )  # a second resolve decides nothing more
     assert sorted(met.decided) == [("sanitation", "acknowledge", "met"), ("sanitation", "handle", "met")]
 
 
@@ -349,5 +411,17 @@ def test_the_codec_stores_modes_and_statuses_by_a_stable_index() -> None:
     from services.sla.codec import MODES, STATUSES
 
     assert MODES[:3] == ("service", "management", "enforcement")
-    assert STATUSES[:12] == ("reported", "registered", "dispatched", "acknowledged", "in_progress", "resolved",
-                             "closed", "rejected", "reopened", "suspended", "duplicate", "cancelled")
+    assert STATUSES[:12] == (
+        "reported",
+        "registered",
+        "dispatched",
+        "acknowledged",
+        "in_progress",
+        "resolved",
+        "closed",
+        "rejected",
+        "reopened",
+        "suspended",
+        "duplicate",
+        "cancelled",
+    )

@@ -1,5 +1,6 @@
 """`gridbus up`'s checks before it starts anything: a busy port is named with the
 process holding it; configuration warnings are collected once."""
+
 import os
 import socket
 
@@ -14,8 +15,13 @@ def test_a_busy_port_names_the_process_holding_it() -> None:
         sock.listen()
         port = sock.getsockname()[1]
         assert port_holder(port).startswith(f"pid {os.getpid()} ")
-        settings = Settings(intake_http_port=port, intake_metrics_port=0, router_metrics_port=0,
-                            sla_metrics_port=0, notifier_metrics_port=0)
+        settings = Settings(
+            intake_http_port=port,
+            intake_metrics_port=0,
+            router_metrics_port=0,
+            sla_metrics_port=0,
+            notifier_metrics_port=0,
+        )
         problems = busy_ports(settings)
     assert len(problems) == 1
     assert problems[0].startswith(f"port {port} (intake's HTTP API, INTAKE_HTTP_PORT) is in use by pid {os.getpid()}")
@@ -23,8 +29,18 @@ def test_a_busy_port_names_the_process_holding_it() -> None:
 
 
 def test_free_ports_pass() -> None:
-    assert busy_ports(Settings(intake_http_port=0, intake_metrics_port=0, router_metrics_port=0,
-                               sla_metrics_port=0, notifier_metrics_port=0)) == []
+    assert (
+        busy_ports(
+            Settings(
+                intake_http_port=0,
+                intake_metrics_port=0,
+                router_metrics_port=0,
+                sla_metrics_port=0,
+                notifier_metrics_port=0,
+            )
+        )
+        == []
+    )
 
 
 def test_an_unknown_holiday_year_is_warned_once() -> None:

@@ -1,4 +1,5 @@
 """Reports: one error per bad field, with its path; never an exception other than InvalidInput."""
+
 import json
 
 import pytest
@@ -9,7 +10,10 @@ from shared.models import Report
 
 def good() -> dict:
     return {
-        "report_id": "r-1", "category": "01037", "description": "路灯不亮", "severity": "normal",
+        "report_id": "r-1",
+        "category": "01037",
+        "description": "路灯不亮",
+        "severity": "normal",
         "location": {"lat": 25.27, "lon": 110.32, "address": "七星区穿山路12号", "grid": "450305001001001"},
         "reporter": {"id": "w-1", "role": "grid_officer", "name": "黄", "phone": "13800001234"},
         "observed_at": "2026-11-27T09:30:00+08:00",

@@ -1,6 +1,7 @@
 """Reading every case registered in a period: from intake's store (Redis, the hot cases)
 and, when the store has the PostgreSQL archive, from the archive too — cases older than
 the hot window live there only. A case in both is taken from Redis (the newer copy)."""
+
 from __future__ import annotations
 
 from datetime import datetime

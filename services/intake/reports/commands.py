@@ -1,5 +1,6 @@
 """`gridbus report reporters` and `gridbus report meeting` (services/cli.py adds them to
 the `report` group of sla's commands)."""
+
 from __future__ import annotations
 
 import csv
@@ -49,23 +50,28 @@ def reporters(month: str, as_csv: bool) -> None:
             w.writerow([r.row()[f] for f in FIELDS])
         return
     click.echo(f"reporters {month}: {len(rows)} reporters")
-    click.echo(f"  {'reporter':<20}{'role':<14}{'accepted':>9}{'on site':>8}{'svc/mgmt/enf':>14}{'dup':>5}"
-               f"{'closed':>7}{'cancel':>7}")
+    click.echo(
+        f"  {'reporter':<20}{'role':<14}{'accepted':>9}{'on site':>8}{'svc/mgmt/enf':>14}{'dup':>5}"
+        f"{'closed':>7}{'cancel':>7}"
+    )
     for r in rows:
         modes = f"{r.on_site_service}/{r.on_site_management}/{r.on_site_enforcement}"
-        click.echo(f"  {r.reporter_id:<20}{r.role:<14}{r.accepted:>9}{r.handled_on_site:>8}{modes:>14}"
-                   f"{r.duplicates:>5}{r.closed:>7}{r.cancelled:>7}")
+        click.echo(
+            f"  {r.reporter_id:<20}{r.role:<14}{r.accepted:>9}{r.handled_on_site:>8}{modes:>14}"
+            f"{r.duplicates:>5}{r.closed:>7}{r.cancelled:>7}"
+        )
     t = totals(rows)
-    click.echo(f"  {'total':<34}{t.get('accepted', 0):>9}{t.get('handled_on_site', 0):>8}{'':>14}"
-               f"{t.get('duplicates', 0):>5}{t.get('closed', 0):>7}{t.get('cancelled', 0):>7}")
+    click.echo(
+        f"  {'total':<34}{t.get('accepted', 0):>9}{t.get('handled_on_site', 0):>8}{'':>14}"
+        f"{t.get('duplicates', 0):>5}{t.get('closed', 0):>7}{t.get('cancelled', 0):>7}"
+    )
 
 
 @click.command("meeting")
 @click.option("--street", required=True, help="9-digit street code.")
 @click.option("--from", "start", required=True, help="First day (2026-11-01) or ISO date-time.")
 @click.option("--to", "end", required=True, help="Last day (inclusive) or ISO date-time.")
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown",
-              show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "json"]), default="markdown", show_default=True)
 def meeting(street: str, start: str, end: str, fmt: str) -> None:
     """The joint-meeting agenda (联席会议) of a street: hot spots, disputes, escalations,
     overdue departments, rework, 门前三包 repeat offenders."""

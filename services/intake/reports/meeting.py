@@ -17,6 +17,7 @@ Sections:
 
 Plain code over `Case` documents; rendered as Markdown, CSV or JSON.
 """
+
 from __future__ import annotations
 
 import csv
@@ -101,10 +102,19 @@ class Agenda:
 Names = Callable[[str], str]
 
 
-def build(cases: Iterable[Case], street: str, street_name: str, start: datetime, end: datetime,
-          now: datetime, hot_spot_min: int = 3, merchant_min: int = 2,
-          category_name: Names = lambda c: c, grid_name: Names = lambda g: g,
-          dept_name: Names = lambda d: d) -> Agenda:
+def build(
+    cases: Iterable[Case],
+    street: str,
+    street_name: str,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    hot_spot_min: int = 3,
+    merchant_min: int = 2,
+    category_name: Names = lambda c: c,
+    grid_name: Names = lambda g: g,
+    dept_name: Names = lambda d: d,
+) -> Agenda:
     mine = [c for c in cases if c.grid.startswith(street) and start <= c.registered_at < end]
     agenda = Agenda(street, street_name, start, end, len(mine), hot_spot_min, merchant_min)
     counted = [c for c in mine if c.status not in (CaseStatus.duplicate, CaseStatus.cancelled)]
@@ -114,26 +124,54 @@ def build(cases: Iterable[Case], street: str, street_name: str, start: datetime,
         spots[(c.grid, c.category)].append(c)
     for (grid, category), group in spots.items():
         if len(group) >= hot_spot_min:
-            agenda.hot_spots.append(HotSpot(grid, grid_name(grid), category, category_name(category), len(group),
-                                            sum(c.status not in FINAL_STATES for c in group),
-                                            [c.case_id for c in group]))
+            agenda.hot_spots.append(
+                HotSpot(
+                    grid,
+                    grid_name(grid),
+                    category,
+                    category_name(category),
+                    len(group),
+                    sum(c.status not in FINAL_STATES for c in group),
+                    [c.case_id for c in group],
+                )
+            )
     agenda.hot_spots.sort(key=lambda h: (-h.count, h.grid, h.category))
 
     for c in counted:
         if c.disputed or len(c.rejected_by) >= 2:
             kind = "争议件" if c.disputed else "rejected repeatedly"
-            agenda.disputed.append(Flagged(c.case_id, c.category, c.grid, c.status.value,
-                                           f"{kind}: rejected by {', '.join(c.rejected_by) or '—'}"))
+            agenda.disputed.append(
+                Flagged(
+                    c.case_id,
+                    c.category,
+                    c.grid,
+                    c.status.value,
+                    f"{kind}: rejected by {', '.join(c.rejected_by) or '—'}",
+                )
+            )
         top = _highest_level(c)
         if top is not None and top <= 2:
             depts = sorted({a.dept for a in c.assignments})
-            agenda.escalated.append(Flagged(c.case_id, c.category, c.grid, c.status.value,
-                                            f"reached L{top} ({'city' if top == 1 else 'district'}); "
-                                            f"departments {', '.join(depts)}"))
+            agenda.escalated.append(
+                Flagged(
+                    c.case_id,
+                    c.category,
+                    c.grid,
+                    c.status.value,
+                    f"reached L{top} ({'city' if top == 1 else 'district'}); departments {', '.join(depts)}",
+                )
+            )
         if c.rework_count:
             depts = sorted({a.dept for a in c.assignments if a.resolved_at is not None})
-            agenda.rework.append(Flagged(c.case_id, c.category, c.grid, c.status.value,
-                                         f"reworked {c.rework_count}×; resolved by {', '.join(depts) or '—'}"))
+            agenda.rework.append(
+                Flagged(
+                    c.case_id,
+                    c.category,
+                    c.grid,
+                    c.status.value,
+                    f"reworked {c.rework_count}×; resolved by {', '.join(depts) or '—'}",
+                )
+            )
 
     late: dict[str, list[tuple[str, float, bool]]] = defaultdict(list)
     total: Counter[str] = Counter()
@@ -149,8 +187,17 @@ def build(cases: Iterable[Case], street: str, street_name: str, start: datetime,
             if finish > a.handle_due:
                 late[a.dept].append((c.case_id, (finish - a.handle_due).total_seconds() / 3600, done is None))
     for dept, items in late.items():
-        agenda.overdue.append(Overdue(dept, dept_name(dept), total[dept], len(items), sum(o for _, _, o in items),
-                                      round(max(h for _, h, _ in items), 1), sorted({i for i, _, _ in items})))
+        agenda.overdue.append(
+            Overdue(
+                dept,
+                dept_name(dept),
+                total[dept],
+                len(items),
+                sum(o for _, _, o in items),
+                round(max(h for _, h, _ in items), 1),
+                sorted({i for i, _, _ in items}),
+            )
+        )
     agenda.overdue.sort(key=lambda o: (-o.overdue, o.dept))
 
     merchants: dict[str, list[Case]] = defaultdict(list)
@@ -160,8 +207,15 @@ def build(cases: Iterable[Case], street: str, street_name: str, start: datetime,
             merchants[m].append(c)
     for m, group in merchants.items():
         if len(group) >= merchant_min:
-            agenda.merchants.append(Merchant(m, len(group), sorted({category_name(c.category) for c in group}),
-                                             sorted({grid_name(c.grid) for c in group}), [c.case_id for c in group]))
+            agenda.merchants.append(
+                Merchant(
+                    m,
+                    len(group),
+                    sorted({category_name(c.category) for c in group}),
+                    sorted({grid_name(c.grid) for c in group}),
+                    [c.case_id for c in group],
+                )
+            )
     agenda.merchants.sort(key=lambda m: (-m.count, m.merchant_id))
     return agenda
 
@@ -184,10 +238,12 @@ def _highest_level(case: Case) -> int | None:
 
 def markdown(a: Agenda, tz: tzinfo) -> str:
     start, end = a.start.astimezone(tz), a.end.astimezone(tz)
-    out = [f"# 网格联席会议议题 · {a.street_name}（{a.street}）",
-           "",
-           f"{start:%Y-%m-%d} – {end:%Y-%m-%d}（不含） · {a.cases} cases registered in the street",
-           ""]
+    out = [
+        f"# 网格联席会议议题 · {a.street_name}（{a.street}）",
+        "",
+        f"{start:%Y-%m-%d} – {end:%Y-%m-%d}（不含） · {a.cases} cases registered in the street",
+        "",
+    ]
 
     def table(title: str, head: list[str], rows: list[list[Any]], empty: str) -> None:
         out.append(f"## {title}")
@@ -201,24 +257,51 @@ def markdown(a: Agenda, tz: tzinfo) -> str:
             out.append("| " + " | ".join(str(x) for x in r) + " |")
         out.append("")
 
-    table(f"1. Recurring hot spots (same category, same patch, ≥ {a.hot_spot_min}×)",
-          ["patch", "category", "cases", "still open", "case ids"],
-          [[f"{h.patch} ({h.grid})", f"{h.category_name} ({h.category})", h.count, h.open, ", ".join(h.cases)]
-           for h in a.hot_spots], "None.")
-    table("2. Disputed (争议件) and repeatedly rejected", ["case", "category", "grid", "status", "why"],
-          [[f.case_id, f.category, f.grid, f.status, f.detail] for f in a.disputed], "None.")
-    table("3. Escalated past the street", ["case", "category", "grid", "status", "how far"],
-          [[f.case_id, f.category, f.grid, f.status, f.detail] for f in a.escalated], "None.")
-    table("4. Overdue by department", ["department", "assignments", "overdue", "still open", "max hours late",
-                                       "cases"],
-          [[f"{o.dept_name} ({o.dept})", o.assignments, o.overdue, o.still_open, o.hours_late_max,
-            ", ".join(o.cases)] for o in a.overdue], "None.")
-    table("5. Rework (返工)", ["case", "category", "grid", "status", "rework"],
-          [[f.case_id, f.category, f.grid, f.status, f.detail] for f in a.rework], "None.")
-    table(f"6. 门前三包 repeat offenders (merchant_id, ≥ {a.merchant_min}×)",
-          ["merchant", "reports", "categories", "patches", "cases"],
-          [[m.merchant_id, m.count, "、".join(m.categories), "、".join(m.patches), ", ".join(m.cases)]
-           for m in a.merchants], "None.")
+    table(
+        f"1. Recurring hot spots (same category, same patch, ≥ {a.hot_spot_min}×)",
+        ["patch", "category", "cases", "still open", "case ids"],
+        [
+            [f"{h.patch} ({h.grid})", f"{h.category_name} ({h.category})", h.count, h.open, ", ".join(h.cases)]
+            for h in a.hot_spots
+        ],
+        "None.",
+    )
+    table(
+        "2. Disputed (争议件) and repeatedly rejected",
+        ["case", "category", "grid", "status", "why"],
+        [[f.case_id, f.category, f.grid, f.status, f.detail] for f in a.disputed],
+        "None.",
+    )
+    table(
+        "3. Escalated past the street",
+        ["case", "category", "grid", "status", "how far"],
+        [[f.case_id, f.category, f.grid, f.status, f.detail] for f in a.escalated],
+        "None.",
+    )
+    table(
+        "4. Overdue by department",
+        ["department", "assignments", "overdue", "still open", "max hours late", "cases"],
+        [
+            [f"{o.dept_name} ({o.dept})", o.assignments, o.overdue, o.still_open, o.hours_late_max, ", ".join(o.cases)]
+            for o in a.overdue
+        ],
+        "None.",
+    )
+    table(
+        "5. Rework (返工)",
+        ["case", "category", "grid", "status", "rework"],
+        [[f.case_id, f.category, f.grid, f.status, f.detail] for f in a.rework],
+        "None.",
+    )
+    table(
+        f"6. 门前三包 repeat offenders (merchant_id, ≥ {a.merchant_min}×)",
+        ["merchant", "reports", "categories", "patches", "cases"],
+        [
+            [m.merchant_id, m.count, "、".join(m.categories), "、".join(m.patches), ", ".join(m.cases)]
+            for m in a.merchants
+        ],
+        "None.",
+    )
     return "\n".join(out).rstrip() + "\n"
 
 
@@ -230,17 +313,36 @@ def to_csv(a: Agenda) -> str:
     w = csv.writer(buf)
     w.writerow(CSV_FIELDS)
     for h in a.hot_spots:
-        w.writerow(["hot_spot", f"{h.grid}/{h.category}", f"{h.patch} {h.category_name}", h.count,
-                    f"{h.open} open", "", " ".join(h.cases)])
+        w.writerow(
+            [
+                "hot_spot",
+                f"{h.grid}/{h.category}",
+                f"{h.patch} {h.category_name}",
+                h.count,
+                f"{h.open} open",
+                "",
+                " ".join(h.cases),
+            ]
+        )
     for section, items in (("disputed", a.disputed), ("escalated", a.escalated), ("rework", a.rework)):
         for f in items:
             w.writerow([section, f.case_id, f.category, 1, f.status, f.detail, f.case_id])
     for o in a.overdue:
-        w.writerow(["overdue", o.dept, o.dept_name, o.overdue, f"{o.still_open} open",
-                    f"of {o.assignments}; max {o.hours_late_max} h late", " ".join(o.cases)])
+        w.writerow(
+            [
+                "overdue",
+                o.dept,
+                o.dept_name,
+                o.overdue,
+                f"{o.still_open} open",
+                f"of {o.assignments}; max {o.hours_late_max} h late",
+                " ".join(o.cases),
+            ]
+        )
     for m in a.merchants:
-        w.writerow(["merchant", m.merchant_id, "、".join(m.categories), m.count, "", "、".join(m.patches),
-                    " ".join(m.cases)])
+        w.writerow(
+            ["merchant", m.merchant_id, "、".join(m.categories), m.count, "", "、".join(m.patches), " ".join(m.cases)]
+        )
     return buf.getvalue()
 
 
@@ -285,6 +387,16 @@ def agenda_for(store: Any, street: str, start: datetime, end: datetime, now: dat
         c = catalog.get(code)
         return c.name if c else code
 
-    return build(cases_between(store, start, end), street, grid.streets[street], start, end, now or utcnow(),
-                 settings.meeting_hotspot_min, settings.meeting_merchant_min, category_name,
-                 lambda g: grid.name_of(g) or g, lambda d: depts.get(d, d))
+    return build(
+        cases_between(store, start, end),
+        street,
+        grid.streets[street],
+        start,
+        end,
+        now or utcnow(),
+        settings.meeting_hotspot_min,
+        settings.meeting_merchant_min,
+        category_name,
+        lambda g: grid.name_of(g) or g,
+        lambda d: depts.get(d, d),
+    )

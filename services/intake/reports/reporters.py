@@ -8,6 +8,7 @@ its API key): `accepted` — reports registered as cases (not cancelled as inval
 `closed` — cases closed after verification. A month is the local calendar month of
 registration.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -16,8 +17,18 @@ from typing import Iterable
 
 from shared.models import Case, CaseStatus
 
-FIELDS = ("reporter_id", "role", "accepted", "handled_on_site", "on_site_service", "on_site_management",
-          "on_site_enforcement", "duplicates", "closed", "cancelled")
+FIELDS = (
+    "reporter_id",
+    "role",
+    "accepted",
+    "handled_on_site",
+    "on_site_service",
+    "on_site_management",
+    "on_site_enforcement",
+    "duplicates",
+    "closed",
+    "cancelled",
+)
 
 
 @dataclass
@@ -54,8 +65,11 @@ def figures(cases: Iterable[Case]) -> list[ReporterFigures]:
         f.accepted += 1
         if case.handled_on_site is not None:
             f.handled_on_site += 1
-            setattr(f, f"on_site_{case.handled_on_site.mode.value}",
-                    getattr(f, f"on_site_{case.handled_on_site.mode.value}") + 1)
+            setattr(
+                f,
+                f"on_site_{case.handled_on_site.mode.value}",
+                getattr(f, f"on_site_{case.handled_on_site.mode.value}") + 1,
+            )
         if case.status is CaseStatus.duplicate:
             f.duplicates += 1
         if case.status is CaseStatus.closed:

@@ -1,7 +1,8 @@
 """Delivery channels: one message in, one real delivery attempt out.
 
-    from services.notifier.channels import ChannelSettings, OutgoingMessage, send
+from services.notifier.channels import ChannelSettings, OutgoingMessage, send
 """
+
 from services.notifier.channels.base import (
     ChannelName,
     ChannelSettings,

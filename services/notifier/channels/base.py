@@ -4,6 +4,7 @@ A channel turns one `OutgoingMessage` into one delivery attempt and reports a
 `DeliveryOutcome`. It keeps no state between calls and never retries by itself: the
 notifier service owns dedup, retries and dead letters, so it must see every attempt.
 """
+
 from __future__ import annotations
 
 import functools
@@ -87,8 +88,11 @@ class ChannelSettings(BaseModel):
     """What the channels need to connect, taken from the settings object (shared/config.py,
     where each variable is declared once). Secrets are `SecretStr` so they never print."""
 
-    smtp_host: str = Field("", description="Mail relay. Empty: the email channel is disabled (deliveries fall "
-                                          "back to the next channel or count as no_address).")
+    smtp_host: str = Field(
+        "",
+        description="Mail relay. Empty: the email channel is disabled (deliveries fall "
+        "back to the next channel or count as no_address).",
+    )
     smtp_port: int = 25
     smtp_starttls: bool = False
     smtp_ssl: bool = False  # implicit TLS (port 465) instead of STARTTLS
@@ -96,8 +100,11 @@ class ChannelSettings(BaseModel):
     smtp_user: str = ""
     smtp_password: SecretStr = SecretStr("")
     mail_from: str = "gridbus@localhost"
-    sms_url: str = Field("", description="SMS provider endpoint. Empty: the sms channel is disabled (deliveries "
-                                        "fall back to the next channel or count as no_address).")
+    sms_url: str = Field(
+        "",
+        description="SMS provider endpoint. Empty: the sms channel is disabled (deliveries "
+        "fall back to the next channel or count as no_address).",
+    )
     sms_api_key: SecretStr = SecretStr("")
     sms_sign: str = "七星城管"
     webhook_secret: SecretStr = SecretStr("")  # used when a message carries no secret of its own
@@ -180,8 +187,12 @@ def _client(timeout: float) -> httpx.Client:
     """One client per process (and timeout): a new client per message built a TLS
     context each time, which was half of the notifier's CPU in the pipeline benchmark,
     and kept no connections alive."""
-    return httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False,
-                        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
+    return httpx.Client(
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+    )
 
 
 def http_post(

@@ -5,6 +5,7 @@ With the robot's "加签" security setting the URL also carries `timestamp` (ms)
 refuses a timestamp more than an hour off. A person is @-mentioned only when listed in
 `at.atMobiles`/`at.atUserIds` *and* named as `@<mobile or id>` in the markdown text.
 """
+
 from __future__ import annotations
 
 import base64

@@ -4,6 +4,7 @@ The delivery id is both the Message-ID (mail clients and archives fold duplicate
 it) and an `X-Gridbus-Delivery` header. SMTP reply codes decide the outcome: 4xx is
 "try again later" by definition (RFC 5321 §4.2.1), 5xx is final.
 """
+
 from __future__ import annotations
 
 import re

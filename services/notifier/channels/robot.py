@@ -3,6 +3,7 @@
 Both answer HTTP 200 even when they refuse a message; the verdict is the JSON body's
 `errcode` (0 = sent). Both cap message size in UTF-8 bytes.
 """
+
 from __future__ import annotations
 
 import json

@@ -13,6 +13,7 @@ provider gets the template id and parameters. The request, kept provider-neutral
 Answer: 2xx with `{"code": "OK", …}`; any other `code` is the provider refusing.
 `out_id` is the delivery id, which providers echo in receipts and can de-duplicate on.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Signed JSON webhook: body `{"delivery_id": …, "event": <event JSON>}`, 2xx = delivered."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,10 @@ def deliver(message: OutgoingMessage, settings: ChannelSettings) -> DeliveryOutc
         # An unsigned request would be refused by any receiver following docs/webhooks.md.
         return DeliveryOutcome.fail("no webhook secret configured")
     body = body_of(message)
-    headers = {"Content-Type": "application/json; charset=utf-8",
-               **signing.sign_headers(secret, message.delivery_id, body)}
+    headers = {
+        "Content-Type": "application/json; charset=utf-8",
+        **signing.sign_headers(secret, message.delivery_id, body),
+    }
     response = http_post(message.to, content=body, headers=headers, timeout=settings.timeout)
     if isinstance(response, DeliveryOutcome):
         return response

@@ -5,6 +5,7 @@ Markdown cannot mention by mobile number; only the text message type has
 `mentioned_mobile_list`. So a message that must @ a liaison known only by phone goes
 out as text (markdown flattened), everything else as markdown.
 """
+
 from __future__ import annotations
 
 import re
