@@ -7,8 +7,7 @@ import json
 from datetime import datetime
 from typing import Any, Iterator
 
-import pika
-
+from shared.amqpclient import body_bytes, connection, consume
 from shared.topology import Q_AUDIT
 
 
@@ -24,19 +23,11 @@ def read_audit(
     A stream is read with a consumer offset (`first`, `last`, `next`, a number or a
     timestamp) and needs a prefetch limit and manual acks; reading never removes anything.
     """
-    connection = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    try:
-        channel = connection.channel()
-        channel.basic_qos(prefetch_count=500)
+    with connection(amqp_uri) as conn:
         seen = 0
-        for method, _props, body in channel.consume(
-            Q_AUDIT, arguments={"x-stream-offset": offset}, inactivity_timeout=idle_timeout
-        ):
-            if method is None:
-                break
-            channel.basic_ack(method.delivery_tag)
+        for msg in consume(conn, Q_AUDIT, idle_timeout=idle_timeout, arguments={"x-stream-offset": offset}):
             try:
-                event = json.loads(body)
+                event = json.loads(body_bytes(msg))
             except ValueError:
                 continue
             if case_id is None or event.get("case_id") == case_id:
@@ -44,6 +35,3 @@ def read_audit(
             seen += 1
             if seen >= limit:
                 break
-        channel.cancel()
-    finally:
-        connection.close()

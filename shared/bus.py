@@ -9,27 +9,17 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
-from urllib.parse import unquote, urlparse
 
-import amqp
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher, UndeliverableMessage
 from pydantic import BaseModel
 
 from shared import metrics
+from shared.amqpclient import ConfirmChannel, PublishFailed, Unroutable
 from shared.models import Envelope
 from shared.topology import EVENT_ROUTING_KEYS, EX_EVENTS
-
-
-class Unroutable(RuntimeError):
-    """The broker had no queue bound for this message (mandatory publish returned)."""
-
-
-class PublishFailed(RuntimeError):
-    """The broker could not be reached or refused the message."""
 
 
 def to_json_bytes(body: BaseModel | Mapping[str, Any]) -> bytes:
@@ -56,90 +46,13 @@ class Outgoing:
         return cls(EX_EVENTS, EVENT_ROUTING_KEYS[name], event, event.message_id, event.correlation_id, name)
 
 
-class _ConfirmChannel:
-    """A channel in publisher-confirm mode that publishes a whole batch, then waits once
-    for the broker to confirm all of it: one round trip per batch instead of one per
-    message (the pipeline benchmark measures ~7× the per-message rate on this machine).
-    Not re-entrant: the Bus serialises batches with a lock."""
-
-    def __init__(self, amqp_uri: str) -> None:
-        self.uri = urlparse(amqp_uri)
-        self.connection: amqp.Connection | None = None
-        self.channel: Any = None
-        self.sequence = 0
-        self.pending: set[int] = set()
-        self.failed: list[str] = []
-
-    def _open(self) -> None:
-        u = self.uri
-        self.connection = amqp.Connection(
-            host=f"{u.hostname or '127.0.0.1'}:{u.port or 5672}",
-            userid=unquote(u.username or "guest"),
-            password=unquote(u.password or "guest"),
-            virtual_host=unquote(u.path[1:]) if len(u.path) > 1 else "/",
-            connect_timeout=30,
-            heartbeat=0,
-        )
-        self.connection.connect()
-        self.channel = self.connection.channel()
-        self.channel.confirm_select()
-        self.channel.events["basic_ack"].add(self._on_ack)
-        self.channel.events["basic_nack"].add(self._on_nack)
-        self.channel.events["basic_return"].add(self._on_return)
-        self.sequence = 0
-
-    def close(self) -> None:
-        if self.connection is not None:
-            try:
-                self.connection.close()
-            except Exception:  # already broken: nothing to release
-                pass
-        self.connection = self.channel = None
-
-    def _settle(self, tag: int, multiple: bool) -> set[int]:
-        done = {t for t in self.pending if t <= tag} if multiple else {tag} & self.pending
-        self.pending -= done
-        return done
-
-    def _on_ack(self, tag: int, multiple: bool) -> None:
-        self._settle(tag, multiple)
-
-    def _on_nack(self, tag: int, multiple: bool) -> None:
-        for t in self._settle(tag, multiple):
-            self.failed.append(f"nacked by the broker (delivery tag {t})")
-
-    def _on_return(self, exc: Exception, exchange: str, routing_key: str, message: Any) -> None:
-        self.failed.append(f"unroutable: {exchange!r} / {routing_key!r}")
-
-    def publish(self, batch: Sequence[tuple[str, str, bytes, dict[str, Any]]], timeout: float) -> None:
-        if self.connection is None:
-            self._open()
-        self.pending, self.failed = set(), []
-        for exchange, routing_key, body, properties in batch:
-            self.channel.basic_publish(
-                amqp.Message(body, **properties), exchange=exchange, routing_key=routing_key, mandatory=True
-            )
-            self.sequence += 1
-            self.pending.add(self.sequence)
-        deadline = time.monotonic() + timeout
-        assert self.connection is not None  # opened above
-        while self.pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise PublishFailed(f"{len(self.pending)} of {len(batch)} messages unconfirmed after {timeout:g} s")
-            self.connection.drain_events(timeout=left)
-        if self.failed:
-            unroutable = [f for f in self.failed if f.startswith("unroutable")]
-            raise (Unroutable if unroutable else PublishFailed)("; ".join(self.failed))
-
-
 class Bus:
     """A confirmed, mandatory publisher; safe to share between green threads."""
 
     def __init__(self, amqp_uri: str, service: str = "cli") -> None:
         self.amqp_uri = amqp_uri
         self.service = service
-        self._batch_channel = _ConfirmChannel(amqp_uri)
+        self._batch_channel = ConfirmChannel(amqp_uri)
         self._batch_lock = threading.Lock()
         self._publisher = Publisher(
             amqp_uri,
@@ -231,7 +144,7 @@ class Bus:
         with self._batch_lock:
             try:
                 if self._batch_channel.connection is None:
-                    self._batch_channel._open()
+                    self._batch_channel.open()
                 return True
             except Exception:  # the first publish retries and reports the failure where it matters
                 self._batch_channel.close()

@@ -23,8 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 from urllib.parse import unquote, urlparse
 
-import pika
-import pika.exceptions
+import amqp
+
+from shared.amqpclient import (
+    ConfirmChannel,
+    PublishFailed,
+    Unroutable,
+    body_bytes,
+    channel,
+    close_quietly,
+    connect,
+    props,
+    queue_depth,
+)
 
 # the headers a consumer's dead letter carries (shared/nameko_ext.dead_letter writes them)
 REASON_HEADER = "x-gridbus-reason"
@@ -113,7 +124,7 @@ class DeadLetter:
     correlation_id: str | None
     headers: dict[str, Any]
     body: bytes
-    properties: pika.BasicProperties = field(repr=False, default=None)
+    properties: dict[str, Any] = field(repr=False, default_factory=dict)
     delivery_tag: int = 0
 
     @property
@@ -157,25 +168,32 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _connect(amqp_uri: str) -> pika.BlockingConnection:
-    params = pika.URLParameters(amqp_uri)
-    params.connection_attempts, params.retry_delay = 3, 1
-    return pika.BlockingConnection(params)
+def _connect(amqp_uri: str) -> amqp.Connection:
+    return connect(amqp_uri, attempts=3, retry_delay=1)
 
 
-def _take(channel: Any, queue: str, limit: int | None) -> Iterator[DeadLetter]:
+def _take(ch: Any, queue: str, limit: int | None) -> Iterator[DeadLetter]:
     """Messages of `queue`, oldest first, left unacked (closing the channel returns them).
     Stops after `limit` or when the queue has no more ready messages."""
     n = 0
     while limit is None or n < limit:
-        method, props, body = channel.basic_get(queue, auto_ack=False)
-        if method is None:
+        msg = ch.basic_get(queue, no_ack=False)
+        if msg is None:
             return
-        headers = dict(props.headers or {})
+        p = props(msg)
+        headers = p["headers"]
         kind, reason = reason_of(headers)
         n += 1
         yield DeadLetter(
-            queue, kind, reason, props.message_id, props.correlation_id, headers, body, props, method.delivery_tag
+            queue,
+            kind,
+            reason,
+            p.get("message_id"),
+            p.get("correlation_id"),
+            headers,
+            body_bytes(msg),
+            p,
+            msg.delivery_tag,
         )
 
 
@@ -184,7 +202,7 @@ def peek(amqp_uri: str, queue: str, limit: int | None = None, reason: str | None
     queue = dead_queue_of(queue)
     conn = _connect(amqp_uri)
     try:
-        ch = conn.channel()
+        ch = channel(conn)
         out = []
         for dl in _take(ch, queue, None):
             if dl.matches(reason):
@@ -193,7 +211,7 @@ def peek(amqp_uri: str, queue: str, limit: int | None = None, reason: str | None
                     break
         return out
     finally:
-        conn.close()  # every message read goes back to the queue
+        close_quietly(conn)  # every message read goes back to the queue
 
 
 def counts(amqp_uri: str, queue: str) -> collections.Counter[str]:
@@ -205,12 +223,9 @@ def depth(amqp_uri: str, queue: str) -> int | None:
     """Ready messages of a queue (passive declare); None if it does not exist."""
     conn = _connect(amqp_uri)
     try:
-        return conn.channel().queue_declare(queue, passive=True).method.message_count
-    except pika.exceptions.ChannelClosedByBroker:
-        return None
+        return queue_depth(conn, queue)
     finally:
-        if conn.is_open:
-            conn.close()
+        close_quietly(conn)
 
 
 @dataclass
@@ -222,26 +237,26 @@ class ReplayResult:
     failed: str = ""  # why the replay stopped early
 
 
-def _replay_properties(dl: DeadLetter, user: str) -> pika.BasicProperties:
+def _replay_properties(dl: DeadLetter, user: str) -> dict[str, Any]:
     p = dl.properties
     headers = {k: v for k, v in dl.headers.items() if k not in _DEATH_HEADERS}
     headers[REPLAYED_HEADER] = int(_text(dl.headers.get(REPLAYED_HEADER)) or 0) + 1
-    return pika.BasicProperties(
-        content_type=p.content_type,
-        content_encoding=p.content_encoding,
-        headers=headers,
-        delivery_mode=2,
-        priority=p.priority,
-        correlation_id=p.correlation_id,
-        reply_to=p.reply_to,
-        message_id=p.message_id,
-        timestamp=p.timestamp or int(time.time()),
-        type=p.type,
-        app_id=p.app_id,
+    return {
+        "content_type": p.get("content_type"),
+        "content_encoding": p.get("content_encoding"),
+        "headers": headers,
+        "delivery_mode": 2,
+        "priority": p.get("priority"),
+        "correlation_id": p.get("correlation_id"),
+        "reply_to": p.get("reply_to"),
+        "message_id": p.get("message_id"),
+        "timestamp": p.get("timestamp") or int(time.time()),
+        "type": p.get("type"),
+        "app_id": p.get("app_id"),
         # the broker validates `user_id` against the connection's user: a department's reply
         # keeps it only when replayed as that department (an operator cannot forge it)
-        user_id=p.user_id if p.user_id == user else None,
-    )
+        "user_id": p.get("user_id") if p.get("user_id") == user else None,
+    }
 
 
 def replay(amqp_uri: str, queue: str, reason: str | None = None, limit: int | None = None) -> ReplayResult:
@@ -251,10 +266,9 @@ def replay(amqp_uri: str, queue: str, reason: str | None = None, limit: int | No
     result = ReplayResult(dead, work_queue_of(queue))
     user = unquote(urlparse(amqp_uri).username or "guest")
     conn = _connect(amqp_uri)
+    writer = ConfirmChannel(amqp_uri, attempts=3, retry_delay=1)
     try:
-        reader = conn.channel()
-        writer = conn.channel()
-        writer.confirm_delivery()
+        reader = channel(conn)
         for dl in _take(reader, dead, None):
             if limit is not None and len(result.replayed) >= limit:
                 break
@@ -262,13 +276,13 @@ def replay(amqp_uri: str, queue: str, reason: str | None = None, limit: int | No
                 result.kept += 1
                 continue
             try:
-                writer.basic_publish("", result.target, dl.body, _replay_properties(dl, user), mandatory=True)
-            except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                writer.publish_one("", result.target, dl.body, **_replay_properties(dl, user))
+            except (Unroutable, PublishFailed) as exc:
                 result.failed = f"{type(exc).__name__} publishing to {result.target}: {exc}"
                 break
             reader.basic_ack(dl.delivery_tag)
             result.replayed.append(dl.message_id or f"tag:{dl.delivery_tag}")
     finally:
-        if conn.is_open:
-            conn.close()  # what was read and not replayed goes back to the dead queue
+        writer.close()
+        close_quietly(conn)  # what was read and not replayed goes back to the dead queue
     return result

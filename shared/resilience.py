@@ -45,30 +45,20 @@ _REDIS_BUSY_PREFIXES = ("READONLY", "MASTERDOWN", "NOREPLICAS", "MISCONF", "LOAD
 
 
 def _broker_errors() -> tuple[type[BaseException], ...]:
+    # py-amqp is the one AMQP client (nameko's kombu runs on it, shared/amqpclient.py uses
+    # it directly): every connection-level error of it, and kombu's wrapper, is an outage
     import amqp.exceptions
     import kombu.exceptions
 
-    errors: list[type[BaseException]] = [
+    from shared.amqpclient import PublishFailed
+
+    return (
         kombu.exceptions.OperationalError,
         amqp.exceptions.RecoverableConnectionError,
         amqp.exceptions.ConnectionForced,
         amqp.exceptions.ConnectionError,
-    ]
-    try:
-        import pika.exceptions
-
-        errors += [
-            pika.exceptions.AMQPConnectionError,
-            pika.exceptions.StreamLostError,
-            pika.exceptions.ConnectionClosed,
-            pika.exceptions.ChannelWrongStateError,
-        ]
-    except ImportError:  # pragma: no cover - pika is a dependency
-        pass
-    from shared.bus import PublishFailed
-
-    errors.append(PublishFailed)
-    return tuple(errors)
+        PublishFailed,
+    )
 
 
 def _postgres_errors() -> tuple[type[BaseException], ...]:

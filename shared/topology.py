@@ -16,8 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import pika
-
 # ------------------------------------------------------------------ exchanges
 EX_REPORTS = "gridbus.reports"  # grid app → intake
 EX_REPLIES = "gridbus.replies"  # departments → intake
@@ -293,30 +291,25 @@ def default_topology() -> Topology:
     return build_topology(load_department_codes(), bridge=get_settings().bridge_enabled)
 
 
-def declare(channel: "pika.adapters.blocking_connection.BlockingChannel", topology: Topology) -> None:
-    """Declare everything; safe to repeat (RabbitMQ's declarations are idempotent)."""
+def declare(channel: Any, topology: Topology) -> None:
+    """Declare everything on a py-amqp channel; safe to repeat (RabbitMQ's declarations
+    are idempotent)."""
     for ex in topology.exchanges:
-        channel.exchange_declare(ex.name, exchange_type=ex.type, durable=True)
+        channel.exchange_declare(ex.name, ex.type, durable=True, auto_delete=False)
     for q in topology.queues:
-        channel.queue_declare(q.name, durable=True, arguments=q.arguments)
+        channel.queue_declare(q.name, durable=True, auto_delete=False, arguments=q.arguments)
     for b in topology.bindings:
         channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key)
 
 
 def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:
+    from shared.amqpclient import channel, connection
+
     topology = topology or default_topology()
-    params = pika.URLParameters(amqp_uri)
     # services start together and each declares everything: on a busy broker (quorum
     # queues are Raft groups) the handshake can be slow, which is no reason to give up
-    params.connection_attempts = 5
-    params.retry_delay = 2
-    params.stack_timeout = 60
-    params.blocked_connection_timeout = 60
-    connection = pika.BlockingConnection(params)
-    try:
-        declare(connection.channel(), topology)
-    finally:
-        connection.close()
+    with connection(amqp_uri, attempts=5, retry_delay=2, connect_timeout=60) as conn:
+        declare(channel(conn), topology)
     return topology
 
 

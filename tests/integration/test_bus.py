@@ -3,10 +3,10 @@ the audit stream keeping every event."""
 
 from __future__ import annotations
 
-import pika
 import pytest
 
 from shared import topology
+from shared.amqpclient import channel, connection, props
 from shared.audit import read_audit
 from shared.bus import Bus, Unroutable
 from shared.models import CaseUpdated
@@ -38,12 +38,9 @@ def test_a_message_nobody_would_receive_raises(stack_env: dict[str, str]) -> Non
     bus.publish(
         topology.EX_DISPATCH, topology.dispatch_routing_key("gas", "450305001"), {"case_id": "y"}, message_id="m-y"
     )
-    conn = pika.BlockingConnection(pika.URLParameters(stack_env["AMQP_URI"]))
-    try:
-        method, props, body = conn.channel().basic_get("dept.gas", auto_ack=True)
-        assert method is not None and props.message_id == "m-y" and props.delivery_mode == 2
-    finally:
-        conn.close()
+    with connection(stack_env["AMQP_URI"]) as conn:
+        msg = channel(conn).basic_get("dept.gas", no_ack=True)
+        assert msg is not None and props(msg)["message_id"] == "m-y" and props(msg)["delivery_mode"] == 2
 
 
 def test_a_batch_is_confirmed_in_order_and_an_unroutable_member_raises(stack_env: dict[str, str]) -> None:
@@ -55,19 +52,13 @@ def test_a_batch_is_confirmed_in_order_and_an_unroutable_member_raises(stack_env
     bus.publish_batch(
         [Outgoing(topology.EX_DISPATCH, key, {"case_id": f"c{i}"}, message_id=f"m{i}") for i in range(200)]
     )
-    conn = pika.BlockingConnection(pika.URLParameters(stack_env["AMQP_URI"]))
-    try:
-        ch = conn.channel()
+    with connection(stack_env["AMQP_URI"]) as conn:
+        ch = channel(conn)
         got = []
-        while True:
-            method, props, _ = ch.basic_get("dept.water", auto_ack=True)
-            if method is None:
-                break
-            got.append(props.message_id)
-            assert props.delivery_mode == 2
+        while (msg := ch.basic_get("dept.water", no_ack=True)) is not None:
+            got.append(props(msg)["message_id"])
+            assert props(msg)["delivery_mode"] == 2
         assert got == [f"m{i}" for i in range(200)]
-    finally:
-        conn.close()
     with pytest.raises(Unroutable):
         bus.publish_batch(
             [

@@ -6,14 +6,15 @@ dead queue only once the copy is confirmed."""
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from typing import Any, Iterator
 
-import pika
+import amqp
 import pytest
 from click.testing import CliRunner
 
 from services.cli import main
 from shared import deadletters, topology
+from shared.amqpclient import ConfirmChannel, body_bytes, channel, connect, props
 from shared.bus import Bus
 from shared.config import reset_settings
 from shared.nameko_ext import dead_letter
@@ -36,9 +37,9 @@ def uri(vhost_factory: Vhosts, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]
     vhost_factory.drop(uri)
 
 
-def _channel(uri: str) -> tuple[pika.BlockingConnection, pika.adapters.blocking_connection.BlockingChannel]:
-    conn = pika.BlockingConnection(pika.URLParameters(uri))
-    return conn, conn.channel()
+def _channel(uri: str) -> tuple[amqp.Connection, Any]:
+    conn = connect(uri)
+    return conn, channel(conn)
 
 
 def _depth(uri: str, queue: str) -> int:
@@ -50,23 +51,26 @@ def _depth(uri: str, queue: str) -> int:
 def _poison(uri: str, message_id: str) -> None:
     """A message on router.cases that every consumer gives back, until the quorum queue's
     delivery limit moves it to router.cases.dead (the broker's way)."""
-    conn, ch = _channel(uri)
+    publisher = ConfirmChannel(uri)
     try:
-        ch.confirm_delivery()
-        ch.basic_publish(
+        publisher.publish_one(
             "",
             Q,
-            json.dumps({"case_id": "450305-20261201-000777", "event": "case_registered"}),
-            pika.BasicProperties(
-                message_id=message_id, correlation_id="r-777", delivery_mode=2, content_type="application/json"
-            ),
-            mandatory=True,
+            json.dumps({"case_id": "450305-20261201-000777", "event": "case_registered"}).encode(),
+            message_id=message_id,
+            correlation_id="r-777",
+            delivery_mode=2,
+            content_type="application/json",
         )
+    finally:
+        publisher.close()
+    conn, ch = _channel(uri)
+    try:
         for _ in range(topology.DELIVERY_LIMIT + 5):
-            method, _props, _body = ch.basic_get(Q, auto_ack=False)
-            if method is None:
+            msg = ch.basic_get(Q, no_ack=False)
+            if msg is None:
                 break
-            ch.basic_nack(method.delivery_tag, requeue=True)
+            ch.basic_reject(msg.delivery_tag, requeue=True)
     finally:
         conn.close()
     assert wait_for(lambda: _depth(uri, DEAD) >= 1, 10), "the delivery limit did not dead-letter the message"
@@ -131,12 +135,14 @@ def test_replay_moves_matching_letters_back_with_their_ids(uri: str) -> None:
     assert "replayed 1 to router.cases; 1 not matching" in out
     conn, ch = _channel(uri)
     try:
-        method, props, body = ch.basic_get(Q, auto_ack=True)
-        assert method is not None and props.message_id == "m-limit" and props.correlation_id == "r-777"
-        assert props.delivery_mode == 2 and json.loads(body)["case_id"] == "450305-20261201-000777"
-        headers = props.headers or {}
+        msg = ch.basic_get(Q, no_ack=True)
+        assert msg is not None
+        p = props(msg)
+        assert p["message_id"] == "m-limit" and p["correlation_id"] == "r-777"
+        assert p["delivery_mode"] == 2 and json.loads(body_bytes(msg))["case_id"] == "450305-20261201-000777"
+        headers = p["headers"]
         assert "x-death" not in headers and headers[deadletters.REPLAYED_HEADER] == 1
-        assert ch.basic_get(Q, auto_ack=True)[0] is None  # one copy, no other queue touched
+        assert ch.basic_get(Q, no_ack=True) is None  # one copy, no other queue touched
     finally:
         conn.close()
     assert [d.message_id for d in deadletters.peek(uri, DEAD)] == ["m-invalid"]
@@ -155,7 +161,7 @@ def test_replay_keeps_the_dead_letter_when_the_copy_is_not_confirmed(uri: str) -
     finally:
         conn.close()
     result = CliRunner().invoke(main, ["dead", "replay", Q])
-    assert result.exit_code != 0 and "UnroutableError" in result.output
+    assert result.exit_code != 0 and "Unroutable publishing to router.cases" in result.output
     assert [d.message_id for d in deadletters.peek(uri, DEAD)] == ["m-invalid"]
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 import amqp.exceptions
 import httpx
 import kombu.exceptions
-import pika.exceptions
 import pytest
 import redis.exceptions as rexc
 
-from shared.bus import PublishFailed, Unroutable
+from shared.amqpclient import BrokerUnreachable, PublishFailed, Unroutable
 from shared.health import Health, Heartbeat
 from shared.metrics import Known, serve_metrics
 from shared.nameko_ext import Rejected
@@ -35,8 +34,9 @@ from tests.conftest import free_port
         (kombu.exceptions.OperationalError("[Errno 111] Connection refused"), "broker"),
         (amqp.exceptions.RecoverableConnectionError("connection already closed"), "broker"),
         (amqp.exceptions.ConnectionForced("CONNECTION_FORCED - broker forced connection closure"), "broker"),
-        (pika.exceptions.AMQPConnectionError("connection refused"), "broker"),
-        (pika.exceptions.StreamLostError("Transport indicated EOF"), "broker"),
+        (amqp.exceptions.ChannelNotOpen("Channel is closed"), "broker"),
+        (amqp.exceptions.UnexpectedFrame("Received 0x00 while expecting 0xce"), "broker"),
+        (BrokerUnreachable("127.0.0.1:5672", ConnectionRefusedError(111, "Connection refused")), "broker"),
         (httpx.ConnectError("All connection attempts failed"), "http"),
         (ConnectionResetError(104, "Connection reset by peer"), "network"),
         (BrokenPipeError(32, "Broken pipe"), "network"),
