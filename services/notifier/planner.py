@@ -54,9 +54,9 @@ class Planner:
 
     # ------------------------------------------------------------------ context
 
-    def context(self, event: Envelope, facts: CaseFacts) -> dict[str, Any]:
-        payload = event.model_dump(mode="json")
-        ctx = context_from_event(payload)
+    def context(self, event: Envelope, facts: CaseFacts, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`payload`: the event dumped as JSON, when the caller has it already."""
+        ctx = context_from_event(event.model_dump(mode="json") if payload is None else payload)
         case = facts.case
         if case is not None:
             for key, value in (
@@ -189,10 +189,10 @@ class Planner:
     def plan(self, event: Envelope, cf: CaseFacts | None = None) -> list[Delivery]:
         cf = cf or CaseFacts()
         name = getattr(event, "event", "")
-        ctx = self.context(event, cf)
+        payload = event.model_dump(mode="json")
+        ctx = self.context(event, cf, payload)
         facts = self.facts(event, cf.case, ctx)
         grid_cell = str(ctx.get("grid") or "") or None
-        payload = event.model_dump(mode="json")
         urgent = name in URGENT_EVENTS or facts.severity == "urgent"
         seen: set[tuple[str, ChannelName]] = set()
         out: list[Delivery] = []

@@ -118,6 +118,9 @@ class Renderer:
             lstrip_blocks=True,
             keep_trailing_newline=False,
             undefined=jinja2.ChainableUndefined,
+            # templates are read once at start like the rest of the configuration; with
+            # reloading on, every render stat()ed the template file
+            auto_reload=False,
         )
         self.env.filters.update(
             local=self.local_time,

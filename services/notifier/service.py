@@ -16,7 +16,7 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.notifier.addresses import AddressBook
-from services.notifier.channels.base import ChannelName, ChannelSettings
+from services.notifier.channels.base import ChannelName, ChannelSettings, warm_up
 from services.notifier.deliveries import Delivery
 from services.notifier.planner import Planner
 from services.notifier.render import Renderer
@@ -53,6 +53,8 @@ class NotifierConfig(DependencyProvider):
         self.planner = Planner(self.notify, self.addresses, renderer, grid, load_catalog())
         self.channel_settings = ChannelSettings.from_settings()
         self.settings = settings
+        self._notifiers: dict[tuple[int, int], Notifier] = {}
+        warm_up(self.channel_settings)
         disabled = self.channel_settings.disabled()
         for channel in ChannelName:
             metrics.NOTIFY_CHANNEL_ENABLED.labels(channel.value).set(0 if channel in disabled else 1)
@@ -68,16 +70,22 @@ class NotifierConfig(DependencyProvider):
         return self
 
     def notifier(self, client: Any, bus: Bus) -> Notifier:
-        return Notifier(
-            client,
-            bus,
-            self.planner,
-            self.addresses,
-            self.notify,
-            self.channel_settings,
-            tz=self.settings.timezone,
-            lease_s=self.settings.notifier_send_lease_seconds,
-        )
+        """One Notifier per (Redis client, bus): both are the process's own, so this is
+        built once, not per message (it registers its Lua scripts when built)."""
+        key = (id(client), id(bus))
+        found = self._notifiers.get(key)
+        if found is None:
+            found = self._notifiers[key] = Notifier(
+                client,
+                bus,
+                self.planner,
+                self.addresses,
+                self.notify,
+                self.channel_settings,
+                tz=self.settings.timezone,
+                lease_s=self.settings.notifier_send_lease_seconds,
+            )
+        return found
 
 
 class NotifierService(GridbusService):
