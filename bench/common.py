@@ -269,17 +269,9 @@ def throwaway_vhost(amqp_uri: str, mgmt_url: str, prefix: str = "gridbus-bench")
 def _wait_for_vhost(uri: str, timeout: float = 15.0) -> None:
     """A new vhost may refuse connections ("vhost not found") for a moment on a busy
     node; wait until one AMQP connection succeeds."""
-    import pika
+    from shared.amqpclient import wait_for_broker
 
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pika.BlockingConnection(pika.URLParameters(uri)).close()
-            return
-        except pika.exceptions.AMQPConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
+    wait_for_broker(uri, timeout, interval=0.3)
 
 
 def delete_redis_prefix(redis_url: str, prefix: str) -> int:

@@ -116,25 +116,17 @@ def check_dependencies(settings: Settings) -> list[str]:
 
 def queues_without_consumer(amqp_uri: str, queues: Sequence[str]) -> list[str]:
     """The queues (of `queues`) that do not exist yet or have no consumer attached."""
-    import pika
-    import pika.exceptions
+    from shared.amqpclient import AMQPError, connection, queue_info
 
     waiting = []
     try:
-        conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    except pika.exceptions.AMQPError:
-        return list(queues)
-    try:
-        channel = conn.channel()
-        for queue in queues:
-            try:
-                if channel.queue_declare(queue, passive=True).method.consumer_count < 1:
+        with connection(amqp_uri) as conn:
+            for queue in queues:
+                info = queue_info(conn, queue)
+                if info is None or info[1] < 1:  # not declared yet, or nobody reading
                     waiting.append(queue)
-            except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
-                waiting.append(queue)
-                channel = conn.channel()
-    finally:
-        conn.close()
+    except (OSError, AMQPError):
+        return list(queues)
     return waiting
 
 
@@ -325,26 +317,23 @@ def next_steps(settings: Settings, log_path: str | None) -> list[str]:
 def wait_for_notifier(settings: Settings, timeout: float = 15.0) -> bool:
     """Until the notifier's work queues are empty (stopping earlier cuts deliveries off
     mid-way, and the next start replays them). False if they were not within `timeout`."""
-    import pika
-    import pika.exceptions
-
     from shared import topology
+    from shared.amqpclient import AMQPError, connection, queue_depth
 
     deadline = time.monotonic() + timeout
     quiet_since: float | None = None
     while time.monotonic() < deadline:
         try:
-            conn = pika.BlockingConnection(pika.URLParameters(settings.amqp_uri))
-            try:
-                ch = conn.channel()
-                busy = sum(
-                    ch.queue_declare(q, passive=True).method.message_count
+            with connection(settings.amqp_uri) as conn:
+                depths = [
+                    queue_depth(conn, q)
                     for q in (topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES, topology.Q_SLA_EVENTS)
-                )
-            finally:
-                conn.close()
-        except pika.exceptions.AMQPError:
+                ]
+        except (OSError, AMQPError):
             return False
+        if None in depths:  # a queue is not declared: the notifier is not there to wait for
+            return False
+        busy = sum(d or 0 for d in depths)
         if busy:
             quiet_since = None
         elif quiet_since is None:

@@ -11,7 +11,7 @@ What several places need, written once:
   one, with `mandatory` returns turned into `Unroutable` and nacks into `PublishFailed`;
 - `consume`: the messages of a queue as an iterator that ends when the queue is idle
   (streams are read this way, with an `x-stream-offset`);
-- `queue_depth`: a queue's ready count, without consuming.
+- `queue_info`, `queue_depth`: a queue's ready count (and consumers), without consuming.
 
 Channels are opened with `auto_decode` off: a body is always `bytes`, as it was sent.
 """
@@ -289,15 +289,22 @@ def consume(
                 pass
 
 
-def queue_depth(conn: amqp.Connection, queue: str) -> int | None:
-    """Ready messages of `queue` (a passive declare); None when it does not exist."""
+def queue_info(conn: amqp.Connection, queue: str) -> tuple[int, int] | None:
+    """(ready messages, consumers) of `queue` (a passive declare); None when it does not
+    exist."""
     ch = channel(conn)
     try:
-        _name, count, _consumers = ch.queue_declare(queue, passive=True)
+        _name, count, consumers = ch.queue_declare(queue, passive=True)
     except NotFound:
         return None  # the broker closed that channel; the connection is fine
     ch.close()
-    return int(count)
+    return int(count), int(consumers)
+
+
+def queue_depth(conn: amqp.Connection, queue: str) -> int | None:
+    """Ready messages of `queue`; None when it does not exist."""
+    info = queue_info(conn, queue)
+    return None if info is None else info[0]
 
 
 def wait_for_broker(amqp_uri: str, timeout: float, interval: float = 0.5) -> None:

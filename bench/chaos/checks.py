@@ -18,9 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-import pika
-
 from shared import deadletters
+from shared.amqpclient import body_bytes, channel, connection, props
 
 #: clock states that count as "armed" (a breached clock has done its job and escalated)
 ARMED = ("running", "paused", "breached")
@@ -37,7 +36,8 @@ class Order:
     round_no: int
 
 
-def parse_order(queue: str, props: Any, body: bytes) -> Order | None:
+def parse_order(queue: str, properties: dict[str, Any], body: bytes) -> Order | None:
+    """An order from its message; `properties` as `shared.amqpclient.props` gives them."""
     try:
         msg = json.loads(body)
     except ValueError:
@@ -47,10 +47,10 @@ def parse_order(queue: str, props: Any, body: bytes) -> Order | None:
     round_no = int(parts[-2]) if len(parts) >= 3 and parts[-2].isdigit() else 1
     return Order(
         queue,
-        props.message_id or msg.get("message_id"),
+        properties.get("message_id") or msg.get("message_id"),
         order_id,
         msg.get("case_id", ""),
-        msg.get("correlation_id") or props.correlation_id or "",
+        msg.get("correlation_id") or properties.get("correlation_id") or "",
         msg.get("dept", ""),
         round_no,
     )
@@ -58,20 +58,14 @@ def parse_order(queue: str, props: Any, body: bytes) -> Order | None:
 
 def drain_orders(amqp_uri: str, queues: Iterable[str]) -> list[Order]:
     """Take every message off the department queues (the departments reading their orders)."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
     out: list[Order] = []
-    try:
-        ch = conn.channel()
+    with connection(amqp_uri) as conn:
+        ch = channel(conn)
         for q in queues:
-            while True:
-                method, props, body = ch.basic_get(q, auto_ack=True)
-                if method is None:
-                    break
-                o = parse_order(q, props, body)
+            while (m := ch.basic_get(q, no_ack=True)) is not None:
+                o = parse_order(q, props(m), body_bytes(m))
                 if o is not None:
                     out.append(o)
-    finally:
-        conn.close()
     return out
 
 

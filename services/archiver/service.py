@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pika
 import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
@@ -13,7 +12,7 @@ from services.archiver import db
 from services.archiver.archive import Archive
 from services.archiver.retention import evict
 from services.archiver.writer import Unarchivable
-from shared import metrics, topology
+from shared import amqpclient, metrics, topology
 from shared.config import get_settings
 from shared.nameko_ext import EntrypointMetrics, RedisProvider, Rejected, TopologyDeclarer, consume_reliably
 
@@ -59,11 +58,10 @@ class ArchiverService:
 
     @timer(interval=LAG_EVERY_S)
     def measure_lag(self) -> None:
-        connection = pika.BlockingConnection(pika.URLParameters(get_settings().amqp_uri))
-        try:
-            backlog = connection.channel().queue_declare(topology.Q_ARCHIVER, passive=True).method.message_count
-        finally:
-            connection.close()
+        with amqpclient.connection(get_settings().amqp_uri) as conn:
+            backlog = amqpclient.queue_depth(conn, topology.Q_ARCHIVER)
+        if backlog is None:  # deleted under us; the service declares it again at start
+            return
         metrics.ARCHIVE_BACKLOG.set(backlog)
         metrics.ARCHIVE_LAG.set(self.archive.lag(backlog))
 

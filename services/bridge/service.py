@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pika
 import structlog
 from nameko.extensions import DependencyProvider
 
 from services.bridge.forward import Forwarder, Targets
-from shared import topology
+from shared import amqpclient, topology
 from shared.bus import Bus
 from shared.config import get_settings
 from shared.crosswalk import load_crosswalk
@@ -36,9 +35,10 @@ class ForwarderProvider(DependencyProvider):
         publish = None
         if s.bridge_amqp_exchange:
             uri = s.bridge_amqp_uri or s.amqp_uri
-            conn = pika.BlockingConnection(pika.URLParameters(uri))  # the city's exchange, declared once
-            conn.channel().exchange_declare(s.bridge_amqp_exchange, exchange_type="topic", durable=True)
-            conn.close()
+            with amqpclient.connection(uri) as conn:  # the city's exchange, declared once
+                amqpclient.channel(conn).exchange_declare(
+                    s.bridge_amqp_exchange, "topic", durable=True, auto_delete=False
+                )
             self.city_bus = Bus(uri, service="bridge")
             bus, exchange = self.city_bus, s.bridge_amqp_exchange
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pika
 import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
@@ -22,7 +21,7 @@ from services.notifier.planner import Planner
 from services.notifier.render import Renderer
 from services.notifier.sender import Notifier
 from services.notifier.subscriptions import load_notify
-from shared import metrics, topology
+from shared import amqpclient, metrics, topology
 from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.config import get_settings
@@ -118,11 +117,8 @@ class NotifierService(GridbusService):
     def poll_queues(self) -> None:
         notifier = self.config.notifier(self.redis, self.bus)
         metrics.NOTIFICATIONS_HELD.set(notifier.holds.held_count())
-        connection = pika.BlockingConnection(pika.URLParameters(self.config.settings.amqp_uri))
-        try:
-            channel = connection.channel()
+        with amqpclient.connection(self.config.settings.amqp_uri) as conn:
             for queue in WATCHED_QUEUES:
-                ok = channel.queue_declare(queue, passive=True)
-                metrics.NOTIFIER_QUEUE_MESSAGES.labels(queue).set(ok.method.message_count)
-        finally:
-            connection.close()
+                depth = amqpclient.queue_depth(conn, queue)
+                if depth is not None:  # None: deleted under us; the service declares it again at start
+                    metrics.NOTIFIER_QUEUE_MESSAGES.labels(queue).set(depth)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 import redis
 
@@ -118,7 +117,7 @@ def test_each_defect_is_found(redis_client: redis.Redis, stack_env: dict[str, st
 
 
 def test_orders_are_read_from_the_message() -> None:
-    props = SimpleNamespace(message_id="order:C9/2/gas", correlation_id="r-9")
+    props = {"message_id": "order:C9/2/gas", "correlation_id": "r-9", "headers": {}}
     o = parse_order(
         "dept.gas",
         props,
