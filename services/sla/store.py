@@ -548,22 +548,33 @@ class SlaStore:
 
     # ------------------------------------------------------------------ rebuild
 
-    def rebuild(self, batch: int = 500) -> tuple[int, int]:
+    def rebuild(self, batch: int = 500, per_trip: int = 128, scan_count: int = 1000) -> tuple[int, int]:
         """Arm the timers every live case's document implies (idempotent: a timer that is
         armed stays, one that is leased is left to its claimer). Returns (cases, armed).
         Cases still listed in the set kept before the live buckets are armed too and
-        leave the set once their document has moved."""
+        leave the set once their document has moved.
+
+        The buckets are scanned `per_trip` at a time in one pipeline: one round trip per
+        bucket (1,024 of them) was what held a restarted sla unhealthy for most of a minute
+        under load, each trip waiting its turn behind the consumer's backlog in the hub."""
         cases = armed = 0
-        for b in range(LIVE_BUCKETS):
-            timers: list[tuple[str, float]] = []
-            for case_id, raw in self.b.hscan_iter(keys.sla_live(b), count=1000):
-                cid = case_id.decode()
-                cases += 1
-                timers += self.engine.timers(unpack_doc(cid, raw))
-                if len(timers) >= batch:
-                    armed += self.timers.arm_if_free(timers)
-                    timers = []
-            armed += self.timers.arm_if_free(timers)
+        timers: list[tuple[str, float]] = []
+        todo: list[tuple[str, int]] = [(keys.sla_live(b), 0) for b in range(LIVE_BUCKETS)]  # (bucket, cursor)
+        while todo:
+            trip, todo = todo[:per_trip], todo[per_trip:]
+            pipe = self.b.pipeline(transaction=False)
+            for key, cursor in trip:
+                pipe.hscan(key, cursor, count=scan_count)
+            for (key, _), (cursor, found) in zip(trip, pipe.execute(), strict=True):
+                for case_id, raw in found.items():
+                    cases += 1
+                    timers += self.engine.timers(unpack_doc(case_id.decode(), raw))
+                if cursor:  # a bucket larger than one scan: its next page goes with a later trip
+                    todo.append((key, int(cursor)))
+            if len(timers) >= batch:
+                armed += self.timers.arm_if_free(timers)
+                timers = []
+        armed += self.timers.arm_if_free(timers)
         legacy = [c for c in self.r.sscan_iter(keys.sla_open_cases(), count=1000)]
         for i in range(0, len(legacy), batch):
             chunk = legacy[i : i + batch]

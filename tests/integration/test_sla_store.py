@@ -167,6 +167,23 @@ def test_rebuild_is_idempotent_and_leaves_leases(redis_client: redis.Redis, poli
     assert d.timers.pending() == 5 and d.timers.leased() == 5  # leased ones were not re-armed
 
 
+def test_rebuild_reads_a_bucket_larger_than_one_scan(redis_client: redis.Redis, policies_path: Path) -> None:
+    """The buckets are scanned many to a round trip; a bucket whose hash needs several
+    HSCAN pages (here 200 cases in one bucket, 50 a page) is read to its end."""
+    from services.sla.store import bucket_of
+
+    d = make(redis_client, policies_path)
+    crowded = [c for c in (f"B{i}" for i in range(400_000)) if bucket_of(c) == 7][:200]
+    elsewhere = [f"E{i}" for i in range(40)]
+    for case_id in crowded + elsewhere:
+        d.handle(dispatched(case_id, T0), now=T0)
+    before = redis_client.zrange(keys.timers_due(), 0, -1, withscores=True)
+    assert len(before) == 2 * 240
+    redis_client.delete(keys.timers_due())
+    assert d.store.rebuild(per_trip=100, scan_count=50) == (240, 480)
+    assert redis_client.zrange(keys.timers_due(), 0, -1, withscores=True) == before
+
+
 def test_claimer_dies_then_lease_expires_and_fires_once(redis_client: redis.Redis, policies_path: Path) -> None:
     sink: list[Envelope] = []
     d = make(redis_client, policies_path, sink)
