@@ -43,6 +43,7 @@ from urllib.parse import quote
 import httpx
 import pika
 
+from bench import brokerwork
 from bench import profile as prof
 from bench.broker import AsyncConfirmPublisher, run_broker_bench
 from bench.common import (
@@ -65,6 +66,8 @@ from bench.common import (
 )
 
 SERVICES = ("intake", "router", "sla", "notifier")
+#: the processes whose CPU per report is the stack's (`cpu_ms_per_report.stack`)
+STACK_PROCESSES = (*SERVICES, "rabbitmq", "redis")
 
 
 def free_port() -> int:
@@ -583,6 +586,8 @@ def run_pipeline(
                 if not profilers:
                     echo("py-spy not found: no profile (pip install py-spy==0.4.3)")
 
+            with mgmt_client(mgmt_url) as api:  # the broker's own counters, from here to the end
+                counters0 = brokerwork.read_counters(api, vhost_name)
             t0 = wall()
             sampler = Sampler(vhost_uri, mgmt_url, vhost_name, pids, t0)
             sampler.start()
@@ -628,8 +633,9 @@ def run_pipeline(
                         break  # nothing arrives any more
                 time.sleep(0.25)
             t_end = wall()
+            cpu_end = cpu_snapshot(pids)
             if cpu1 is None:
-                cpu1 = cpu_snapshot(pids)
+                cpu1 = cpu_end
             if bar is not None:
                 bar.n = load.offered
                 bar.refresh()
@@ -657,6 +663,8 @@ def run_pipeline(
             }
             stop_all(procs)
             procs = []
+            with mgmt_client(mgmt_url) as api:  # every sample the broker still had to take
+                counters1, counters_settled = brokerwork.settled(lambda: brokerwork.read_counters(api, vhost_name))
             if trace:
                 result["trace"] = {}
                 for name in SERVICES:
@@ -665,7 +673,14 @@ def run_pipeline(
                         result["trace"][name] = json.loads(path.read_text())
 
             result.update(
-                analyse(load, report_ids, records, t0, duration, t_end, sampler.samples, cpu0, cpu1, transport)
+                analyse(load, report_ids, records, t0, duration, t_end, sampler.samples, cpu0, cpu1, transport, cpu_end)
+            )
+            result["machine"]["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
+            result["broker_work"] = brokerwork.per_report(
+                brokerwork.delta(counters0, counters1), result["dispatched"]["count"], counters_settled
+            )
+            result["broker_work"]["publishes_by_kind"] = brokerwork.publishes_by_kind(
+                result["service_metrics"], result["dispatched"]["count"]
             )
             if profilers:
                 result["profile"] = {}
@@ -728,6 +743,7 @@ def analyse(
     cpu0: dict[str, float | None],
     cpu1: dict[str, float | None],
     transport: str,
+    cpu_end: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
     index = {rid: i for i, rid in enumerate(report_ids)}
     first_order: dict[int, float] = {}
@@ -790,12 +806,17 @@ def analyse(
             "seconds": round(cpu["machine"]["seconds"] - ours, 2),
             "share_of_one_core": round((cpu["machine"]["seconds"] - ours) / window, 3),
         }
-    # per report that went the whole way (over AMQP many accepted reports are still queued)
-    per_report = {
-        k: round(v["seconds"] / max(1, len(first_order)) * 1000, 3)
-        for k, v in cpu.items()
-        if k not in ("machine", "other_processes")
-    }
+    # per report that went the whole way (over AMQP many accepted reports are still queued),
+    # from the start of the window to the end of the drain: the work of the reports
+    # dispatched after the window is counted too
+    end = cpu_end or cpu1
+    per_report: dict[str, float] = {}
+    for k in cpu0:
+        a, b = cpu0.get(k), end.get(k)
+        if a is not None and b is not None and k != "machine" and not k.startswith("runq:"):
+            per_report[k] = round((b - a) / max(1, len(first_order)) * 1000, 3)
+    # the figure: every process of the stack, broker and Redis included (not the bench's own)
+    per_report["stack"] = round(sum(v for k, v in per_report.items() if k in STACK_PROCESSES), 3)
 
     errors: dict[str, Any] = dict(load.errors)
     if getattr(load, "error_samples", None):
@@ -869,10 +890,16 @@ def summary_lines(r: dict[str, Any]) -> list[str]:
         + ", ".join(f"{q} {v}" for q, v in r["backlog"]["max"].items()),
         "  CPU during the window (share of one core): "
         + ", ".join(f"{k} {v['share_of_one_core']}" for k, v in r["cpu"].items()),
+        "  CPU ms per dispatched report (window and drain): "
+        + ", ".join(f"{k} {v}" for k, v in r.get("cpu_ms_per_report", {}).items())
+        + f"   load average {' '.join(r.get('machine', {}).get('loadavg', []))} at the start, "
+        + f"{' '.join(r.get('machine', {}).get('loadavg_end', []))} at the end",
         "  waiting for a CPU during the window (s): "
         + ", ".join(f"{k} {v}" for k, v in r.get("runqueue_wait_s", {}).items()),
         f"  errors: {json.dumps(r['errors'], ensure_ascii=False)[:600]}",
     ]
+    if "broker_work" in r:
+        lines += brokerwork.summary_lines(r["broker_work"])
     if "ratio" in r:
         b = r["broker"]["modes"]
         lines.append(

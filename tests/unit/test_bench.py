@@ -8,6 +8,7 @@ import types
 
 import pytest
 
+from bench import brokerwork
 from bench import profile as prof
 from bench.broker import payload
 from bench.common import latency_summary, make_report, percentile, sample_reports, slope_per_s
@@ -138,3 +139,61 @@ def test_result_json_shape() -> None:
     assert r["runqueue_wait_s"] == {"intake": pytest.approx(0.2)}
     assert r["ratio"]["vs_confirm_sync"] == pytest.approx(r["dispatched"]["per_s"] / 500.0, abs=1e-3)
     assert any("ratio" in line for line in summary_lines(r))
+
+
+def _counters(vhost: dict[str, int], queues: dict[str, tuple[str, int]], exchanges: dict[str, tuple[int, int]]) -> dict:
+    return {
+        "vhost": {k: vhost.get(k, 0) for k in brokerwork.VHOST_COUNTERS},
+        "queues": {
+            n: {"type": t, "publish": p, "deliver_get": p, "redeliver": 0, "ack": p} for n, (t, p) in queues.items()
+        },
+        "exchanges": {n: {"publish_in": i, "publish_out": o} for n, (i, o) in exchanges.items()},
+    }
+
+
+def test_broker_work_is_the_difference_per_report_by_queue() -> None:
+    before = _counters({"publish": 1, "confirm": 1}, {"archiver.record": ("quorum", 1)}, {"gridbus.events": (1, 2)})
+    after = _counters(
+        {"publish": 21, "confirm": 21, "deliver_get": 30},
+        {
+            "archiver.record": ("quorum", 21),
+            "sla.events": ("quorum", 10),
+            "gridbus.audit": ("stream", 20),
+            "notifier.retry.10s": ("quorum", 0),  # nothing entered: left out
+        },
+        {"gridbus.events": (21, 52), "gridbus.dead": (0, 0)},
+    )
+    work = brokerwork.per_report(brokerwork.delta(before, after), reports=10)
+    json.dumps(work)
+    assert work["totals"]["publishes"] == 20 and work["totals"]["confirms"] == 20
+    assert work["per_report"] == {
+        "publishes": 2.0,
+        "confirms": 2.0,
+        "enqueues_quorum": 3.0,  # (21 − 1) + 10 into quorum queues, per 10 reports
+        "stream_appends": 2.0,
+        "enqueues_classic": 0.0,
+        "deliveries": 3.0,
+    }
+    assert set(work["by_queue"]) == {"archiver.record", "sla.events", "gridbus.audit"}
+    assert work["by_queue"]["archiver.record"]["per_report"] == 2.0
+    assert work["by_exchange"] == {
+        "gridbus.events": {"published": 20, "routed": 50, "published_per_report": 2.0, "routed_per_report": 5.0}
+    }
+    assert any("quorum enqueues 3.0" in line for line in brokerwork.summary_lines(work))
+
+
+def test_broker_counters_are_read_until_they_stay_the_same() -> None:
+    now = [0.0]
+    readings = iter([{"n": 1}, {"n": 2}, {"n": 3}] + [{"n": 3}] * 100)
+
+    def sleep(s: float) -> None:
+        now[0] += s
+
+    last, ok = brokerwork.settled(lambda: next(readings), quiet_s=5.0, clock=lambda: now[0], sleep=sleep)
+    assert last == {"n": 3} and ok
+    assert now[0] == pytest.approx(7.0)  # changed at 1 and 2 s, then 5 s without change
+    moving = iter(range(1000))
+    last, ok = brokerwork.settled(
+        lambda: {"n": next(moving)}, quiet_s=5.0, timeout_s=10, clock=lambda: now[0], sleep=sleep
+    )
+    assert not ok
