@@ -136,6 +136,50 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
+# The steps before a send, in one round trip: not finished, this attempt not already
+# handed on, the lease taken, the send counted (before sending: see "Crash between send
+# and record"). KEYS: done marker, attempt state, lease. ARGV: attempt number, lease
+# token, lease ms, state TTL s. Returns {what, sends}: what = sent | attempted | busy | go.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'sent', 0} end
+if redis.call('HEXISTS', KEYS[2], 'a' .. ARGV[1] .. ':done') == 1 then return {'attempted', 0} end
+if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', 0} end
+local sends = redis.call('HINCRBY', KEYS[2], 'a' .. ARGV[1] .. ':sends', 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+return {'go', sends}
+"""
+
+# Finishing, in one round trip: the done marker, the case's log entry, and the lease
+# released when it is still ours. KEYS: done marker, case log, lease. ARGV: marker, TTL s,
+# delivery id, log entry ('' none), lease token ('' none).
+_FINISH = """
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
+  redis.call('EXPIRE', KEYS[2], ARGV[2])
+end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+return 1
+"""
+
+
+@dataclass
+class Lease:
+    """A delivery's send lease while it is held (`released` once given back)."""
+
+    token: str
+    released: bool = False
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What `SendState.claim` found: `what` is sent | attempted | busy | go; with go the
+    lease is held and `sends` counts this attempt's sends including this one."""
+
+    what: str
+    sends: int = 0
+    lease: Lease | None = None
+
 
 class SendState:
     """The Redis records behind the guarantees above."""
@@ -144,53 +188,70 @@ class SendState:
         self.r = client
         self.keys = keys
         self._release = client.register_script(_RELEASE)
+        self._claim = client.register_script(_CLAIM)
+        self._finish = client.register_script(_FINISH)
 
     def finished(self, did: str) -> str | None:
         return self.r.get(self.keys.delivery_sent(did))
 
-    def finish(self, did: str, how: str, delivery: "Delivery | None" = None, detail: str = "") -> None:
+    def looked_up(self, did: str, attempt: int) -> tuple[bool, bool]:
+        """(finished, this attempt already handed on), in one round trip."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.exists(self.keys.delivery_sent(did))
+        pipe.hexists(self.keys.delivery_state(did), f"a{attempt}:done")
+        sent, attempted = pipe.execute()
+        return bool(sent), bool(attempted)
+
+    def claim(self, did: str, attempt: int, lease_s: float) -> Claim:
+        """Check, lease and count the send atomically (see `_CLAIM`)."""
+        token = uuid.uuid4().hex
+        what, sends = self._claim(
+            keys=[self.keys.delivery_sent(did), self.keys.delivery_state(did), self.keys.delivery_lease(did)],
+            args=[attempt, token, max(1, int(lease_s * 1000)), SENT_TTL_S],
+        )
+        what = what.decode() if isinstance(what, bytes) else str(what)
+        return Claim(what, int(sends), Lease(token) if what == "go" else None)
+
+    def finish(
+        self, did: str, how: str, delivery: "Delivery | None" = None, detail: str = "", lease: Lease | None = None
+    ) -> None:
         """Mark the delivery done; with `delivery`, also note it in its case's log (the
-        console's case page lists every notification of a case from there)."""
+        console's case page lists every notification of a case from there); with `lease`,
+        give it back in the same round trip."""
         now = int(time.time())
-        pipe = self.r.pipeline(transaction=True)
-        pipe.set(self.keys.delivery_sent(did), f"{how}:{now}", ex=SENT_TTL_S)
+        entry = ""
+        case_id = delivery.case_id if delivery is not None else ""
         if delivery is not None and delivery.case_id:
-            entry = {
-                "event": delivery.event,
-                "recipient": delivery.recipient,
-                "channel": delivery.channel.value,
-                "subject": delivery.subject,
-                "outcome": how,
-                "detail": detail[:300],
-                "attempt": delivery.attempt,
-                "at": now,
-            }
-            pipe.hset(self.keys.notify_case_log(delivery.case_id), did, json.dumps(entry, ensure_ascii=False))
-            pipe.expire(self.keys.notify_case_log(delivery.case_id), SENT_TTL_S)
-        pipe.execute()
+            entry = json.dumps(
+                {
+                    "event": delivery.event,
+                    "recipient": delivery.recipient,
+                    "channel": delivery.channel.value,
+                    "subject": delivery.subject,
+                    "outcome": how,
+                    "detail": detail[:300],
+                    "attempt": delivery.attempt,
+                    "at": now,
+                },
+                ensure_ascii=False,
+            )
+        token = lease.token if lease is not None and not lease.released else ""
+        self._finish(
+            keys=[self.keys.delivery_sent(did), self.keys.notify_case_log(case_id), self.keys.delivery_lease(did)],
+            args=[f"{how}:{now}", SENT_TTL_S, did, entry, token],
+        )
+        if lease is not None:
+            lease.released = True
 
     def case_log(self, case_id: str) -> list[dict[str, Any]]:
         """Every finished notification of a case, oldest first."""
         rows = [json.loads(v) for v in self.r.hgetall(self.keys.notify_case_log(case_id)).values()]
         return sorted(rows, key=lambda e: (e.get("at", 0), e.get("recipient", "")))
 
-    def lease(self, did: str, seconds: float) -> str | None:
-        token = uuid.uuid4().hex
-        ok = self.r.set(self.keys.delivery_lease(did), token, nx=True, px=max(1, int(seconds * 1000)))
-        return token if ok else None
-
-    def release(self, did: str, token: str) -> None:
-        self._release(keys=[self.keys.delivery_lease(did)], args=[token])
-
-    def count_send(self, did: str, attempt: int) -> int:
-        key = self.keys.delivery_state(did)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.hincrby(key, f"a{attempt}:sends", 1)
-        pipe.expire(key, SENT_TTL_S)
-        return int(pipe.execute()[0])
-
-    def attempt_done(self, did: str, attempt: int) -> str | None:
-        return self.r.hget(self.keys.delivery_state(did), f"a{attempt}:done")
+    def release(self, did: str, lease: Lease) -> None:
+        if not lease.released:
+            self._release(keys=[self.keys.delivery_lease(did)], args=[lease.token])
+            lease.released = True
 
     def mark_attempt(self, did: str, attempt: int, what: str) -> None:
         self.r.hset(self.keys.delivery_state(did), f"a{attempt}:done", what)

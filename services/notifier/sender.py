@@ -22,6 +22,7 @@ from services.notifier.channels.base import ChannelName, ChannelSettings, Delive
 from services.notifier.deliveries import (
     MAX_SENDS_PER_ATTEMPT,
     Delivery,
+    Lease,
     SendState,
     delivery_id,
     next_step,
@@ -124,30 +125,45 @@ class Notifier:
             "recipient": delivery.recipient,
             "attempt": delivery.attempt,
         }
-        if self.state.finished(did):
-            metrics.NOTIFICATION_DELIVERIES.labels(channel, "duplicate").inc()
-            log.info("delivery_duplicate", **log_ctx)
+        if self.holdable(delivery):
+            # a delivery about to be held must not be finished already: look first
+            sent, attempted = self.state.looked_up(did, delivery.attempt)
+            if sent:
+                return self._duplicate(log_ctx)
+            if attempted:
+                return "duplicate"  # this attempt's retry was already published: a redelivered copy
+            held = self.maybe_hold(delivery, now)
+            if held:
+                return held
+        claim = self.state.claim(did, delivery.attempt, self.lease_s)
+        if claim.what == "sent":
+            return self._duplicate(log_ctx)
+        if claim.what == "attempted":
             return "duplicate"
-        if self.state.attempt_done(did, delivery.attempt):
-            return "duplicate"  # this attempt's retry was already published: a redelivered copy
-        held = self.maybe_hold(delivery, now)
-        if held:
-            return held
-        token = self.state.lease(did, self.lease_s)
-        if token is None:
+        if claim.lease is None:
             # another copy is being sent right now (the event came twice): look again later
             self.publish(delivery, topology.retry_routing_key(topology.NOTIFIER_RETRY_DELAYS_S[0]))
             log.info("delivery_busy_elsewhere", **log_ctx)
             return "parked"
         try:
-            # checked again under the lease: a copy may have finished between the first look and now
-            if self.state.finished(did) or self.state.attempt_done(did, delivery.attempt):
-                metrics.NOTIFICATION_DELIVERIES.labels(channel, "duplicate").inc()
-                log.info("delivery_duplicate", **log_ctx)
-                return "duplicate"
-            return self._attempt(delivery, log_ctx, now)
+            return self._attempt(delivery, log_ctx, claim.sends, claim.lease)
         finally:
-            self.state.release(did, token)
+            self.state.release(did, claim.lease)
+
+    def _duplicate(self, log_ctx: dict[str, Any]) -> str:
+        metrics.NOTIFICATION_DELIVERIES.labels(log_ctx["channel"], "duplicate").inc()
+        log.info("delivery_duplicate", **log_ctx)
+        return "duplicate"
+
+    def holdable(self, delivery: Delivery) -> bool:
+        """Whether quiet hours or the rate limit may hold this delivery (digests.hold_until's
+        exemptions, without a Redis call)."""
+        if delivery.urgent or delivery.event == "digest" or delivery.attempt > 1:
+            return False
+        if delivery.channel is ChannelName.webhook:
+            return False
+        quiet = self.notify.quiet_hours.for_recipient(delivery.recipient)
+        return self.notify.rate_limit is not None or quiet is not None
 
     def maybe_hold(self, delivery: Delivery, now: float) -> str | None:
         quiet = self.notify.quiet_hours.for_recipient(delivery.recipient)
@@ -172,15 +188,14 @@ class Notifier:
         )
         return f"held:{reason}"
 
-    def _attempt(self, delivery: Delivery, log_ctx: dict[str, Any], now: float) -> str:
+    def _attempt(self, delivery: Delivery, log_ctx: dict[str, Any], sends: int, lease: Lease) -> str:
         did, channel = delivery.delivery_id, delivery.channel.value
-        sends = self.state.count_send(did, delivery.attempt)
         if sends > MAX_SENDS_PER_ATTEMPT:
             reason = (
                 f"outcome unknown: sending was interrupted {sends - 1} times before the result was "
                 f"recorded; not resending (at most one resend per attempt)"
             )
-            return self._dead(delivery, reason, "unknown_outcome", log_ctx)
+            return self._dead(delivery, reason, "unknown_outcome", log_ctx, lease)
         if sends == MAX_SENDS_PER_ATTEMPT:
             log.warning("delivery_resend_after_crash", **log_ctx)
         disabled = delivery.channel in self.disabled  # reported once at start-up, not per message
@@ -195,13 +210,13 @@ class Notifier:
             )
             if delivery.fallbacks:
                 self._fallback(delivery, why)
-                self._finish(delivery, "no_address", "fallback")
+                self._finish(delivery, "no_address", "fallback", lease)
                 return "fallback"
             if disabled:
                 log.debug("delivery_channel_disabled", **log_ctx)
             else:
                 log.warning("delivery_no_address", **log_ctx)
-            self._finish(delivery, "no_address")
+            self._finish(delivery, "no_address", lease=lease)
             return "no_address"
         started = time.perf_counter()
         outcome: DeliveryOutcome = send(
@@ -211,7 +226,7 @@ class Notifier:
         metrics.NOTIFICATIONS.labels(channel, outcome.kind).inc()
         step = next_step(delivery, outcome)
         if step.action == "delivered":
-            self._finish(delivery, "delivered")
+            self._finish(delivery, "delivered", lease=lease)
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "delivered").inc()
             metrics.NOTIFICATION_DELIVERY_LATENCY.labels(channel).observe(
                 max(0.0, time.time() - delivery.first_attempt_at.timestamp())
@@ -225,9 +240,9 @@ class Notifier:
             self.state.mark_attempt(did, delivery.attempt, f"retry:{step.delay_s}")
             log.info("delivery_retry", delay_s=step.delay_s, reason=step.reason, **log_ctx)
             return f"retry:{step.delay_s}"
-        return self._dead(delivery, step.reason, step.kind, log_ctx)
+        return self._dead(delivery, step.reason, step.kind, log_ctx, lease)
 
-    def _finish(self, delivery: Delivery, how: str, detail: str = "") -> None:
+    def _finish(self, delivery: Delivery, how: str, detail: str = "", lease: Lease | None = None) -> None:
         """The done marker, after the archive's record of it is confirmed by the broker (a
         failed publish leaves the delivery unfinished: redelivered, at most one resend)."""
         self.bus.publish_event(
@@ -242,9 +257,11 @@ class Notifier:
                 outcome=how,
             )
         )
-        self.state.finish(delivery.delivery_id, how, delivery, detail)
+        self.state.finish(delivery.delivery_id, how, delivery, detail, lease)
 
-    def _dead(self, delivery: Delivery, reason: str, kind: str, log_ctx: dict[str, Any]) -> str:
+    def _dead(
+        self, delivery: Delivery, reason: str, kind: str, log_ctx: dict[str, Any], lease: Lease | None = None
+    ) -> str:
         did, channel = delivery.delivery_id, delivery.channel.value
         note = f" (falling back to {delivery.fallbacks[0].value})" if delivery.fallbacks else ""
         dead_letter(
@@ -264,7 +281,7 @@ class Notifier:
             metrics.NOTIFICATION_DELIVERIES.labels(channel, "dead").inc()
             if delivery.event != "notification_failed":  # a failure to report a failure must not loop
                 self.failed(delivery, reason)
-        self._finish(delivery, "dead", reason + note)
+        self._finish(delivery, "dead", reason + note, lease)
         log.warning("delivery_dead", reason=reason, kind=kind, fallback=bool(delivery.fallbacks), **log_ctx)
         return f"dead:{kind}"
 
