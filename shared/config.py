@@ -217,7 +217,7 @@ class Settings(BaseSettings):
     reconcile_seconds: float = Field(
         60.0,
         description="How often intake and sla look for disagreements left by a fault and repair them "
-        "(cases stuck in `registered`, dispatched orders without clocks).",
+        "(cases stuck in `registered`, orders of cases being handled without clocks).",
     )
     reconcile_after_seconds: float = Field(
         60.0,

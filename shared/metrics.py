@@ -173,8 +173,9 @@ REPAIR_KINDS = {
 REPAIRS = _counter(
     "gridbus_repairs_total",
     "Disagreements left by a fault and repaired: registered_reemitted (a case stuck in `registered`: its "
-    "case.registered published again), clocks_rearmed (a dispatched order without SLA clocks: armed from the "
-    "case), outbox_relayed (events stored but unconfirmed, published again by the relay).",
+    "case.registered published again), clocks_rearmed (an order of a case dispatched, acknowledged, in progress or "
+    "suspended without SLA clocks: armed from the case, its acknowledgements and suspensions replayed), "
+    "outbox_relayed (events stored but unconfirmed, published again by the relay).",
     ["service", "kind"],
     owner=("intake", "sla"),
     init=lambda k: [(k.service, kind) for kind in REPAIR_KINDS.get(k.service, ())],

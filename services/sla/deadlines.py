@@ -16,7 +16,7 @@ from typing import Any, Callable
 import redis
 import structlog
 
-from services.sla.state import Engine
+from services.sla.state import CaseClocks, Effects, Engine
 from services.sla.store import FireBatch, Fired, SlaStore
 from shared import metrics
 from shared.models import (
@@ -138,6 +138,16 @@ class Deadlines:
                 cancelled=len(fx.cancel),
                 by=getattr(event, "event", ""),
             )
+        _count_decided(fx.decided)
+        return self._publish(fx.events)
+
+    def apply(
+        self, case_id: str, decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]]
+    ) -> list[Envelope]:
+        """Commit what `decide` makes of one case's document (read, decide, compare-and-
+        commit, again if it changed meanwhile), then publish its events: how the
+        reconciler applies a repair that is more than one event."""
+        fx = self.store.transact(case_id, decide)
         _count_decided(fx.decided)
         return self._publish(fx.events)
 

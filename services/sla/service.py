@@ -11,7 +11,7 @@ from nameko.timer import timer
 
 from services.sla.deadlines import Deadlines
 from services.sla.indicators import refresh_gauges
-from services.sla.reconcile import repair_missing
+from services.sla.reconcile import apply_repair, repair_missing
 from shared import metrics, topology
 from shared.bus import Bus
 from shared.config import get_settings
@@ -116,7 +116,7 @@ class SlaService:
 
     @timer(interval=get_settings().reconcile_seconds)
     def reconcile(self) -> None:
-        """Dispatched orders without clocks get them (one replica a turn)."""
+        """Orders of cases being handled without clocks get them (one replica a turn)."""
         settings = get_settings()
         client = self.deadlines.store.r
         if not take_turn(client, "sla", settings.reconcile_seconds):
@@ -124,7 +124,7 @@ class SlaService:
         repaired = repair_missing(
             client,
             self.deadlines.store,
-            lambda e: self._count(self.deadlines.handle(e)),
+            lambda repair: self._count(apply_repair(self.deadlines, repair)),
             settings.reconcile_after_seconds,
             settings.reconcile_window_seconds,
         )
