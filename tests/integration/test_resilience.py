@@ -362,3 +362,56 @@ def test_a_hung_redis_is_an_outage_not_a_hang(own_redis: ThrowawayRedis, monkeyp
         own_redis.proc.send_signal(signal.SIGCONT)
         client.close()
         reset_settings()
+
+
+def test_a_stopped_tick_loop_ends_the_sla_process(
+    vhost_factory: Vhosts, own_redis: ThrowawayRedis, tmp_path: Path
+) -> None:
+    """sla's watchdog tells a tick loop that fails from one that stopped. A real sla process
+    (`python -m services.serve sla`) on the real broker and our own redis-server:
+
+    - Redis killed: every tick fails at once (connection refused) but the loop runs, so the
+      process stays up well past SLA_TICK_STALE_SECONDS (the `redis` check reports it);
+    - Redis frozen (SIGSTOP, the server alive but answering nothing) with
+      REDIS_SOCKET_TIMEOUT_SECONDS above the staleness limit: the tick hangs inside its
+      Redis call, the loop stops, and the process exits non-zero within the limit (plus
+      the watchdog's second and the kill's bound) for its supervisor to restart it."""
+    stale_s = 3.0
+    vhost = vhost_factory.make("tick")
+    env = service_env(
+        vhost,
+        own_redis.url,
+        SLA_TICK_STALE_SECONDS=str(stale_s),
+        REDIS_SOCKET_TIMEOUT_SECONDS="120",
+        LOG_LEVEL="INFO",
+    )
+    sla = Service("sla", env, tmp_path / "sla.log")
+    assert own_redis.proc is not None
+    try:
+        assert wait_for(lambda: sla.health()[0] == 200, 60), sla.logs()
+
+        own_redis.kill()
+        time.sleep(3 * stale_s)
+        assert sla.proc.poll() is None, sla.logs()
+        status, body = sla.health()
+        assert status == 503 and body["checks"]["tick"]["ok"], body  # failing on redis, ticking on
+
+        own_redis.start()  # same port and AOF directory
+        assert wait_for(lambda: sla.health()[0] == 200, 30), (sla.health(), sla.logs())
+
+        own_redis.proc.send_signal(signal.SIGSTOP)
+        frozen = time.monotonic()
+        code = sla.proc.wait(stale_s + 1.0 + 3.0 + 10.0)  # limit, watchdog period, kill bound, a loaded machine
+        assert code == 1, sla.logs()
+        assert time.monotonic() - frozen >= stale_s
+        failed = [
+            json.loads(line)
+            for line in sla.logs(tail=10**9).splitlines()
+            if line.startswith("{") and '"service_failed"' in line
+        ]
+        assert len(failed) == 1 and failed[0]["reason"].startswith("tick: last ran"), failed
+    finally:
+        if own_redis.proc is not None and own_redis.proc.poll() is None:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        sla.stop()
+        vhost_factory.drop(vhost)
