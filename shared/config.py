@@ -201,6 +201,12 @@ class Settings(BaseSettings):
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )
     sla_tick_seconds: float = Field(0.2, description="How often sla looks for due timers.")
+    sla_fire_ahead_seconds: float = Field(
+        2.0,
+        ge=0.0,
+        description="sla claims the timers falling due within this many seconds and decides them ahead, "
+        "so that at the due time only the commit is left (a burst due at once fires on time); 0 turns it off.",
+    )
     sla_lease_seconds: float = Field(
         30.0, description="How long a claimed timer may stay unpublished before it is re-armed."
     )

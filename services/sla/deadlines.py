@@ -18,6 +18,7 @@ import structlog
 
 from services.sla.state import CaseClocks, Effects, Engine
 from services.sla.store import FireBatch, Fired, SlaStore
+from services.sla.timers import Claimed
 from shared import metrics
 from shared.models import (
     CaseDispatched,
@@ -37,6 +38,8 @@ log = structlog.get_logger("gridbus.sla")
 Publish = Callable[[Envelope], None]
 
 HOLD_EVERY_S = 2.0
+GROUP_S = 0.02  #: timers claimed ahead whose due times lie this close are committed together
+REDECIDE_LATE_S = 5.0  #: a batch decided ahead but committed later than this after its due time is decided again
 
 
 def grid_commanders(grid: Any = None) -> Callable[[str, int], list[EscalationCommander]]:
@@ -114,6 +117,8 @@ class Deadlines:
         # one event at a time (tests)
         self.publish_many = publish_many or _one_by_one(publish)
         self.unpublished: deque[Envelope] = deque()
+        # batches claimed and decided ahead of their due time, earliest first, waiting to be committed at it
+        self.ready: deque[FireBatch] = deque()
 
     # -- events in
 
@@ -154,7 +159,13 @@ class Deadlines:
     # -- timers
 
     def fire_due(
-        self, now: float | None = None, lease_s: float = 30.0, limit: int = 500, publish: bool = True
+        self,
+        now: float | None = None,
+        lease_s: float = 30.0,
+        limit: int = 500,
+        publish: bool = True,
+        ahead: float = 0.0,
+        wait: float = 0.0,
     ) -> FireReport:
         """Fire what is due at the start of this call (in batches of `limit`); timers
         that fall due meanwhile wait for the next tick, so a tick always ends.
@@ -162,7 +173,17 @@ class Deadlines:
         Each batch is committed (events into the outbox) before the next is claimed. With
         `publish` the events are published after each commit; without, they wait in
         `self.unpublished` for `publish_pending` (the service runs it in its own loop, so
-        a slow broker does not delay the next commits)."""
+        a slow broker does not delay the next commits).
+
+        `ahead` > 0 also claims the timers falling due within that many seconds and
+        decides them now, as of their due time (the Engine's work, the commit's
+        arguments), so that at the due time only the commit is left: a burst of timers
+        due at one instant is committed in the few milliseconds Redis takes, not in the
+        time Python takes to decide them. The commit compares each document with what was
+        read, so a case that changes in between (acknowledged, say) is decided again then;
+        the claim's lease runs from the due time, so a replica that dies holding them
+        loses nothing. `wait`: commit (sleeping until each falls due) the batches due
+        within this many seconds before returning — on the real clock only (`now` None)."""
         report = FireReport()
         due_by = time.time() if now is None else now
         # no cyclic GC inside a tick: a burst allocates a lot that lives on (the events),
@@ -170,7 +191,13 @@ class Deadlines:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._fire_due(report, due_by, now, lease_s, limit, publish)
+            self._commit_ready(report, due_by, now, publish)
+            self._fire_due(report, due_by, now, lease_s, limit, publish)
+            if ahead > 0:
+                self._prepare(report, due_by + ahead, now, lease_s, limit, publish)
+            if now is None:
+                self._commit_ready(report, time.time() + wait, now, publish)
+            return report
         finally:
             if collecting:
                 gc.enable()
@@ -197,6 +224,65 @@ class Deadlines:
         if prev is not None:
             self._done(report, self.store.fire_commit(prev), publish)
         return report
+
+    def _prepare(
+        self, report: FireReport, until: float, now: float | None, lease_s: float, limit: int, publish: bool
+    ) -> None:
+        """Claim what falls due by `until`, decide it as of its due time, queue it in `ready`
+        (in groups of close due times); between claims, commit what has fallen due."""
+        while True:
+            t = time.time() if now is None else now
+            claimed = self.timers.claim(t, lease_s, limit, until=until)
+            group: list[Claimed] = []
+            for c in claimed:  # earliest first
+                if group and c.due - group[0].due > GROUP_S:
+                    self._queue(group, t)
+                    group = []
+                group.append(c)
+            if group:
+                self._queue(group, t)
+            self._commit_ready(report, time.time() if now is None else now, now, publish)
+            if len(claimed) < limit:
+                return
+
+    def _queue(self, claimed: list[Claimed], t: float) -> None:
+        batch = self.store.fire_read(claimed, t)
+        self.store.fire_decide(batch)
+        self.ready.append(batch)
+
+    def _commit_ready(self, report: FireReport, until: float, now: float | None, publish: bool) -> None:
+        """Commit the ready batches due by `until`: those due already at once, in one write,
+        then (on the real clock) each group as it falls due."""
+        while self.ready and self.ready[0].not_before <= until:
+            t = time.time() if now is None else now
+            if self.ready[0].not_before > t:
+                time.sleep(self.ready[0].not_before - t)
+                t = time.time()
+            due: list[FireBatch] = []
+            while self.ready and self.ready[0].not_before <= t:
+                batch = self.ready.popleft()
+                if t - batch.not_before > REDECIDE_LATE_S:
+                    # committed well after its due time (the process was held up): decided
+                    # again as of now, so that the events say how late they fired
+                    batch = self.store.fire_read(batch.claimed, t)
+                    self.store.fire_decide(batch)
+                due.append(batch)
+            self.store.fire_send_many(due)
+            failed: list[BaseException] = []
+            for batch in due:  # every answer is read, also after one failed (its timers' leases stand)
+                try:
+                    self._done(report, self.store.fire_commit(batch), publish)
+                except Exception as exc:
+                    failed.append(exc)
+            if failed:
+                raise failed[0]
+
+    def release_ready(self) -> int:
+        """Give back the timers claimed ahead and not committed (a graceful stop): they
+        return to `due`, for another replica or the next start."""
+        claimed = [c for batch in self.ready for c in batch.claimed]
+        self.ready.clear()
+        return self.timers.release(claimed)
 
     def _done(self, report: FireReport, fired: list[Fired], publish: bool) -> None:
         report.fired += fired

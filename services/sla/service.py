@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import redis
 import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
@@ -63,6 +64,12 @@ class DeadlinesProvider(DependencyProvider):
         TICK.beat()
 
     def stop(self) -> None:
+        try:  # timers claimed ahead go back to `due` now rather than when their leases run out
+            released = self.deadlines.release_ready()
+            if released:
+                log.info("sla_timers_released", count=released)
+        except redis.exceptions.RedisError as exc:
+            log.warning("sla_timers_not_released", error=str(exc))
         self.client.close()
 
     def get_dependency(self, worker_ctx: Any) -> Deadlines:
@@ -91,7 +98,12 @@ class SlaService:
         must not hold back the next commits)."""
         settings = get_settings()
         try:
-            report = self.deadlines.fire_due(lease_s=settings.sla_lease_seconds, publish=False)
+            report = self.deadlines.fire_due(
+                lease_s=settings.sla_lease_seconds,
+                publish=False,
+                ahead=settings.sla_fire_ahead_seconds,
+                wait=settings.sla_tick_seconds,
+            )
             for fired in report.fired:
                 if fired.effects.events:
                     metrics.TIMER_LATENESS.observe(max(0.0, fired.committed - fired.due))

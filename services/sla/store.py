@@ -210,6 +210,34 @@ class _Op:
 
 
 @dataclass
+class _Sent:
+    """A connection with commits sent on it whose answers are still owed (read in order);
+    it goes back to the pool after the last, or as soon as one fails on the wire."""
+
+    conn: Any
+    pool: Any
+    owed: int
+    broken: bool = False
+
+    def answer(self) -> Any:
+        if self.broken:
+            raise redis.exceptions.ConnectionError("an earlier answer on this connection failed")
+        try:
+            return self.conn.read_response()
+        except redis.exceptions.ResponseError:  # an error reply (no script): still in step
+            raise
+        except BaseException:
+            self.broken = True
+            self.conn.disconnect()
+            raise
+        finally:
+            self.owed -= 1
+            if self.owed == 0 or self.broken:
+                self.owed = -1  # released once
+                self.pool.release(self.conn)
+
+
+@dataclass
 class FireBatch:
     """A claimed batch on its way through `SlaStore.fire_read` → `fire_decide` → (`fire_send`) → `fire_commit`."""
 
@@ -219,7 +247,8 @@ class FireBatch:
     raws: dict[str, bytes | None] = field(default_factory=dict)
     ops: dict[str, _Op] = field(default_factory=dict)
     blob: bytes | None = None
-    conn: Any = None
+    sent: _Sent | None = None  # its commit was sent, the answer not read yet
+    not_before: float = 0.0  # decided ahead: committed at this time (its latest due), not before
 
     def live(self) -> list[_Op]:
         return [op for op in self.ops.values() if not op.fx.stale]
@@ -292,8 +321,10 @@ class SlaStore:
             keys.sla_ledger_ended(),
         ]
 
-    def _commit_blob(self, ops: list[_Op], done: Iterable[str] = ()) -> bytes:
-        now = time.time()
+    def _commit_blob(self, ops: list[_Op], done: Iterable[str] = (), at: float = 0.0) -> bytes:
+        """The commit's arguments; `at`: a commit decided ahead of its due time is stamped
+        with that time (outbox times and the archive's record), not with the present."""
+        now = max(time.time(), at)
         cases: list[Any] = []
         arm: list[Any] = []
         cancel: list[str] = []
@@ -429,7 +460,8 @@ class SlaStore:
             legacy=bool(raw and raw[:1] == b"{"),
         )
         for c in sorted(items, key=lambda c: c.due):
-            fx = self.engine.fire(case, c.timer_id, now)
+            # decided as of its due time when that is still ahead (claimed ahead, committed at it)
+            fx = self.engine.fire(case, c.timer_id, max(now, c.due))
             op.fired.append(Fired(c.timer_id, c.due, fx))
             if not fx.stale:
                 merged.stale = False
@@ -459,41 +491,47 @@ class SlaStore:
         for case_id, raw in batch.raws.items():
             batch.ops[case_id] = self._decide_fire(case_id, batch.by_case[case_id], raw, batch.now)
         batch.raws = {}
-        batch.blob = self._commit_blob(batch.live(), done=[c.timer_id for c in batch.claimed])
+        batch.not_before = max((c.due for c in batch.claimed), default=0.0)
+        batch.blob = self._commit_blob(batch.live(), done=[c.timer_id for c in batch.claimed], at=batch.not_before)
 
     def fire_send(self, batch: FireBatch) -> None:
         """Send the batch's commit without waiting for the answer (`fire_commit` reads it)."""
-        if batch.blob is None:
+        self.fire_send_many([batch])
+
+    def fire_send_many(self, batches: list[FireBatch]) -> None:
+        """Send the batches' commits on one connection in one write, without waiting for the
+        answers (`fire_commit` of each, in this order, reads them as Redis runs them)."""
+        batches = [b for b in batches if b.blob is not None]
+        if not batches:
             return
         if self._commit_sha is None:
             self._commit_sha = self.b.script_load(_COMMIT)
         pool = self.b.connection_pool
         conn = pool.get_connection()
+        commit_keys = self._commit_keys()
         try:
-            conn.send_command("EVALSHA", self._commit_sha, 7, *self._commit_keys(), batch.blob)
+            conn.send_packed_command(
+                conn.pack_commands([("EVALSHA", self._commit_sha, 7, *commit_keys, b.blob) for b in batches])
+            )
         except BaseException:
             conn.disconnect()
             pool.release(conn)
             raise
-        batch.conn = conn
+        sent = _Sent(conn, pool, len(batches))
+        for b in batches:
+            b.sent = sent
 
     def fire_commit(self, batch: FireBatch, retries: int = RETRIES) -> list[Fired]:
         """The batch's commit (sent already or now); cases that changed since they were
         read are read, decided and committed again (nothing was written meanwhile)."""
         live = batch.live()
         changed: list[_Op]
-        if batch.conn is not None:
-            conn, batch.conn = batch.conn, None
-            pool = self.b.connection_pool
+        if batch.sent is not None:
+            sent, batch.sent = batch.sent, None
             try:
-                answer = conn.read_response()
+                answer = sent.answer()  # a lost connection loses the answers owed on it: those batches raise too
             except redis.exceptions.NoScriptError:  # Redis lost its script cache: commit plainly
                 answer = self._commit_script(keys=self._commit_keys(), args=[cast(bytes, batch.blob)])
-            except BaseException:
-                conn.disconnect()
-                raise
-            finally:
-                pool.release(conn)
             changed = [live[int(i) - 1] for i in answer]
         else:
             changed = self._commit(live, done=[c.timer_id for c in batch.claimed])

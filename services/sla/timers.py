@@ -4,10 +4,13 @@
   name says everything needed to fire it (`<case_id>|<clock_id>|<w|b>|<token>`, see
   services/sla/state.py), and the case's clock document in Redis says the rest. No
   payload per timer: about 145 bytes of Redis memory each (bench/bench_timers.py).
-- `claim` is one Lua script: it moves due timers into `leased` (score = lease expiry)
-  and returns them (as one msgpack value), so of several sla replicas exactly one gets
-  each timer. It first moves expired leases back to `due`: a replica that died between claim and commit
-  loses nothing, the timer fires once the lease runs out.
+- `claim` is one Lua script: it moves due timers into `leased` (score = lease expiry:
+  the lease runs from the due time, or from now for a timer already overdue) and returns
+  them (as one msgpack value), so of several sla replicas exactly one gets each timer. It
+  first moves expired leases back to `due`: a replica that died between claim and commit
+  loses nothing, the timer fires once the lease runs out. `until` later than `now` claims
+  timers that fall due within that window ahead (services/sla/deadlines.py decides them
+  before their due time and commits them at it).
 - The claimer commits the firing (clock document, events into sla's outbox, ledger,
   counters) and removes the lease in one Lua compare-and-commit (services/sla/store.py),
   then publishes.
@@ -32,17 +35,29 @@ for _, id in ipairs(expired) do
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZADD', KEYS[1], ARGV[1], id)
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local lease = tonumber(ARGV[1]) + tonumber(ARGV[2])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
+local now, lease_s = tonumber(ARGV[1]), tonumber(ARGV[2])
 local ids, leased = {}, {}
 for i = 1, #due, 2 do
   ids[#ids + 1] = due[i]
-  leased[#leased + 1] = lease
+  leased[#leased + 1] = math.max(now, tonumber(due[i + 1])) + lease_s
   leased[#leased + 1] = due[i]
 end
 for j = 1, #ids, 4000 do redis.call('ZREM', KEYS[1], unpack(ids, j, math.min(j + 3999, #ids))) end
 for j = 1, #leased, 4000 do redis.call('ZADD', KEYS[2], unpack(leased, j, math.min(j + 3999, #leased))) end
 return cmsgpack.pack(due)
+"""
+
+# A claimer that stops before its claimed timers are due (a graceful stop with timers
+# claimed ahead) gives them back: those still leased return to `due` at their due time.
+_RELEASE = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('ZREM', KEYS[2], ARGV[i + 1]) == 1 then
+    n = n + redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1])
+  end
+end
+return n
 """
 
 _ARM_IF_FREE = """
@@ -91,6 +106,7 @@ class TimerStore:
         self.r = client
         self._claim = binary_twin(client).register_script(_CLAIM)
         self._arm_if_free = client.register_script(_ARM_IF_FREE)
+        self._release = client.register_script(_RELEASE)
 
     # -- the slim path (sla service)
 
@@ -120,12 +136,26 @@ class TimerStore:
             args += [due, name]
         return int(self._arm_if_free(keys=[keys.timers_due(), keys.timers_leased()], args=args) or 0)
 
-    def claim(self, now: float, lease_s: float, limit: int = 500) -> list[Claimed]:
+    def claim(self, now: float, lease_s: float, limit: int = 500, until: float | None = None) -> list[Claimed]:
+        """Timers due by `until` (default `now`), earliest first, leased to this caller
+        until `lease_s` after their due time (after `now` for those overdue)."""
+        until = now if until is None else max(now, until)
         flat = msgpack.unpackb(
-            self._claim(keys=[keys.timers_due(), keys.timers_leased()], args=[repr(now), repr(lease_s), limit]),
+            self._claim(
+                keys=[keys.timers_due(), keys.timers_leased()], args=[repr(now), repr(lease_s), limit, repr(until)]
+            ),
             raw=False,
         )
         return [Claimed(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    def release(self, claimed: list[Claimed]) -> int:
+        """Give claimed timers back (those still leased to nobody else return to `due`)."""
+        if not claimed:
+            return 0
+        args: list[Any] = []
+        for c in claimed:
+            args += [repr(c.due), c.timer_id]
+        return int(self._release(keys=[keys.timers_due(), keys.timers_leased()], args=args) or 0)
 
     def pending(self) -> int:
         return int(self.r.zcard(keys.timers_due()))
