@@ -104,6 +104,10 @@ class ReliableQueueConsumer(QueueConsumer):
         HEALTH.register("consumers", self.attached, fatal_after=get_settings().consumer_reattach_seconds)
 
     def get_consumers(self, consumer_cls, channel):
+        # Recorded before the first basic.consume: the broker delivers to the first
+        # consumer while the next one's consume round trip is in flight, and those
+        # messages are settled before `on_consume_ready` runs.
+        self.current_channel = channel
         consumers = super().get_consumers(consumer_cls, channel)
         for provider, consumer in self._consumers.items():
             consumer.on_decode_error = lambda message, exc, p=provider: p.handle_undecodable(message, exc)
@@ -150,16 +154,20 @@ class ReliableQueueConsumer(QueueConsumer):
             return False, f"{len(self._consumers)} of {len(self._providers)} consumers attached"
         return True, f"consuming {', '.join(queues)}"
 
-    def channel_alive(self, message: Any) -> bool:
-        """Whether `message` can still be acked: it came on the channel in use, still open.
-        After a reconnect the broker has already given the message to someone again."""
+    @staticmethod
+    def channel_alive(message: Any) -> bool:
+        """Whether `message` can still be settled: the channel it came on is open on a
+        connected connection. Judged by that channel itself, never by comparing it with
+        the consumer's current one: a message that arrived on a new channel before the
+        consumer recorded it is on a live channel, and skipping its ack would leave it
+        unacknowledged for good (the broker redelivers only when the channel closes).
+        A channel that died is closed by kombu before it reconnects (py-amqp's `collect`
+        clears `is_open` and `connection`), and its messages are the broker's again."""
         channel = getattr(message, "channel", None)
-        return (
-            channel is not None
-            and channel is self.current_channel
-            and getattr(channel, "is_open", False)
-            and channel.connection is not None
-        )
+        if channel is None or not getattr(channel, "is_open", False):
+            return False
+        connection = getattr(channel, "connection", None)
+        return connection is not None and bool(getattr(connection, "connected", False))
 
 
 class ReliableConsumer(Consumer):
