@@ -42,26 +42,15 @@ from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, bucket_of
 from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES, OPEN_STATES
 from shared.models import CaseStatus
+from shared.scripts import Lua
 
 CATCH_UP_MARGIN = timedelta(hours=1)
 CASE_SEQUENCE_TTL_S = 3 * 86400  # as intake's (services/intake/store.py)
 BATCH = 500
 
-# A case document goes back only where Redis has none or an older version.
-_PUT_CASE = """
-local v = redis.call('HGET', KEYS[1], 'version')
-if v and tonumber(v) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[1], 'version', ARGV[2])
-return 1
-"""
+_PUT_CASE = Lua("services", "put_case")
+_RAISE = Lua("services", "raise_counter")
 
-# A counter only ever goes up.
-_RAISE = """
-local v = tonumber(redis.call('GET', KEYS[1]) or '0')
-if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
 
 Progress = Callable[[Iterable[Any], str, int | None], Iterable[Any]]
 
@@ -133,8 +122,8 @@ def restore(
     """Steps 2–6 (the caller arms the timers afterwards: `arm_timers`)."""
     now = time.time() if now is None else now
     report = RebuildReport()
-    put_case = client.register_script(_PUT_CASE)
-    raise_counter = client.register_script(_RAISE)
+    put_case = _PUT_CASE.on(client)
+    raise_counter = _RAISE.on(client)
     hot_since = datetime.fromtimestamp(now, timezone.utc) - timedelta(days=hot_days)
 
     # -- cases

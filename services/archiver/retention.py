@@ -18,16 +18,9 @@ import psycopg
 import redis
 
 from shared import redis_keys as keys
+from shared.scripts import Lua
 
-_EVICT = """
-local v = redis.call('HGET', KEYS[1], 'version')
-if not v then return 0 end
-if tonumber(v) ~= tonumber(ARGV[1]) then return -1 end
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[2])
-redis.call('ZREM', KEYS[3], ARGV[2])
-return 1
-"""
+_EVICT = Lua("services.archiver", "evict")
 
 
 @dataclass
@@ -42,7 +35,7 @@ def evict(
 ) -> Evicted:
     now = time.time() if now is None else now
     cutoff = datetime.fromtimestamp(now, timezone.utc) - timedelta(days=hot_days)
-    script = client.register_script(_EVICT)
+    script = _EVICT.on(client)
     out = Evicted()
     rows = conn.execute(
         "SELECT case_id, version, category FROM cases WHERE final AND evicted_at IS NULL "

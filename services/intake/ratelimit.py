@@ -15,29 +15,9 @@ from typing import Any
 from shared import metrics
 from shared import redis_keys as keys
 from shared.config import Settings
+from shared.scripts import Lua
 
-# KEYS[1] the bucket; ARGV rate (tokens/s), burst. Returns {allowed, seconds to wait}.
-TOKEN_BUCKET = """
-local rate = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(b[1]) or burst
-local ts = tonumber(b[2]) or now
-tokens = math.min(burst, tokens + math.max(0, now - ts) * rate)
-local allowed = 0
-local wait = 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
-else
-  wait = (1 - tokens) / rate
-end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
-"""
+TOKEN_BUCKET = Lua("services.intake", "token_bucket")
 
 
 def parse_limit(text: str) -> tuple[float, int]:
@@ -53,7 +33,7 @@ def parse_limit(text: str) -> tuple[float, int]:
 class RateLimiter:
     def __init__(self, client: Any, settings: Settings) -> None:
         self.client = client
-        self.script = client.register_script(TOKEN_BUCKET)
+        self.script = TOKEN_BUCKET.on(client)
         from services.intake.auth import ROLES
 
         self.limits = {role: parse_limit(settings.rate_limit(role)) for role in ROLES}

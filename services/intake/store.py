@@ -22,45 +22,13 @@ import redis
 from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES
 from shared.models import Case, CaseRecorded, Envelope
+from shared.scripts import Lua
 
 if TYPE_CHECKING:
     from shared.archive import ArchiveReader
 
-_REGISTER = """
-local existing = redis.call('GET', KEYS[1])
-if existing then return {0, existing} end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[2], 'doc', ARGV[2], 'version', ARGV[7])
-redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
-redis.call('ZADD', KEYS[5], ARGV[6], ARGV[4])
-if ARGV[8] ~= '' then
-  redis.call('GEOADD', KEYS[6], ARGV[8], ARGV[9], ARGV[1])
-end
-if ARGV[10] == '1' then
-  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
-end
-redis.call('HSET', KEYS[4], ARGV[11], ARGV[12])
-redis.call('ZADD', KEYS[5], ARGV[6], ARGV[11])
-return {1, ARGV[1]}
-"""
-
-_COMPARE_AND_SET = """
-local v = redis.call('HGET', KEYS[1], 'version')
-if not v then return -1 end
-if tonumber(v) ~= tonumber(ARGV[1]) then return -2 end
-redis.call('HSET', KEYS[1], 'doc', ARGV[2], 'version', tonumber(ARGV[1]) + 1)
-if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[6])
-else
-  redis.call('ZREM', KEYS[4], ARGV[6])
-end
-for i = 7, #ARGV, 2 do
-  redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[i])
-end
-return tonumber(ARGV[1]) + 1
-"""
+_REGISTER = Lua("services.intake", "register")
+_COMPARE_AND_SET = Lua("services.intake", "compare_and_set")
 
 
 def _open_flag(case: Case) -> str:
@@ -101,8 +69,8 @@ class CaseStore:
         self.r = client
         self.district = district
         self.archive = archive
-        self._register = client.register_script(_REGISTER)
-        self._cas = client.register_script(_COMPARE_AND_SET)
+        self._register = _REGISTER.on(client)
+        self._cas = _COMPARE_AND_SET.on(client)
 
     # ------------------------------------------------------------------ ids
     def existing_case_for(self, report_id: str) -> str | None:

@@ -52,6 +52,7 @@ from pydantic import BaseModel, Field
 
 from services.notifier.channels.base import ChannelName, DeliveryOutcome, OutgoingMessage
 from shared.models import utcnow
+from shared.scripts import Lua
 from shared.topology import NOTIFIER_RETRY_DELAYS_S
 
 SENT_TTL_S = 30 * 86400  # how long a finished delivery is remembered for dedup
@@ -131,36 +132,11 @@ def next_step(
 
 # --------------------------------------------------------------------------- sender state
 
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
+_RELEASE = Lua("shared", "lease_release")
 
-# The steps before a send, in one round trip: not finished, this attempt not already
-# handed on, the lease taken, the send counted (before sending: see "Crash between send
-# and record"). KEYS: done marker, attempt state, lease. ARGV: attempt number, lease
-# token, lease ms, state TTL s. Returns {what, sends}: what = sent | attempted | busy | go.
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'sent', 0} end
-if redis.call('HEXISTS', KEYS[2], 'a' .. ARGV[1] .. ':done') == 1 then return {'attempted', 0} end
-if not redis.call('SET', KEYS[3], ARGV[2], 'NX', 'PX', ARGV[3]) then return {'busy', 0} end
-local sends = redis.call('HINCRBY', KEYS[2], 'a' .. ARGV[1] .. ':sends', 1)
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-return {'go', sends}
-"""
+_CLAIM = Lua("services.notifier", "claim_delivery")
 
-# Finishing, in one round trip: the done marker, the case's log entry, and the lease
-# released when it is still ours. KEYS: done marker, case log, lease. ARGV: marker, TTL s,
-# delivery id, log entry ('' none), lease token ('' none).
-_FINISH = """
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-if ARGV[4] ~= '' then
-  redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-  redis.call('EXPIRE', KEYS[2], ARGV[2])
-end
-if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
-return 1
-"""
+_FINISH = Lua("services.notifier", "finish_delivery")
 
 
 @dataclass
@@ -187,9 +163,9 @@ class SendState:
     def __init__(self, client: Any, keys: Any) -> None:
         self.r = client
         self.keys = keys
-        self._release = client.register_script(_RELEASE)
-        self._claim = client.register_script(_CLAIM)
-        self._finish = client.register_script(_FINISH)
+        self._release = _RELEASE.on(client)
+        self._claim = _CLAIM.on(client)
+        self._finish = _FINISH.on(client)
 
     def finished(self, did: str) -> str | None:
         return self.r.get(self.keys.delivery_sent(did))

@@ -26,51 +26,11 @@ import redis
 
 from services.notifier.deliveries import Delivery
 from shared import redis_keys as keys
+from shared.scripts import Lua
 
-_RATE = """
-local rank = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not rank then
-  rank = redis.call('ZCARD', KEYS[1]) + 1
-  redis.call('ZADD', KEYS[1], rank, ARGV[1])
-  redis.call('EXPIRE', KEYS[1], ARGV[2])
-end
-return tonumber(rank)
-"""
-
-_CLAIM = """
-local now, lease, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
-for _, b in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], b)
-  redis.call('ZADD', KEYS[1], 'NX', now, b)
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, limit)
-local out = {}
-for _, b in ipairs(due) do
-  if not redis.call('ZSCORE', KEYS[2], b) then  -- a bucket being flushed waits for its done
-  redis.call('ZREM', KEYS[1], b)
-  local held, claimed = ARGV[4] .. b, ARGV[5] .. b
-  if redis.call('EXISTS', claimed) == 0 and redis.call('EXISTS', held) == 1 then
-    redis.call('RENAME', held, claimed)
-  end
-  if redis.call('EXISTS', claimed) == 1 then
-    redis.call('ZADD', KEYS[2], now + lease, b)
-    out[#out + 1] = b
-    out[#out + 1] = cjson.encode(redis.call('HVALS', claimed))
-  end
-  end
-end
-return out
-"""
-
-_DONE = """
-redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('ZADD', KEYS[4], 'NX', ARGV[2], ARGV[1])
-end
-return 1
-"""
+_RATE = Lua("services.notifier", "rate_rank")
+_CLAIM = Lua("services.notifier", "claim_digest")
+_DONE = Lua("services.notifier", "digest_done")
 
 
 def digest_bucket(recipient: str, channel: str) -> str:
@@ -87,9 +47,9 @@ class ClaimedBucket:
 class HoldStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self._rate = client.register_script(_RATE)
-        self._claim = client.register_script(_CLAIM)
-        self._done = client.register_script(_DONE)
+        self._rate = _RATE.on(client)
+        self._claim = _CLAIM.on(client)
+        self._done = _DONE.on(client)
 
     def rate_rank(self, bucket: str, delivery_id: str, now: float, window_s: int) -> tuple[int, float]:
         """(this delivery's rank in its window, when the window ends)."""

@@ -34,131 +34,22 @@ from services.sla.codec import pack_doc, pack_history, pack_log, unpack_doc, unp
 from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from services.sla.timers import Claimed, TimerStore, binary_twin
 from shared import redis_keys as keys
+from shared import scripts
 from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, ClocksRecorded, Envelope, parse_event
+from shared.scripts import Lua
 
 SEEN_TTL_S = 45 * 24 * 3600
 KEEP_CLOSED_S = 90 * 24 * 3600  # a finished case's clocks stay readable (explain, re-dispatch) this long
 LIVE_BUCKETS = 1024  # fixed: changing it needs a migration of the `sla:live:*` hashes
 RETRIES = 20
 
-_COUNT_ONCE = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then
-  for i = 2, #ARGV, 2 do
-    redis.call('HINCRBY', KEYS[2], ARGV[i], tonumber(ARGV[i + 1]))
-  end
-  return 1
-end
-return 0
-"""
+_COUNT_ONCE = Lua("services.sla", "count_once")
 
-_OUTBOX_TAKE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[2], id)
-  local body = redis.call('HGET', KEYS[2], id)
-  if body then
-    out[#out + 1] = body
-  else
-    redis.call('ZREM', KEYS[1], id)
-  end
-end
-return out
-"""
+_OUTBOX_TAKE = Lua("shared", "outbox_take")
 
-# ARGV[1]: msgpack [with history (1/0), then per case: bucket, case id, closed key, history key].
-# Returns msgpack: per case the document (live bucket, else the closed key) and the history (or false).
-_READ = """
-local a = cmsgpack.unpack(ARGV[1])
-local hist = a[1] == '1'
-local out = {}
-for i = 2, #a, 4 do
-  local doc = redis.call('HGET', a[i], a[i + 1])
-  if not doc then doc = redis.call('GET', a[i + 2]) end
-  out[#out + 1] = doc
-  if hist then out[#out + 1] = redis.call('GET', a[i + 3]) else out[#out + 1] = false end
-end
-return cmsgpack.pack(out)
-"""
+_READ = Lua("services.sla", "read")
 
-# KEYS: due, leased, outbox, outbox times, ledger, ledger by time, ledger ended.
-# ARGV[1]: msgpack [now, keep-closed seconds, cases, arm, cancel, done, outbox, ledger, ledger ended,
-# counters], every section a flat list of strings:
-#   cases: per case 9 values: bucket, case id, closed key, history key, mode, expected doc,
-#     expected history, doc, history; mode: [1] doc was 'y' (= expected) / 'n' (absent);
-#     [2] history check '-' / 'y' / 'n'; [3] write the doc 'L' (live) / 'C' (closed) / '-';
-#     [4] history '-' / 'S' set / 'A' append
-#   arm (due, name), cancel (name), done (name), outbox (id, body), ledger (id, body, breached at),
-#   ledger ended (id, at), counters (key, field, n).
-# Returns the 1-based numbers of the cases that changed since they were read (nothing
-# written then), or an empty list (all written).
-_COMMIT = """
-local a = cmsgpack.unpack(ARGV[1])
-local cs = a[3]
-local bad = {}
-local closed = {}
-local n = 0
-for i = 1, #cs, 9 do
-  n = n + 1
-  local mode = cs[i + 4]
-  local cur = redis.call('HGET', cs[i], cs[i + 1])
-  if not cur then
-    cur = redis.call('GET', cs[i + 2])
-    closed[n] = cur
-  end
-  local dc = string.sub(mode, 1, 1)
-  if (dc == 'n' and cur) or (dc == 'y' and cur ~= cs[i + 5]) then
-    bad[#bad + 1] = n
-  else
-    local hc = string.sub(mode, 2, 2)
-    if hc ~= '-' then
-      local h = redis.call('GET', cs[i + 3])
-      if (hc == 'n' and h) or (hc == 'y' and h ~= cs[i + 6]) then bad[#bad + 1] = n end
-    end
-  end
-end
-if #bad > 0 then return bad end
-n = 0
-for i = 1, #cs, 9 do
-  n = n + 1
-  local mode = cs[i + 4]
-  local live, hop = string.sub(mode, 3, 3), string.sub(mode, 4, 4)
-  if hop == 'S' then redis.call('SET', cs[i + 3], cs[i + 8])
-  elseif hop == 'A' then redis.call('APPEND', cs[i + 3], cs[i + 8]) end
-  if live == 'L' then
-    redis.call('HSET', cs[i], cs[i + 1], cs[i + 7])
-    if closed[n] then
-      redis.call('DEL', cs[i + 2])
-      redis.call('PERSIST', cs[i + 3])
-    end
-  elseif live == 'C' then
-    redis.call('HDEL', cs[i], cs[i + 1])
-    redis.call('SET', cs[i + 2], cs[i + 7], 'EX', a[2])
-    redis.call('EXPIRE', cs[i + 3], a[2])
-  end
-end
-local function bulk(cmd, key, t)
-  for j = 1, #t, 4000 do redis.call(cmd, key, unpack(t, j, math.min(j + 3999, #t))) end
-end
-bulk('ZADD', KEYS[1], a[4])
-bulk('ZREM', KEYS[1], a[5])
-bulk('ZREM', KEYS[2], a[5])
-bulk('ZREM', KEYS[2], a[6])
-local s = a[7]
-if #s > 0 then
-  bulk('HSET', KEYS[3], s)
-  local times = {}
-  for i = 1, #s, 2 do times[#times + 1] = a[1]; times[#times + 1] = s[i] end
-  bulk('ZADD', KEYS[4], times)
-end
-s = a[8]
-for i = 1, #s, 3 do redis.call('HSET', KEYS[5], s[i], s[i + 1]); redis.call('ZADD', KEYS[6], s[i + 2], s[i]) end
-s = a[9]
-for i = 1, #s, 2 do redis.call('HSETNX', KEYS[7], s[i], s[i + 1]) end
-s = a[10]
-for i = 1, #s, 3 do redis.call('HINCRBY', s[i], s[i + 1], s[i + 2]) end
-return {}
-"""
+_COMMIT = Lua("services.sla", "commit")
 
 
 def dumps(value: Any) -> str:
@@ -210,34 +101,6 @@ class _Op:
 
 
 @dataclass
-class _Sent:
-    """A connection with commits sent on it whose answers are still owed (read in order);
-    it goes back to the pool after the last, or as soon as one fails on the wire."""
-
-    conn: Any
-    pool: Any
-    owed: int
-    broken: bool = False
-
-    def answer(self) -> Any:
-        if self.broken:
-            raise redis.exceptions.ConnectionError("an earlier answer on this connection failed")
-        try:
-            return self.conn.read_response()
-        except redis.exceptions.ResponseError:  # an error reply (no script): still in step
-            raise
-        except BaseException:
-            self.broken = True
-            self.conn.disconnect()
-            raise
-        finally:
-            self.owed -= 1
-            if self.owed == 0 or self.broken:
-                self.owed = -1  # released once
-                self.pool.release(self.conn)
-
-
-@dataclass
 class FireBatch:
     """A claimed batch on its way through `SlaStore.fire_read` → `fire_decide` → (`fire_send`) → `fire_commit`."""
 
@@ -247,7 +110,7 @@ class FireBatch:
     raws: dict[str, bytes | None] = field(default_factory=dict)
     ops: dict[str, _Op] = field(default_factory=dict)
     blob: bytes | None = None
-    sent: _Sent | None = None  # its commit was sent, the answer not read yet
+    sent: scripts.Pending | None = None  # its commit was sent, the answer not read yet
     not_before: float = 0.0  # decided ahead: committed at this time (its latest due), not before
 
     def live(self) -> list[_Op]:
@@ -260,11 +123,10 @@ class SlaStore:
         self.b = binary_twin(client)
         self.engine = engine
         self.timers = TimerStore(client)
-        self._count_once = client.register_script(_COUNT_ONCE)
-        self._outbox_take = client.register_script(_OUTBOX_TAKE)
-        self._read_script = self.b.register_script(_READ)
-        self._commit_script = self.b.register_script(_COMMIT)
-        self._commit_sha: str | None = None
+        self._count_once = _COUNT_ONCE.on(client)
+        self._outbox_take = _OUTBOX_TAKE.on(client)
+        self._read_script = _READ.on(self.b)
+        self._commit_script = _COMMIT.on(self.b)
         self._prefix = self._hist_prefix = ""
         self._buckets: list[str] = []
 
@@ -504,22 +366,10 @@ class SlaStore:
         batches = [b for b in batches if b.blob is not None]
         if not batches:
             return
-        if self._commit_sha is None:
-            self._commit_sha = self.b.script_load(_COMMIT)
-        pool = self.b.connection_pool
-        conn = pool.get_connection()
         commit_keys = self._commit_keys()
-        try:
-            conn.send_packed_command(
-                conn.pack_commands([("EVALSHA", self._commit_sha, 7, *commit_keys, b.blob) for b in batches])
-            )
-        except BaseException:
-            conn.disconnect()
-            pool.release(conn)
-            raise
-        sent = _Sent(conn, pool, len(batches))
-        for b in batches:
-            b.sent = sent
+        sent = scripts.send(self._commit_script, [(commit_keys, [b.blob]) for b in batches])
+        for b, pending in zip(batches, sent, strict=True):
+            b.sent = pending
 
     def fire_commit(self, batch: FireBatch, retries: int = RETRIES) -> list[Fired]:
         """The batch's commit (sent already or now); cases that changed since they were
@@ -528,11 +378,8 @@ class SlaStore:
         changed: list[_Op]
         if batch.sent is not None:
             sent, batch.sent = batch.sent, None
-            try:
-                answer = sent.answer()  # a lost connection loses the answers owed on it: those batches raise too
-            except redis.exceptions.NoScriptError:  # Redis lost its script cache: commit plainly
-                answer = self._commit_script(keys=self._commit_keys(), args=[cast(bytes, batch.blob)])
-            changed = [live[int(i) - 1] for i in answer]
+            # a lost connection loses the answers owed on it: those batches raise too
+            changed = [live[int(i) - 1] for i in sent.result()]
         else:
             changed = self._commit(live, done=[c.timer_id for c in batch.claimed])
         for _ in range(retries):

@@ -28,47 +28,13 @@ import msgpack
 import redis
 
 from shared import redis_keys as keys
+from shared.scripts import Lua
 
-_CLAIM = """
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZADD', KEYS[1], ARGV[1], id)
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[4], 'WITHSCORES', 'LIMIT', 0, ARGV[3])
-local now, lease_s = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ids, leased = {}, {}
-for i = 1, #due, 2 do
-  ids[#ids + 1] = due[i]
-  leased[#leased + 1] = math.max(now, tonumber(due[i + 1])) + lease_s
-  leased[#leased + 1] = due[i]
-end
-for j = 1, #ids, 4000 do redis.call('ZREM', KEYS[1], unpack(ids, j, math.min(j + 3999, #ids))) end
-for j = 1, #leased, 4000 do redis.call('ZADD', KEYS[2], unpack(leased, j, math.min(j + 3999, #leased))) end
-return cmsgpack.pack(due)
-"""
+_CLAIM = Lua("services.sla", "claim_timers")
 
-# A claimer that stops before its claimed timers are due (a graceful stop with timers
-# claimed ahead) gives them back: those still leased return to `due` at their due time.
-_RELEASE = """
-local n = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('ZREM', KEYS[2], ARGV[i + 1]) == 1 then
-    n = n + redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1])
-  end
-end
-return n
-"""
+_RELEASE = Lua("services.sla", "release_timers")
 
-_ARM_IF_FREE = """
-local n = 0
-for i = 1, #ARGV, 2 do
-  if not redis.call('ZSCORE', KEYS[2], ARGV[i + 1]) then
-    n = n + redis.call('ZADD', KEYS[1], 'NX', ARGV[i], ARGV[i + 1])
-  end
-end
-return n
-"""
+_ARM_IF_FREE = Lua("services.sla", "arm_if_free")
 
 
 def binary_twin(client: redis.Redis) -> redis.Redis:
@@ -104,9 +70,9 @@ class Claimed:
 class TimerStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
-        self._claim = binary_twin(client).register_script(_CLAIM)
-        self._arm_if_free = client.register_script(_ARM_IF_FREE)
-        self._release = client.register_script(_RELEASE)
+        self._claim = _CLAIM.on(binary_twin(client))
+        self._arm_if_free = _ARM_IF_FREE.on(client)
+        self._release = _RELEASE.on(client)
 
     # -- the slim path (sla service)
 
