@@ -8,6 +8,9 @@
   ordered to one department under two order ids (`double_dispatch`);
 - no message dead-lettered for a reason other than bad input (`dead_transient`: every
   report of the run is valid, so the delivery limit or a dependency put it there);
+- every accepted case and every dispatch order reached the archive (`archive_missing`:
+  a case without its row in PostgreSQL's `cases`, an order without its row in `orders`,
+  or an archived case whose record lacks an order its department got);
 - every killed piece came back healthy (checked by the run, `unhealthy`).
 """
 
@@ -85,6 +88,7 @@ class Findings:
     duplicates_linked: int = 0  # cases intake linked as near-duplicates (not dispatched)
     orders: int = 0
     order_copies: int = 0  # orders delivered more than once (same message id)
+    archive_missing: list[str] = field(default_factory=list)  # cases and orders not in PostgreSQL
 
     def ok(self) -> bool:
         return not (
@@ -94,6 +98,7 @@ class Findings:
             or self.missing_clocks
             or self.double_dispatch
             or self.dead_transient
+            or self.archive_missing
         )
 
     def table(self) -> dict[str, Any]:
@@ -107,6 +112,7 @@ class Findings:
             "double_dispatch": len(self.double_dispatch),
             "dead_transient": self.dead_transient,
             "dead_total": self.dead_total,
+            "archive_missing": len(self.archive_missing),
         }
 
     def to_dict(self, sample: int = 10) -> dict[str, Any]:
@@ -120,7 +126,7 @@ class Findings:
             "order_copies": self.order_copies,
             "samples": {
                 k: getattr(self, k)[:sample]
-                for k in ("lost", "stuck", "missing_cases", "missing_clocks", "double_dispatch")
+                for k in ("lost", "stuck", "missing_cases", "missing_clocks", "double_dispatch", "archive_missing")
             },
         }
 
@@ -162,6 +168,32 @@ def armed_orders(client: Any, prefix: str, case_id: str) -> set[str] | None:
         return None
     doc = unpack_doc(case_id, raw)
     return {c.order_id for c in doc.clocks.values() if c.state in ARMED}
+
+
+def archive_missing(dsn: str, case_ids: Iterable[str], orders: Iterable[Order]) -> list[str]:
+    """What of the run is not in the archive (services/archiver, PostgreSQL): accepted cases
+    without their row in `cases`, dispatch orders without theirs in `orders`, and archived
+    cases whose record (`case_assignments`) lacks an order its department received."""
+    import psycopg
+
+    cases = sorted(set(case_ids))
+    order_case = {o.order_id: o.case_id for o in orders}
+    with psycopg.connect(dsn, connect_timeout=10) as conn:
+        have_cases = {r[0] for r in conn.execute("SELECT case_id FROM cases WHERE case_id = ANY(%s)", (cases,))}
+        have_orders = {
+            r[0] for r in conn.execute("SELECT order_id FROM orders WHERE order_id = ANY(%s)", (list(order_case),))
+        }
+        recorded = {
+            r[0] for r in conn.execute("SELECT order_id FROM case_assignments WHERE case_id = ANY(%s)", (cases,))
+        }
+    missing = [f"case {c}" for c in cases if c not in have_cases]
+    missing += [f"order {o}" for o in sorted(order_case) if o not in have_orders]
+    missing += [
+        f"case {order_case[o]} archived without its order {o}"
+        for o in sorted(order_case)
+        if o not in recorded and order_case[o] in have_cases
+    ]
+    return missing
 
 
 def evaluate(

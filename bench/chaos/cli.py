@@ -67,10 +67,12 @@ def run_cmd(
     log_level: str,
     out: str | None,
 ) -> None:
-    """Offer REPORTS at RATE/s to a supervised four-service stack on a private RabbitMQ node
-    and Redis while killing each target once (restart 2-3 s later); then check that nothing
-    accepted was lost, stuck, left without clocks, dispatched twice or dead-lettered for a
-    transient reason, and that every killed piece came back healthy. Exit 1 on any finding."""
+    """Offer REPORTS at RATE/s to a supervised stack (intake, router, sla, notifier, archiver
+    on a PostgreSQL database of the run's own) on a private RabbitMQ node and Redis while
+    killing each target once (restart 2-3 s later); then check that nothing accepted was
+    lost, stuck, left without clocks, dispatched twice, dead-lettered for a transient reason
+    or missing from the archive, and that every killed piece came back healthy. Exit 1 on
+    any finding."""
     _run(ChaosRun, TARGETS, reports, rate, faults, first_s, spacing_s, drain_s, runs, seed, keep, out, log_level)
 
 

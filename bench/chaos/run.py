@@ -1,5 +1,7 @@
-"""One fault run: private RabbitMQ node and Redis (AOF), the four services supervised,
-bounded HTTP load, faults injected on a schedule, then the checks of bench/chaos/checks.py.
+"""One fault run: private RabbitMQ node and Redis (AOF), the services supervised (the
+archiver on a PostgreSQL database of the run's own, created on the server of DATABASE_URL
+and dropped at the end), bounded HTTP load, faults injected on a schedule, then the checks
+of bench/chaos/checks.py.
 
     with ChaosRun(Scenario(reports=3000, rate=25, faults=default_faults(...))) as run:
         result = run.execute()
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import random
 import shutil
 import tempfile
@@ -24,6 +27,7 @@ from typing import Any, Callable
 
 import httpx
 import redis
+from psycopg.conninfo import make_conninfo
 
 from bench.chaos import checks
 from bench.chaos.load import HttpLoad
@@ -49,6 +53,7 @@ class Scenario:
     faults: list[Fault] = field(default_factory=list)
     drain_s: float = 120.0  # longest wait after the load for the system to settle
     recover_s: float = 90.0  # longest wait for a killed piece to be healthy again
+    archive_s: float = 120.0  # longest wait after the drain for the archive to hold every case and order
     workers: int = 48  # HTTP connections of the load
     give_up_s: float = 300.0  # a report not accepted after this long is given up
     seed: int = 0
@@ -63,8 +68,8 @@ def default_faults(
     return [Fault(first_s + i * spacing_s, t, round(rnd.uniform(2.0, 3.0), 2)) for i, t in enumerate(targets)]
 
 
-#: the queues the run's four services consume (other consumers of the topology, such as
-#: the archiver with its PostgreSQL, are not part of this stack: their queues only fill)
+#: the queues the run's services consume (a queue of the topology no service of the stack
+#: reads, such as the bridge's, would only fill)
 _STACK_QUEUES = frozenset(q for qs in SERVICE_QUEUES.values() for q in qs)
 
 
@@ -90,6 +95,10 @@ class ChaosRun:
         self.stack: Stack | None = None
         self.load: HttpLoad | None = None
         self.prefix = f"chaos{uuid.uuid4().hex[:6]}"
+        self.database_url = make_conninfo(
+            os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres"), dbname=f"gridbus_{self.prefix}"
+        )
+        self._database = False
         self.timeline: list[dict[str, Any]] = []
         self.unhealthy: list[dict[str, Any]] = []
         self.t0 = 0.0
@@ -185,9 +194,20 @@ class ChaosRun:
         what = self.start_servers()
         self.echo(f"servers up in {time.monotonic() - t:.1f} s: {what}")
         self.sink = WebhookSink()
+        from services.archiver import db
+
+        self._database = True  # dropped by close() from here on, whatever happens next
+        db.prepare(self.database_url)
         config_dir = bench_config_dir(REPO / "config", self.dir / "config")
         self.env = service_env(
-            self.amqp_uri, self.mgmt_url, self.redis_env(), self.prefix, config_dir, self.sink.port, self.s.log_level
+            self.amqp_uri,
+            self.mgmt_url,
+            self.redis_env(),
+            self.prefix,
+            config_dir,
+            self.sink.port,
+            self.s.log_level,
+            database_url=self.database_url,
         )
         from services.intake.auth import Role, create_key
 
@@ -216,6 +236,13 @@ class ChaosRun:
         release_all()  # the ports are free for the next run only now that nothing of ours holds them
         if self.sink is not None:
             self.sink.close()
+        if self._database:
+            from services.archiver import db
+
+            try:
+                db.drop_database(self.database_url)
+            except Exception as exc:  # the run's result stands; the database is named in the echo
+                self.echo(f"could not drop the run's database ({self.database_url}): {exc}")
         self.log.close()
         self.services_log.close()
         for sub in ("rabbit/mnesia", "redis"):
@@ -324,6 +351,19 @@ class ChaosRun:
             client.close()
         return time.monotonic() - t
 
+    def archived(self, case_ids: list[str], orders: list[checks.Order]) -> tuple[list[str], float]:
+        """What is not in the archive, waiting (up to `archive_s`) while the archiver still
+        works off its queue: the drain may end with `archiver.record` not yet empty."""
+        t = time.monotonic()
+        while True:
+            try:
+                missing = checks.archive_missing(self.database_url, case_ids, orders)
+            except Exception as exc:  # an unreachable archive is a finding, not a crash of the run
+                missing = [f"archive unreadable: {type(exc).__name__}: {exc}"]
+            if not missing or time.monotonic() - t > self.s.archive_s:
+                return missing, time.monotonic() - t
+            time.sleep(3.0)
+
     def execute(self) -> dict[str, Any]:
         assert self.stack is not None
         s = self.s
@@ -374,6 +414,8 @@ class ChaosRun:
         finally:
             rt.close()
             rb.close()
+        findings.archive_missing, archived_s = self.archived([ids[0] for ids in accepted.values() if ids], orders)
+        self._note(archive_checked_after_s=round(archived_s, 1), archive_missing=len(findings.archive_missing))
         load = self.load.summary()
         result = envelope("chaos", {**asdict(s), "faults": [asdict(f) for f in s.faults]})
         result.update(
@@ -403,7 +445,7 @@ class ChaosRun:
                 "timeline": self.timeline,
                 "services": self.stack.summary(),
                 "work_queues_left": {q: n for q, n in depths.items() if _work_queue(q) and n},
-                "seconds": {"load": round(load_s, 1), "drain": round(drained, 1)},
+                "seconds": {"load": round(load_s, 1), "drain": round(drained, 1), "archive": round(archived_s, 1)},
                 "workdir": str(self.dir),
             }
         )
@@ -420,6 +462,7 @@ TABLE_COLUMNS = (
     "missing_clocks",
     "double_dispatch",
     "dead_transient",
+    "archive_missing",
     "http_5xx",
     "http_500",
     "unhealthy",

@@ -1,6 +1,7 @@
-"""The four services as OS processes against the private servers, supervised like a
-container runtime would: a service that exits (or is killed) is started again after a
-short back-off. Each runs in its own process group so that `kill -9` reaches it whole.
+"""The five services (the dispatch path and the archiver) as OS processes against the
+private servers, supervised like a container runtime would: a service that exits (or is
+killed) is started again after a short back-off. Each runs in its own process group so
+that `kill -9` reaches it whole.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import httpx
 from bench.chaos.nodes import kill_group, port_open
 from bench.common import REPO
 
-SERVICES = ("intake", "router", "sla", "notifier")
+SERVICES = ("intake", "router", "sla", "notifier", "archiver")
 
 #: the queues each service consumes: attached consumers are its health until /healthz exists
 SERVICE_QUEUES: dict[str, tuple[str, ...]] = {
@@ -29,6 +30,7 @@ SERVICE_QUEUES: dict[str, tuple[str, ...]] = {
     "router": ("router.cases",),
     "sla": ("sla.events",),
     "notifier": ("notifier.events", "notifier.deliveries"),
+    "archiver": ("archiver.record",),
 }
 
 
@@ -93,7 +95,7 @@ class Service:
 
 
 class Stack:
-    """Start, kill -9, restart and health-check the four services.
+    """Start, kill -9, restart and health-check the services.
 
     `supervise=True` restarts a service that exited on its own (what `restart: always`
     or a Deployment does) after `backoff_s`; `kill()` restarts after `restart_after_s`.
@@ -239,10 +241,13 @@ def service_env(
     config_dir: Path,
     sink_port: int,
     log_level: str = "WARNING",
+    database_url: str = "",
 ) -> dict[str, str]:
-    """The environment of a chaos stack: private servers, free ports, its own config copy.
-    `redis_env`: REDIS_URL, or REDIS_SENTINELS (and REDIS_SENTINEL_MASTER)."""
+    """The environment of a chaos stack: private servers, free ports, its own config copy
+    and PostgreSQL database (the archiver's). `redis_env`: REDIS_URL, or REDIS_SENTINELS
+    (and REDIS_SENTINEL_MASTER)."""
     return {
+        "DATABASE_URL": database_url,
         "AMQP_URI": amqp_uri,
         "RABBITMQ_MANAGEMENT_URL": mgmt_url,
         **redis_env,
@@ -255,6 +260,7 @@ def service_env(
         "ROUTER_METRICS_PORT": str(free_port()),
         "SLA_METRICS_PORT": str(free_port()),
         "NOTIFIER_METRICS_PORT": str(free_port()),
+        "ARCHIVER_METRICS_PORT": str(free_port()),
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
         "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink_port}/sms",
         "GRIDBUS_WECOM_ROBOT_URL": f"http://127.0.0.1:{sink_port}/wecom",

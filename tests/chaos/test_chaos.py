@@ -1,9 +1,10 @@
-"""The chaos test (short version, in CI): a private RabbitMQ node and Redis (AOF), the four
-services supervised, reports over HTTP while each service, Redis and the broker are
-killed with SIGKILL and restarted 2-3 s later; then nothing accepted may be lost, stuck
-in `registered`, left without SLA clocks, dispatched twice or dead-lettered for a
-transient reason, intake may not answer 500, and every killed piece must come back
-healthy. The full version is `gridbus chaos run` (bench/README.md).
+"""The chaos test (short version, in CI): a private RabbitMQ node and Redis (AOF), the
+services supervised (the archiver on a PostgreSQL database of the run's own), reports over
+HTTP while each service, Redis and the broker are killed with SIGKILL and restarted 2-3 s
+later; then nothing accepted may be lost, stuck in `registered`, left without SLA clocks,
+dispatched twice, dead-lettered for a transient reason or missing from the archive,
+intake may not answer 500, and every killed piece must come back healthy. The full
+version is `gridbus chaos run` (bench/README.md).
 
 Never touches the machine's broker or Redis: ports 5680-5689 / 15680-15689 / 25680-25689,
 epmd 4380-4389, Redis 6390-6399 (bench/chaos/nodes.py)."""
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.chaos
 REPORTS = int(os.environ.get("GRIDBUS_CHAOS_REPORTS", "300"))
 RATE = float(os.environ.get("GRIDBUS_CHAOS_RATE", "10"))
 # Redis before the broker: the broker takes 12-15 s to come back, the load must outlast it
-ORDER = ("intake", "router", "sla", "notifier", "redis", "broker")
+ORDER = ("intake", "router", "sla", "notifier", "archiver", "redis", "broker")
 
 
 def _runnable() -> str:
@@ -35,6 +36,16 @@ def _runnable() -> str:
         return "no redis-server to start a private Redis"
     if os.geteuid() != 0:
         return "a private RabbitMQ node is started as root (docs/design.md §10)"
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    server = make_conninfo(
+        os.environ.get("DATABASE_URL", "postgresql://root@127.0.0.1:5432/postgres"), dbname="postgres"
+    )
+    try:
+        psycopg.connect(server, connect_timeout=5).close()
+    except psycopg.OperationalError as exc:
+        return f"no PostgreSQL for the archiver's database of the run ({exc})"
     return ""
 
 
@@ -75,6 +86,7 @@ def test_nothing_accepted_is_lost_when_every_piece_is_killed(tmp_path: Path) -> 
     assert t["missing_clocks"] == 0, f"dispatched assignments without running SLA clocks: {detail}"
     assert t["double_dispatch"] == 0, f"double dispatch: {detail}"
     assert t["dead_transient"] == 0, f"dead-lettered for a transient reason: {detail}"
+    assert t["archive_missing"] == 0, f"accepted cases or their orders not in the archive: {detail}"
     assert t["http_500"] == 0, f"intake answered 500 (503 + Retry-After expected): {detail}"
     assert t["dispatched"] + f["duplicates_linked"] == REPORTS, detail
     assert not result["stalled"], f"a work queue stopped draining: {detail}"

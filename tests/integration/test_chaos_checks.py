@@ -125,3 +125,79 @@ def test_orders_are_read_from_the_message() -> None:
     )
     assert o is not None and (o.case_id, o.dept, o.round_no, o.correlation_id) == ("C9", "gas", 2, "r-9")
     assert parse_order("dept.gas", props, b"not json") is None
+
+
+def _recorded(case_id: str, version: int, orders: list[str]) -> dict[str, object]:
+    """intake's CaseRecorded of one version of a case, as the archiver receives it."""
+    from shared.models import Case, CaseRecorded, CaseStatus, Location
+
+    now = datetime.now(timezone.utc)
+    case = Case(
+        case_id=case_id,
+        report_id=f"r-{case_id}",
+        correlation_id=f"r-{case_id}",
+        status=CaseStatus.dispatched if orders else CaseStatus.registered,
+        version=version,
+        category="06010",
+        severity="normal",
+        description="垃圾满溢",
+        location=Location(lat=25.28, lon=110.31),
+        grid=GRID,
+        street=STREET,
+        reporter_id="w-1",
+        reporter_role="grid_officer",
+        observed_at=now,
+        registered_at=now,
+        updated_at=now,
+        assignments=[
+            Assignment(dept="sanitation", street=STREET, level=5, order_id=o, dispatched_at=now) for o in orders
+        ],
+    )
+    rec = CaseRecorded(
+        message_id=f"record:{case_id}:{version}",
+        case_id=case_id,
+        correlation_id=case.correlation_id,
+        version=version,
+        case=case,
+    )
+    return rec.model_dump(mode="json")
+
+
+def test_the_archive_check_finds_what_did_not_reach_postgres(pg_dsn: str) -> None:
+    """Three cases of a run on the real archive (written by the archiver's own writer):
+    one archived whole, one whose dispatched version and order never arrived, one absent."""
+    import uuid
+    from zoneinfo import ZoneInfo
+
+    import psycopg
+
+    from bench.chaos.checks import archive_missing
+    from services.archiver.writer import archive
+
+    run = uuid.uuid4().hex[:6]
+    whole, half, absent = f"W{run}", f"H{run}", f"A{run}"
+    orders = [_order(c, f"r-{c}") for c in (whole, half, absent)]
+    tz = ZoneInfo("Asia/Shanghai")
+    with psycopg.connect(pg_dsn) as conn:
+        for body in (
+            _recorded(whole, 1, []),
+            _recorded(whole, 2, [orders[0].order_id]),
+            _recorded(half, 1, []),
+            {
+                "message_id": orders[0].message_id,
+                "kind": "dispatch_order",
+                "order_id": orders[0].order_id,
+                "case_id": whole,
+                "dept": "sanitation",
+                "street": STREET,
+                "level": 5,
+            },
+        ):
+            archive(conn, body, tz)
+    assert archive_missing(pg_dsn, [whole], orders[:1]) == []
+    assert archive_missing(pg_dsn, [whole, half, absent], orders) == [
+        f"case {absent}",
+        f"order {absent}/1/sanitation",
+        f"order {half}/1/sanitation",
+        f"case {half} archived without its order {half}/1/sanitation",
+    ]
