@@ -212,15 +212,15 @@ def main() -> None:
             def one_process(tag: str, ahead_s: float) -> dict[str, float]:
                 d.unpublished.clear()
                 due = arm_burst(tag, ahead_s + 4.0)
-                outbox0 = d.store.outbox_size()  # the dispatches' own ClocksRecorded, never published here
+                outbox0 = d.store.outbox.size()  # the dispatches' own ClocksRecorded, never published here
                 c0 = time.process_time()
                 lateness = _fire_burst(d, due, args.burst, tick, ahead_s)
                 cpu = time.process_time() - c0
                 committed = list(d.unpublished)
                 # each case's commit also carries its ClocksRecorded (the archive's copy)
                 deadlines = [e for e in committed if not isinstance(e, ClocksRecorded)]
-                assert d.store.outbox_size() - outbox0 == len(committed) and len(deadlines) == args.burst, (
-                    d.store.outbox_size() - outbox0,
+                assert d.store.outbox.size() - outbox0 == len(committed) and len(deadlines) == args.burst, (
+                    d.store.outbox.size() - outbox0,
                     len(committed),
                     len(deadlines),
                 )
@@ -232,13 +232,13 @@ def main() -> None:
             out["one"] = one_process("A", ahead)
             committed = list(d.unpublished)
             # 5. publishing, apart ------------------------------------------------------
-            outbox0 = d.store.outbox_size() - len(committed)
+            outbox0 = d.store.outbox.size() - len(committed)
             sink.clear()
             t0 = time.perf_counter()
             d.publish_pending()
             out["sink_s"] = time.perf_counter() - t0
             out["sink_events"] = len(sink)
-            assert d.store.outbox_size() == outbox0
+            assert d.store.outbox.size() == outbox0
             out["broker"] = None if args.no_broker else _publish_to_broker(committed, settings)
 
             # the same burst again, fired by `--replicas` processes at once (as sla is deployed)
@@ -260,7 +260,7 @@ def main() -> None:
                     p.join(30)
                 out["many"] = _stats(sorted(x for part in parts for x in part))
                 out["many_split"] = [len(part) for part in parts]
-                out["many_outbox"] = d.store.outbox_size()
+                out["many_outbox"] = d.store.outbox.size()
     finally:
         for chunk in _chunks(r.scan_iter(f"{prefix}:*", count=10_000), 10_000):
             r.unlink(*chunk)

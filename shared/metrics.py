@@ -231,7 +231,7 @@ OUTBOX_PENDING = _gauge("gridbus_outbox_pending", "Events stored but not yet con
 OUTBOX_OLDEST_AGE = _gauge(
     "gridbus_outbox_oldest_age_seconds",
     "Age of the oldest event in the service's outbox (stored, not yet "
-    "confirmed by the broker; sla: since it was last taken for publishing); 0 when the outbox is empty.",
+    "confirmed by the broker; since it was stored or last taken by the relay); 0 when the outbox is empty.",
     owner=("intake", "sla"),
 )
 REQUEST_BYTES_REJECTED = _counter("gridbus_request_too_large_total", "HTTP bodies refused with 413.", owner="intake")

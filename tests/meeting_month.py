@@ -171,7 +171,7 @@ class _Month:
         )
         event = CaseRegistered(case_id=case_id, correlation_id=case.correlation_id, case=summary_of(case))
         self.store.register(case.report_id, case, event, index_location=False)
-        self.store.outbox_done(event.message_id)  # no relay here: nothing to publish
+        self.store.outbox.done([event.message_id])  # no relay here: nothing to publish
         self.ids.append(case_id)
         return case_id
 

@@ -24,7 +24,6 @@ import hashlib
 import hmac
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
@@ -35,6 +34,7 @@ from werkzeug.datastructures import Headers
 
 from shared import redis_keys as keys
 from shared.models import ApiKeyRecorded
+from shared.outbox import intake_outbox
 
 KEY_PREFIX = "gbk_"
 _KEY = re.compile(r"^gbk_([0-9a-f]{12})\.([A-Za-z0-9_\-]{20,128})$")
@@ -153,6 +153,7 @@ def create_key(
     pipe.hset(keys.api_key(key_id, prefix), mapping=fields)
     pipe.sadd(keys.api_keys(prefix), key_id)
     _record(
+        client,
         pipe,
         ApiKeyRecorded(
             message_id=f"apikey:{key_id}:created",
@@ -172,10 +173,9 @@ def create_key(
     return f"{KEY_PREFIX}{key_id}.{secret}", info
 
 
-def _record(pipe: Any, record: ApiKeyRecorded, prefix: str | None) -> None:
+def _record(client: redis.Redis, pipe: Any, record: ApiKeyRecorded, prefix: str | None) -> None:
     """The archive's copy, in intake's outbox in the same transaction (its relay publishes it)."""
-    pipe.hset(keys.outbox(prefix), record.message_id, record.model_dump_json())
-    pipe.zadd(keys.outbox_times(prefix), {record.message_id: time.time()})
+    intake_outbox(client, prefix).add_in(pipe, [record])
 
 
 def _dt(value: str | bytes | None) -> datetime | None:
@@ -229,6 +229,7 @@ def revoke_key(client: redis.Redis, key_id: str) -> bool:
     pipe.hset(keys.api_key(key_id), "revoked_at", now.isoformat())
     pipe.hdel(keys.api_key(key_id), "secret_sha256")
     _record(
+        client,
         pipe,
         ApiKeyRecorded(
             message_id=f"apikey:{key_id}:revoked",

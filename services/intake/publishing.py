@@ -24,8 +24,17 @@ def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
     except Exception as exc:  # the relay retries; the case is safe in Redis
         log.warning("publish_deferred", case_id=events[0].case_id, events=len(events), error=str(exc))
         return
-    for event in events:
-        store.outbox_done(event.message_id)
+    store.outbox.done(e.message_id for e in events)
+
+
+def relay_stored(bus: Bus, store: CaseStore, older_than_s: float) -> int:
+    """The outbox relay: publish what was stored more than `older_than_s` ago and is still
+    unconfirmed (its publisher died or the broker refused); returns how many it took."""
+    events = store.outbox.take(older_than_s)
+    if events:
+        log.info("outbox_relay", count=len(events))
+        publish_stored(bus, store, events)
+    return len(events)
 
 
 def register_report(

@@ -19,7 +19,7 @@ from services.intake.command_api import CommandApi
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import backlog, observe, publish_backlog
-from services.intake.publishing import publish_stored, register_report
+from services.intake.publishing import publish_stored, register_report, relay_stored
 from services.intake.reconcile import repair_stuck
 from services.intake.replies import (
     Cancellation,
@@ -39,7 +39,7 @@ from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.grid import load_grid
 from shared.lifecycle import IllegalTransition
-from shared.models import Case, CaseStatus, Reply, Report, parse_event
+from shared.models import Case, CaseStatus, Reply, Report
 from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
 from shared.reconcile import take_turn
 
@@ -277,10 +277,8 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
     @timer(interval=get_settings().outbox_relay_seconds)
     def relay_outbox(self) -> None:
         store, _ = self.domain.for_client(self.redis)
-        events = [parse_event(body) for _, body in store.outbox_older_than(get_settings().outbox_relay_seconds)]
-        if events:
-            log.info("outbox_relay", count=len(events))
-            publish_stored(self.bus, store, events)
-            metrics.REPAIRS.labels("intake", "outbox_relayed").inc(len(events))
-        metrics.OUTBOX_PENDING.set(store.outbox_size())
-        metrics.OUTBOX_OLDEST_AGE.set(store.outbox_oldest_age())
+        relayed = relay_stored(self.bus, store, get_settings().outbox_relay_seconds)
+        if relayed:
+            metrics.REPAIRS.labels("intake", "outbox_relayed").inc(relayed)
+        metrics.OUTBOX_PENDING.set(store.outbox.size())
+        metrics.OUTBOX_OLDEST_AGE.set(store.outbox.oldest_age())

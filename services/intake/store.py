@@ -11,17 +11,17 @@ concurrent writers cannot both win.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Iterator, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import redis
 
 from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES
 from shared.models import Case, CaseRecorded, Envelope
+from shared.outbox import intake_outbox
 from shared.scripts import Lua
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class CaseStore:
         self.r = client
         self.district = district
         self.archive = archive
+        self.outbox = intake_outbox(client)
         self._register = _REGISTER.on(client)
         self._cas = _COMPARE_AND_SET.on(client)
 
@@ -100,8 +101,7 @@ class CaseStore:
                 keys.report_index(report_id),
                 keys.case(case.case_id),
                 keys.cases_by_time(),
-                keys.outbox(),
-                keys.outbox_times(),
+                *self.outbox.keys(),
                 keys.open_cases_geo(case.category),
                 keys.open_cases(),
             ],
@@ -137,9 +137,7 @@ class CaseStore:
         ]
         for e in events:
             args += [e.message_id, e.model_dump_json()]
-        result = self._cas(
-            keys=[keys.case(case.case_id), keys.outbox(), keys.outbox_times(), keys.open_cases()], args=args
-        )
+        result = self._cas(keys=[keys.case(case.case_id), *self.outbox.keys(), keys.open_cases()], args=args)
         if result == -1:
             raise CaseNotFound(case.case_id)
         if result == -2:
@@ -168,32 +166,6 @@ class CaseStore:
             found = [c if c is not None else archived.get(cid) for cid, c in zip(case_ids, found, strict=True)]
         return found
 
-    # ------------------------------------------------------------------ outbox
+    # ------------------------------------------------------------------ open cases
     def open_case_ids(self) -> list[str]:
         return cast(list[str], self.r.zrange(keys.open_cases(), 0, -1))
-
-    def outbox_done(self, message_id: str) -> None:
-        pipe = self.r.pipeline()
-        pipe.hdel(keys.outbox(), message_id)
-        pipe.zrem(keys.outbox_times(), message_id)
-        pipe.execute()
-
-    def outbox_older_than(self, age_s: float, limit: int = 200) -> Iterator[tuple[str, dict]]:
-        ids = cast(
-            list[str], self.r.zrangebyscore(keys.outbox_times(), "-inf", time.time() - age_s, start=0, num=limit)
-        )
-        if not ids:
-            return
-        for message_id, body in zip(ids, self.r.hmget(keys.outbox(), ids), strict=True):
-            if body is None:
-                self.r.zrem(keys.outbox_times(), message_id)
-                continue
-            yield message_id, json.loads(body)
-
-    def outbox_size(self) -> int:
-        return int(self.r.zcard(keys.outbox_times()))
-
-    def outbox_oldest_age(self, now: float | None = None) -> float:
-        """Seconds since the oldest outbox entry was stored (0 when empty)."""
-        oldest = cast(list[tuple[str, float]], self.r.zrange(keys.outbox_times(), 0, 0, withscores=True))
-        return max(0.0, (time.time() if now is None else now) - oldest[0][1]) if oldest else 0.0

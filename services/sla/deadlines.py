@@ -299,7 +299,7 @@ class Deadlines:
         held = 0.0
         while self.unpublished:
             if time.monotonic() - held > HOLD_EVERY_S:  # keep the relays (older than 5 s) off what waits here
-                self.store.outbox_hold([e.message_id for e in self.unpublished])
+                self.store.outbox.hold([e.message_id for e in self.unpublished])
                 held = time.monotonic()
             events = [self.unpublished.popleft() for _ in range(min(chunk, len(self.unpublished)))]
             done = self._publish(events)
@@ -317,7 +317,7 @@ class Deadlines:
         except Exception as exc:  # stays in the outbox; the relay retries
             log.warning("publish_deferred", error=str(exc), pending=len(events) - len(done))
         finally:
-            self.store.outbox_done([e.message_id for e in done])
+            self.store.outbox.done([e.message_id for e in done])
         for event in done:
             if isinstance(event, (DeadlineWarning, DeadlineBreached, CaseEscalated)):
                 log.info(
@@ -330,7 +330,7 @@ class Deadlines:
         return done
 
     def relay(self, older_than_s: float = 5.0) -> int:
-        events = self.store.outbox_take(older_than_s)
+        events = self.store.outbox.take(older_than_s)
         if events:
             log.info("sla_outbox_relay", count=len(events))
         return len(self._publish(events))

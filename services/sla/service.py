@@ -121,8 +121,8 @@ class SlaService:
         relayed = self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
         if relayed:
             metrics.REPAIRS.labels("sla", "outbox_relayed").inc(relayed)
-        metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox_size())
-        metrics.OUTBOX_OLDEST_AGE.set(self.deadlines.store.outbox_oldest_age())
+        metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox.size())
+        metrics.OUTBOX_OLDEST_AGE.set(self.deadlines.store.outbox.oldest_age())
         # here, not in fire_due: a firing loop that is stuck must still show its lag
         metrics.TIMER_LAG.set(self.deadlines.timers.lag(time.time()))
 

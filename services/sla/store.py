@@ -35,7 +35,8 @@ from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from services.sla.timers import Claimed, TimerStore, binary_twin
 from shared import redis_keys as keys
 from shared import scripts
-from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, ClocksRecorded, Envelope, parse_event
+from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, ClocksRecorded
+from shared.outbox import sla_outbox
 from shared.scripts import Lua
 
 SEEN_TTL_S = 45 * 24 * 3600
@@ -45,7 +46,6 @@ RETRIES = 20
 
 _COUNT_ONCE = Lua("services.sla", "count_once")
 
-_OUTBOX_TAKE = Lua("shared", "outbox_take")
 
 _READ = Lua("services.sla", "read")
 
@@ -124,7 +124,7 @@ class SlaStore:
         self.engine = engine
         self.timers = TimerStore(client)
         self._count_once = _COUNT_ONCE.on(client)
-        self._outbox_take = _OUTBOX_TAKE.on(client)
+        self.outbox = sla_outbox(client)
         self._read_script = _READ.on(self.b)
         self._commit_script = _COMMIT.on(self.b)
         self._prefix = self._hist_prefix = ""
@@ -171,13 +171,11 @@ class SlaStore:
         bad = self._commit_script(keys=self._commit_keys(), args=[self._commit_blob(ops, done)])
         return [ops[int(i) - 1] for i in bad]
 
-    @staticmethod
-    def _commit_keys() -> list[str]:
+    def _commit_keys(self) -> list[str]:
         return [
             keys.timers_due(),
             keys.timers_leased(),
-            keys.sla_outbox(),
-            keys.sla_outbox_times(),
+            *self.outbox.keys(),
             keys.sla_ledger(),
             keys.sla_ledger_by_time(),
             keys.sla_ledger_ended(),
@@ -398,38 +396,6 @@ class SlaStore:
                 batch.ops[case_id] = self._decide_fire(case_id, batch.by_case[case_id], raw, batch.now)
             changed = self._commit(batch.live(), done=[c.timer_id for c in batch.claimed])
         raise RuntimeError(f"sla: {len(changed)} case(s) kept changing under {retries} attempts")
-
-    # ------------------------------------------------------------------ outbox
-
-    def outbox_done(self, message_ids: list[str]) -> None:
-        if message_ids:
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hdel(keys.sla_outbox(), *message_ids)
-            pipe.zrem(keys.sla_outbox_times(), *message_ids)
-            pipe.execute()
-
-    def outbox_hold(self, message_ids: list[str]) -> None:
-        """About to publish these: keep other relays off them for a while."""
-        if message_ids:
-            now = time.time()
-            self.r.zadd(keys.sla_outbox_times(), {m: now for m in message_ids}, xx=True)
-
-    def outbox_take(self, older_than_s: float, limit: int = 200) -> list[Envelope]:
-        """Events stored more than `older_than_s` ago; taken for `older_than_s` (another
-        replica's relay will not take them meanwhile)."""
-        now = time.time()
-        bodies = self._outbox_take(
-            keys=[keys.sla_outbox_times(), keys.sla_outbox()], args=[now - older_than_s, now, limit]
-        )
-        return [parse_event(json.loads(b)) for b in bodies]
-
-    def outbox_size(self) -> int:
-        return int(self.r.zcard(keys.sla_outbox_times()))
-
-    def outbox_oldest_age(self, now: float | None = None) -> float:
-        """Seconds since the oldest outbox entry was stored (0 when empty)."""
-        oldest = cast(list[tuple[str, float]], self.r.zrange(keys.sla_outbox_times(), 0, 0, withscores=True))
-        return max(0.0, (time.time() if now is None else now) - oldest[0][1]) if oldest else 0.0
 
     # ------------------------------------------------------------------ rebuild
 

@@ -59,7 +59,7 @@ def test_same_report_twice_is_one_case_even_concurrently(redis_client: redis.Red
         t.join()
     assert len({case_id for case_id, _ in results}) == 1
     assert sum(created for _, created in results) == 1
-    assert store.outbox_size() == 2  # the event and the case's record for the archive
+    assert store.outbox.size() == 2  # the event and the case's record for the archive
 
 
 def test_compare_and_set_lets_one_writer_win(redis_client: redis.Redis) -> None:
@@ -76,10 +76,10 @@ def test_compare_and_set_lets_one_writer_win(redis_client: redis.Redis) -> None:
         store.save(b, b.version, [])
     stored = store.get(case_id)
     assert stored.status == CaseStatus.dispatched and stored.version == 2
-    pending = dict(store.outbox_older_than(-10))
+    pending = {e.message_id: e for e in store.outbox.take(-10)}
     assert upd.message_id in pending
-    store.outbox_done(upd.message_id)
-    assert upd.message_id not in dict(store.outbox_older_than(-10))
+    store.outbox.done([upd.message_id])
+    assert upd.message_id not in {e.message_id for e in store.outbox.take(-10)}
 
 
 def test_open_cases_follow_the_status(redis_client: redis.Redis) -> None:

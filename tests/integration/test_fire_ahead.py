@@ -81,9 +81,9 @@ def test_nothing_is_committed_before_the_due_time(redis_client: redis.Redis, pol
     sink: list[Envelope] = []
     d = make(redis_client, policies_path, sink)
     d.handle(dispatched("E1", T0), now=T0)
-    outbox = d.store.outbox_size()
+    outbox = d.store.outbox.size()
     d.fire_due(now=T0 + 295, ahead=10.0, lease_s=30)  # the ack warning is due at T0 + 300
-    assert len(d.ready) == 1 and sink == [] and d.store.outbox_size() == outbox
+    assert len(d.ready) == 1 and sink == [] and d.store.outbox.size() == outbox
     [(name, lease_until)] = redis_client.zrange(keys.timers_leased(), 0, -1, withscores=True)
     assert "|w|" in name and lease_until == T0 + 300 + 30  # the lease runs from the due time
     assert d.store.load("E1").clocks["1/sanitation/a"].warned is False  # type: ignore[union-attr]

@@ -201,11 +201,11 @@ def test_outbox_keeps_events_the_broker_refused(redis_client: redis.Redis, polic
     d.handle(dispatched("O1", T0), now=T0)
     d.fire_due(now=T0 + 301)
     # the warning, and the records of both commits (dispatched, fired) for the archive
-    assert d.store.outbox_size() == 3 and d.timers.leased() == 0
+    assert d.store.outbox.size() == 3 and d.timers.leased() == 0
     sink: list[Envelope] = []
     ok = make(redis_client, policies_path, sink)
     assert ok.relay(older_than_s=0) == 3
-    assert [e.event for e in sink] == ["deadline_warning"] and ok.store.outbox_size() == 0
+    assert [e.event for e in sink] == ["deadline_warning"] and ok.store.outbox.size() == 0
 
 
 def test_suspend_resume_and_reopen_through_redis(redis_client: redis.Redis, policies_path: Path) -> None:
