@@ -204,6 +204,7 @@ class ReliableConsumer(Consumer):
         service = self.container.service_name
         self.bus = Bus(self.container.config["AMQP_URI"], service=service)
         self.retry_cap = get_settings().consumer_retry_max_seconds
+        self._probing = False  # an idle stall's look at its dependency is running
         self.stall = Stall(service, self.queue_name, on_change=self._stall_changed)
         metrics.CONSUMER_HELD.labels(service, self.queue_name).set(0)
         for dependency in DEPENDENCIES:  # every label set exists from the start (increase() sees the first)
@@ -216,6 +217,32 @@ class ReliableConsumer(Consumer):
 
     def _stall_changed(self, stall: Stall) -> None:
         metrics.CONSUMER_HELD.labels(stall.service, stall.queue).set(stall.held)
+        if stall.idle and not self._probing and not self.stopping:
+            self._probing = True
+            self.container.spawn_managed_thread(self._end_idle_stall, identifier=f"{self.queue_name}.idle_stall")
+
+    def _end_idle_stall(self) -> None:
+        """A stall with nothing held ends when its dependency answers again: no message is
+        left to go through and end it, and the next outage must be a stall of its own (its
+        log line, its count in CONSUMER_STALLS). The dependency's /healthz check (`redis`,
+        `broker`: shared.nameko_ext.HealthChecks) is tried every CONSUMER_RETRY_MAX_SECONDS
+        while the stall stays idle. A dependency without a check (postgres, an HTTP peer,
+        the network) waits for the next message that goes through; nothing is held
+        meanwhile, so nothing waits on it but the log line."""
+        try:
+            while not self.stopping and self.stall.idle:
+                eventlet.sleep(self.retry_cap)
+                check = HEALTH.checks.get(self.stall.dependency)
+                if check is None or not self.stall.idle or self.stopping:
+                    return
+                try:
+                    ok = check.fn()[0]
+                except Exception:  # still down: look again later
+                    ok = False
+                if ok and self.stall.idle:
+                    self.stall.recovered("its dependency answers again (no message held)")
+        finally:
+            self._probing = False
 
     # -- delivery
 

@@ -148,6 +148,13 @@ class Stall:
     def stalled(self) -> bool:
         return self.since is not None
 
+    @property
+    def idle(self) -> bool:
+        """Stalled with no message held: none is left to go through and end the stall (their
+        channel closed and the broker gave them to another replica), so only a look at the
+        dependency itself can tell that it is back."""
+        return self.since is not None and self.held == 0
+
     def hold(self, dependency: str, error: BaseException) -> bool:
         """A message is held for `dependency`; True when this starts a stall."""
         self.held += 1
@@ -170,8 +177,9 @@ class Stall:
         self.held = max(0, self.held - 1)
         self.on_change(self)
 
-    def recovered(self) -> None:
-        """A message went through: the dependency is back."""
+    def recovered(self, how: str = "a message went through") -> None:
+        """The dependency is back (`how` we know: a message went through, or the idle
+        stall's look at the dependency answered)."""
         if self.since is None:
             return
         log.warning(
@@ -181,6 +189,7 @@ class Stall:
             dependency=self.dependency,
             stalled_s=round(self.clock() - self.since, 3),
             still_held=self.held,
+            how=how,
         )
         self.since, self.dependency = None, ""
         self.on_change(self)

@@ -415,3 +415,90 @@ def test_a_stopped_tick_loop_ends_the_sla_process(
             own_redis.proc.send_signal(signal.SIGCONT)
         sla.stop()
         vhost_factory.drop(vhost)
+
+
+def test_a_stall_with_nothing_held_ends_when_its_dependency_is_back(
+    vhost_factory: Vhosts, own_redis: ThrowawayRedis, mgmt_api: httpx.Client, tmp_path: Path
+) -> None:
+    """A stall usually ends when a held message goes through. Here none can: while Redis is
+    down the held messages' channel is cut and the broker hands them to another consumer
+    (a replica; here the test's own, which keeps them). The stall still ends once Redis
+    answers again (its /healthz check, tried every CONSUMER_RETRY_MAX_SECONDS), so that the
+    next outage is a stall of its own: logged and counted again."""
+    vhost = vhost_factory.make("idle")
+    env = service_env(vhost, own_redis.url, CONSUMER_RETRY_MAX_SECONDS="1", LOG_LEVEL="INFO")
+    intake = Service("intake", env, tmp_path / "intake.log")
+    replica: Any = None
+
+    def stalls() -> float:
+        return intake.metric("gridbus_consumer_stalls_total", queue="intake.reports", dependency="redis")
+
+    def held() -> float:
+        return intake.metric("gridbus_consumer_held_messages", queue="intake.reports")
+
+    try:
+        assert wait_for(lambda: intake.health()[0] == 200, 60), intake.logs()
+        own_redis.kill()
+        publish_reports(vhost, 4)
+        assert wait_for(lambda: held() == 4, 15), intake.logs()
+        assert stalls() == 1
+
+        # the other replica: a consumer of the same queue on a connection of its own
+        params = pika.URLParameters(vhost)
+        params.client_properties = {"connection_name": "the-other-replica"}
+        replica = pika.BlockingConnection(params)
+        channel = replica.channel()
+        channel.basic_qos(prefetch_count=100)
+        taken: list[int] = []
+        tag = channel.basic_consume(
+            topology.Q_INTAKE_REPORTS, lambda ch, method, props, body: taken.append(method.delivery_tag)
+        )
+        name = quote(unquote(urlparse(vhost).path[1:]), safe="")
+
+        def theirs() -> list[dict[str, Any]]:
+            return [
+                c
+                for c in mgmt_api.get(f"/api/vhosts/{name}/connections").json()
+                if (c.get("client_properties") or {}).get("connection_name") != "the-other-replica"
+            ]
+
+        def listed() -> bool:
+            replica.process_data_events(0)
+            return any(
+                (c.get("client_properties") or {}).get("connection_name") == "the-other-replica"
+                for c in mgmt_api.get(f"/api/vhosts/{name}/connections").json()
+            )
+
+        assert wait_for(listed, 20, interval=0.5)
+        for c in theirs():  # intake's connections cut: its held messages go to the other replica
+            mgmt_api.delete(f"/api/connections/{quote(c['name'], safe='')}")
+
+        def all_taken() -> bool:
+            replica.process_data_events(0.2)
+            return len(taken) == 4
+
+        assert wait_for(all_taken, 20), (taken, intake.logs())
+        assert wait_for(lambda: held() == 0, 15), intake.logs()
+        assert wait_for(lambda: intake.health()[1].get("checks", {}).get("consumers", {}).get("ok"), 30)
+        assert intake.count("consumer_recovered") == 0  # Redis is still down: still stalled
+
+        own_redis.start()
+        assert wait_for(lambda: intake.count("consumer_recovered") == 1, 15), intake.logs()
+        assert stalls() == 1
+
+        # the next outage is a stall of its own
+        channel.basic_cancel(tag)  # the other replica takes no more (it keeps its four unacked)
+        own_redis.kill()
+        publish_reports(vhost, 1)
+        assert wait_for(lambda: intake.count("consumer_stalled") == 2, 15), intake.logs()
+        assert stalls() == 2
+        own_redis.start()
+        replica.close()  # its four go back to intake: nothing was lost
+        replica = None
+        assert wait_for(lambda: intake.count("case_registered") == 5, 30), intake.logs()
+        assert held() == 0 and queue_depth(vhost, topology.Q_INTAKE_REPORTS) == 0
+    finally:
+        if replica is not None:
+            replica.close()
+        intake.stop()
+        vhost_factory.drop(vhost)

@@ -107,6 +107,20 @@ def test_a_stall_logs_once_and_counts_held_messages() -> None:
     assert stall.hold("broker", PublishFailed("x")) is True and stall.episodes == 2
 
 
+def test_a_stall_with_nothing_held_is_idle_until_it_ends() -> None:
+    """Idle: stalled, and no message left whose success would end the stall (the consumer
+    then looks at the dependency itself: tests/integration/test_resilience.py)."""
+    stall = Stall("intake", "intake.reports")
+    assert not stall.idle
+    stall.hold("redis", rexc.ConnectionError("refused"))
+    assert stall.stalled and not stall.idle
+    stall.release()  # its channel closed: the broker gave it to someone else
+    assert stall.idle and stall.stalled
+    stall.recovered("its dependency answers again (no message held)")
+    assert not stall.idle and not stall.stalled
+    assert stall.hold("redis", rexc.ConnectionError("refused")) is True and stall.episodes == 2
+
+
 def test_health_names_the_failing_check_and_caches_network_checks() -> None:
     calls = {"redis": 0}
     state = {"redis": True}
