@@ -215,6 +215,12 @@ class Settings(BaseSettings):
         description="Longest pause between two tries of a message held while a dependency (Redis, the "
         "broker) is down; held messages are tried again, never requeued, until it is back.",
     )
+    consumer_stuck_seconds: float = Field(
+        120.0,
+        description="A message a consumer took and has not tried for this long (a hung handler, a retry "
+        "that never woke) fails /healthz (`messages`) and ends the process, so that the broker hands it "
+        "out again; a message held this long fails /healthz (`held`) until it goes through.",
+    )
     consumer_reattach_seconds: float = Field(
         120.0,
         description="A service whose consumers stay detached from the broker this long exits non-zero "

@@ -37,7 +37,7 @@ from shared.config import get_settings
 from shared.deadletters import ERROR_HEADER, REASON_HEADER, SERVICE_HEADER  # named once, there
 from shared.health import HEALTH
 from shared.redisdb import connect
-from shared.resilience import Stall, backoff_delay, transient_dependency
+from shared.resilience import Ledger, Stall, backoff_delay, transient_dependency
 
 log = structlog.get_logger("gridbus.messaging")
 
@@ -92,16 +92,25 @@ def dead_letter(
 class ReliableQueueConsumer(QueueConsumer):
     """Dead-letters bodies that cannot be decoded instead of crashing the consumer, and
     knows whether its consumers are attached to a live channel (the `consumers` check of
-    /healthz; the watchdog ends the process when they stay detached too long)."""
+    /healthz; the watchdog ends the process when they stay detached too long) and what
+    became of every message they took (`ledger`: the `messages` and `held` checks)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.current_channel: Any = None
         self.current_connection: Any = None
+        self.ledger = Ledger()
 
     def setup(self) -> None:
         super().setup()
-        HEALTH.register("consumers", self.attached, fatal_after=get_settings().consumer_reattach_seconds)
+        settings = get_settings()
+        HEALTH.register("consumers", self.attached, fatal_after=settings.consumer_reattach_seconds)
+        stuck = settings.consumer_stuck_seconds
+        # a message nobody tries any more comes back only when the channel closes: exit
+        HEALTH.register("messages", partial(self.ledger.stuck, stuck), fatal_after=0.0)
+        # held that long: true while an outage lasts, a lie-detector once it is over; not
+        # for liveness (a Redis outage must not restart every replica)
+        HEALTH.register("held", partial(self.ledger.held_too_long, stuck), cheap=False)
 
     def get_consumers(self, consumer_cls, channel):
         # Recorded before the first basic.consume: the broker delivers to the first
@@ -247,6 +256,9 @@ class ReliableConsumer(Consumer):
     # -- delivery
 
     def handle_message(self, body: Any, message: Any) -> None:
+        self.queue_consumer.ledger.trying(
+            id(message), self.queue_name, partial(self.queue_consumer.channel_alive, message)
+        )
         args = (body, dict(message.properties)) if self.with_properties else (body,)
         try:
             self.container.spawn_worker(
@@ -281,10 +293,12 @@ class ReliableConsumer(Consumer):
         if dependency is not None:
             if self.stall.hold(dependency, exc):
                 metrics.CONSUMER_STALLS.labels(self.stall.service, self.queue_name, dependency).inc()
+            self.queue_consumer.ledger.held(id(message), dependency)
             self._again(body, message, held=True)
             return
         tries = _count(message, "_gridbus_bug_tries") + _earlier_deliveries(message)
         if tries < BUG_ATTEMPTS:
+            self.queue_consumer.ledger.retrying(id(message))
             self._again(body, message, held=False, attempt=tries)
             return
         self._dead_letter(body, message, f"handler failed {tries} times: {type(exc).__name__}: {exc}", "handler_error")
@@ -299,6 +313,7 @@ class ReliableConsumer(Consumer):
             if held:
                 self.stall.release()
             if self.stopping or not self.queue_consumer.channel_alive(message):
+                self.queue_consumer.ledger.settled(id(message))
                 log.info(
                     "held_message_released",
                     queue=self.queue_name,
@@ -315,6 +330,7 @@ class ReliableConsumer(Consumer):
     # -- settling, safely
 
     def _ack(self, message: Any) -> None:
+        self.queue_consumer.ledger.settled(id(message))
         if not self.queue_consumer.channel_alive(message):
             log.info("ack_skipped", queue=self.queue_name, reason="channel closed: the broker delivers it again")
             return
@@ -324,6 +340,7 @@ class ReliableConsumer(Consumer):
             log.warning("ack_failed", queue=self.queue_name, error=repr(exc))
 
     def _requeue(self, message: Any) -> None:
+        self.queue_consumer.ledger.settled(id(message))
         if not self.queue_consumer.channel_alive(message):
             return
         try:
@@ -349,6 +366,7 @@ class ReliableConsumer(Consumer):
                 metrics.CONSUMER_STALLS.labels(
                     self.stall.service, self.queue_name, transient_dependency(exc) or "broker"
                 ).inc()
+            self.queue_consumer.ledger.held(id(message), transient_dependency(exc) or "broker")
             self._again(body, message, held=True)
             return
         self._ack(message)

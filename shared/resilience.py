@@ -193,3 +193,87 @@ class Stall:
         )
         self.since, self.dependency = None, ""
         self.on_change(self)
+
+
+@dataclass
+class _Unsettled:
+    queue: str
+    alive: Callable[[], bool]  # its channel is still open (else the broker has it back)
+    since: float  # first handled
+    active: float  # last time a handler started on it or it was held again
+    held_since: float | None = None
+    dependency: str = ""
+
+
+@dataclass
+class Ledger:
+    """Every message a consumer holds unsettled, from its first try to its ack, dead
+    letter or release, so that /healthz can say what the held-message count cannot: a
+    message nobody is working on any more (a handler that hangs, a retry that never
+    wakes, a hold the process forgot — on an open channel the broker never hands it out
+    again), or one held for longer than an outage should last. Keys are the consumers'
+    own (the kombu message's id); plain Python, tested without a broker."""
+
+    clock: Callable[[], float] = field(default=time.monotonic)
+    entries: dict[int, _Unsettled] = field(default_factory=dict)
+
+    def trying(self, key: int, queue: str, alive: Callable[[], bool]) -> None:
+        """A handler starts on the message (its first delivery or a retry)."""
+        now = self.clock()
+        entry = self.entries.get(key)
+        if entry is None:
+            self.entries[key] = _Unsettled(queue, alive, now, now)
+        else:
+            entry.active = now
+
+    def held(self, key: int, dependency: str) -> None:
+        """The message waits for `dependency` and will be tried again."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.active = self.clock()
+            if entry.held_since is None:
+                entry.held_since, entry.dependency = entry.active, dependency
+
+    def retrying(self, key: int) -> None:
+        """The message will be tried again (a bug, a few times): it is being worked on."""
+        entry = self.entries.get(key)
+        if entry is not None:
+            entry.active = self.clock()
+
+    def settled(self, key: int) -> None:
+        """Acked, dead-lettered, requeued, or let go with its channel."""
+        self.entries.pop(key, None)
+
+    def stuck(self, after: float) -> tuple[bool, str]:
+        """The `messages` check: fails while a message has had no try for `after` seconds
+        (held messages are tried at least every CONSUMER_RETRY_MAX_SECONDS)."""
+        now = self.clock()
+        late = [e for e in list(self.entries.values()) if now - e.active >= after]
+        if not late:
+            return True, f"{len(self.entries)} unsettled, none idle for {after:g} s"
+        oldest = min(late, key=lambda e: e.active)
+        open_ = sum(1 for e in late if _safe(e.alive))
+        return False, (
+            f"{len(late)} message(s) ({', '.join(sorted({e.queue for e in late}))}) without a try for "
+            f"{now - oldest.active:.0f} s ({open_} on an open channel, {len(late) - open_} on a closed one)"
+        )
+
+    def held_too_long(self, after: float) -> tuple[bool, str]:
+        """The `held` check: fails while a message has been held for `after` seconds."""
+        now = self.clock()
+        long = [e for e in list(self.entries.values()) if e.held_since is not None and now - e.held_since >= after]
+        if not long:
+            held = sum(1 for e in self.entries.values() if e.held_since is not None)
+            return True, f"{held} held, none for {after:g} s"
+        oldest = min(long, key=lambda e: e.held_since or now)
+        return False, (
+            f"{len(long)} message(s) ({', '.join(sorted({e.queue for e in long}))}) held for "
+            f"{', '.join(sorted({e.dependency for e in long}))} for {now - (oldest.held_since or now):.0f} s"
+        )
+
+
+def _safe(fn: Callable[[], bool]) -> bool:
+    try:
+        return bool(fn())
+    except Exception:  # a channel object in an odd state: count it as closed
+        return False

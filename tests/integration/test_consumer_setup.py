@@ -150,3 +150,47 @@ def test_messages_delivered_while_the_next_consumer_starts_are_acked(
         assert service.count("ack_skipped") == 0
     finally:
         service.stop()
+
+
+def _publish(vhost: str, queue: str, body: dict) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(vhost))
+    channel = conn.channel()
+    channel.confirm_delivery()
+    properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
+    channel.basic_publish("", queue, json.dumps(body).encode(), properties, mandatory=True)
+    conn.close()
+
+
+def test_a_message_held_past_the_bound_fails_healthz_and_a_hung_one_ends_the_process(
+    vhost_factory: Vhosts, mgmt_api: httpx.Client, tmp_path: Path
+) -> None:
+    """/healthz tells the truth about the messages a consumer took: one held longer than
+    CONSUMER_STUCK_SECONDS fails `held` (readiness; liveness stays 200 and the process
+    stays up, as it must through a long outage), and one whose handler hangs fails
+    `messages` and ends the process (exit 1), after which the broker has it back."""
+    vhost = vhost_factory.make("stuck")
+    topology.apply(vhost)
+    env = service_env(vhost, "redis://127.0.0.1:6379/0", CONSUMER_STUCK_SECONDS="3", CONSUMER_RETRY_MAX_SECONDS="0.5")
+    service = Service("router", env, tmp_path / "stuck.log", argv=[sys.executable, "-c", TWO_QUEUES])
+    try:
+        assert wait_for(lambda: service.health()[0] == 200, 60), service.logs()
+        _publish(vhost, QUEUES[0], {"peer_down": True})
+        status, body = wait_for(lambda: (lambda h: h if h[0] == 503 else None)(service.health()), 20) or (0, {})
+        assert status == 503 and body.get("failing") == ["held"], (status, body)
+        assert "held for http" in body["checks"]["held"]["detail"], body
+        assert body["checks"]["messages"]["ok"], body  # tried every 0.5 s: not idle
+        local = httpx.get(f"http://127.0.0.1:{service.metrics_port}/healthz?local=1", timeout=5)
+        assert local.status_code == 200, local.text
+        time.sleep(2)
+        assert service.proc.poll() is None
+
+        _publish(vhost, QUEUES[0], {"hang": True})
+        service.proc.wait(30)
+        assert service.proc.returncode == 1, service.logs()
+        failed = [line for line in service.logs(tail=10**9).splitlines() if '"service_failed"' in line]
+        assert failed and "messages: 1 message(s) (router.cases) without a try" in failed[0], failed
+        # both are the broker's again (ready), nothing lost
+        assert wait_for(lambda: queue_counts(mgmt_api, vhost)[QUEUES[0]] == (2, 0), 15), queue_counts(mgmt_api, vhost)
+    finally:
+        service.stop()
+        vhost_factory.drop(vhost)

@@ -13,7 +13,7 @@ from shared.amqpclient import BrokerUnreachable, PublishFailed, Unroutable
 from shared.health import Health, Heartbeat
 from shared.metrics import Known, serve_metrics
 from shared.nameko_ext import Rejected
-from shared.resilience import DependencyUnavailable, Stall, backoff_delay, transient_dependency
+from shared.resilience import DependencyUnavailable, Ledger, Stall, backoff_delay, transient_dependency
 from tests.conftest import free_port
 
 
@@ -196,3 +196,51 @@ def test_healthz_is_served_beside_metrics() -> None:
     assert httpx.get(f"{base}/healthz?local=1", timeout=5).status_code == 503
     metrics = httpx.get(f"{base}/metrics", timeout=5)
     assert metrics.status_code == 200 and "gridbus_consumer_held_messages" in metrics.text
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_ledger_names_a_message_nobody_tries_any_more() -> None:
+    """A message taken and then neither settled nor tried again (a hung handler, a retry
+    that never woke, an ack skipped on an open channel) fails `messages`; one that is
+    tried again, settled, or whose hold is refreshed does not."""
+    clock = _Clock()
+    ledger = Ledger(clock=clock)
+    channel_open = {1: True, 2: False}
+    ledger.trying(1, "notifier.events", lambda: channel_open[1])
+    ledger.trying(2, "notifier.deliveries", lambda: channel_open[2])
+    ledger.trying(3, "notifier.events", lambda: True)
+    assert ledger.stuck(120)[0]
+    clock.now += 60
+    ledger.held(3, "redis")  # held messages are tried every few seconds: never idle
+    ledger.settled(2)
+    clock.now += 61
+    ok, detail = ledger.stuck(120)
+    assert not ok
+    assert detail == "1 message(s) (notifier.events) without a try for 121 s (1 on an open channel, 0 on a closed one)"
+    ledger.trying(1, "notifier.events", lambda: True)  # tried again: the same entry, active again
+    assert ledger.stuck(120)[0]
+    assert len(ledger.entries) == 2
+
+
+def test_the_ledger_names_a_message_held_too_long() -> None:
+    clock = _Clock()
+    ledger = Ledger(clock=clock)
+    ledger.trying(7, "sla.events", lambda: True)
+    ledger.held(7, "redis")
+    clock.now += 50
+    ledger.trying(7, "sla.events", lambda: True)
+    ledger.held(7, "broker")  # still the same hold: it started 50 s ago, for redis
+    assert ledger.held_too_long(120) == (True, "1 held, none for 120 s")
+    clock.now += 70
+    assert ledger.stuck(120)[0]  # tried all along
+    assert ledger.held_too_long(120) == (False, "1 message(s) (sla.events) held for redis for 120 s")
+    ledger.settled(7)
+    assert ledger.held_too_long(120)[0]
+    ledger.settled(7)  # settling twice (ack after a skipped ack) is harmless
