@@ -9,11 +9,10 @@ relays' (intake and sla), which count what they re-publish as repairs too.
 
 from __future__ import annotations
 
-import uuid
-
 import redis
 
 from shared import redis_keys as keys
+from shared.leases import KeyLeases
 
 #: how often one case is repaired before the reconciler gives up on it (and says so)
 MAX_REPAIRS_PER_CASE = 5
@@ -22,8 +21,7 @@ MAX_REPAIRS_PER_CASE = 5
 def take_turn(client: redis.Redis, name: str, every_s: float) -> bool:
     """True for one replica per `every_s` seconds (a lease that is never released: it
     expires, so a pass runs at most once per period whichever replica's timer fires)."""
-    token = uuid.uuid4().hex
-    return bool(client.set(keys.reconcile_lease(name), token, nx=True, px=max(1, int(every_s * 900))))
+    return KeyLeases(client).take(keys.reconcile_lease(name), every_s * 0.9) is not None
 
 
 def count_repair(client: redis.Redis, name: str, case_id: str, window_s: float) -> int:

@@ -51,6 +51,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, Field
 
 from services.notifier.channels.base import ChannelName, DeliveryOutcome, OutgoingMessage
+from shared.leases import KeyLeases
 from shared.models import utcnow
 from shared.scripts import Lua
 from shared.topology import NOTIFIER_RETRY_DELAYS_S
@@ -132,7 +133,6 @@ def next_step(
 
 # --------------------------------------------------------------------------- sender state
 
-_RELEASE = Lua("shared", "lease_release")
 
 _CLAIM = Lua("services.notifier", "claim_delivery")
 
@@ -163,7 +163,7 @@ class SendState:
     def __init__(self, client: Any, keys: Any) -> None:
         self.r = client
         self.keys = keys
-        self._release = _RELEASE.on(client)
+        self.leases = KeyLeases(client)
         self._claim = _CLAIM.on(client)
         self._finish = _FINISH.on(client)
 
@@ -226,7 +226,7 @@ class SendState:
 
     def release(self, did: str, lease: Lease) -> None:
         if not lease.released:
-            self._release(keys=[self.keys.delivery_lease(did)], args=[lease.token])
+            self.leases.release(self.keys.delivery_lease(did), lease.token)
             lease.released = True
 
     def mark_attempt(self, did: str, attempt: int, what: str) -> None:

@@ -26,6 +26,7 @@ import redis
 
 from services.notifier.deliveries import Delivery
 from shared import redis_keys as keys
+from shared.leases import LeaseSet
 from shared.scripts import Lua
 
 _RATE = Lua("services.notifier", "rate_rank")
@@ -48,6 +49,7 @@ class HoldStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
         self._rate = _RATE.on(client)
+        self.lease = LeaseSet(keys.notify_release, keys.notify_release_leased)
         self._claim = _CLAIM.on(client)
         self._done = _DONE.on(client)
 
@@ -70,10 +72,7 @@ class HoldStore:
     def claim(self, now: float, lease_s: float, limit: int = 100) -> list[ClaimedBucket]:
         prefix_held = keys.notify_held("")
         prefix_claimed = keys.notify_held_claimed("")
-        flat = self._claim(
-            keys=[keys.notify_release(), keys.notify_release_leased()],
-            args=[now, lease_s, limit, prefix_held, prefix_claimed],
-        )
+        flat = self.lease.claim(self._claim, now, lease_s, limit, extra=[prefix_held, prefix_claimed])
         out = []
         for i in range(0, len(flat), 2):
             raw = json.loads(flat[i + 1]) if flat[i + 1] not in ("{}", b"{}") else []

@@ -28,11 +28,11 @@ import msgpack
 import redis
 
 from shared import redis_keys as keys
+from shared.leases import LeaseSet
 from shared.scripts import Lua
 
 _CLAIM = Lua("services.sla", "claim_timers")
 
-_RELEASE = Lua("services.sla", "release_timers")
 
 _ARM_IF_FREE = Lua("services.sla", "arm_if_free")
 
@@ -70,9 +70,9 @@ class Claimed:
 class TimerStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
+        self.lease = LeaseSet(keys.timers_due, keys.timers_leased)
         self._claim = _CLAIM.on(binary_twin(client))
         self._arm_if_free = _ARM_IF_FREE.on(client)
-        self._release = _RELEASE.on(client)
 
     # -- the slim path (sla service)
 
@@ -105,26 +105,15 @@ class TimerStore:
     def claim(self, now: float, lease_s: float, limit: int = 500, until: float | None = None) -> list[Claimed]:
         """Timers due by `until` (default `now`), earliest first, leased to this caller
         until `lease_s` after their due time (after `now` for those overdue)."""
-        until = now if until is None else max(now, until)
-        flat = msgpack.unpackb(
-            self._claim(
-                keys=[keys.timers_due(), keys.timers_leased()], args=[repr(now), repr(lease_s), limit, repr(until)]
-            ),
-            raw=False,
-        )
+        flat = msgpack.unpackb(self.lease.claim(self._claim, now, lease_s, limit, until), raw=False)
         return [Claimed(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     def release(self, claimed: list[Claimed]) -> int:
         """Give claimed timers back (those still leased to nobody else return to `due`)."""
-        if not claimed:
-            return 0
-        args: list[Any] = []
-        for c in claimed:
-            args += [repr(c.due), c.timer_id]
-        return int(self._release(keys=[keys.timers_due(), keys.timers_leased()], args=args) or 0)
+        return self.lease.give_back(self.r, ((c.timer_id, c.due) for c in claimed))
 
     def pending(self) -> int:
-        return int(self.r.zcard(keys.timers_due()))
+        return self.lease.pending(self.r)
 
     def lag(self, now: float) -> float:
         """How far the earliest due timer not yet claimed is behind `now` (0: none overdue)."""
@@ -132,4 +121,4 @@ class TimerStore:
         return max(0.0, now - float(first[0][1])) if first else 0.0
 
     def leased(self) -> int:
-        return int(self.r.zcard(keys.timers_leased()))
+        return self.lease.leased_count(self.r)

@@ -1,2 +1,3 @@
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+--#include shared:key_lease
+-- KEYS[1] the lease, ARGV[1] the holder's token. Returns 1 if it was given back.
+return key_lease_release(KEYS[1], ARGV[1])

@@ -52,6 +52,19 @@ def test_every_named_script_is_a_file_that_compiles(redis_client: redis.Redis) -
         assert redis_client.script_load(text) == scripts.Lua(package, name).on(redis_client).sha
 
 
+def test_the_lease_claim_is_one_function_every_claim_script_includes() -> None:
+    lib = scripts.source("shared", "lease_claim")
+    users = set()
+    for package, name in _named():
+        raw = (REPO / package.replace(".", "/") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
+        if "--#include shared:lease_claim" in raw:
+            users.add(name)
+            assert lib in scripts.Lua(package, name).source  # put in place of the line
+        else:  # nobody keeps a copy of its own
+            assert "local function lease_claim" not in raw
+    assert users == {"claim_timers", "claim_digest"}
+
+
 @pytest.mark.timeout(600)
 def test_a_non_editable_install_carries_every_script(tmp_path: Path, redis_url: str) -> None:
     # from a copy of what the wheel is built from, so that the build leaves nothing in the work tree
