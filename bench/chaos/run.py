@@ -330,23 +330,33 @@ class ChaosRun:
         docs = checks.case_docs(client, self.prefix, ids)
         return sum(1 for d in docs.values() if d is None or d.get("status") == "registered")
 
-    def drain(self) -> float:
+    def drain(self, every_s: float = 1.0) -> float:
         """Wait until no work queue holds a message and no accepted case is `registered`
-        (twice in a row), or `drain_s`. Seconds waited."""
+        (twice in a row, `every_s` apart), or `drain_s`. Seconds waited; what was waited
+        for (each queue's last second with messages, the last second a case was
+        `registered`) goes into `self.drain_waited`."""
         t = time.monotonic()
         client = self.redis_client()
         calm = 0
+        self.drain_waited: dict[str, float] = {}
         try:
             while time.monotonic() - t < self.s.drain_s:
                 try:
-                    busy = sum(n for q, n in self.queue_depths().items() if _work_queue(q))
+                    depths = {q: n for q, n in self.queue_depths().items() if _work_queue(q)}
+                    busy = sum(depths.values())
                     left = self._registered_left(client)
                 except (httpx.HTTPError, redis.RedisError, ValueError):
-                    busy, left = -1, -1
+                    depths, busy, left = {}, -1, -1
+                now = round(time.monotonic() - t, 1)
+                for q, n in depths.items():
+                    if n:
+                        self.drain_waited[q] = now
+                if left:
+                    self.drain_waited["registered cases"] = now
                 calm = calm + 1 if busy == 0 and left == 0 else 0
                 if calm >= 2:
                     break
-                time.sleep(2.0)
+                time.sleep(every_s)
         finally:
             client.close()
         return time.monotonic() - t
@@ -390,7 +400,7 @@ class ChaosRun:
         load_s = time.monotonic() - self.t0
         self._note(load_done=True, accepted=sum(1 for r in self.load.results if r.case_ids))
         drained = self.drain()
-        self._note(drained_after_s=round(drained, 1))
+        self._note(drained_after_s=round(drained, 1), busy_until_s=self.drain_waited)
         still = self.stack.wait_healthy(30)
         if still:
             self.unhealthy.append({"fault": "end of run", "unhealthy": still})

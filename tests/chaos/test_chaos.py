@@ -23,9 +23,11 @@ from bench.chaos.run import ChaosRun, Scenario, default_faults, table_head, tabl
 
 pytestmark = pytest.mark.chaos
 
-REPORTS = int(os.environ.get("GRIDBUS_CHAOS_REPORTS", "300"))
+REPORTS = int(os.environ.get("GRIDBUS_CHAOS_REPORTS", "200"))
 RATE = float(os.environ.get("GRIDBUS_CHAOS_RATE", "10"))
-# Redis before the broker: the broker takes 12-15 s to come back, the load must outlast it
+# Redis before the broker: the broker takes 12-15 s to come back, so it is killed last,
+# 13 s into the 20 s of load: reports are offered while it is down (intake keeps their
+# events in its outbox) and the run drains only once it is back
 ORDER = ("intake", "router", "sla", "notifier", "archiver", "redis", "broker")
 
 
@@ -50,7 +52,7 @@ def _runnable() -> str:
 
 
 @pytest.mark.skipif(bool(_runnable()), reason=_runnable() or "runnable")
-@pytest.mark.timeout(420)  # ~90 s on a quiet machine; the broker alone takes 12-15 s to come back
+@pytest.mark.timeout(420)  # 70-90 s on this machine under other work; the broker alone takes 12-15 s to come back
 def test_nothing_accepted_is_lost_when_every_piece_is_killed(tmp_path: Path) -> None:
     scenario = Scenario(
         reports=REPORTS,
@@ -58,7 +60,7 @@ def test_nothing_accepted_is_lost_when_every_piece_is_killed(tmp_path: Path) -> 
         drain_s=60,
         recover_s=60,
         give_up_s=120,
-        faults=default_faults(ORDER, first_s=2.0, spacing_s=2.5, seed=7),
+        faults=default_faults(ORDER, first_s=1.0, spacing_s=2.0, seed=7),
     )
     with ChaosRun(scenario, echo=print, workdir=tmp_path / "run") as run:
         result = run.execute()
