@@ -282,9 +282,10 @@ class GridRegistry:
         except UnknownGrid:
             if grid and len(grid) == 15 or grid and grid not in self._names:
                 raise
-        if grid:  # a street or community code without a mapped patch holding the point
+        if grid and grid[:9] in self.streets:  # a street or community code without a mapped patch holding the point
             street = grid[:9]
             return Placement(street, street, "street", self.streets[street])
+        # the district's own code sent (what a report placed at the district is given back): placed as without one
         for code, outline in self._outlines:
             if shapely.intersects_xy(outline, lon, lat):
                 return Placement(code, code, "street", self.streets[code])

@@ -29,6 +29,8 @@ def grid() -> GridRegistry:
         (25.1750, 110.4000, None, "450305", "district"),  # in the district, in no outline
         (25.2900, 110.3100, "450305001001", "450305001", "street"),  # a community code, no patch holds it
         (25.2000, 110.3500, "450305003001001", "450305003001001", "patch"),  # a patch code is taken as sent
+        (25.2900, 110.3100, "450305", "450305001", "street"),  # the district's code: placed as without a code
+        (25.1750, 110.4000, "450305", "450305", "district"),  # (was a KeyError: a 500 for a report)
     ],
 )
 def test_every_point_of_the_district_is_placed(
