@@ -20,7 +20,6 @@ it fires again when the lease expires. So a deadline fires once, and its event i
 from __future__ import annotations
 
 import base64
-import json
 import time
 import zlib
 from collections import defaultdict
@@ -31,6 +30,7 @@ import msgpack
 import redis
 
 from services.sla.codec import pack_doc, pack_history, pack_log, unpack_doc, unpack_history
+from services.sla.commit import CaseWrite, Commit, DocWrite, HistoryWrite, pack
 from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from services.sla.timers import Claimed, TimerStore, binary_twin
 from shared import redis_keys as keys
@@ -50,16 +50,6 @@ _COUNT_ONCE = Lua("services.sla", "count_once")
 _READ = Lua("services.sla", "read")
 
 _COMMIT = Lua("services.sla", "commit")
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _blob(values: list[Any]) -> bytes:
-    """Arguments for a Lua script as one msgpack value (Redis' cmsgpack reads no bin type:
-    bytes go as raw strings)."""
-    return msgpack.packb(values, use_bin_type=False)
 
 
 def bucket_of(case_id: str) -> int:
@@ -151,7 +141,7 @@ class SlaStore:
         args: list[Any] = ["1" if history else "0"]
         for c in case_ids:
             args += self._where(c)
-        flat = [x or None for x in msgpack.unpackb(self._read_script(args=[_blob(args)]), raw=True)]
+        flat = [x or None for x in msgpack.unpackb(self._read_script(args=[pack(args)]), raw=True)]
         return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     def load(self, case_id: str, history: bool = True) -> CaseClocks | None:
@@ -185,79 +175,46 @@ class SlaStore:
         """The commit's arguments; `at`: a commit decided ahead of its due time is stamped
         with that time (outbox times and the archive's record), not with the present."""
         now = max(time.time(), at)
-        cases: list[Any] = []
-        arm: list[Any] = []
-        cancel: list[str] = []
-        outbox: list[Any] = []
-        ledger: list[Any] = []
-        ended: list[Any] = []
-        counts: dict[tuple[str, str], int] = defaultdict(int)
+        commit = Commit(now, KEEP_CLOSED_S, done=list(done))
         for op in ops:
             case, fx = op.case, op.fx
-            write = case is not None and not fx.stale
-            mode = "y" if op.raw is not None else "n"
-            if op.with_history and write:
-                mode += "y" if op.hist_raw is not None else "n"
-            else:
-                mode += "-"
-            doc = hist = b""
-            if write:
-                assert case is not None
-                doc = pack_doc(case)
-                mode += "L" if case.live() else "C"
-                if op.with_history:
-                    mode, hist = mode + "S", pack_history(case)
-                elif op.legacy:
-                    mode, hist = mode + "A", pack_history(case)
-                elif len(case.log) > op.logged:
-                    mode, hist = mode + "A", pack_log(case.log[op.logged :])
-                else:
-                    mode += "-"
-                for name, due in fx.arm:
-                    arm += [repr(due), name]
-                cancel += fx.cancel
-                # the archive's copy of what this commit decides (a commit retried after a
-                # conflict replaces the record it made before)
-                fx.events = [e for e in fx.events if not isinstance(e, ClocksRecorded)]
-                fx.events.append(
-                    ClocksRecorded(
-                        case_id=op.case_id,
-                        correlation_id=case.corr or op.case_id,
-                        committed_at=now,
-                        live=bool(case.live()),
-                        doc=base64.b64encode(doc).decode(),
-                        history=base64.b64encode(hist).decode() if op.with_history else None,
-                        ledger=list(fx.ledger),
-                        ledger_ended=[(lid, at) for lid, at in fx.ledger_end],
-                        counts=[(p, sc, k, c, n) for p, sc, k, c, n in fx.counts],
-                    )
+            write = CaseWrite(self._where(op.case_id), op.raw)
+            commit.cases.append(write)
+            if case is None or fx.stale:
+                continue  # compared only: a stale firing releases its lease, writes nothing
+            write.check_history, write.history_was = op.with_history, op.hist_raw
+            write.doc = DocWrite.LIVE if case.live() else DocWrite.CLOSED
+            write.doc_bytes = doc = pack_doc(case)
+            if op.with_history:
+                write.history, write.history_bytes = HistoryWrite.SET, pack_history(case)
+            elif op.legacy:
+                write.history, write.history_bytes = HistoryWrite.APPEND, pack_history(case)
+            elif len(case.log) > op.logged:
+                write.history, write.history_bytes = HistoryWrite.APPEND, pack_log(case.log[op.logged :])
+            commit.arm += fx.arm
+            commit.cancel += fx.cancel
+            # the archive's copy of what this commit decides (a commit retried after a
+            # conflict replaces the record it made before)
+            fx.events = [e for e in fx.events if not isinstance(e, ClocksRecorded)]
+            fx.events.append(
+                ClocksRecorded(
+                    case_id=op.case_id,
+                    correlation_id=case.corr or op.case_id,
+                    committed_at=now,
+                    live=bool(case.live()),
+                    doc=base64.b64encode(doc).decode(),
+                    history=base64.b64encode(write.history_bytes).decode() if op.with_history else None,
+                    ledger=list(fx.ledger),
+                    ledger_ended=[(lid, ended) for lid, ended in fx.ledger_end],
+                    counts=[(p, sc, k, c, n) for p, sc, k, c, n in fx.counts],
                 )
-                for event in fx.events:
-                    outbox += [event.message_id, event.model_dump_json()]
-                for entry in fx.ledger:
-                    ledger += [entry["id"], dumps(entry), repr(entry["breached_at"])]
-                for lid, at in fx.ledger_end:
-                    ended += [lid, repr(at)]
-                for period, scope, key, counter, n in fx.counts:
-                    counts[(keys.sla_indicators(period), f"{scope}|{key}|{counter}")] += n
-            else:
-                mode += "--"
-            cases += self._where(op.case_id)
-            cases += [mode, op.raw or b"", op.hist_raw or b"", doc, hist]
-        return _blob(
-            [
-                repr(now),
-                str(KEEP_CLOSED_S),
-                cases,
-                arm,
-                cancel,
-                list(done),
-                outbox,
-                ledger,
-                ended,
-                [x for (key, f), n in counts.items() for x in (key, f, str(n))],
-            ]
-        )
+            )
+            commit.outbox += [(event.message_id, event.model_dump_json()) for event in fx.events]
+            commit.ledger += fx.ledger
+            commit.ledger_ended += fx.ledger_end
+            for period, scope, key, counter, n in fx.counts:
+                commit.count(keys.sla_indicators(period), f"{scope}|{key}|{counter}", n)
+        return commit.blob()
 
     def transact(
         self,

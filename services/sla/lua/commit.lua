@@ -2,9 +2,9 @@
 -- ARGV[1]: msgpack [now, keep-closed seconds, cases, arm, cancel, done, outbox, ledger, ledger ended,
 -- counters], every section a flat list of strings:
 --   cases: per case 9 values: bucket, case id, closed key, history key, mode, expected doc,
---     expected history, doc, history; mode: [1] doc was 'y' (= expected) / 'n' (absent);
---     [2] history check '-' / 'y' / 'n'; [3] write the doc 'L' (live) / 'C' (closed) / '-';
---     [4] history '-' / 'S' set / 'A' append
+--     expected history, doc, history; mode: four letters (services/sla/commit.py builds them):
+--     [1] DocCheck 'y' (= expected) / 'n' (absent); [2] HistoryCheck '-' / 'y' / 'n';
+--     [3] DocWrite 'L' (live) / 'C' (closed) / '-'; [4] HistoryWrite '-' / 'S' set / 'A' append
 --   arm (due, name), cancel (name), done (name), outbox (id, body), ledger (id, body, breached at),
 --   ledger ended (id, at), counters (key, field, n).
 -- Returns the 1-based numbers of the cases that changed since they were read (nothing
