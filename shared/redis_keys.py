@@ -106,12 +106,6 @@ def sla_history(case_id: str) -> str:
     return f"{_p()}:sla:hist:{case_id}"
 
 
-def sla_open_cases() -> str:
-    """Set: case ids with a running or paused clock, as sla kept them before `sla_live` (read once by
-    the start-up rebuild, which moves them)."""
-    return f"{_p()}:sla:open"
-
-
 def sla_outbox() -> str:
     """Hash message_id → event JSON: decided by sla, not yet confirmed by the broker."""
     return f"{_p()}:sla:outbox"

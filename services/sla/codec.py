@@ -11,13 +11,10 @@
   digests, `state.seen_id`) and the case's log, as a stream of msgpack items, so firing
   can *append* its log entries without reading them; rewritten and trimmed (SEEN_KEPT,
   LOG_KEPT) whenever a lifecycle event is applied. Not needed to fire.
-
-A document from before this encoding (JSON, starts with `{`) is still read.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import msgpack
@@ -29,7 +26,6 @@ from services.sla.state import (
     CaseClocks,
     Clock,
     Order,
-    seen_id,
 )
 from shared.models import CaseStatus, Mode721
 
@@ -204,10 +200,6 @@ def pack_doc(case: CaseClocks) -> bytes:
 def unpack_doc(case_id: str, raw: bytes | str) -> CaseClocks:
     if isinstance(raw, str):
         raw = raw.encode()
-    if raw[:1] == b"{":  # the JSON document of before (history inside, message ids in full)
-        case = CaseClocks.from_dict(json.loads(raw))
-        case.seen = [seen_id(m) for m in case.seen]
-        return case
     d = msgpack.unpackb(raw, raw=False)
     d += [None] * (11 - len(d))
     _fmt, corr, cat, grid, base, orders, sev, status, cond, street, strays = d
@@ -330,7 +322,7 @@ def pack_log(entries: list[list[Any]]) -> bytes:
 
 
 def unpack_history(case: CaseClocks, raw: bytes | None) -> None:
-    """Put the stored history into `case` (a case without one keeps what its document had)."""
+    """Put the stored history into `case` (a case without one keeps its empty history)."""
     if not raw:
         return
     case.seen, case.log = [], []

@@ -86,7 +86,6 @@ class _Op:
     hist_raw: bytes | None = None  # the history as read (events in)
     with_history: bool = False  # compare and rewrite the history (events in) / append to it (firing)
     logged: int = 0  # log entries the loaded document already had
-    legacy: bool = False  # a JSON document of before: its history moves out with this commit
     fired: list[Fired] = field(default_factory=list)
 
 
@@ -187,8 +186,6 @@ class SlaStore:
             write.doc_bytes = doc = pack_doc(case)
             if op.with_history:
                 write.history, write.history_bytes = HistoryWrite.SET, pack_history(case)
-            elif op.legacy:
-                write.history, write.history_bytes = HistoryWrite.APPEND, pack_history(case)
             elif len(case.log) > op.logged:
                 write.history, write.history_bytes = HistoryWrite.APPEND, pack_log(case.log[op.logged :])
             commit.arm += fx.arm
@@ -267,15 +264,7 @@ class SlaStore:
     def _decide_fire(self, case_id: str, items: list[Claimed], raw: bytes | None, now: float) -> _Op:
         case = unpack_doc(case_id, raw) if raw is not None else None
         merged = Effects(stale=True)
-        # a document from before the history was kept apart brings its history along: append all of it
-        op = _Op(
-            case_id,
-            case,
-            raw,
-            merged,
-            logged=0 if raw and raw[:1] == b"{" else len(case.log) if case else 0,
-            legacy=bool(raw and raw[:1] == b"{"),
-        )
+        op = _Op(case_id, case, raw, merged, logged=len(case.log) if case else 0)
         for c in sorted(items, key=lambda c: c.due):
             # decided as of its due time when that is still ahead (claimed ahead, committed at it)
             fx = self.engine.fire(case, c.timer_id, max(now, c.due))
@@ -359,8 +348,6 @@ class SlaStore:
     def rebuild(self, batch: int = 500, per_trip: int = 128, scan_count: int = 1000) -> tuple[int, int]:
         """Arm the timers every live case's document implies (idempotent: a timer that is
         armed stays, one that is leased is left to its claimer). Returns (cases, armed).
-        Cases still listed in the set kept before the live buckets are armed too and
-        leave the set once their document has moved.
 
         The buckets are scanned `per_trip` at a time in one pipeline: one round trip per
         bucket (1,024 of them) was what held a restarted sla unhealthy for most of a minute
@@ -383,24 +370,6 @@ class SlaStore:
                 armed += self.timers.arm_if_free(timers)
                 timers = []
         armed += self.timers.arm_if_free(timers)
-        legacy = [c for c in self.r.sscan_iter(keys.sla_open_cases(), count=1000)]
-        for i in range(0, len(legacy), batch):
-            chunk = legacy[i : i + batch]
-            timers = []
-            moved = []
-            for case_id, (raw, _h) in zip(chunk, self.read(chunk), strict=True):
-                if raw is None or raw[:1] != b"{":
-                    moved.append(case_id)  # gone, or already in its bucket (counted above)
-                    continue
-                case = unpack_doc(case_id, raw)
-                if case.live():
-                    cases += 1
-                    timers += self.engine.timers(case)
-                else:
-                    moved.append(case_id)
-            armed += self.timers.arm_if_free(timers)
-            if moved:
-                self.r.srem(keys.sla_open_cases(), *moved)
         return cases, armed
 
 
