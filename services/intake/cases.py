@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from services.intake.duplicates import DuplicatePolicy, find_original
+from services.intake.duplicates import DuplicatePolicy, original_among, search_nearby
 from services.intake.store import CaseStore, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
 from shared.catalog import Catalog
@@ -72,7 +72,10 @@ class Registrar:
         header, else the report id) always gives the same case; a report repeating an
         open case nearby becomes its duplicate and is not dispatched again."""
         key = idempotency_key or report.report_id
-        existing = self.store.existing_case_for(key)
+        # one round trip: is the report known, and which open cases lie near it (a problem
+        # solved on the spot repeats nothing, so it needs no search)
+        nearby = None if report.handled_on_site else self._search_nearby(report)
+        existing, candidates = self.store.existing_case_with(key, nearby)
         if existing:
             return Registered(existing, False)
         category = self.catalog.get(report.category)
@@ -92,9 +95,7 @@ class Registrar:
         original = (
             None
             if report.handled_on_site
-            else find_original(
-                self.store.r, self.duplicates, report.category, report.location.lat, report.location.lon, now
-            )
+            else original_among(self.store.r, self.duplicates, report.category, candidates or [], now)
         )
         case_id = self.store.next_case_id(now.astimezone(self.tz))
         case = Case(
@@ -182,6 +183,12 @@ class Registrar:
         if report.handled_on_site is not None and not drawn_for_verification(case_id, self.onsite_sample_rate):
             events += self._close_undrawn(case_id)
         return Registered(case_id, True, case.status, place.street, events, original)
+
+    def _search_nearby(self, report: Report) -> Callable[[Any], None]:
+        def queue(pipe: Any) -> None:
+            search_nearby(pipe, self.duplicates, report.category, report.location.lat, report.location.lon)
+
+        return queue
 
     def _close_undrawn(self, case_id: str) -> list[Envelope]:
         """Not drawn for the grid's verification: closed as verified by sampling."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -38,17 +38,26 @@ def load_duplicate_policy(path: Path | None = None) -> DuplicatePolicy:
     return load_yaml_model(path, DuplicatePolicy)
 
 
-def find_original(
-    client: redis.Redis, policy: DuplicatePolicy, category: str, lat: float, lon: float, now: datetime
-) -> str | None:
-    """The nearest open case this report repeats, or None."""
-    geo_key = keys.open_cases_geo(category)
-    candidates = cast(
-        list[str],
-        client.geosearch(
-            geo_key, longitude=lon, latitude=lat, radius=policy.radius_for(category), unit="m", sort="ASC", count=10
-        ),
+def search_nearby(pipe: Any, policy: DuplicatePolicy, category: str, lat: float, lon: float) -> None:
+    """Queue the geo search for open cases near a report on `pipe` (a pipeline the caller
+    executes with its own commands); its result goes to `original_among`."""
+    pipe.geosearch(
+        keys.open_cases_geo(category),
+        longitude=lon,
+        latitude=lat,
+        radius=policy.radius_for(category),
+        unit="m",
+        sort="ASC",
+        count=10,
     )
+
+
+def original_among(
+    client: redis.Redis, policy: DuplicatePolicy, category: str, candidates: list[str], now: datetime
+) -> str | None:
+    """The first of `candidates` (nearest first) that is open and recent enough; the others
+    met on the way leave the index."""
+    geo_key = keys.open_cases_geo(category)
     oldest = now - timedelta(hours=policy.window_hours)
     for case_id in candidates:
         doc = client.hget(keys.case(case_id), "doc")
@@ -61,3 +70,13 @@ def find_original(
             continue
         return case_id
     return None
+
+
+def find_original(
+    client: redis.Redis, policy: DuplicatePolicy, category: str, lat: float, lon: float, now: datetime
+) -> str | None:
+    """The nearest open case this report repeats, or None."""
+    pipe = client.pipeline(transaction=False)
+    search_nearby(pipe, policy, category, lat, lon)
+    (candidates,) = pipe.execute()
+    return original_among(client, policy, category, cast(list[str], candidates), now)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import redis
 
@@ -76,6 +76,16 @@ class CaseStore:
     # ------------------------------------------------------------------ ids
     def existing_case_for(self, report_id: str) -> str | None:
         return cast(str | None, self.r.get(keys.report_index(report_id)))
+
+    def existing_case_with(self, report_id: str, also: Callable[[Any], None] | None = None) -> tuple[str | None, Any]:
+        """`existing_case_for(report_id)`, with one more read that `also` queues on the same
+        pipeline (one round trip); returns (case id or None, that read's result or None)."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.get(keys.report_index(report_id))
+        if also is not None:
+            also(pipe)
+        results = pipe.execute()
+        return cast(str | None, results[0]), (results[1] if also is not None else None)
 
     def next_case_id(self, local_day: datetime) -> str:
         """`450305-20261127-000123`: district, local registration day, daily serial.

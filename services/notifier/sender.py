@@ -99,13 +99,10 @@ class Notifier:
         return planned
 
     def publish(self, delivery: Delivery, routing_key: str = topology.RK_DELIVERY) -> None:
-        self.bus.publish(
-            topology.EX_NOTIFY,
-            routing_key,
-            delivery,
-            message_id=delivery.delivery_id,
-            correlation_id=delivery.correlation_id,
-            kind="delivery" if routing_key == topology.RK_DELIVERY else "retry",
+        # the batch confirm channel, as on_event's fan-out: less CPU than Bus.publish
+        kind = "delivery" if routing_key == topology.RK_DELIVERY else "retry"
+        self.bus.publish_batch(
+            [Outgoing(topology.EX_NOTIFY, routing_key, delivery, delivery.delivery_id, delivery.correlation_id, kind)]
         )
 
     # ------------------------------------------------------------------ one delivery
