@@ -4,7 +4,6 @@ that builds the very same digest (same items, same digest id)."""
 
 from __future__ import annotations
 
-import threading
 from datetime import datetime, timezone
 
 import redis
@@ -12,6 +11,7 @@ import redis
 from services.notifier.channels.base import ChannelName
 from services.notifier.deliveries import Delivery
 from services.notifier.digest import HoldStore, digest_bucket, digest_id
+from tests.integration.claims import claim_race
 
 
 def item(n: int, recipient: str = "liaison:gas:450305003") -> Delivery:
@@ -69,23 +69,11 @@ def test_concurrent_flushers_split_the_buckets(redis_client: redis.Redis) -> Non
     holds = HoldStore(redis_client)
     for n in range(60):
         holds.hold(item(n, recipient=f"liaison:gas:{n}"), 10.0)
-    seen: list[str] = []
-    lock = threading.Lock()
-
-    def flusher() -> None:
-        mine = HoldStore(redis.Redis(connection_pool=redis_client.connection_pool))
-        while True:
-            got = mine.claim(now=50.0, lease_s=60, limit=3)
-            if not got:
-                return
-            with lock:
-                seen.extend(c.bucket for c in got)
-
-    threads = [threading.Thread(target=flusher) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    got = claim_race(
+        lambda: HoldStore(redis.Redis(connection_pool=redis_client.connection_pool)),
+        lambda mine: [c.bucket for c in mine.claim(now=50.0, lease_s=60, limit=3)],
+    )
+    seen = [bucket for one in got for bucket in one]
     assert sorted(seen) == sorted(digest_bucket(f"liaison:gas:{n}", "wecom") for n in range(60))
 
 

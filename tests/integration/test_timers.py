@@ -3,11 +3,10 @@ not re-arm what is leased."""
 
 from __future__ import annotations
 
-import threading
-
 import redis
 
 from services.sla.timers import TimerStore
+from tests.integration.claims import claim_race
 
 
 def arm(t: TimerStore, timers: dict[str, float]) -> None:
@@ -49,21 +48,9 @@ def test_rebuild_does_not_rearm_a_leased_timer(redis_client: redis.Redis) -> Non
 def test_concurrent_claimers_split_the_timers(redis_client: redis.Redis) -> None:
     t = TimerStore(redis_client)
     arm(t, {f"t{i}": float(i) for i in range(500)})
-    seen: list[str] = []
-    lock = threading.Lock()
-
-    def claimer() -> None:
-        store = TimerStore(redis.Redis(connection_pool=redis_client.connection_pool))
-        while True:
-            got = store.claim(now=10_000.0, lease_s=60, limit=7)
-            if not got:
-                return
-            with lock:
-                seen.extend(c.timer_id for c in got)
-
-    threads = [threading.Thread(target=claimer) for _ in range(4)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    got = claim_race(
+        lambda: TimerStore(redis.Redis(connection_pool=redis_client.connection_pool)),
+        lambda store: [c.timer_id for c in store.claim(now=10_000.0, lease_s=60, limit=7)],
+    )
+    seen = [timer_id for one in got for timer_id in one]
     assert sorted(seen) == sorted(f"t{i}" for i in range(500))
