@@ -215,9 +215,7 @@ def restore(
         report.ledger += 1
         if len(pipe) >= BATCH:
             pipe.execute()
-    for period, scope, key, counter, n in conn.execute(
-        "SELECT period, scope, key, counter, sum(n) FROM indicator_counts GROUP BY 1, 2, 3, 4"
-    ):
+    for period, scope, key, counter, n in conn.execute("SELECT period, scope, key, counter, n FROM indicator_months"):
         pipe.hset(keys.sla_indicators(period), f"{scope}|{key}|{counter}", int(n))
         report.indicators += 1
     seen_since = datetime.fromtimestamp(now - SEEN_TTL_S, timezone.utc)

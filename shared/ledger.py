@@ -87,35 +87,94 @@ def entries(
             continue
         e["done"] = float(done) if done else None
         e["open"] = done is None
-        e["late_seconds"] = round(max(0.0, (e["done"] or now) - e["due"]), 1)
+        e["late_seconds"] = late_tenths(e["done"] or now, e["due"]) / 10
         out.append(e)
     return out
 
 
-def summary(rows: list[dict[str, Any]], repeated: int = REPEATED) -> dict[str, list[dict[str, Any]]]:
-    by_dept: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    by_liaison: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for e in rows:
-        by_dept[e["dept"]].append(e)
-        by_liaison[(e["dept"], e["street"], e["liaison"])].append(e)
+def late_tenths(until: float, due: float) -> int:
+    """How late, in whole tenths of a second (0 if in time). Integers, so that a sum over a
+    year is exact in Python and in SQL alike; the float steps (−, ×10, round half to
+    even) are the ones PostgreSQL's float8 arithmetic and round() do
+    (services/archiver/rollup.py computes the same in SQL)."""
+    return max(0, round((until - due) * 10))
 
-    def agg(items: list[dict[str, Any]]) -> dict[str, Any]:
-        late = [e["late_seconds"] for e in items]
+
+@dataclass
+class Tally:
+    """One group's figures before they are shown (summable: a day's, a month's)."""
+
+    breaches: int = 0
+    cases: int = 0
+    acknowledge: int = 0
+    handle: int = 0
+    escalation: int = 0
+    still_open: int = 0
+    late_tenths: int = 0
+    late_tenths_max: int = 0
+    highest_level: int | None = None  # the lowest level number (L1 is the highest)
+    # orders liaisons tied on breaches, department and street: the first entry's position
+    # in the entries (summary), its (breached_at, id) in the roll-ups — the same order, as
+    # entries come sorted by both
+    first: Any = None
+
+    def add(self, e: dict[str, Any]) -> None:
+        late = round(e["late_seconds"] * 10)  # the tenths late_tenths gave (exact: k/10 × 10 rounds to k)
+        self.breaches += 1
+        self.acknowledge += e["clock"] == "acknowledge"
+        self.handle += e["clock"] == "handle"
+        self.escalation += e["clock"] == "escalation"
+        self.still_open += bool(e["open"])
+        self.late_tenths += late
+        self.late_tenths_max = max(self.late_tenths_max, late)
+        self.highest_level = e["level"] if self.highest_level is None else min(self.highest_level, e["level"])
+
+    def shown(self, repeated: int) -> dict[str, Any]:
         return {
-            "breaches": len(items),
-            "cases": len({e["case_id"] for e in items}),
-            "acknowledge": sum(e["clock"] == "acknowledge" for e in items),
-            "handle": sum(e["clock"] == "handle" for e in items),
-            "escalation": sum(e["clock"] == "escalation" for e in items),
-            "still_open": sum(e["open"] for e in items),
-            "late_hours_total": round(sum(late) / 3600, 2),
-            "late_hours_max": round(max(late) / 3600, 2),
-            "highest_level": min(e["level"] for e in items),
-            "referral": len(items) >= repeated,
+            "breaches": self.breaches,
+            "cases": self.cases,
+            "acknowledge": self.acknowledge,
+            "handle": self.handle,
+            "escalation": self.escalation,
+            "still_open": self.still_open,
+            "late_hours_total": round(self.late_tenths / 36000, 2),
+            "late_hours_max": round(self.late_tenths_max / 36000, 2),
+            "highest_level": self.highest_level,
+            "referral": self.breaches >= repeated,
         }
 
-    depts = [{"dept": d, **agg(v)} for d, v in by_dept.items()]
-    liaisons = [{"dept": d, "street": s, "liaison": n, **agg(v)} for (d, s, n), v in by_liaison.items()]
-    depts.sort(key=lambda r: (-r["breaches"], r["dept"]))
-    liaisons.sort(key=lambda r: (-r["breaches"], r["dept"], r["street"]))
-    return {"departments": depts, "liaisons": liaisons}
+
+def shown(
+    depts: dict[str, Tally], liaisons: dict[tuple[str, str, str], Tally], repeated: int = REPEATED
+) -> dict[str, list[dict[str, Any]]]:
+    """The summary of tallied groups: departments by breaches, then name; liaisons by
+    breaches, department, street, then which came first."""
+    d_rows = sorted(depts.items(), key=lambda kv: (-kv[1].breaches, kv[0]))
+    l_rows = sorted(liaisons.items(), key=lambda kv: (-kv[1].breaches, kv[0][0], kv[0][1], kv[1].first))
+    return {
+        "departments": [{"dept": d, **t.shown(repeated)} for d, t in d_rows],
+        "liaisons": [{"dept": d, "street": s, "liaison": n, **t.shown(repeated)} for (d, s, n), t in l_rows],
+    }
+
+
+def summary(rows: list[dict[str, Any]], repeated: int = REPEATED) -> dict[str, list[dict[str, Any]]]:
+    """Entries grouped by department and by (department, street, liaison) for the
+    discipline-inspection referral. services/reports.ledger_summary gives the same from
+    the archive's roll-ups."""
+    by_dept: dict[str, Tally] = defaultdict(Tally)
+    by_liaison: dict[tuple[str, str, str], Tally] = defaultdict(Tally)
+    dept_cases: dict[str, set[str]] = defaultdict(set)
+    liaison_cases: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for i, e in enumerate(rows):
+        lkey = (e["dept"], e["street"], e["liaison"])
+        by_dept[e["dept"]].add(e)
+        by_liaison[lkey].add(e)
+        if by_liaison[lkey].first is None:
+            by_liaison[lkey].first = i
+        dept_cases[e["dept"]].add(e["case_id"])
+        liaison_cases[lkey].add(e["case_id"])
+    for dept, t in by_dept.items():
+        t.cases = len(dept_cases[dept])
+    for lkey, t in by_liaison.items():
+        t.cases = len(liaison_cases[lkey])
+    return shown(by_dept, by_liaison, repeated)

@@ -521,6 +521,7 @@ class ClocksRecorded(Envelope):
 
     event: Literal["clocks_recorded"] = "clocks_recorded"
     committed_at: float
+    seq: int = Field(0, description="The case's commit number (sla counts its commits): orders the records")
     live: bool = Field(description="A clock is running or paused (the document is a timer source)")
     doc: str
     history: str | None = Field(None, description="Applied message ids and log, when the commit rewrote them")

@@ -102,6 +102,20 @@ def migrate(dsn: str, folder: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 
 def prepare(dsn: str) -> list[Migration]:
-    """What a service or command does before using the archive: create, then migrate."""
+    """What a service or command does before using the archive: create, migrate, and cut
+    the roll-ups in TIMEZONE if they were not (services/archiver/rollup.py)."""
+    from zoneinfo import ZoneInfo
+
+    from services.archiver import rollup
+    from shared.config import get_settings
+
     ensure_database(dsn)
-    return migrate(dsn)
+    done = migrate(dsn)
+    with connect(dsn) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_ID,))
+        try:
+            rollup.ensure(conn, ZoneInfo(get_settings().timezone))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_ID,))
+            conn.commit()
+    return done

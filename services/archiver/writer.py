@@ -7,8 +7,9 @@ give the same rows. The derived tables are then written in the same transaction:
 - `case_recorded` → `cases` (only if its version is newer than the row's: records may
   arrive out of order, and several archivers may write the same case at once — the row
   lock of the upsert serialises them), its `case_timeline` and `case_assignments`;
-- `clocks_recorded` → `clocks` (newest commit wins), `ledger`, `ledger_ended`,
-  `indicator_counts`;
+- `clocks_recorded` → `clocks` (the commit with the highest sequence wins), `ledger`,
+  `ledger_ended` and their roll-ups, the counter increments into `indicator_months`
+  (services/archiver/rollup.py);
 - `case_registered` → the street's `registered` count (sla counts it in Redis the same way);
 - `dispatch_order` (gridbus.dispatch) → `orders`; `notification_sent` → `notifications`;
   `apikey_recorded` → `api_keys`; every other event lives in the journal only.
@@ -18,6 +19,7 @@ The caller acks the message only after `archive` returned (the commit is done).
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -27,6 +29,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 from psycopg.types.json import Jsonb
 
+from services.archiver import journal, rollup
 from shared.lifecycle import FINAL_STATES
 from shared.models import (
     ApiKeyRecorded,
@@ -49,21 +52,6 @@ class Outcome:
     kind: str
     occurred_at: datetime
     new: bool  # False: a repeat, nothing written
-
-
-def _slim(kind: str, body: dict[str, Any]) -> dict[str, Any]:
-    """The journal's copy: a record's bulky document is kept once, in its own table."""
-    if kind == "case_recorded":
-        case = body.get("case") or {}
-        timeline = case.get("timeline") or []
-        return {
-            **{k: v for k, v in body.items() if k != "case"},
-            "status": case.get("status"),
-            "last": timeline[-1] if timeline else None,
-        }
-    if kind == "clocks_recorded":
-        return {k: v for k, v in body.items() if k not in ("doc", "history")}
-    return body
 
 
 def _when(body: dict[str, Any]) -> datetime:
@@ -99,20 +87,17 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
         claimed = conn.execute(
             "INSERT INTO journal (message_id, kind, case_id, occurred_at, body) VALUES (%s, %s, %s, %s, %s) "
             "ON CONFLICT (message_id) DO NOTHING RETURNING 1",
-            (message_id, kind, body.get("case_id") or None, when, Jsonb(_slim(kind, body))),
+            (message_id, kind, body.get("case_id") or None, when, Jsonb(journal.compact(kind, body, parsed))),
         ).fetchone()
         if claimed is None:
             return Outcome(message_id, kind, when, False)
         if isinstance(parsed, CaseRecorded):
             _case(conn, parsed)
         elif isinstance(parsed, ClocksRecorded):
-            _clocks(conn, parsed)
+            _clocks(conn, parsed, tz)
         elif isinstance(parsed, CaseRegistered):
             period = parsed.occurred_at.astimezone(tz).strftime("%Y-%m")
-            conn.execute(
-                "INSERT INTO indicator_counts VALUES (%s, 0, %s, 'street', %s, 'registered', 1)",
-                (message_id, period, parsed.case.street),
-            )
+            rollup.add_counts(conn, [(period, "street", parsed.case.street, "registered", 1)])
         elif isinstance(parsed, NotificationSent):
             conn.execute(
                 "INSERT INTO notifications VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
@@ -222,37 +207,37 @@ def _case(conn: psycopg.Connection, rec: CaseRecorded) -> None:
         )
 
 
-def _clocks(conn: psycopg.Connection, rec: ClocksRecorded) -> None:
-    import base64
+_DOC_COLUMNS = ("committed_at", "live", "doc", "seq")
+_HISTORY_COLUMNS = ("history", "history_seq", "history_at")
 
+
+def _clocks(conn: psycopg.Connection, rec: ClocksRecorded, tz: ZoneInfo) -> None:
     doc = base64.b64decode(rec.doc)
     hist = base64.b64decode(rec.history) if rec.history is not None else None
-    conn.execute(
-        """INSERT INTO clocks VALUES (%s, %s, %s, %s, %s)
-           ON CONFLICT (case_id) DO UPDATE SET committed_at = EXCLUDED.committed_at, live = EXCLUDED.live,
-             doc = EXCLUDED.doc, history = COALESCE(EXCLUDED.history, clocks.history)
-           WHERE EXCLUDED.committed_at > clocks.committed_at""",
-        (rec.case_id, rec.committed_at, rec.live, doc, hist),
+    # the commit's own sequence orders the records (then, for records without one, the
+    # wall clock): replays and late arrivals leave the newest commit's document
+    newer = "(EXCLUDED.seq, EXCLUDED.committed_at) > (clocks.seq, clocks.committed_at)"
+    newer_history = (
+        "EXCLUDED.history IS NOT NULL AND (clocks.history IS NULL OR "
+        "(EXCLUDED.history_seq, EXCLUDED.history_at) > (clocks.history_seq, clocks.history_at))"
     )
-    with conn.cursor() as cur:
-        if rec.ledger:
-            cur.executemany(
-                "INSERT INTO ledger VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                [
-                    (e["id"], e["case_id"], e["dept"], e["street"], float(e["breached_at"]), Jsonb(e))
-                    for e in rec.ledger
-                ],
-            )
-        if rec.ledger_ended:
-            cur.executemany(
-                "INSERT INTO ledger_ended VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                [(lid, at) for lid, at in rec.ledger_ended],
-            )
-        if rec.counts:
-            cur.executemany(
-                "INSERT INTO indicator_counts VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                [(rec.message_id, i, p, sc, k, c, n) for i, (p, sc, k, c, n) in enumerate(rec.counts)],
-            )
+    sets = [f"{col} = CASE WHEN {newer} THEN EXCLUDED.{col} ELSE clocks.{col} END" for col in _DOC_COLUMNS]
+    sets += [f"{col} = CASE WHEN {newer_history} THEN EXCLUDED.{col} ELSE clocks.{col} END" for col in _HISTORY_COLUMNS]
+    conn.execute(
+        "INSERT INTO clocks (case_id, committed_at, live, doc, history, seq, history_seq, history_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (case_id) DO UPDATE SET " + ", ".join(sets),
+        (
+            rec.case_id,
+            rec.committed_at,
+            rec.live,
+            doc,
+            hist,
+            rec.seq,
+            *((rec.seq, rec.committed_at) if hist else (0, 0.0)),
+        ),
+    )
+    rollup.ledger(conn, rec.case_id, rec.ledger, [(lid, at) for lid, at in rec.ledger_ended], tz)
+    rollup.add_counts(conn, rec.counts)
 
 
 def _api_key(conn: psycopg.Connection, rec: ApiKeyRecorded) -> None:

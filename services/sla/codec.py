@@ -191,6 +191,7 @@ def pack_doc(case: CaseClocks) -> bytes:
         case.cond,
         None if case.street == g[:9] else case.street,
         strays or None,
+        case.rev or None,
     ]
     while doc[-1] is None:
         doc.pop()
@@ -201,8 +202,8 @@ def unpack_doc(case_id: str, raw: bytes | str) -> CaseClocks:
     if isinstance(raw, str):
         raw = raw.encode()
     d = msgpack.unpackb(raw, raw=False)
-    d += [None] * (11 - len(d))
-    _fmt, corr, cat, grid, base, orders, sev, status, cond, street, strays = d
+    d += [None] * (12 - len(d))
+    _fmt, corr, cat, grid, base, orders, sev, status, cond, street, strays, rev = d
     grid = str(grid)
     street = street or grid[:9]
     case = CaseClocks(
@@ -214,6 +215,7 @@ def unpack_doc(case_id: str, raw: bytes | str) -> CaseClocks:
         grid=grid,
         street=street,
         status="dispatched" if status is None else STATUSES[status] if isinstance(status, int) else status,
+        rev=rev or 0,
     )
     case_orders, case_clocks, depts = case.orders, case.clocks, case.depts
     for ov in orders:

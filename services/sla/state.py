@@ -145,6 +145,7 @@ class CaseClocks:
     log: list[list[Any]] = field(default_factory=list)  # [ts, what, details] (history, not needed to fire)
     seen: list[str] = field(default_factory=list)  # `seen_id`s of applied messages (not needed to fire)
     depts: list[str] = field(default_factory=list)
+    rev: int = 0  # commits of this document (its archive records are ordered by it)
 
     # -- (de)serialisation: compact JSON, kept in Redis as the source of the timers
 

@@ -183,6 +183,7 @@ class SlaStore:
                 continue  # compared only: a stale firing releases its lease, writes nothing
             write.check_history, write.history_was = op.with_history, op.hist_raw
             write.doc = DocWrite.LIVE if case.live() else DocWrite.CLOSED
+            case.rev += 1  # a commit writes only over the document it read: a total order per case
             write.doc_bytes = doc = pack_doc(case)
             if op.with_history:
                 write.history, write.history_bytes = HistoryWrite.SET, pack_history(case)
@@ -198,6 +199,7 @@ class SlaStore:
                     case_id=op.case_id,
                     correlation_id=case.corr or op.case_id,
                     committed_at=now,
+                    seq=case.rev,
                     live=bool(case.live()),
                     doc=base64.b64encode(doc).decode(),
                     history=base64.b64encode(write.history_bytes).decode() if op.with_history else None,

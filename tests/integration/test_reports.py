@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
 import redis
 
@@ -21,7 +22,7 @@ from tests.integration.test_sla_store import SLA, T0, dispatched, make, run
 pytestmark = pytest.mark.integration
 
 CST = ZoneInfo("Asia/Shanghai")
-TABLES = ("journal", "cases", "clocks", "ledger", "ledger_ended", "indicator_counts")
+TABLES = ("journal", "cases", "clocks", "ledger", "ledger_ended", "indicator_months", "ledger_rollup", "ledger_firsts")
 
 
 def updated(
@@ -47,7 +48,9 @@ def updated(
     )
 
 
-def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, tmp_path: Path, pg_dsn: str) -> None:
+def scenario(redis_client: redis.Redis, tmp_path: Path) -> list[Envelope]:
+    """Cases over two months through sla on real Redis: in time, late (breaches,
+    escalations, resolved late, reworked) and left to breach. Returns every record."""
     (tmp_path / "sla.yaml").write_text(SLA, encoding="utf-8")
     sink: list[Envelope] = []
     d = make(redis_client, tmp_path / "sla.yaml", sink)
@@ -97,6 +100,11 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
                 d.handle(updated(cid, CaseStatus.resolved, CaseStatus.reopened, "verify_fail", None), now=at + 3300)
         run(d, base, base + 4 * 3600, step=600)  # the rest breach and escalate
 
+    return records
+
+
+def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, tmp_path: Path, pg_dsn: str) -> None:
+    records = scenario(redis_client, tmp_path)
     with db.connect(pg_dsn) as conn:
         for t in TABLES:
             conn.execute(f"TRUNCATE {t} CASCADE")
@@ -164,3 +172,69 @@ def test_indicators_and_ledger_from_sql_equal_redis(redis_client: redis.Redis, t
     finally:
         mp.undo()
         reset_settings()
+
+
+ROLLUPS = ("indicator_months", "ledger_rollup", "ledger_firsts")
+
+
+def test_rollup_summary_equals_redis_after_shuffled_repeats_retention_and_rebuild(
+    redis_client: redis.Redis, tmp_path: Path, pg_dsn: str
+) -> None:
+    """The accountability summary from the roll-ups (months, days, open entries one by
+    one) equals shared/ledger.summary of sla's Redis entries — for a month, a run of days
+    across two months, a year and one department — with the records archived in any
+    order and twice, recomputed from the rows, after retention and after a rebuild."""
+    import random
+
+    from services.archiver import rollup
+    from services.archiver.retention import evict
+    from services.rebuild import restore
+
+    records = scenario(redis_client, tmp_path)
+    now = T0 + 30 * 86400
+    periods = [
+        ledger.Period.month("2026-11", CST),
+        ledger.Period.month("2026-12", CST),
+        ledger.Period.parse("2026-11-28", "2026-12-03", CST),
+        ledger.Period.parse("2026-01-01", "2026-12-31", CST),
+    ]
+
+    def check(conn: psycopg.Connection) -> None:
+        assert reports.rollup_state(conn) == CST.key
+        for p in periods:
+            assert reports._days(p, CST) is not None  # the roll-ups answer, not the entries
+            for dept in (None, "gas"):
+                red = ledger.summary(ledger.entries(redis_client, p, dept=dept, now=now))
+                assert red["departments"] and reports.ledger_summary(conn, p, CST, dept=dept, now=now) == red, (p, dept)
+        for month in ("2026-11", "2026-12"):  # the monthly roll-up of the counters, against sla's hashes
+            from_redis = [i.as_dict() for i in indicators.load(redis_client, month)]
+            assert from_redis and [i.as_dict() for i in reports.indicators(conn, month, month)] == from_redis
+
+    def rows(conn: psycopg.Connection) -> dict[str, list[tuple[object, ...]]]:
+        return {t: conn.execute(f"SELECT * FROM {t} AS r ORDER BY r").fetchall() for t in ROLLUPS}
+
+    with db.connect(pg_dsn) as conn:
+        for t in TABLES:
+            conn.execute(f"TRUNCATE {t} CASCADE")
+        conn.commit()
+        bodies = [e.model_dump(mode="json") for e in records]
+        shuffled = bodies + bodies[: len(bodies) // 3]
+        random.Random(12).shuffle(shuffled)  # ends before their breaches, later commits first
+        for b in shuffled:
+            archive(conn, b, CST)
+        check(conn)
+        incremental = rows(conn)
+        rollup.refresh(conn, CST)  # recomputed from the rows: the same roll-ups
+        assert rows(conn) == incremental
+
+        evict(conn, redis_client, 0, now=now + 90 * 86400)  # retention
+        check(conn)
+
+        from shared.config import get_settings
+
+        mine = list(redis_client.scan_iter(f"{get_settings().redis_key_prefix}:*", count=1000))
+        assert mine
+        redis_client.delete(*mine)  # Redis lost everything
+        assert ledger.entries(redis_client, periods[0], now=now) == []
+        restore(conn, redis_client, 30, CST, now=now)
+        check(conn)
