@@ -18,7 +18,16 @@ nothing newer is overwritten):
    documents (as sla does at start). A deadline that passed meanwhile fires at once,
    once, and its escalation says how late it fired.
 5. **Notifier**: the done-markers of finished deliveries (so nothing is sent again) and
-6. **API keys** (hashes only).
+   each case's notification log (the console's case page);
+6. **API keys** (hashes only), a station key's street, and when each was last used (as of
+   the archiver's last copy, at most a minute old: services/archiver/keyuse.py);
+7. **Bridge**: what the city platform knows a case as (its task's system and id, the
+   grid), for the city's cases and every open one.
+
+Not restored, on purpose: console log-in sessions (12-hour shift records; the console
+asks to log in again), reconciler leases (they expire in seconds) and its repair
+counts (a lost count only allows a case a few more repair attempts). Not in the archive
+at all: the notifier's in-flight state (send leases, messages held for a digest).
 
 What Redis held but never reached the broker (its last second of writes on a crash with
 `appendfsync everysec`) cannot be restored by anything; see README.
@@ -26,6 +35,7 @@ What Redis held but never reached the broker (its last second of writes on a cra
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -37,6 +47,7 @@ import psycopg
 import redis
 
 from services.archiver.writer import Unarchivable, archive
+from services.bridge.forward import KEEP_S as BRIDGE_KEEP_S
 from services.notifier.deliveries import SENT_TTL_S
 from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, bucket_of
 from shared import redis_keys as keys
@@ -73,6 +84,7 @@ class RebuildReport:
     indicators: int = 0
     notifications: int = 0
     api_keys: int = 0
+    bridge: int = 0
     timers: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -129,8 +141,8 @@ def restore(
     # -- cases
     q = (
         "SELECT case_id, version, report_id, idempotency_key, status, category, registered_at, updated_at, "
-        "duplicate_of, doc::text, (doc->'location'->>'lat')::float, (doc->'location'->>'lon')::float "
-        "FROM cases ORDER BY registered_at, case_id"
+        "duplicate_of, doc::text, (doc->'location'->>'lat')::float, (doc->'location'->>'lon')::float, "
+        "grid, doc->'source' FROM cases ORDER BY registered_at, case_id"
     )
     pipe = client.pipeline(transaction=False)
     for (
@@ -146,6 +158,8 @@ def restore(
         doc,
         lat,
         lon,
+        grid,
+        source,
     ) in progress(_rows(conn, q), "cases", _count(conn, "SELECT 1 FROM cases")):
         report.cases += 1
         st = CaseStatus(status)
@@ -160,6 +174,14 @@ def restore(
         if st in OPEN_STATES and duplicate_of is None:
             pipe.geoadd(keys.open_cases_geo(category), (lon, lat, case_id))
             report.geo += 1
+        if source or st not in FINAL_STATES:  # what the bridge knows a case as (services/bridge/forward.py)
+            known = keys.bridge_external(case_id)
+            pipe.hsetnx(known, "grid", grid)
+            if source:
+                pipe.hsetnx(known, "system", source["system"])
+                pipe.hsetnx(known, "external_id", source["external_id"])
+            pipe.expire(known, BRIDGE_KEEP_S - int(now - registered_at.timestamp()))
+            report.bridge += 1
         if len(pipe) >= BATCH:
             pipe.execute()
     pipe.execute()
@@ -226,32 +248,68 @@ def restore(
     pipe.execute()
 
     # -- notifier done-markers (what was finished stays finished: no storm of re-sent messages)
+    # and each case's notification log (the console's case page), which lives as long as
+    # the marker of its case's last delivery
     pipe = client.pipeline(transaction=False)
     sent_since = datetime.fromtimestamp(now - SENT_TTL_S, timezone.utc)
-    for delivery_id, outcome, finished_at in progress(
+    last_of: dict[str, int] = {}
+    for delivery_id, case_id, event, channel, recipient, outcome, finished_at, subject, detail, attempt in progress(
         _rows(
-            conn, "SELECT delivery_id, outcome, finished_at FROM notifications WHERE finished_at >= %s", (sent_since,)
+            conn,
+            "SELECT delivery_id, case_id, event, channel, recipient, outcome, finished_at, subject, detail, attempt "
+            "FROM notifications WHERE finished_at >= %s",
+            (sent_since,),
         ),
         "notifications",
         None,
     ):
-        left = int(SENT_TTL_S - (now - finished_at.timestamp()))
+        at = int(finished_at.timestamp())
+        left = int(SENT_TTL_S - (now - at))
         if left > 0:
-            pipe.set(keys.delivery_sent(delivery_id), f"{outcome}:{int(finished_at.timestamp())}", nx=True, ex=left)
+            pipe.set(keys.delivery_sent(delivery_id), f"{outcome}:{at}", nx=True, ex=left)
             report.notifications += 1
+            if case_id:
+                entry = {
+                    "event": event,
+                    "recipient": recipient,
+                    "channel": channel,
+                    "subject": subject,
+                    "outcome": outcome,
+                    "detail": detail,
+                    "attempt": attempt,
+                    "at": at,
+                }
+                pipe.hsetnx(keys.notify_case_log(case_id), delivery_id, json.dumps(entry, ensure_ascii=False))
+                last_of[case_id] = max(last_of.get(case_id, 0), at)
+        if len(pipe) >= BATCH:
+            pipe.execute()
+    for case_id, at in last_of.items():
+        pipe.expire(keys.notify_case_log(case_id), max(1, int(SENT_TTL_S - (now - at))))
         if len(pipe) >= BATCH:
             pipe.execute()
     pipe.execute()
 
-    # -- API keys (the hash of the secret; revoked keys stay revoked)
-    for key_id, role, dept, name, sha, created_at, revoked_at in conn.execute(
-        "SELECT key_id, role, dept, name, secret_sha256, created_at, revoked_at FROM api_keys"
+    # -- API keys (the hash of the secret; revoked keys stay revoked; a station's street;
+    # when last used, as of the archiver's last copy: services/archiver/keyuse.py)
+    def iso(at: datetime) -> str:
+        return at.astimezone(timezone.utc).isoformat()  # as intake writes them (services/intake/auth.py)
+
+    for key_id, role, dept, name, sha, created_at, revoked_at, street, last_used_at in conn.execute(
+        "SELECT key_id, role, dept, name, secret_sha256, created_at, revoked_at, street, last_used_at FROM api_keys"
     ):
         if client.exists(keys.api_key(key_id)):
             continue
-        fields: dict[Any, Any] = {"role": role, "dept": dept or "", "name": name, "created_at": created_at.isoformat()}
+        fields: dict[Any, Any] = {
+            "role": role,
+            "dept": dept or "",
+            "name": name,
+            "created_at": iso(created_at),
+            "street": street or "",
+        }
+        if last_used_at is not None:
+            fields["last_used_at"] = iso(last_used_at)
         if revoked_at is not None:
-            fields["revoked_at"] = revoked_at.isoformat()
+            fields["revoked_at"] = iso(revoked_at)
         elif sha:
             fields["secret_sha256"] = sha
         client.hset(keys.api_key(key_id), mapping=fields)

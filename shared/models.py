@@ -541,6 +541,9 @@ class NotificationSent(Envelope):
     channel: str
     recipient: str = Field(description="The recipient's id (`liaison:<dept>:<street>` …), never an address")
     outcome: str
+    subject: str = ""
+    detail: str = Field("", description="What became of it (a dead letter's reason), as the case's log shows it")
+    attempt: int = 1
 
 
 class ApiKeyRecorded(Envelope):
@@ -551,6 +554,7 @@ class ApiKeyRecorded(Envelope):
     role: str
     dept: str | None = None
     name: str = ""
+    street: str | None = Field(None, description="A station key's street")
     secret_sha256: str | None = None
     created_at: AwareDatetime
     revoked_at: AwareDatetime | None = None

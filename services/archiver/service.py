@@ -8,13 +8,14 @@ import structlog
 from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
-from services.archiver import db
+from services.archiver import db, keyuse
 from services.archiver.archive import Archive
 from services.archiver.retention import evict
 from services.archiver.writer import Unarchivable
 from shared import amqpclient, metrics, topology
 from shared.config import get_settings
 from shared.nameko_ext import EntrypointMetrics, RedisProvider, Rejected, TopologyDeclarer, consume_reliably
+from shared.redisdb import connect as connect_redis
 
 log = structlog.get_logger("gridbus.archiver")
 
@@ -33,6 +34,11 @@ class ArchiveProvider(DependencyProvider):
         self.archive = Archive(settings.database_url, settings.timezone)
 
     def stop(self) -> None:
+        try:  # the keys' last uses since the last copy (Redis outlives a stopping archiver)
+            with self.archive.connection() as conn:
+                keyuse.sync(conn, connect_redis())
+        except Exception as exc:  # noqa: BLE001 (stopping: the next start copies them)
+            log.warning("key_use_not_copied", error=str(exc))
         self.archive.close()
 
     def get_dependency(self, worker_ctx: Any) -> Archive:
@@ -64,6 +70,12 @@ class ArchiverService:
             return
         metrics.ARCHIVE_BACKLOG.set(backlog)
         metrics.ARCHIVE_LAG.set(self.archive.lag(backlog))
+
+    @timer(interval=keyuse.KEY_USE_EVERY_S)
+    def copy_key_use(self) -> None:
+        """API keys' last_used_at into the archive (restored by `gridbus rebuild`)."""
+        with self.archive.connection() as conn:
+            keyuse.sync(conn, self.redis)
 
     @timer(interval=RETENTION_EVERY_S)
     def retention(self) -> None:

@@ -100,7 +100,8 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
             rollup.add_counts(conn, [(period, "street", parsed.case.street, "registered", 1)])
         elif isinstance(parsed, NotificationSent):
             conn.execute(
-                "INSERT INTO notifications VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                "INSERT INTO notifications (delivery_id, case_id, event, channel, recipient, outcome, finished_at, "
+                "subject, detail, attempt) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                 (
                     parsed.delivery_id,
                     parsed.case_id,
@@ -109,6 +110,9 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
                     parsed.recipient,
                     parsed.outcome,
                     parsed.occurred_at,
+                    parsed.subject,
+                    parsed.detail,
+                    parsed.attempt,
                 ),
             )
         elif isinstance(parsed, ApiKeyRecorded):
@@ -242,8 +246,10 @@ def _clocks(conn: psycopg.Connection, rec: ClocksRecorded, tz: ZoneInfo) -> None
 
 def _api_key(conn: psycopg.Connection, rec: ApiKeyRecorded) -> None:
     conn.execute(
-        """INSERT INTO api_keys VALUES (%s, %s, %s, %s, %s, %s, %s)
+        """INSERT INTO api_keys (key_id, role, dept, name, secret_sha256, created_at, revoked_at, street)
+           VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
            ON CONFLICT (key_id) DO UPDATE SET
+             street = COALESCE(api_keys.street, EXCLUDED.street),
              revoked_at = COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at),
              secret_sha256 = CASE WHEN COALESCE(api_keys.revoked_at, EXCLUDED.revoked_at) IS NULL
                                   THEN COALESCE(api_keys.secret_sha256, EXCLUDED.secret_sha256) END""",
@@ -255,6 +261,7 @@ def _api_key(conn: psycopg.Connection, rec: ApiKeyRecorded) -> None:
             None if rec.revoked_at else rec.secret_sha256,
             rec.created_at,
             rec.revoked_at,
+            rec.street,
         ),
     )
 

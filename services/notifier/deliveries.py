@@ -57,6 +57,7 @@ from shared.scripts import Lua
 from shared.topology import NOTIFIER_RETRY_DELAYS_S
 
 SENT_TTL_S = 30 * 86400  # how long a finished delivery is remembered for dedup
+DETAIL_KEPT = 300  # characters of what became of a delivery, in its case's log and its record
 MAX_SENDS_PER_ATTEMPT = 2  # the first send and at most one resend after a crash
 
 
@@ -189,12 +190,18 @@ class SendState:
         return Claim(what, int(sends), Lease(token) if what == "go" else None)
 
     def finish(
-        self, did: str, how: str, delivery: "Delivery | None" = None, detail: str = "", lease: Lease | None = None
+        self,
+        did: str,
+        how: str,
+        delivery: "Delivery | None" = None,
+        detail: str = "",
+        lease: Lease | None = None,
+        at: int | None = None,
     ) -> None:
-        """Mark the delivery done; with `delivery`, also note it in its case's log (the
-        console's case page lists every notification of a case from there); with `lease`,
-        give it back in the same round trip."""
-        now = int(time.time())
+        """Mark the delivery done (`at`: when, unix seconds); with `delivery`, also note it in
+        its case's log (the console's case page lists every notification of a case from
+        there); with `lease`, give it back in the same round trip."""
+        now = int(time.time()) if at is None else at
         entry = ""
         case_id = delivery.case_id if delivery is not None else ""
         if delivery is not None and delivery.case_id:
@@ -205,7 +212,7 @@ class SendState:
                     "channel": delivery.channel.value,
                     "subject": delivery.subject,
                     "outcome": how,
-                    "detail": detail[:300],
+                    "detail": detail[:DETAIL_KEPT],
                     "attempt": delivery.attempt,
                     "at": now,
                 },

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 import redis
 import structlog
 
+from services.notifier import deliveries
 from services.notifier import digest as digests
 from services.notifier.addresses import AddressBook
 from services.notifier.channels.base import ChannelName, ChannelSettings, DeliveryOutcome, send
@@ -241,7 +242,10 @@ class Notifier:
 
     def _finish(self, delivery: Delivery, how: str, detail: str = "", lease: Lease | None = None) -> None:
         """The done marker, after the archive's record of it is confirmed by the broker (a
-        failed publish leaves the delivery unfinished: redelivered, at most one resend)."""
+        failed publish leaves the delivery unfinished: redelivered, at most one resend).
+        The record carries what the case's log shows, at the same second (gridbus rebuild
+        restores the log from it)."""
+        now = int(time.time())
         self.bus.publish_event(
             NotificationSent(
                 message_id=f"sent:{delivery.delivery_id}",
@@ -252,9 +256,13 @@ class Notifier:
                 channel=delivery.channel.value,
                 recipient=delivery.recipient,
                 outcome=how,
+                subject=delivery.subject,
+                detail=detail[: deliveries.DETAIL_KEPT],
+                attempt=delivery.attempt,
+                occurred_at=datetime.fromtimestamp(now, timezone.utc),
             )
         )
-        self.state.finish(delivery.delivery_id, how, delivery, detail, lease)
+        self.state.finish(delivery.delivery_id, how, delivery, detail, lease, at=now)
 
     def _dead(
         self, delivery: Delivery, reason: str, kind: str, log_ctx: dict[str, Any], lease: Lease | None = None

@@ -8,6 +8,7 @@ case id never used before."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from psycopg.conninfo import make_conninfo
 from services.archiver import db
 from services.archiver.retention import evict
 from services.demo import wait_until_ready
-from services.intake.auth import Role, create_key
+from services.intake.auth import Role, create_key, revoke_key
 from services.runner import start_all, stop_all
 from shared import topology
 from shared.config import Settings, reset_settings
@@ -138,6 +139,15 @@ def as_stack(stack: Stack) -> Iterator[None]:
         reset_settings()
 
 
+def api_keys(r: redis.Redis, prefix: str) -> dict[str, dict[str, str]]:
+    return {k: r.hgetall(f"{prefix}:apikey:{k}") for k in r.smembers(f"{prefix}:apikeys")}
+
+
+def case_log(r: redis.Redis, prefix: str, case_id: str) -> dict[str, Any]:
+    """The notifier's log of a case's deliveries (what the console's case page lists)."""
+    return {d: json.loads(v) for d, v in r.hgetall(f"{prefix}:notify:case:{case_id}").items()}
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -182,6 +192,8 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
     grid_app = create_key(r, Role.grid_app, name="rebuild", prefix=prefix)[0]
     ops = create_key(r, Role.ops, name="rebuild", prefix=prefix)[0]
     lighting = create_key(r, Role.department, "lighting", name="rebuild", prefix=prefix)[0]
+    station = create_key(r, Role.station, name="rebuild", prefix=prefix, street="450305001")[0]
+    retired = create_key(r, Role.ops, name="retired", prefix=prefix)[0]
     auth = bearer(grid_app)
 
     def new_case(**over: Any) -> str:
@@ -260,12 +272,29 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
             ), table
         assert pg.execute("SELECT count(*) FROM journal WHERE kind = 'case_recorded'").fetchone()[0] > len(ids)
     before = {cid: case(cid) for cid in ids}
+    assert httpx.get(f"{stack.base}/v1/cases", headers=bearer(station), timeout=5).status_code == 200  # used once
+    with as_stack(stack):
+        assert revoke_key(r, retired)
+    with httpx.Client(base_url=stack.base, timeout=5, follow_redirects=False) as browser:
+        assert browser.post("/console/login", data={"key": ops, "next": "/console/board"}).status_code == 303
+        session_cookie = dict(browser.cookies)
+    case_logs = {cid: case_log(r, prefix, cid) for cid in ids}
+
+    def revoked_archived() -> bool:
+        with psycopg.connect(dsn) as pg:
+            row = pg.execute("SELECT revoked_at FROM api_keys WHERE key_id = %s", (retired[4:16],)).fetchone()
+        return bool(row and row[0])
+
+    assert wait_for(revoked_archived, 30, interval=0.5)
+    assert any(case_logs.values())  # the console's notification log of the dispatched cases
     due_before = dict(r.zrange(f"{prefix}:sla:due", 0, -1, withscores=True))
     sent_before = set(r.scan_iter(f"{prefix}:notify:sent:*", count=1000))
     assert due_before and sent_before  # clocks are running, notifications went out
     listing = httpx.get(f"{stack.base}/v1/cases", params={"limit": 200}, headers=bearer(ops), timeout=5).json()
     stack.stop()
     mark("stopped")
+    keys_before = api_keys(r, prefix)  # after the stop: the archiver copied the last uses when it stopped
+    assert all("last_used_at" in h for k, h in keys_before.items() if h["name"] == "rebuild"), keys_before
 
     doomed = list(r.scan_iter(f"{prefix}:*", count=1000))
     r.delete(*doomed)
@@ -286,11 +315,20 @@ def test_redis_wiped_and_rebuilt_from_the_archive(own_stack: Stack, redis_url: s
     second = rebuild_again(stack, redis.Redis.from_url(redis_url))
     assert (second.api_keys, second.timers, second.tail) == (0, 0, 0)
     mark("rebuilt twice")
+    # what a user would notice besides the cases: every API key as it was (a station's
+    # street, revoked stays revoked, when last used) and each case's notification log
+    assert api_keys(r, prefix) == keys_before
+    assert {cid: case_log(r, prefix, cid) for cid in ids} == case_logs
     stack.start()
     mark("started again")
     after = {cid: case(cid) for cid in ids}
     for cid in ids:
         assert after[cid] == before[cid], cid
+    # console sessions are not restored (docs/operations.md): the old cookie asks to log in again
+    with httpx.Client(base_url=stack.base, timeout=5, follow_redirects=False, cookies=session_cookie) as browser:
+        again = browser.get("/console/board")
+        assert again.status_code in (302, 303) and "/console/login" in again.headers["location"], again.status_code
+        assert browser.post("/console/login", data={"key": ops, "next": "/console/board"}).status_code == 303
     relisted = httpx.get(f"{stack.base}/v1/cases", params={"limit": 200}, headers=bearer(ops), timeout=5).json()
     assert relisted["items"] == listing["items"]
 
