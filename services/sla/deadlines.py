@@ -16,7 +16,7 @@ from typing import Any, Callable
 import redis
 import structlog
 
-from services.sla.state import CaseClocks, Effects, Engine
+from services.sla.state import LATE_FIRING_S, CaseClocks, Effects, Engine
 from services.sla.store import FireBatch, Fired, SlaStore
 from services.sla.timers import Claimed
 from shared import metrics
@@ -39,7 +39,10 @@ Publish = Callable[[Envelope], None]
 
 HOLD_EVERY_S = 2.0
 GROUP_S = 0.02  #: timers claimed ahead whose due times lie this close are committed together
-REDECIDE_LATE_S = 5.0  #: a batch decided ahead but committed later than this after its due time is decided again
+#: a batch decided ahead but committed later than this after its due time is decided again, as of
+#: then (the Engine's own threshold for saying a deadline fired late); below it, deciding again
+#: would double the work of a starved process and bring its commits no sooner
+REDECIDE_LATE_S = LATE_FIRING_S
 
 
 def grid_commanders(grid: Any = None) -> Callable[[str, int], list[EscalationCommander]]:
