@@ -172,7 +172,9 @@ def restore(
             pipe.zadd(keys.open_cases(), {case_id: registered_at.timestamp()})
             report.open += 1
         if st in OPEN_STATES and duplicate_of is None:
-            pipe.geoadd(keys.open_cases_geo(category), (lon, lat, case_id))
+            geo = keys.open_cases_geo(category, keys.geo_day(registered_at.timestamp()))
+            pipe.geoadd(geo, (lon, lat, case_id))
+            pipe.expire(geo, keys.GEO_DAY_TTL_S)
             report.geo += 1
         if source or st not in FINAL_STATES:  # what the bridge knows a case as (services/bridge/forward.py)
             known = keys.bridge_external(case_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from shared.config import get_settings
 
 
@@ -41,9 +43,21 @@ def open_cases() -> str:
     return f"{_p()}:cases:open"
 
 
-def open_cases_geo(category: str) -> str:
-    """Geo set: open cases of a category by location (near-duplicate detection)."""
-    return f"{_p()}:geo:{category}"
+def open_cases_geo(category: str, day: str | None = None) -> str:
+    """Geo set: open cases of a category registered on one UTC day (`YYYYMMDD`, see
+    `geo_day`) by location, expiring GEO_DAY_TTL_S after it: near-duplicate detection
+    searches only the days of its window, so its cost follows the cases of those days, not
+    every case ever registered. Without `day`: the one set per category kept before
+    (searched as well, and emptied as searches meet its cases, until it is gone)."""
+    return f"{_p()}:geo:{category}" if day is None else f"{_p()}:geo:{category}:{day}"
+
+
+GEO_DAY_TTL_S = 32 * 86400  # a day's geo set outlives the longest duplicate window (30 days) by a day or two
+
+
+def geo_day(ts: float) -> str:
+    """The UTC day of a registration time, as the geo sets name it."""
+    return time.strftime("%Y%m%d", time.gmtime(ts))
 
 
 def outbox(prefix: str | None = None) -> str:

@@ -38,13 +38,14 @@ def evict(
     script = _EVICT.on(client)
     out = Evicted()
     rows = conn.execute(
-        "SELECT case_id, version, category FROM cases WHERE final AND evicted_at IS NULL "
+        "SELECT case_id, version, category, registered_at FROM cases WHERE final AND evicted_at IS NULL "
         "AND updated_at < %s ORDER BY updated_at LIMIT %s",
         (cutoff, limit),
     ).fetchall()
     done: list[str] = []
-    for case_id, version, category in rows:
-        r = script(keys=[keys.case(case_id), keys.open_cases(), keys.open_cases_geo(category)], args=[version, case_id])
+    for case_id, version, category, registered_at in rows:
+        geo = [keys.open_cases_geo(category), keys.open_cases_geo(category, keys.geo_day(registered_at.timestamp()))]
+        r = script(keys=[keys.case(case_id), keys.open_cases(), *geo], args=[version, case_id])
         if r == -1:
             out.changed += 1
             continue

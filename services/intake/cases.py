@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from services.intake.duplicates import DuplicatePolicy, original_among, search_nearby
+from services.intake.duplicates import DuplicatePolicy, geo_keys, nearest, original_among, search_nearby
 from services.intake.store import CaseStore, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
 from shared.catalog import Catalog
@@ -74,8 +74,10 @@ class Registrar:
         key = idempotency_key or report.report_id
         # one round trip: is the report known, and which open cases lie near it (a problem
         # solved on the spot repeats nothing, so it needs no search)
-        nearby = None if report.handled_on_site else self._search_nearby(report)
-        existing, candidates = self.store.existing_case_with(key, nearby)
+        now = now or utcnow()
+        sets = [] if report.handled_on_site else geo_keys(self.duplicates, report.category, now)
+        nearby = None if report.handled_on_site else self._search_nearby(report, sets)
+        existing, found = self.store.existing_case_with(key, nearby)
         if existing:
             return Registered(existing, False)
         category = self.catalog.get(report.category)
@@ -90,12 +92,11 @@ class Registrar:
                 else "location"
             )
             raise InvalidInput([FieldError(field, str(exc))]) from None
-        now = now or utcnow()
         # a problem solved on the spot asks nobody for work: it repeats nothing
         original = (
             None
             if report.handled_on_site
-            else original_among(self.store.r, self.duplicates, report.category, candidates or [], now)
+            else original_among(self.store.r, self.duplicates, report.category, nearest(sets, found or []), now)
         )
         case_id = self.store.next_case_id(now.astimezone(self.tz))
         case = Case(
@@ -184,9 +185,9 @@ class Registrar:
             events += self._close_undrawn(case_id)
         return Registered(case_id, True, case.status, place.street, events, original)
 
-    def _search_nearby(self, report: Report) -> Callable[[Any], None]:
+    def _search_nearby(self, report: Report, sets: list[str]) -> Callable[[Any], None]:
         def queue(pipe: Any) -> None:
-            search_nearby(pipe, self.duplicates, report.category, report.location.lat, report.location.lon)
+            search_nearby(pipe, self.duplicates, report.category, report.location.lat, report.location.lon, sets)
 
         return queue
 

@@ -1,9 +1,13 @@
-"""Near-duplicate detection with a Redis geo index per category.
+"""Near-duplicate detection with Redis geo indexes per category and registration day.
 
-Every open case sits in `geo:<category>` at its location. A new report looks for the
-nearest open case of the same category within the class's radius, registered within the
-window; found → the new case is a `duplicate` of it. Cases that have closed or aged out
-are removed from the index when a search meets them, so the index needs no sweeper.
+Every open case sits in `geo:<category>:<day>` (the UTC day it was registered, expiring
+after the longest window) at its location. A new report looks for the nearest open case
+of the same category within the class's radius, registered within the window: only the
+days the window spans are searched, so a search costs what the window's cases nearby
+cost, whatever the number of cases kept (bench/bench_growth.py); the one set per category
+kept before is searched too until it is gone. Found → the new case is a `duplicate` of
+it. Cases that have closed or aged out are removed from the index when a search meets
+them, and a day's set expires, so the index needs no sweeper.
 """
 
 from __future__ import annotations
@@ -38,45 +42,79 @@ def load_duplicate_policy(path: Path | None = None) -> DuplicatePolicy:
     return load_yaml_model(path, DuplicatePolicy)
 
 
-def search_nearby(pipe: Any, policy: DuplicatePolicy, category: str, lat: float, lon: float) -> None:
-    """Queue the geo search for open cases near a report on `pipe` (a pipeline the caller
-    executes with its own commands); its result goes to `original_among`."""
-    pipe.geosearch(
-        keys.open_cases_geo(category),
-        longitude=lon,
-        latitude=lat,
-        radius=policy.radius_for(category),
-        unit="m",
-        sort="ASC",
-        count=10,
+def geo_keys(policy: DuplicatePolicy, category: str, now: datetime) -> list[str]:
+    """The geo sets a search at `now` reads: the days its window spans, and the set per
+    category kept before the day sets."""
+    out = [keys.open_cases_geo(category)]
+    day = (now - timedelta(hours=policy.window_hours)).timestamp()
+    while day < now.timestamp() + 86400:  # the window's days (and tomorrow's: a replica's clock ahead)
+        out.append(keys.open_cases_geo(category, keys.geo_day(day)))
+        day += 86400
+    return list(dict.fromkeys(out))
+
+
+def search_nearby(pipe: Any, policy: DuplicatePolicy, category: str, lat: float, lon: float, sets: list[str]) -> None:
+    """Queue the geo searches for open cases near a report on `pipe` (a pipeline the caller
+    executes with its own commands), one per set of `geo_keys`; their results go to `nearest`."""
+    for key in sets:
+        pipe.geosearch(
+            key,
+            longitude=lon,
+            latitude=lat,
+            radius=policy.radius_for(category),
+            unit="m",
+            sort="ASC",
+            count=10,
+            withdist=True,
+        )
+
+
+def nearest(sets: list[str], results: list[Any]) -> list[tuple[str, str]]:
+    """The searches' cases, nearest first (at most 10), each with the set it was found in."""
+    found = sorted(
+        (float(dist), case_id, key)
+        for key, rows in zip(sets, results, strict=True)
+        for case_id, dist in cast(list[tuple[str, float]], rows)
     )
+    return [(case_id, key) for _dist, case_id, key in found[:10]]
 
 
 def original_among(
-    client: redis.Redis, policy: DuplicatePolicy, category: str, candidates: list[str], now: datetime
+    client: redis.Redis, policy: DuplicatePolicy, category: str, candidates: list[tuple[str, str]], now: datetime
 ) -> str | None:
     """The first of `candidates` (nearest first) that is open and recent enough; the others
-    met on the way leave the index."""
-    geo_key = keys.open_cases_geo(category)
+    met on the way leave the index. Their documents come in one round trip."""
+    if not candidates:
+        return None
     oldest = now - timedelta(hours=policy.window_hours)
-    for case_id in candidates:
-        doc = client.hget(keys.case(case_id), "doc")
+    pipe = client.pipeline(transaction=False)
+    for case_id, _key in candidates:
+        pipe.hget(keys.case(case_id), "doc")
+    stale: list[tuple[str, str]] = []
+    original = None
+    for (case_id, key), doc in zip(candidates, pipe.execute(), strict=True):
         if doc is None:
-            client.zrem(geo_key, case_id)
+            stale.append((key, case_id))
             continue
         case = Case.model_validate_json(doc)
         if case.status not in OPEN_STATES or case.registered_at < oldest:
-            client.zrem(geo_key, case_id)
+            stale.append((key, case_id))
             continue
-        return case_id
-    return None
+        original = case_id
+        break
+    if stale:
+        pipe = client.pipeline(transaction=False)
+        for key, case_id in stale:
+            pipe.zrem(key, case_id)
+        pipe.execute()
+    return original
 
 
 def find_original(
     client: redis.Redis, policy: DuplicatePolicy, category: str, lat: float, lon: float, now: datetime
 ) -> str | None:
     """The nearest open case this report repeats, or None."""
+    sets = geo_keys(policy, category, now)
     pipe = client.pipeline(transaction=False)
-    search_nearby(pipe, policy, category, lat, lon)
-    (candidates,) = pipe.execute()
-    return original_among(client, policy, category, cast(list[str], candidates), now)
+    search_nearby(pipe, policy, category, lat, lon, sets)
+    return original_among(client, policy, category, nearest(sets, pipe.execute()), now)

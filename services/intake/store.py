@@ -78,14 +78,14 @@ class CaseStore:
         return cast(str | None, self.r.get(keys.report_index(report_id)))
 
     def existing_case_with(self, report_id: str, also: Callable[[Any], None] | None = None) -> tuple[str | None, Any]:
-        """`existing_case_for(report_id)`, with one more read that `also` queues on the same
-        pipeline (one round trip); returns (case id or None, that read's result or None)."""
+        """`existing_case_for(report_id)`, with the reads that `also` queues on the same
+        pipeline (one round trip); returns (case id or None, those reads' results, or None)."""
         pipe = self.r.pipeline(transaction=False)
         pipe.get(keys.report_index(report_id))
         if also is not None:
             also(pipe)
         results = pipe.execute()
-        return cast(str | None, results[0]), (results[1] if also is not None else None)
+        return cast(str | None, results[0]), (results[1:] if also is not None else None)
 
     def next_case_id(self, local_day: datetime) -> str:
         """`450305-20261127-000123`: district, local registration day, daily serial.
@@ -102,7 +102,8 @@ class CaseStore:
     # ------------------------------------------------------------------ writes
     def register(self, report_id: str, case: Case, event: Envelope, index_location: bool = True) -> Registration:
         """Store a new case and its first event, unless the report (idempotency key) is
-        known; an open case also enters its category's geo index. The case's record for the
+        known; an open case also enters its category's geo index of its registration day
+        (services/intake/duplicates.py). The case's record for the
         archive goes into the outbox with the event."""
         lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
         record = record_of(case, report_id)
@@ -112,7 +113,7 @@ class CaseStore:
                 keys.case(case.case_id),
                 keys.cases_by_time(),
                 *self.outbox.keys(),
-                keys.open_cases_geo(case.category),
+                keys.open_cases_geo(case.category, keys.geo_day(case.registered_at.timestamp())),
                 keys.open_cases(),
             ],
             args=[
@@ -128,6 +129,7 @@ class CaseStore:
                 _open_flag(case),
                 record.message_id,
                 record.model_dump_json(),
+                keys.GEO_DAY_TTL_S,
             ],
         )
         return Registration(case_id=case_id, created=bool(created), record=record if created else None)
