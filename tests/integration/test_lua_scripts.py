@@ -52,17 +52,25 @@ def test_every_named_script_is_a_file_that_compiles(redis_client: redis.Redis) -
         assert redis_client.script_load(text) == scripts.Lua(package, name).on(redis_client).sha
 
 
-def test_the_lease_claim_is_one_function_every_claim_script_includes() -> None:
-    lib = scripts.source("shared", "lease_claim")
-    users = set()
+@pytest.mark.parametrize(
+    ("lib", "function", "users"),
+    [
+        ("lease_claim", "lease_claim", {"claim_timers", "claim_digest"}),
+        ("outbox_add", "outbox_add", {"register", "compare_and_set", "commit"}),
+        ("key_lease", "key_lease_release", {"lease_release", "claim_delivery", "finish_delivery"}),
+    ],
+)
+def test_a_shared_lua_function_is_one_file_its_users_include(lib: str, function: str, users: set[str]) -> None:
+    text = scripts.source("shared", lib)
+    found = set()
     for package, name in _named():
         raw = (REPO / package.replace(".", "/") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
-        if "--#include shared:lease_claim" in raw:
-            users.add(name)
-            assert lib in scripts.Lua(package, name).source  # put in place of the line
+        if f"--#include shared:{lib}" in raw:
+            found.add(name)
+            assert text in scripts.Lua(package, name).source  # put in place of the line
         else:  # nobody keeps a copy of its own
-            assert "local function lease_claim" not in raw
-    assert users == {"claim_timers", "claim_digest"}
+            assert f"local function {function}" not in raw
+    assert found == users
 
 
 @pytest.mark.timeout(600)

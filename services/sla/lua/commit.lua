@@ -1,3 +1,4 @@
+--#include shared:outbox_add
 -- KEYS: due, leased, outbox, outbox times, ledger, ledger by time, ledger ended.
 -- ARGV[1]: msgpack [now, keep-closed seconds, cases, arm, cancel, done, outbox, ledger, ledger ended,
 -- counters], every section a flat list of strings:
@@ -60,14 +61,8 @@ bulk('ZADD', KEYS[1], a[4])
 bulk('ZREM', KEYS[1], a[5])
 bulk('ZREM', KEYS[2], a[5])
 bulk('ZREM', KEYS[2], a[6])
-local s = a[7]
-if #s > 0 then
-  bulk('HSET', KEYS[3], s)
-  local times = {}
-  for i = 1, #s, 2 do times[#times + 1] = a[1]; times[#times + 1] = s[i] end
-  bulk('ZADD', KEYS[4], times)
-end
-s = a[8]
+outbox_add(KEYS[3], KEYS[4], a[1], a[7])
+local s = a[8]
 for i = 1, #s, 3 do redis.call('HSET', KEYS[5], s[i], s[i + 1]); redis.call('ZADD', KEYS[6], s[i + 2], s[i]) end
 s = a[9]
 for i = 1, #s, 2 do redis.call('HSETNX', KEYS[7], s[i], s[i + 1]) end
