@@ -262,8 +262,20 @@ def _header(headers: Mapping[str, str] | Headers, name: str) -> str | None:
     return None
 
 
-def authenticate_key(token: str | None, client: redis.Redis) -> Principal:
-    """Check a bare key (Bearer token or Open311 `api_key`) and return who it is."""
+def record_use(client: redis.Redis, key_id: str, used_at: str | None = None) -> None:
+    """The key's `last_used_at` (now unless given)."""
+    client.hset(keys.api_key(key_id), "last_used_at", used_at or _now().isoformat())
+
+
+def use_time() -> str:
+    """What `last_used_at` holds for a use now (for RateLimiter.check(used_at=...))."""
+    return _now().isoformat()
+
+
+def authenticate_key(token: str | None, client: redis.Redis, record: bool = True) -> Principal:
+    """Check a bare key (Bearer token or Open311 `api_key`) and return who it is.
+    `record=False`: the caller records the use itself (intake's HTTP gate does it in the
+    rate limit's round trip)."""
     if not token:
         raise Unauthorized("an API key is required")
     m = _KEY.match(token.strip())
@@ -276,11 +288,12 @@ def authenticate_key(token: str | None, client: redis.Redis) -> Principal:
     ok = hmac.compare_digest(_digest(secret), stored or "0" * 64)
     if not ok or not stored or h.get("revoked_at"):
         raise Unauthorized("invalid or revoked API key")
-    client.hset(keys.api_key(key_id), "last_used_at", _now().isoformat())
+    if record:
+        record_use(client, key_id)
     return Principal(Role(h["role"]), h.get("dept") or None, key_id, h.get("street") or None)
 
 
-def authenticate(headers: Mapping[str, str] | Headers, client: redis.Redis) -> Principal:
+def authenticate(headers: Mapping[str, str] | Headers, client: redis.Redis, record: bool = True) -> Principal:
     """`Authorization: Bearer <key>` → Principal; Unauthorized (401) otherwise."""
     value = _header(headers, "Authorization")
     if not value:
@@ -288,7 +301,7 @@ def authenticate(headers: Mapping[str, str] | Headers, client: redis.Redis) -> P
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization must be 'Bearer <API key>'")
-    return authenticate_key(token.strip(), client)
+    return authenticate_key(token.strip(), client, record)
 
 
 def require(principal: Principal, *roles: Role | str, dept: str | None = None) -> Principal:

@@ -38,18 +38,23 @@ class RateLimiter:
 
         self.limits = {role: parse_limit(settings.rate_limit(role)) for role in ROLES}
 
-    def wait_seconds(self, key_id: str, role: str) -> float:
-        """0 when the request may go ahead (a token was taken), else seconds to wait."""
+    def wait_seconds(self, key_id: str, role: str, used_at: str = "") -> float:
+        """0 when the request may go ahead (a token was taken), else seconds to wait.
+        `used_at`: the key's last use, recorded in the same round trip (auth.record_use)."""
         rate, burst = self.limits.get(role, (0.0, 1))
         if rate <= 0:
+            if used_at:
+                from services.intake.auth import record_use
+
+                record_use(self.client, key_id, used_at)
             return 0.0
-        allowed, wait = self.script(keys=[keys.rate_bucket(key_id)], args=[rate, burst])
+        allowed, wait = self.script(keys=[keys.rate_bucket(key_id), keys.api_key(key_id)], args=[rate, burst, used_at])
         return 0.0 if int(allowed) else float(wait)
 
-    def check(self, principal: Any) -> None:
+    def check(self, principal: Any, used_at: str = "") -> None:
         from services.intake.boundary import RateLimited
 
-        wait = self.wait_seconds(principal.key_id, principal.role.value)
+        wait = self.wait_seconds(principal.key_id, principal.role.value, used_at)
         if wait > 0:
             metrics.HTTP_RATE_LIMITED.labels(principal.role.value).inc()
             raise RateLimited(

@@ -145,3 +145,20 @@ def test_station_keys_are_bound_to_a_street(stack_env: dict[str, str], redis_cli
     assert bad.exit_code == 2
     bad = runner.invoke(gridbus, ["keys", "create", "--role", "ops", "--street", "450305003"])
     assert bad.exit_code == 2 and "not bound to a street" in bad.output
+
+
+@pytest.mark.parametrize("limit", ["20/100", "0"])
+def test_the_http_gate_records_the_use_in_the_rate_limits_round_trip(redis_client: redis.Redis, limit: str) -> None:
+    """intake's gate authenticates without writing, then the rate limit's script takes a
+    token and records last_used_at together (with limiting off, a plain write)."""
+    from services.intake.ratelimit import RateLimiter
+    from shared.config import Settings
+
+    key, info = auth.create_key(redis_client, "grid_app")
+    who = authenticate(bearer(key), redis_client, record=False)
+    assert auth.list_keys(redis_client)[0].last_used_at is None
+    limiter = RateLimiter(redis_client, Settings(rate_limit_grid_app=limit))
+    limiter.check(who, auth.use_time())
+    assert auth.list_keys(redis_client)[0].last_used_at is not None
+    bucket = redis_client.hgetall(redis_keys.rate_bucket(info.key_id))
+    assert (float(bucket["tokens"]) == 99.0) if limit != "0" else not bucket

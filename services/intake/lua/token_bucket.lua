@@ -1,4 +1,5 @@
--- KEYS[1] the bucket; ARGV rate (tokens/s), burst. Returns {allowed, seconds to wait}.
+-- KEYS[1] the bucket, KEYS[2] the API key's hash; ARGV rate (tokens/s), burst, and the
+-- key's last use to record ('' none: the caller records it). Returns {allowed, seconds to wait}.
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
@@ -17,4 +18,7 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+if ARGV[3] and ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[2], 'last_used_at', ARGV[3])
+end
 return {allowed, tostring(wait)}
