@@ -90,6 +90,7 @@ def pipeline_cmd(
         amqp_uri=s.amqp_uri,
         mgmt_url=s.rabbitmq_management_url,
         redis_url=s.redis_url,
+        database_url=s.database_url,
         concurrency=concurrency,
         drain_s=drain_s,
         broker_count=broker_count,

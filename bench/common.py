@@ -27,8 +27,15 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 RESULT_SCHEMA = 1
 
-#: the four work queues whose depth tells where a backlog builds up
-PIPELINE_QUEUES = ("intake.reports", "router.cases", "sla.events", "notifier.events")
+#: the work queues whose depth tells where a backlog builds up
+PIPELINE_QUEUES = (
+    "intake.reports",
+    "intake.events",
+    "router.cases",
+    "sla.events",
+    "notifier.events",
+    "archiver.record",
+)
 
 
 # ------------------------------------------------------------------ statistics

@@ -65,7 +65,9 @@ from bench.common import (
     wall,
 )
 
-SERVICES = ("intake", "router", "sla", "notifier")
+#: the stack of `gridbus up` without the optional bridge: the archiver too, since the
+#: complete record (archiver.record, the audit stream) is part of every report's cost
+SERVICES = ("intake", "router", "sla", "notifier", "archiver")
 #: the processes whose CPU per report is the stack's (`cpu_ms_per_report.stack`)
 STACK_PROCESSES = (*SERVICES, "rabbitmq", "redis")
 
@@ -432,6 +434,32 @@ def scrape_service_metrics(ports: dict[str, int]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ the run
+def stack_env(
+    vhost_uri: str, mgmt_url: str, redis_url: str, prefix: str, archive_dsn: str, config_dir: Path, sink_port: int
+) -> dict[str, str]:
+    """The services' environment for a bench stack: its own vhost, Redis key prefix,
+    archive database, config copy and free ports; webhooks to the local sink."""
+    return {
+        "AMQP_URI": vhost_uri,
+        "RABBITMQ_MANAGEMENT_URL": mgmt_url,
+        "REDIS_URL": redis_url,
+        "REDIS_KEY_PREFIX": prefix,
+        "DATABASE_URL": archive_dsn,
+        "CONFIG_DIR": str(config_dir),
+        "LOG_FORMAT": "json",
+        "LOG_LEVEL": "WARNING",
+        "INTAKE_HTTP_PORT": str(free_port()),
+        "INTAKE_METRICS_PORT": str(free_port()),
+        "ROUTER_METRICS_PORT": str(free_port()),
+        "SLA_METRICS_PORT": str(free_port()),
+        "NOTIFIER_METRICS_PORT": str(free_port()),
+        "ARCHIVER_METRICS_PORT": str(free_port()),
+        "WEBHOOK_SECRET": "bench-secret",
+        "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
+        "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
+    }
+
+
 def run_pipeline(
     *,
     rate: float,
@@ -440,6 +468,7 @@ def run_pipeline(
     amqp_uri: str,
     mgmt_url: str,
     redis_url: str,
+    database_url: str = "postgresql://root@127.0.0.1:5432/postgres",
     concurrency: int = 32,
     drain_s: float | None = None,
     broker_count: int = 3000,
@@ -491,6 +520,13 @@ def run_pipeline(
     procs: list[subprocess.Popen] = []
     helpers: list[Any] = []
     log_file = open(log_path, "w")
+    # the archive in a database of its own (never the developer's), dropped at the end
+    from psycopg.conninfo import make_conninfo
+
+    from services.archiver import db
+
+    archive_dsn = make_conninfo(database_url, dbname=f"gridbus_bench_{run_tag}")
+    db.prepare(archive_dsn)
     try:
         with throwaway_vhost(amqp_uri, mgmt_url) as (vhost_uri, vhost_name):
             result["vhost"] = vhost_name
@@ -502,26 +538,9 @@ def run_pipeline(
             sink.start()
             helpers.append(sink)
 
-            env = {
-                "AMQP_URI": vhost_uri,
-                "RABBITMQ_MANAGEMENT_URL": mgmt_url,
-                "REDIS_URL": redis_url,
-                "REDIS_KEY_PREFIX": prefix,
-                "CONFIG_DIR": str(config_dir),
-                "LOG_FORMAT": "json",
-                "LOG_LEVEL": "WARNING",
-                "INTAKE_HTTP_PORT": str(free_port()),
-                "INTAKE_METRICS_PORT": str(free_port()),
-                "ROUTER_METRICS_PORT": str(free_port()),
-                "SLA_METRICS_PORT": str(free_port()),
-                "NOTIFIER_METRICS_PORT": str(free_port()),
-                "ARCHIVER_METRICS_PORT": str(free_port()),
-                "WEBHOOK_SECRET": "bench-secret",
-                "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
-                "PUBLIC_BASE_URL": "http://127.0.0.1:8000",
-            }
+            env = stack_env(vhost_uri, mgmt_url, redis_url, prefix, archive_dsn, config_dir, sink_port)
             settings = Settings(**cast(dict[str, Any], {k.lower(): v for k, v in env.items()}))
-            echo(f"starting the four services in vhost {vhost_name} (log: {log_path})")
+            echo(f"starting the services in vhost {vhost_name} (log: {log_path})")
             trace_out = results_dir / f"pipeline-{run_tag}-{{service}}.trace.json"
             if trace:  # the same services, with wall-clock timers around their calls
                 import os
@@ -537,9 +556,9 @@ def run_pipeline(
                     for name in SERVICES
                 ]
             else:
-                procs = start_all(env=env, stdout=log_file.fileno())
+                procs = start_all(SERVICES, env=env, stdout=log_file.fileno())
             t_start = wall()
-            wait_until_ready(settings, procs, timeout=90)
+            wait_until_ready(settings, procs, timeout=90, services=SERVICES)
             result["startup_s"] = round(wall() - t_start, 2)
 
             dept_queues = [q.name for q in default_topology().queues if q.kind == "work" and q.name.startswith("dept.")]
@@ -706,6 +725,10 @@ def run_pipeline(
         except Exception as exc:
             echo(f"could not delete Redis keys {prefix}:*: {exc}")
         shutil.rmtree(work, ignore_errors=True)
+        try:
+            db.drop_database(archive_dsn)
+        except Exception as exc:
+            echo(f"could not drop the bench's archive database: {exc}")
     result["log_levels"] = count_log_levels(log_path)
     return result
 

@@ -31,7 +31,7 @@ EVENT_DOCS = {
     "case_dispatched": "router sent dispatch orders to department(s).",
     "case_unroutable": "No routing rule matched: the case went to the street's grid station (triage).",
     "case_updated": "A case changed state (acknowledged, in progress, suspended, rejected, resolved, closed, "
-    "reopened, …).",
+    "reopened, a dispatch by hand, …); the router's dispatch is told by `case_dispatched` alone.",
     "case_escalated": "A breached deadline escalated the case one grid level up.",
     "deadline_warning": "A deadline is close (a fraction of it has elapsed).",
     "deadline_breached": "A deadline passed without the matching reply.",

@@ -278,7 +278,8 @@ def resolve_on_site(case: Case, report: Report, now: datetime) -> CaseUpdated:
 class Change:
     """What a mutation did to a case: the state machine action (None: the status stays,
     e.g. one of two jointly dispatched departments acknowledged), who, why, and what
-    else to emit. A `case_updated` event is emitted when there is an action or `announce`."""
+    else to emit. A `case_updated` event is emitted when there is an action or `announce`,
+    unless `told`: the event being applied already tells every consumer of the change."""
 
     action: Action | None
     actor: str
@@ -292,6 +293,7 @@ class Change:
     evidence_urls: list[str] = field(default_factory=list)
     with_summary: bool = False  # the event carries the case's summary (consumers may not know the case yet)
     rating: str | None = None  # an evaluation's rating
+    told: bool = False
 
 
 Mutation = Callable[[Case], Change]
@@ -332,7 +334,7 @@ def transition(
         )
         case.applied_messages = (case.applied_messages + [message_id])[-APPLIED_MESSAGES_KEPT:]
         events = list(change.events)
-        if change.action is not None or change.announce:
+        if (change.action is not None or change.announce) and not change.told:
             events.append(
                 CaseUpdated(
                     case_id=case.case_id,
@@ -410,7 +412,15 @@ def _apply_dispatched(event: CaseDispatched) -> Mutation:
         else:
             action = Action.escalate
         prefix = "争议件 " if event.disputed else ""
-        return Change(action, "router", f"{prefix}round {event.round_no}: dispatched to {depts}")
+        # No case_updated for the router's dispatch: `case_dispatched` itself says it to
+        # everyone who needs it (sla arms the clocks from it, the notifier tells the
+        # departments, the bridge forwards it, the archive and the audit stream have it and
+        # the case's record), and the case_updated after it was a round of broker and
+        # handler work that nobody acted on: sla found nothing to change (the status is
+        # `dispatched` from either), the notifier has no subscription for it (case_updated
+        # is told for resolved, closed and reopened only). A dispatch by hand keeps its
+        # case_updated above: from `suspended` it resumes sla's clocks.
+        return Change(action, "router", f"{prefix}round {event.round_no}: dispatched to {depts}", told=True)
 
     return mutate
 

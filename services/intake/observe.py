@@ -5,13 +5,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared import metrics
-from shared.models import Assignment, Case, CaseUpdated, Envelope, utcnow
+from shared.models import Assignment, Case, CaseDispatched, CaseStatus, CaseUpdated, Envelope, utcnow
 
 
-def observe(case: Case, events: list[Envelope], now: datetime | None = None) -> None:
-    """Count replies (on time or not) and the time from registration to each stage."""
+def observe(case: Case, events: list[Envelope], now: datetime | None = None, applied: Envelope | None = None) -> None:
+    """Count replies (on time or not) and the time from registration to each stage.
+    `applied`: the event just applied to the case (the router's `case_dispatched` is
+    followed by no case_updated: its first dispatch is read from the case's timeline)."""
     now = now or utcnow()
     age = max(0.0, (now - case.registered_at).total_seconds())
+    if isinstance(applied, CaseDispatched):
+        entry = next((t for t in reversed(case.timeline) if t.message_id == applied.message_id), None)
+        if entry is not None and entry.action == "dispatch" and entry.from_status is CaseStatus.registered:
+            metrics.PIPELINE_LATENCY.labels("dispatched").observe(age)
     for event in events:
         if not isinstance(event, CaseUpdated):
             continue

@@ -244,12 +244,12 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
         event = event_or_reject(body)
         store, _ = self.domain.for_client(self.redis)
         try:
-            case, events, _ = apply_event(store, event)
+            case, events, applied = apply_event(store, event)
         except CaseNotFound:
             raise Rejected(f"unknown case {event.case_id}", "unknown_case") from None
         log.info("case_changed", case_id=case.case_id, status=case.status.value, by=body.get("event"))
         publish_stored(self.bus, store, events)
-        observe(case, events)
+        observe(case, events, applied=event if applied else None)
 
     # -------------------------------------------------------------- indicators
     @timer(interval=30)

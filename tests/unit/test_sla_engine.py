@@ -4,6 +4,7 @@ on working hours across a weekend, reopen, joint dispatch, idempotency."""
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -425,3 +426,46 @@ def test_the_codec_stores_modes_and_statuses_by_a_stable_index() -> None:
         "duplicate",
         "cancelled",
     )
+
+
+@pytest.mark.parametrize(
+    "frm, action",
+    [
+        ("registered", "dispatch"),
+        ("rejected", "dispatch"),  # re-routed after "not ours"
+        ("reopened", "dispatch"),
+        ("dispatched", "escalate"),  # re-dispatched one level up
+        ("acknowledged", "escalate"),
+        ("in_progress", "escalate"),
+    ],
+)
+def test_the_case_updated_of_a_router_dispatch_changed_nothing_for_sla(engine: Engine, frm: str, action: str) -> None:
+    """intake no longer publishes a case_updated after applying the router's
+    case_dispatched (issue 16): sla arms everything from case_dispatched, and the
+    case_updated that used to follow it decided nothing — no timer, event, ledger entry
+    or count, and the clocks as they were."""
+    sim = Sim(engine)
+    t0 = datetime(2026, 11, 30, 10, 0, tzinfo=CST)  # a Monday morning
+    sim.dispatch(t0, level=5, policy="ladder_h")
+    assert sim.timers  # armed by case_dispatched alone
+    assert sim.case is not None
+    clocks, orders = copy.deepcopy(sim.case.clocks), copy.deepcopy(sim.case.orders)
+    before = (dict(sim.timers), list(sim.events), list(sim.ledger), dict(sim.counts))
+    fx = engine.updated(
+        sim.case,
+        CaseUpdated(
+            case_id=CASE,
+            correlation_id="r-1",
+            occurred_at=t0,
+            from_status=CaseStatus(frm),
+            to_status=CaseStatus.dispatched,
+            action=action,
+            actor="router",
+        ),
+        t0.timestamp() + 0.2,
+    )
+    assert (fx.arm, fx.cancel, fx.events, fx.ledger, fx.ledger_end, fx.counts, fx.decided) == ([],) * 7
+    sim.apply(fx)
+    assert (dict(sim.timers), list(sim.events), list(sim.ledger), dict(sim.counts)) == before
+    assert sim.case.clocks == clocks and sim.case.orders == orders
+    assert sim.case.status == CaseStatus.dispatched.value
