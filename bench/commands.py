@@ -139,3 +139,33 @@ def broker_cmd(size: int, count: int, modes: tuple[str, ...], window: int, out: 
     path = write_result(result, result_path("broker", out))
     click.echo(json.dumps({m: r["hop_per_s"] for m, r in result["modes"].items()}))
     click.echo(f"result: {path}")
+
+
+@bench.command("idle")
+@click.option("--settle", type=float, default=10.0, show_default=True, help="Seconds after ready before measuring.")
+@click.option("--window", type=float, default=30.0, show_default=True, help="Seconds measured.")
+@click.option("--profile", is_flag=True, help="py-spy record every service during the window.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), default=None, help="Result JSON file [bench/results/idle-<time>.json]."
+)
+def idle_cmd(settle: float, window: float, profile: bool, out: str | None) -> None:
+    """A fresh stack left alone: CPU of each service at rest (target: all together < 2 %
+    of one core), the timers that wake them, the broker traffic of its vhost."""
+    from bench.common import result_path, write_result
+    from bench.idle import run_idle, summary_lines
+
+    s = _settings()
+    result = run_idle(
+        amqp_uri=s.amqp_uri,
+        mgmt_url=s.rabbitmq_management_url,
+        redis_url=s.redis_url,
+        database_url=s.database_url,
+        settle_s=settle,
+        window_s=window,
+        profile=profile,
+        echo=click.echo,
+    )
+    path = write_result(result, result_path("idle", out))
+    for line in summary_lines(result):
+        click.echo(line)
+    click.echo(f"result: {path}")

@@ -32,6 +32,7 @@ from nameko.extensions import DependencyProvider
 from nameko.messaging import Consumer, QueueConsumer
 
 from shared import metrics, topology
+from shared.amqpclient import QueueDepths
 from shared.bus import Bus
 from shared.config import get_settings
 from shared.deadletters import ERROR_HEADER, REASON_HEADER, SERVICE_HEADER  # named once, there
@@ -443,6 +444,19 @@ class BusProvider(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> Bus:
         return self.bus
+
+
+class QueueDepthsProvider(DependencyProvider):
+    """One kept connection for a metrics timer's queue depths (`amqpclient.QueueDepths`)."""
+
+    def setup(self) -> None:
+        self.depths = QueueDepths(self.container.config["AMQP_URI"])
+
+    def stop(self) -> None:
+        self.depths.close()
+
+    def get_dependency(self, worker_ctx: Any) -> QueueDepths:
+        return self.depths
 
 
 class RedisProvider(DependencyProvider):

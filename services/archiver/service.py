@@ -12,9 +12,17 @@ from services.archiver import db, keyuse
 from services.archiver.archive import Archive
 from services.archiver.retention import evict
 from services.archiver.writer import Unarchivable
-from shared import amqpclient, metrics, topology
+from shared import metrics, topology
+from shared.amqpclient import QueueDepths
 from shared.config import get_settings
-from shared.nameko_ext import EntrypointMetrics, RedisProvider, Rejected, TopologyDeclarer, consume_reliably
+from shared.nameko_ext import (
+    EntrypointMetrics,
+    QueueDepthsProvider,
+    RedisProvider,
+    Rejected,
+    TopologyDeclarer,
+    consume_reliably,
+)
 from shared.redisdb import connect as connect_redis
 
 log = structlog.get_logger("gridbus.archiver")
@@ -52,6 +60,7 @@ class ArchiverService:
     entrypoint_metrics = EntrypointMetrics()
     archive: Archive = ArchiveProvider()
     redis = RedisProvider()
+    depths: QueueDepths = QueueDepthsProvider()
 
     @consume_reliably(topology.Q_ARCHIVER)
     def on_record(self, body: Any) -> None:
@@ -64,8 +73,7 @@ class ArchiverService:
 
     @timer(interval=LAG_EVERY_S)
     def measure_lag(self) -> None:
-        with amqpclient.connection(get_settings().amqp_uri) as conn:
-            backlog = amqpclient.queue_depth(conn, topology.Q_ARCHIVER)
+        backlog = self.depths.read([topology.Q_ARCHIVER])[topology.Q_ARCHIVER]
         if backlog is None:  # deleted under us; the service declares it again at start
             return
         metrics.ARCHIVE_BACKLOG.set(backlog)

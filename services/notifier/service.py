@@ -21,13 +21,21 @@ from services.notifier.planner import Planner
 from services.notifier.render import Renderer
 from services.notifier.sender import Notifier
 from services.notifier.subscriptions import load_notify
-from shared import amqpclient, metrics, topology
+from shared import metrics, topology
+from shared.amqpclient import QueueDepths
 from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.config import get_settings
 from shared.departments import load_departments
 from shared.grid import load_grid
-from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
+from shared.nameko_ext import (
+    GridbusService,
+    QueueDepthsProvider,
+    RedisProvider,
+    Rejected,
+    consume_reliably,
+    event_or_reject,
+)
 
 log = structlog.get_logger("gridbus.notifier")
 
@@ -92,6 +100,7 @@ class NotifierService(GridbusService):
 
     redis = RedisProvider()
     config: NotifierConfig = NotifierConfig()
+    depths: QueueDepths = QueueDepthsProvider()
 
     @consume_reliably(topology.Q_NOTIFIER_EVENTS)
     def on_event(self, body: Any) -> None:
@@ -117,8 +126,6 @@ class NotifierService(GridbusService):
     def poll_queues(self) -> None:
         notifier = self.config.notifier(self.redis, self.bus)
         metrics.NOTIFICATIONS_HELD.set(notifier.holds.held_count())
-        with amqpclient.connection(self.config.settings.amqp_uri) as conn:
-            for queue in WATCHED_QUEUES:
-                depth = amqpclient.queue_depth(conn, queue)
-                if depth is not None:  # None: deleted under us; the service declares it again at start
-                    metrics.NOTIFIER_QUEUE_MESSAGES.labels(queue).set(depth)
+        for queue, depth in self.depths.read(WATCHED_QUEUES).items():
+            if depth is not None:  # None: deleted under us; the service declares it again at start
+                metrics.NOTIFIER_QUEUE_MESSAGES.labels(queue).set(depth)

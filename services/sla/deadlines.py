@@ -120,6 +120,9 @@ class Deadlines:
         # one event at a time (tests)
         self.publish_many = publish_many or _one_by_one(publish)
         self.unpublished: deque[Envelope] = deque()
+        #: called when `fire_due(publish=False)` left events in `unpublished` (the service
+        #: wakes its publishing loop with it instead of polling)
+        self.on_unpublished: Callable[[], None] | None = None
         # batches claimed and decided ahead of their due time, earliest first, waiting to be committed at it
         self.ready: deque[FireBatch] = deque()
 
@@ -293,8 +296,10 @@ class Deadlines:
         events = [e for f in fired for e in f.effects.events]
         if publish:
             report.published += len(self._publish(events))
-        else:
+        elif events:
             self.unpublished.extend(events)
+            if self.on_unpublished is not None:
+                self.on_unpublished()
 
     def publish_pending(self, chunk: int = 200) -> int:
         """Publish the committed events `fire_due(publish=False)` left, oldest first."""

@@ -363,3 +363,19 @@ def test_history_is_kept_apart_and_capped(redis_client: redis.Redis, policies_pa
     # the firing document holds none of it
     raw = d.store.b.hget(keys.sla_live(bucket_of("H1")), "H1")
     assert raw is not None and len(raw) < 200
+
+
+def test_a_tick_that_left_events_to_publish_wakes_the_publisher(redis_client: redis.Redis, policies_path: Path) -> None:
+    """sla's publishing loop sleeps until `on_unpublished` wakes it (it polled every 50 ms
+    before, issue 16): a tick that commits events calls it, one that commits none does not."""
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    wakes: list[int] = []
+    d.on_unpublished = lambda: wakes.append(len(d.unpublished))
+    d.handle(dispatched("W1", T0), now=T0)
+    d.fire_due(now=T0 + 10, publish=False)  # nothing due yet
+    assert wakes == [] and not d.unpublished
+    d.fire_due(now=T0 + 301, publish=False)  # the acknowledge warning (10 m × 0.5)
+    assert wakes and wakes[-1] == len(d.unpublished) > 0  # woken once the events were there
+    assert sink == []  # not published by the tick itself
+    assert d.publish_pending() >= 1 and [e.event for e in sink] == ["deadline_warning"]
