@@ -193,13 +193,14 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reports", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=20, help="reports sent first and not counted")
     p.add_argument("--runs", type=int, default=1, help="repeat, fresh vhost each time; prints the median")
     p.add_argument("--out", help="result JSON file")
     args = p.parse_args(argv)
     amqp_uri = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
     mgmt = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    results = [run(args.reports, amqp_uri, mgmt, redis_url) for _ in range(args.runs)]
+    results = [run(args.reports, amqp_uri, mgmt, redis_url, args.warmup) for _ in range(args.runs)]
     median = {s: statistics.median(r["cpu_ms_per_report"][s] for r in results) for s in STEPS}
     out = {"runs": results, "median_cpu_ms_per_report": median}
     for step in STEPS:
