@@ -1,7 +1,8 @@
 --#include shared:outbox_add
 -- A new case, unless its report is known: KEYS report index, case, cases by time, outbox,
--- outbox times, the category's geo index, open cases. The event and the case's record go
--- into the outbox (ARGV[4..5], ARGV[11..12], stored at ARGV[6]).
+-- outbox times, the category's geo set of the registration day (ARGV[13]: its TTL), open
+-- cases. The event and the case's record go into the outbox (ARGV[4..5], ARGV[11..12],
+-- stored at ARGV[6]).
 local existing = redis.call('GET', KEYS[1])
 if existing then return {0, existing} end
 redis.call('SET', KEYS[1], ARGV[1])
