@@ -1,13 +1,14 @@
-"""The broker baseline: raw pika publish → quorum queue → consume, one hop.
+"""The broker baseline: raw py-amqp publish → quorum queue → consume, one hop (py-amqp
+is gridbus' one AMQP client, shared/amqpclient.py, and nameko's underneath kombu).
 
 Every message is persistent, published `mandatory` through a topic exchange into a
 quorum queue (as gridbus' work queues are), and consumed with manual acks by a consumer
 in another process. Three ways of publishing are measured:
 
-- `confirm_sync`: a publisher confirm awaited after each message (BlockingChannel with
-  `confirm_delivery()`; what nameko's Publisher and so `shared.bus.Bus` do);
-- `confirm_pipelined`: confirms handled asynchronously (SelectConnection) with up to
-  `window` messages outstanding;
+- `confirm_sync`: a publisher confirm awaited after each message (`ConfirmChannel.publish_one`;
+  what nameko's Publisher and so `Bus.publish` do);
+- `confirm_pipelined`: confirms read as they come with up to `window` messages
+  outstanding (`ConfirmChannel.send`/`wait`; what `Bus.publish_batch` does per batch);
 - `unconfirmed`: no confirms at all (the upper bound, not a safe way to publish).
 
 "messages/s per hop" is count ÷ (last message consumed − first message published): the
@@ -16,14 +17,14 @@ rate at which one hop moves messages end to end with publisher and consumer runn
 
 from __future__ import annotations
 
-import collections
 import multiprocessing as mp
+import socket
+import time
 import uuid
 from typing import Any, Callable
 
-import pika
-
 from bench.common import envelope, wall
+from shared.amqpclient import ConfirmChannel, PublishFailed, Unroutable, channel, close_quietly, connect, message
 
 MODES = ("confirm_sync", "confirm_pipelined", "unconfirmed")
 EXCHANGE = "bench.hop"
@@ -35,21 +36,26 @@ def payload(size: int) -> bytes:
     return head + b"x" * max(0, size - len(head) - len(tail)) + tail
 
 
-def properties(seq: int, run_tag: str) -> pika.BasicProperties:
+def properties(seq: int, run_tag: str) -> dict[str, Any]:
     mid = f"bench-{run_tag}-{seq:07d}"
-    return pika.BasicProperties(
-        content_type="application/json", content_encoding="utf-8", delivery_mode=2, message_id=mid, correlation_id=mid
-    )
+    return {
+        "content_type": "application/json",
+        "content_encoding": "utf-8",
+        "delivery_mode": 2,
+        "message_id": mid,
+        "correlation_id": mid,
+    }
 
 
-# ------------------------------------------------------------------ async confirms
+# ------------------------------------------------------------------ pipelined confirms
 class AsyncConfirmPublisher:
-    """Publishes with asynchronous publisher confirms on a pika SelectConnection.
+    """Publishes with pipelined publisher confirms (a `ConfirmChannel`: publish without
+    waiting, read the confirms as they arrive).
 
     `rate=None`: as fast as the window of unconfirmed messages allows; otherwise message
     `i` is due at `start + i / rate` (open loop: a late tick publishes every message
     already due). `body_for(i)` gives the bytes and properties of message i. Records when
-    each message was handed to pika (`sent[i]`) and confirmed (`confirmed[i]`) on the
+    each message was handed to the client (`sent[i]`) and confirmed (`confirmed[i]`) on the
     shared monotonic clock; nacked / returned messages are counted, not confirmed.
     """
 
@@ -59,14 +65,14 @@ class AsyncConfirmPublisher:
         exchange: str,
         routing_key: str,
         count: int,
-        body_for: Callable[[int], tuple[bytes, pika.BasicProperties]],
+        body_for: Callable[[int], tuple[bytes, dict[str, Any]]],
         rate: float | None = None,
         window: int = 1000,
         mandatory: bool = True,
         deadline_s: float | None = None,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> None:
-        self.params = pika.URLParameters(amqp_uri)
+        self.amqp_uri = amqp_uri
         self.exchange, self.routing_key, self.count = exchange, routing_key, count
         self.body_for, self.rate, self.window, self.mandatory = body_for, rate, window, mandatory
         self.deadline_s = deadline_s
@@ -79,148 +85,107 @@ class AsyncConfirmPublisher:
         self.started_at: float | None = None
         self.finished_at: float | None = None
         self._next = 0
-        self._tag_to_seq: "collections.OrderedDict[int, int]" = collections.OrderedDict()
-        self._tag = 0
+        self._tag_to_seq: dict[int, int] = {}
         self._done = 0
-        self._conn: Any = None
-        self._ch: Any = None
-        self._stopping = False
 
-    # -- lifecycle
     def run(self) -> "AsyncConfirmPublisher":
-        self._conn = pika.SelectConnection(
-            self.params,
-            on_open_callback=self._on_open,
-            on_open_error_callback=self._on_open_error,
-            on_close_callback=self._on_close,
-        )
-        self._conn.ioloop.start()
+        pub = ConfirmChannel(self.amqp_uri)
+        try:
+            pub.open()
+        except Exception as exc:  # reported in the result, never hidden
+            self.error = f"connection failed: {exc}"
+            return self
+        pub.on_confirm = self._on_confirm
+        pub.channel.events["basic_return"].add(self._on_return)
+        self.started_at = wall()
+        try:
+            self._loop(pub)
+        except Exception as exc:  # the connection broke: reported in the result
+            self.error = f"connection closed: {type(exc).__name__}: {exc}"
+        finally:
+            self.finished_at = wall()
+            pub.close()
         return self
 
-    def _on_open_error(self, _conn: Any, err: Any) -> None:
-        self.error = f"connection failed: {err}"
-        self._conn.ioloop.stop()
-
-    def _on_close(self, _conn: Any, reason: Any) -> None:
-        if not self._stopping:
-            self.error = f"connection closed: {reason}"
-        self._conn.ioloop.stop()
-
-    def _on_open(self, conn: Any) -> None:
-        conn.channel(on_open_callback=self._on_channel)
-
-    def _on_channel(self, ch: Any) -> None:
-        self._ch = ch
-        ch.add_on_return_callback(self._on_return)
-        ch.confirm_delivery(ack_nack_callback=self._on_confirm, callback=self._on_confirm_mode)
-
-    def _on_confirm_mode(self, _frame: Any) -> None:
-        self.started_at = wall()
-        self._pump()
-
-    def _finish(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        self.finished_at = wall()
-        try:
-            self._conn.close()
-        except Exception:
-            self._conn.ioloop.stop()
-
-    # -- publishing
     def _due(self, now: float) -> int:
         if self.rate is None:
             return self.count
         assert self.started_at is not None
         return min(self.count, int((now - self.started_at) * self.rate) + 1)
 
-    def _pump(self) -> None:
-        if self._stopping:
-            return
-        now = wall()
-        assert self.started_at is not None
-        if self.deadline_s is not None and now - self.started_at > self.deadline_s and not self._tag_to_seq:
-            self._finish()  # gave up offering: time is over and nothing is outstanding
-            return
-        due = self._due(now)
-        offering = self.deadline_s is None or now - self.started_at <= self.deadline_s
-        while offering and self._next < due and len(self._tag_to_seq) < self.window:
-            i = self._next
-            body, props = self.body_for(i)
-            self._tag += 1
-            self._tag_to_seq[self._tag] = i
-            self.sent[i] = wall()
-            self._ch.basic_publish(self.exchange, self.routing_key, body, props, mandatory=self.mandatory)
-            self._next += 1
-        if self._done >= self.count:
-            self._finish()
-            return
-        if self.rate is not None:
-            if self._next >= self.count or not offering:
-                delay = 0.05  # only waiting for confirms (or for the deadline) now
+    def _loop(self, pub: ConfirmChannel) -> None:
+        assert self.started_at is not None and pub.connection is not None
+        while self._done < self.count:
+            now = wall()
+            offering = self.deadline_s is None or now - self.started_at <= self.deadline_s
+            if not offering and not pub.pending:
+                return  # gave up offering: time is over and nothing is outstanding
+            due = self._due(now)
+            while offering and self._next < due and len(pub.pending) < self.window:
+                i = self._next
+                body, props = self.body_for(i)
+                self.sent[i] = wall()
+                self._tag_to_seq[pub.send(self.exchange, self.routing_key, body, props, self.mandatory)] = i
+                self._next += 1
+            if self.rate is None or self._next >= self.count or not offering:
+                wait = 0.05  # only waiting for confirms (or for the deadline) now
             else:
-                delay = max(0.0, min(0.005, self.started_at + self._next / self.rate - wall()))
-            self._conn.ioloop.call_later(delay, self._pump)
+                wait = max(0.0, min(0.005, self.started_at + self._next / self.rate - wall()))
+            if pub.pending:
+                try:
+                    pub.connection.drain_events(timeout=wait if self.rate is not None else 1.0)
+                except socket.timeout:
+                    pass
+            elif wait:
+                time.sleep(wait)
 
-    def _on_return(self, _ch: Any, _method: Any, props: Any, _body: bytes) -> None:
+    def _on_return(self, *_args: Any) -> None:
         self.returned += 1
 
-    def _on_confirm(self, frame: Any) -> None:
-        method = frame.method
-        ok = isinstance(method, pika.spec.Basic.Ack)
-        tag = method.delivery_tag
-        now = wall()
-        tags = []
-        if method.multiple:
-            while self._tag_to_seq and next(iter(self._tag_to_seq)) <= tag:
-                tags.append(self._tag_to_seq.popitem(last=False))
-        elif tag in self._tag_to_seq:
-            tags.append((tag, self._tag_to_seq.pop(tag)))
-        for _, seq in tags:
-            if ok:
-                self.confirmed[seq] = now
-            else:
-                self.nacked += 1
-        self._done += len(tags)
+    def _on_confirm(self, tag: int, ok: bool) -> None:
+        seq = self._tag_to_seq.pop(tag, None)
+        if seq is None:
+            return
+        if ok:
+            self.confirmed[seq] = wall()
+        else:
+            self.nacked += 1
+        self._done += 1
         if self.on_progress is not None:
             self.on_progress(self._next, self._done)
-        if self._done >= self.count:
-            self._finish()
-        elif self.rate is None:
-            self._pump()
 
 
 # ------------------------------------------------------------------ the consumer process
 def _consume(amqp_uri: str, queue: str, count: int, ready: Any, out: Any, timeout_s: float) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    ch = conn.channel()
-    ch.basic_qos(prefetch_count=200)
+    conn = connect(amqp_uri)
+    ch = channel(conn)
+    ch.basic_qos(0, 200, False)
     state: dict[str, Any] = {"n": 0, "first": None, "last": None}
 
-    def on_message(ch_: Any, method: Any, _props: Any, _body: bytes) -> None:
+    def on_message(msg: Any) -> None:
         now = wall()
         if state["first"] is None:
             state["first"] = now
         state["last"] = now
         state["n"] += 1
-        ch_.basic_ack(method.delivery_tag)
-        if state["n"] >= count:
-            ch_.stop_consuming()
+        ch.basic_ack(msg.delivery_tag)
 
-    ch.basic_consume(queue, on_message)
+    ch.basic_consume(queue, callback=on_message)
     ready.set()
     deadline = wall() + timeout_s
     while state["n"] < count and wall() < deadline:
-        conn.process_data_events(time_limit=0.2)
+        try:
+            conn.drain_events(timeout=0.2)
+        except socket.timeout:
+            pass
     out.put(dict(state))
-    conn.close()
+    close_quietly(conn)
 
 
 # ------------------------------------------------------------------ one mode
 def _declare(ch: Any, queue: str) -> None:
-    ch.exchange_declare(EXCHANGE, exchange_type="topic", durable=True)
-    ch.queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+    ch.exchange_declare(EXCHANGE, "topic", durable=True, auto_delete=False)
+    ch.queue_declare(queue, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
     ch.queue_bind(queue, EXCHANGE, routing_key=queue)
 
 
@@ -231,8 +196,8 @@ def run_mode(
         raise ValueError(f"unknown mode {mode!r}; one of {MODES}")
     run_tag = uuid.uuid4().hex[:8]
     queue = f"bench.hop.{mode}.{run_tag}"
-    setup = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    _declare(setup.channel(), queue)
+    setup = connect(amqp_uri)
+    _declare(channel(setup), queue)
     body = payload(size)
 
     ctx = mp.get_context("spawn")
@@ -251,19 +216,25 @@ def run_mode(
                 raise RuntimeError(pub.error)
             started, finished = pub.started_at, pub.finished_at
             nacked, returned = pub.nacked, pub.returned
-        else:
-            conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-            ch = conn.channel()
-            if mode == "confirm_sync":
-                ch.confirm_delivery()
+        elif mode == "confirm_sync":
+            sync = ConfirmChannel(amqp_uri)
+            sync.open()
             started = wall()
             for i in range(count):
                 try:
-                    ch.basic_publish(EXCHANGE, queue, body, properties(i, run_tag), mandatory=True)
-                except (pika.exceptions.UnroutableError, pika.exceptions.NackError):
+                    sync.publish_one(EXCHANGE, queue, body, **properties(i, run_tag))
+                except (Unroutable, PublishFailed):
                     nacked += 1
             finished = wall()
-            conn.close()
+            sync.close()
+        else:
+            conn = connect(amqp_uri)
+            ch = channel(conn)
+            started = wall()
+            for i in range(count):
+                ch.basic_publish(message(body, **properties(i, run_tag)), EXCHANGE, queue, mandatory=True)
+            finished = wall()
+            close_quietly(conn)
         state = out.get(timeout=timeout_s)
         consumer.join(10)
     finally:
@@ -271,9 +242,9 @@ def run_mode(
             consumer.terminate()
             consumer.join(5)
         try:
-            setup.channel().queue_delete(queue)
+            channel(setup).queue_delete(queue)
         finally:
-            setup.close()
+            close_quietly(setup)
     assert started is not None and finished is not None
     consumed = state["n"]
     hop_s = (state["last"] - started) if state["last"] else None

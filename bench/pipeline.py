@@ -30,6 +30,7 @@ import json
 import multiprocessing as mp
 import queue as queue_mod
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -41,7 +42,6 @@ from typing import Any, Callable, cast
 from urllib.parse import quote
 
 import httpx
-import pika
 
 from bench import brokerwork
 from bench import profile as prof
@@ -64,6 +64,7 @@ from bench.common import (
     throwaway_vhost,
     wall,
 )
+from shared.amqpclient import body_bytes, channel, close_quietly, connect, connection, queue_depth
 
 #: the stack of `gridbus up` without the optional bridge: the archiver too, since the
 #: complete record (archiver.record, the audit stream) is part of every report's cost
@@ -106,32 +107,40 @@ def _consume_orders(
     amqp_uri: str, queues: list[str], prefix: str, ready: Any, stop: Any, matched: Any, out: Any
 ) -> None:
     """The departments: consume every dept.* queue, note when each order arrived."""
-    conn = pika.BlockingConnection(pika.URLParameters(amqp_uri))
-    ch = conn.channel()
-    ch.basic_qos(prefetch_count=500)
+    conn = connect(amqp_uri)
+    ch = channel(conn)
+    ch.basic_qos(0, 500, False)
     records: list[tuple[float, str, str, int]] = []
     seen: set[str] = set()
 
-    def on_message(_ch: Any, _method: Any, props: Any, body: bytes) -> None:
+    def on_message(m: Any) -> None:
         now = wall()
+        body = body_bytes(m)
         try:
             msg = json.loads(body)
         except ValueError:
             msg = {}
-        corr = msg.get("correlation_id") or props.correlation_id or ""
+        corr = msg.get("correlation_id") or m.properties.get("correlation_id") or ""
         records.append((now, corr, msg.get("case_id", ""), len(body)))
         if corr.startswith(prefix) and corr not in seen:
             seen.add(corr)
             matched.value = len(seen)
 
     for q in queues:
-        ch.basic_consume(q, on_message, auto_ack=True)
+        ch.basic_consume(q, callback=on_message, no_ack=True)
     ready.set()
+
+    def drain(timeout: float) -> None:
+        try:
+            conn.drain_events(timeout=timeout)
+        except socket.timeout:
+            pass
+
     while not stop.is_set():
-        conn.process_data_events(time_limit=0.1)
-    conn.process_data_events(time_limit=0.2)
+        drain(0.1)
+    drain(0.2)
     out.put(records)
-    conn.close()
+    close_quietly(conn)
 
 
 def bench_key(redis_url: str, prefix: str) -> str:
@@ -284,15 +293,15 @@ class AmqpLoad:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.t0 = 0.0
 
-    def _body_for(self, i: int) -> tuple[bytes, pika.BasicProperties]:
+    def _body_for(self, i: int) -> tuple[bytes, dict[str, Any]]:
         rid = self.report_ids[i]
-        return self.bodies[i], pika.BasicProperties(
-            content_type="application/json",
-            content_encoding="utf-8",
-            delivery_mode=2,
-            message_id=rid,
-            correlation_id=rid,
-        )
+        return self.bodies[i], {
+            "content_type": "application/json",
+            "content_encoding": "utf-8",
+            "delivery_mode": 2,
+            "message_id": rid,
+            "correlation_id": rid,
+        }
 
     def _run(self) -> None:
         try:
@@ -355,18 +364,11 @@ class Sampler:
         self._thread.join(10)
 
     def _run(self) -> None:
-        conn = pika.BlockingConnection(pika.URLParameters(self.amqp_uri))
-        try:
-            with mgmt_client(self.mgmt_url) as api:
-                while not self._stop.is_set():
-                    self.samples.append(self._sample(api, conn))
-                    self._stop.wait(self.interval)
+        with connection(self.amqp_uri) as conn, mgmt_client(self.mgmt_url) as api:
+            while not self._stop.is_set():
                 self.samples.append(self._sample(api, conn))
-        finally:
-            try:
-                conn.close()
-            except Exception:
-                pass
+                self._stop.wait(self.interval)
+            self.samples.append(self._sample(api, conn))
 
     def _sample(self, api: httpx.Client, conn: Any) -> dict[str, Any]:
         s: dict[str, Any] = {"t": round(wall() - self.t0, 2), "queues": {}, "ready_now": {}, "cpu_s": {}}
@@ -386,11 +388,9 @@ class Sampler:
         except (httpx.HTTPError, ValueError):
             pass
         try:
-            ch = conn.channel()
             for q in PIPELINE_QUEUES:
-                s["ready_now"][q] = ch.queue_declare(q, passive=True).method.message_count
-            ch.close()
-        except Exception:
+                s["ready_now"][q] = queue_depth(conn, q)
+        except Exception:  # a sample missing is shown as missing, the run goes on
             pass
         for name, pid in self.pids.items():
             s["cpu_s"][name] = cpu_seconds(pid)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""A department's consumer of gridbus dispatch orders (runnable example; needs only pika).
+"""A department's consumer of gridbus dispatch orders (runnable example; needs only py-amqp,
+the AMQP client gridbus itself uses).
 
-    pip install pika==1.4.4
+    pip install amqp==5.4.2
     AMQP_URI='amqp://dept-gas:<password>@rabbitmq.example:5672/%2F' \
         python examples/department_consumer.py --dept gas
 
@@ -29,16 +30,21 @@ import hmac
 import json
 import logging
 import os
+import socket
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 from urllib.parse import unquote, urlparse
 
-import pika
+import amqp
 
 log = logging.getLogger("department_consumer")
 
 REPLIES_EXCHANGE = "gridbus.replies"
+
+
+class Unroutable(RuntimeError):
+    """The broker had no queue for the reply (it came back: `mandatory`)."""
 
 
 # ----------------------------------------------------------------- webhook signatures
@@ -88,12 +94,23 @@ class DepartmentConsumer:
         self.handled = HandledOrders(state)
         self.max_messages = max_messages
         self.seen = 0
-        params = pika.URLParameters(amqp_uri)
-        params.heartbeat = 30
-        self.connection = pika.BlockingConnection(params)
+        u = urlparse(amqp_uri)
+        self.connection = amqp.Connection(
+            host=f"{u.hostname or 'localhost'}:{u.port or 5672}",
+            userid=self.user,
+            password=unquote(u.password or ""),
+            virtual_host=unquote(u.path[1:]) if len(u.path) > 1 else "/",
+            ssl=u.scheme == "amqps",
+            heartbeat=30,
+        )
+        self.connection.connect()
         self.channel = self.connection.channel()
-        self.channel.confirm_delivery()  # basic_publish raises unless confirmed
-        self.channel.basic_qos(prefetch_count=10)
+        self.channel.auto_decode = False  # bodies stay bytes
+        self.channel.basic_qos(0, 10, False)
+        self.returned: list[str] = []
+        # a reply no queue would take comes back (mandatory) before its confirm
+        self.channel.events["basic_return"].add(lambda exc, exchange, key, msg: self.returned.append(key))
+        self.running = True
 
     def reply(self, order: dict, action: str, note: str, **extra: object) -> None:
         body = {
@@ -103,20 +120,23 @@ class DepartmentConsumer:
             "note": note,
             **extra,
         }
-        self.channel.basic_publish(
-            exchange=REPLIES_EXCHANGE,
-            routing_key=self.routing_key,
-            body=json.dumps(body, ensure_ascii=False).encode("utf-8"),
-            properties=pika.BasicProperties(
-                content_type="application/json",
-                delivery_mode=2,  # persistent
-                user_id=self.user,  # checked by RabbitMQ
-                message_id=body["reply_id"],
-                correlation_id=order.get("correlation_id"),
-                timestamp=int(time.time()),
-            ),
-            mandatory=True,
+        properties = {
+            "content_type": "application/json",
+            "delivery_mode": 2,  # persistent
+            "user_id": self.user,  # checked by RabbitMQ
+            "message_id": body["reply_id"],
+            "correlation_id": order.get("correlation_id"),
+            "timestamp": int(time.time()),
+        }
+        message = amqp.Message(
+            json.dumps(body, ensure_ascii=False).encode("utf-8"),
+            **{k: v for k, v in properties.items() if v is not None},
         )
+        self.returned.clear()
+        # waits for the broker's confirm; a nack raises MessageNacked
+        self.channel.basic_publish_confirm(message, REPLIES_EXCHANGE, self.routing_key, mandatory=True)
+        if self.returned:
+            raise Unroutable(f"no queue for {REPLIES_EXCHANGE} / {self.routing_key}")
 
     def handle(self, order: dict) -> None:
         """Your system's work goes here: create a work ticket, then acknowledge."""
@@ -131,9 +151,10 @@ class DepartmentConsumer:
         )
         self.reply(order, "acknowledge", "已接单，派人处理")
 
-    def on_message(self, ch, method, properties, body: bytes) -> None:
+    def on_message(self, message: Any) -> None:
+        ch, tag = self.channel, message.delivery_tag
         try:
-            order = json.loads(body)
+            order = json.loads(message.body)
             if (
                 order.get("kind") not in ("dispatch_order", "dispatch_withdrawn")
                 or "order_id" not in order
@@ -141,14 +162,14 @@ class DepartmentConsumer:
             ):
                 raise ValueError("not a dispatch order or withdrawal")
         except ValueError as exc:
-            log.error("unreadable message %s: %s", properties.message_id, exc)
-            ch.basic_reject(method.delivery_tag, requeue=False)  # -> dept.<code>.dead
+            log.error("unreadable message %s: %s", message.properties.get("message_id"), exc)
+            ch.basic_reject(tag, requeue=False)  # -> dept.<code>.dead
             return
         if order["kind"] == "dispatch_withdrawn":
             # the command centre dispatched the case elsewhere: stop work, never reply to it
             log.info("order %s withdrawn by %s: %s", order["order_id"], order.get("by"), order.get("note"))
             self.handled.add(order["order_id"])
-            ch.basic_ack(method.delivery_tag)
+            ch.basic_ack(tag)
             return
         try:
             if order["order_id"] in self.handled:
@@ -156,32 +177,32 @@ class DepartmentConsumer:
             else:
                 self.handle(order)
                 self.handled.add(order["order_id"])
-            ch.basic_ack(method.delivery_tag)
-        except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+            ch.basic_ack(tag)
+        except (Unroutable, amqp.exceptions.MessageNacked) as exc:
             log.error("reply not accepted by RabbitMQ (%s); order will be redelivered", exc)
-            ch.basic_nack(method.delivery_tag, requeue=True)
+            ch.basic_reject(tag, requeue=True)
         self.seen += 1
         if self.max_messages and self.seen >= self.max_messages:
-            ch.stop_consuming()
+            self.running = False
 
     def run(self, inactivity_timeout: float | None = None) -> int:
+        """Consume until `max_messages` (if set), or `inactivity_timeout` s without a
+        message (if set), else for ever."""
         log.info("consuming %s as %s", self.queue, self.user)
-        if inactivity_timeout is None:
-            self.channel.basic_consume(self.queue, self.on_message)
-            try:
-                self.channel.start_consuming()
-            finally:
-                self.connection.close()
-            return self.seen
-        # bounded mode (tests, one-off runs): stop after a quiet period
-        for method, properties, body in self.channel.consume(self.queue, inactivity_timeout=inactivity_timeout):
-            if method is None:
-                break
-            self.on_message(self.channel, method, properties, body)
-            if self.max_messages and self.seen >= self.max_messages:
-                break
-        self.channel.cancel()
-        self.connection.close()
+        arrived: list[Any] = []
+        tag = self.channel.basic_consume(self.queue, callback=arrived.append)
+        try:
+            while self.running:
+                if not arrived:
+                    try:
+                        self.connection.drain_events(timeout=inactivity_timeout)
+                    except socket.timeout:
+                        break  # bounded mode (tests, one-off runs): a quiet period ends it
+                    continue
+                self.on_message(arrived.pop(0))
+            self.channel.basic_cancel(tag)  # unacked prefetched messages go back to the queue
+        finally:
+            self.connection.close()
         return self.seen
 
 
@@ -200,7 +221,7 @@ def main() -> None:
     if not args.amqp_uri:
         parser.error("give --amqp-uri or set AMQP_URI")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("amqp").setLevel(logging.WARNING)
     state = args.state or Path(f"handled-orders-{args.dept}.json")
     consumer = DepartmentConsumer(args.amqp_uri, args.dept, state, args.max_messages)
     n = consumer.run(args.idle_exit)

@@ -119,7 +119,7 @@ def configure_logging(log_format: str = "console", level: str = "INFO", service:
     containers = logging.getLogger("nameko.containers")
     if not any(isinstance(f, TameRejections) for f in containers.filters):
         containers.addFilter(TameRejections())
-    for noisy in ("kombu", "amqp", "pika", "nameko", "urllib3", "httpx", "httpcore"):
+    for noisy in ("kombu", "amqp", "nameko", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if service:
         structlog.contextvars.bind_contextvars(service=service)

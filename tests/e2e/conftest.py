@@ -15,8 +15,6 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
-import pika
-import pika.exceptions
 import pytest
 import redis
 from psycopg.conninfo import make_conninfo
@@ -26,6 +24,7 @@ from services.demo import wait_until_ready
 from services.intake.auth import Role, create_key
 from services.notifier.signing import verify
 from services.runner import start_all, stop_all
+from shared.amqpclient import body_bytes, channel, close_quietly, connect, props
 from shared.config import Settings, reset_settings
 from tests.conftest import Vhosts, copy_config, free_port, wait_for  # noqa: F401 (e2e tests import it here)
 
@@ -145,26 +144,21 @@ def running_stack(
     procs = start_all(env=env, stdout=log_file)
     try:
         wait_until_ready(settings, procs, timeout=60)
-        params = pika.URLParameters(vhost)
-        params.connection_attempts, params.retry_delay = 5, 2  # a busy broker accepts slowly
-        # the tests poll this connection only now and then (a browser test runs for a minute
-        # meanwhile): without heartbeats the broker does not drop it as dead
-        params.heartbeat = 0
-        conn = pika.BlockingConnection(params)
+        # a busy broker accepts slowly; the tests poll this connection only now and then (a
+        # browser test runs for a minute meanwhile): without heartbeats (connect's default)
+        # the broker does not drop it as dead
+        conn = connect(vhost, attempts=5, retry_delay=2)
         grid_app = stack_key(env, Role.grid_app)
         yield {
             "settings": settings,
             "sink": sink,
-            "channel": conn.channel(),
+            "channel": channel(conn),
             "env": env,
             "base": f"http://127.0.0.1:{settings.intake_http_port}",
             "log": log_path,
             "auth": {"Authorization": f"Bearer {grid_app}"},
         }
-        try:
-            conn.close()
-        except pika.exceptions.AMQPError:
-            pass
+        close_quietly(conn)
     finally:
         stop_all(procs)
         log_file.close()
@@ -218,11 +212,11 @@ def get_from_queue(channel: Any, queue: str, case_id: str, timeout: float) -> di
         waiting = _SEEN.get((queue, case_id))
         if waiting:
             return waiting.pop(0)
-        method, props, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
+        got = channel.basic_get(queue, no_ack=True)
+        if got is None:
             return None
-        msg = json.loads(body)
-        _SEEN.setdefault((queue, msg.get("case_id", "")), []).append({"body": msg, "props": props})
+        msg = json.loads(body_bytes(got))
+        _SEEN.setdefault((queue, msg.get("case_id", "")), []).append({"body": msg, "props": props(got)})
         return None
 
     return wait_for(poll, timeout, interval=0.01)

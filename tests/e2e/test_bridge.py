@@ -11,7 +11,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-import pika
 import pytest
 import redis
 from cloudevents.core.v1.event import CloudEvent
@@ -21,6 +20,7 @@ from services.intake.auth import Role, create_key
 from services.intake.store import CaseStore
 from services.runner import start_all, stop_all
 from shared import topology
+from shared.amqpclient import body_bytes, channel, connect, connection, message, props, queue_info
 from tests.e2e.conftest import free_port, wait_for
 from tests.e2e.test_lifecycle import case_of, new_case, reply
 
@@ -67,30 +67,22 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         "BRIDGE_AMQP_EXCHANGE": "city.events",
         "BRIDGE_METRICS_PORT": str(free_port()),
     }
-    setup = pika.BlockingConnection(pika.URLParameters(stack["env"]["AMQP_URI"]))  # the city's side of AMQP
-    sch = setup.channel()
-    sch.exchange_declare("city.events", exchange_type="topic", durable=True)
-    sch.queue_declare("city.inbox", durable=True)
-    sch.queue_bind("city.inbox", "city.events", routing_key="cn.gridbus.case.#")
-    setup.close()
+    with connection(stack["env"]["AMQP_URI"]) as setup:  # the city's side of AMQP
+        sch = channel(setup)
+        sch.exchange_declare("city.events", "topic", durable=True, auto_delete=False)
+        sch.queue_declare("city.inbox", durable=True, auto_delete=False)
+        sch.queue_bind("city.inbox", "city.events", routing_key="cn.gridbus.case.#")
     log = open(stack["log"].parent / "bridge.log", "w")
     procs = start_all(["bridge"], env=env, stdout=log.fileno())
     try:
-        conn = pika.BlockingConnection(pika.URLParameters(stack["env"]["AMQP_URI"]))  # our own: passive
-        channels = [conn.channel()]  # declares of a missing queue close the channel
+        conn = connect(stack["env"]["AMQP_URI"])  # our own: passive
 
         def consuming() -> bool:
-            try:
-                return all(
-                    channels[0].queue_declare(q, passive=True).method.consumer_count > 0
-                    for q in (topology.Q_BRIDGE_EVENTS, topology.Q_BRIDGE_INBOUND)
-                )
-            except pika.exceptions.ChannelClosedByBroker:  # not declared yet
-                channels[0] = conn.channel()
-                return False
+            infos = [queue_info(conn, q) for q in (topology.Q_BRIDGE_EVENTS, topology.Q_BRIDGE_INBOUND)]
+            return all(info is not None and info[1] > 0 for info in infos)  # None: not declared yet
 
         assert wait_for(consuming, 60, interval=0.5), (stack["log"].parent / "bridge.log").read_text()[-3000:]
-        ch = channels[0]
+        ch = channel(conn)
         task = CloudEvent(
             {"type": "cn.gov.guilin.12345.task.created", "source": "urn:guilin:12345", "id": "gl12345-evt-0042"},
             {
@@ -106,20 +98,18 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
             },
         )
         headers, body = cloud.http_message(task)
-        ch.confirm_delivery()
-        ch.basic_publish(
+        ch.basic_publish_confirm(
+            message(body, content_type=headers["content-type"], delivery_mode=2),
             topology.EX_REPORTS,
             topology.RK_CITY_TASK,
-            body,
-            pika.BasicProperties(content_type=headers["content-type"], delivery_mode=2),
             mandatory=True,
         )
 
         store = CaseStore(stack_redis, "450305")
         case_id = wait_for(lambda: store.existing_case_for("12345:GL20261201-0042"), 15)
         if not case_id:  # say where it went
-            dead = ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), auto_ack=True)
-            raise AssertionError(f"the city task never became a case: {dead[1].headers if dead[1] else ''}")
+            dead = ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), no_ack=True)
+            raise AssertionError(f"the city task never became a case: {props(dead)['headers'] if dead else ''}")
         case = wait_for(lambda: (c := case_of(stack, case_id))["status"] == "dispatched" and c, 10)
         assert case, case_of(stack, case_id)
         assert case["source"] == {"system": "12345", "external_id": "GL20261201-0042"}
@@ -148,9 +138,9 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
 
         # the same events on the city's AMQP exchange, structured mode, routing key = type
         def on_amqp() -> list[Any]:
-            method, props, body = ch.basic_get("city.inbox", auto_ack=True)
-            if method is not None:
-                got.append((method.routing_key, props.content_type, cloud.parse(body)))
+            msg = ch.basic_get("city.inbox", no_ack=True)
+            if msg is not None:
+                got.append((msg.delivery_info["routing_key"], props(msg)["content_type"], cloud.parse(body_bytes(msg))))
             return [g for g in got if g[2].get_subject() == case_id and g[0] == "cn.gridbus.case.dispatched"]
 
         got: list[Any] = []
@@ -160,15 +150,14 @@ def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, 
         registered = next(r for r in sink.received if case_id.encode() in r["body"] and b"case.registered" in r["body"])
         print("CloudEvent as delivered:", json.dumps(json.loads(registered["body"]), ensure_ascii=False, indent=2))
         # a task that is not valid is dead-lettered with the reason, not lost
-        ch.basic_publish(
+        ch.basic_publish_confirm(
+            message(b'{"specversion": "1.0"}', content_type="application/cloudevents+json", delivery_mode=2),
             topology.EX_REPORTS,
             topology.RK_CITY_TASK,
-            b'{"specversion": "1.0"}',
-            pika.BasicProperties(content_type="application/cloudevents+json", delivery_mode=2),
             mandatory=True,
         )
-        dead = wait_for(lambda: ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), auto_ack=True)[1], 10)
-        assert dead is not None and "CloudEvents" in str(dead.headers)
+        dead = wait_for(lambda: ch.basic_get(topology.dead_queue(topology.Q_BRIDGE_INBOUND), no_ack=True), 10)
+        assert dead is not None and "CloudEvents" in str(props(dead)["headers"])
         assert httpx.get(f"http://127.0.0.1:{env['BRIDGE_METRICS_PORT']}/metrics", timeout=5).status_code == 200
 
         # over HTTP: POST /v1/city/tasks with a city key, and status sync back on every event

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-import pika
-import pika.exceptions
 import pytest
 import redis
 import schemathesis
@@ -50,6 +48,7 @@ from services.intake.openapi import document
 from services.intake.queries import Position
 from services.runner import start_all, stop_all
 from shared import topology
+from shared.amqpclient import channel, close_quietly, connect, message
 from shared.config import Settings
 from tests.conftest import Vhosts, copy_config, free_port, wait_for
 from tests.e2e.conftest import report
@@ -126,22 +125,17 @@ def hostile(
             "gas": _key(env, Role.department, dept="gas"),
             "station": _key(env, Role.station, street="450305001"),
         }
-        params = pika.URLParameters(vhost)
-        params.connection_attempts, params.retry_delay = 5, 2
-        conn = pika.BlockingConnection(params)
+        conn = connect(vhost, attempts=5, retry_delay=2)
         yield {
             "settings": settings,
             "env": env,
             "keys": keys,
             "log": log_path,
-            "channel": conn.channel(),
+            "channel": channel(conn),
             "base": f"http://127.0.0.1:{settings.intake_http_port}",
             "redis": redis.Redis.from_url(redis_url, decode_responses=True),
         }
-        try:
-            conn.close()
-        except pika.exceptions.AMQPError:  # idle through a long fuzzing run: the broker may have closed it
-            pass
+        close_quietly(conn)  # idle through a long fuzzing run: the broker may have closed it
     finally:
         stop_all(procs)
         log_file.close()
@@ -365,10 +359,9 @@ def test_slow_clients_do_not_stop_intake(hostile: dict[str, Any]) -> None:
         body = _report()
         started = time.monotonic()
         hostile["channel"].basic_publish(
+            message(json.dumps(body).encode(), content_type="application/json", delivery_mode=2),
             topology.EX_REPORTS,
             topology.RK_REPORT,
-            json.dumps(body).encode(),
-            pika.BasicProperties(content_type="application/json", delivery_mode=2),
         )
         case_id = wait_for(lambda: _case_of(hostile, body["report_id"]), 2)
         assert case_id and _dispatched(hostile, case_id, 2 - (time.monotonic() - started))
@@ -510,18 +503,16 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
     marker = uuid.uuid4().hex
     for exchange, rk, body, ctype in amqp_rejections:
         ch.basic_publish(
+            message(
+                body, content_type=ctype or "application/json", delivery_mode=2, message_id=f"{marker}-{len(body)}"
+            ),
             exchange,
             rk,
-            body,
-            pika.BasicProperties(
-                content_type=ctype or "application/json", delivery_mode=2, message_id=f"{marker}-{len(body)}"
-            ),
         )
     dead = f"{topology.Q_INTAKE_REPORTS}.dead"
 
     def all_dead() -> bool:
-        method = ch.queue_declare(dead, passive=True).method
-        return method.message_count >= len(amqp_rejections)
+        return ch.queue_declare(dead, passive=True).message_count >= len(amqp_rejections)
 
     assert wait_for(all_dead, 10)
     time.sleep(0.5)  # let the log lines land

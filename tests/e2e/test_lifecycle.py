@@ -8,12 +8,12 @@ import uuid
 from typing import Any
 
 import httpx
-import pika
 import pytest
 import redis
 
 from services.intake.auth import Role, create_key
 from shared import topology
+from shared.amqpclient import ConfirmChannel, props
 from shared.broker_users import apply_users
 from tests.e2e.conftest import get_from_queue, report, wait_for
 
@@ -190,35 +190,33 @@ def test_amqp_reply_trusts_user_id_not_body(
     wait_status(stack, case_id, "dispatched")
 
     def publish(user: str, password: str, body: dict[str, Any]) -> None:
-        params = pika.URLParameters(vhost_uri)
-        params.credentials = pika.PlainCredentials(user, password)
-        conn = pika.BlockingConnection(params)
-        ch = conn.channel()
-        ch.confirm_delivery()
         dept = user.removeprefix("dept-")
-        ch.basic_publish(
-            topology.EX_REPLIES,
-            topology.reply_routing_key(dept),
-            json.dumps(body).encode(),
-            pika.BasicProperties(
-                content_type="application/json", delivery_mode=2, user_id=user, message_id=body["reply_id"]
-            ),
-            mandatory=True,
-        )
-        conn.close()
+        publisher = ConfirmChannel(vhost_uri, userid=user, password=password)
+        try:
+            publisher.publish_one(
+                topology.EX_REPLIES,
+                topology.reply_routing_key(dept),
+                json.dumps(body).encode(),
+                content_type="application/json",
+                delivery_mode=2,
+                user_id=user,
+                message_id=body["reply_id"],
+            )
+        finally:
+            publisher.close()
 
     # gas is not assigned: its reply is dead-lettered with the reason
     publish("dept-gas", "gas-e2e", {"case_id": case_id, "reply_id": "g-1", "action": "acknowledge"})
     dead: dict[str, Any] = {}
 
     def poll() -> bool:
-        method, props, _ = stack["channel"].basic_get("intake.replies.dead", auto_ack=False)
-        if method is not None:
-            if props.message_id == "g-1":
-                dead.update(props.headers)
-                stack["channel"].basic_ack(method.delivery_tag)
+        msg = stack["channel"].basic_get("intake.replies.dead", no_ack=False)
+        if msg is not None:
+            if props(msg).get("message_id") == "g-1":
+                dead.update(props(msg)["headers"])
+                stack["channel"].basic_ack(msg.delivery_tag)
             else:
-                stack["channel"].basic_nack(method.delivery_tag, requeue=True)
+                stack["channel"].basic_reject(msg.delivery_tag, requeue=True)
         return bool(dead)
 
     assert wait_for(poll, timeout=10)

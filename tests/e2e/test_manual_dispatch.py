@@ -156,7 +156,7 @@ def test_the_relieved_department_is_told_its_order_was_withdrawn(
         2,
     )
     assert n["by"].startswith("ops:") and "改派供电" in n["note"]
-    assert notice["props"].message_id == f"withdrawn:{case_id}/1/lighting"
+    assert notice["props"]["message_id"] == f"withdrawn:{case_id}/1/lighting"
     assert reply(stack, lighting, case_id, "acknowledge").status_code == 403  # the order is no longer theirs
 
     def told() -> list[dict[str, Any]]:

@@ -11,9 +11,9 @@ import time
 from typing import Any
 
 import httpx
-import pika
 import pytest
 
+from shared.amqpclient import body_bytes, message
 from tests.e2e.conftest import report, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 
 def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> None:
     ch = stack["channel"]
-    failed_q = ch.queue_declare("", exclusive=True).method.queue
+    failed_q = ch.queue_declare("", exclusive=True).queue
     ch.queue_bind(failed_q, "gridbus.events", routing_key="notification.failed")
 
     r = httpx.post(f"{stack['base']}/v1/reports", json=report(category="01037"), headers=stack["auth"], timeout=5)
@@ -42,12 +42,15 @@ def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> No
     event = hook["body"]["event"]
 
     # the same event again (at-least-once upstream): no second message
-    ch.confirm_delivery()
-    ch.basic_publish(
+    ch.basic_publish_confirm(
+        message(
+            json.dumps(event, ensure_ascii=False).encode(),
+            content_type="application/json",
+            delivery_mode=2,
+            message_id=event["message_id"],
+        ),
         "gridbus.events",
         "case.dispatched",
-        json.dumps(event, ensure_ascii=False).encode(),
-        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=event["message_id"]),
         mandatory=True,
     )
 
@@ -57,10 +60,10 @@ def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> No
 
     def liaison_failure() -> list[dict[str, Any]]:
         while True:
-            method, _, body = ch.basic_get(failed_q, auto_ack=True)
-            if method is None:
+            msg = ch.basic_get(failed_q, no_ack=True)
+            if msg is None:
                 break
-            doc = json.loads(body)
+            doc = json.loads(body_bytes(msg))
             if doc["case_id"] == case_id:
                 failures.append(doc)
         return [f for f in failures if f["recipient"] == "liaison:lighting:450305001"]

@@ -14,9 +14,9 @@ import uuid
 from typing import Any
 
 import httpx
-import pika
 import pytest
 
+from shared.amqpclient import body_bytes, message, props
 from shared.config import Settings
 from tests.e2e.conftest import get_from_queue, report, wait_for
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.e2e
 
 def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]) -> None:
     ch = stack["channel"]
-    breaches = ch.queue_declare("", exclusive=True).method.queue
+    breaches = ch.queue_declare("", exclusive=True).queue
     ch.queue_bind(breaches, "gridbus.events", routing_key="deadline.breached")
 
     started = time.monotonic()
@@ -38,7 +38,7 @@ def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]
     assert order is not None, "the lighting department's queue got no order within 2 s"
     assert time.monotonic() - started < 2.0
     assert order["body"]["kind"] == "dispatch_order" and order["body"]["dept"] == "lighting"
-    assert order["props"].delivery_mode == 2
+    assert order["props"]["delivery_mode"] == 2
 
     hooks = wait_for(
         lambda: [h for h in stack["sink"].received if h["body"]["event"].get("case_id") == case_id], timeout=10
@@ -52,9 +52,9 @@ def test_report_to_department_queue_webhook_and_one_breach(stack: dict[str, Any]
     got = []
 
     def collect() -> bool:
-        method, _, body = ch.basic_get(breaches, auto_ack=True)
-        if method is not None:
-            got.append(json.loads(body))
+        msg = ch.basic_get(breaches, no_ack=True)
+        if msg is not None:
+            got.append(json.loads(body_bytes(msg)))
         return False
 
     wait_for(collect, timeout=8, interval=0.05)
@@ -111,34 +111,32 @@ def test_http_errors_name_the_field(stack: dict[str, Any]) -> None:
 
 def test_invalid_amqp_report_is_dead_lettered_with_reason(stack: dict[str, Any]) -> None:
     ch = stack["channel"]
-    ch.confirm_delivery()
     marker = uuid.uuid4().hex
     bad = report(report_id=f"bad-{marker}", category="lamp")
-    ch.basic_publish(
+    ch.basic_publish_confirm(
+        message(json.dumps(bad).encode(), content_type="application/json", delivery_mode=2, message_id=marker),
         "gridbus.reports",
         "report.submitted",
-        json.dumps(bad).encode(),
-        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=marker),
         mandatory=True,
     )
-    ch.basic_publish(
+    ch.basic_publish_confirm(
+        message(b"\xff not json", content_type="application/json", delivery_mode=2, message_id=marker + "-raw"),
         "gridbus.reports",
         "report.submitted",
-        b"\xff not json",
-        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=marker + "-raw"),
         mandatory=True,
     )
 
     seen: dict[str, Any] = {}
 
     def poll() -> bool:
-        method, props, body = ch.basic_get("intake.reports.dead", auto_ack=False)
-        if method is not None:
-            if props.message_id in (marker, marker + "-raw"):
-                seen[props.message_id] = props.headers
-                ch.basic_ack(method.delivery_tag)
+        msg = ch.basic_get("intake.reports.dead", no_ack=False)
+        if msg is not None:
+            p = props(msg)
+            if p.get("message_id") in (marker, marker + "-raw"):
+                seen[p["message_id"]] = p["headers"]
+                ch.basic_ack(msg.delivery_tag)
             else:
-                ch.basic_nack(method.delivery_tag, requeue=True)
+                ch.basic_reject(msg.delivery_tag, requeue=True)
         return len(seen) == 2
 
     assert wait_for(poll, timeout=10)

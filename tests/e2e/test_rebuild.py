@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 import httpx
-import pika
 import psycopg
 import pytest
 import redis
@@ -30,6 +29,7 @@ from services.demo import wait_until_ready
 from services.intake.auth import Role, create_key, revoke_key
 from services.runner import start_all, stop_all
 from shared import topology
+from shared.amqpclient import connection, queue_info
 from shared.config import Settings, reset_settings
 from tests.conftest import REPO, Vhosts, copy_config, free_port, wait_for
 from tests.e2e.conftest import SECRET, TEST_SLA, Sink, report, spread_location
@@ -158,9 +158,7 @@ def quiet(stack: Stack, r: redis.Redis, dsn: str, case_ids: list[str], auth: dic
     prefix = stack.env["REDIS_KEY_PREFIX"]
     if r.zcard(f"{prefix}:outbox:times") or r.zcard(f"{prefix}:sla:outbox:times"):
         return False
-    conn = pika.BlockingConnection(pika.URLParameters(stack.env["AMQP_URI"]))
-    try:
-        ch = conn.channel()
+    with connection(stack.env["AMQP_URI"]) as conn:
         for q in (
             topology.Q_ARCHIVER,
             topology.Q_INTAKE_EVENTS,
@@ -169,11 +167,10 @@ def quiet(stack: Stack, r: redis.Redis, dsn: str, case_ids: list[str], auth: dic
             topology.Q_NOTIFIER_DELIVERIES,
             topology.Q_ROUTER_CASES,
         ):
-            ok = ch.queue_declare(q, passive=True)
-            if ok.method.message_count or ok.method.consumer_count == 0:
+            info = queue_info(conn, q)
+            assert info is not None, f"{q} is not declared"
+            if info[0] or info[1] == 0:
                 return False
-    finally:
-        conn.close()
     with psycopg.connect(dsn) as pg:
         archived = dict(pg.execute("SELECT case_id, version FROM cases").fetchall())
     for case_id in case_ids:

@@ -10,24 +10,21 @@ The real notifier process on the real RabbitMQ and Redis, with a local webhook r
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
-import pika
 import pytest
-import redis
 
+from shared.amqpclient import queue_depth
 from shared.models import CaseEscalated, DeadlineBreached
-from tests.conftest import Vhosts, copy_config, free_port, wait_for
+from tests.conftest import Vhosts, wait_for
 from tests.integration.test_notifier_service import (
-    SECRET,
     STREET,
     Hooks,
-    Stack,
     dispatched,
     new_case_id,
+    notifier_stack,
     publish,
     store_case,
 )
@@ -62,42 +59,9 @@ subscriptions:
 
 @pytest.fixture(scope="module")
 def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    vhost = vhost_factory.make("notifier-off")
-    config_dir = copy_config(tmp_path_factory.mktemp("notifier-off-config"))
-    (config_dir / "notify.yaml").write_text(NOTIFY, encoding="utf-8")
-    hooks = Hooks()
-    prefix = f"nof{uuid.uuid4().hex[:8]}"
-    env = {
-        "AMQP_URI": vhost,
-        "REDIS_URL": redis_url,
-        "REDIS_KEY_PREFIX": prefix,
-        "CONFIG_DIR": str(config_dir),
-        "LOG_FORMAT": "json",
-        "LOG_LEVEL": "INFO",
-        "NOTIFIER_METRICS_PORT": str(free_port()),
-        "WEBHOOK_SECRET": SECRET,
-        "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
-        "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops",
-        "GRIDBUS_SMS_URL": "",
-        "GRIDBUS_SMTP_HOST": "",
-    }
-    notifier = Stack(env, config_dir / "notifier.log")
-    notifier.start()
-    conn = pika.BlockingConnection(pika.URLParameters(vhost))
-    ch = conn.channel()
-    ch.confirm_delivery()
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
-    try:
-        yield {"env": env, "hooks": hooks, "channel": ch, "redis": r, "prefix": prefix, "log": notifier.log_path}
-    finally:
-        notifier.stop()
-        print(Path(notifier.log_path).read_text()[-4000:])
-        conn.close()
-        hooks.http.stop()
-        keys = list(r.scan_iter(f"{prefix}:*", count=1000))
-        if keys:
-            r.delete(*keys)
-        vhost_factory.drop(vhost)
+    env = {"GRIDBUS_SMS_URL": "", "GRIDBUS_SMTP_HOST": ""}
+    with notifier_stack(vhost_factory, redis_url, tmp_path_factory, "notifier-off", NOTIFY, Hooks(), env) as running:
+        yield running
 
 
 def _sample(text: str, name: str, **labels: str) -> float | None:
@@ -176,8 +140,7 @@ def test_sms_without_a_provider_counts_as_no_address_not_a_dead_letter(stack: di
         ),
     ):
         assert (_sample(after, name, **labels) or 0) == (_sample(before, name, **labels) or 0), (name, labels)
-    dead = stack["channel"].queue_declare("notifier.deliveries.dead", passive=True).method.message_count
-    assert dead == 0
+    assert queue_depth(stack["channel"].connection, "notifier.deliveries.dead") == 0
     assert not [h for c in cases for h in hooks.for_case(c, "/ops")]  # no notification_failed
     warned = [
         e

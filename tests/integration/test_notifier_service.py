@@ -18,17 +18,18 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 from zoneinfo import ZoneInfo
 
-import pika
 import pytest
 import redis
 from aiosmtpd.controller import Controller
 
 from services.notifier import signing
+from shared.amqpclient import AMQPError, ConfirmChannel, body_bytes, connection, props, queue_info
 from shared.models import (
     Assignment,
     Case,
@@ -186,25 +187,15 @@ class Stack:
             stdout=self.log_file,
             stderr=self.log_file,
         )
-        params = pika.URLParameters(self.env["AMQP_URI"])
 
         def consuming() -> bool:
             assert self.proc is not None and self.proc.poll() is None, self.log_path.read_text()[-3000:]
-            try:
-                conn = pika.BlockingConnection(params)
-            except Exception:  # noqa: BLE001 (a busy broker times out the handshake: try again)
+            try:  # a busy broker times out the handshake: try again
+                with connection(self.env["AMQP_URI"]) as conn:
+                    infos = [queue_info(conn, q) for q in ("notifier.events", "notifier.deliveries")]
+            except (OSError, AMQPError):
                 return False
-            try:
-                ch = conn.channel()
-                return all(
-                    ch.queue_declare(q, passive=True).method.consumer_count > 0
-                    for q in ("notifier.events", "notifier.deliveries")
-                )
-            except pika.exceptions.AMQPError:
-                return False
-            finally:
-                if conn.is_open:
-                    conn.close()
+            return all(info is not None and info[1] > 0 for info in infos)
 
         assert wait_for(consuming, 90, 0.3), "notifier did not start consuming"
 
@@ -222,18 +213,23 @@ class Stack:
                 self.proc.kill()
 
 
-@pytest.fixture(scope="module")
-def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    vhost = vhost_factory.make("notifier")
-    config_dir = copy_config(tmp_path_factory.mktemp("notifier-config"))
-    quiet_end = datetime.now(timezone.utc) + timedelta(seconds=45)
-    (config_dir / "notify.yaml").write_text(notify_yaml(quiet_end), encoding="utf-8")
-    hooks = Hooks()
-    wecom, ding, sms = (LocalHTTP(r).start() for r in (wecom_robot, dingtalk_robot, sms_provider))
-    mail, mail_port = MailSink(), free_port()
-    smtp = Controller(mail, hostname="127.0.0.1", port=mail_port)
-    smtp.start()
-    prefix = f"nit{uuid.uuid4().hex[:8]}"
+@contextmanager
+def notifier_stack(
+    vhost_factory: Vhosts,
+    redis_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tag: str,
+    notify_yaml: str,
+    hooks: Hooks,
+    env: dict[str, str],
+) -> Iterator[dict[str, Any]]:
+    """The notifier process on a vhost and Redis key prefix of its own, with `notify.yaml`,
+    delivering to `hooks` (and whatever else `env` points it at); a publisher with
+    confirms for the test. The tests of disabled channels run it too."""
+    vhost = vhost_factory.make(tag)
+    config_dir = copy_config(tmp_path_factory.mktemp(f"{tag}-config"))
+    (config_dir / "notify.yaml").write_text(notify_yaml, encoding="utf-8")
+    prefix = f"{tag[:3]}{uuid.uuid4().hex[:8]}"
     env = {
         "AMQP_URI": vhost,
         "REDIS_URL": redis_url,
@@ -244,8 +240,46 @@ def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPa
         "NOTIFIER_METRICS_PORT": str(free_port()),
         "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"{hooks.http.base}/hooks/{{dept}}",
-        "GRID_APP_WEBHOOK_URL": f"{hooks.http.base}/gridapp",
         "TEST_OPS_WEBHOOK": f"{hooks.http.base}/ops",
+        **env,
+    }
+    notifier = Stack(env, config_dir / "notifier.log")
+    notifier.start()
+    publisher = ConfirmChannel(vhost)
+    publisher.open()
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        yield {
+            "env": env,
+            "hooks": hooks,
+            "channel": publisher,
+            "redis": r,
+            "prefix": prefix,
+            "notifier": notifier,
+            "log": notifier.log_path,
+        }
+    finally:
+        hooks.release.set()
+        notifier.stop()
+        print(notifier.log_path.read_text()[-6000:])
+        publisher.close()
+        hooks.http.stop()
+        keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+        if keys:
+            r.delete(*keys)
+        vhost_factory.drop(vhost)
+
+
+@pytest.fixture(scope="module")
+def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    quiet_end = datetime.now(timezone.utc) + timedelta(seconds=45)
+    hooks = Hooks()
+    wecom, ding, sms = (LocalHTTP(r).start() for r in (wecom_robot, dingtalk_robot, sms_provider))
+    mail, mail_port = MailSink(), free_port()
+    smtp = Controller(mail, hostname="127.0.0.1", port=mail_port)
+    smtp.start()
+    env = {
+        "GRID_APP_WEBHOOK_URL": f"{hooks.http.base}/gridapp",
         "TEST_WECOM_URL": f"{wecom.base}/cgi-bin/webhook/send?key={WECOM_KEY}",
         "TEST_WECOM_BAD_URL": f"{wecom.base}/cgi-bin/webhook/send?key=revoked",
         "TEST_DING_URL": f"{ding.base}/robot/send?access_token={DING_TOKEN}",
@@ -259,38 +293,15 @@ def stack(vhost_factory: Vhosts, redis_url: str, tmp_path_factory: pytest.TempPa
         "NOTIFIER_FLUSH_SECONDS": "0.5",
         "NOTIFIER_QUEUE_POLL_SECONDS": "1",
     }
-    notifier = Stack(env, config_dir / "notifier.log")
-    notifier.start()
-    conn = pika.BlockingConnection(pika.URLParameters(vhost))
-    ch = conn.channel()
-    ch.confirm_delivery()
-    r = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
-        yield {
-            "env": env,
-            "hooks": hooks,
-            "wecom": wecom,
-            "ding": ding,
-            "sms": sms,
-            "mail": mail,
-            "channel": ch,
-            "redis": r,
-            "prefix": prefix,
-            "notifier": notifier,
-            "quiet_end": quiet_end,
-        }
+        with notifier_stack(
+            vhost_factory, redis_url, tmp_path_factory, "notifier", notify_yaml(quiet_end), hooks, env
+        ) as running:
+            yield {**running, "wecom": wecom, "ding": ding, "sms": sms, "mail": mail, "quiet_end": quiet_end}
     finally:
-        hooks.release.set()
-        notifier.stop()
-        print(notifier.log_path.read_text()[-6000:])
-        conn.close()
-        for server in (hooks.http, wecom, ding, sms):
+        for server in (wecom, ding, sms):
             server.stop()
         smtp.stop()
-        keys = list(r.scan_iter(f"{prefix}:*", count=1000))
-        if keys:
-            r.delete(*keys)
-        vhost_factory.drop(vhost)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -370,12 +381,13 @@ def store_case(
 
 
 def publish(stack: dict[str, Any], event: Envelope) -> None:
-    stack["channel"].basic_publish(
+    stack["channel"].publish_one(
         "gridbus.events",
         EVENT_ROUTING_KEYS[getattr(event, "event")],
         event.model_dump_json().encode(),
-        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=event.message_id),
-        mandatory=True,
+        content_type="application/json",
+        delivery_mode=2,
+        message_id=event.message_id,
     )
 
 
@@ -521,20 +533,17 @@ def test_503_then_success_and_429_retry_after_go_through_the_delay_queue(stack: 
 
 def _dead_letters(stack: dict[str, Any], case_id: str) -> list[dict[str, Any]]:
     """Take this case's dead letters; leave the others (unacked until the end, then requeued)."""
-    ch = stack["channel"]
+    ch = stack["channel"].channel
     out, others = [], []
-    while True:
-        method, props, body = ch.basic_get("notifier.deliveries.dead", auto_ack=False)
-        if method is None:
-            break
-        doc = json.loads(body)
+    while (msg := ch.basic_get("notifier.deliveries.dead", no_ack=False)) is not None:
+        doc = json.loads(body_bytes(msg))
         if doc.get("case_id") == case_id:
-            out.append({"doc": doc, "headers": props.headers})
-            ch.basic_ack(method.delivery_tag)
+            out.append({"doc": doc, "headers": props(msg)["headers"]})
+            ch.basic_ack(msg.delivery_tag)
         else:
-            others.append(method.delivery_tag)
+            others.append(msg.delivery_tag)
     for tag in others:
-        ch.basic_nack(tag, requeue=True)
+        ch.basic_reject(tag, requeue=True)
     return out
 
 

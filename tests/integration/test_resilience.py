@@ -21,11 +21,11 @@ from typing import Any, Iterator
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
-import pika
 import pytest
 import redis
 
-from shared import topology
+from shared import amqpclient, topology
+from shared.amqpclient import ConfirmChannel, connection
 from tests.conftest import REPO, Vhosts, free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -159,11 +159,10 @@ def service_env(vhost: str, redis_url: str, **extra: str) -> dict[str, str]:
 
 
 def queue_depth(vhost: str, queue: str) -> int:
-    conn = pika.BlockingConnection(pika.URLParameters(vhost))
-    try:
-        return conn.channel().queue_declare(queue, passive=True).method.message_count
-    finally:
-        conn.close()
+    with connection(vhost) as conn:
+        depth = amqpclient.queue_depth(conn, queue)
+    assert depth is not None, f"{queue} is not declared"
+    return depth
 
 
 def report(n: int) -> dict[str, Any]:
@@ -185,20 +184,19 @@ def report(n: int) -> dict[str, Any]:
 
 
 def publish_reports(vhost: str, n: int) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(vhost))
+    publisher = ConfirmChannel(vhost)
     try:
-        channel = conn.channel()
-        channel.confirm_delivery()
         for i in range(n):
-            channel.basic_publish(
+            publisher.publish_one(
                 topology.EX_REPORTS,
                 topology.RK_REPORT,
                 json.dumps(report(i)).encode(),
-                pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=uuid.uuid4().hex),
-                mandatory=True,
+                content_type="application/json",
+                delivery_mode=2,
+                message_id=uuid.uuid4().hex,
             )
     finally:
-        conn.close()
+        publisher.close()
 
 
 def close_connections(mgmt_api: httpx.Client, vhost: str) -> int:
@@ -259,9 +257,8 @@ def test_a_redis_outage_holds_messages_and_loses_none(
         # A queue deleted under the consumer (a broker that came back without its data):
         # the service declares the topology again when it reconnects and consumes on.
         attached = intake.count("consumers_attached")
-        conn = pika.BlockingConnection(pika.URLParameters(vhost))
-        conn.channel().queue_delete(topology.Q_INTAKE_EVENTS)
-        conn.close()
+        with connection(vhost) as conn:
+            amqpclient.channel(conn).queue_delete(topology.Q_INTAKE_EVENTS)
         assert wait_for(lambda: intake.count("consumers_attached") > attached, 30), intake.logs()
         assert wait_for(lambda: intake.health()[0] == 200, 30), (intake.health(), intake.logs())
         assert queue_depth(vhost, topology.Q_INTAKE_EVENTS) == 0  # it exists again
@@ -304,32 +301,27 @@ def test_a_dead_container_ends_the_process(vhost_factory: Vhosts, redis_url: str
     )
     try:
         assert wait_for(lambda: service.health()[0] == 200, 60), service.logs()
-        conn = pika.BlockingConnection(pika.URLParameters(vhost))
-        channel = conn.channel()
-        channel.confirm_delivery()
+        publisher = ConfirmChannel(vhost)
         # first a bug: tried 5 times with back-off, then dead-lettered with the reason
-        channel.basic_publish(
+        publisher.publish_one(
             topology.EX_EVENTS,
             topology.RK_CASE_REGISTERED,
             b'{"bug": true}',
-            pika.BasicProperties(content_type="application/json", message_id="bug-1"),
-            mandatory=True,
+            content_type="application/json",
+            message_id="bug-1",
         )
         dead = topology.dead_queue(topology.Q_ROUTER_CASES)
-        got = wait_for(lambda: channel.basic_get(dead, auto_ack=True) if queue_depth(vhost, dead) else None, 20)
-        assert got and got[0] is not None, service.logs()
-        reason = got[1].headers["x-gridbus-reason"]
+        got = wait_for(lambda: publisher.channel.basic_get(dead, no_ack=True) if queue_depth(vhost, dead) else None, 20)
+        assert got is not None, service.logs()
+        headers = amqpclient.props(got)["headers"]
+        reason = headers["x-gridbus-reason"]
         assert reason.startswith("handler failed 5 times: KeyError"), reason
-        assert got[1].headers["x-gridbus-error"] == "handler_error"
+        assert headers["x-gridbus-error"] == "handler_error"
         assert service.proc.poll() is None
-        channel.basic_publish(
-            topology.EX_EVENTS,
-            topology.RK_CASE_REGISTERED,
-            b'{"crash": true}',
-            pika.BasicProperties(content_type="application/json"),
-            mandatory=True,
+        publisher.publish_one(
+            topology.EX_EVENTS, topology.RK_CASE_REGISTERED, b'{"crash": true}', content_type="application/json"
         )
-        conn.close()
+        publisher.close()
         service.proc.wait(30)
         assert service.proc.returncode == 1, service.logs()
         assert "container died" in service.logs()

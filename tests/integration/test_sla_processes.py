@@ -21,12 +21,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-import pika
 import pytest
 import redis
 
 from shared import redis_keys as keys
 from shared import topology
+from shared.amqpclient import body_bytes, connection, message
+from shared.amqpclient import channel as channel_of
 from shared.models import Assignment, CaseDispatched, CaseSummary, Mode721
 from tests.conftest import REPO, free_port
 
@@ -106,27 +107,22 @@ def replicas(sla_env: dict[str, str], tmp_path: Path) -> Iterator[Replicas]:
 @pytest.fixture()
 def channel(vhost: str, stack_env: dict[str, str]) -> Iterator[Any]:
     topology.apply(vhost)
-    conn = pika.BlockingConnection(pika.URLParameters(vhost))
-    yield conn.channel()
-    conn.close()
+    with connection(vhost) as conn:
+        yield channel_of(conn)
 
 
 def wait_consumers(channel: Any, n: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            q = channel.queue_declare(topology.Q_SLA_EVENTS, passive=True)
-            if q.method.consumer_count >= n:
-                return
-        except pika.exceptions.ChannelClosedByBroker:
-            raise
+        if channel.queue_declare(topology.Q_SLA_EVENTS, passive=True).consumer_count >= n:
+            return
         time.sleep(0.2)
     raise AssertionError(f"{n} sla replica(s) did not start consuming in {timeout} s")
 
 
 def watch(channel: Any) -> str:
     """An exclusive queue that sees everything sla publishes."""
-    q = channel.queue_declare("", exclusive=True).method.queue
+    q = channel.queue_declare("", exclusive=True).queue
     for key in ("deadline.#", topology.RK_CASE_ESCALATED):
         channel.queue_bind(q, topology.EX_EVENTS, routing_key=key)
     return q
@@ -154,10 +150,11 @@ def dispatch(channel: Any, case_id: str, level: int = 3) -> float:
         ],
     )
     channel.basic_publish(
+        message(
+            ev.model_dump_json().encode(), content_type="application/json", delivery_mode=2, message_id=ev.message_id
+        ),
         topology.EX_EVENTS,
         topology.RK_CASE_DISPATCHED,
-        ev.model_dump_json().encode(),
-        pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id=ev.message_id),
     )
     return now.timestamp()
 
@@ -166,17 +163,17 @@ def collect(channel: Any, queue: str, expected: int, timeout: float) -> list[dic
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(got) < expected:
-        method, _props, body = channel.basic_get(queue, auto_ack=True)
-        if method is None:
+        msg = channel.basic_get(queue, no_ack=True)
+        if msg is None:
             time.sleep(0.05)
             continue
-        got.append(json.loads(body))
+        got.append(json.loads(body_bytes(msg)))
     # and a little longer: anything beyond `expected` is a duplicate
     end = time.monotonic() + 2 * LEASE_S
     while time.monotonic() < end:
-        method, _props, body = channel.basic_get(queue, auto_ack=True)
-        if method is not None:
-            got.append(json.loads(body))
+        msg = channel.basic_get(queue, no_ack=True)
+        if msg is not None:
+            got.append(json.loads(body_bytes(msg)))
         else:
             time.sleep(0.05)
     return got
