@@ -9,10 +9,8 @@ import contextlib
 import itertools
 import json
 import os
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Iterator
 
 import pytest
@@ -27,6 +25,7 @@ from services.runner import start_all, stop_all
 from shared.amqpclient import body_bytes, channel, close_quietly, connect, props
 from shared.config import Settings, reset_settings
 from tests.conftest import Vhosts, copy_config, free_port, wait_for  # noqa: F401 (e2e tests import it here)
+from tests.localhttp import LocalHTTP, Reply, Request
 
 SECRET = "e2e-secret"
 TEST_SLA = """
@@ -54,32 +53,19 @@ class Sink:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.sms: list[dict[str, Any]] = []
-        sink = self
+        self.http = LocalHTTP(self._answer).start()
+        self.port = self.http.server.server_address[1]
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if self.path.startswith("/sms"):  # an SMS provider that refuses every message (a 4xx: for good)
-                    sink.sms.append(json.loads(body))
-                    self.send_response(400)
-                    self.end_headers()
-                    return
-                ok = verify(SECRET, dict(self.headers), body, time.time())
-                sink.received.append(
-                    {"path": self.path, "valid": ok, "headers": dict(self.headers), "body": json.loads(body)}
-                )
-                self.send_response(204 if ok else 401)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        if request.path.startswith("/sms"):  # an SMS provider that refuses every message (a 4xx: for good)
+            self.sms.append(request.json())
+            return 400, {}, b""
+        ok = verify(SECRET, request.headers, request.body, time.time())
+        self.received.append({"path": request.path, "valid": ok, "headers": request.headers, "body": request.json()})
+        return (204 if ok else 401), {}, b""
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.http.stop()
 
 
 def stack_key(env: dict[str, str], role: Role, dept: str | None = None, street: str | None = None) -> str:

@@ -6,8 +6,6 @@ carrying the city's task id and grid code for status sync back."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -23,6 +21,7 @@ from shared import topology
 from shared.amqpclient import body_bytes, channel, connect, connection, message, props, queue_info
 from tests.e2e.conftest import free_port, wait_for
 from tests.e2e.test_lifecycle import case_of, new_case, reply
+from tests.localhttp import LocalHTTP, Reply, Request
 
 pytestmark = pytest.mark.e2e
 
@@ -34,29 +33,18 @@ class CitySink:
     def __init__(self) -> None:
         self.received: list[dict[str, Any]] = []
         self.failures_left = 1
-        sink = self
+        self.http = LocalHTTP(self._answer).start()
+        self.port = self.http.server.server_address[1]
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if sink.failures_left:
-                    sink.failures_left -= 1
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                sink.received.append({"headers": dict(self.headers), "body": body})
-                self.send_response(202)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def _answer(self, request: Request) -> Reply:
+        if self.failures_left:
+            self.failures_left -= 1
+            return 503, {}, b""
+        self.received.append({"headers": request.headers, "body": request.body})
+        return 202, {}, b""
 
     def close(self) -> None:
-        self.server.shutdown()
+        self.http.stop()
 
 
 def test_bridge_takes_a_city_task_in_and_sends_cloudevents_out(stack: dict[str, Any], stack_redis: redis.Redis) -> None:

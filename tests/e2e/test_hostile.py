@@ -50,12 +50,12 @@ from services.runner import start_all, stop_all
 from shared import topology
 from shared.amqpclient import channel, close_quietly, connect, message
 from shared.config import Settings
+from tests.bad_input import BAD_REPORT_FIELDS, PHONE, with_field
 from tests.conftest import Vhosts, copy_config, free_port, wait_for
 from tests.e2e.conftest import report
 
 pytestmark = pytest.mark.e2e
 
-PHONE = "13912345678"
 READ_TIMEOUT = 2.0
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "10"))
 FUZZ_ROLES = ("grid_app", "department", "ops", "open311")
@@ -166,31 +166,13 @@ def _report(**over: Any) -> dict[str, Any]:
 
 
 def _with(path: str, value: Any) -> dict[str, Any]:
-    body = _report()
-    target = body
-    *parents, last = path.split(".")
-    for p in parents:
-        target = target[p]
-    target[last] = value
-    return body
+    return with_field(_report(), path, value)
 
 
 BAD_REPORTS = [
-    # (what, body, field named in the answer)
-    ("observed_at as a number (Unix time)", _with("observed_at", 7), "observed_at"),
-    ("observed_at as a numeric string", _with("observed_at", "1700000000"), "observed_at"),
-    ("observed_at without offset", _with("observed_at", "2026-11-27T09:30:00"), "observed_at"),
-    ("lat as a boolean", _with("location.lat", True), "location.lat"),
-    ("lon as a string", _with("location.lon", "110.3"), "location.lon"),
-    ("CR/LF in a media URL", _with("media_urls", ["https://x.example/a.jpg\r\nX-Evil: 1"]), "media_urls[0]"),
-    ("control character in a media URL", _with("media_urls", ["https://x.example/\x07.jpg"]), "media_urls[0]"),
-    ("space in a media URL", _with("media_urls", ["https://x.example/a b.jpg"]), "media_urls[0]"),
-    ("LF in the reporter id", _with("reporter.id", "w-1\nINFO forged log line"), "reporter.id"),
-    ("CR in the description", _with("description", "路灯不亮\r伪造"), "description"),
-    ("blank description", _with("description", "   "), "description"),
-    ("LF in the address", _with("location.address", "七星区\n穿山路"), "location.address"),
-    ("TAB in an attribute value", _with("attributes", {"asset_owner": "cm\tcc"}), "attributes.asset_owner"),
-    ("a phone number as attribute key", _with("attributes", {f"tel:{PHONE}": "x"}), "attributes"),
+    # (what, body, field named in the answer): the rules of tests/bad_input.py over HTTP, and
+    # what only the running intake knows (the category catalogue, the district's outline)
+    *((what, _with(path, value), field) for what, path, value, field in BAD_REPORT_FIELDS),
     ("unknown category", _with("category", "00000"), "category"),
     ("outside the district", _with("location", {"lat": 39.9, "lon": 116.4}), "location"),
 ]

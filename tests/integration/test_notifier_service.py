@@ -52,15 +52,12 @@ from tests.integration.test_channels import (
     SMS_KEY,
     SMS_TEMPLATES,
     WECOM_KEY,
-    LocalHTTP,
     MailSink,
-    Reply,
-    Request,
     dingtalk_robot,
-    json_reply,
     sms_provider,
     wecom_robot,
 )
+from tests.localhttp import LocalHTTP, Reply, Request, json_reply
 
 pytestmark = pytest.mark.integration
 

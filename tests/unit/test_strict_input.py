@@ -10,6 +10,7 @@ import pytest
 
 from services.intake.validation import IDEMPOTENCY_KEY, InvalidInput, parse
 from shared.models import Reply, Report
+from tests.bad_input import BAD_REPORT_FIELDS, with_field
 
 
 def good() -> dict[str, Any]:
@@ -26,38 +27,11 @@ def good() -> dict[str, Any]:
 
 
 def changed(path: str, value: Any) -> dict[str, Any]:
-    body = good()
-    target = body
-    *parents, last = path.split(".")
-    for p in parents:
-        target = target[p]
-    target[last] = value
-    return body
+    return with_field(good(), path, value)
 
 
 @pytest.mark.parametrize(
-    "path, value, field",
-    [
-        ("observed_at", 7, "observed_at"),
-        ("observed_at", "1700000000", "observed_at"),
-        ("observed_at", "2026-11-27T09:30:00", "observed_at"),
-        ("observed_at", "2026-11-27 09:30:00+08:00", "observed_at"),
-        ("location.lat", True, "location.lat"),
-        ("location.lon", False, "location.lon"),
-        ("location.lat", "25.27", "location.lat"),
-        ("media_urls", ["https://x.example/a.jpg\r\nSet-Cookie: x"], "media_urls[0]"),
-        ("media_urls", ["https://x.example/\x00"], "media_urls[0]"),
-        ("media_urls", ["javascript:alert(1)"], "media_urls[0]"),
-        ("reporter.id", "w\n1", "reporter.id"),
-        ("reporter.name", "黄\r三", "reporter.name"),
-        ("location.address", "a\tb", "location.address"),
-        ("description", "a\rb", "description"),
-        ("description", " \n ", "description"),
-        ("attributes", {"asset_owner": "a\nb"}, "attributes.asset_owner"),
-        ("attributes", {"tel:13912345678": "x"}, "attributes"),
-        ("attributes", {"_": "x", "a" * 41: "y"}, "attributes"),
-        ("filing_condition", "x\x1b[31m", "filing_condition"),
-    ],
+    "path, value, field", [row[1:] for row in BAD_REPORT_FIELDS], ids=[row[0] for row in BAD_REPORT_FIELDS]
 )
 @pytest.mark.parametrize("channel", ["http", "amqp"])
 def test_bad_report_names_the_field(path: str, value: Any, field: str, channel: str) -> None:
