@@ -77,7 +77,7 @@ def main() -> None:
     configure_logging("console", "WARNING")
     from services.sla.codec import pack_doc, pack_history
     from services.sla.deadlines import Deadlines
-    from services.sla.store import _Op, bucket_of
+    from services.sla.store import _Op, live_hash
     from services.sla.timers import TimerStore
     from shared import redis_keys as keys
     from shared.models import Assignment, CaseDispatched, CaseSummary, ClocksRecorded, Envelope, Mode721
@@ -164,7 +164,7 @@ def main() -> None:
                 for i in range(lo, min(cases, lo + batch)):
                     cid = f"450305-20261127-{i:06d}"
                     case.corr = str(uuid.uuid4())
-                    pipe.hset(keys.sla_live(bucket_of(cid)), cid, pack_doc(case))
+                    pipe.hset(live_hash(cid), cid, pack_doc(case))
                 pipe.execute()
             out["doc_bytes_per_case"] = (used(r) - m0) / cases
             m0 = used(r)

@@ -49,7 +49,7 @@ import redis
 from services.archiver.writer import Unarchivable, archive
 from services.bridge.forward import KEEP_S as BRIDGE_KEEP_S
 from services.notifier.deliveries import SENT_TTL_S
-from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, bucket_of
+from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, live_hash
 from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES, OPEN_STATES
 from shared.models import CaseStatus
@@ -211,7 +211,7 @@ def restore(
     ):
         report.clocks += 1
         if live:
-            pipe.hsetnx(keys.sla_live(bucket_of(case_id)), case_id, bytes(doc))
+            pipe.hsetnx(live_hash(case_id), case_id, bytes(doc))
             report.live_clocks += 1
         else:
             pipe.set(keys.sla_case(case_id), bytes(doc), nx=True, ex=KEEP_CLOSED_S)

@@ -158,10 +158,10 @@ def _with_prefix(key: str, prefix: str) -> str:
 def armed_orders(client: Any, prefix: str, case_id: str) -> set[str] | None:
     """Order ids with an armed clock in sla's store for the case (None: sla holds nothing)."""
     from services.sla.codec import unpack_doc
-    from services.sla.store import bucket_of
+    from services.sla.store import live_shard
     from shared import redis_keys
 
-    raw = client.hget(_with_prefix(redis_keys.sla_live(bucket_of(case_id)), prefix), case_id)
+    raw = client.hget(_with_prefix(redis_keys.sla_live(live_shard(case_id)), prefix), case_id)
     if raw is None:
         raw = client.get(_with_prefix(redis_keys.sla_case(case_id), prefix))
     if raw is None:

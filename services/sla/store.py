@@ -52,14 +52,21 @@ _READ = Lua("services.sla", "read")
 _COMMIT = Lua("services.sla", "commit")
 
 
-def bucket_of(case_id: str) -> int:
+def live_shard(case_id: str) -> int:
+    """Which of the LIVE_BUCKETS hashes `sla:live:<n>` holds a case's live document (its
+    hash shard: crc32 of the case id). Not a digest bucket, not a time bucket."""
     return zlib.crc32(case_id.encode()) % LIVE_BUCKETS
+
+
+def live_hash(case_id: str) -> str:
+    """The key of the hash that holds a case's live document (`live_shard`'s hash)."""
+    return keys.sla_live(live_shard(case_id))
 
 
 def load_case(client: redis.Redis, case_id: str) -> CaseClocks | None:
     """A case's clocks with their history, live or finished (operators' `gridbus sla explain`)."""
     b = binary_twin(client)
-    raw = b.hget(keys.sla_live(bucket_of(case_id)), case_id) or b.get(keys.sla_case(case_id))
+    raw = b.hget(live_hash(case_id), case_id) or b.get(keys.sla_case(case_id))
     if raw is None:
         return None
     case = unpack_doc(case_id, raw)
@@ -127,7 +134,7 @@ class SlaStore:
             self._prefix, self._hist_prefix = keys.sla_case(""), keys.sla_history("")
             self._buckets = [keys.sla_live(b) for b in range(LIVE_BUCKETS)]
         return [
-            self._buckets[zlib.crc32(case_id.encode()) % LIVE_BUCKETS],
+            self._buckets[live_shard(case_id)],
             case_id,
             self._prefix + case_id,
             self._hist_prefix + case_id,
@@ -152,7 +159,7 @@ class SlaStore:
         return case
 
     def is_live(self, case_id: str) -> bool:
-        return bool(self.b.hexists(keys.sla_live(bucket_of(case_id)), case_id))
+        return bool(self.b.hexists(live_hash(case_id), case_id))
 
     def _commit(self, ops: list[_Op], done: Iterable[str] = ()) -> list[_Op]:
         """Write every op atomically unless a document changed since it was read: then

@@ -169,10 +169,10 @@ def test_rebuild_is_idempotent_and_leaves_leases(redis_client: redis.Redis, poli
 def test_rebuild_reads_a_bucket_larger_than_one_scan(redis_client: redis.Redis, policies_path: Path) -> None:
     """The buckets are scanned many to a round trip; a bucket whose hash needs several
     HSCAN pages (here 200 cases in one bucket, 50 a page) is read to its end."""
-    from services.sla.store import bucket_of
+    from services.sla.store import live_shard
 
     d = make(redis_client, policies_path)
-    crowded = [c for c in (f"B{i}" for i in range(400_000)) if bucket_of(c) == 7][:200]
+    crowded = [c for c in (f"B{i}" for i in range(400_000)) if live_shard(c) == 7][:200]
     elsewhere = [f"E{i}" for i in range(40)]
     for case_id in crowded + elsewhere:
         d.handle(dispatched(case_id, T0), now=T0)
@@ -327,7 +327,7 @@ def test_a_case_changed_between_read_and_commit_is_decided_again(
 
 def test_history_is_kept_apart_and_capped(redis_client: redis.Redis, policies_path: Path) -> None:
     from services.sla.state import LOG_KEPT, SEEN_KEPT, seen_id
-    from services.sla.store import bucket_of
+    from services.sla.store import live_hash
 
     d = make(redis_client, policies_path)
     d.handle(dispatched("H1", T0), now=T0)
@@ -361,7 +361,7 @@ def test_history_is_kept_apart_and_capped(redis_client: redis.Redis, policies_pa
     )  # redelivered: ignored
     assert len(redis_client.zrange(keys.timers_due(), 0, -1)) == before
     # the firing document holds none of it
-    raw = d.store.b.hget(keys.sla_live(bucket_of("H1")), "H1")
+    raw = d.store.b.hget(live_hash("H1"), "H1")
     assert raw is not None and len(raw) < 200
 
 
