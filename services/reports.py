@@ -3,7 +3,7 @@ on-time rates and the accountability ledger for a month, a year or any run of mo
 
 The counters are the very increments sla committed in Redis (`clocks_recorded` carries
 them, `case_registered` the street's registrations), kept one row each with the local
-month they count in; the formulas are services/sla/indicators.py's and the ledger's
+month they count in; the formulas are shared/indicators.py's and the ledger's
 summary services/sla/ledger.py's. So for the same data a month from SQL equals sla's
 Redis figures exactly, and a year is the sum of its months — which Redis only keeps while
 its monthly hashes live. Reporters' phone numbers are in none of these tables; the
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import psycopg
 
-from services.sla.indicators import Indicators
+from shared.indicators import Indicators
 from shared.ledger import REPEATED, Period, Tally, late_tenths, shown, summary
 
 HIDDEN = ("liaison_phone",)

@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     )
     grade_weights: str = Field(
         "on_time=0.4,closed=0.24,no_rework=0.16,satisfaction=0.2",
-        description="Weights of the grade score's terms (services/sla/indicators.py); a term without data "
+        description="Weights of the grade score's terms (shared/indicators.py); a term without data "
         "(no evaluations) drops out and the others are scaled up.",
     )
     grade_escalation_penalty: float = Field(

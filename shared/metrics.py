@@ -397,7 +397,7 @@ SLA_MONTH_SHARE = _gauge(
     owner="sla",
 )
 SLA_MONTH_SCORE = _gauge(
-    "gridbus_sla_month_score", "Score 0–100 this month (services/sla/indicators.py).", _MONTH, owner="sla"
+    "gridbus_sla_month_score", "Score 0–100 this month (shared/indicators.py).", _MONTH, owner="sla"
 )
 SLA_GRADE = _gauge(
     "gridbus_sla_grade",

@@ -6,7 +6,7 @@ evaluation says `reopen: false`): back to the department(s) that resolved it, co
 rework like a failed verification; later, or with `reopen: false`, it is recorded only.
 Every evaluation reaches sla as a `case_updated` (action `evaluate`, with the rating),
 where it counts in the department's and street's satisfaction rate and so in the grade
-(services/sla/indicators.py). Idempotent by `evaluation_id`.
+(shared/indicators.py). Idempotent by `evaluation_id`.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 from werkzeug.wrappers import Request, Response
 
-from services.console.http import ConsoleApi
 from services.intake.accountability_api import AccountabilityApi
 from services.intake.auth import Role
 from services.intake.boundary import FallbackApi, api, json_response, principal, scoped_key
 from services.intake.cases import Registrar, apply_event
 from services.intake.command_api import CommandApi
+from services.intake.console.http import ConsoleApi
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import backlog, observe, publish_backlog
@@ -78,7 +78,7 @@ def case_answer(case: Case, applied: bool) -> dict[str, Any]:
 
 class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, CommandApi, ConsoleApi, FallbackApi):
     """Entrypoints here and in the mixins (case queries, Open311, accountability, dispatch
-    by hand, the operations console services/console/http.py, JSON 404s): nameko
+    by hand, the operations console services/intake/console/http.py, JSON 404s): nameko
     collects entrypoints and dependencies from base classes too."""
 
     name = "intake"

@@ -53,6 +53,7 @@ from pydantic import BaseModel, Field
 from services.notifier.channels.base import ChannelName, DeliveryOutcome, OutgoingMessage
 from shared.leases import KeyLeases
 from shared.models import utcnow
+from shared.notification_log import notifications_of
 from shared.scripts import Lua
 from shared.topology import NOTIFIER_RETRY_DELAYS_S
 
@@ -227,9 +228,8 @@ class SendState:
             lease.released = True
 
     def case_log(self, case_id: str) -> list[dict[str, Any]]:
-        """Every finished notification of a case, oldest first."""
-        rows = [json.loads(v) for v in self.r.hgetall(self.keys.notify_case_log(case_id)).values()]
-        return sorted(rows, key=lambda e: (e.get("at", 0), e.get("recipient", "")))
+        """Every finished notification of a case, oldest first (shared.notification_log reads it)."""
+        return notifications_of(self.r, case_id)
 
     def release(self, did: str, lease: Lease) -> None:
         if not lease.released:

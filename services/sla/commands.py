@@ -221,14 +221,14 @@ def grades(month: str | None, as_json: bool) -> None:
     """Department and street indicators, score and grade (A–E), and 721 shares of a month."""
     import json
 
-    from services.sla.indicators import MODES, TARGET_721, load, pct
+    from shared.indicators import MODES, TARGET_721, load, pct
 
     rows = load(_redis(), _month(month))
     if as_json:
         click.echo(json.dumps([r.as_dict() for r in rows], ensure_ascii=False, indent=2))
         return
     click.echo(
-        f"indicators {_month(month)} (score: services/sla/indicators.py; 721 target "
+        f"indicators {_month(month)} (score: shared/indicators.py; 721 target "
         + "/".join(f"{int(v * 100)}" for v in TARGET_721.values())
         + ")"
     )

@@ -12,7 +12,6 @@ from nameko.extensions import DependencyProvider
 from nameko.timer import timer
 
 from services.sla.deadlines import Deadlines
-from services.sla.indicators import refresh_gauges
 from services.sla.reconcile import apply_repair, repair_missing
 from shared import metrics, topology
 from shared.bus import Bus
@@ -20,6 +19,7 @@ from shared.config import get_settings
 from shared.departments import load_department_codes, load_departments
 from shared.grid import load_grid
 from shared.health import HEALTH, Heartbeat
+from shared.indicators import refresh_gauges
 from shared.models import CaseEscalated, DeadlineBreached, DeadlineWarning
 from shared.nameko_ext import EntrypointMetrics, HealthChecks, Rejected, TopologyDeclarer, consume_reliably
 from shared.policies import load_policies

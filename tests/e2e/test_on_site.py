@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from services.intake.auth import Role, create_key
 from services.intake.cases import drawn_for_verification
 from services.intake.reports.commands import reporters
-from services.sla.indicators import load
+from shared.indicators import load
 from tests.e2e.conftest import get_from_queue, report, spread_location, wait_for
 from tests.e2e.test_lifecycle import bearer, case_of
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis
 
-from services.console import sessions
 from services.intake.auth import AuthError, Role, create_key, revoke_key
+from services.intake.console import sessions
 
 pytestmark = pytest.mark.integration
 

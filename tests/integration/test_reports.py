@@ -14,8 +14,7 @@ import redis
 from services import reports
 from services.archiver import db
 from services.archiver.writer import archive
-from services.sla import indicators
-from shared import ledger
+from shared import indicators, ledger
 from shared.models import CaseRegistered, CaseStatus, CaseUpdated, Envelope, Mode721
 from tests.integration.test_sla_store import SLA, T0, dispatched, make, run
 

@@ -13,15 +13,7 @@ from pathlib import Path
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 
 #: (importing module, imported module of another service)
-KNOWN: set[tuple[str, str]] = {
-    ("services.console.http", "services.intake.auth"),
-    ("services.console.http", "services.notifier.deliveries"),
-    ("services.console.http", "services.sla.indicators"),
-    ("services.console.sessions", "services.intake.auth"),
-    ("services.console.views", "services.intake.dispatching"),
-    ("services.console.views", "services.sla.indicators"),
-    ("services.intake.service", "services.console.http"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _imported(tree: ast.AST) -> list[str]:

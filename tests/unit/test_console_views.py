@@ -6,10 +6,10 @@ from zoneinfo import ZoneInfo
 
 from werkzeug.datastructures import MultiDict
 
-from services.console import views
-from services.console.http import _safe_next, action_body, error_text
-from services.sla.indicators import Indicators
+from services.intake.console import views
+from services.intake.console.http import _safe_next, action_body, error_text
 from shared.grid import load_grid
+from shared.indicators import Indicators
 from shared.models import Assignment, Case, CaseStatus, Location, SuspensionRequest, TimelineEntry
 
 NOW = datetime(2026, 11, 27, 8, tzinfo=timezone.utc)

@@ -1,4 +1,4 @@
-"""The grade formula pinned by a table (services/sla/indicators.py documents it): the
+"""The grade formula pinned by a table (shared/indicators.py documents it): the
 default weights, the satisfaction term from evaluations, a term without data dropping
 out, the escalation penalty, clamping, grades, and GRADE_WEIGHTS parsing."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.sla.indicators import GradeWeights, Indicators
+from shared.indicators import GradeWeights, Indicators
 
 DEFAULT = GradeWeights()
 B_COUNTS = {"registered": 10, "resolved": 10, "resolved_on_time": 8, "closed": 6, "rework": 1, "escalations": 1}

@@ -38,7 +38,7 @@ def _routes() -> set[tuple[str, str]]:
     for cls in (IntakeService,):
         for _, fn in inspect.getmembers(cls, inspect.isfunction):
             for ext in getattr(fn, "nameko_entrypoints", ()):
-                # the console's HTML pages (services/console/) are not part of the API
+                # the console's HTML pages (services/intake/console/) are not part of the API
                 if (
                     isinstance(ext, HttpRequestHandler)
                     and ext.url not in fallback

@@ -1,7 +1,8 @@
 """The operations console under `/console`, as a nameko mixin of `IntakeService`
 (it is served by intake's HTTP server, on the API's port).
 
-Pages read cases through intake's store and sla's indicators (read only). Every action
+Pages read cases through intake's store, the indicators and the notification log through
+shared/ (read only: sla and the notifier write them). Every action
 — dispatch by hand, verification, suspension decision, cancellation — calls the very
 API endpoint method (`post_dispatch`, `post_verification`, …) with the logged-in key as
 its Bearer token, so the console has no path to case state of its own: the same
@@ -27,15 +28,14 @@ from nameko.web.handlers import http
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request, Response
 
-from services.console import sessions, views
-from services.console.sessions import NotLoggedIn, Session
 from services.intake.auth import AuthError
-from services.notifier.deliveries import SendState
-from services.sla.indicators import current_period
-from services.sla.indicators import load as load_indicators
-from shared import redis_keys as keys
+from services.intake.console import sessions, views
+from services.intake.console.sessions import NotLoggedIn, Session
 from shared.config import get_settings
+from shared.indicators import current_period
+from shared.indicators import load as load_indicators
 from shared.models import Case, utcnow
+from shared.notification_log import notifications_of
 
 log = structlog.get_logger("gridbus.console")
 HERE = Path(__file__).resolve().parent
@@ -340,7 +340,7 @@ class ConsoleApi:
             return page("error.html.j2", code, nav="", **self._context(session, message=error_text(body)))
         case = Case.model_validate(body)
         tz, names = self._tz(), self.console_names
-        notifications = SendState(self.redis, keys).case_log(case_id)
+        notifications = notifications_of(self.redis, case_id)
         for n in notifications:
             n["when"] = views.local(datetime.fromtimestamp(n["at"], tz), tz)
             n["outcome_label"] = views.OUTCOME_LABELS.get(n["outcome"].split(":")[0], n["outcome"])

@@ -2,7 +2,7 @@
 the board, the triage queue, suspension requests, the league table and a case's map.
 
 Everything here reads; nothing changes state (the console's actions call intake's API
-endpoints, see services/console/http.py).
+endpoints, see services/intake/console/http.py).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Iterable
 from zoneinfo import ZoneInfo
 
 from services.intake import dispatching
-from services.sla.indicators import MODES, TARGET_721, Indicators, pct
 from shared.grid import GridRegistry
+from shared.indicators import MODES, TARGET_721, Indicators, pct
 from shared.models import Assignment, Case, CaseStatus
 
 STATUS_LABELS = {

@@ -1,4 +1,6 @@
 """Department and street indicators per month: counts, rates, score, grade, 721 shares.
+In shared/: sla writes the counters, the console (intake), `gridbus report` and sla's
+commands read them.
 
 Counters (Redis hash per month `sla:ind:YYYY-MM`, field `<scope>|<key>|<counter>`,
 scope `dept` or `street`) are written by sla in the same transaction as the clock
