@@ -210,8 +210,8 @@ def _stashed_key(settings: Settings, role: str, stash_name: str, name: str) -> s
 def demo_key(settings: Settings) -> str:
     """The grid app's key for the demo: GRIDBUS_API_KEY, or a grid_app key created once
     and kept in Redis, so repeated demos do not pile up keys."""
-    if os.environ.get("GRIDBUS_API_KEY"):
-        return os.environ["GRIDBUS_API_KEY"]
+    if settings.gridbus_api_key.get_secret_value():
+        return settings.gridbus_api_key.get_secret_value()
     return _stashed_key(settings, "grid_app", "apikey", "gridbus demo")
 
 

@@ -86,6 +86,11 @@ def connect(
             connect_timeout=connect_timeout,
             heartbeat=heartbeat,
         )
+        # Not asking for connection.blocked notifications: with them py-amqp polls the socket
+        # before every publish, half of a publish's CPU (bench/README.md), and gridbus has no
+        # on_blocked handler to tell. A blocked broker shows as confirms that do not come in
+        # time (PublishFailed: transient, the message is held and tried again).
+        conn.negotiate_capabilities = {**conn.negotiate_capabilities, "connection.blocked": False}
         try:
             conn.connect()
             return conn

@@ -11,7 +11,6 @@ as another one.
 
 from __future__ import annotations
 
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from urllib.parse import quote, unquote, urlparse
 
 import httpx
 
+from shared.config import named_secret
 from shared.topology import EX_REPLIES, dept_queue, dept_user, reply_routing_key
 
 
@@ -45,11 +45,7 @@ def vhost_of(amqp_uri: str) -> str:
 
 def password_for(dept: str) -> str | None:
     """`GRIDBUS_DEPT_PASSWORD_<CODE>` or the file named by `…_FILE`; None: generate one."""
-    name = f"GRIDBUS_DEPT_PASSWORD_{dept.upper()}"
-    if os.environ.get(name):
-        return os.environ[name]
-    path = os.environ.get(f"{name}_FILE")
-    return open(path, encoding="utf-8").read().strip() if path else None
+    return named_secret(f"GRIDBUS_DEPT_PASSWORD_{dept.upper()}")
 
 
 def apply_users(management_url: str, amqp_uri: str, departments: list[str]) -> list[UserResult]:

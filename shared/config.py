@@ -43,6 +43,16 @@ def read_secret_file(path: str) -> str:
     return Path(path).read_text(encoding="utf-8").strip()
 
 
+def named_secret(name: str) -> str | None:
+    """A secret whose variable name carries a code (`GRIDBUS_SECRET_<WHO>`,
+    `GRIDBUS_DEPT_PASSWORD_<DEPT>`): such names cannot be fields, so they are read here, the
+    one place that reads them — the variable, else the file named by `<name>_FILE`, else None."""
+    if os.environ.get(name):
+        return os.environ[name]
+    path = os.environ.get(f"{name}_FILE")
+    return read_secret_file(path) if path else None
+
+
 class _SecretFiles(PydanticBaseSettingsSource):
     """`<VARIABLE>_FILE` for every secret setting, below the variable itself."""
 
@@ -250,6 +260,12 @@ class Settings(BaseSettings):
         repr=False,
         description="Default HMAC secret of webhooks (department ones: GRIDBUS_SECRET_<DEPT> overrides it).",
     )
+    gridbus_api_key: SecretStr = Field(
+        SecretStr(""),
+        validation_alias="GRIDBUS_API_KEY",
+        json_schema_extra=SECRET,
+        description="The API key `gridbus demo` reports with. Empty: it creates a grid_app key once (kept in Redis).",
+    )
     webhook_url_template: str = Field(
         "",
         description="If set, every department's webhook URL is this with `{dept}` filled in "
@@ -340,13 +356,9 @@ class Settings(BaseSettings):
 
     def webhook_secret_of(self, who: str) -> str:
         """The HMAC secret of one webhook: `GRIDBUS_SECRET_<WHO>` (a department code, GRIDAPP
-        or OPS; or the file named by `…_FILE`), else WEBHOOK_SECRET. Per-recipient names
-        cannot be fields: they are read here, the one place that reads them."""
-        name = f"GRIDBUS_SECRET_{who.upper()}"
-        if os.environ.get(name):
-            return os.environ[name]
-        path = os.environ.get(f"{name}_FILE")
-        return read_secret_file(path) if path else self.webhook_secret
+        or OPS; or the file named by `…_FILE`), else WEBHOOK_SECRET (`named_secret`)."""
+        secret = named_secret(f"GRIDBUS_SECRET_{who.upper()}")
+        return self.webhook_secret if secret is None else secret
 
     def rate_limit(self, role: str) -> str:
         return str(getattr(self, f"rate_limit_{role}"))

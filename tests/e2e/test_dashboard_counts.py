@@ -205,7 +205,9 @@ def test_panels_show_zero_before_traffic_then_the_exact_counts(fresh: dict[str, 
             last, still_since = now, time.monotonic()
     assert time.monotonic() - still_since >= 4, "the counters never settled"
     assert last["sla:gridbus_deadlines_breached_total"] >= 5  # the five unacknowledged cases
-    time.sleep(2.5)  # at least two scrapes of the settled values
+    # at least two scrapes of the settled values (Prometheus scrapes every second here)
+    settled_at = time.time()
+    assert wait_for(lambda: all(_last_scrape(base, s) >= settled_at + 1 for s in SERVICES), 15), "scrapes stopped"
 
     # ---------------------------------------------------------------- panel == raw counter
     raw = {s: _raw(fresh, s) for s in SERVICES}

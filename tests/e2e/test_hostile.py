@@ -330,7 +330,7 @@ def test_slow_clients_do_not_stop_intake(hostile: dict[str, Any]) -> None:
     )
     slow = [_half_sent(port, head) for _ in range(40)]
     try:
-        time.sleep(0.2)
+        time.sleep(0.2)  # the 40 half-sent requests reach the server (nothing to observe from here)
         assert httpx.get(f"{hostile['base']}/healthz", timeout=2).status_code == 200
         started = time.monotonic()
         r = httpx.post(f"{hostile['base']}/v1/reports", json=_report(), headers=bearer(keys["grid_app"]), timeout=2)
@@ -483,6 +483,7 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
         (topology.EX_REPORTS, topology.RK_REPORT, f"not json {PHONE}".encode(), "application/json"),
     ]
     marker = uuid.uuid4().hex
+    rejected_before = sum('"message_rejected"' in ln for ln in _log_lines(hostile))
     for exchange, rk, body, ctype in amqp_rejections:
         ch.basic_publish(
             message(
@@ -497,7 +498,11 @@ def test_pii_reaches_no_log_line(hostile: dict[str, Any]) -> None:
         return ch.queue_declare(dead, passive=True).message_count >= len(amqp_rejections)
 
     assert wait_for(all_dead, 10)
-    time.sleep(0.5)  # let the log lines land
+    # every rejection's log line has landed (each is one message_rejected line)
+    assert wait_for(
+        lambda: sum('"message_rejected"' in ln for ln in _log_lines(hostile)) >= rejected_before + len(amqp_rejections),
+        10,
+    )
     lines = _log_lines(hostile)
     secrets_ = [k.split(".", 1)[1] for k in keys.values()]
     leaks = [ln for ln in lines if PHONE in ln or any(s in ln for s in secrets_)]

@@ -7,7 +7,6 @@ comes out."""
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import httpx
@@ -72,7 +71,13 @@ def test_dispatch_webhook_once_and_failure_reported(stack: dict[str, Any]) -> No
     assert found, f"no notification_failed for the unreachable liaison; got {failures}"
     assert found[0]["channel"] == "sms" and "400" in found[0]["reason"]
 
-    time.sleep(3)
+    def dropped_as_done() -> bool:  # the repeated event's webhook delivery, recognised as done
+        for line in stack["log"].read_text(encoding="utf-8", errors="replace").splitlines():
+            if '"delivery_duplicate"' in line and case_id in line and '"webhook"' in line:
+                return True
+        return False
+
+    assert wait_for(dropped_as_done, 30), "the repeated event's webhook delivery was not dropped as done"
     assert len(hooks()) == 1
     metrics = httpx.get(f"http://127.0.0.1:{stack['settings'].notifier_metrics_port}/metrics", timeout=5).text
     assert 'gridbus_notification_deliveries_total{channel="webhook",outcome="delivered"}' in metrics

@@ -9,8 +9,6 @@ The real notifier process on the real RabbitMQ and Redis, with a local webhook r
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -23,6 +21,7 @@ from tests.integration.test_notifier_service import (
     STREET,
     Hooks,
     dispatched,
+    log_events,
     new_case_id,
     notifier_stack,
     publish,
@@ -76,18 +75,8 @@ def _metrics(stack: dict[str, Any]) -> str:
     return httpx.get(f"http://127.0.0.1:{stack['env']['NOTIFIER_METRICS_PORT']}/metrics", timeout=5).text
 
 
-def _log_events(stack: dict[str, Any]) -> list[dict[str, Any]]:
-    out = []
-    for line in Path(stack["log"]).read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
-
-
 def test_disabled_channels_are_reported_once_and_by_a_gauge(stack: dict[str, Any]) -> None:
-    said = [e for e in _log_events(stack) if e.get("event") == "channels_disabled"]
+    said = [e for e in log_events(stack) if e.get("event") == "channels_disabled"]
     assert len(said) == 1, said
     assert said[0]["channels"] == ["email", "sms"]
     assert said[0]["enable_with"] == ["GRIDBUS_SMS_URL", "GRIDBUS_SMTP_HOST"]
@@ -144,7 +133,7 @@ def test_sms_without_a_provider_counts_as_no_address_not_a_dead_letter(stack: di
     assert not [h for c in cases for h in hooks.for_case(c, "/ops")]  # no notification_failed
     warned = [
         e
-        for e in _log_events(stack)
+        for e in log_events(stack)
         if e.get("event") in ("delivery_no_address", "delivery_dead") and e.get("case_id") in cases
     ]
     assert warned == []  # one line at start-up said it all

@@ -388,6 +388,33 @@ def publish(stack: dict[str, Any], event: Envelope) -> None:
     )
 
 
+def log_events(stack: dict[str, Any]) -> list[dict[str, Any]]:
+    """The notifier's JSON log lines so far."""
+    out = []
+    for line in Path(stack["log"]).read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue
+    return out
+
+
+def logged(stack: dict[str, Any], event: str, case_id: str, channel: str | None = None) -> list[dict[str, Any]]:
+    """Log lines `event` of the notifier about `case_id` (on `channel`): what it has finished
+    doing, to wait on instead of a fixed sleep."""
+    return [
+        e
+        for e in log_events(stack)
+        if e.get("event") == event and e.get("case_id") == case_id and channel in (None, e.get("channel"))
+    ]
+
+
+def nothing_held(stack: dict[str, Any]) -> bool:
+    """No held message is waiting for a digest (or being digested): no digest can follow."""
+    r, prefix = stack["redis"], stack["prefix"]
+    return not (r.zcard(f"{prefix}:notify:release") or r.zcard(f"{prefix}:notify:release_leased"))
+
+
 def robot_texts(server: LocalHTTP) -> list[str]:
     return [json.dumps(r.json(), ensure_ascii=False) for r in server.received]
 
@@ -412,7 +439,7 @@ def test_quiet_hours_hold_messages_and_send_one_digest_when_they_end(stack: dict
     assert got, "no digest after the quiet hours ended"
     assert time.time() >= stack["quiet_end"].timestamp() - 1
     assert len(got) == 1 and "【汇总】2 条案件通知" in got[0] and "<@qx-water-001>" in got[0]
-    time.sleep(2)
+    assert wait_for(lambda: nothing_held(stack), 10), "messages still held after the digest"
     assert len([t for t in robot_texts(stack["wecom"]) if first in t or second in t]) == 1
 
 
@@ -504,7 +531,15 @@ def test_duplicate_event_gives_one_message_per_recipient_and_channel(stack: dict
     hooks: Hooks = stack["hooks"]
     assert wait_for(lambda: hooks.for_case(case_id, "/hooks/gas"), 20)
     assert wait_for(lambda: [t for t in robot_texts(stack["wecom"]) if case_id in t], 20)
-    time.sleep(12)  # a parked copy comes back from the 10 s queue
+    # the second copy's deliveries are dropped as done, at once or once a parked copy comes
+    # back from the 10 s queue: wait for that, then nothing more can be sent
+    assert wait_for(
+        lambda: (
+            logged(stack, "delivery_duplicate", case_id, "webhook")
+            and logged(stack, "delivery_duplicate", case_id, "wecom")
+        ),
+        30,
+    ), [e for e in log_events(stack) if e.get("case_id") == case_id]
     assert len(hooks.for_case(case_id, "/hooks/gas")) == 1
     assert len([t for t in robot_texts(stack["wecom"]) if case_id in t]) == 1
 
@@ -524,7 +559,10 @@ def test_503_then_success_and_429_retry_after_go_through_the_delay_queue(stack: 
         first, second = hooks.for_case(case_id, "/hooks/")[:2]
         assert first["delivery"] == second["delivery"], "a retry must carry the same delivery id"
         assert second["at"] - first["at"] >= least
-    time.sleep(2)
+    # recorded as delivered (the done marker written): no further retry can follow
+    assert wait_for(
+        lambda: logged(stack, "delivered", busy, "webhook") and logged(stack, "delivered", limited, "webhook"), 10
+    )
     assert len(hooks.for_case(busy, "/hooks/")) == 2 and len(hooks.for_case(limited, "/hooks/")) == 2
 
 
@@ -604,7 +642,8 @@ def test_crash_between_send_and_record_resends_once_with_the_same_delivery_id(st
     assert "outcome unknown" in dead[0]["headers"]["x-gridbus-reason"]
     assert len(hooks.for_case(twice, "/hooks/cable")) == 2
     assert len({h["delivery"] for h in hooks.for_case(twice, "/hooks/cable")}) == 1
-    time.sleep(3)
+    # the resent one is recorded as delivered (its done marker written): no third send can follow
+    assert wait_for(lambda: logged(stack, "delivered", once, "webhook"), 30)
     assert len(hooks.for_case(once, "/hooks/power")) == 2
     hooks.release.set()
 

@@ -37,6 +37,23 @@ def test_per_recipient_webhook_secrets(tmp_path: Path, monkeypatch: pytest.Monke
     )
 
 
+def test_department_passwords_and_the_demo_key_are_read_like_the_other_secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.broker_users import password_for
+
+    gas = tmp_path / "gas"
+    gas.write_text("gas-pass\n", encoding="utf-8")
+    monkeypatch.setenv("GRIDBUS_DEPT_PASSWORD_GAS_FILE", str(gas))
+    monkeypatch.setenv("GRIDBUS_DEPT_PASSWORD_POWER", "power-pass")
+    monkeypatch.delenv("GRIDBUS_DEPT_PASSWORD_WATER", raising=False)
+    monkeypatch.delenv("GRIDBUS_DEPT_PASSWORD_WATER_FILE", raising=False)
+    assert (password_for("gas"), password_for("power"), password_for("water")) == ("gas-pass", "power-pass", None)
+    monkeypatch.setenv("GRIDBUS_API_KEY_FILE", str(gas))
+    s = Settings()
+    assert s.gridbus_api_key.get_secret_value() == "gas-pass" and "gas-pass" not in repr(s)
+
+
 def test_channel_settings_are_the_settings_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GRIDBUS_SMTP_HOST", "mail.example.cn")
     monkeypatch.setenv("GRIDBUS_SMTP_PORT", "2525")
