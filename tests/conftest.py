@@ -212,6 +212,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def service_ports() -> dict[str, str]:
+    """Free ports for intake's HTTP API and every service's /metrics (each `*_METRICS_PORT`
+    setting), as environment variables: a stack of services that collides with nothing."""
+    from shared.config import Settings
+
+    names = ["intake_http_port", *(n for n in Settings.model_fields if n.endswith("_metrics_port"))]
+    return {n.upper(): str(free_port()) for n in names}
+
+
 _MARK_BY_FOLDER = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}
 
 

@@ -24,7 +24,7 @@ from services.notifier.signing import verify
 from services.runner import start_all, stop_all
 from shared.amqpclient import body_bytes, channel, close_quietly, connect, props
 from shared.config import Settings, reset_settings
-from tests.conftest import Vhosts, copy_config, free_port, wait_for  # noqa: F401 (e2e tests import it here)
+from tests.conftest import Vhosts, copy_config, free_port, service_ports, wait_for  # noqa: F401 (e2e tests import it here)
 from tests.localhttp import LocalHTTP, Reply, Request
 
 SECRET = "e2e-secret"
@@ -113,12 +113,7 @@ def running_stack(
         "CONFIG_DIR": str(config_dir),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
-        "INTAKE_HTTP_PORT": str(free_port()),
-        "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()),
-        "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()),
-        "ARCHIVER_METRICS_PORT": str(free_port()),
+        **service_ports(),
         "DATABASE_URL": pg_dsn,
         "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",

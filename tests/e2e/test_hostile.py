@@ -51,7 +51,7 @@ from shared import topology
 from shared.amqpclient import channel, close_quietly, connect, message
 from shared.config import Settings
 from tests.bad_input import BAD_REPORT_FIELDS, PHONE, with_field
-from tests.conftest import Vhosts, copy_config, free_port, wait_for
+from tests.conftest import Vhosts, copy_config, free_port, service_ports, wait_for
 from tests.e2e.conftest import report
 
 pytestmark = pytest.mark.e2e
@@ -78,11 +78,7 @@ def _env(amqp: str, redis_url: str, config_dir: Path, **more: str) -> dict[str, 
         "CONFIG_DIR": str(config_dir),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
-        "INTAKE_HTTP_PORT": str(free_port()),
-        "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()),
-        "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()),
+        **service_ports(),
         "HTTP_READ_TIMEOUT_SECONDS": str(READ_TIMEOUT),
         # the fuzzing roles must not be slowed by their limits; the station's is tested
         "RATE_LIMIT_GRID_APP": "2000/5000",

@@ -31,7 +31,7 @@ from services.runner import start_all, stop_all
 from shared import topology
 from shared.amqpclient import connection, queue_info
 from shared.config import Settings, reset_settings
-from tests.conftest import REPO, Vhosts, copy_config, free_port, wait_for
+from tests.conftest import REPO, Vhosts, copy_config, service_ports, wait_for
 from tests.e2e.conftest import SECRET, TEST_SLA, Sink, report, spread_location
 
 pytestmark = pytest.mark.e2e
@@ -72,12 +72,7 @@ def own_stack(
         "CONFIG_DIR": str(config_dir),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "INFO",
-        "INTAKE_HTTP_PORT": str(free_port()),
-        "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()),
-        "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()),
-        "ARCHIVER_METRICS_PORT": str(free_port()),
+        **service_ports(),
         "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
         "OUTBOX_RELAY_SECONDS": "0.5",

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from shared.amqpclient import queue_depth
-from shared.models import CaseEscalated, DeadlineBreached
+from shared.models import CaseEscalated
 from tests.conftest import Vhosts, wait_for
 from tests.integration.test_notifier_service import (
-    STREET,
     Hooks,
+    breached,
     dispatched,
     log_events,
     new_case_id,
@@ -94,19 +94,7 @@ def test_sms_without_a_provider_counts_as_no_address_not_a_dead_letter(stack: di
     for case_id in cases:
         store_case(stack, case_id)
         publish(stack, dispatched(case_id))
-        publish(
-            stack,
-            DeadlineBreached(
-                case_id=case_id,
-                correlation_id=f"r-{case_id}",
-                dept="lighting",
-                street=STREET,
-                level=3,
-                order_id=f"o-{case_id}",
-                deadline="acknowledge",
-                due_at=dispatched(case_id).occurred_at,
-            ),
-        )
+        publish(stack, breached(case_id, dispatched(case_id).occurred_at))
     # the department's webhook goes out for each case: the notifier has handled them
     assert wait_for(lambda: all(hooks.for_case(c, "/hooks/lighting") for c in cases), 30)
 

@@ -341,6 +341,21 @@ def dispatched(case_id: str, dept: str = "lighting", **kw: Any) -> CaseDispatche
     )
 
 
+def breached(case_id: str, due_at: datetime, **kw: Any) -> DeadlineBreached:
+    """The lighting department's acknowledge deadline of `dispatched(case_id)` missed."""
+    return DeadlineBreached(
+        case_id=case_id,
+        correlation_id=f"r-{case_id}",
+        dept="lighting",
+        street=STREET,
+        level=3,
+        order_id=f"o-{case_id}",
+        deadline="acknowledge",
+        due_at=due_at,
+        **kw,
+    )
+
+
 def store_case(
     stack: dict[str, Any], case_id: str, reporter: str = "w-1024", duplicates: list[str] = (), dept: str = "lighting"
 ) -> Case:
@@ -464,20 +479,7 @@ def test_each_channel_delivers_through_the_notifier(stack: dict[str, Any]) -> No
 
     # breach: SMS to the liaison (template + params), DingTalk (加签) @ the community commanders
     now = datetime.now(timezone.utc)
-    publish(
-        stack,
-        DeadlineBreached(
-            case_id=case_id,
-            correlation_id=f"r-{case_id}",
-            dept="lighting",
-            street=STREET,
-            level=3,
-            order_id=f"o-{case_id}",
-            deadline="acknowledge",
-            due_at=now - timedelta(minutes=30),
-            late_seconds=1800,
-        ),
-    )
+    publish(stack, breached(case_id, now - timedelta(minutes=30), late_seconds=1800))
     sms = wait_for(lambda: [r.json() for r in stack["sms"].received if r.json()["params"]["case_id"] == case_id], 20)
     assert sms and sms[0]["phone"] == "19907737140" and sms[0]["template_id"] == "SMS_T_BREACHED"
     assert sms[0]["params"]["place"] == "辰山社区" and len(sms[0]["out_id"]) == 32

@@ -26,7 +26,7 @@ import redis
 
 from shared import amqpclient, topology
 from shared.amqpclient import ConfirmChannel, connection
-from tests.conftest import REPO, Vhosts, free_port, wait_for
+from tests.conftest import REPO, Vhosts, free_port, service_ports, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -147,13 +147,7 @@ def service_env(vhost: str, redis_url: str, **extra: str) -> dict[str, str]:
         "REDIS_URL": redis_url,
         "REDIS_KEY_PREFIX": f"res{uuid.uuid4().hex[:8]}",
         "LOG_FORMAT": "json",
-        "INTAKE_HTTP_PORT": str(free_port()),
-        "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()),
-        "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()),
-        "ARCHIVER_METRICS_PORT": str(free_port()),
-        "BRIDGE_METRICS_PORT": str(free_port()),
+        **service_ports(),
         **extra,
     }
 
