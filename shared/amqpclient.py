@@ -68,6 +68,7 @@ def connect(
     retry_delay: float = 1.0,
     connect_timeout: float = 30.0,
     heartbeat: int = 0,
+    client_properties: dict[str, Any] | None = None,
 ) -> amqp.Connection:
     """An open connection to the broker (and vhost) of `amqp_uri`; `userid`/`password`
     override the URI's. Tries `attempts` times, `retry_delay` apart, so that a caller that
@@ -85,6 +86,7 @@ def connect(
             ssl=u.scheme == "amqps",
             connect_timeout=connect_timeout,
             heartbeat=heartbeat,
+            client_properties=client_properties,
         )
         # Not asking for connection.blocked notifications: with them py-amqp polls the socket
         # before every publish, half of a publish's CPU (bench/README.md), and gridbus has no
@@ -99,6 +101,17 @@ def connect(
                 raise BrokerUnreachable(host, exc) from exc
             time.sleep(retry_delay)
     raise AssertionError("unreachable")  # attempts >= 1
+
+
+def pump(conn: amqp.Connection, seconds: float) -> None:
+    """Handle whatever arrives on `conn` (deliveries to consumers' callbacks, confirms) for
+    `seconds`, then return."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            conn.drain_events(timeout=left)
+        except socket.timeout:
+            return
 
 
 def close_quietly(conn: amqp.Connection | None) -> None:

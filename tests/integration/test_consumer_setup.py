@@ -26,10 +26,10 @@ from typing import Iterator
 from urllib.parse import quote, unquote, urlparse
 
 import httpx
-import pika
 import pytest
 
 from shared import topology
+from shared.amqpclient import ConfirmChannel
 from tests.conftest import Vhosts, wait_for
 from tests.integration.test_resilience import Service, service_env
 from tests.integration.two_queue_service import QUEUES
@@ -131,15 +131,18 @@ def test_messages_delivered_while_the_next_consumer_starts_are_acked(
     slow_vhost: tuple[str, str], mgmt_api: httpx.Client, tmp_path: Path
 ) -> None:
     direct, slow = slow_vhost
-    conn = pika.BlockingConnection(pika.URLParameters(direct))
-    channel = conn.channel()
-    channel.confirm_delivery()
-    for queue in QUEUES:
-        for i in range(BACKLOG):
-            channel.basic_publish(
-                "", queue, json.dumps({"n": i}).encode(), pika.BasicProperties(delivery_mode=2), mandatory=True
-            )
-    conn.close()
+    publisher = ConfirmChannel(direct)
+    try:
+        publisher.publish(
+            [
+                ("", queue, json.dumps({"n": i}).encode(), {"delivery_mode": 2})
+                for queue in QUEUES
+                for i in range(BACKLOG)
+            ],
+            timeout=60,
+        )
+    finally:
+        publisher.close()
     env = service_env(slow, "redis://127.0.0.1:6379/0")
     service = Service("router", env, tmp_path / "two.log", argv=[sys.executable, "-c", TWO_QUEUES])
     try:
@@ -153,12 +156,11 @@ def test_messages_delivered_while_the_next_consumer_starts_are_acked(
 
 
 def _publish(vhost: str, queue: str, body: dict) -> None:
-    conn = pika.BlockingConnection(pika.URLParameters(vhost))
-    channel = conn.channel()
-    channel.confirm_delivery()
-    properties = pika.BasicProperties(delivery_mode=2, content_type="application/json")
-    channel.basic_publish("", queue, json.dumps(body).encode(), properties, mandatory=True)
-    conn.close()
+    publisher = ConfirmChannel(vhost)
+    try:
+        publisher.publish_one("", queue, json.dumps(body).encode(), delivery_mode=2, content_type="application/json")
+    finally:
+        publisher.close()
 
 
 def test_a_message_held_past_the_bound_fails_healthz_and_a_hung_one_ends_the_process(

@@ -225,9 +225,12 @@ def test_a_redis_outage_holds_messages_and_loses_none(
         assert wait_for(lambda: intake.metric("gridbus_consumer_held_messages", queue="intake.reports") == 6, 15), (
             intake.logs()
         )
-        # a negative: held messages never reach the dead-letter queue. The old requeue loop
-        # burnt the delivery limit in milliseconds; a second is far longer than that
-        time.sleep(1)
+        # a negative: held messages never reach the dead-letter queue (the old requeue loop
+        # burnt the delivery limit in milliseconds). Kept at 4 s: the queue deleted further
+        # down must come more than REDECLARE_EVERY_S (10 s) after the redeclare of the
+        # connection cut, or intake (CONSUMER_REATTACH_SECONDS=6) exits before it declares
+        # again; with 1 s here it failed every time
+        time.sleep(4)
         assert queue_depth(vhost, topology.dead_queue(topology.Q_INTAKE_REPORTS)) == 0
         assert intake.metric("gridbus_consumer_stalls_total", queue="intake.reports", dependency="redis") == 1
         assert queue_depth(vhost, topology.Q_ROUTER_CASES) == 0
@@ -432,15 +435,11 @@ def test_a_stall_with_nothing_held_ends_when_its_dependency_is_back(
         assert stalls() == 1
 
         # the other replica: a consumer of the same queue on a connection of its own
-        params = pika.URLParameters(vhost)
-        params.client_properties = {"connection_name": "the-other-replica"}
-        replica = pika.BlockingConnection(params)
-        channel = replica.channel()
-        channel.basic_qos(prefetch_count=100)
+        replica = amqpclient.connect(vhost, client_properties={"connection_name": "the-other-replica"})
+        channel = amqpclient.channel(replica)
+        channel.basic_qos(0, 100, False)
         taken: list[int] = []
-        tag = channel.basic_consume(
-            topology.Q_INTAKE_REPORTS, lambda ch, method, props, body: taken.append(method.delivery_tag)
-        )
+        tag = channel.basic_consume(topology.Q_INTAKE_REPORTS, callback=lambda m: taken.append(m.delivery_tag))
         name = quote(unquote(urlparse(vhost).path[1:]), safe="")
 
         def theirs() -> list[dict[str, Any]]:
@@ -451,7 +450,6 @@ def test_a_stall_with_nothing_held_ends_when_its_dependency_is_back(
             ]
 
         def listed() -> bool:
-            replica.process_data_events(0)
             return any(
                 (c.get("client_properties") or {}).get("connection_name") == "the-other-replica"
                 for c in mgmt_api.get(f"/api/vhosts/{name}/connections").json()
@@ -462,7 +460,7 @@ def test_a_stall_with_nothing_held_ends_when_its_dependency_is_back(
             mgmt_api.delete(f"/api/connections/{quote(c['name'], safe='')}")
 
         def all_taken() -> bool:
-            replica.process_data_events(0.2)
+            amqpclient.pump(replica, 0.2)
             return len(taken) == 4
 
         assert wait_for(all_taken, 20), (taken, intake.logs())
@@ -481,12 +479,11 @@ def test_a_stall_with_nothing_held_ends_when_its_dependency_is_back(
         assert wait_for(lambda: intake.count("consumer_stalled") == 2, 15), intake.logs()
         assert stalls() == 2
         own_redis.start()
-        replica.close()  # its four go back to intake: nothing was lost
+        amqpclient.close_quietly(replica)  # its four go back to intake: nothing was lost
         replica = None
         assert wait_for(lambda: intake.count("case_registered") == 5, 30), intake.logs()
         assert held() == 0 and queue_depth(vhost, topology.Q_INTAKE_REPORTS) == 0
     finally:
-        if replica is not None:
-            replica.close()
+        amqpclient.close_quietly(replica)
         intake.stop()
         vhost_factory.drop(vhost)
