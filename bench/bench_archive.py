@@ -339,9 +339,9 @@ def main() -> None:
     os.environ["REDIS_KEY_PREFIX"] = prefix
     from services import reports
     from services.archiver import db
-    from services.sla.indicators import Indicators
     from shared import ledger
     from shared.config import get_settings, reset_settings
+    from shared.indicators import Indicators
     from shared.logs import configure_logging
 
     reset_settings()
