@@ -226,7 +226,7 @@ class Settings(BaseSettings):
         "broker) is down; held messages are tried again, never requeued, until it is back.",
     )
     consumer_stuck_seconds: float = Field(
-        120.0,
+        300.0,  # above the longest try of a handler (two confirm publishes: 2 × (30 s connect + 30 s confirm))
         description="A message a consumer took and has not tried for this long (a hung handler, a retry "
         "that never woke) fails /healthz (`messages`) and ends the process, so that the broker hands it "
         "out again; a message held this long fails /healthz (`held`) until it goes through.",
