@@ -460,6 +460,9 @@ def run(sizes: list[int], ops: int, open_share: float, out: str | None = None) -
                         "ops": figures,
                     }
                     print(_line(size, result["sizes"][str(size)], grown_s), flush=True)
+                    for name, f in figures.items():  # as it goes: a long run can be read before it ends
+                        ms = f"p50 {f['p50_ms']:9.2f}  p99 {f['p99_ms']:9.2f} ms"
+                        print(f"    {name:<20} CPU {f['cpu_ms']:8.2f} ms  {ms}", flush=True)
                 first = result["sizes"][str(sizes[0])]["ops"]
                 for s in result["sizes"].values():
                     for name, f in s["ops"].items():
