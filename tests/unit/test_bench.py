@@ -197,3 +197,34 @@ def test_broker_counters_are_read_until_they_stay_the_same() -> None:
         lambda: {"n": next(moving)}, quiet_s=5.0, timeout_s=10, clock=lambda: now[0], sleep=sleep
     )
     assert not ok
+
+
+def test_idle_figures_are_shares_of_one_core_and_wake_ups_per_second() -> None:
+    from bench.idle import analyse as idle_analyse
+    from bench.idle import summary_lines as idle_lines
+
+    def snap(t: float, cpu: float, fire_due: int, frames: int) -> dict:
+        return {
+            "t": t,
+            "cpu": {
+                "intake": cpu,
+                "sla": 2 * cpu,
+                "router": cpu,
+                "notifier": cpu,
+                "archiver": cpu,
+                "rabbitmq": 5 * cpu,
+            },
+            "machine": 10 * t,
+            "runs": {"sla": {"fire_due": (fire_due, 1.5), "relay_outbox": (3, 2.0)}},
+            "frames": {"connections": 10, "frames_in": frames, "frames_out": frames},
+            "counters": _counters({}, {}, {}),
+        }
+
+    r = idle_analyse(snap(0.0, 1.0, 100, 0), snap(10.0, 1.01, 150, 20))
+    assert r["cpu_share_of_one_core"]["sla"] == pytest.approx(0.002)
+    assert r["services_share_of_one_core"] == pytest.approx(0.006) and r["within_target"]
+    assert set(r["shared_servers_share_of_one_core"]) == {"rabbitmq"}  # not counted as the stack's
+    assert r["entrypoint_runs"] == {"sla": {"fire_due": {"per_s": 5.0, "mean_ms": 1.5}}}  # relay did not run
+    assert r["broker"]["frames_in_per_s"] == 2.0
+    r["machine"] = {"loadavg": ["1", "1", "1"], "loadavg_end": ["1", "1", "1"]}
+    assert any("fire_due 5.0/s" in line for line in idle_lines(r))
