@@ -22,7 +22,8 @@ Safe with several replicas: one takes a turn per period (shared/reconcile.py), a
 change is a compare-and-commit that does nothing when sla knows every active order by
 then (another replica, or the original event, got there first). An acknowledgement that
 came after its acknowledge deadline is recorded as it is, not judged again: the breach
-that was never fired is not invented afterwards.
+that was never fired is not invented afterwards (no ledger entry, no escalation), but the
+decision is counted as what it was: breached, not met.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Repair:
     status: CaseStatus
     dispatched: CaseDispatched
     since: list[tuple[float, CaseUpdated]]  # (when it happened, the change), oldest first
+    acked_late: frozenset[str] = frozenset()  # departments that acknowledged after their acknowledge deadline
 
     @property
     def orders(self) -> list[str]:
@@ -157,7 +159,12 @@ def repair_of(case: Case) -> Repair:
         elif frm is CaseStatus.suspended and entry.to_status is not CaseStatus.suspended:
             since.append((at, change(f"resume:{i}", at, CaseStatus.suspended, CaseStatus.in_progress, action="resume")))
     since.sort(key=lambda item: item[0])
-    return Repair(case.case_id, case.status, dispatched, since)
+    late = frozenset(
+        a.dept
+        for a in dispatched.assignments
+        if a.acknowledged_at is not None and a.ack_due is not None and a.acknowledged_at > a.ack_due
+    )
+    return Repair(case.case_id, case.status, dispatched, since, late)
 
 
 def _merge(into: Effects, fx: Effects) -> None:
@@ -178,6 +185,10 @@ def rearm(engine: Engine, doc: CaseClocks | None, repair: Repair, now: float) ->
     for at, event in repair.since:
         _merge(fx, engine.updated(doc, event, at))
     doc.status = repair.status.value
+    fx.decided = [
+        (dept, kind, "breached" if kind == "acknowledge" and dept in repair.acked_late else outcome)
+        for dept, kind, outcome in fx.decided
+    ]
     # a clock started and stopped within the repair (acknowledged) never needs its timer
     cancelled = set(fx.cancel)
     fx.arm = [t for t in fx.arm if t[0] not in cancelled]

@@ -151,3 +151,12 @@ def test_a_case_sla_knows_by_then_is_not_repaired_again(engine: Engine) -> None:
     doc, _ = rearm(engine, None, repair, now=at(30))
     again_doc, again = rearm(engine, doc, repair, now=at(31))
     assert again.stale and again.arm == [] and again.counts == [] and again.decided == []
+
+
+def test_an_acknowledgement_after_its_deadline_counts_as_breached(engine: Engine) -> None:
+    """Acknowledged at 25 min, 15 min after the 10 min deadline: the missed acknowledge
+    deadline is decided `breached` (no ledger entry or escalation is invented afterwards)."""
+    doc, fx = rearm(engine, None, repair_of(case(CaseStatus.acknowledged, acked_min=25)), now=at(30))
+    assert doc is not None
+    assert fx.decided == [("sanitation", "acknowledge", "breached")]
+    assert fx.ledger == [] and fx.events == []
