@@ -12,7 +12,8 @@ rows by `refresh` (after a migration, a change of TIMEZONE, or a bulk load).
 
 Several archivers may write entries of the same case at once: each clocks record takes
 the case's advisory lock first, so the per-case recount of `ledger_firsts` sees every
-entry committed before it.
+entry committed before it. Roll-up rows are updated in key order (table by table, in the
+same order), so two archivers never wait on each other's rows in a cycle.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def add_counts(conn: psycopg.Connection, counts: Iterable[tuple[str, str, str, s
                 "ON CONFLICT (period, scope, key, counter) DO UPDATE SET n = m.n + EXCLUDED.n",
                 [(*key, n) for key, n in sorted(summed.items())],
             )
+
+
+def _rollup_key(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[:5]  # grain, bucket, dept, street, liaison: the primary key
 
 
 def _entry(e: dict[str, Any]) -> tuple[float, float, int, str, str]:
@@ -170,8 +175,9 @@ def ledger(
                 rollups.append(
                     (grain, bucket, dept, street, liaison, 0, 0, 0, 0, _NO_LEVEL, 1, late, late, math.inf, "")
                 )
-        if rollups:
-            cur.executemany(_ROLLUP, rollups)
+        if rollups:  # in key order, as every writer takes them: no deadlock between archivers
+            ordered: list[tuple[Any, ...]] = sorted(rollups, key=_rollup_key)
+            cur.executemany(_ROLLUP, ordered)
         if added:
             _recount_firsts(cur, case_id, set(added))
 
@@ -205,7 +211,13 @@ def _recount_firsts(cur: psycopg.Cursor[Any], case_id: str, added: set[str]) -> 
         "ON CONFLICT (grain, bucket, scope, dept, street, liaison, prev_day) DO UPDATE SET n = f.n + EXCLUDED.n",
         changes,
     )
-    cur.execute("DELETE FROM ledger_firsts WHERE n = 0")
+    emptied = [c[:7] for c in changes if c[7] < 0]
+    if emptied:  # a row down to 0 goes, as refresh() would not make it
+        cur.executemany(
+            "DELETE FROM ledger_firsts WHERE (grain, bucket, scope, dept, street, liaison, prev_day) = "
+            "(%s, %s, %s, %s, %s, %s, %s) AND n = 0",
+            emptied,
+        )
 
 
 def state(conn: psycopg.Connection) -> str | None:
