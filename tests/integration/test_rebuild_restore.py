@@ -56,6 +56,9 @@ def test_bridge_identity_station_street_and_key_use_come_back(redis_client: redi
         redis_client.delete(*redis_client.scan_iter(f"{prefix}:*", count=1000))  # Redis lost everything
         now = (datetime(2026, 11, 28, tzinfo=timezone.utc) + timedelta(days=1)).timestamp()
         report = restore(conn, redis_client, 30, TZ, now=now)
+        for t in ("journal", "cases", "api_keys"):  # the session's database is shared by the tests after
+            conn.execute(f"TRUNCATE {t} CASCADE")
+        conn.commit()
 
     assert report.bridge == 2  # the city's case and the open one; not the closed local case
     assert redis_client.hgetall(keys.bridge_external(city[0].case_id)) == {
