@@ -181,7 +181,9 @@ class Growth:
             pipe.hset(keys.case(cid), mapping={"doc": doc, "version": version})
             pipe.zadd(keys.cases_by_time(), {cid: reg.timestamp()})
             pipe.zadd(keys.open_cases(), {cid: reg.timestamp()})
-            pipe.geoadd(keys.open_cases_geo(cat), (lon, lat, cid))
+            geo = keys.open_cases_geo(cat, keys.geo_day(reg.timestamp()))  # as intake's register script
+            pipe.geoadd(geo, (lon, lat, cid))
+            pipe.expire(geo, keys.GEO_DAY_TTL_S)
             opened += 1
             n_in_pipe += 1
             if n_in_pipe >= BATCH:
