@@ -88,7 +88,11 @@ class Meter:
     pids: list[int] = field(default_factory=list)
 
     def cpu_ns(self) -> int:
-        return time.process_time_ns() + sum(schedstat_ns(p) for p in self.pids)
+        return sum(self.parts())
+
+    def parts(self) -> list[int]:
+        """[this process, then each watched pid] in ns."""
+        return [time.process_time_ns(), *(schedstat_ns(p) for p in self.pids)]
 
 
 def case_id_of(k: int, registered: datetime, tz: ZoneInfo) -> str:
@@ -388,18 +392,22 @@ class Growth:
 def measure(fn: Callable[[], Any], ops: int, meter: Meter) -> dict[str, float]:
     fn()  # warm: connections, scripts, caches
     took = []
-    c0 = meter.cpu_ns()
+    p0 = meter.parts()
     for _ in range(ops):
         t = time.perf_counter()
         fn()
         took.append(time.perf_counter() - t)
-    cpu = (meter.cpu_ns() - c0) / ops / 1e6
+    parts = [(b - a) / ops / 1e6 for a, b in zip(p0, meter.parts(), strict=True)]
     took.sort()
     return {
         "ops": ops,
         "p50_ms": statistics.median(took) * 1000,
         "p99_ms": took[min(len(took) - 1, int(0.99 * (len(took) - 1) + 0.999))] * 1000,
-        "cpu_ms": cpu,
+        "cpu_ms": sum(parts),
+        # where the CPU went: this process (the service's code), our Redis server, PostgreSQL
+        "cpu_client_ms": parts[0],
+        "cpu_redis_ms": parts[1] if len(parts) > 1 else 0.0,
+        "cpu_pg_ms": sum(parts[2:]),
     }
 
 
@@ -464,6 +472,7 @@ def run(sizes: list[int], ops: int, open_share: float, out: str | None = None) -
                     print(_line(size, result["sizes"][str(size)], grown_s), flush=True)
                     for name, f in figures.items():  # as it goes: a long run can be read before it ends
                         ms = f"p50 {f['p50_ms']:9.2f}  p99 {f['p99_ms']:9.2f} ms"
+                        ms += f"  (CPU client {f['cpu_client_ms']:.2f}, Redis {f['cpu_redis_ms']:.2f})"
                         print(f"    {name:<20} CPU {f['cpu_ms']:8.2f} ms  {ms}", flush=True)
                 first = result["sizes"][str(sizes[0])]["ops"]
                 for s in result["sizes"].values():

@@ -28,7 +28,8 @@ def test_growth_benchmark_reports_every_figure(tmp_path: Path, pg_dsn: str) -> N
         assert set(s["ops"]) == set(bench_growth.OPS)
         for name, f in s["ops"].items():
             assert f["ops"] == 3, name
-            for k in ("p50_ms", "p99_ms", "cpu_ms"):
+            for k in ("p50_ms", "p99_ms", "cpu_ms", "cpu_client_ms"):
                 assert f[k] > 0, (size, name, k)
+            assert f["cpu_redis_ms"] >= 0 and f["cpu_pg_ms"] >= 0, (size, name)  # the CPU split by process
             assert f["p99_ratio"] is not None and f["cpu_ratio"] is not None, (size, name)
     assert all(f["p99_ratio"] == 1.0 for f in result["sizes"]["300"]["ops"].values())  # the baseline itself
