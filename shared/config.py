@@ -210,6 +210,13 @@ class Settings(BaseSettings):
     outbox_relay_seconds: float = Field(
         2.0, description="How often intake re-publishes events stored but not yet confirmed."
     )
+    outbox_relay_after_seconds: float = Field(
+        5.0,
+        gt=0.0,
+        description="How old an event stored but not yet confirmed must be before intake's or sla's relay "
+        "publishes it again: above a slow request's own publish, so that a busy machine does not send each "
+        "event twice.",
+    )
     sla_tick_seconds: float = Field(0.2, description="How often sla looks for due timers.")
     sla_fire_ahead_seconds: float = Field(
         2.0,

@@ -277,7 +277,7 @@ class IntakeService(GridbusService, CasesApi, Open311Api, AccountabilityApi, Com
     @timer(interval=get_settings().outbox_relay_seconds)
     def relay_outbox(self) -> None:
         store, _ = self.domain.for_client(self.redis)
-        relayed = relay_stored(self.bus, store, get_settings().outbox_relay_seconds)
+        relayed = relay_stored(self.bus, store, get_settings().outbox_relay_after_seconds)
         if relayed:
             metrics.REPAIRS.labels("intake", "outbox_relayed").inc(relayed)
         metrics.OUTBOX_PENDING.set(store.outbox.size())

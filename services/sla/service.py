@@ -29,7 +29,6 @@ from shared.worktime import load_calendar
 
 log = structlog.get_logger("gridbus.sla")
 
-OUTBOX_RELAY_AFTER_S = 5.0
 PUBLISH_CHECK_S = 1.0  #: the publishing loop looks for committed events at least this often
 INDICATORS_EVERY_S = 30.0
 TICK = Heartbeat(30.0)  #: beats at every run of `fire_due` (one sla service per process)
@@ -131,7 +130,7 @@ class SlaService:
 
     @timer(interval=2.0)
     def relay_outbox(self) -> None:
-        relayed = self.deadlines.relay(OUTBOX_RELAY_AFTER_S)
+        relayed = self.deadlines.relay(get_settings().outbox_relay_after_seconds)
         if relayed:
             metrics.REPAIRS.labels("sla", "outbox_relayed").inc(relayed)
         metrics.SLA_OUTBOX_PENDING.set(self.deadlines.store.outbox.size())

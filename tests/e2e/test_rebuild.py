@@ -76,6 +76,7 @@ def own_stack(
         "WEBHOOK_SECRET": SECRET,
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink.port}/hooks/{{dept}}",
         "OUTBOX_RELAY_SECONDS": "0.5",
+        "OUTBOX_RELAY_AFTER_SECONDS": "0.5",
     }
     stack = Stack(env, config_dir / "services.log")
     stack.start()
