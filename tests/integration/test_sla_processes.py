@@ -232,5 +232,7 @@ def test_replica_killed_mid_lease_fires_once_after_the_lease(
     first = next(m for m in got if m["message_id"].endswith(leased[0]))
     fired_at = datetime.fromisoformat(first["occurred_at"]).timestamp()
     assert fired_at >= claimed_at + LEASE_S - 0.5, "fired before the dead replica's lease ran out"
-    assert fired_at - max(ready_at, claimed_at + LEASE_S) < 1.0, "not fired within 1 s of being able to"
+    # a bound on liveness, not a speed figure: the restarted replica's first ticks (and, with
+    # fire-ahead, its claim of what falls due within SLA_FIRE_AHEAD_SECONDS) may take a second
+    assert fired_at - max(ready_at, claimed_at + LEASE_S) < 3.0, "not fired within 3 s of being able to"
     client.close()
