@@ -33,21 +33,9 @@ import psycopg
 import redis
 from psycopg.conninfo import make_conninfo
 
-TABLES = (
-    "journal",
-    "cases",
-    "case_timeline",
-    "case_assignments",
-    "orders",
-    "clocks",
-    "ledger",
-    "ledger_ended",
-    "indicator_months",
-    "ledger_rollup",
-    "ledger_firsts",
-    "notifications",
-    "api_keys",
-)
+from services.archiver import db
+
+TABLES = db.TABLES
 
 
 def _one(conn: psycopg.Connection, query: str) -> tuple[Any, ...]:
@@ -338,7 +326,6 @@ def main() -> None:
     prefix = f"bencharch{uuid.uuid4().hex[:6]}"
     os.environ["REDIS_KEY_PREFIX"] = prefix
     from services import reports
-    from services.archiver import db
     from shared import ledger
     from shared.config import get_settings, reset_settings
     from shared.indicators import Indicators

@@ -17,6 +17,22 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+#: every table of the record the migrations create (what a count, a wipe or a size covers)
+TABLES = (
+    "journal",
+    "cases",
+    "case_timeline",
+    "case_assignments",
+    "orders",
+    "clocks",
+    "ledger",
+    "ledger_ended",
+    "indicator_months",
+    "ledger_rollup",
+    "ledger_firsts",
+    "notifications",
+    "api_keys",
+)
 _LOCK_ID = 4_503_050_012  # pg_advisory_lock key of the migration runner
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 

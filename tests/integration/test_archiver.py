@@ -34,21 +34,7 @@ pytestmark = pytest.mark.integration
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)
-TABLES = (
-    "journal",
-    "cases",
-    "case_timeline",
-    "case_assignments",
-    "orders",
-    "clocks",
-    "ledger",
-    "ledger_ended",
-    "indicator_months",
-    "ledger_rollup",
-    "ledger_firsts",
-    "notifications",
-    "api_keys",
-)
+TABLES = db.TABLES
 
 
 def snapshot(conn: psycopg.Connection) -> dict[str, list[tuple[Any, ...]]]:
