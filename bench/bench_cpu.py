@@ -25,9 +25,11 @@ eventlet.monkey_patch()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import cProfile  # noqa: E402
 import json  # noqa: E402
 import multiprocessing as mp  # noqa: E402
 import os  # noqa: E402
+import pstats  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -51,6 +53,7 @@ STEPS = (
     "intake_register",
     "router_plan_publish",
     "intake_apply_dispatch",
+    "sla_clocks",
     "notifier_plan",
     "notifier_deliver",
 )
@@ -64,7 +67,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run(reports: int, amqp_uri: str, mgmt_url: str, redis_url: str, warmup: int = 20) -> dict[str, Any]:
+def run(
+    reports: int, amqp_uri: str, mgmt_url: str, redis_url: str, warmup: int = 20, profile: str | None = None
+) -> dict[str, Any]:
     from bench.pipeline import _serve_sink
 
     tag = uuid.uuid4().hex[:8]
@@ -91,14 +96,14 @@ def run(reports: int, amqp_uri: str, mgmt_url: str, redis_url: str, warmup: int 
                 }
             )
             try:
-                return _measure(reports, vhost_uri, tag, warmup)
+                return _measure(reports, vhost_uri, tag, warmup, profile)
             finally:
                 delete_redis_prefix(redis_url, prefix)
     finally:
         sink.kill()
 
 
-def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, Any]:
+def _measure(reports: int, vhost_uri: str, tag: str, warmup: int, profile: str | None = None) -> dict[str, Any]:
     from services.intake.auth import authenticate, create_key, use_time
     from services.intake.boundary import HttpGate
     from services.intake.cases import apply_event
@@ -123,6 +128,7 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, A
     intake_bus, router_bus = Bus(vhost_uri, "intake"), Bus(vhost_uri, "router")
     notifier_bus = Bus(vhost_uri, "notifier")
     domain, routing, notifier_config, gate = Domain(), DispatcherProvider(), NotifierConfig(), HttpGate()
+    deadlines = _deadlines(client, Bus(vhost_uri, "sla"))
     for provider in (domain, routing, notifier_config, gate):
         provider.setup()
     token, _ = create_key(client, "grid_app", name="bench")
@@ -136,12 +142,19 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, A
     spent = {s: 0.0 for s in STEPS}
     counts = {"deliveries": 0, "reports": 0}
 
+    profiler = cProfile.Profile() if profile else None
+
     @contextlib.contextmanager
     def timed(step: str, measure: bool) -> Iterator[None]:
+        profiling = profiler is not None and measure and step == profile
+        if profiling:
+            profiler.enable()
         t = time.process_time()
         yield
         if measure:
             spent[step] += time.process_time() - t
+        if profiling:
+            profiler.disable()
 
     started = time.perf_counter()
     for i, body in enumerate(bodies):
@@ -164,6 +177,9 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, A
         with timed("intake_apply_dispatch", m):
             _, events, _ = apply_event(store, plan.dispatched)
             publish_stored(intake_bus, store, events)
+        with timed("sla_clocks", m):  # both events sla.events gets for a report
+            deadlines.handle(registered)
+            deadlines.handle(plan.dispatched)
         notifier = notifier_config.notifier(client, notifier_bus)
         with timed("notifier_plan", m):
             planned = notifier.on_event(plan.dispatched)
@@ -174,6 +190,8 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, A
             counts["reports"] += 1
             counts["deliveries"] += len(planned)
     wall = time.perf_counter() - started
+    if profiler is not None:  # where the step's CPU goes (cProfile inflates it; the figures above are without)
+        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(40)
     n = counts["reports"]
     per_report = {s: round(v / n * 1000, 3) for s, v in spent.items()}
     return {
@@ -183,11 +201,32 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int) -> dict[str, A
         "cpu_ms_per_report_by_service": {
             "intake": round(sum(v for k, v in per_report.items() if k.startswith("intake")), 3),
             "router": per_report["router_plan_publish"],
+            "sla": per_report["sla_clocks"],
             "notifier": round(per_report["notifier_plan"] + per_report["notifier_deliver"], 3),
         },
         "wall_s": round(wall, 2),
         "load_average": os.getloadavg(),
     }
+
+
+def _deadlines(client: Any, bus: Any) -> Any:
+    """sla's `Deadlines` as its provider builds it (no timers started: the bench's reports
+    fall due hours later)."""
+    from services.sla.deadlines import Deadlines
+    from shared.departments import load_departments
+    from shared.grid import load_grid
+    from shared.policies import load_policies
+    from shared.worktime import load_calendar
+
+    return Deadlines(
+        client,
+        load_policies(),
+        load_calendar(),
+        bus.publish_event,
+        grid=load_grid(),
+        departments=load_departments(),
+        publish_many=bus.publish_events,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,11 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=20, help="reports sent first and not counted")
     p.add_argument("--runs", type=int, default=1, help="repeat, fresh vhost each time; prints the median")
     p.add_argument("--out", help="result JSON file")
+    p.add_argument("--profile", choices=STEPS, help="print cProfile's cumulative table of one step (to stderr)")
     args = p.parse_args(argv)
     amqp_uri = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
     mgmt = os.environ.get("RABBITMQ_MANAGEMENT_URL", "http://guest:guest@127.0.0.1:15672")
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    results = [run(args.reports, amqp_uri, mgmt, redis_url, args.warmup) for _ in range(args.runs)]
+    results = [run(args.reports, amqp_uri, mgmt, redis_url, args.warmup, args.profile) for _ in range(args.runs)]
     median = {s: statistics.median(r["cpu_ms_per_report"][s] for r in results) for s in STEPS}
     out = {"runs": results, "median_cpu_ms_per_report": median}
     for step in STEPS:

@@ -227,10 +227,17 @@ class SlaStore:
         case_id: str,
         decide: Callable[[CaseClocks | None], tuple[CaseClocks | None, Effects]],
         retries: int = RETRIES,
+        expect_absent: bool = False,
     ) -> Effects:
-        """Optimistic read-decide-commit of one case (retried when it changed meanwhile)."""
-        for _ in range(retries):
-            [(raw, hist)] = self.read([case_id], history=True)
+        """Optimistic read-decide-commit of one case (retried when it changed meanwhile).
+        `expect_absent`: the caller expects no document yet (a case's first dispatch), so the
+        first attempt decides on nothing without reading and commits only if there is still
+        none — one Redis round trip instead of two; if there is one, that commit writes
+        nothing and the next attempt reads it, as after any conflict."""
+        for attempt in range(retries):
+            raw = hist = None
+            if not (expect_absent and attempt == 0):
+                [(raw, hist)] = self.read([case_id], history=True)
             case = None
             if raw is not None:
                 case = unpack_doc(case_id, raw)
@@ -246,7 +253,9 @@ class SlaStore:
     # ------------------------------------------------------------------ events in
 
     def on_dispatched(self, event: CaseDispatched, now: float) -> Effects:
-        return self.transact(event.case_id, lambda case: self.engine.dispatched(case, event, now))
+        return self.transact(
+            event.case_id, lambda case: self.engine.dispatched(case, event, now), expect_absent=event.round_no == 1
+        )
 
     def on_updated(self, event: CaseUpdated, now: float) -> Effects:
         def decide(case: CaseClocks | None) -> tuple[CaseClocks | None, Effects]:

@@ -379,3 +379,51 @@ def test_a_tick_that_left_events_to_publish_wakes_the_publisher(redis_client: re
     assert wakes and wakes[-1] == len(d.unpublished) > 0  # woken once the events were there
     assert sink == []  # not published by the tick itself
     assert d.publish_pending() >= 1 and [e.event for e in sink] == ["deadline_warning"]
+
+
+def test_a_first_dispatch_commits_without_a_read_and_a_redelivered_one_changes_nothing(
+    redis_client: redis.Redis, policies_path: Path
+) -> None:
+    """A round-1 dispatch is committed as if sla had no document yet (no read first): one
+    round trip. When one exists after all (the same dispatch redelivered after the case was
+    acknowledged, or a round-1 dispatch of a case sla already holds), that commit writes
+    nothing and the case is read and decided again: the acknowledgement stays, no clock
+    is armed twice."""
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    reads: list[list[str]] = []
+    read = d.store.read
+
+    def counting_read(case_ids: list[str], history: bool = True) -> Any:
+        reads.append(list(case_ids))
+        return read(case_ids, history)
+
+    d.store.read = counting_read  # type: ignore[method-assign]
+    d.handle(dispatched("F1", T0), now=T0)
+    assert reads == []  # the first dispatch did not read
+    first = d.store.load("F1")
+    assert first is not None and set(first.clocks) == {"1/sanitation/a", "1/sanitation/h"}
+    due_before = sorted(redis_client.zrange(keys.timers_due(), 0, -1))
+    ack = CaseUpdated(
+        case_id="F1",
+        correlation_id="r",
+        actor="x",
+        dept="sanitation",
+        order_id="F1/1/sanitation",
+        from_status=CaseStatus.dispatched,
+        to_status=CaseStatus.acknowledged,
+        action="acknowledge",
+    )
+    d.handle(ack, now=T0 + 60)
+    acked = d.store.load("F1")
+    assert acked is not None and acked.clocks["1/sanitation/a"].state == "stopped"
+    reads.clear()
+    sink.clear()
+    assert d.handle(dispatched("F1", T0), now=T0 + 120) == []  # redelivered: nothing new
+    assert reads == [["F1"]]  # its blind commit found the document, then it was read
+    after = d.store.load("F1")
+    assert after is not None and after.rev == acked.rev  # nothing written over the acknowledgement
+    assert after.clocks["1/sanitation/a"].state == "stopped"
+    due_after = sorted(redis_client.zrange(keys.timers_due(), 0, -1))
+    assert len(due_after) == len(due_before) - 1  # the ack clock's timers went with the acknowledgement, none came back
+    assert sink == []
