@@ -146,15 +146,15 @@ def _measure(reports: int, vhost_uri: str, tag: str, warmup: int, profile: str |
 
     @contextlib.contextmanager
     def timed(step: str, measure: bool) -> Iterator[None]:
-        profiling = profiler is not None and measure and step == profile
-        if profiling:
-            profiler.enable()
+        profiling = profiler if measure and step == profile else None
+        if profiling is not None:
+            profiling.enable()
         t = time.process_time()
         yield
         if measure:
             spent[step] += time.process_time() - t
-        if profiling:
-            profiler.disable()
+        if profiling is not None:
+            profiling.disable()
 
     started = time.perf_counter()
     for i, body in enumerate(bodies):
