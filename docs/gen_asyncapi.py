@@ -31,7 +31,8 @@ EVENT_DOCS = {
     "case_dispatched": "router sent dispatch orders to department(s).",
     "case_unroutable": "No routing rule matched: the case went to the street's grid station (triage).",
     "case_updated": "A case changed state (acknowledged, in progress, suspended, rejected, resolved, closed, "
-    "reopened, a dispatch by hand, …); the router's dispatch is told by `case_dispatched` alone.",
+    "reopened, a dispatch by hand, …); the router's dispatch is told by `case_dispatched` alone. "
+    "The routing key names the new status (`case.updated.resolved`).",
     "case_escalated": "A breached deadline escalated the case one grid level up.",
     "deadline_warning": "A deadline is close (a fraction of it has elapsed).",
     "deadline_breached": "A deadline passed without the matching reply.",
@@ -202,6 +203,16 @@ def build() -> dict[str, Any]:
     }
     for event, model in models.EVENT_MODELS.items():
         key = topology.EVENT_ROUTING_KEYS[event]
+        parameters = None
+        if event == "case_updated":  # the key names the status: bind `case.updated.*` for all
+            key = topology.case_updated_routing_key("{to_status}")
+            parameters = {
+                "to_status": {
+                    "description": "The status the case moved to (`to_status` in the body); bind "
+                    f"`{topology.RK_CASE_UPDATED_ANY}` for every update.",
+                    "enum": [s.value for s in models.CaseStatus],
+                }
+            }
         cid = "".join(p.capitalize() for p in event.split("_"))
         channels[f"event{cid}"] = _channel(
             key,
@@ -210,6 +221,7 @@ def build() -> dict[str, Any]:
             f"(queue `{topology.Q_ARCHIVER}` → PostgreSQL) and kept in the stream "
             f"`{topology.Q_AUDIT}` (binding `#`), readable for audit and replay.",
             {event: model.__name__},
+            parameters,
         )
         operations[f"send{cid}"] = {
             "action": "send",

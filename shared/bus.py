@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from shared import metrics
 from shared.amqpclient import ConfirmChannel, PublishFailed, Unroutable
 from shared.models import Envelope
-from shared.topology import EVENT_ROUTING_KEYS, EX_EVENTS
+from shared.topology import EX_EVENTS, event_routing_key
 
 
 def to_json_bytes(body: BaseModel | Mapping[str, Any]) -> bytes:
@@ -43,7 +43,7 @@ class Outgoing:
     @classmethod
     def event(cls, event: Envelope) -> "Outgoing":
         name = getattr(event, "event")
-        return cls(EX_EVENTS, EVENT_ROUTING_KEYS[name], event, event.message_id, event.correlation_id, name)
+        return cls(EX_EVENTS, event_routing_key(event), event, event.message_id, event.correlation_id, name)
 
 
 class Bus:

@@ -58,6 +58,10 @@ TRANSITIONS: dict[Action, tuple[frozenset[S], S | None]] = {
 }
 
 OPEN_STATES = _OPEN
+#: the statuses a `case_updated` may tell people about (notify.yaml `when.to_status` admits
+#: only these); the notifier's queue is bound to exactly their routing keys
+#: (shared/topology.py), so every other update never reaches it
+NOTIFIED_STATUSES: frozenset[S] = frozenset({S.resolved, S.closed, S.reopened})
 FINAL_STATES = frozenset({S.closed, S.duplicate, S.cancelled})
 #: states in which no deadline runs
 CLOCK_STOPPED_STATES = frozenset({S.resolved, S.closed, S.cancelled, S.duplicate})

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from shared.lifecycle import NOTIFIED_STATUSES
+
 # ------------------------------------------------------------------ exchanges
 EX_REPORTS = "gridbus.reports"  # grid app → intake
 EX_REPLIES = "gridbus.replies"  # departments → intake
@@ -29,7 +31,10 @@ RK_REPORT = "report.submitted"
 RK_CASE_REGISTERED = "case.registered"
 RK_CASE_DISPATCHED = "case.dispatched"
 RK_CASE_UNROUTABLE = "case.unroutable"
+#: `case.updated.<to_status>` (`case_updated_routing_key`): a consumer binds to the statuses
+#: it acts on, `case.updated.*` (RK_CASE_UPDATED_ANY) for all of them
 RK_CASE_UPDATED = "case.updated"
+RK_CASE_UPDATED_ANY = f"{RK_CASE_UPDATED}.*"
 RK_CASE_REDISPATCH = "case.redispatch"
 RK_DISPATCH_WITHDRAWN = "dispatch.withdrawn"  # on gridbus.events; router forwards it to the department's queue
 RK_CASE_ESCALATED = "case.escalated"
@@ -44,12 +49,14 @@ RK_CLOCKS_RECORDED = "record.clocks"
 RK_NOTIFICATION_SENT = "record.notification"
 RK_APIKEY_RECORDED = "record.apikey"
 
-#: event type (the `event` field of a message) → its routing key on `gridbus.events`
+#: event type (the `event` field of a message) → the binding key on `gridbus.events` that
+#: receives every event of that type: its routing key, or for `case_updated` the pattern
+#: over its statuses. Publishers use `event_routing_key`.
 EVENT_ROUTING_KEYS: dict[str, str] = {
     "case_registered": RK_CASE_REGISTERED,
     "case_dispatched": RK_CASE_DISPATCHED,
     "case_unroutable": RK_CASE_UNROUTABLE,
-    "case_updated": RK_CASE_UPDATED,
+    "case_updated": RK_CASE_UPDATED_ANY,
     "case_redispatch": RK_CASE_REDISPATCH,
     "dispatch_withdrawn": RK_DISPATCH_WITHDRAWN,
     "case_escalated": RK_CASE_ESCALATED,
@@ -61,6 +68,21 @@ EVENT_ROUTING_KEYS: dict[str, str] = {
     "notification_sent": RK_NOTIFICATION_SENT,
     "apikey_recorded": RK_APIKEY_RECORDED,
 }
+
+
+def case_updated_routing_key(to_status: str) -> str:
+    """`case.updated.<to_status>`: the status in the key lets the notifier bind to the few
+    it tells people about instead of taking (and dropping) every acknowledgement and
+    progress note."""
+    return f"{RK_CASE_UPDATED}.{to_status}"
+
+
+def event_routing_key(event: Any) -> str:
+    """The routing key an event (a shared.models envelope) is published with."""
+    name = getattr(event, "event")
+    if name == "case_updated":
+        return case_updated_routing_key(str(getattr(event.to_status, "value", event.to_status)))
+    return EVENT_ROUTING_KEYS[name]
 
 
 def dispatch_routing_key(dept: str, street: str) -> str:
@@ -110,7 +132,7 @@ BRIDGE_EVENT_KEYS: tuple[str, ...] = (
     RK_CASE_REGISTERED,
     RK_CASE_DISPATCHED,
     RK_CASE_UNROUTABLE,
-    RK_CASE_UPDATED,
+    RK_CASE_UPDATED_ANY,
     RK_CASE_ESCALATED,
 )
 Q_ARCHIVER = "archiver.record"
@@ -211,7 +233,7 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
     work(
         Q_SLA_EVENTS,
         "Events that arm, stop or pause deadlines.",
-        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED, RK_CASE_REGISTERED)],
+        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED_ANY, RK_CASE_REGISTERED)],
     )
     work(
         Q_NOTIFIER_EVENTS,
@@ -221,11 +243,12 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
             for k in (
                 RK_CASE_DISPATCHED,
                 RK_CASE_UNROUTABLE,
-                RK_CASE_UPDATED,
                 RK_CASE_ESCALATED,
                 RK_DEADLINE_WARNING,
                 RK_DEADLINE_BREACHED,
                 RK_DISPATCH_WITHDRAWN,
+                # only the updates notify.yaml can subscribe (its validation admits no other)
+                *(case_updated_routing_key(s.value) for s in sorted(NOTIFIED_STATUSES, key=lambda s: s.value)),
             )
         ],
     )

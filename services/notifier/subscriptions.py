@@ -56,7 +56,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from services.notifier.channels.base import ChannelName
+from shared import lifecycle
 from shared.configfiles import ConfigError, error_at, load_yaml_model, read_yaml
+from shared.models import CaseStatus
 
 EVENT_NAMES = (
     "case_dispatched",
@@ -70,7 +72,9 @@ EVENT_NAMES = (
 )
 #: never held for quiet hours or a rate limit
 URGENT_EVENTS = frozenset({"deadline_breached", "case_escalated", "notification_failed"})
-REPORTER_STATUSES = frozenset({"resolved", "closed", "reopened"})
+#: the statuses a case_updated subscription may name: the notifier's queue is bound to these
+#: alone (shared/topology.py), so a subscription to another one would never be told
+NOTIFIED_STATUSES = tuple(s.value for s in CaseStatus if s in lifecycle.NOTIFIED_STATUSES)
 
 RecipientKind = Literal["liaison", "department", "commanders", "operations_centre", "reporter"]
 #: channels each kind of recipient can be reached on
@@ -223,9 +227,9 @@ class Subscription(_Strict):
         if self.event == "case_updated":
             if not self.when.to_status:
                 raise ValueError("case_updated needs when.to_status (resolved, closed and/or reopened)")
-            bad = sorted(set(self.when.to_status) - REPORTER_STATUSES)
+            bad = sorted(set(self.when.to_status) - set(NOTIFIED_STATUSES))
             if bad:
-                raise ValueError(f"case_updated is only told for resolved/closed/reopened, not {', '.join(bad)}")
+                raise ValueError(f"case_updated is only told for {'/'.join(NOTIFIED_STATUSES)}, not {', '.join(bad)}")
         elif self.when.to_status:
             raise ValueError("when.to_status is only for case_updated")
         return self

@@ -44,7 +44,7 @@ from shared.models import (
     ReporterRole,
     Severity,
 )
-from shared.topology import EVENT_ROUTING_KEYS
+from shared.topology import event_routing_key
 from tests.conftest import Vhosts, copy_config, free_port, wait_for
 from tests.integration.test_channels import (
     DING_SECRET,
@@ -395,7 +395,7 @@ def store_case(
 def publish(stack: dict[str, Any], event: Envelope) -> None:
     stack["channel"].publish_one(
         "gridbus.events",
-        EVENT_ROUTING_KEYS[getattr(event, "event")],
+        event_routing_key(event),
         event.model_dump_json().encode(),
         content_type="application/json",
         delivery_mode=2,

@@ -94,7 +94,7 @@ def test_intake_relay_republishes_what_the_broker_never_confirmed(stack_env: dic
     with connection(stack_env["AMQP_URI"]) as conn:
         ch = channel(conn)
         ch.queue_declare("outbox-test", exclusive=True)
-        ch.queue_bind("outbox-test", topology.EX_EVENTS, topology.RK_CASE_UPDATED)
+        ch.queue_bind("outbox-test", topology.EX_EVENTS, topology.RK_CASE_UPDATED_ANY)
         assert relay_stored(bus, store, older_than_s=30) == 1
         msg = ch.basic_get("outbox-test", no_ack=True)
         assert msg is not None and props(msg)["message_id"] == lost.message_id

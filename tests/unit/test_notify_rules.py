@@ -14,7 +14,8 @@ from services.notifier.channels.base import ChannelName, DeliveryOutcome
 from services.notifier.deliveries import Delivery, delivery_id, next_step
 from services.notifier.planner import CaseFacts, Planner
 from services.notifier.render import Renderer
-from services.notifier.subscriptions import ConfigError, QuietHours, load_notify
+from services.notifier.subscriptions import NOTIFIED_STATUSES, ConfigError, QuietHours, load_notify
+from shared import topology
 from shared.catalog import load_catalog
 from shared.config import REPO_ROOT, Settings
 from shared.departments import load_departments
@@ -459,3 +460,16 @@ def test_notification_failed_text_can_be_overridden(tmp_path: Path, planner: Pla
     assert (
         planner.render("notification_failed", ChannelName.email, "ops", ctx)[0] == "【通知失败】c-1 webhook → dept:gas"
     )
+
+
+def test_every_status_notify_yaml_subscribes_is_bound_to_the_notifier() -> None:
+    """The bindings come from the statuses the subscriptions may name: config/notify.yaml's
+    case_updated subscriptions all land in that set, and the set is what is bound."""
+    bound = {
+        b.routing_key
+        for b in topology.build_topology([]).bindings
+        if b.queue == topology.Q_NOTIFIER_EVENTS and b.routing_key.startswith(topology.RK_CASE_UPDATED)
+    }
+    assert bound == {topology.case_updated_routing_key(s) for s in NOTIFIED_STATUSES}
+    used = {s for sub in load_notify().subscriptions if sub.event == "case_updated" for s in sub.when.to_status or []}
+    assert used and {topology.case_updated_routing_key(s) for s in used} <= bound
