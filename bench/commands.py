@@ -169,3 +169,54 @@ def idle_cmd(settle: float, window: float, profile: bool, out: str | None) -> No
     for line in summary_lines(result):
         click.echo(line)
     click.echo(f"result: {path}")
+
+
+@bench.command("framework")
+@click.option("--backlog", type=int, default=5000, show_default=True, help="Messages pre-filled for each run.")
+@click.option("--warmup", type=int, default=200, show_default=True, help="Acks before the window opens.")
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    type=click.Choice(["nameko", "kombu", "kombu_eventlet", "amqp_batch", "nameko_prefetch"]),
+    help="Consumers to run (repeatable) [all].",
+)
+@click.option(
+    "--large-prefetch",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Prefetch of amqp_batch (its batch size) and nameko_prefetch.",
+)
+@click.option("--profile", is_flag=True, help="Two more nameko runs under py-spy (200 Hz) for the breakdown.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Result JSON file [bench/results/framework-<time>.json].",
+)
+def framework_cmd(
+    backlog: int, warmup: int, variants: tuple[str, ...], large_prefetch: int, profile: bool, out: str | None
+) -> None:
+    """The router's work drained from a backlog by nameko, a bare kombu and a bare py-amqp
+    consumer, with and without the work: messages/s and CPU µs per message of the consumer
+    and of RabbitMQ (bench/bench_framework.py)."""
+    from bench.bench_framework import VARIANTS, run_framework, summary_lines
+    from bench.common import result_path, write_result
+
+    s = _settings()
+    result = run_framework(
+        s.amqp_uri,
+        s.rabbitmq_management_url,
+        s.redis_url,
+        backlog=backlog,
+        warmup=warmup,
+        variants=variants or tuple(VARIANTS),
+        profile=profile,
+        large_prefetch=large_prefetch,
+        echo=click.echo,
+    )
+    path = write_result(result, result_path("framework", out))
+    for line in summary_lines(result)[len(result["runs"]) + 1 :]:
+        click.echo(line)
+    click.echo(f"result: {path}")

@@ -13,8 +13,9 @@ import collections
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 #: bucket → substrings of a frame (function + file) that put a sample in it; first match
 #: along the stack from the leaf upwards wins, so the most specific cause is counted.
@@ -41,8 +42,14 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+def executable() -> str | None:
+    """py-spy on the PATH, or beside this Python (a venv's bin/ that is not on the PATH)."""
+    beside = Path(sys.executable).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else None)
+
+
 def start(pid: int, seconds: float, out: Path, rate: int = 97) -> subprocess.Popen | None:
-    exe = shutil.which("py-spy")
+    exe = executable()
     if exe is None:
         return None
     return subprocess.Popen(
@@ -66,6 +73,7 @@ def start(pid: int, seconds: float, out: Path, rate: int = 97) -> subprocess.Pop
     )
 
 
+_REPO = str(Path(__file__).resolve().parent.parent) + "/"
 _COUNT = re.compile(r"^(.*) (\d+)$")
 
 
@@ -84,7 +92,7 @@ def _short(frame: str) -> str:
     if not m:
         return frame
     func, path, line = m.groups()
-    for marker in ("site-packages/", "/work/main/"):
+    for marker in ("site-packages/", _REPO):
         if marker in path:
             path = path.split(marker, 1)[1]
     return f"{func} ({path}:{line})"
@@ -95,7 +103,7 @@ def _function(frame: str) -> str:
     return re.sub(r":\d+\)$", ")", short)
 
 
-def summarize(text: str, top: int = 12) -> dict[str, Any]:
+def summarize(text: str, top: int = 12, bucket_keys: Sequence[tuple[str, Sequence[str]]] = BUCKETS) -> dict[str, Any]:
     stacks = parse_raw(text)
     total = sum(n for _, n in stacks)
     self_counts: collections.Counter[str] = collections.Counter()
@@ -110,7 +118,7 @@ def summarize(text: str, top: int = 12) -> dict[str, Any]:
             inclusive[fn] += n
         bucket = "other"
         for frame in reversed(frames):
-            hit = next((name for name, keys in BUCKETS if any(k in frame for k in keys)), None)
+            hit = next((name for name, keys in bucket_keys if any(k in frame for k in keys)), None)
             if hit:
                 bucket = hit
                 break
@@ -132,3 +140,15 @@ def summarize(text: str, top: int = 12) -> dict[str, Any]:
         "top_self": share(self_counts),
         "top_inclusive": share(interesting),
     }
+
+
+def inclusive_shares(text: str, keys: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Share of the samples with a frame matching any of a name's substrings anywhere on
+    the stack (what a function costs with everything it calls)."""
+    stacks = parse_raw(text)
+    total = sum(n for _, n in stacks) or 1
+    out = {}
+    for name, subs in keys.items():
+        hit = sum(n for frames, n in stacks if any(any(s in f for s in subs) for f in frames))
+        out[name] = round(hit / total, 3)
+    return out

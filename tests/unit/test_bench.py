@@ -69,6 +69,28 @@ def test_profile_summary_buckets_collapsed_stacks() -> None:
     assert s["top_self"][0]["frame"].startswith("wait")
 
 
+def test_framework_profile_buckets_and_inclusive_shares() -> None:
+    from bench.bench_framework import FRAMEWORK_BUCKETS, FRAMEWORK_FRAMES
+
+    raw = (
+        "thread (0x1);_run_worker (nameko/containers.py:1);route_case (services/router/service.py:2);"
+        "publish_batch (shared/bus.py:3);_send_loop (eventlet/greenio/base.py:4) 6\n"
+        "thread (0x1);_run_worker (nameko/containers.py:1);route_case (services/router/service.py:2);"
+        "record (services/router/routing.py:5);redact_processor (shared/logs.py:6) 3\n"
+        "thread (0x1);_handled (shared/nameko_ext.py:7);ack (kombu/message.py:8) 1\n"
+    )
+    s = prof.summarize(raw, bucket_keys=FRAMEWORK_BUCKETS)
+    # leaf upwards: the green socket, the log line's processors, kombu's ack
+    assert s["buckets"]["eventlet (hub, green sockets)"]["samples"] == 6
+    assert s["buckets"]["logging (structlog, stdlib)"]["samples"] == 3
+    assert s["buckets"]["kombu"]["samples"] == 1
+    shares = prof.inclusive_shares(raw, FRAMEWORK_FRAMES)
+    assert shares["the handler (route_case)"] == 0.9
+    assert shares["publish_batch + confirms"] == 0.6
+    assert shares["record: metrics + log line"] == 0.3
+    assert shares["ReliableConsumer._handled/_settle/_ack"] == 0.1
+
+
 def fake_run() -> dict:
     """A tiny HTTP run: 4 reports offered, 3 accepted, 2 dispatched (one twice)."""
     load = types.SimpleNamespace(
