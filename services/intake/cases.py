@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 from zoneinfo import ZoneInfo
 
-from services.intake.duplicates import DuplicatePolicy, geo_keys, nearest, original_among, search_nearby
+from services.intake.duplicates import DuplicatePolicy, geo_keys, near_args, nearest, original_among
 from services.intake.store import CaseStore, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
 from shared.catalog import Catalog
@@ -72,33 +72,31 @@ class Registrar:
         header, else the report id) always gives the same case; a report repeating an
         open case nearby becomes its duplicate and is not dispatched again."""
         key = idempotency_key or report.report_id
-        # one round trip: is the report known, and which open cases lie near it (a problem
-        # solved on the spot repeats nothing, so it needs no search)
         now = now or utcnow()
-        sets = [] if report.handled_on_site else geo_keys(self.duplicates, report.category, now)
-        nearby = None if report.handled_on_site else self._search_nearby(report, sets)
-        existing, found = self.store.existing_case_with(key, nearby)
-        if existing:
-            return Registered(existing, False)
         category = self.catalog.get(report.category)
-        if category is None:
-            raise InvalidInput([FieldError("category", f"unknown category code {report.category!r}")])
         try:
-            place = self.grid.place(report.location.lat, report.location.lon, report.location.grid)
-        except GridError as exc:
-            field = (
-                "location.grid"
-                if report.location.grid and self.grid.in_district(report.location.lat, report.location.lon)
-                else "location"
-            )
-            raise InvalidInput([FieldError(field, str(exc))]) from None
-        # a problem solved on the spot asks nobody for work: it repeats nothing
+            if category is None:
+                raise InvalidInput([FieldError("category", f"unknown category code {report.category!r}")])
+            place = self._place(report)
+        except InvalidInput:
+            # a known report is answered with its case, whatever changed in the catalog or the grid since
+            existing = self.store.existing_case_for(key)
+            if existing:
+                return Registered(existing, False)
+            raise
+        # one round trip: is the report known; if not, its case number and the open cases
+        # near it (a problem solved on the spot repeats nothing, so it needs no search)
+        sets = [] if report.handled_on_site else geo_keys(self.duplicates, report.category, now)
+        near = near_args(self.duplicates, report.category, report.location.lat, report.location.lon)
+        existing, case_id, found = self.store.reserve(key, now.astimezone(self.tz), sets, near)
+        if existing is not None:
+            return Registered(existing, False)
+        assert case_id is not None
         original = (
             None
             if report.handled_on_site
-            else original_among(self.store.r, self.duplicates, report.category, nearest(sets, found or []), now)
+            else original_among(self.store.r, self.duplicates, report.category, nearest(sets, found), now)
         )
-        case_id = self.store.next_case_id(now.astimezone(self.tz))
         case = Case(
             case_id=case_id,
             report_id=report.report_id,
@@ -185,11 +183,16 @@ class Registrar:
             events += self._close_undrawn(case_id)
         return Registered(case_id, True, case.status, place.street, events, original)
 
-    def _search_nearby(self, report: Report, sets: list[str]) -> Callable[[Any], None]:
-        def queue(pipe: Any) -> None:
-            search_nearby(pipe, self.duplicates, report.category, report.location.lat, report.location.lon, sets)
-
-        return queue
+    def _place(self, report: Report) -> Placement:
+        try:
+            return self.grid.place(report.location.lat, report.location.lon, report.location.grid)
+        except GridError as exc:
+            field = (
+                "location.grid"
+                if report.location.grid and self.grid.in_district(report.location.lat, report.location.lon)
+                else "location"
+            )
+            raise InvalidInput([FieldError(field, str(exc))]) from None
 
     def _close_undrawn(self, case_id: str) -> list[Envelope]:
         """Not drawn for the grid's verification: closed as verified by sampling."""

@@ -24,6 +24,9 @@ from shared.config import get_settings
 from shared.configfiles import load_yaml_model
 from shared.lifecycle import OPEN_STATES
 from shared.models import Case
+from shared.scripts import Lua
+
+_NEARBY = Lua("services.intake", "nearby")
 
 
 class DuplicatePolicy(BaseModel):
@@ -53,24 +56,15 @@ def geo_keys(policy: DuplicatePolicy, category: str, now: datetime) -> list[str]
     return list(dict.fromkeys(out))
 
 
-def search_nearby(pipe: Any, policy: DuplicatePolicy, category: str, lat: float, lon: float, sets: list[str]) -> None:
-    """Queue the geo searches for open cases near a report on `pipe` (a pipeline the caller
-    executes with its own commands), one per set of `geo_keys`; their results go to `nearest`."""
-    for key in sets:
-        pipe.geosearch(
-            key,
-            longitude=lon,
-            latitude=lat,
-            radius=policy.radius_for(category),
-            unit="m",
-            sort="ASC",
-            count=10,
-            withdist=True,
-        )
+def near_args(policy: DuplicatePolicy, category: str, lat: float, lon: float) -> list[float]:
+    """The search's ARGV for geo_near.lua (the scripts `nearby` and intake's `reserve`):
+    lon, lat and the class's radius in metres; the results go to `nearest`."""
+    return [lon, lat, policy.radius_for(category)]
 
 
 def nearest(sets: list[str], results: list[Any]) -> list[tuple[str, str]]:
-    """The searches' cases, nearest first (at most 10), each with the set it was found in."""
+    """The searches' cases, nearest first (at most 10), each with the set it was found in
+    (`results`: geo_near.lua's rows per set, the distance as text)."""
     found = sorted(
         (float(dist), case_id, key)
         for key, rows in zip(sets, results, strict=True)
@@ -113,8 +107,8 @@ def original_among(
 def find_original(
     client: redis.Redis, policy: DuplicatePolicy, category: str, lat: float, lon: float, now: datetime
 ) -> str | None:
-    """The nearest open case this report repeats, or None."""
+    """The nearest open case this report repeats, or None (registration runs the same
+    search in its first round trip, services/intake/lua/reserve.lua)."""
     sets = geo_keys(policy, category, now)
-    pipe = client.pipeline(transaction=False)
-    search_nearby(pipe, policy, category, lat, lon, sets)
-    return original_among(client, policy, category, nearest(sets, pipe.execute()), now)
+    found = _NEARBY.on(client)(keys=sets, args=near_args(policy, category, lat, lon))
+    return original_among(client, policy, category, nearest(sets, found), now)

@@ -19,7 +19,7 @@ from services.intake.console.http import ConsoleApi
 from services.intake.duplicates import load_duplicate_policy
 from services.intake.http_api import CasesApi, Open311Api
 from services.intake.observe import backlog, observe, publish_backlog
-from services.intake.publishing import publish_stored, register_report, relay_stored
+from services.intake.publishing import OutboxCompletions, publish_stored, register_report, relay_stored
 from services.intake.reconcile import repair_stuck
 from services.intake.replies import (
     Cancellation,
@@ -41,7 +41,9 @@ from shared.grid import load_grid
 from shared.lifecycle import IllegalTransition
 from shared.models import Case, CaseStatus, Reply, Report
 from shared.nameko_ext import GridbusService, RedisProvider, Rejected, consume_reliably, event_or_reject
+from shared.outbox import intake_outbox
 from shared.reconcile import take_turn
+from shared.redisdb import connect
 
 log = structlog.get_logger("gridbus.intake")
 
@@ -56,12 +58,16 @@ class Domain(DependencyProvider):
         self.duplicates = load_duplicate_policy()
         self.settings = settings
         self.archive = ArchiveReader(settings.database_url)  # connects on first use only
+        self.completions = OutboxCompletions(intake_outbox(connect(settings)))
+
+    def stop(self) -> None:
+        self.completions.stop()  # workers are done: what they published leaves the outbox now
 
     def get_dependency(self, worker_ctx: Any) -> "Domain":
         return self
 
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
-        store = CaseStore(client, self.settings.district_code, self.archive)
+        store = CaseStore(client, self.settings.district_code, self.archive, self.completions.add)
         return store, Registrar(
             store,
             self.catalog,

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 
 _REGISTER = Lua("services.intake", "register")
 _COMPARE_AND_SET = Lua("services.intake", "compare_and_set")
+_RESERVE = Lua("services.intake", "reserve")
+CASE_SEQUENCE_TTL_S = 3 * 86400  # a day's case serial counter outlives its day (time zones, late replicas)
 
 
 def _open_flag(case: Case) -> str:
@@ -64,28 +66,43 @@ class Registration:
 
 
 class CaseStore:
-    def __init__(self, client: redis.Redis, district: str, archive: "ArchiveReader | None" = None) -> None:
-        """`archive`: where cases that left Redis (CASE_HOT_DAYS after closing) are read from."""
+    def __init__(
+        self,
+        client: redis.Redis,
+        district: str,
+        archive: "ArchiveReader | None" = None,
+        confirmed: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        """`archive`: where cases that left Redis (CASE_HOT_DAYS after closing) are read from;
+        `confirmed`: what takes the ids of published events out of the outbox (the service's
+        batched `OutboxCompletions.add`, services/intake/publishing.py; default at once)."""
         self.r = client
         self.district = district
         self.archive = archive
         self.outbox = intake_outbox(client)
+        self.confirmed = confirmed or self.outbox.done
         self._register = _REGISTER.on(client)
         self._cas = _COMPARE_AND_SET.on(client)
+        self._reserve = _RESERVE.on(client)
 
     # ------------------------------------------------------------------ ids
     def existing_case_for(self, report_id: str) -> str | None:
         return cast(str | None, self.r.get(keys.report_index(report_id)))
 
-    def existing_case_with(self, report_id: str, also: Callable[[Any], None] | None = None) -> tuple[str | None, Any]:
-        """`existing_case_for(report_id)`, with the reads that `also` queues on the same
-        pipeline (one round trip); returns (case id or None, those reads' results, or None)."""
-        pipe = self.r.pipeline(transaction=False)
-        pipe.get(keys.report_index(report_id))
-        if also is not None:
-            also(pipe)
-        results = pipe.execute()
-        return cast(str | None, results[0]), (results[1:] if also is not None else None)
+    def reserve(
+        self, report_id: str, local_day: datetime, geo_sets: list[str], near: list[float]
+    ) -> tuple[str | None, str | None, list[Any]]:
+        """A registration's first round trip (lua/reserve.lua): (the known report's case id,
+        None, []) or (None, the next case id of `local_day`, the geo search's rows per set
+        of `geo_sets`, none searched when empty; `near`: duplicates.near_args)."""
+        day = local_day.strftime("%Y%m%d")
+        answer = self._reserve(
+            keys=[keys.report_index(report_id), keys.case_sequence(self.district, day), *geo_sets],
+            args=[CASE_SEQUENCE_TTL_S, *(near if geo_sets else ["", "", ""])],
+        )
+        if int(answer[0]):
+            return cast(str, answer[1]), None, []
+        return None, self._case_id(day, int(answer[1])), list(answer[2:])
 
     def next_case_id(self, local_day: datetime) -> str:
         """`450305-20261127-000123`: district, local registration day, daily serial.
@@ -96,7 +113,10 @@ class CaseStore:
         seq_key = keys.case_sequence(self.district, day)
         serial = self.r.incr(seq_key)
         if serial == 1:
-            self.r.expire(seq_key, 3 * 86400)
+            self.r.expire(seq_key, CASE_SEQUENCE_TTL_S)
+        return self._case_id(day, serial)
+
+    def _case_id(self, day: str, serial: int) -> str:
         return f"{self.district}-{day}-{serial:06d}"
 
     # ------------------------------------------------------------------ writes

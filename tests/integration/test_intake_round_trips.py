@@ -1,0 +1,172 @@
+"""Intake's registration on the real Redis and broker, counted in round trips: the case
+number comes with the idempotency look-up and the duplicate search (one script,
+services/intake/lua/reserve.lua), and confirmed events leave the outbox in batches off
+the request path (services/intake/publishing.py `OutboxCompletions`) without the relay
+publishing them again meanwhile."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import eventlet
+import pytest
+import redis
+
+from services.intake.cases import Registrar
+from services.intake.duplicates import DuplicatePolicy
+from services.intake.publishing import OutboxCompletions, publish_stored, register_report
+from services.intake.store import CaseStore
+from services.intake.validation import InvalidInput
+from shared import redis_keys as keys
+from shared import topology
+from shared.amqpclient import connection
+from shared.bus import Bus
+from shared.catalog import load_catalog
+from shared.grid import load_grid
+from shared.models import Report
+from shared.outbox import intake_outbox
+from shared.scripts import Lua
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 27, 1, 30, tzinfo=timezone.utc)  # 2026-11-27 09:30 in Guilin
+LAT, LON = 25.2800, 110.3120  # 辰山社区第一片区
+
+
+class CountingConnection(redis.Connection):
+    """A real connection that counts what it writes: one write is one round trip (a
+    pipeline is one write)."""
+
+    writes = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.writes += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture()
+def counted(stack_env: dict[str, str]) -> redis.Redis:
+    pool = redis.ConnectionPool.from_url(
+        stack_env["REDIS_URL"], decode_responses=True, connection_class=CountingConnection
+    )
+    client = redis.Redis(connection_pool=pool)
+    client.ping()
+    for name in ("reserve", "register", "nearby", "compare_and_set"):  # loaded once, not counted below
+        client.script_load(Lua("services.intake", name).source)
+    return client
+
+
+def report(rid: str, category: str = "01037", lat: float = LAT) -> Report:
+    return Report.model_validate(
+        {
+            "report_id": rid,
+            "category": category,
+            "severity": "normal",
+            "description": "路灯不亮",
+            "filing_condition": "连续3盏以上不亮",
+            "location": {"lat": lat, "lon": LON, "address": "七星区穿山路12号"},
+            "reporter": {"id": "g-1", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
+            "observed_at": NOW.isoformat(),
+        }
+    )
+
+
+def registrar(client: redis.Redis, store: CaseStore | None = None) -> Registrar:
+    store = store or CaseStore(client, "450305")
+    return Registrar(store, load_catalog(), load_grid(), "Asia/Shanghai", DuplicatePolicy(radius_m=50))
+
+
+def writes(fn: Any) -> tuple[Any, int]:
+    before = CountingConnection.writes
+    out = fn()
+    return out, CountingConnection.writes - before
+
+
+def test_a_new_report_is_two_round_trips_and_a_repeat_one(counted: redis.Redis) -> None:
+    reg = registrar(counted)
+    first, n_first = writes(lambda: reg.register(report("rt-1"), now=NOW))
+    assert first.created and first.case_id == "450305-20261127-000001"
+    assert n_first == 2  # reserve (look-up, case number, duplicate search), register
+    again, n_again = writes(lambda: reg.register(report("rt-1"), now=NOW))
+    assert (again.case_id, again.created, n_again) == (first.case_id, False, 1)
+    # the repeat took no number: the next report's follows the first's without a gap
+    assert reg.register(report("rt-2", lat=LAT + 0.01), now=NOW).case_id == "450305-20261127-000002"
+    assert counted.ttl(keys.case_sequence("450305", "20261127")) > 0
+
+
+def test_a_report_near_an_open_case_is_its_duplicate_in_three(counted: redis.Redis) -> None:
+    reg = registrar(counted)
+    first = reg.register(report("near-1"), now=NOW)
+    second, n = writes(lambda: reg.register(report("near-2", lat=LAT + 0.0001), now=NOW))  # ~11 m away
+    assert second.duplicate_of == first.case_id
+    # reserve, the candidates' documents, register, then the original's link (read and compare-and-set)
+    assert n == 5
+
+
+def test_bad_input_takes_no_case_number_but_a_known_report_keeps_its_case(counted: redis.Redis) -> None:
+    reg = registrar(counted)
+    with pytest.raises(InvalidInput) as bad:
+        reg.register(report("bad-1", category="99999"), now=NOW)
+    assert bad.value.errors[0].field == "category"
+    with pytest.raises(InvalidInput) as outside:
+        reg.register(report("bad-2", lat=30.0), now=NOW)
+    assert outside.value.errors[0].field == "location"
+    assert counted.get(keys.case_sequence("450305", "20261127")) is None
+    known = reg.register(report("known-1"), now=NOW)
+    assert known.case_id == "450305-20261127-000001"
+    # the same report id again with a category unknown now: answered with its case, not a 422
+    assert reg.register(report("known-1", category="99999"), now=NOW).case_id == known.case_id
+
+
+@pytest.fixture()
+def bus(stack_env: dict[str, str]) -> Bus:
+    with connection(stack_env["AMQP_URI"]) as conn:
+        topology.declare(conn.channel(), topology.default_topology())
+    return Bus(stack_env["AMQP_URI"], "intake")
+
+
+def test_confirmed_events_leave_the_outbox_in_one_batch_off_the_request_path(
+    counted: redis.Redis, bus: Bus, redis_client: redis.Redis
+) -> None:
+    completions = OutboxCompletions(intake_outbox(counted), interval_s=0.2)
+    store = CaseStore(counted, "450305", confirmed=completions.add)
+    reg = registrar(counted, store)
+    results = []
+    for i in range(5):
+        result, n = writes(lambda i=i: register_report(bus, store, reg, report(f"ob-{i}", lat=LAT + i * 0.002), "http"))
+        assert n == 2  # nothing after the confirm on the request's own path
+        results.append(result)
+    box = intake_outbox(redis_client)
+    assert box.size() == 10 and completions.pending() == 10  # each case's event and record, published
+    # meanwhile the relay (entries older than OUTBOX_RELAY_AFTER_SECONDS) takes none of them
+    assert box.take(5.0) == []
+    _, n = writes(lambda: eventlet.sleep(0.5))  # the batch goes: one round trip for all ten
+    assert n == 1 and box.size() == 0 and completions.pending() == 0
+
+
+def test_a_batch_that_fails_is_kept_and_the_relay_has_the_entries_anyway(
+    stack_env: dict[str, str], bus: Bus, redis_client: redis.Redis
+) -> None:
+    # a client of a Redis that does not answer: the flush fails, the ids wait for the next
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    completions = OutboxCompletions(intake_outbox(dead), interval_s=0.05)
+    store = CaseStore(redis_client, "450305", confirmed=completions.add)
+    reg = registrar(redis_client, store)
+    register_report(bus, store, reg, report("keep-1"), "http")
+    assert completions.flush() == 0 and completions.pending() == 2
+    box = intake_outbox(redis_client)
+    assert box.size() == 2
+    # the process dies here: the relay publishes them again once they are old enough
+    assert {e.event for e in box.take(-1.0)} == {"case_registered", "case_recorded"}
+    completions.outbox = intake_outbox(redis_client)  # Redis answers again
+    completions.stop()
+    assert completions.pending() == 0 and box.size() == 0
+
+
+def test_without_batching_the_store_takes_confirmed_events_out_at_once(redis_client: redis.Redis, bus: Bus) -> None:
+    store = CaseStore(redis_client, "450305")
+    reg = registrar(redis_client, store)
+    result = register_report(bus, store, reg, report("now-1"), "http")
+    assert result.created and store.outbox.size() == 0
+    publish_stored(bus, store, [])  # nothing to publish: nothing happens
