@@ -34,7 +34,6 @@ PIPELINE_QUEUES = (
     "router.cases",
     "sla.events",
     "notifier.events",
-    "archiver.record",
 )
 
 

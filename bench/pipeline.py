@@ -67,7 +67,7 @@ from bench.common import (
 from shared.amqpclient import body_bytes, channel, close_quietly, connect, connection, queue_depth
 
 #: the stack of `gridbus up` without the optional bridge: the archiver too, since the
-#: complete record (archiver.record, the audit stream) is part of every report's cost
+#: complete record (the audit stream, which the archiver reads) is part of every report's cost
 SERVICES = ("intake", "router", "sla", "notifier", "archiver")
 #: the processes whose CPU per report is the stack's (`cpu_ms_per_report.stack`)
 STACK_PROCESSES = (*SERVICES, "rabbitmq", "redis")

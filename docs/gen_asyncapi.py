@@ -217,9 +217,9 @@ def build() -> dict[str, Any]:
         channels[f"event{cid}"] = _channel(
             key,
             topology.EX_EVENTS,
-            f"Event `{event}`: {EVENT_DOCS.get(event, '')} Every event is also archived "
-            f"(queue `{topology.Q_ARCHIVER}` → PostgreSQL) and kept in the stream "
-            f"`{topology.Q_AUDIT}` (binding `#`), readable for audit and replay.",
+            f"Event `{event}`: {EVENT_DOCS.get(event, '')} Every event is also kept in the stream "
+            f"`{topology.Q_AUDIT}` (binding `#`), readable for audit and replay, which the archiver "
+            "writes to PostgreSQL.",
             {event: model.__name__},
             parameters,
         )

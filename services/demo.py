@@ -148,7 +148,6 @@ def wait_until_ready(
         "router": [topology.Q_ROUTER_CASES],
         "sla": [topology.Q_SLA_EVENTS],
         "notifier": [topology.Q_NOTIFIER_EVENTS, topology.Q_NOTIFIER_DELIVERIES],
-        "archiver": [topology.Q_ARCHIVER],
     }
     queues = [q for s in services for q in work.get(s, [])]
     deadline = time.monotonic() + timeout

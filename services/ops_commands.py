@@ -305,7 +305,6 @@ def rebuild(catch_up: bool, quiet: bool) -> None:
     from services import rebuild as rb
     from services.archiver import db
     from services.sla.deadlines import Deadlines
-    from shared.audit import read_audit
     from shared.departments import load_departments
     from shared.grid import load_grid
     from shared.policies import load_policies
@@ -323,8 +322,7 @@ def rebuild(catch_up: bool, quiet: bool) -> None:
     with db.connect(settings.database_url) as conn:
         tail = 0
         if catch_up:
-            offset = rb.catch_up_offset(conn)
-            tail = rb.catch_up(conn, progress(read_audit(settings.amqp_uri, offset=offset), "stream tail", None), tz)
+            tail = rb.catch_up(conn, settings.amqp_uri, tz, progress)
         report = rb.restore(conn, client, settings.case_hot_days, tz, progress)
         report.tail = tail
         conn.commit()

@@ -4,8 +4,9 @@ Steps (each idempotent: run it twice, or on a Redis that kept part of its data, 
 nothing newer is overwritten):
 
 1. **Catch up**: the tail of the `gridbus.audit` stream that the archive has not seen yet
-   (from an hour before the newest archived message) is archived first, through the same
-   writer as the archiver — so what was published but not yet written is not missed.
+   (after the stream offset the archive stored with its rows) is archived first, through
+   the same batches as the archiver — so what was published but not yet written is not
+   missed. With an archiver running (it holds the writer's lock) it waits for that one.
 2. **Cases**: every open case, and every finished one updated within CASE_HOT_DAYS, gets
    its document back (only where Redis has no newer version), with the open-case set and
    the duplicate geo index; every archived case keeps its place in the listing index and
@@ -46,7 +47,6 @@ from zoneinfo import ZoneInfo
 import psycopg
 import redis
 
-from services.archiver.writer import Unarchivable, archive
 from services.bridge.forward import KEEP_S as BRIDGE_KEEP_S
 from services.notifier.deliveries import SENT_TTL_S
 from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, live_hash
@@ -54,8 +54,8 @@ from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES, OPEN_STATES
 from shared.models import CaseStatus
 from shared.scripts import Lua
+from shared.topology import Q_AUDIT
 
-CATCH_UP_MARGIN = timedelta(hours=1)
 CASE_SEQUENCE_TTL_S = 3 * 86400  # as intake's (services/intake/store.py)
 BATCH = 500
 
@@ -92,22 +92,17 @@ class RebuildReport:
         return [f"{name}: {value}" for name, value in vars(self).items() if name != "notes"] + self.notes
 
 
-def catch_up(conn: psycopg.Connection, events: Iterable[dict[str, Any]], tz: ZoneInfo) -> int:
-    """Archive what the stream has and the archive does not (repeats change nothing)."""
-    n = 0
-    for body in events:
-        try:
-            if archive(conn, body, tz).new:
-                n += 1
-        except Unarchivable:
-            continue
-    return n
+def catch_up(conn: psycopg.Connection, amqp_uri: str, tz: ZoneInfo, progress: Progress = _plain) -> int:
+    """Archive what the stream holds after the offset the archive stored, as the archiver
+    does (services/archiver/stream.py `catch_up`); what cannot be archived is dead-lettered."""
+    from services.archiver import stream
+    from shared.bus import Bus
 
+    def each(items: Iterator[Any]) -> Iterator[Any]:
+        return iter(progress(items, "stream tail", None))
 
-def catch_up_offset(conn: psycopg.Connection) -> datetime | str:
-    """Where to start reading the stream: an hour before the newest archived message."""
-    row = conn.execute("SELECT max(archived_at) FROM journal").fetchone()
-    return (row[0] - CATCH_UP_MARGIN) if row and row[0] else "first"
+    bus = Bus(amqp_uri, service="rebuild")
+    return stream.catch_up(conn, amqp_uri, tz, Q_AUDIT, stream.refuser(bus), progress=each)
 
 
 def _rows(conn: psycopg.Connection, query: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

@@ -11,7 +11,8 @@ What several places need, written once:
   one, with `mandatory` returns turned into `Unroutable` and nacks into `PublishFailed`;
 - `consume`: the messages of a queue as an iterator that ends when the queue is idle
   (streams are read this way, with an `x-stream-offset`);
-- `queue_info`, `queue_depth`: a queue's ready count (and consumers), without consuming.
+- `queue_info`, `queue_depth`: a queue's ready count (and consumers), without consuming;
+  `stream_end`: a stream's last offset (a stream reports no depth).
 
 Channels are opened with `auto_decode` off: a body is always `bytes`, as it was sent.
 """
@@ -314,6 +315,28 @@ def consume(
                 pass
 
 
+STREAM_OFFSET_HEADER = "x-stream-offset"  # the offset of each message a stream delivers
+
+
+def stream_offset(msg: amqp.Message) -> int:
+    """The stream offset of a message delivered by a stream consumer."""
+    return int((msg.properties.get("application_headers") or {})[STREAM_OFFSET_HEADER])
+
+
+def stream_end(conn: amqp.Connection, stream: str, idle_timeout: float = 0.1, within: float = 0.25) -> int | None:
+    """The offset of a stream's last message, None when it holds none. A stream answers a
+    passive declare with 0 messages and 0 consumers, so its end is read instead: a consumer
+    at `last` gets the stream's last chunk (a few messages, never the stream); the highest
+    offset seen until it is idle, or `within` s under a steady flow."""
+    last: int | None = None
+    deadline = time.monotonic() + within
+    for msg in consume(conn, stream, idle_timeout=idle_timeout, arguments={STREAM_OFFSET_HEADER: "last"}):
+        last = max(last if last is not None else -1, stream_offset(msg))
+        if time.monotonic() >= deadline:
+            break
+    return last
+
+
 def queue_info(conn: amqp.Connection, queue: str) -> tuple[int, int] | None:
     """(ready messages, consumers) of `queue` (a passive declare); None when it does not
     exist."""
@@ -361,12 +384,19 @@ class QueueDepths:
 
     def read(self, queues: Sequence[str]) -> dict[str, int | None]:
         """{queue: ready messages, None when it does not exist}."""
+        return self._on_connection(lambda conn: {q: queue_depth(conn, q) for q in queues})
+
+    def stream_end(self, stream: str) -> int | None:
+        """The stream's last offset (`stream_end`), None when it holds nothing."""
+        return self._on_connection(lambda conn: stream_end(conn, stream))
+
+    def _on_connection(self, fn: Callable[[amqp.Connection], Any]) -> Any:
         with self._lock:
             for attempt in (1, 2):
                 try:
                     if self._conn is None:
                         self._conn = connect(self.amqp_uri)
-                    return {q: queue_depth(self._conn, q) for q in queues}
+                    return fn(self._conn)
                 except (OSError, AMQPError):
                     self.close()
                     if attempt == 2:

@@ -147,6 +147,18 @@ class Settings(BaseSettings):
     sla_metrics_port: int = Field(9103, description="Prometheus /metrics port of sla.")
     notifier_metrics_port: int = Field(9104, description="Prometheus /metrics port of notifier.")
     archiver_metrics_port: int = Field(9105, description="Prometheus /metrics port of archiver.")
+    archiver_batch_messages: int = Field(
+        500,
+        ge=1,
+        description="The archiver writes the record from the `gridbus.audit` stream in batches of at most this "
+        "many messages per PostgreSQL transaction (with the stream offset reached); its prefetch is twice this.",
+    )
+    archiver_batch_ms: int = Field(
+        200,
+        ge=1,
+        description="…or whatever arrived within this many milliseconds of a batch's first message, whichever "
+        "comes first: the longest a recorded message waits to be written while the stream is quiet.",
+    )
     metrics_host: str = Field("127.0.0.1", description="Address the /metrics servers bind to.")
 
     max_rejections: int = Field(

@@ -475,11 +475,16 @@ ARCHIVED = _counter(
 )
 ARCHIVE_LAG = _gauge(
     "gridbus_archive_lag_seconds",
-    "How far the archive is behind: 0 when archiver.record is empty, else now minus the time of the last "
-    "message written (grows while nothing can be written).",
+    "How far the archive is behind: 0 when it has written the gridbus.audit stream to its end, else now minus "
+    "the time of the newest message written (grows while nothing can be written).",
     owner="archiver",
 )
-ARCHIVE_BACKLOG = _gauge("gridbus_archive_backlog_messages", "Messages waiting in archiver.record.", owner="archiver")
+ARCHIVE_BACKLOG = _gauge(
+    "gridbus_archive_backlog_messages",
+    "Messages of the gridbus.audit stream after the offset the archive has written up to (the stream's last "
+    "offset minus the stored one).",
+    owner="archiver",
+)
 ARCHIVE_EVICTED = _counter(
     "gridbus_archive_evicted_total",
     "Closed cases older than CASE_HOT_DAYS removed from Redis (served from the archive).",

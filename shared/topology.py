@@ -125,6 +125,7 @@ Q_SLA_EVENTS = "sla.events"
 Q_NOTIFIER_EVENTS = "notifier.events"
 Q_NOTIFIER_DELIVERIES = "notifier.deliveries"
 Q_AUDIT = "gridbus.audit"
+AUDIT_MAX_AGE = "400D"  # the stream's retention: longer than any archiver outage may last
 Q_BRIDGE_EVENTS = "bridge.events"  # case events for the city platform (only when the bridge is enabled)
 Q_BRIDGE_INBOUND = "bridge.inbound"  # city-platform tasks (CloudEvents) to take in as reports
 #: the case events the bridge forwards to the city platform
@@ -135,7 +136,11 @@ BRIDGE_EVENT_KEYS: tuple[str, ...] = (
     RK_CASE_UPDATED_ANY,
     RK_CASE_ESCALATED,
 )
-Q_ARCHIVER = "archiver.record"
+#: queues of earlier versions that nothing reads any more, deleted by `declare` (a bound
+#: queue nobody reads grows for ever): (name, only when empty). `archiver.record` held
+#: the same messages as the stream the archiver now reads; dead letters are kept until
+#: someone has looked at them.
+RETIRED_QUEUES: tuple[tuple[str, bool], ...] = (("archiver.record", False), ("archiver.record.dead", True))
 
 #: back-off of failed notifications: delay queues whose TTL dead-letters back to work
 NOTIFIER_RETRY_DELAYS_S: tuple[int, ...] = (10, 60, 300, 1800)
@@ -289,21 +294,32 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
             [(EX_REPORTS, RK_CITY_TASK)],
         )
     # The complete record: every event, the records of what intake, sla and notifier
-    # stored (`record.*`) and every dispatch order. The archiver writes it to PostgreSQL;
-    # the stream keeps it for audit and for `gridbus rebuild` (the tail not yet archived).
+    # stored (`record.*`) and every dispatch order, kept in one stream for audit, for
+    # `gridbus rebuild` and for the archiver, which writes it to PostgreSQL from the offset
+    # it stored (services/archiver/stream.py): each record message is enqueued once.
     # Orders by department key, not `#`: an order for a department without a queue must stay
     # unroutable (the publisher's mandatory flag turns that into an error).
     record = [(EX_EVENTS, "#"), *((EX_DISPATCH, f"dept.{dept}.#") for dept in department_codes)]
-    work(Q_ARCHIVER, "The complete record, written to PostgreSQL by the archiver.", record)
     queues.append(
         Queue(
             Q_AUDIT,
-            "The complete record (every event, record and order), kept for audit and replay.",
+            "The complete record (every event, record and order), kept for audit and replay and read by the "
+            "archiver into PostgreSQL. Its retention (400 days) must outlast any archiver outage.",
             "stream",
-            {"x-queue-type": "stream", "x-max-age": "400D"},
+            {"x-queue-type": "stream", "x-max-age": AUDIT_MAX_AGE},
         )
     )
     bindings.extend(Binding(ex, Q_AUDIT, key) for ex, key in record)
+    # a stream cannot dead-letter: the archiver publishes what it cannot archive here itself
+    queues.append(
+        Queue(
+            dead_queue(Q_AUDIT),
+            f"Messages of `{Q_AUDIT}` the archiver could not archive, with the reason.",
+            "dead",
+            {"x-queue-type": "quorum"},
+        )
+    )
+    bindings.append(Binding(EX_DEAD, dead_queue(Q_AUDIT), Q_AUDIT))
     return Topology(exchanges, tuple(queues), tuple(bindings))
 
 
@@ -323,6 +339,11 @@ def declare(channel: Any, topology: Topology) -> None:
         channel.queue_declare(q.name, durable=True, auto_delete=False, arguments=q.arguments)
     for b in topology.bindings:
         channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key)
+    for name, if_empty in RETIRED_QUEUES:
+        try:
+            channel.queue_delete(name, if_empty=if_empty)
+        except Exception:  # not empty (PRECONDITION_FAILED closes the channel): kept for a look
+            return
 
 
 def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:

@@ -363,7 +363,7 @@ class ChaosRun:
 
     def archived(self, case_ids: list[str], orders: list[checks.Order]) -> tuple[list[str], float]:
         """What is not in the archive, waiting (up to `archive_s`) while the archiver still
-        works off its queue: the drain may end with `archiver.record` not yet empty."""
+        works off the stream: the drain may end before it has written the stream to its end."""
         t = time.monotonic()
         while True:
             try:

@@ -1,18 +1,17 @@
-"""The archiver's state outside nameko: a few PostgreSQL connections and the lag."""
+"""The archiver's PostgreSQL connections for its timers (the stream reader keeps its own:
+it holds the writer's lock on it, services/archiver/stream.py)."""
 
 from __future__ import annotations
 
 import queue
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import psycopg
 
 from services.archiver import db
-from services.archiver.writer import Outcome, archive
-from shared import metrics
 
 
 class Archive:
@@ -23,7 +22,6 @@ class Archive:
         self._slots = queue.Queue[None]()
         for _ in range(size):
             self._slots.put(None)
-        self.last_written: float | None = None  # occurred_at (unix) of the last message written
         self.started = time.time()
 
     @contextmanager
@@ -47,21 +45,6 @@ class Archive:
             raise
         finally:
             self._slots.put(None)
-
-    def write(self, body: Any) -> Outcome:
-        with self.connection() as conn:
-            out = archive(conn, body, self.tz)
-        metrics.ARCHIVED.labels(out.kind, "new" if out.new else "repeat").inc()
-        self.last_written = out.occurred_at.timestamp()
-        return out
-
-    def lag(self, backlog: int, now: float | None = None) -> float:
-        """0 with nothing waiting; else how old the last message written is (the frontier),
-        or — nothing written yet — how long this archiver has been unable to write."""
-        if backlog == 0:
-            return 0.0
-        now = time.time() if now is None else now
-        return max(0.0, now - (self.last_written if self.last_written is not None else self.started))
 
     def close(self) -> None:
         while True:

@@ -32,6 +32,7 @@ TABLES = (
     "ledger_firsts",
     "notifications",
     "api_keys",
+    "stream_offsets",
 )
 _LOCK_ID = 4_503_050_012  # pg_advisory_lock key of the migration runner
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")

@@ -1,4 +1,5 @@
-"""Writing the complete record into PostgreSQL, one message per transaction.
+"""Writing the complete record into PostgreSQL: `check` a message, then `write` it inside a
+transaction (the stream reader's batch, services/archiver/stream.py, or `archive`'s own).
 
 A message is first claimed in `journal` by its message id (INSERT … ON CONFLICT DO
 NOTHING): a repeat finds its id there and changes nothing, so the same messages twice
@@ -14,7 +15,8 @@ give the same rows. The derived tables are then written in the same transaction:
 - `dispatch_order` (gridbus.dispatch) → `orders`; `notification_sent` → `notifications`;
   `apikey_recorded` → `api_keys`; every other event lives in the journal only.
 
-The caller acks the message only after `archive` returned (the commit is done).
+The stream reader moves its stored offset past a message only in the transaction that
+wrote it (services/archiver/offsets.py).
 """
 
 from __future__ import annotations
@@ -63,9 +65,22 @@ def _when(body: dict[str, Any]) -> datetime:
     return value if value and value.tzinfo else datetime.now(timezone.utc)
 
 
-def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
-    """Write one message of the record (its own transaction). Raises Unarchivable for a
-    message that can never be written; database errors propagate (retry later)."""
+@dataclass(frozen=True)
+class Checked:
+    """A message that can be written: its id, kind, time, body and parsed event (or the
+    values of its dispatch order). Checking needs no database, so a batch learns what it
+    must refuse before its transaction starts."""
+
+    message_id: str
+    kind: str
+    occurred_at: datetime
+    body: dict[str, Any]
+    parsed: Any = None
+    order: tuple[Any, ...] | None = None
+
+
+def check(body: Any) -> Checked:
+    """Raises Unarchivable for a message that can never be written."""
     if isinstance(body, (bytes, str)):
         try:
             body = json.loads(body)
@@ -83,42 +98,56 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
         except ValueError as exc:
             raise Unarchivable(f"invalid {kind}: {exc}") from None
     message_id, when = body["message_id"], _when(body)
+    order = _order_values(message_id, body, when) if parsed is None and kind == "dispatch_order" else None
+    return Checked(message_id, kind, when, body, parsed, order)
+
+
+def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
+    """Write one message of the record (its own transaction). Raises Unarchivable for a
+    message that can never be written; database errors propagate (retry later)."""
+    checked = check(body)
     with conn.transaction():
-        claimed = conn.execute(
-            "INSERT INTO journal (message_id, kind, case_id, occurred_at, body) VALUES (%s, %s, %s, %s, %s) "
-            "ON CONFLICT (message_id) DO NOTHING RETURNING 1",
-            (message_id, kind, body.get("case_id") or None, when, Jsonb(journal.compact(kind, body, parsed))),
-        ).fetchone()
-        if claimed is None:
-            return Outcome(message_id, kind, when, False)
-        if isinstance(parsed, CaseRecorded):
-            _case(conn, parsed)
-        elif isinstance(parsed, ClocksRecorded):
-            _clocks(conn, parsed, tz)
-        elif isinstance(parsed, CaseRegistered):
-            period = parsed.occurred_at.astimezone(tz).strftime("%Y-%m")
-            rollup.add_counts(conn, [(period, "street", parsed.case.street, "registered", 1)])
-        elif isinstance(parsed, NotificationSent):
-            conn.execute(
-                "INSERT INTO notifications (delivery_id, case_id, event, channel, recipient, outcome, finished_at, "
-                "subject, detail, attempt) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (
-                    parsed.delivery_id,
-                    parsed.case_id,
-                    parsed.source_event,
-                    parsed.channel,
-                    parsed.recipient,
-                    parsed.outcome,
-                    parsed.occurred_at,
-                    parsed.subject,
-                    parsed.detail,
-                    parsed.attempt,
-                ),
-            )
-        elif isinstance(parsed, ApiKeyRecorded):
-            _api_key(conn, parsed)
-        elif kind == "dispatch_order":
-            _order(conn, message_id, body, when)
+        return write(conn, checked, tz)
+
+
+def write(conn: psycopg.Connection, msg: Checked, tz: ZoneInfo) -> Outcome:
+    """Write a checked message inside the caller's transaction (a batch's, or `archive`'s)."""
+    message_id, kind, when, body, parsed = msg.message_id, msg.kind, msg.occurred_at, msg.body, msg.parsed
+    claimed = conn.execute(
+        "INSERT INTO journal (message_id, kind, case_id, occurred_at, body) VALUES (%s, %s, %s, %s, %s) "
+        "ON CONFLICT (message_id) DO NOTHING RETURNING 1",
+        (message_id, kind, body.get("case_id") or None, when, Jsonb(journal.compact(kind, body, parsed))),
+    ).fetchone()
+    if claimed is None:
+        return Outcome(message_id, kind, when, False)
+    if isinstance(parsed, CaseRecorded):
+        _case(conn, parsed)
+    elif isinstance(parsed, ClocksRecorded):
+        _clocks(conn, parsed, tz)
+    elif isinstance(parsed, CaseRegistered):
+        period = parsed.occurred_at.astimezone(tz).strftime("%Y-%m")
+        rollup.add_counts(conn, [(period, "street", parsed.case.street, "registered", 1)])
+    elif isinstance(parsed, NotificationSent):
+        conn.execute(
+            "INSERT INTO notifications (delivery_id, case_id, event, channel, recipient, outcome, finished_at, "
+            "subject, detail, attempt) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                parsed.delivery_id,
+                parsed.case_id,
+                parsed.source_event,
+                parsed.channel,
+                parsed.recipient,
+                parsed.outcome,
+                parsed.occurred_at,
+                parsed.subject,
+                parsed.detail,
+                parsed.attempt,
+            ),
+        )
+    elif isinstance(parsed, ApiKeyRecorded):
+        _api_key(conn, parsed)
+    elif msg.order is not None:
+        conn.execute("INSERT INTO orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", msg.order)
     return Outcome(message_id, kind, when, True)
 
 
@@ -266,9 +295,9 @@ def _api_key(conn: psycopg.Connection, rec: ApiKeyRecorded) -> None:
     )
 
 
-def _order(conn: psycopg.Connection, message_id: str, body: dict[str, Any], when: datetime) -> None:
+def _order_values(message_id: str, body: dict[str, Any], when: datetime) -> tuple[Any, ...]:
     try:
-        values = (
+        return (
             message_id,
             str(body["order_id"]),
             str(body["case_id"]),
@@ -281,4 +310,3 @@ def _order(conn: psycopg.Connection, message_id: str, body: dict[str, Any], when
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise Unarchivable(f"dispatch order without {exc}") from None
-    conn.execute("INSERT INTO orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", values)

@@ -101,7 +101,6 @@ def rebuild_again(stack: Stack, client: redis.Redis) -> Any:
 
     from services import rebuild as rb
     from services.sla.deadlines import Deadlines
-    from shared.audit import read_audit
     from shared.departments import load_departments
     from shared.grid import load_grid
     from shared.policies import load_policies
@@ -110,7 +109,7 @@ def rebuild_again(stack: Stack, client: redis.Redis) -> Any:
     with as_stack(stack):
         tz = ZoneInfo(stack.settings.timezone)
         with psycopg.connect(stack.env["DATABASE_URL"]) as conn:
-            tail = rb.catch_up(conn, read_audit(stack.env["AMQP_URI"], offset=rb.catch_up_offset(conn)), tz)
+            tail = rb.catch_up(conn, stack.env["AMQP_URI"], tz)
             report = rb.restore(conn, client, stack.settings.case_hot_days, tz)
             report.tail = tail
             conn.commit()
@@ -156,7 +155,6 @@ def quiet(stack: Stack, r: redis.Redis, dsn: str, case_ids: list[str], auth: dic
         return False
     with connection(stack.env["AMQP_URI"]) as conn:
         for q in (
-            topology.Q_ARCHIVER,
             topology.Q_INTAKE_EVENTS,
             topology.Q_SLA_EVENTS,
             topology.Q_NOTIFIER_EVENTS,
