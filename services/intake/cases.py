@@ -176,7 +176,8 @@ class Registrar:
         )
         if not result.created:  # another request with the same key won the race
             return Registered(result.case_id, False)
-        events = [event, *([result.record] if result.record else [])]
+        # the case's record waits in the outbox: its next version's replaces it (CaseStore.register)
+        events: list[Envelope] = [event]
         if original is not None:
             events += self._link(original, case_id)
         if report.handled_on_site is not None and not drawn_for_verification(case_id, self.onsite_sample_rate):

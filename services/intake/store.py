@@ -37,10 +37,14 @@ def _open_flag(case: Case) -> str:
     return "0" if case.status in FINAL_STATES else "1"
 
 
+def record_id(case_id: str, version: int) -> str:
+    return f"case:{case_id}:v{version}"
+
+
 def record_of(case: Case, idempotency_key: str | None = None) -> CaseRecorded:
     """The archive's copy of the case as stored now (one per version: a repeat has the same id)."""
     return CaseRecorded(
-        message_id=f"case:{case.case_id}:v{case.version}",
+        message_id=record_id(case.case_id, case.version),
         case_id=case.case_id,
         correlation_id=case.correlation_id,
         occurred_at=case.updated_at,
@@ -123,8 +127,10 @@ class CaseStore:
     def register(self, report_id: str, case: Case, event: Envelope, index_location: bool = True) -> Registration:
         """Store a new case and its first event, unless the report (idempotency key) is
         known; an open case also enters its category's geo index of its registration day
-        (services/intake/duplicates.py). The case's record for the
-        archive goes into the outbox with the event."""
+        (services/intake/duplicates.py). The case's record for the archive goes into the
+        outbox with the event, to be published by the relay (OUTBOX_RELAY_AFTER_SECONDS)
+        unless the case's next version replaces it first (`save`): the router's dispatch
+        follows within milliseconds, and its record is all the archive keeps of the two."""
         lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
         record = record_of(case, report_id)
         created, case_id = self._register(
@@ -150,22 +156,30 @@ class CaseStore:
                 record.message_id,
                 record.model_dump_json(),
                 keys.GEO_DAY_TTL_S,
+                report_id,
             ],
         )
         return Registration(case_id=case_id, created=bool(created), record=record if created else None)
 
     def save(self, case: Case, expected_version: int, events: list[Envelope]) -> Case:
         """Compare-and-set: store `case` (version bumped) and its events, atomically. The
-        case's record for the archive is put first in `events` (the caller publishes them all)."""
+        case's record for the archive is put first in `events` (the caller publishes them
+        all), with the idempotency key the case was registered under. The registration's
+        record, left in the outbox unpublished (`register`), is replaced by this one."""
         case.version = expected_version + 1
-        events.insert(0, record_of(case))
+        record = record_of(case)
+        doc = case.model_dump_json()
         args: list[Any] = [
             expected_version,
-            case.model_dump_json(),
+            doc,
             time.time(),
             _open_flag(case),
             case.registered_at.timestamp(),
             case.case_id,
+            record_id(case.case_id, 1) if expected_version == 1 else "",
+            record.message_id,
+            # the script completes it with the key and `doc`: the case is serialised once
+            record.model_dump_json(exclude={"case", "idempotency_key"}),
         ]
         for e in events:
             args += [e.message_id, e.model_dump_json()]
@@ -174,6 +188,8 @@ class CaseStore:
             raise CaseNotFound(case.case_id)
         if result == -2:
             raise VersionConflict(case.case_id)
+        record.idempotency_key = result[1] or None
+        events.insert(0, record)
         return case
 
     # ------------------------------------------------------------------ reads

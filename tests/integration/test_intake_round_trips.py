@@ -13,9 +13,9 @@ import eventlet
 import pytest
 import redis
 
-from services.intake.cases import Registrar
+from services.intake.cases import Registrar, apply_event
 from services.intake.duplicates import DuplicatePolicy
-from services.intake.publishing import OutboxCompletions, publish_stored, register_report
+from services.intake.publishing import OutboxCompletions, publish_stored, register_report, relay_stored
 from services.intake.store import CaseStore
 from services.intake.validation import InvalidInput
 from shared import redis_keys as keys
@@ -24,9 +24,10 @@ from shared.amqpclient import connection
 from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.grid import load_grid
-from shared.models import Report
+from shared.models import CaseRecorded, CaseStatus, Report
 from shared.outbox import intake_outbox
 from shared.scripts import Lua
+from tests.integration.test_dispatch_events import _dispatch
 
 pytestmark = pytest.mark.integration
 
@@ -95,7 +96,7 @@ def test_a_new_report_is_two_round_trips_and_a_repeat_one(counted: redis.Redis) 
     assert counted.ttl(keys.case_sequence("450305", "20261127")) > 0
 
 
-def test_a_report_near_an_open_case_is_its_duplicate_in_three(counted: redis.Redis) -> None:
+def test_a_report_near_an_open_case_is_its_duplicate_in_five(counted: redis.Redis) -> None:
     reg = registrar(counted)
     first = reg.register(report("near-1"), now=NOW)
     second, n = writes(lambda: reg.register(report("near-2", lat=LAT + 0.0001), now=NOW))  # ~11 m away
@@ -138,11 +139,13 @@ def test_confirmed_events_leave_the_outbox_in_one_batch_off_the_request_path(
         assert n == 2  # nothing after the confirm on the request's own path
         results.append(result)
     box = intake_outbox(redis_client)
-    assert box.size() == 10 and completions.pending() == 10  # each case's event and record, published
+    # each case's event published, its record waiting for the case's next version
+    assert box.size() == 10 and completions.pending() == 5
     # meanwhile the relay (entries older than OUTBOX_RELAY_AFTER_SECONDS) takes none of them
     assert box.take(5.0) == []
-    _, n = writes(lambda: eventlet.sleep(0.5))  # the batch goes: one round trip for all ten
-    assert n == 1 and box.size() == 0 and completions.pending() == 0
+    _, n = writes(lambda: eventlet.sleep(0.5))  # the batch goes: one round trip for all five
+    assert n == 1 and completions.pending() == 0
+    assert sorted(e.message_id for e in box.take(-1.0)) == sorted(f"case:{r.case_id}:v1" for r in results)
 
 
 def test_a_batch_that_fails_is_kept_and_the_relay_has_the_entries_anyway(
@@ -154,19 +157,71 @@ def test_a_batch_that_fails_is_kept_and_the_relay_has_the_entries_anyway(
     store = CaseStore(redis_client, "450305", confirmed=completions.add)
     reg = registrar(redis_client, store)
     register_report(bus, store, reg, report("keep-1"), "http")
-    assert completions.flush() == 0 and completions.pending() == 2
+    assert completions.flush() == 0 and completions.pending() == 1
     box = intake_outbox(redis_client)
     assert box.size() == 2
     # the process dies here: the relay publishes them again once they are old enough
     assert {e.event for e in box.take(-1.0)} == {"case_registered", "case_recorded"}
     completions.outbox = intake_outbox(redis_client)  # Redis answers again
     completions.stop()
-    assert completions.pending() == 0 and box.size() == 0
+    assert completions.pending() == 0 and box.size() == 1  # the record, for the relay
 
 
 def test_without_batching_the_store_takes_confirmed_events_out_at_once(redis_client: redis.Redis, bus: Bus) -> None:
     store = CaseStore(redis_client, "450305")
     reg = registrar(redis_client, store)
     result = register_report(bus, store, reg, report("now-1"), "http")
-    assert result.created and store.outbox.size() == 0
+    assert result.created and [e.message_id for e in store.outbox.take(-1.0)] == [f"case:{result.case_id}:v1"]
     publish_stored(bus, store, [])  # nothing to publish: nothing happens
+
+
+# ---------------------------------------------------------------- one record for two versions
+def test_the_dispatch_record_replaces_the_registration_record_and_carries_its_key(redis_client: redis.Redis) -> None:
+    """The registration's record waits in the outbox; the router's dispatch (the case's
+    next version, milliseconds later) writes its own record in its place: one
+    `case_recorded` instead of two, and the archive, which keeps a case's newest document,
+    gets the same — with the registration's idempotency key (the HTTP Idempotency-Key here)."""
+    store = CaseStore(redis_client, "450305")
+    reg = registrar(redis_client, store)
+    result = reg.register(report("sup-1"), now=NOW, idempotency_key="idem:k1:abc")
+    assert [type(e).__name__ for e in result.events] == ["CaseRegistered"]  # what the request publishes
+    box = intake_outbox(redis_client)
+    stored = {e.message_id: e for e in box.take(-1.0)}
+    v1 = stored[f"case:{result.case_id}:v1"]
+    assert isinstance(v1, CaseRecorded) and v1.idempotency_key == "idem:k1:abc"
+    _, events, applied = apply_event(store, _dispatch(store, result.case_id))
+    assert applied and [type(e) for e in events] == [CaseRecorded]
+    v2 = events[0]
+    assert isinstance(v2, CaseRecorded) and (v2.version, v2.idempotency_key) == (2, "idem:k1:abc")
+    # in the outbox: v2 (as the script completed it, the same as what is published), v1 gone
+    left = {e.message_id: e for e in box.take(-1.0)}
+    assert set(left) == {result.events[0].message_id, v2.message_id}
+    assert left[v2.message_id] == v2
+    assert left[v2.message_id].case.status is CaseStatus.dispatched
+
+
+def test_later_versions_leave_earlier_records_alone(redis_client: redis.Redis) -> None:
+    # only the registration's record is left unpublished on purpose; a later one that its
+    # writer could not publish (the broker away) stays for the relay
+    store = CaseStore(redis_client, "450305")
+    reg = registrar(redis_client, store)
+    result = reg.register(report("sup-2"), now=NOW)
+    apply_event(store, _dispatch(store, result.case_id))  # v2, not confirmed: left in the outbox
+    _, events, _ = apply_event(store, _dispatch(store, result.case_id, round_no=2, by="commander:chen"))
+    records = sorted(e.message_id for e in intake_outbox(redis_client).take(-1.0) if isinstance(e, CaseRecorded))
+    assert records == [f"case:{result.case_id}:v2", f"case:{result.case_id}:v3"]
+    assert all(isinstance(e, CaseRecorded) and e.idempotency_key == "sup-2" for e in events[:1])
+
+
+def test_a_case_with_no_next_version_has_its_record_relayed(redis_client: redis.Redis, bus: Bus) -> None:
+    # a duplicate changes no more: its registration's record goes out with the relay
+    store = CaseStore(redis_client, "450305")
+    reg = registrar(redis_client, store)
+    register_report(bus, store, reg, report("dup-0"), "http")
+    dup = register_report(bus, store, reg, report("dup-1", lat=LAT + 0.0001), "http")
+    assert dup.duplicate_of is not None
+    assert relay_stored(bus, store, 5.0) == 0  # younger than OUTBOX_RELAY_AFTER_SECONDS: left alone
+    relayed = store.outbox.take(-1.0)
+    assert f"case:{dup.case_id}:v1" in {e.message_id for e in relayed}
+    publish_stored(bus, store, relayed)
+    assert store.outbox.size() == 0
