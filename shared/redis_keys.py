@@ -172,6 +172,12 @@ def delivery_lease(delivery_id: str) -> str:
     return f"{_p()}:notify:lease:{delivery_id}"
 
 
+def notify_plan(event_message_id: str) -> str:
+    """String (JSON list of Delivery) with TTL: an event's planned deliveries while the
+    notifier sends them itself (services/notifier/plans.py); deleted once they are all handled."""
+    return f"{_p()}:notify:plan:{event_message_id}"
+
+
 def notify_held(bucket: str) -> str:
     """Hash delivery id → Delivery JSON: held for a digest to one recipient on one channel."""
     return f"{_p()}:notify:held:{bucket}"

@@ -1,9 +1,10 @@
 """notifier's domain: one delivery (event × recipient × channel), what to do after an
 attempt, and the sender that makes each delivery happen once.
 
-An event fans out into `Delivery` messages on `notifier.deliveries` (see planner.py);
-each is attempted on its own, retried through the delay queues `notifier.retry.{10,60,
-300,1800}s` (TTL, then dead-lettered back to work), and dead-lettered to
+An event fans out into `Delivery`s (see planner.py), each attempted on its own — first in
+the process that planned it (plans.py), then, if it must wait, as a message retried
+through the delay queues `notifier.retry.{10,60,300,1800}s` (TTL, then dead-lettered back
+to `notifier.deliveries`) — and dead-lettered to
 `notifier.deliveries.dead` after a permanent failure or the last try. Deliveries name
 their recipient, not its address or secret (see addresses.py).
 
@@ -23,8 +24,9 @@ Delivery guarantees — the resend policy
   the same attempt number; when it comes back the done marker is usually there.
 * **Crash between send and record.** Each attempt counts its sends in
   `notify:state:<id>` *before* sending. If the process dies after sending but before
-  writing the outcome, RabbitMQ redelivers the unacked message; the count is then 1, so
-  the message is sent **once more, with the same delivery id** (the receiver may have got
+  writing the outcome, RabbitMQ redelivers the unacked message (the delivery, or the
+  event whose recorded plan holds it); the count is then 1, so the message is sent
+  **once more, with the same delivery id** (the receiver may have got
   it: it de-duplicates on the id). If that resend also dies unrecorded, the count is 2 and
   the delivery is **not sent a third time**: it is dead-lettered with reason
   `outcome unknown` and a `notification_failed` event tells the operations centre to check.

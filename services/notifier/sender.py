@@ -1,7 +1,9 @@
 """The notifier's work, without nameko: plan an event, send a delivery, flush digests.
 
-`Notifier.on_event` fans an event out into deliveries; `Notifier.deliver` makes one
-delivery happen at most once per id (see deliveries.py for the resend policy);
+`Notifier.on_event` fans an event out into deliveries and sends them (plans.py);
+`Notifier.deliver` makes one delivery happen at most once per id (see deliveries.py for
+the resend policy) — for the event's own deliveries and for those that come back from
+notifier.deliveries (retries, parked copies);
 `Notifier.flush` turns held messages into digests. The nameko service (service.py) only
 calls these from its entrypoints and timers.
 """
@@ -30,12 +32,14 @@ from services.notifier.deliveries import (
     outgoing,
 )
 from services.notifier.planner import CaseFacts, Planner
+from services.notifier.plans import Plans
 from services.notifier.subscriptions import NotifyFile
 from shared import metrics, topology
 from shared import redis_keys as keys
 from shared.bus import Bus, Outgoing
 from shared.models import Case, Envelope, NotificationFailed, NotificationSent
 from shared.nameko_ext import dead_letter
+from shared.resilience import transient_dependency
 
 log = structlog.get_logger("gridbus.notifier")
 
@@ -74,6 +78,7 @@ class Notifier:
         self.lease_s = lease_s
         self.state = SendState(client, keys)
         self.holds = digests.HoldStore(client)
+        self.plans = Plans(client)
         self.disabled = channel_settings.disabled()
 
     # ------------------------------------------------------------------ events
@@ -89,18 +94,47 @@ class Notifier:
         return facts
 
     def on_event(self, event: Envelope) -> list[Delivery]:
-        planned = self.planner.plan(event, self.case_facts(event.case_id))
-        # one confirm round trip for the whole fan-out
-        self.bus.publish_batch(
-            [
-                Outgoing(topology.EX_NOTIFY, topology.RK_DELIVERY, d, d.delivery_id, d.correlation_id, "delivery")
-                for d in planned
-            ]
-        )
+        """Plan the event's deliveries and send them here and now (plans.py says why that is
+        as safe as a hop through notifier.deliveries); returns them. The caller acks the
+        event after this returns: by then each is finished or durably handed on."""
+        planned = self.plan(event)
+        self.deliver_planned(event, planned)
         return planned
 
+    def plan(self, event: Envelope) -> list[Delivery]:
+        """The event's deliveries, recorded before any is sent: an earlier try's (a notifier
+        that died sending them) when there is one, else planned now."""
+        return self.plans.keep(event.message_id, self.planner.plan(event, self.case_facts(event.case_id)))
+
+    def deliver_planned(self, event: Envelope, planned: list[Delivery]) -> None:
+        for delivery in planned:
+            self.deliver_here(delivery)
+        if planned:
+            self.plans.forget(event.message_id)
+
+    def deliver_here(self, delivery: Delivery) -> str:
+        """`deliver`, in the process that planned the delivery (or fell back to it). A bug
+        hands the delivery to notifier.deliveries (its own tries there, then its dead letter
+        with the reason) instead of holding up the others; a dependency that is down raises:
+        the caller's message is held and handled again whole, and the done markers drop
+        what got through."""
+        try:
+            return self.deliver(delivery)
+        except Exception as exc:
+            if transient_dependency(exc) is not None:
+                raise
+            log.exception(
+                "delivery_handed_to_queue",
+                case_id=delivery.case_id,
+                delivery_id=delivery.delivery_id,
+                channel=delivery.channel.value,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            self.publish(delivery)
+            return "queued"
+
     def publish(self, delivery: Delivery, routing_key: str = topology.RK_DELIVERY) -> None:
-        # the batch confirm channel, as on_event's fan-out: less CPU than Bus.publish
+        # the batch confirm channel: less CPU than Bus.publish
         kind = "delivery" if routing_key == topology.RK_DELIVERY else "retry"
         self.bus.publish_batch(
             [Outgoing(topology.EX_NOTIFY, routing_key, delivery, delivery.delivery_id, delivery.correlation_id, kind)]
@@ -312,7 +346,6 @@ class Notifier:
                     "fallbacks": delivery.fallbacks[1:],
                 }
             )
-        self.publish(nxt)
         log.info(
             "delivery_fallback",
             case_id=delivery.case_id,
@@ -321,6 +354,10 @@ class Notifier:
             channel=channel.value,
             reason=reason,
         )
+        # here and now, before this delivery is marked done: a crash in between leaves it
+        # unfinished, so its redelivery (or its event's) falls back again, and the next
+        # channel's own done marker and send count keep that to one message
+        self.deliver_here(nxt)
 
     def failed(self, delivery: Delivery, reason: str) -> None:
         """notification_failed on the bus (the operations centre's dashboards, the audit

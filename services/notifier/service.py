@@ -1,7 +1,8 @@
 """notifier: the nameko shell around sender.py (planning, sending, digests).
 
-Entrypoints: `on_event` (queue notifier.events) fans an event out into deliveries;
-`deliver` (queue notifier.deliveries, fed again by the retry delay queues) sends one;
+Entrypoints: `on_event` (queue notifier.events) fans an event out into deliveries and
+sends them in the same worker (plans.py); `deliver` (queue notifier.deliveries: retries
+fed back by the delay queues, parked copies, digests) sends one;
 `flush_digests` (timer, every replica; claims are atomic in Redis) sends held messages
 as digests; `poll_queues` (timer) reads the depth of the notifier's queues for metrics.
 """

@@ -21,6 +21,7 @@ STEPS = {
     "intake_register",
     "router_plan_publish",
     "intake_apply_dispatch",
+    "sla_clocks",
     "notifier_plan",
     "notifier_deliver",
 }
@@ -42,4 +43,4 @@ def test_cpu_benchmark_measures_every_step(tmp_path: Path) -> None:
     assert run["deliveries_per_report"] > 0
     assert set(run["cpu_ms_per_report"]) == STEPS
     assert all(v > 0 for v in run["cpu_ms_per_report"].values()), run["cpu_ms_per_report"]
-    assert set(run["cpu_ms_per_report_by_service"]) == {"intake", "router", "notifier"}
+    assert set(run["cpu_ms_per_report_by_service"]) == {"intake", "router", "sla", "notifier"}

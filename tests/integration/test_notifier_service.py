@@ -341,6 +341,19 @@ def dispatched(case_id: str, dept: str = "lighting", **kw: Any) -> CaseDispatche
     )
 
 
+def resolved(case_id: str) -> CaseUpdated:
+    """The lighting department resolved the case (the reporters are told)."""
+    return CaseUpdated(
+        case_id=case_id,
+        correlation_id=f"r-{case_id}",
+        from_status=CaseStatus.in_progress,
+        to_status=CaseStatus.resolved,
+        actor="dept:lighting",
+        dept="lighting",
+        mode="service",
+    )
+
+
 def breached(case_id: str, due_at: datetime, **kw: Any) -> DeadlineBreached:
     """The lighting department's acknowledge deadline of `dispatched(case_id)` missed."""
     return DeadlineBreached(
@@ -505,24 +518,88 @@ def test_each_channel_delivers_through_the_notifier(stack: dict[str, Any]) -> No
     assert mail[0]["To"] == "ops@qixing.example.cn"
 
     # resolved: the reporter, and the duplicate's reporter, through the grid app webhook
-    publish(
-        stack,
-        CaseUpdated(
-            case_id=case_id,
-            correlation_id=f"r-{case_id}",
-            from_status=CaseStatus.in_progress,
-            to_status=CaseStatus.resolved,
-            actor="dept:lighting",
-            dept="lighting",
-            mode="service",
-        ),
-    )
+    publish(stack, resolved(case_id))
     app = wait_for(lambda: len(hooks.for_case(case_id, "/gridapp")) >= 2 and hooks.for_case(case_id, "/gridapp"), 20)
     assert app and {(h["body"]["event"]["reporter_id"], h["body"]["event"]["reporter_case_id"]) for h in app} == {
         ("w-1024", case_id),
         ("w-2048", dup_id),
     }
     assert all(h["valid"] and h["body"]["event"]["to_status"] == "resolved" for h in app)
+
+
+def _messages_out(stack: dict[str, Any], exchange: str, kind: str) -> float:
+    """The notifier's gridbus_messages_out_total for one exchange and kind (0 before the first)."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{stack['env']['NOTIFIER_METRICS_PORT']}/metrics", timeout=5).text
+    want = f'exchange="{exchange}",kind="{kind}"'
+    rows = [line for line in text.splitlines() if line.startswith("gridbus_messages_out_total{") and want in line]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in rows)
+
+
+def test_an_event_is_delivered_in_process_without_the_deliveries_hop(stack: dict[str, Any]) -> None:
+    """The liaison's WeCom message and the department's webhook go out from the worker that
+    planned them: nothing is published to notifier.deliveries for them, and the archive's
+    `notification_sent` records still are."""
+    hooks: Hooks = stack["hooks"]
+    case_id = new_case_id()
+    before = _messages_out(stack, "gridbus.notify", "delivery")
+    sent_before = _messages_out(stack, "gridbus.events", "notification_sent")
+    publish(stack, dispatched(case_id, dept="drainage"))
+    assert wait_for(
+        lambda: logged(stack, "delivered", case_id, "webhook") and logged(stack, "delivered", case_id, "wecom"), 20
+    )
+    assert len(hooks.for_case(case_id, "/hooks/drainage")) == 1
+    assert _messages_out(stack, "gridbus.notify", "delivery") == before
+    assert _messages_out(stack, "gridbus.events", "notification_sent") >= sent_before + 2
+    assert not stack["redis"].keys(f"{stack['prefix']}:notify:plan:*"), "a handled event's plan is left behind"
+
+
+def test_killed_after_planning_the_recorded_plan_is_still_delivered(stack: dict[str, Any]) -> None:
+    """The notifier dies while sending the first of an event's two deliveries, and the case
+    changes before it is back: the event was not acked, so it comes back, and the plan
+    recorded before the first send (not a new one from the changed case) is delivered —
+    the interrupted one resent once with its delivery id, the other once — with the case's
+    notification log and the archive's records; then the plan is gone."""
+    from shared.audit import read_audit
+
+    hooks: Hooks = stack["hooks"]
+    notifier: Stack = stack["notifier"]
+    r, prefix = stack["redis"], stack["prefix"]
+    case_id, dup_id = new_case_id(), new_case_id()
+    store_case(stack, case_id, reporter="w-5001", duplicates=[dup_id])
+    store_case(stack, dup_id, reporter="w-5002")
+    hooks.scripts[case_id] = ["hang"]  # the first of the two grid-app webhooks never answers
+    event = resolved(case_id)
+    publish(stack, event)
+    assert wait_for(lambda: hooks.for_case(case_id, "/gridapp"), 30)
+    plan_key = f"{prefix}:notify:plan:{event.message_id}"
+    assert r.exists(plan_key), "the plan was not recorded before the first send"
+    store_case(stack, case_id, reporter="w-5001", duplicates=[])  # planned again now, w-5002 would be left out
+    notifier.kill()
+    notifier.start()
+
+    def reporters() -> list[str]:
+        return sorted(h["body"]["event"]["reporter_id"] for h in hooks.for_case(case_id, "/gridapp"))
+
+    assert wait_for(lambda: reporters() == ["w-5001", "w-5001", "w-5002"], 90), reporters()
+    assert wait_for(lambda: len(logged(stack, "delivered", case_id, "webhook")) == 2, 30)
+    assert wait_for(lambda: not r.exists(plan_key), 10), "the plan outlived its event"
+    first = [
+        h["delivery"] for h in hooks.for_case(case_id, "/gridapp") if h["body"]["event"]["reporter_id"] == "w-5001"
+    ]
+    assert len(set(first)) == 1, "the resend must carry the same delivery id"
+    log = [json.loads(v) for v in r.hgetall(f"{prefix}:notify:case:{case_id}").values()]
+    assert sorted((e["recipient"], e["outcome"]) for e in log) == [
+        ("reporter:w-5001", "delivered"),
+        ("reporter:w-5002", "delivered"),
+    ]
+    records = [
+        e
+        for e in read_audit(stack["env"]["AMQP_URI"], "first", case_id, idle_timeout=1.5)
+        if e.get("event") == "notification_sent"
+    ]
+    assert sorted(e["recipient"] for e in records) == ["reporter:w-5001", "reporter:w-5002"]
 
 
 def test_duplicate_event_gives_one_message_per_recipient_and_channel(stack: dict[str, Any]) -> None:
