@@ -106,7 +106,9 @@ class ArchiverService:
     def measure_lag(self) -> None:
         """Backlog: the stream's last offset minus the one the archive stored (every
         replica, the standby too); lag: how old the newest message written is."""
-        end = self.depths.stream_end(topology.Q_AUDIT)
+        end = self.record.stream_end()
+        if end is None:  # not this replica's reader (a standby, or stalled): ask the stream
+            end = self.depths.stream_end(topology.Q_AUDIT)
         with self.archive.connection() as conn:
             done, newest = offsets.standing(conn, topology.Q_AUDIT)
             conn.rollback()

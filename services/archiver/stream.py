@@ -34,7 +34,7 @@ import psycopg
 import structlog
 
 from services.archiver import db, offsets
-from services.archiver.writer import Outcome, Unarchivable, check, write
+from services.archiver.writer import Checked, Outcome, Unarchivable, check, write, write_many
 from shared import metrics
 from shared.amqpclient import body_bytes, channel, close_quietly, connect, stream_offset
 from shared.bus import Bus
@@ -124,26 +124,36 @@ def _write(
     written: list[Outcome] = []
     refused: list[tuple[Taken, str]] = []
     with conn.transaction():
-        for taken in todo:
-            try:
-                checked = check(taken.body)
-                if not careful:
-                    written.append(write(conn, checked, tz))
-                    continue
+        if careful:
+            for taken in todo:
                 try:
-                    with conn.transaction():  # a savepoint: a refused message takes nothing else with it
-                        written.append(write(conn, checked, tz))
-                except psycopg.Error as exc:
-                    if transient_dependency(exc) is not None:
-                        raise
-                    raise Unarchivable(f"refused by the database: {type(exc).__name__}: {exc}") from None
-            except Unarchivable as exc:
-                refused.append((taken, str(exc)))
+                    written.append(_one(conn, check(taken.body), tz))
+                except Unarchivable as exc:
+                    refused.append((taken, str(exc)))
+        else:
+            ok: list[Checked] = []
+            for taken in todo:
+                try:
+                    ok.append(check(taken.body))
+                except Unarchivable as exc:
+                    refused.append((taken, str(exc)))
+            written = write_many(conn, ok, tz)
         for taken, reason in refused:
             refuse(taken, reason)
         newest = max((o.occurred_at for o in written if o.new), default=None)
         offsets.advance(conn, stream, before, to, newest)
     return written, refused
+
+
+def _one(conn: psycopg.Connection, checked: Checked, tz: ZoneInfo) -> Outcome:
+    """One message in a savepoint: one the database refuses takes nothing else with it."""
+    try:
+        with conn.transaction():
+            return write(conn, checked, tz)
+    except psycopg.Error as exc:
+        if transient_dependency(exc) is not None:
+            raise
+        raise Unarchivable(f"refused by the database: {type(exc).__name__}: {exc}") from None
 
 
 def count(written: Sequence[Outcome]) -> None:
@@ -190,6 +200,8 @@ class StreamReader:
         self.state, self.dependency, self.detail = "starting", "", ""
         self.since = self.beat_at = clock()
         self.written_to: int | None = None
+        self.seen_to: int | None = None  # the highest offset the stream delivered to this reader
+        self.outstanding = 0  # delivered, not yet acked (credit used)
 
     # -- what /healthz reads
 
@@ -217,6 +229,14 @@ class StreamReader:
             at = "" if self.written_to is None else f" (written to offset {self.written_to})"
             return True, f"{self.state}{at}"
         return False, f"{self.state} for {self.clock() - self.since:.0f} s: {self.dependency or ''} {self.detail}"
+
+    def stream_end(self) -> int | None:
+        """The stream's last offset as this reader knows it, when it knows it: consuming with
+        credit left, the broker has delivered everything up to the stream's end (else None:
+        ask the stream, `amqpclient.stream_end`)."""
+        if self.state == "consuming" and self.seen_to is not None and self.outstanding < 2 * self.batch_messages:
+            return self.seen_to
+        return None
 
     # -- the loop
 
@@ -285,6 +305,7 @@ class StreamReader:
                     first_at = self.clock()
                 batch.extend(taken_of(m) for m in arrived)
                 arrived.clear()
+                self.seen_to, self.outstanding = batch[-1].offset, len(batch)
                 if not gap_checked:
                     gap_checked = True
                     if self.written_to is not None and batch[0].offset > self.written_to + 1:
@@ -302,6 +323,7 @@ class StreamReader:
                 for taken, reason in refused:
                     log.warning("record_unarchivable", offset=taken.offset, reason=reason[:300])
                 batch = []
+                self.outstanding = 0
                 pinged = self.clock()
             elif not batch and self.clock() - pinged >= IDLE_PING_S:
                 pg.execute("SELECT 1")  # PostgreSQL (and this session's lock) still there

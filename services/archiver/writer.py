@@ -25,7 +25,7 @@ import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Sequence
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -110,16 +110,57 @@ def archive(conn: psycopg.Connection, body: Any, tz: ZoneInfo) -> Outcome:
         return write(conn, checked, tz)
 
 
+_CLAIM = (
+    "INSERT INTO journal (message_id, kind, case_id, occurred_at, body) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT (message_id) DO NOTHING RETURNING 1"
+)
+
+
+def _claim_row(msg: Checked) -> tuple[Any, ...]:
+    body = msg.body
+    return (
+        msg.message_id,
+        msg.kind,
+        body.get("case_id") or None,
+        msg.occurred_at,
+        Jsonb(journal.compact(msg.kind, body, msg.parsed)),
+    )
+
+
 def write(conn: psycopg.Connection, msg: Checked, tz: ZoneInfo) -> Outcome:
-    """Write a checked message inside the caller's transaction (a batch's, or `archive`'s)."""
-    message_id, kind, when, body, parsed = msg.message_id, msg.kind, msg.occurred_at, msg.body, msg.parsed
-    claimed = conn.execute(
-        "INSERT INTO journal (message_id, kind, case_id, occurred_at, body) VALUES (%s, %s, %s, %s, %s) "
-        "ON CONFLICT (message_id) DO NOTHING RETURNING 1",
-        (message_id, kind, body.get("case_id") or None, when, Jsonb(journal.compact(kind, body, parsed))),
-    ).fetchone()
-    if claimed is None:
-        return Outcome(message_id, kind, when, False)
+    """Write a checked message inside the caller's transaction (`archive`'s, or a batch's
+    savepoint when the database refused the batch)."""
+    if conn.execute(_CLAIM, _claim_row(msg)).fetchone() is None:
+        return Outcome(msg.message_id, msg.kind, msg.occurred_at, False)
+    _derived(conn, msg, tz)
+    return Outcome(msg.message_id, msg.kind, msg.occurred_at, True)
+
+
+def write_many(conn: psycopg.Connection, msgs: Sequence[Checked], tz: ZoneInfo) -> list[Outcome]:
+    """Write checked messages inside the caller's transaction, as `write` does one by one,
+    in fewer round trips: the journal claims of the whole batch in one pipelined
+    executemany (the same id twice in a batch: the second finds the first's row), then
+    the derived rows of the new ones in pipeline mode (psycopg sends without waiting for
+    each statement's answer; only a case's version check waits)."""
+    if not msgs:
+        return []
+    claimed: list[bool] = []
+    with conn.cursor() as cur:
+        cur.executemany(_CLAIM, [_claim_row(m) for m in msgs], returning=True)
+        while True:
+            claimed.append(cur.fetchone() is not None)
+            if not cur.nextset():
+                break
+    with conn.pipeline():
+        for msg, new in zip(msgs, claimed, strict=True):
+            if new:
+                _derived(conn, msg, tz)
+    return [Outcome(m.message_id, m.kind, m.occurred_at, new) for m, new in zip(msgs, claimed, strict=True)]
+
+
+def _derived(conn: psycopg.Connection, msg: Checked, tz: ZoneInfo) -> None:
+    """The rows besides the journal's of a message just claimed."""
+    parsed = msg.parsed
     if isinstance(parsed, CaseRecorded):
         _case(conn, parsed)
     elif isinstance(parsed, ClocksRecorded):
@@ -148,7 +189,6 @@ def write(conn: psycopg.Connection, msg: Checked, tz: ZoneInfo) -> Outcome:
         _api_key(conn, parsed)
     elif msg.order is not None:
         conn.execute("INSERT INTO orders VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", msg.order)
-    return Outcome(message_id, kind, when, True)
 
 
 def _case(conn: psycopg.Connection, rec: CaseRecorded) -> None:

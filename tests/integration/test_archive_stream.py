@@ -159,6 +159,8 @@ def test_two_replicas_never_both_write_and_the_standby_takes_over(setup: tuple[s
     try:
         assert wait_for(lambda: second.state == "standby", 15), second.state
         assert first.state == "consuming"
+        assert first.stream_end() == 299  # the writer knows the end (ARCHIVE_BACKLOG 0)…
+        assert second.stream_end() is None  # …a standby asks the stream
         assert second.attached(60)[0] and second.writing()[0]  # a standby is healthy
         append(vhost, [json.dumps(order(n, "b")).encode() for n in range(300)])
         assert wait_for(lambda: stored(dsn) == 599, 30), stored(dsn)

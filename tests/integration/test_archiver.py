@@ -4,6 +4,7 @@ order, or from several replicas at once) give the same rows."""
 from __future__ import annotations
 
 import base64
+import json
 import random
 import threading
 from datetime import datetime, timedelta, timezone
@@ -345,3 +346,33 @@ def test_the_journal_keeps_each_fact_once_and_gives_the_message_back(conn: psyco
             assert body == {}
         if kind == "case_recorded":
             assert set(body) <= {"version", "idempotency_key"}
+
+
+def test_a_batch_gives_the_rows_of_its_messages_one_by_one(conn: psycopg.Connection) -> None:
+    """The stream reader's batches (one journal executemany, the rest pipelined): the same
+    rows as `archive` one message at a time, with a message twice in one batch and a batch
+    that repeats what an earlier one wrote."""
+    from services.archiver.stream import Taken, write_batch
+
+    msgs = messages()
+    for m in msgs:
+        archive(conn, m, TZ)
+    expected = {t: rows for t, rows in snapshot(conn).items() if t != "stream_offsets"}
+    for t in TABLES:
+        conn.execute(f"TRUNCATE {t} CASCADE")
+    conn.commit()
+    shuffled = msgs[:]
+    random.Random(3).shuffle(shuffled)
+    bodies = [*shuffled[:10], shuffled[4], *shuffled[10:], *shuffled[:5]]  # twice in a batch, and across
+    taken = [Taken(i, i + 1, json.dumps(b).encode()) for i, b in enumerate(bodies)]
+    before = None
+    new = 0
+    for i in range(0, len(taken), 7):
+        written, refused = write_batch(conn, "s", before, taken[i : i + 7], TZ, lambda t, r: None)
+        assert not refused
+        new += sum(o.new for o in written)
+        before = taken[i : i + 7][-1].offset
+    assert new == len(msgs)
+    got = snapshot(conn)
+    assert got.pop("stream_offsets")[0][:2] == ("s", len(bodies) - 1)
+    assert got == expected
