@@ -268,24 +268,30 @@ def record_use(client: redis.Redis, key_id: str, used_at: str | None = None) -> 
 
 
 def use_time() -> str:
-    """What `last_used_at` holds for a use now (for RateLimiter.check(used_at=...))."""
+    """What `last_used_at` holds for a use now (for RateLimiter.admit(used_at=...))."""
     return _now().isoformat()
 
 
-def authenticate_key(token: str | None, client: redis.Redis, record: bool = True) -> Principal:
-    """Check a bare key (Bearer token or Open311 `api_key`) and return who it is.
-    `record=False`: the caller records the use itself (intake's HTTP gate does it in the
-    rate limit's round trip)."""
+def key_digest(token: str | None) -> tuple[str, str]:
+    """A bare key's (id, SHA-256 of its secret); Unauthorized when it is missing or malformed."""
     if not token:
         raise Unauthorized("an API key is required")
     m = _KEY.match(token.strip())
     if not m:
         raise Unauthorized("malformed API key")
     key_id, secret = m.groups()
+    return key_id, _digest(secret)
+
+
+def authenticate_key(token: str | None, client: redis.Redis, record: bool = True) -> Principal:
+    """Check a bare key (Bearer token or Open311 `api_key`) and return who it is.
+    `record=False`: the caller records the use itself. (intake's HTTP gate checks the key
+    and its rate limit in one script instead: RateLimiter.admit.)"""
+    key_id, digest = key_digest(token)
     h = _decoded(client.hgetall(keys.api_key(key_id)))
     stored = h.get("secret_sha256", "")
     # compare even when the key is unknown, so unknown ids and wrong secrets cost the same
-    ok = hmac.compare_digest(_digest(secret), stored or "0" * 64)
+    ok = hmac.compare_digest(digest, stored or "0" * 64)
     if not ok or not stored or h.get("revoked_at"):
         raise Unauthorized("invalid or revoked API key")
     if record:
@@ -293,15 +299,20 @@ def authenticate_key(token: str | None, client: redis.Redis, record: bool = True
     return Principal(Role(h["role"]), h.get("dept") or None, key_id, h.get("street") or None)
 
 
-def authenticate(headers: Mapping[str, str] | Headers, client: redis.Redis, record: bool = True) -> Principal:
-    """`Authorization: Bearer <key>` → Principal; Unauthorized (401) otherwise."""
+def bearer_token(headers: Mapping[str, str] | Headers) -> str:
+    """The key of `Authorization: Bearer <key>`; Unauthorized (401) without one."""
     value = _header(headers, "Authorization")
     if not value:
         raise Unauthorized("missing Authorization: Bearer <API key>")
     scheme, _, token = value.strip().partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Authorization must be 'Bearer <API key>'")
-    return authenticate_key(token.strip(), client, record)
+    return token.strip()
+
+
+def authenticate(headers: Mapping[str, str] | Headers, client: redis.Redis, record: bool = True) -> Principal:
+    """`Authorization: Bearer <key>` → Principal; Unauthorized (401) otherwise."""
+    return authenticate_key(bearer_token(headers), client, record)
 
 
 def require(principal: Principal, *roles: Role | str, dept: str | None = None) -> Principal:

@@ -4,7 +4,8 @@ answer.
 `@api(method, url, roles=…)` replaces nameko's `@http`. Before any nameko worker is
 taken, in the connection's own green thread, a request is
 1. authenticated (Bearer key, or Open311's `api_key`) and its role checked → 401/403;
-2. rate limited per API key (a Redis token bucket, limits per role) → 429 + Retry-After;
+2. rate limited per API key (a Redis token bucket, limits per role; checked with the key in
+   one script, RateLimiter.admit) → 429 + Retry-After;
 3. for a route with a body: `Content-Type` checked → 415; the body read — chunked or
    with a Content-Length — up to MAX_REPORT_BYTES → 413, within
    HTTP_READ_TIMEOUT_SECONDS → 408.
@@ -50,8 +51,7 @@ from services.intake.auth import (
     Principal,
     Role,
     authenticate,
-    authenticate_key,
-    record_use,
+    bearer_token,
     require,
     use_time,
 )
@@ -341,25 +341,16 @@ class ApiEntrypoint(HttpRequestHandler):
 
     # ---- the steps before a worker
     def _authenticate(self, request: Request, form_key: str | None = None) -> Principal:
-        """Who calls, with a role this route allows. The key's use is recorded by the rate
-        limit's script that follows (one round trip for both); a key refused for its role
-        gets it recorded here."""
-        client = self.gate.client
+        """Who calls, with a role this route allows, within its rate limit: the key, its
+        role, its bucket and its use recorded in one round trip (RateLimiter.admit)."""
+        admit = self.gate.limiter.admit
         if self.auth == "open311":
-            key = form_key or request.args.get("api_key")
             try:
-                p = authenticate_key(key, client, False) if key else authenticate(request.headers, client, False)
-                return self._allowed(p)
+                key = form_key or request.args.get("api_key")
+                return admit(key if key else bearer_token(request.headers), self.roles, use_time())
             except AuthError as exc:  # Open311 has no 401: a key problem is its 403
                 raise open311.Open311Error(403, f"api_key: {exc.message}") from None
-        return self._allowed(authenticate(request.headers, client, False))
-
-    def _allowed(self, p: Principal) -> Principal:
-        try:
-            return require(p, *self.roles)
-        except AuthError:
-            record_use(self.gate.client, p.key_id)
-            raise
+        return admit(bearer_token(request.headers), self.roles, use_time())
 
     def _read(self, request: Request) -> None:
         if self.body == "json" and not _is_json(request):
@@ -391,7 +382,6 @@ class ApiEntrypoint(HttpRequestHandler):
         who: Principal | None = None
         if preauth:
             who = self._authenticate(request)
-            self.gate.limiter.check(who, use_time())
         if self.body:
             self._read(request)
         else:
@@ -399,7 +389,6 @@ class ApiEntrypoint(HttpRequestHandler):
         if self.auth != "none" and who is None:
             # Open311's POST carries api_key in the form: only here can it be read
             who = self._authenticate(request, request.form.get("api_key") or None)
-            self.gate.limiter.check(who, use_time())
         if who is not None:
             request.environ[PRINCIPAL] = who
 

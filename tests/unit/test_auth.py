@@ -148,17 +148,47 @@ def test_station_keys_are_bound_to_a_street(stack_env: dict[str, str], redis_cli
 
 
 @pytest.mark.parametrize("limit", ["20/100", "0"])
-def test_the_http_gate_records_the_use_in_the_rate_limits_round_trip(redis_client: redis.Redis, limit: str) -> None:
-    """intake's gate authenticates without writing, then the rate limit's script takes a
-    token and records last_used_at together (with limiting off, a plain write)."""
+def test_the_http_gate_checks_key_and_rate_limit_in_one_script(redis_client: redis.Redis, limit: str) -> None:
+    """intake's gate (RateLimiter.admit): the key, its role, a token of its bucket and
+    last_used_at in one script (with limiting off, no bucket)."""
     from services.intake.ratelimit import RateLimiter
     from shared.config import Settings
 
     key, info = auth.create_key(redis_client, "grid_app")
-    who = authenticate(bearer(key), redis_client, record=False)
     assert auth.list_keys(redis_client)[0].last_used_at is None
     limiter = RateLimiter(redis_client, Settings(rate_limit_grid_app=limit))
-    limiter.check(who, auth.use_time())
+    who = limiter.admit(key, (Role.grid_app, Role.ops), auth.use_time())
+    assert who == Principal(Role.grid_app, None, info.key_id)
     assert auth.list_keys(redis_client)[0].last_used_at is not None
     bucket = redis_client.hgetall(redis_keys.rate_bucket(info.key_id))
     assert (float(bucket["tokens"]) == 99.0) if limit != "0" else not bucket
+
+
+def test_the_http_gate_refuses_as_authenticate_and_require_do(redis_client: redis.Redis) -> None:
+    from services.intake.boundary import RateLimited
+    from services.intake.ratelimit import RateLimiter
+    from shared.config import Settings
+
+    key, info = auth.create_key(redis_client, "department", "gas")
+    limiter = RateLimiter(redis_client, Settings(rate_limit_department="1/2"))
+    bucket = redis_keys.rate_bucket(info.key_id)
+    # a wrong secret, a malformed or unknown key: 401, and nothing written (a stranger who
+    # knows the public key id cannot spend its bucket or fake its last use)
+    for bad in (f"gbk_{info.key_id}.{'x' * 43}", "gbk_nope", f"gbk_{'0' * 12}.{'y' * 43}", ""):
+        with pytest.raises(Unauthorized):
+            limiter.admit(bad, (Role.department,), auth.use_time())
+    assert not redis_client.exists(bucket) and auth.list_keys(redis_client)[0].last_used_at is None
+    # the wrong role: 403 naming what it needs, the use recorded, no token taken
+    with pytest.raises(Forbidden, match="needs grid_app, ops"):
+        limiter.admit(key, (Role.grid_app, Role.ops), auth.use_time())
+    assert not redis_client.exists(bucket) and auth.list_keys(redis_client)[0].last_used_at is not None
+    # the burst of 2, then 429 with Retry-After
+    assert limiter.admit(key, (Role.department,), auth.use_time()).dept == "gas"
+    limiter.admit(key, (Role.department,), auth.use_time())
+    with pytest.raises(RateLimited) as limited:
+        limiter.admit(key, (Role.department,), auth.use_time())
+    assert limited.value.headers["Retry-After"] == "1"
+    # a revoked key: 401
+    auth.revoke_key(redis_client, info.key_id)
+    with pytest.raises(Unauthorized):
+        limiter.admit(key, (Role.department,), auth.use_time())
