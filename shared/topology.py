@@ -339,11 +339,21 @@ def declare(channel: Any, topology: Topology) -> None:
         channel.queue_declare(q.name, durable=True, auto_delete=False, arguments=q.arguments)
     for b in topology.bindings:
         channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key)
-    for name, if_empty in RETIRED_QUEUES:
-        try:
-            channel.queue_delete(name, if_empty=if_empty)
-        except Exception:  # not empty (PRECONDITION_FAILED closes the channel): kept for a look
-            return
+
+
+def retire(conn: Any) -> None:
+    """Delete RETIRED_QUEUES that exist (and, where asked, are empty). Looked at first with
+    a passive declare on a channel of its own (a missing queue closes only that channel):
+    quorum queues refuse `if-empty` deletes with a connection error."""
+    from shared.amqpclient import channel, queue_info
+
+    for name, only_if_empty in RETIRED_QUEUES:
+        info = queue_info(conn, name)
+        if info is None or (only_if_empty and info[0] > 0):
+            continue
+        ch = channel(conn)
+        ch.queue_delete(name)
+        ch.close()
 
 
 def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:
@@ -354,6 +364,7 @@ def apply(amqp_uri: str, topology: Topology | None = None) -> Topology:
     # queues are Raft groups) the handshake can be slow, which is no reason to give up
     with connection(amqp_uri, attempts=5, retry_delay=2, connect_timeout=60) as conn:
         declare(channel(conn), topology)
+        retire(conn)
     return topology
 
 

@@ -252,3 +252,32 @@ def _port_up(port: int) -> bool:
         return True
     except httpx.HTTPError:
         return False
+
+
+def test_applying_the_topology_retires_the_archivers_old_queue_but_keeps_unread_dead_letters(
+    vhost_factory: Any,
+) -> None:
+    """`archiver.record` (bound like the stream, read by nobody now) would grow for ever:
+    declaring the topology deletes it; its dead letters stay until someone looked at them."""
+    from shared.amqpclient import channel, message, queue_info
+
+    vhost = vhost_factory.make("retire")
+    try:
+        with connection(vhost) as conn:
+            ch = channel(conn)
+            for name in ("archiver.record", "archiver.record.dead"):
+                ch.queue_declare(name, durable=True, auto_delete=False, arguments={"x-queue-type": "quorum"})
+            ch.basic_publish(message(b"{}"), exchange="", routing_key="archiver.record")
+            ch.basic_publish(message(b"{}"), exchange="", routing_key="archiver.record.dead")
+        topology.apply(vhost)
+        with connection(vhost) as conn:
+            assert queue_info(conn, "archiver.record") is None
+            assert wait_for(lambda: (queue_info(conn, "archiver.record.dead") or (0,))[0] == 1, 10)
+            assert queue_info(conn, topology.dead_queue(topology.Q_AUDIT)) is not None
+        with connection(vhost) as conn:  # emptied, it goes at the next declaration
+            channel(conn).queue_purge("archiver.record.dead")
+        topology.apply(vhost)
+        with connection(vhost) as conn:
+            assert queue_info(conn, "archiver.record.dead") is None
+    finally:
+        vhost_factory.drop(vhost)
