@@ -49,7 +49,7 @@ import redis
 
 from services.bridge.forward import KEEP_S as BRIDGE_KEEP_S
 from services.notifier.deliveries import SENT_TTL_S
-from services.sla.store import KEEP_CLOSED_S, SEEN_TTL_S, live_hash
+from services.sla.store import KEEP_CLOSED_S, live_hash
 from shared import redis_keys as keys
 from shared.lifecycle import FINAL_STATES, OPEN_STATES
 from shared.models import CaseStatus
@@ -237,11 +237,6 @@ def restore(
     for period, scope, key, counter, n in conn.execute("SELECT period, scope, key, counter, n FROM indicator_months"):
         pipe.hset(keys.sla_indicators(period), f"{scope}|{key}|{counter}", int(n))
         report.indicators += 1
-    seen_since = datetime.fromtimestamp(now - SEEN_TTL_S, timezone.utc)
-    for (message_id,) in conn.execute(
-        "SELECT message_id FROM journal WHERE kind = 'case_registered' AND occurred_at >= %s", (seen_since,)
-    ):
-        pipe.set(keys.sla_seen(message_id), "1", nx=True, ex=SEEN_TTL_S)
     pipe.execute()
 
     # -- notifier done-markers (what was finished stays finished: no storm of re-sent messages)

@@ -4,10 +4,13 @@ commands read them.
 
 Counters (Redis hash per month `sla:ind:YYYY-MM`, field `<scope>|<key>|<counter>`,
 scope `dept` or `street`) are written by sla in the same transaction as the clock
-change they come from, so each event counts once (services/sla/state.py):
+change they come from, so each event counts once (services/sla/state.py) — except a
+street's `registered`, which intake counts in the script that registers the case
+(services/intake/lua/register.lua): the registration is intake's, and a second service
+consuming every `case_registered` only to count it cost a queue hop per report:
 
-- `registered`: a street's cases registered (case_registered); a department's cases
-  received (its first order of a case);
+- `registered`: a street's cases registered (intake, at registration); a department's
+  cases received (its first order of a case);
 - `resolved`, `resolved_on_time` (its handle clock had not breached), `mode_<721 mode>`:
   a department's resolve replies; a street's cases resolved;
 - `closed` (verification passed), `rework` (verification failed → reopened: 返工);
@@ -234,6 +237,16 @@ def load(client: redis.Redis, period: str) -> list[Indicators]:
 
 def current_period(tz: ZoneInfo) -> str:
     return datetime.now(tz).strftime("%Y-%m")
+
+
+def period_of(at: datetime, tz: ZoneInfo) -> str:
+    """The month (YYYY-MM, local time) an event that happened `at` counts in."""
+    return at.astimezone(tz).strftime("%Y-%m")
+
+
+def counter_field(scope: str, key: str, counter: str) -> str:
+    """The field of one count in a month's hash (`keys.sla_indicators(period)`)."""
+    return f"{scope}|{key}|{counter}"
 
 
 def refresh_gauges(client: redis.Redis, tz: ZoneInfo, depts: Iterable[str] = (), streets: Iterable[str] = ()) -> int:

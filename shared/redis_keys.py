@@ -150,11 +150,6 @@ def sla_indicators(period: str) -> str:
     return f"{_p()}:sla:ind:{period}"
 
 
-def sla_seen(message_id: str) -> str:
-    """String with TTL: this event was already counted by sla (idempotent counters)."""
-    return f"{_p()}:sla:seen:{message_id}"
-
-
 # -- notifier ------------------------------------------------------------------------
 def delivery_sent(delivery_id: str) -> str:
     """String: set once a delivery succeeded (dedup of repeated events)."""

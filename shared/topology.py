@@ -203,6 +203,14 @@ def _work_queue_args(name: str) -> dict[str, Any]:
     }
 
 
+#: Bindings an earlier release declared and this one does not want: a broker keeps a
+#: binding until it is removed, so `declare` removes these (a no-op where they are absent).
+RETIRED_BINDINGS: tuple[Binding, ...] = (
+    # sla counted each registration; intake now counts it in the registering script
+    Binding(EX_EVENTS, Q_SLA_EVENTS, RK_CASE_REGISTERED),
+)
+
+
 def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Topology:
     department_codes = list(department_codes)  # read twice below
     exchanges = (
@@ -238,7 +246,7 @@ def build_topology(department_codes: Iterable[str], bridge: bool = False) -> Top
     work(
         Q_SLA_EVENTS,
         "Events that arm, stop or pause deadlines.",
-        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED_ANY, RK_CASE_REGISTERED)],
+        [(EX_EVENTS, k) for k in (RK_CASE_DISPATCHED, RK_CASE_UPDATED_ANY)],
     )
     work(
         Q_NOTIFIER_EVENTS,
@@ -339,6 +347,10 @@ def declare(channel: Any, topology: Topology) -> None:
         channel.queue_declare(q.name, durable=True, auto_delete=False, arguments=q.arguments)
     for b in topology.bindings:
         channel.queue_bind(b.queue, b.exchange, routing_key=b.routing_key)
+    declared = {q.name for q in topology.queues}
+    for b in RETIRED_BINDINGS:
+        if b.queue in declared and b not in topology.bindings:
+            channel.queue_unbind(b.queue, b.exchange, routing_key=b.routing_key)
 
 
 def retire(conn: Any) -> None:

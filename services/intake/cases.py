@@ -17,6 +17,7 @@ from services.intake.store import CaseStore, VersionConflict
 from services.intake.validation import FieldError, InvalidInput
 from shared.catalog import Catalog
 from shared.grid import GridError, GridRegistry, Placement
+from shared.indicators import counter_field, period_of
 from shared.lifecycle import Action, next_status
 from shared.models import (
     Assignment,
@@ -171,8 +172,15 @@ class Registrar:
                 actor="intake",
                 note=f"duplicate of {original}",
             )
+        # a street's `registered` count (sla counts a case handled on site itself, and a
+        # duplicate is not a new case)
+        counted = (
+            (period_of(now, self.tz), counter_field("street", case.street, "registered"))
+            if isinstance(event, CaseRegistered)
+            else None
+        )
         result = self.store.register(
-            key, case, event, index_location=original is None and report.handled_on_site is None
+            key, case, event, index_location=original is None and report.handled_on_site is None, counted=counted
         )
         if not result.created:  # another request with the same key won the race
             return Registered(result.case_id, False)

@@ -124,13 +124,22 @@ class CaseStore:
         return f"{self.district}-{day}-{serial:06d}"
 
     # ------------------------------------------------------------------ writes
-    def register(self, report_id: str, case: Case, event: Envelope, index_location: bool = True) -> Registration:
+    def register(
+        self,
+        report_id: str,
+        case: Case,
+        event: Envelope,
+        index_location: bool = True,
+        counted: tuple[str, str] | None = None,
+    ) -> Registration:
         """Store a new case and its first event, unless the report (idempotency key) is
         known; an open case also enters its category's geo index of its registration day
         (services/intake/duplicates.py). The case's record for the archive goes into the
         outbox with the event, to be published by the relay (OUTBOX_RELAY_AFTER_SECONDS)
         unless the case's next version replaces it first (`save`): the router's dispatch
-        follows within milliseconds, and its record is all the archive keeps of the two."""
+        follows within milliseconds, and its record is all the archive keeps of the two.
+        `counted`: (period, field) of the indicator the registration raises by one, in the
+        same script (so exactly once)."""
         lon, lat = (case.location.lon, case.location.lat) if index_location else ("", "")
         record = record_of(case, report_id)
         created, case_id = self._register(
@@ -141,6 +150,7 @@ class CaseStore:
                 *self.outbox.keys(),
                 keys.open_cases_geo(case.category, keys.geo_day(case.registered_at.timestamp())),
                 keys.open_cases(),
+                keys.sla_indicators(counted[0] if counted else "-"),
             ],
             args=[
                 case.case_id,
@@ -157,6 +167,7 @@ class CaseStore:
                 record.model_dump_json(),
                 keys.GEO_DAY_TTL_S,
                 report_id,
+                counted[1] if counted else "",
             ],
         )
         return Registration(case_id=case_id, created=bool(created), record=record if created else None)

@@ -23,7 +23,6 @@ from shared import metrics
 from shared.models import (
     CaseDispatched,
     CaseEscalated,
-    CaseRegistered,
     CaseUpdated,
     DeadlineBreached,
     DeadlineWarning,
@@ -136,9 +135,6 @@ class Deadlines:
             fx = self.store.on_dispatched(event, now)
         elif isinstance(event, CaseUpdated):
             fx = self.store.on_updated(event, now)
-        elif isinstance(event, CaseRegistered):
-            self.store.on_registered(event)
-            return []
         else:
             return []
         if fx.arm or fx.cancel:

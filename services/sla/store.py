@@ -35,16 +35,14 @@ from services.sla.state import CaseClocks, Effects, Engine, parse_timer
 from services.sla.timers import Claimed, TimerStore, binary_twin
 from shared import redis_keys as keys
 from shared import scripts
-from shared.models import CaseDispatched, CaseRegistered, CaseUpdated, ClocksRecorded
+from shared.indicators import counter_field
+from shared.models import CaseDispatched, CaseUpdated, ClocksRecorded
 from shared.outbox import sla_outbox
 from shared.scripts import Lua
 
-SEEN_TTL_S = 45 * 24 * 3600
 KEEP_CLOSED_S = 90 * 24 * 3600  # a finished case's clocks stay readable (explain, re-dispatch) this long
 LIVE_BUCKETS = 1024  # fixed: changing it needs a migration of the `sla:live:*` hashes
 RETRIES = 20
-
-_COUNT_ONCE = Lua("services.sla", "count_once")
 
 
 _READ = Lua("services.sla", "read")
@@ -119,7 +117,6 @@ class SlaStore:
         self.b = binary_twin(client)
         self.engine = engine
         self.timers = TimerStore(client)
-        self._count_once = _COUNT_ONCE.on(client)
         self.outbox = sla_outbox(client)
         self._read_script = _READ.on(self.b)
         self._commit_script = _COMMIT.on(self.b)
@@ -219,7 +216,7 @@ class SlaStore:
             commit.ledger += fx.ledger
             commit.ledger_ended += fx.ledger_end
             for period, scope, key, counter, n in fx.counts:
-                commit.count(keys.sla_indicators(period), f"{scope}|{key}|{counter}", n)
+                commit.count(keys.sla_indicators(period), counter_field(scope, key, counter), n)
         return commit.blob()
 
     def transact(
@@ -267,15 +264,6 @@ class SlaStore:
             return case, self.engine.updated(case, event, now)
 
         return self.transact(event.case_id, decide)
-
-    def on_registered(self, event: CaseRegistered) -> bool:
-        period = self.engine.period(event.occurred_at.timestamp())
-        return bool(
-            self._count_once(
-                keys=[keys.sla_seen(event.message_id), keys.sla_indicators(period)],
-                args=[SEEN_TTL_S, f"street|{event.case.street}|registered", 1],
-            )
-        )
 
     # ------------------------------------------------------------------ firing
 

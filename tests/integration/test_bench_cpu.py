@@ -1,5 +1,5 @@
-"""A smoke run of bench/bench_cpu.py (CPU per report of intake's, router's and the
-notifier's code), so that it never rots: every step it documents is measured. In a
+"""A smoke run of bench/bench_cpu.py (CPU per report of intake's, router's, sla's and
+the notifier's code), so that it never rots: every step it documents is measured. In a
 subprocess, and not imported here: the benchmark patches its process with eventlet, as the
 services do. No timing assertion."""
 
@@ -31,7 +31,19 @@ STEPS = {
 def test_cpu_benchmark_measures_every_step(tmp_path: Path) -> None:
     out = tmp_path / "cpu.json"
     subprocess.run(
-        [sys.executable, "-m", "bench.bench_cpu", "--reports", "4", "--warmup", "2", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "bench.bench_cpu",
+            "--reports",
+            "4",
+            "--warmup",
+            "2",
+            "--out",
+            str(out),
+            "--profile",
+            "sla_clocks",
+        ],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         check=True,

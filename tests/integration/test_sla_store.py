@@ -108,15 +108,12 @@ def run(d: Deadlines, start: float, end: float, step: float = 30.0) -> None:
 def test_escalation_through_redis_and_explain(redis_client: redis.Redis, policies_path: Path) -> None:
     sink: list[Envelope] = []
     d = make(redis_client, policies_path, sink)
-    d.handle(
-        CaseRegistered(
-            case_id="C1",
-            correlation_id="r",
-            occurred_at=datetime.fromtimestamp(T0, CST),
-            case=dispatched("C1", T0).case,
-        ),
-        now=T0,
+    # a case_registered still bound to sla.events on a broker not yet upgraded: ignored
+    # (intake counts the registration, tests/integration/test_case_store.py)
+    registered = CaseRegistered(
+        case_id="C1", correlation_id="r", occurred_at=datetime.fromtimestamp(T0, CST), case=dispatched("C1", T0).case
     )
+    assert d.handle(registered, now=T0) == []
     d.handle(dispatched("C1", T0), now=T0)
     d.handle(dispatched("C1", T0), now=T0)  # redelivered: idempotent
     assert d.timers.pending() == 2
@@ -143,7 +140,7 @@ def test_escalation_through_redis_and_explain(redis_client: redis.Redis, policie
         now=T0 + 5 * 3600,
     )
     ind = redis_client.hgetall(keys.sla_indicators("2026-11"))
-    assert ind["street|450305001|registered"] == "1" and ind["dept|sanitation|escalations"] == "5"
+    assert "street|450305001|registered" not in ind and ind["dept|sanitation|escalations"] == "5"
 
     result = CliRunner().invoke(sla, ["explain", "C1"])
     assert result.exit_code == 0, result.output
