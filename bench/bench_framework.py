@@ -22,14 +22,13 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from bench import profile as prof
-from bench.common import REPO, cpu_seconds, envelope, infrastructure_pids, throwaway_vhost
+from bench.common import REPO, RESULTS_DIR, cpu_seconds, envelope, infrastructure_pids, throwaway_vhost
 
 #: name → (consumer, whether it takes the large prefetch; otherwise the deployed one, nameko's max_workers)
 VARIANTS: dict[str, tuple[str, bool]] = {
@@ -157,16 +156,21 @@ def run_one(
     large_prefetch: int = 100,
     profile_s: float = 0.0,
     timeout_s: float | None = None,
+    code: tuple[str, Path] = ("current", REPO),
 ) -> dict[str, Any]:
-    """Pre-fill, start the consumer, wait for its last ack; the figures of one run."""
+    """Pre-fill, start the consumer, wait for its last ack; the figures of one run.
+    `code`: (label, checkout) whose shared/ and services/ the consumer runs (a baseline
+    worktree for the before of a before/after in the same run)."""
     from shared import topology
 
     consumer, large = VARIANTS[variant]
     prefetch = large_prefetch if large else None
-    label = f"{variant}.{'work' if work else 'nowork'}{'.profile' if profile_s else ''}"
+    label = f"{variant}.{code[0]}.{'work' if work else 'nowork'}{'.profile' if profile_s else ''}"
     _purge(uri)
     _prefill(uri, bodies)
     # the broker's CPU while nothing of ours runs: other users of the machine's broker
+    # (after a second for the pre-fill's own work to settle)
+    time.sleep(1.0)
     bg0, t0 = (cpu_seconds(rabbit_pid) if rabbit_pid else None), time.monotonic()
     time.sleep(1.0)
     bg1, t1 = (cpu_seconds(rabbit_pid) if rabbit_pid else None), time.monotonic()
@@ -181,9 +185,10 @@ def run_one(
     if not work:
         cmd.append("--no-work")
     env = {**os.environ, "AMQP_URI": uri, "REDIS_URL": redis_url, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    env["PYTHONPATH"] = str(code[1])
     load_start = _loadavg()
     with open(workdir / f"{label}.log", "wb") as logf:
-        child = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT)
+        child = subprocess.Popen(cmd, cwd=code[1], env=env, stdout=logf, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + (timeout_s or 60 + len(bodies) / 20)
     spy: subprocess.Popen | None = None
     spy_out = workdir / f"{label}.pyspy.txt"
@@ -206,6 +211,7 @@ def run_one(
         child.wait(timeout=30)
     result: dict[str, Any] = {
         "variant": variant,
+        "code": code[0],
         "work": work,
         "prefetch": prefetch,
         "backlog": len(bodies),
@@ -259,9 +265,14 @@ def run_framework(
     profile: bool = False,
     profile_s: float = 5.0,
     large_prefetch: int = 100,
+    work_dir: Path | None = None,
+    baseline: Path | None = None,
     echo: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Every variant, work and no work, in one vhost, one after the other."""
+    """Every variant, work and no work, in one vhost, one after the other. The consumers'
+    logs, marks and py-spy files stay in `work_dir` [bench/results/framework-<time>/].
+    `baseline`: another checkout (a worktree at the commit before a change); each run is
+    then made with its code too, right before the same run with this checkout's."""
     from shared import topology
 
     result = envelope(
@@ -272,6 +283,7 @@ def run_framework(
             "variants": list(variants),
             "profile": profile,
             "large_prefetch": large_prefetch,
+            "baseline": str(baseline) if baseline else None,
         },
     )
     rabbit_pid = infrastructure_pids(mgmt_url, redis_url).get("rabbitmq")
@@ -282,40 +294,56 @@ def run_framework(
     runs: list[dict[str, Any]] = []
     with throwaway_vhost(amqp_uri, mgmt_url, prefix="gridbus-bench-framework") as (uri, _vhost):
         topology.apply(uri)
-        with tempfile.TemporaryDirectory(prefix="gridbus-framework-") as tmp:
-            workdir = Path(tmp)
-            plan = [(v, w, 0.0) for v in variants for w in (True, False)]
-            if profile and "nameko" in variants:
-                plan += [("nameko", True, profile_s), ("nameko", False, profile_s)]
-            for variant, work, spy_s in plan:
-                r = run_one(
-                    uri,
-                    variant,
-                    work,
-                    bodies,
-                    min(warmup, backlog - 1),
-                    rabbit_pid,
-                    workdir,
-                    redis_url,
-                    large_prefetch,
-                    spy_s,
-                )
-                if "error" in r:
-                    r["log_tail"] = Path(r["log"]).read_text(errors="replace")[-2000:]
-                runs.append(r)
-                echo(run_line(r))
+        workdir = work_dir or RESULTS_DIR / f"framework-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        result["work_dir"] = str(workdir)
+        codes: list[tuple[str, Path]] = [("current", REPO)]
+        if baseline is not None:
+            codes.insert(0, ("base", baseline.resolve()))
+            result["baseline_git"] = _git_rev(baseline)
+        plan = [(v, w, 0.0, c) for v in variants for w in (True, False) for c in codes]
+        if profile and "nameko" in variants:
+            plan += [("nameko", w, profile_s, c) for w in (True, False) for c in codes]
+        for variant, work, spy_s, code in plan:
+            r = run_one(
+                uri,
+                variant,
+                work,
+                bodies,
+                min(warmup, backlog - 1),
+                rabbit_pid,
+                workdir,
+                redis_url,
+                large_prefetch,
+                spy_s,
+                code=code,
+            )
+            if "error" in r:
+                r["log_tail"] = Path(r["log"]).read_text(errors="replace")[-2000:]
+            runs.append(r)
+            echo(run_line(r))
     result["runs"] = runs
     result["summary"] = summarize(runs)
     return result
 
 
+def _git_rev(path: Path) -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per variant: work and no-work figures side by side, and what the work adds."""
+    """Per variant (and code, `variant@base` for a baseline's): work and no-work figures
+    side by side, and what the work adds."""
     out: dict[str, Any] = {}
     for r in runs:
         if "error" in r or "profile" in r:
             continue
-        v = out.setdefault(r["variant"], {})
+        v = out.setdefault(r["variant"] if r.get("code", "current") == "current" else f"{r['variant']}@{r['code']}", {})
         key = "work" if r["work"] else "nowork"
         v[key] = {k: r.get(k) for k in ("per_s", "consumer_cpu_us", "rabbit_cpu_us", "rabbit_cpu_us_raw")}
     for v in out.values():
@@ -325,7 +353,8 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_line(r: dict[str, Any]) -> str:
-    name = f"{r['variant']}{'' if r['work'] else ' (no work)'}{' [py-spy]' if 'profile' in r else ''}"
+    at = "" if r.get("code", "current") == "current" else f"@{r['code']}"
+    name = f"{r['variant']}{at}{'' if r['work'] else ' (no work)'}{' [py-spy]' if 'profile' in r else ''}"
     if "error" in r:
         return f"{name}: {r['error']}"
     return (
@@ -341,5 +370,5 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
     for r in result["runs"]:
         if "profile" in r:
             b = ", ".join(f"{k} {v['share']:.0%}" for k, v in list(r["profile"]["buckets"].items())[:8])
-            lines.append(f"  profile {r['variant']} {'work' if r['work'] else 'nowork'}: {b}")
+            lines.append(f"  profile {r['variant']}@{r.get('code')} {'work' if r['work'] else 'nowork'}: {b}")
     return lines

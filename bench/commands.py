@@ -6,6 +6,7 @@ Registered in services/cli.py from `bench.commands.COMMANDS`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -190,13 +191,25 @@ def idle_cmd(settle: float, window: float, profile: bool, out: str | None) -> No
 )
 @click.option("--profile", is_flag=True, help="Two more nameko runs under py-spy (200 Hz) for the breakdown.")
 @click.option(
+    "--baseline",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="A checkout (worktree) whose code each run also runs, just before this one's: a same-run before/after.",
+)
+@click.option(
     "--out",
     type=click.Path(dir_okay=False),
     default=None,
     help="Result JSON file [bench/results/framework-<time>.json].",
 )
 def framework_cmd(
-    backlog: int, warmup: int, variants: tuple[str, ...], large_prefetch: int, profile: bool, out: str | None
+    backlog: int,
+    warmup: int,
+    variants: tuple[str, ...],
+    large_prefetch: int,
+    profile: bool,
+    baseline: str | None,
+    out: str | None,
 ) -> None:
     """The router's work drained from a backlog by nameko, a bare kombu and a bare py-amqp
     consumer, with and without the work: messages/s and CPU µs per message of the consumer
@@ -214,6 +227,7 @@ def framework_cmd(
         variants=variants or tuple(VARIANTS),
         profile=profile,
         large_prefetch=large_prefetch,
+        baseline=Path(baseline) if baseline else None,
         echo=click.echo,
     )
     path = write_result(result, result_path("framework", out))

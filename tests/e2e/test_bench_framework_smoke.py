@@ -10,14 +10,22 @@ or a rate (the figures belong in bench/README.md)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from bench.bench_framework import VARIANTS, run_framework, summary_lines
 
 
-def test_framework_benchmark_smoke_run(broker_uris: tuple[str, str], redis_url: str) -> None:
+def test_framework_benchmark_smoke_run(broker_uris: tuple[str, str], redis_url: str, tmp_path: Path) -> None:
     amqp_uri, mgmt_url = broker_uris
     result = run_framework(
-        amqp_uri, mgmt_url, redis_url, backlog=40, warmup=5, large_prefetch=10, echo=lambda _line: None
+        amqp_uri,
+        mgmt_url,
+        redis_url,
+        backlog=40,
+        warmup=5,
+        large_prefetch=10,
+        work_dir=tmp_path,
+        echo=lambda _line: None,
     )
     json.dumps(result)
     lines = summary_lines(result)
