@@ -53,6 +53,11 @@ class PublishFailed(RuntimeError):
     """The broker could not be reached or refused the message."""
 
 
+class Nacked(PublishFailed):
+    """The broker refused a message of the batch (a nack: e.g. a full queue that rejects
+    publishes), not the connection or a confirm that did not come in time."""
+
+
 #: a queue or exchange that does not exist (404) and a refused permission (403): the
 #: broker closes the channel, the connection stays usable
 NotFound = amqp.exceptions.NotFound
@@ -166,6 +171,26 @@ def body_bytes(msg: amqp.Message) -> bytes:
     return body.encode() if isinstance(body, str) else bytes(body)
 
 
+@contextmanager
+def one_write(transport: Any) -> Iterator[None]:
+    """The frames py-amqp writes inside go to the socket in one `sendall` on the way out
+    instead of one per message: on loopback a send costs the sender the kernel's delivery
+    of the packet, and a batch's publishes were ~12 % of a consumer's CPU
+    (bench/README.md, "Framework ceiling"). Whole frames only (py-amqp writes each
+    message's frames in full); nothing is sent if the block raises, and the caller closes
+    the connection then, as after any failed publish. Relies on py-amqp's transport
+    writing through its `_write` attribute (amqp 5.x)."""
+    chunks = bytearray()
+    real = transport._write
+    transport._write = chunks.extend  # copies: py-amqp hands over a view of a buffer it reuses
+    try:
+        yield
+    finally:
+        transport._write = real
+    if chunks:
+        transport.write(chunks)  # its error handling: a failed send marks the transport disconnected
+
+
 class ConfirmChannel:
     """A channel in publisher-confirm mode on its own connection. `publish` sends a whole
     batch, then waits once for the broker to confirm all of it: one round trip per batch
@@ -251,9 +276,11 @@ class ConfirmChannel:
         message was returned, `PublishFailed` when one was nacked or unconfirmed in time."""
         if self.connection is None:
             self.open()
+        assert self.connection is not None
         self.pending, self.failed = collections.OrderedDict(), []
-        for exchange, routing_key, body, properties in batch:
-            self.send(exchange, routing_key, body, properties, mandatory)
+        with one_write(self.connection.transport):
+            for exchange, routing_key, body, properties in batch:
+                self.send(exchange, routing_key, body, properties, mandatory)
         try:
             self.wait(timeout)
         except socket.timeout:
@@ -262,7 +289,7 @@ class ConfirmChannel:
             ) from None
         if self.failed:
             unroutable = [f for f in self.failed if f.startswith("unroutable")]
-            raise (Unroutable if unroutable else PublishFailed)("; ".join(self.failed))
+            raise (Unroutable if unroutable else Nacked)("; ".join(self.failed))
 
     def publish_one(
         self,
