@@ -137,6 +137,13 @@ def _depth(uri: str, queue: str) -> int | None:
         return queue_depth(conn, queue)
 
 
+def _depths(uri: str, queues: list[str]) -> dict[str, int | None]:
+    from shared.amqpclient import connection, queue_depth
+
+    with connection(uri) as conn:
+        return {q: queue_depth(conn, q) for q in queues}
+
+
 def _loadavg() -> list[str]:
     try:
         return Path("/proc/loadavg").read_text().split()[:3]
@@ -244,6 +251,11 @@ def run_one(
             result["rabbit_cpu_us"] = round(max(0.0, raw - background * secs / n * 1e6), 1)
     if work:  # every message led to its case_dispatched, confirmed before the ack
         result["dispatched_in_sla_events"] = _depth(uri, topology.Q_SLA_EVENTS)
+        # what the broker stored per message consumed (orders, the event's fan-out), the
+        # stream apart: the divisor for RabbitMQ's CPU per enqueue
+        queues = [q.name for q in topology.default_topology().queues if q.arguments.get("x-queue-type") != "stream"]
+        depths = _depths(uri, [q for q in queues if q != topology.Q_ROUTER_CASES])
+        result["enqueued_per_message"] = round(sum(d or 0 for d in depths.values()) / len(bodies), 2)
     result["left_in_router_cases"] = _depth(uri, topology.Q_ROUTER_CASES)
     if spy is not None and spy_out.exists():
         text = spy_out.read_text()
