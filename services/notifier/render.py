@@ -53,6 +53,7 @@ STATUS_NAMES = {
 MODE_NAMES = {"service": "服务", "management": "管理", "enforcement": "执法"}
 DEADLINE_KINDS = {"acknowledge": "签收", "handle": "处置"}
 _WEEKDAYS = "一二三四五六日"
+_LOCAL_TIMES_KEPT = 4096  # deadlines formatted, kept (then forgotten all at once)
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -82,7 +83,9 @@ def _duration(seconds: Any) -> str:
 def _neutralise(value: Any) -> Any:
     """Event text (a citizen's description) must not @ people or restyle a robot message."""
     if isinstance(value, str):
-        return " ".join(value.replace("<", "＜").replace(">", "＞").replace("@", "＠").split())
+        if "<" in value or ">" in value or "@" in value:
+            value = value.replace("<", "＜").replace(">", "＞").replace("@", "＠")
+        return " ".join(value.split())
     if isinstance(value, Mapping):
         return {k: _neutralise(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -106,6 +109,7 @@ class Renderer:
             timezone = settings.timezone if timezone is None else timezone
         self.public_base_url = public_base_url.rstrip("/")
         self.tz = ZoneInfo(timezone)
+        self._local_times: dict[Any, str] = {}
         loaders: list[jinja2.BaseLoader] = []
         if override_dir is not None and Path(override_dir).is_dir():
             loaders.append(jinja2.FileSystemLoader(str(override_dir)))
@@ -132,7 +136,21 @@ class Renderer:
         )
 
     def local_time(self, value: Any) -> str:
-        """`2026-11-27 13:30（周五）` in the district's time zone."""
+        """`2026-11-27 13:30（周五）` in the district's time zone. The texts are kept: a
+        message shows its deadlines two or three times, and every message of an event the
+        same ones (parsing and converting each was ~8 % of planning)."""
+        try:
+            return self._local_times[value]
+        except (KeyError, TypeError):  # TypeError: not hashable, not kept
+            pass
+        text = self._local_time(value)
+        if isinstance(value, (str, datetime)):
+            if len(self._local_times) >= _LOCAL_TIMES_KEPT:
+                self._local_times.clear()
+            self._local_times[value] = text
+        return text
+
+    def _local_time(self, value: Any) -> str:
         when = _as_datetime(value)
         if when is None:
             return str(value or "")
