@@ -13,7 +13,7 @@ from services.intake.cases import Registered, Registrar
 from services.intake.store import CaseStore
 from shared import metrics
 from shared.bus import Bus
-from shared.models import Envelope, Report
+from shared.models import CaseRecorded, Envelope, Report
 from shared.outbox import Outbox
 
 log = structlog.get_logger("gridbus.intake")
@@ -22,9 +22,18 @@ RETRY_S = 1.0  # a failed batched `done` is tried again after this
 
 def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
     """Publish events already in the outbox (one confirm round trip); if that fails
-    they stay there for the relay."""
+    they stay there for the relay. A store with batches (`CaseStore.publish_later`, the
+    service's) leaves the archive's records (`case_recorded`) to the next batch: no
+    consumer of a request's own events waits for them."""
     if not events:
         return
+    if store.publish_later is not None:
+        later: list[Envelope] = [e for e in events if isinstance(e, CaseRecorded)]
+        if later:
+            store.publish_later(bus, later)
+            events = [e for e in events if not isinstance(e, CaseRecorded)]
+            if not events:
+                return
     try:
         bus.publish_events(events)
     except Exception as exc:  # the relay retries; the case is safe in Redis
@@ -34,33 +43,54 @@ def publish_stored(bus: Bus, store: CaseStore, events: list[Envelope]) -> None:
 
 
 class OutboxCompletions:
-    """Confirmed events leave intake's outbox in batches, off the request path: the
-    confirmed ids of every request within `interval_s` go in one round trip (the outbox
-    `done`, a MULTI), instead of one per request and per applied event.
+    """The outbox's work in batches, off the request path: every `interval_s`, the
+    archive's records stored meanwhile are published with one confirm round trip
+    (`publish_later`; the case's record is for the archive and the audit stream alone,
+    which take records in any order), and the ids of every event confirmed meanwhile leave
+    the outbox in one round trip (`add`; the outbox `done`, a MULTI), instead of a confirm
+    and a `done` per request and per applied event.
 
-    The outbox stays correct: its relay takes only entries older than
-    OUTBOX_RELAY_AFTER_SECONDS (5 s, well above `interval_s`), so an entry waiting here is
-    not published again; if the process dies before a flush, the relay publishes those
-    entries once more, which every consumer recognises by message id (as after a crash
-    between a confirm and `done` before). A flush that fails (Redis away) keeps its ids
-    for the next one. `stop` flushes what is left."""
+    The outbox stays correct: everything here is stored in the outbox already, and its
+    relay takes only entries older than OUTBOX_RELAY_AFTER_SECONDS (5 s, well above
+    `interval_s`), so an entry waiting here is not published twice; if the process dies
+    before a flush, or a batch's publish fails, the relay publishes those entries (again),
+    which every consumer recognises by message id (as after a crash between a confirm and
+    `done` before). A `done` that fails (Redis away) keeps its ids for the next flush.
+    `stop` flushes what is left."""
 
     def __init__(self, outbox: Outbox, interval_s: float = 0.05, max_batch: int = 500) -> None:
         self.outbox = outbox
         self.interval_s = interval_s
         self.max_batch = max_batch
         self._pending: list[str] = []
+        self._unpublished: list[tuple[Bus, list[Envelope]]] = []
         self._lock = threading.Lock()
         self._timer: eventlet.greenthread.GreenThread | None = None
 
     def add(self, message_ids: Iterable[str], after_s: float | None = None) -> None:
+        """These were confirmed: out of the outbox with the next batch."""
         with self._lock:
             self._pending.extend(message_ids)
-            full = len(self._pending) >= self.max_batch and after_s is None
-            if not full and self._timer is None and self._pending:
-                self._timer = eventlet.spawn_after(self.interval_s if after_s is None else after_s, self._flush_later)
+            full = self._full() and after_s is None
+            self._schedule(after_s)
         if full:
             self.flush()
+
+    def publish_later(self, bus: Bus, events: list[Envelope]) -> None:
+        """Publish these (stored in the outbox) with the next batch."""
+        with self._lock:
+            self._unpublished.append((bus, events))
+            full = self._full()
+            self._schedule(None)
+        if full:
+            self.flush()
+
+    def _full(self) -> bool:
+        return len(self._pending) + sum(len(e) for _, e in self._unpublished) >= self.max_batch
+
+    def _schedule(self, after_s: float | None) -> None:
+        if self._timer is None and (self._pending or self._unpublished):
+            self._timer = eventlet.spawn_after(self.interval_s if after_s is None else after_s, self._flush_later)
 
     def _flush_later(self) -> None:
         with self._lock:
@@ -68,9 +98,21 @@ class OutboxCompletions:
         self.flush()
 
     def flush(self) -> int:
-        """Remove what is pending from the outbox now; returns how many."""
+        """Publish what waits for it, then remove what is confirmed from the outbox;
+        returns how many left the outbox."""
         with self._lock:
             ids, self._pending = self._pending, []
+            unpublished, self._unpublished = self._unpublished, []
+        by_bus: dict[int, tuple[Bus, list[Envelope]]] = {}
+        for bus, events in unpublished:
+            by_bus.setdefault(id(bus), (bus, []))[1].extend(events)
+        for bus, events in by_bus.values():
+            try:
+                bus.publish_events(events)
+            except Exception as exc:  # the relay publishes them (they are in the outbox)
+                log.warning("publish_deferred", case_id=events[0].case_id, events=len(events), error=str(exc))
+                continue
+            ids.extend(e.message_id for e in events)
         if not ids:
             return 0
         try:
@@ -82,7 +124,8 @@ class OutboxCompletions:
         return len(ids)
 
     def pending(self) -> int:
-        return len(self._pending)
+        """Events waiting here: to be published or to leave the outbox."""
+        return len(self._pending) + sum(len(e) for _, e in self._unpublished)
 
     def stop(self) -> None:
         with self._lock:

@@ -59,6 +59,7 @@ class Domain(DependencyProvider):
         self.settings = settings
         self.archive = ArchiveReader(settings.database_url)  # connects on first use only
         self.completions = OutboxCompletions(intake_outbox(connect(settings)))
+        self._stores: dict[int, tuple[CaseStore, Registrar]] = {}
 
     def stop(self) -> None:
         self.completions.stop()  # workers are done: what they published leaves the outbox now
@@ -67,15 +68,30 @@ class Domain(DependencyProvider):
         return self
 
     def for_client(self, client: Any) -> tuple[CaseStore, Registrar]:
-        store = CaseStore(client, self.settings.district_code, self.archive, self.completions.add)
-        return store, Registrar(
-            store,
-            self.catalog,
-            self.grid,
-            self.settings.timezone,
-            self.duplicates,
-            self.settings.onsite_verify_sample_rate,
-        )
+        # one pair per client (the container has one): both hold no state of a request, and
+        # building them registered their scripts (a SHA-1 of each source) on every message
+        pair = self._stores.get(id(client))
+        if pair is None or pair[0].r is not client:
+            store = CaseStore(
+                client,
+                self.settings.district_code,
+                self.archive,
+                self.completions.add,
+                self.completions.publish_later,
+            )
+            pair = (
+                store,
+                Registrar(
+                    store,
+                    self.catalog,
+                    self.grid,
+                    self.settings.timezone,
+                    self.duplicates,
+                    self.settings.onsite_verify_sample_rate,
+                ),
+            )
+            self._stores[id(client)] = pair
+        return pair
 
 
 def case_answer(case: Case, applied: bool) -> dict[str, Any]:

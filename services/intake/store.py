@@ -26,6 +26,7 @@ from shared.scripts import Lua
 
 if TYPE_CHECKING:
     from shared.archive import ArchiveReader
+    from shared.bus import Bus
 
 _REGISTER = Lua("services.intake", "register")
 _COMPARE_AND_SET = Lua("services.intake", "compare_and_set")
@@ -76,15 +77,19 @@ class CaseStore:
         district: str,
         archive: "ArchiveReader | None" = None,
         confirmed: Callable[[list[str]], None] | None = None,
+        publish_later: "Callable[[Bus, list[Envelope]], None] | None" = None,
     ) -> None:
         """`archive`: where cases that left Redis (CASE_HOT_DAYS after closing) are read from;
         `confirmed`: what takes the ids of published events out of the outbox (the service's
-        batched `OutboxCompletions.add`, services/intake/publishing.py; default at once)."""
+        batched `OutboxCompletions.add`, services/intake/publishing.py; default at once);
+        `publish_later`: what publishes the archive's records in batches (the service's
+        `OutboxCompletions.publish_later`; default: with the other events)."""
         self.r = client
         self.district = district
         self.archive = archive
         self.outbox = intake_outbox(client)
         self.confirmed = confirmed or self.outbox.done
+        self.publish_later = publish_later
         self._register = _REGISTER.on(client)
         self._cas = _COMPARE_AND_SET.on(client)
         self._reserve = _RESERVE.on(client)

@@ -6,6 +6,7 @@ publishing them again meanwhile."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,7 +25,7 @@ from shared.amqpclient import connection
 from shared.bus import Bus
 from shared.catalog import load_catalog
 from shared.grid import load_grid
-from shared.models import CaseRecorded, CaseStatus, Report
+from shared.models import CaseRecorded, CaseStatus, Envelope, Report
 from shared.outbox import intake_outbox
 from shared.scripts import Lua
 from tests.integration.test_dispatch_events import _dispatch
@@ -225,3 +226,45 @@ def test_a_case_with_no_next_version_has_its_record_relayed(redis_client: redis.
     assert f"case:{dup.case_id}:v1" in {e.message_id for e in relayed}
     publish_stored(bus, store, relayed)
     assert store.outbox.size() == 0
+
+
+class SeenBus(Bus):
+    """The real publisher, remembering what it published."""
+
+    def __init__(self, amqp_uri: str) -> None:
+        super().__init__(amqp_uri, "intake")
+        self.seen: list[str] = []
+
+    def publish_events(self, events: Sequence[Envelope]) -> None:
+        super().publish_events(events)
+        self.seen += [e.message_id for e in events]
+
+
+def test_the_archive_records_go_out_in_batches_off_the_consumers_path(
+    redis_client: redis.Redis, bus: Bus, stack_env: dict[str, str]
+) -> None:
+    seen = SeenBus(stack_env["AMQP_URI"])
+    completions = OutboxCompletions(intake_outbox(redis_client), interval_s=0.2)
+    store = CaseStore(redis_client, "450305", confirmed=completions.add, publish_later=completions.publish_later)
+    reg = registrar(redis_client, store)
+    cases = [register_report(seen, store, reg, report(f"later-{i}", lat=LAT + i * 0.002), "http") for i in range(3)]
+    assert seen.seen == [f"registered:{c.case_id}" for c in cases]
+    for c in cases:  # intake applies the router's dispatch: what it publishes is the case's record alone
+        _, events, _ = apply_event(store, _dispatch(store, c.case_id))
+        publish_stored(seen, store, events)
+    assert len(seen.seen) == 3 and completions.pending() == 6  # three records to publish, three events done
+    eventlet.sleep(0.5)
+    assert seen.seen[3:] == [f"case:{c.case_id}:v2" for c in cases]  # one batch, one confirm round trip
+    assert completions.pending() == 0 and store.outbox.size() == 0
+
+
+def test_a_batch_the_broker_refuses_stays_in_the_outbox_for_the_relay(redis_client: redis.Redis, bus: Bus) -> None:
+    completions = OutboxCompletions(intake_outbox(redis_client), interval_s=0.05)
+    store = CaseStore(redis_client, "450305", confirmed=completions.add, publish_later=completions.publish_later)
+    reg = registrar(redis_client, store)
+    case = register_report(bus, store, reg, report("refused-1"), "http")
+    _, events, _ = apply_event(store, _dispatch(store, case.case_id))
+    publish_stored(Bus("amqp://guest:guest@127.0.0.1:1/", "intake"), store, events)  # a broker that is not there
+    completions.stop()
+    assert completions.pending() == 0
+    assert [e.message_id for e in store.outbox.take(-1.0)] == [f"case:{case.case_id}:v2"]
