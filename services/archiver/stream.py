@@ -50,6 +50,8 @@ LOCK_POLL_S = 2.0
 IDLE_PING_S = 5.0
 #: AMQP heartbeat of the reader's connection (a silently dropped broker is noticed)
 HEARTBEAT_S = 30
+#: after attaching, a reader with credit has had everything after its offset delivered by then
+ATTACH_SETTLE_S = 2.0
 #: a dead letter's offset in the stream it was refused from
 OFFSET_HEADER = "x-gridbus-stream-offset"
 
@@ -234,8 +236,10 @@ class StreamReader:
         """The stream's last offset as this reader knows it, when it knows it: consuming with
         credit left, the broker has delivered everything up to the stream's end (else None:
         ask the stream, `amqpclient.stream_end`)."""
-        if self.state == "consuming" and self.seen_to is not None and self.outstanding < 2 * self.batch_messages:
-            return self.seen_to
+        settled = self.clock() - self.since >= ATTACH_SETTLE_S  # what was there at attach has come
+        if self.state == "consuming" and settled and self.outstanding < 2 * self.batch_messages:
+            known = [o for o in (self.seen_to, self.written_to) if o is not None]
+            return max(known) if known else None
         return None
 
     # -- the loop
@@ -274,7 +278,7 @@ class StreamReader:
                     return
             done, start = offsets.start_at(pg, self.stream)
             pg.commit()
-            self.written_to = done
+            self.written_to, self.seen_to, self.outstanding = done, None, 0
             amqp_conn = connect(self.amqp_uri, heartbeat=HEARTBEAT_S)
             ch = channel(amqp_conn)
             ch.basic_qos(0, 2 * self.batch_messages, False)

@@ -118,6 +118,14 @@ def test_a_crash_before_the_commit_leaves_nothing_and_the_next_reader_resumes(se
     assert sorted(orders_in(dsn)) == sorted(f"c/{n}" for n in range(40) if n != 25)
     with psycopg.connect(dsn) as conn:
         assert conn.execute("SELECT count(*) FROM journal").fetchone() == (39,)
+    # a reader started on a stream written to its end is delivered nothing, and knows the end
+    idle, t = reader(vhost, dsn, batch_messages=10, batch_s=0.05)
+    try:
+        assert wait_for(lambda: idle.stream_end() == 39, 15), (idle.state, idle.stream_end())
+        assert idle.seen_to is None
+    finally:
+        idle.stop()
+        t.join(10)
 
 
 def test_unarchivable_messages_are_dead_lettered_with_their_reason_and_the_reader_moves_on(
@@ -159,7 +167,7 @@ def test_two_replicas_never_both_write_and_the_standby_takes_over(setup: tuple[s
     try:
         assert wait_for(lambda: second.state == "standby", 15), second.state
         assert first.state == "consuming"
-        assert first.stream_end() == 299  # the writer knows the end (ARCHIVE_BACKLOG 0)…
+        assert wait_for(lambda: first.stream_end() == 299, 10)  # the writer knows the end (ARCHIVE_BACKLOG 0)…
         assert second.stream_end() is None  # …a standby asks the stream
         assert second.attached(60)[0] and second.writing()[0]  # a standby is healthy
         append(vhost, [json.dumps(order(n, "b")).encode() for n in range(300)])
