@@ -5,7 +5,8 @@ after planning, instead of publishing one message per recipient and channel to
 `notifier.deliveries` and consuming it again (per delivery that hop cost a confirmed
 publish, a quorum enqueue, a delivery and a consumer run). The queue stays for what has
 to wait or go elsewhere: retries (the delay queues feed it), a copy parked because
-another replica holds its send lease, and a delivery whose handling hit a bug.
+another replica holds its send lease, a delivery whose handling hit a bug, and what is
+left of a wide fan-out after `IN_PROCESS_BUDGET_S`.
 
 Why this is as safe as the hop was:
 
@@ -34,6 +35,9 @@ from shared import redis_keys as keys
 #: a plan outlives any redelivery of its event (the event waits in its queue while every
 #: notifier is down); deleted as soon as its deliveries are handled
 PLAN_TTL_S = 7 * 86400
+#: seconds an event's handler spends sending its deliveries itself; what is left then goes
+#: to notifier.deliveries (the worst case per delivery is the channel's timeout, 5 s, per channel tried)
+IN_PROCESS_BUDGET_S = 20.0
 _PLAN = TypeAdapter(list[Delivery])
 
 

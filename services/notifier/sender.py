@@ -32,7 +32,7 @@ from services.notifier.deliveries import (
     outgoing,
 )
 from services.notifier.planner import CaseFacts, Planner
-from services.notifier.plans import Plans
+from services.notifier.plans import IN_PROCESS_BUDGET_S, Plans
 from services.notifier.subscriptions import NotifyFile
 from shared import metrics, topology
 from shared import redis_keys as keys
@@ -106,8 +106,25 @@ class Notifier:
         that died sending them) when there is one, else planned now."""
         return self.plans.keep(event.message_id, self.planner.plan(event, self.case_facts(event.case_id)))
 
-    def deliver_planned(self, event: Envelope, planned: list[Delivery]) -> None:
-        for delivery in planned:
+    def deliver_planned(self, event: Envelope, planned: list[Delivery], budget_s: float = IN_PROCESS_BUDGET_S) -> None:
+        """Send the deliveries one after the other; once `budget_s` is spent (slow receivers:
+        each may take the channel's timeout, and its fallbacks too) the rest go to
+        notifier.deliveries in one confirm round, so that the event's handler stays well
+        within CONSUMER_STUCK_SECONDS however wide the fan-out."""
+        started = time.monotonic()
+        for i, delivery in enumerate(planned):
+            if time.monotonic() - started >= budget_s:
+                rest = planned[i:]
+                self.bus.publish_batch(
+                    [
+                        Outgoing(
+                            topology.EX_NOTIFY, topology.RK_DELIVERY, d, d.delivery_id, d.correlation_id, "delivery"
+                        )
+                        for d in rest
+                    ]
+                )
+                log.info("deliveries_handed_to_queue", case_id=event.case_id, deliveries=len(rest), budget_s=budget_s)
+                break
             self.deliver_here(delivery)
         if planned:
             self.plans.forget(event.message_id)
