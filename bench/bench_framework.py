@@ -267,6 +267,19 @@ def run_one(
     return result
 
 
+def spawn_cost(uri: str, redis_url: str, workdir: Path, count: int = 5000) -> dict[str, Any]:
+    """CPU µs per message of a nameko worker (with the router's dependencies and with none)
+    and of a bare greenthread, in a process of its own (framework_child `spawn`)."""
+    out = workdir / "spawn.json"
+    env = {**os.environ, "AMQP_URI": uri, "REDIS_URL": redis_url, "LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    cmd = [sys.executable, "-m", "bench.framework_child", "spawn", "--count", str(count), "--out", str(out)]
+    with open(workdir / "spawn.log", "wb") as logf:
+        done = subprocess.run(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT, timeout=300)
+    if done.returncode != 0 or not out.exists():
+        return {"error": f"exit {done.returncode} (log: {workdir / 'spawn.log'})"}
+    return json.loads(out.read_text())
+
+
 def run_framework(
     amqp_uri: str,
     mgmt_url: str,
@@ -334,6 +347,7 @@ def run_framework(
                 r["log_tail"] = Path(r["log"]).read_text(errors="replace")[-2000:]
             runs.append(r)
             echo(run_line(r))
+        result["spawn_us"] = spawn_cost(uri, redis_url, workdir, count=min(5000, max(300, backlog)))
     result["runs"] = runs
     result["summary"] = summarize(runs)
     return result
@@ -379,6 +393,11 @@ def run_line(r: dict[str, Any]) -> str:
 def summary_lines(result: dict[str, Any]) -> list[str]:
     lines = [f"framework ceiling, backlog {result['params']['backlog']}, {result['message_bytes']} B per message:"]
     lines += ["  " + run_line(r) for r in result["runs"]]
+    spawn = result.get("spawn_us") or {}
+    if "error" not in spawn and spawn:
+        lines.append(
+            "  nameko worker per message (CPU µs, no broker): " + ", ".join(f"{k} {v:g}" for k, v in spawn.items())
+        )
     for r in result["runs"]:
         if "profile" in r:
             b = ", ".join(f"{k} {v['share']:.0%}" for k, v in list(r["profile"]["buckets"].items())[:8])

@@ -14,6 +14,12 @@ VARIANT is how `router.cases` is consumed (AMQP_URI names the benchmark's vhost)
 - `amqp_batch`: py-amqp (shared/amqpclient.py): whatever the prefetch window holds is taken
   at once, its messages' work published with one confirm round, then one ack-multiple.
 
+`spawn` (no broker in the loop) writes to `--out` the CPU µs of one nameko worker — a
+greenthread, a WorkerContext, every dependency's worker_setup / get_dependency /
+worker_result / teardown — around a handler that does nothing, for the deployed router's
+dependencies and for a service with none, and of a bare eventlet greenthread, `--count`
+of each, `--prefetch` at a time.
+
 The work is the router's own (`services.router.routing.route` + `Bus.publish_batch` +
 `record`); `--no-work` only acks (the nameko variant then runs a service whose handler does
 nothing). The process writes, at the `--warmup`-th and the `--count`-th acked message, its own
@@ -25,7 +31,7 @@ import warnings
 
 VARIANTS = ("nameko", "kombu", "kombu_eventlet", "amqp_batch")
 
-if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in ("nameko", "kombu_eventlet"):
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] in ("nameko", "kombu_eventlet", "spawn"):
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     import eventlet
 
@@ -186,9 +192,65 @@ def run_amqp_batch(counter: Counter, work: bool, prefetch: int) -> None:
     conn.close()
 
 
+def run_spawn(count: int, at_once: int) -> dict[str, float]:
+    """CPU µs per message of nameko's worker machinery and of a bare greenthread."""
+    import eventlet
+    from nameko.containers import ServiceContainer
+    from nameko.extensions import Entrypoint
+
+    from shared.config import get_settings
+    from shared.nameko_ext import GridbusService
+
+    class Call(Entrypoint):  # an entrypoint that is only ever called from here
+        pass
+
+    call = Call.decorator
+
+    class Bare:
+        name = "bare"
+
+        @call
+        def handle(self, body: Any) -> None:
+            return None
+
+    class LikeRouter(GridbusService):  # the router's dependencies (topology, metrics, health, bus)
+        name = "router"
+
+        @call
+        def handle(self, body: Any) -> None:
+            return None
+
+    def per_message(spawn: Any, waitall: Any) -> float:
+        done, started = 0, time.process_time()
+        while done < count:
+            for _ in range(at_once):
+                spawn()
+            waitall()
+            done += at_once
+        return round((time.process_time() - started) / done * 1e6, 2)
+
+    out: dict[str, float] = {}
+    config = get_settings().nameko_config()
+    for label, cls in (("nameko_worker_no_dependencies", Bare), ("nameko_worker_router_dependencies", LikeRouter)):
+        container = ServiceContainer(cls, config)
+        for dependency in container.dependencies:  # no start: nothing consumes, the entrypoint is called below
+            dependency.setup()
+        entrypoint = next(iter(container.entrypoints))
+
+        def spawn(c: Any = container, e: Any = entrypoint) -> None:
+            c.spawn_worker(e, ({},), {})
+
+        per_message(spawn, container._worker_pool.waitall)  # warm
+        out[label] = per_message(spawn, container._worker_pool.waitall)
+    pool = eventlet.GreenPool(at_once)
+    per_message(lambda: pool.spawn(lambda: None), pool.waitall)
+    out["eventlet_greenthread"] = per_message(lambda: pool.spawn(lambda: None), pool.waitall)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("variant", choices=VARIANTS)
+    ap.add_argument("variant", choices=(*VARIANTS, "spawn"))
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--prefetch", type=int, default=None)
@@ -205,6 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     counter = Counter(args.count, args.warmup, args.rabbit_pid, args.out)
     prefetch = args.prefetch or s.nameko_config()["max_workers"]
     work = not args.no_work
+    if args.variant == "spawn":
+        args.out.write_text(json.dumps(run_spawn(args.count, prefetch)))
+        sys.stderr.flush()
+        os._exit(0)
     if args.variant == "nameko":
         run_nameko(counter, work, args.prefetch)
     elif args.variant in ("kombu", "kombu_eventlet"):

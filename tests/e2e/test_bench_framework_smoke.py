@@ -40,4 +40,9 @@ def test_framework_benchmark_smoke_run(broker_uris: tuple[str, str], redis_url: 
             assert r["dispatched_in_sla_events"] == 40, r  # the work's output confirmed before each ack
     assert set(result["summary"]) == set(VARIANTS)
     assert all("work_minus_nowork_cpu_us" in v for v in result["summary"].values())
-    assert len(lines) == 1 + len(runs)
+    assert set(result["spawn_us"]) == {
+        "nameko_worker_no_dependencies",
+        "nameko_worker_router_dependencies",
+        "eventlet_greenthread",
+    }, result["spawn_us"]
+    assert len(lines) == 2 + len(runs)
