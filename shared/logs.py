@@ -92,12 +92,27 @@ def _renderer(log_format: str) -> Any:
     return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
 
+class _ServiceName:
+    """Names the process's service on every line (a value bound for one line wins)."""
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+
+    def __call__(self, _logger: Any, _name: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event_dict.setdefault("service", self.service)
+        return event_dict
+
+
 def configure_logging(log_format: str = "console", level: str = "INFO", service: str | None = None) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    if service:
+        # a processor, not a context variable: nameko's workers are green threads, and a
+        # new thread or greenlet starts with an empty context (the line lost the service)
+        shared.insert(1, _ServiceName(service))
     # tracebacks are rendered to text first, so that redaction sees them too
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, redact_processor, _renderer(log_format)],
@@ -129,8 +144,6 @@ def configure_logging(log_format: str = "console", level: str = "INFO", service:
         containers.addFilter(TameRejections())
     for noisy in ("kombu", "amqp", "nameko", "urllib3", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if service:
-        structlog.contextvars.bind_contextvars(service=service)
 
 
 def get_logger(name: str | None = None) -> Any:

@@ -52,6 +52,9 @@ except ValueError:
     logging.getLogger("nameko.containers").exception("error handling worker %s: %s", "<W>", "13812345678")
     structlog.get_logger("gridbus").error("boom", exc_info=True, phone="13812345678")
 logging.getLogger("eventlet.wsgi").warning("GET /?api_key=gbk_0123456789ab.S3cretS3cretS3cretS3cret 200")
+import threading  # a new thread (as a nameko worker's green thread) starts with an empty context
+t = threading.Thread(target=lambda: structlog.get_logger("gridbus").info("from_a_worker"))
+t.start(); t.join()
 """
 
 
@@ -70,7 +73,9 @@ def test_every_library_logs_through_the_same_redaction() -> None:
         cwd=str(__import__("tests.conftest", fromlist=["REPO"]).REPO),
     ).stderr
     lines = [json.loads(ln) for ln in out.splitlines() if ln.startswith("{")]
-    assert len(lines) == 4, out
+    assert len(lines) == 5, out
+    assert all(line.get("service") == "intake" for line in lines), out  # every line names its service
+    lines = lines[:4]
     for secret in ("13912345678", "13812345678", "hush", "S3cretS3cret"):
         assert secret not in out, secret
     rejected, worker_error, structured, wsgi = lines
