@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from bench.bench_framework import VARIANTS, run_framework, summary_lines
 
 
+@pytest.mark.timeout(600)  # ten consumer processes start one after the other: ~40 s here, more on a loaded machine
 def test_framework_benchmark_smoke_run(broker_uris: tuple[str, str], redis_url: str, tmp_path: Path) -> None:
     amqp_uri, mgmt_url = broker_uris
     result = run_framework(
