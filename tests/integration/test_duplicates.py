@@ -11,11 +11,8 @@ import pytest
 import redis
 
 from services.intake.cases import Registrar
-from services.intake.duplicates import DuplicatePolicy, find_original
-from services.intake.store import CaseStore
+from services.intake.duplicates import find_original
 from shared import redis_keys as keys
-from shared.catalog import load_catalog
-from shared.grid import load_grid
 from shared.models import Report
 
 pytestmark = pytest.mark.integration
@@ -35,17 +32,6 @@ def report(rid: str, lat: float = LAT, lon: float = LON) -> Report:
             "reporter": {"id": "g-1", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
             "observed_at": datetime.now(timezone.utc).isoformat(),
         }
-    )
-
-
-@pytest.fixture()
-def registrar(redis_client: redis.Redis) -> Registrar:
-    return Registrar(
-        CaseStore(redis_client, "450305"),
-        load_catalog(),
-        load_grid(),
-        "Asia/Shanghai",
-        DuplicatePolicy(radius_m=50, window_hours=24),
     )
 
 

@@ -11,46 +11,16 @@ import pytest
 import redis
 
 from services.intake.cases import Registrar
-from services.intake.duplicates import DuplicatePolicy
-from services.intake.store import CaseStore
 from shared import redis_keys as keys
-from shared.catalog import load_catalog
-from shared.grid import load_grid
-from shared.models import Report
+from shared.models import Mode721, OnSiteHandling
+from tests.integration.test_duplicates import LAT, report
 
 pytestmark = pytest.mark.integration
 
-LAT, LON = 25.2800, 110.3120  # 辰山社区第一片区
 FIELD = "street|450305001|registered"
 # 00:30 on 1 December in Guilin is still 30 November in UTC: the local month counts
 AT = datetime(2026, 11, 30, 16, 30, tzinfo=timezone.utc)
-
-
-def report(rid: str, lat: float = LAT, on_site: bool = False) -> Report:
-    body = {
-        "report_id": rid,
-        "category": "01037",
-        "severity": "normal",
-        "description": "路灯不亮",
-        "filing_condition": "连续3盏以上不亮",
-        "location": {"lat": lat, "lon": LON, "address": "七星区穿山路12号"},
-        "reporter": {"id": "g-1", "role": "grid_officer", "name": "网格员", "phone": "13900000007"},
-        "observed_at": AT.isoformat(),
-    }
-    if on_site:
-        body["handled_on_site"] = {"note": "当场修复", "mode": "service"}
-    return Report.model_validate(body)
-
-
-@pytest.fixture()
-def registrar(redis_client: redis.Redis) -> Registrar:
-    return Registrar(
-        CaseStore(redis_client, "450305"),
-        load_catalog(),
-        load_grid(),
-        "Asia/Shanghai",
-        DuplicatePolicy(radius_m=50, window_hours=24),
-    )
+ON_SITE = OnSiteHandling(note="当场修复", mode=Mode721.service)
 
 
 def count(client: redis.Redis, period: str) -> int:
@@ -64,7 +34,9 @@ def test_a_new_case_counts_once_in_its_local_month(redis_client: redis.Redis, re
     assert not again.created and count(redis_client, "2026-12") == 1
     near = registrar.register(report("c-2", LAT + 0.0001), now=AT + timedelta(minutes=1))  # ~11 m away
     assert near.duplicate_of == first.case_id and count(redis_client, "2026-12") == 1
-    on_site = registrar.register(report("c-3", LAT + 0.01, on_site=True), now=AT + timedelta(minutes=2))
+    on_site = registrar.register(
+        report("c-3", LAT + 0.01).model_copy(update={"handled_on_site": ON_SITE}), now=AT + timedelta(minutes=2)
+    )
     assert on_site.created and count(redis_client, "2026-12") == 1  # sla counts it when it sees it resolved
     other = registrar.register(report("c-4", LAT + 0.02), now=AT + timedelta(minutes=3))
     assert other.created and other.duplicate_of is None and count(redis_client, "2026-12") == 2
