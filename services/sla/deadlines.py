@@ -85,6 +85,7 @@ def department_liaisons(departments: list[Any] | None = None) -> Callable[[str, 
 class FireReport:
     fired: list[Fired] = field(default_factory=list)
     published: int = 0
+    pending: int | None = None  #: timers waiting, when the tick looked (None: it did not)
 
 
 def _count_decided(decided: list[tuple[str, str, str]]) -> None:
@@ -194,9 +195,13 @@ class Deadlines:
         gc.disable()
         try:
             self._commit_ready(report, due_by, now, publish)
-            self._fire_due(report, due_by, now, lease_s, limit, publish)
-            if ahead > 0:
-                self._prepare(report, due_by + ahead, now, lease_s, limit, publish)
+            outlook = self.timers.outlook()
+            report.pending = outlook.pending
+            # the usual tick: nothing to claim (no timer due within `ahead`, no lease run out)
+            if not outlook.nothing_by(due_by, due_by + max(ahead, 0.0)):
+                self._fire_due(report, due_by, now, lease_s, limit, publish)
+                if ahead > 0:
+                    self._prepare(report, due_by + ahead, now, lease_s, limit, publish)
             if now is None:
                 self._commit_ready(report, time.time() + wait, now, publish)
             return report

@@ -124,7 +124,8 @@ class SlaService:
                 if fired.effects.events:
                     metrics.TIMER_LATENESS.observe(max(0.0, fired.committed - fired.due))
                 self._count(fired.effects.events)
-            metrics.TIMERS_PENDING.set(self.deadlines.timers.pending())
+            pending = report.pending if report.pending is not None else self.deadlines.timers.pending()
+            metrics.TIMERS_PENDING.set(pending)
         finally:
             TICK.beat()
 

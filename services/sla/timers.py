@@ -67,6 +67,19 @@ class Claimed:
     due: float
 
 
+@dataclass(frozen=True)
+class Outlook:
+    next_due: float | None  #: the earliest due time not claimed
+    next_expiry: float | None  #: the earliest lease to run out (its timer is claimable again then)
+    pending: int  #: timers not claimed
+
+    def nothing_by(self, due_by: float, until: float) -> bool:
+        """No timer due by `until` and no lease run out by `due_by`: both claims would find nothing."""
+        return (self.next_due is None or self.next_due > until) and (
+            self.next_expiry is None or self.next_expiry > due_by
+        )
+
+
 class TimerStore:
     def __init__(self, client: redis.Redis) -> None:
         self.r = client
@@ -114,6 +127,20 @@ class TimerStore:
 
     def pending(self) -> int:
         return self.lease.pending(self.r)
+
+    def outlook(self) -> "Outlook":
+        """When the next claim can find anything, and how many wait, in one round trip: an
+        idle tick then costs this instead of two claim scripts and a count."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrange(keys.timers_due(), 0, 0, withscores=True)
+        pipe.zrange(keys.timers_leased(), 0, 0, withscores=True)
+        pipe.zcard(keys.timers_due())
+        first_due, first_expiry, pending = pipe.execute()
+        return Outlook(
+            float(first_due[0][1]) if first_due else None,
+            float(first_expiry[0][1]) if first_expiry else None,
+            int(pending),
+        )
 
     def lag(self, now: float) -> float:
         """How far the earliest due timer not yet claimed is behind `now` (0: none overdue)."""

@@ -424,3 +424,39 @@ def test_a_first_dispatch_commits_without_a_read_and_a_redelivered_one_changes_n
     due_after = sorted(redis_client.zrange(keys.timers_due(), 0, -1))
     assert len(due_after) == len(due_before) - 1  # the ack clock's timers went with the acknowledgement, none came back
     assert sink == []
+
+
+def test_an_idle_tick_claims_nothing_and_a_due_or_expired_timer_is_still_claimed(
+    redis_client: redis.Redis, policies_path: Path
+) -> None:
+    """A tick first looks when anything can be claimed (one pipelined read): with nothing
+    due within the fire-ahead window and no lease run out, it runs no claim script; a
+    timer within the window, and one whose lease ran out, are claimed and fire once."""
+    sink: list[Envelope] = []
+    d = make(redis_client, policies_path, sink)
+    claims: list[float] = []
+    claim = d.timers.claim
+
+    def counting_claim(now: float, lease_s: float, limit: int = 500, until: float | None = None) -> Any:
+        claims.append(now)
+        return claim(now, lease_s, limit, until)
+
+    d.timers.claim = counting_claim  # type: ignore[method-assign]
+    d.handle(dispatched("I1", T0), now=T0)  # ack warning at T0 + 300 (50 % of 10 min)
+    report = d.fire_due(now=T0 + 10, ahead=2.0)
+    assert claims == [] and report.fired == [] and report.pending == 2
+    d.fire_due(now=T0 + 299, ahead=2.0)  # the warning falls due within the window: claimed ahead
+    assert claims
+    report = d.fire_due(now=T0 + 301, ahead=2.0)  # committed once due
+    assert [f.name.split("|")[2] for f in report.fired] == ["w"]
+    warned = [e for e in sink if e.event == "deadline_warning"]
+    assert len(warned) == 1
+    # a replica claimed the ack breach and died: its lease runs out, the next tick takes it
+    taken = d.timers.claim(T0 + 600, lease_s=30)
+    assert len(taken) == 1
+    claims.clear()
+    assert d.fire_due(now=T0 + 610, ahead=2.0).fired == []  # leased, not yet run out
+    assert claims == []
+    report = d.fire_due(now=T0 + 600 + 31, ahead=2.0)
+    assert claims and len(report.fired) == 1
+    assert len([e for e in sink if e.event == "deadline_breached"]) == 1
