@@ -48,15 +48,16 @@ import psycopg
 import redis
 
 from services.bridge.forward import KEEP_S as BRIDGE_KEEP_S
+from services.intake.store import CASE_SEQUENCE_TTL_S
 from services.notifier.deliveries import SENT_TTL_S
 from services.sla.store import KEEP_CLOSED_S, live_hash
 from shared import redis_keys as keys
+from shared.indicators import counter_field
 from shared.lifecycle import FINAL_STATES, OPEN_STATES
 from shared.models import CaseStatus
 from shared.scripts import Lua
 from shared.topology import Q_AUDIT
 
-CASE_SEQUENCE_TTL_S = 3 * 86400  # as intake's (services/intake/store.py)
 BATCH = 500
 
 _PUT_CASE = Lua("services", "put_case")
@@ -235,7 +236,7 @@ def restore(
         if len(pipe) >= BATCH:
             pipe.execute()
     for period, scope, key, counter, n in conn.execute("SELECT period, scope, key, counter, n FROM indicator_months"):
-        pipe.hset(keys.sla_indicators(period), f"{scope}|{key}|{counter}", int(n))
+        pipe.hset(keys.sla_indicators(period), counter_field(scope, key, counter), int(n))
         report.indicators += 1
     pipe.execute()
 

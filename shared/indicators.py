@@ -236,7 +236,7 @@ def load(client: redis.Redis, period: str) -> list[Indicators]:
 
 
 def current_period(tz: ZoneInfo) -> str:
-    return datetime.now(tz).strftime("%Y-%m")
+    return period_of(datetime.now(tz), tz)
 
 
 def period_of(at: datetime, tz: ZoneInfo) -> str:

@@ -32,6 +32,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from services.archiver import journal, rollup
+from shared.indicators import period_of
 from shared.lifecycle import FINAL_STATES
 from shared.models import (
     ApiKeyRecorded,
@@ -166,7 +167,7 @@ def _derived(conn: psycopg.Connection, msg: Checked, tz: ZoneInfo) -> None:
     elif isinstance(parsed, ClocksRecorded):
         _clocks(conn, parsed, tz)
     elif isinstance(parsed, CaseRegistered):
-        period = parsed.occurred_at.astimezone(tz).strftime("%Y-%m")
+        period = period_of(parsed.occurred_at, tz)
         rollup.add_counts(conn, [(period, "street", parsed.case.street, "registered", 1)])
     elif isinstance(parsed, NotificationSent):
         conn.execute(

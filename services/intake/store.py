@@ -67,7 +67,6 @@ class VersionConflict(RuntimeError):
 class Registration:
     case_id: str
     created: bool
-    record: CaseRecorded | None = None  # in the outbox with the event: publish it too
 
 
 class CaseStore:
@@ -113,19 +112,9 @@ class CaseStore:
             return cast(str, answer[1]), None, []
         return None, self._case_id(day, int(answer[1])), list(answer[2:])
 
-    def next_case_id(self, local_day: datetime) -> str:
-        """`450305-20261127-000123`: district, local registration day, daily serial.
-
-        Sortable as text within a district; human-readable over the phone.
-        """
-        day = local_day.strftime("%Y%m%d")
-        seq_key = keys.case_sequence(self.district, day)
-        serial = self.r.incr(seq_key)
-        if serial == 1:
-            self.r.expire(seq_key, CASE_SEQUENCE_TTL_S)
-        return self._case_id(day, serial)
-
     def _case_id(self, day: str, serial: int) -> str:
+        """`450305-20261127-000123`: district, local registration day, daily serial (reserve.lua).
+        Sortable as text within a district; human-readable over the phone."""
         return f"{self.district}-{day}-{serial:06d}"
 
     # ------------------------------------------------------------------ writes
@@ -175,7 +164,7 @@ class CaseStore:
                 counted[1] if counted else "",
             ],
         )
-        return Registration(case_id=case_id, created=bool(created), record=record if created else None)
+        return Registration(case_id=case_id, created=bool(created))
 
     def save(self, case: Case, expected_version: int, events: list[Envelope]) -> Case:
         """Compare-and-set: store `case` (version bumped) and its events, atomically. The

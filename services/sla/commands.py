@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from shared.config import get_settings
+from shared.indicators import current_period
 from shared.logs import configure_logging
 from shared.worktime import Limit, UnknownYear, load_calendar
 
@@ -138,7 +139,7 @@ def report() -> None:
 def _month(value: str | None) -> str:
     tz = ZoneInfo(get_settings().timezone)
     if value is None:
-        return datetime.now(tz).strftime("%Y-%m")
+        return current_period(tz)
     try:
         datetime.strptime(value, "%Y-%m")
     except ValueError as exc:

@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 from zoneinfo import ZoneInfo
 
+from shared.indicators import period_of
 from shared.lifecycle import CLOCK_STOPPED_STATES
 from shared.models import (
     CaseDispatched,
@@ -270,7 +271,7 @@ class Engine:
         self._policies: dict[tuple[Any, ...], Policy] = {}
 
     def period(self, ts: float) -> str:
-        return dt_of(ts).astimezone(self.tz).strftime("%Y-%m")
+        return period_of(dt_of(ts), self.tz)
 
     def policy(self, case: CaseClocks, order: Order) -> Policy:
         key = (case.cat, case.cond, case.sev, order.policy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import datetime, timezone
 
 import pytest
@@ -35,8 +36,15 @@ def make_case(case_id: str, report_id: str) -> Case:
     )
 
 
+def new_case_id(store: CaseStore) -> str:
+    """A case number as a registration reserves it (lua/reserve.lua), for a report never seen."""
+    _, case_id, _ = store.reserve(f"unseen-{uuid.uuid4().hex}", NOW, [], [])
+    assert case_id is not None
+    return case_id
+
+
 def register(store: CaseStore, report_id: str) -> tuple[str, bool]:
-    case = make_case(store.next_case_id(NOW), report_id)
+    case = make_case(new_case_id(store), report_id)
     event = CaseRegistered(case_id=case.case_id, correlation_id=report_id, case=summary_of(case))
     r = store.register(report_id, case, event)
     return r.case_id, r.created
@@ -44,7 +52,7 @@ def register(store: CaseStore, report_id: str) -> tuple[str, bool]:
 
 def test_case_ids_are_readable_and_sortable(redis_client: redis.Redis) -> None:
     store = CaseStore(redis_client, "450305")
-    ids = [store.next_case_id(NOW) for _ in range(3)]
+    ids = [new_case_id(store) for _ in range(3)]
     assert ids == sorted(ids)
     assert ids[0] == "450305-20261127-000001"
 
