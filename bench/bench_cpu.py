@@ -42,6 +42,7 @@ from bench.common import (  # noqa: E402
     REPO,
     bench_config_dir,
     delete_redis_prefix,
+    free_port,
     make_report,
     sample_reports,
     throwaway_vhost,
@@ -60,14 +61,6 @@ STEPS = (
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run(
     reports: int,
     amqp_uri: str,
@@ -83,7 +76,7 @@ def run(
     prefix = f"benchcpu{tag}"
     work = Path(tempfile.mkdtemp(prefix="gridbus-benchcpu-"))
     ctx = mp.get_context("spawn")
-    sink_port = _free_port()
+    sink_port = free_port()
     hits = ctx.Value("l", 0)  # kept referenced until the sink has started
     sink = ctx.Process(target=_serve_sink, args=(sink_port, hits), daemon=True)
     sink.start()

@@ -38,6 +38,22 @@ PIPELINE_QUEUES = (
 
 
 # ------------------------------------------------------------------ statistics
+def free_port() -> int:
+    """A free loopback port (for a bench stack's servers and services)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_ports() -> dict[str, str]:
+    """Free ports for intake's HTTP API and every service's /metrics (each `*_METRICS_PORT`
+    setting), as environment variables: a stack of services that collides with nothing."""
+    from shared.config import Settings
+
+    names = ["intake_http_port", *(n for n in Settings.model_fields if n.endswith("_metrics_port"))]
+    return {n.upper(): str(free_port()) for n in names}
+
+
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0..100) with linear interpolation between closest ranks
     (numpy's default); None for no values."""

@@ -53,6 +53,7 @@ from bench.common import (
     cpu_seconds,
     delete_redis_prefix,
     envelope,
+    free_port,
     infrastructure_pids,
     latency_summary,
     machine_busy_seconds,
@@ -60,6 +61,7 @@ from bench.common import (
     mgmt_client,
     runqueue_wait_seconds,
     sample_reports,
+    service_ports,
     slope_per_s,
     throwaway_vhost,
     wall,
@@ -71,14 +73,6 @@ from shared.amqpclient import body_bytes, channel, close_quietly, connect, conne
 SERVICES = ("intake", "router", "sla", "notifier", "archiver")
 #: the processes whose CPU per report is the stack's (`cpu_ms_per_report.stack`)
 STACK_PROCESSES = (*SERVICES, "rabbitmq", "redis")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ helper processes
@@ -448,12 +442,7 @@ def stack_env(
         "CONFIG_DIR": str(config_dir),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": "WARNING",
-        "INTAKE_HTTP_PORT": str(free_port()),
-        "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()),
-        "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()),
-        "ARCHIVER_METRICS_PORT": str(free_port()),
+        **service_ports(),
         "WEBHOOK_SECRET": "bench-secret",
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
         "PUBLIC_BASE_URL": "http://127.0.0.1:8000",

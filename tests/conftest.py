@@ -25,6 +25,7 @@ import httpx
 import pytest
 import redis
 
+from bench.common import free_port, service_ports  # noqa: F401 (the tests import them from here)
 from shared.config import reset_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -204,21 +205,6 @@ def copy_config(target: Path) -> Path:
         if f.is_file():
             shutil.copy(f, target / f.name)
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def service_ports() -> dict[str, str]:
-    """Free ports for intake's HTTP API and every service's /metrics (each `*_METRICS_PORT`
-    setting), as environment variables: a stack of services that collides with nothing."""
-    from shared.config import Settings
-
-    names = ["intake_http_port", *(n for n in Settings.model_fields if n.endswith("_metrics_port"))]
-    return {n.upper(): str(free_port()) for n in names}
 
 
 _MARK_BY_FOLDER = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e}

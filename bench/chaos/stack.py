@@ -20,7 +20,7 @@ from typing import IO, Any, Callable
 import httpx
 
 from bench.chaos.nodes import kill_group, port_open
-from bench.common import REPO
+from bench.common import REPO, service_ports
 
 SERVICES = ("intake", "router", "sla", "notifier", "archiver")
 
@@ -32,14 +32,6 @@ SERVICE_QUEUES: dict[str, tuple[str, ...]] = {
     "notifier": ("notifier.events", "notifier.deliveries"),
     "archiver": (),  # reads the stream gridbus.audit, whose consumers a broker does not count
 }
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 #: what a webhook, an SMS provider and a WeCom/DingTalk robot each take as "sent"
@@ -255,12 +247,7 @@ def service_env(
         "CONFIG_DIR": str(config_dir),
         "LOG_FORMAT": "json",
         "LOG_LEVEL": log_level,
-        "INTAKE_HTTP_PORT": str(free_port()),
-        "INTAKE_METRICS_PORT": str(free_port()),
-        "ROUTER_METRICS_PORT": str(free_port()),
-        "SLA_METRICS_PORT": str(free_port()),
-        "NOTIFIER_METRICS_PORT": str(free_port()),
-        "ARCHIVER_METRICS_PORT": str(free_port()),
+        **service_ports(),
         "WEBHOOK_URL_TEMPLATE": f"http://127.0.0.1:{sink_port}/hooks/{{dept}}",
         "GRIDBUS_SMS_URL": f"http://127.0.0.1:{sink_port}/sms",
         "GRIDBUS_WECOM_ROBOT_URL": f"http://127.0.0.1:{sink_port}/wecom",
